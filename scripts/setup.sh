@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv and install diffuseg into it.
+# torch: an importable torch that satisfies the project is kept (your CUDA build on a GPU machine);
+# otherwise torch==2.13.0 is installed first (on the project's CPU machines this is a local CPU wheel),
+# so that no dependency resolution ever pulls a multi-GB CUDA build onto a CPU-only machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    .venv/bin/pip install -q "torch==${DIFFUSEG_TORCH_VERSION:-2.13.0}"
+fi
+.venv/bin/pip install -q -e ".[dev]"
