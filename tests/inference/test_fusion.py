@@ -1,0 +1,126 @@
+"""STAPLE against SimpleITK's STAPLEImageFilter, degenerate cases, and vote / mean by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffuseg.inference.fusion import fuse, majority_vote, mean_threshold, staple
+
+sitk = pytest.importorskip("SimpleITK")
+
+
+def _sitk_staple(masks: np.ndarray) -> tuple[np.ndarray, list[float], list[float], int]:
+    """SimpleITK STAPLE of ``masks`` (R, H, W) uint8: probability, sensitivity, specificity, iterations."""
+    f = sitk.STAPLEImageFilter()
+    f.SetForegroundValue(1)
+    f.SetMaximumIterations(50)
+    out = f.Execute([sitk.GetImageFromArray(m.astype(np.uint8)) for m in masks])
+    return (
+        sitk.GetArrayFromImage(out),
+        list(f.GetSensitivity()),
+        list(f.GetSpecificity()),
+        f.GetElapsedIterations(),
+    )
+
+
+def _raters(rng: np.random.Generator, r: int, size: int, flip: float) -> np.ndarray:
+    """``r`` jittered ellipses with a few flipped pixels: disagreeing but plausible raters."""
+    yy, xx = np.mgrid[:size, :size]
+    out = []
+    for _ in range(r):
+        cx, cy = size / 2 + rng.normal(0, size / 40, 2)
+        rx, ry = size / 5 + rng.normal(0, size / 50, 2)
+        m = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+        out.append(m ^ (rng.random((size, size)) < flip))
+    return np.stack(out).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("r", "flip", "seed"), [(5, 0.0, 0), (8, 0.02, 1), (25, 0.01, 2), (3, 0.1, 3)])
+def test_staple_matches_simpleitk(r: int, flip: float, seed: int) -> None:
+    masks = _raters(np.random.default_rng(seed), r, 48, flip)
+    want, sens, spec, its = _sitk_staple(masks)
+    got = staple(torch.from_numpy(masks)[None], max_iter=50)
+    np.testing.assert_allclose(got.probability[0].numpy(), want, atol=1e-8)
+    np.testing.assert_allclose(got.sensitivity[0].numpy(), sens, atol=1e-10)
+    np.testing.assert_allclose(got.specificity[0].numpy(), spec, atol=1e-10)
+    # ITK reports the index of the iteration it stopped at, or the maximum when it did not converge
+    assert got.iterations[0].item() == (its + 1 if got.converged[0] else its)
+    assert np.array_equal(got.mask()[0].numpy() > 0, want >= 0.5)
+
+
+def test_staple_prior_is_mean_foreground_fraction() -> None:
+    masks = _raters(np.random.default_rng(4), 6, 32, 0.01)
+    got = staple(torch.from_numpy(masks)[None])
+    assert got.prior[0].item() == pytest.approx(masks.mean())
+
+
+def test_staple_float32_close_to_simpleitk() -> None:
+    masks = _raters(np.random.default_rng(5), 10, 64, 0.01)
+    want, *_ = _sitk_staple(masks)
+    got = staple(torch.from_numpy(masks)[None], dtype=torch.float32)
+    np.testing.assert_allclose(got.probability[0].double().numpy(), want, atol=1e-4)
+
+
+def test_staple_batch_equals_one_by_one() -> None:
+    rng = np.random.default_rng(6)
+    cases = [_raters(rng, 7, 32, f) for f in (0.0, 0.05, 0.2)]
+    batch = staple(torch.from_numpy(np.stack(cases)))
+    for i, case in enumerate(cases):
+        one = staple(torch.from_numpy(case)[None])
+        torch.testing.assert_close(batch.probability[i], one.probability[0], rtol=0, atol=1e-12)
+        assert batch.iterations[i] == one.iterations[0]
+
+
+def test_staple_identical_raters_give_that_mask() -> None:
+    mask = torch.zeros(16, 16, dtype=torch.uint8)
+    mask[3:9, 5:12] = 1
+    got = staple(mask.expand(4, 16, 16)[None])
+    assert torch.equal(got.probability[0], mask.double())
+    assert torch.equal(got.mask()[0], mask.double())
+
+
+def test_staple_all_empty_and_all_full() -> None:
+    empty = torch.zeros(1, 5, 8, 8, dtype=torch.uint8)
+    full = torch.ones(1, 5, 8, 8, dtype=torch.uint8)
+    got = staple(torch.cat([empty, full]))
+    assert torch.equal(got.probability[0], torch.zeros(8, 8, dtype=torch.float64))
+    assert torch.equal(got.probability[1], torch.ones(8, 8, dtype=torch.float64))
+    assert not torch.isnan(got.sensitivity).any() and not torch.isnan(got.specificity).any()
+
+
+def test_staple_3d_and_bool_input() -> None:
+    masks = torch.from_numpy(_raters(np.random.default_rng(7), 4, 16, 0.05)).reshape(1, 4, 4, 8, 8) > 0
+    got = staple(masks)
+    assert got.probability.shape == (1, 4, 8, 8)
+
+
+def test_staple_rejects_bad_shape() -> None:
+    with pytest.raises(ValueError, match="B, R"):
+        staple(torch.zeros(4, 4))
+
+
+def test_vote_and_mean_by_hand() -> None:
+    # three raters of a 1x4 image: votes per pixel 0, 1, 2, 3
+    masks = torch.tensor([[[[0, 1, 1, 1]], [[0, 0, 1, 1]], [[0, 0, 0, 1]]]], dtype=torch.float32)
+    fused, frac = majority_vote(masks)
+    assert fused.tolist() == [[[0.0, 0.0, 1.0, 1.0]]]
+    assert frac[0, 0, 1].item() == pytest.approx(1 / 3)
+    fused, _ = mean_threshold(masks, threshold=0.3)
+    assert fused.tolist() == [[[0.0, 1.0, 1.0, 1.0]]]
+    # a tie of two raters: the vote says background, mean >= 0.5 says foreground
+    tie = torch.tensor([[[[1.0]], [[0.0]]]])
+    assert majority_vote(tie)[0].item() == 0.0
+    assert mean_threshold(tie)[0].item() == 1.0
+
+
+def test_fuse_mean_uses_soft_when_given() -> None:
+    masks = torch.tensor([[[[1.0]], [[0.0]]]])
+    soft = torch.tensor([[[[0.6]], [[0.2]]]])
+    assert fuse("mean", masks, soft=soft)[0].item() == 0.0
+    assert fuse("mean", masks)[0].item() == 1.0
+    fused, prob = fuse("staple", masks.expand(1, 2, 3, 3).contiguous())
+    assert fused.shape == prob.shape == (1, 3, 3)
+    with pytest.raises(ValueError, match="staple"):
+        fuse("average", masks)
