@@ -408,7 +408,7 @@ def _validate(c: Config) -> None:
         (c.sample.steps >= 1, "sample.steps must be >= 1"),
         (c.sample.samples >= 1, "sample.samples must be >= 1"),
         (c.sample.batch_size >= 1, "sample.batch_size must be >= 1"),
-        (0.0 <= c.sample.eta, "sample.eta must be >= 0"),
+        (c.sample.eta >= 0.0, "sample.eta must be >= 0"),
         (0.0 < c.sample.threshold < 1.0, "sample.threshold must be in (0, 1)"),
         (0.0 <= c.sample.relative_area <= 1.0, "sample.relative_area must be in [0, 1]"),
         (c.sample.precision in ("32", "bf16"), "sample.precision must be 32 or bf16"),

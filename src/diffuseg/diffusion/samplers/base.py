@@ -1,0 +1,70 @@
+"""What every sampler shares: the starting noise, the time grid and the output.
+
+All samplers walk the schedule's grid t_0 = 1 > t_1 > ... > t_S = 0, call the network at t_0..t_{S-1}
+(S network evaluations) and return the last data estimate x_hat, i.e. the step to t = 0 lands on the
+denoised mask (alpha = 1, sigma = 0 there). Coefficients are Python floats: every row shares t.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from diffuseg.diffusion.noise import Generators, randn
+from diffuseg.diffusion.process import DiffusionProcess, x0_to_soft
+
+
+@dataclass(frozen=True)
+class SampleOutput:
+    """mask: (N, 1, H, W) float in {0, 1}; soft: (N, 1, H, W) in [0, 1], the value before thresholding."""
+
+    mask: Tensor
+    soft: Tensor
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transition t -> s of the grid with the schedule's float64 values as floats."""
+
+    t: float
+    s: float
+    logsnr_t: float
+    logsnr_s: float  # +inf at s = 0 (data)
+
+    def alpha_sigma(self, at_s: bool) -> tuple[float, float]:
+        lam = self.logsnr_s if at_s else self.logsnr_t
+        if math.isinf(lam):
+            return 1.0, 0.0
+        return math.sqrt(_sigmoid(lam)), math.sqrt(_sigmoid(-lam))
+
+    def sigma2_ts(self) -> float:
+        """Variance of q(z_t | z_s): sigma_t^2 - (alpha_t/alpha_s)^2 sigma_s^2 = -sigma_t^2 expm1(l_t - l_s)."""
+        sigma_t2 = _sigmoid(-self.logsnr_t)
+        return (
+            sigma_t2 if math.isinf(self.logsnr_s) else -sigma_t2 * math.expm1(self.logsnr_t - self.logsnr_s)
+        )
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def grid(process: DiffusionProcess, steps: int) -> list[Step]:
+    """The S transitions of the sampling grid, last one to the data (s = 0)."""
+    times = process.schedule.sampling_times(steps)
+    lams = [float(process.schedule.logsnr(t)) for t in times[:-1]] + [math.inf]
+    return [Step(times[i], times[i + 1], lams[i], lams[i + 1]) for i in range(len(times) - 1)]
+
+
+def start_noise(image: Tensor, members: int, generator: Generators) -> Tensor:
+    """z_1 ~ N(0, I) of shape (B * members, 1, H, W), rows grouped by image."""
+    b, _, h, w = image.shape
+    return randn((b * members, 1, h, w), generator, device=image.device, dtype=torch.float32)
+
+
+def finish(x0: Tensor, threshold: float = 0.5) -> SampleOutput:
+    soft = x0_to_soft(x0.float())
+    return SampleOutput(mask=(soft > threshold).float(), soft=soft)

@@ -1,0 +1,46 @@
+"""DDIM sampling (Song, Meng & Ermon 2021, eq. 12) for any schedule and prediction type.
+
+    z_s = alpha_s x_hat + sqrt(sigma_s^2 - c^2) eps_hat + c noise,  c = eta * sqrt(posterior variance),
+with eps_hat = (z_t - alpha_t x_hat) / sigma_t. eta = 0 is deterministic; eta = 1 matches ancestral DDPM.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from diffuseg.diffusion.noise import Generators, randn
+from diffuseg.diffusion.process import DiffusionProcess, Network
+from diffuseg.diffusion.samplers.base import SampleOutput, finish, grid, start_noise
+
+
+@torch.inference_mode()
+def sample(
+    net: Network,
+    image: Tensor,
+    process: DiffusionProcess,
+    steps: int,
+    *,
+    generator: Generators,
+    members: int = 1,
+    eta: float = 0.0,
+    threshold: float = 0.5,
+    **_: object,
+) -> SampleOutput:
+    """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image."""
+    z = start_noise(image, members, generator)
+    x0 = z
+    for step in grid(process, steps):
+        x0 = process.denoise(net, z, step.t, image)
+        if step.s == 0.0:
+            break
+        alpha_t, sigma_t = step.alpha_sigma(at_s=False)
+        alpha_s, sigma_s = step.alpha_sigma(at_s=True)
+        eps = (z - alpha_t * x0) / sigma_t
+        c = eta * math.sqrt(step.sigma2_ts() * sigma_s**2 / sigma_t**2)
+        z = alpha_s * x0 + math.sqrt(max(sigma_s**2 - c**2, 0.0)) * eps
+        if c > 0:
+            z = z + c * randn(z.shape, generator, device=z.device, dtype=z.dtype)
+    return finish(x0, threshold)

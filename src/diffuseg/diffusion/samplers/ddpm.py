@@ -1,0 +1,51 @@
+"""Ancestral DDPM sampling (Ho et al. 2020, Alg. 2) for any schedule and prediction type.
+
+For a transition t -> s < t, with alpha_ts = alpha_t / alpha_s and sigma_ts^2 = sigma_t^2 - alpha_ts^2 sigma_s^2,
+the posterior q(z_s | z_t, x) (Kingma et al. 2021, eq. 2 of the ambiguity paper) has
+    mean = alpha_ts sigma_s^2 / sigma_t^2 z_t + alpha_s sigma_ts^2 / sigma_t^2 x,
+    var  = sigma_ts^2 sigma_s^2 / sigma_t^2            ("posterior", beta-tilde of Ho et al.),
+or the larger var = sigma_ts^2 ("beta", beta_t of Ho et al.). On a respaced discrete grid
+sigma_ts^2 = 1 - abar_t / abar_s, the respaced beta of Nichol & Dhariwal (2021).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from diffuseg.config import DDPMVariance
+from diffuseg.diffusion.noise import Generators, randn
+from diffuseg.diffusion.process import DiffusionProcess, Network
+from diffuseg.diffusion.samplers.base import SampleOutput, finish, grid, start_noise
+
+
+@torch.inference_mode()
+def sample(
+    net: Network,
+    image: Tensor,
+    process: DiffusionProcess,
+    steps: int,
+    *,
+    generator: Generators,
+    members: int = 1,
+    ddpm_variance: DDPMVariance = DDPMVariance.POSTERIOR,
+    threshold: float = 0.5,
+    **_: object,
+) -> SampleOutput:
+    """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image."""
+    z = start_noise(image, members, generator)
+    x0 = z
+    for step in grid(process, steps):
+        x0 = process.denoise(net, z, step.t, image)
+        if step.s == 0.0:
+            break
+        alpha_t, sigma_t = step.alpha_sigma(at_s=False)
+        alpha_s, sigma_s = step.alpha_sigma(at_s=True)
+        sigma2_ts = step.sigma2_ts()
+        alpha_ts = alpha_t / alpha_s
+        mean = (alpha_ts * sigma_s**2 / sigma_t**2) * z + (alpha_s * sigma2_ts / sigma_t**2) * x0
+        var = sigma2_ts * sigma_s**2 / sigma_t**2 if ddpm_variance == DDPMVariance.POSTERIOR else sigma2_ts
+        z = mean + math.sqrt(var) * randn(z.shape, generator, device=z.device, dtype=z.dtype)
+    return finish(x0, threshold)
