@@ -14,7 +14,6 @@ from diffuseg.errors import UserError
 
 def _cmd_train(a: argparse.Namespace) -> None:
     from diffuseg.config import load_config
-    from diffuseg.training.run import train
 
     overrides = list(a.overrides)
     if a.data:
@@ -26,6 +25,8 @@ def _cmd_train(a: argparse.Namespace) -> None:
     if a.num_nodes:
         overrides.append(f"train.num_nodes={a.num_nodes}")
     config = load_config(a.config, overrides)
+    from diffuseg.training.run import train  # heavy import after the config is known to be good
+
     run_dir = train(config, resume=a.resume)
     print(f"run folder: {run_dir}")
 

@@ -1,0 +1,78 @@
+import pytest
+import yaml
+
+from diffuseg.config import (
+    Config,
+    PredictionType,
+    SamplerKind,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from diffuseg.errors import UserError
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    cfg = config_from_dict({"diffusion": {"prediction": "v", "input_scale": 0.1}, "data": {"foreground": [1, 2]}})
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg
+    assert again.diffusion.prediction is PredictionType.V
+    assert again.data.foreground == (1, 2)
+
+
+def test_dotted_overrides_are_typed(tmp_path):
+    (tmp_path / "c.yaml").write_text("train: {steps: 5}\n")
+    cfg = load_config(tmp_path / "c.yaml", ["train.steps=12", "sample.sampler=dpm-solver", "model.options.width=8"])
+    assert cfg.train.steps == 12
+    assert cfg.sample.sampler is SamplerKind.DPM_SOLVER
+    assert cfg.model.options == {"width": 8}
+
+
+@pytest.mark.parametrize(
+    "values,needle",
+    [
+        ({"diffusion": {"prediction": "score"}}, "diffusion.prediction: 'score' is not one of: eps, x, v"),
+        ({"train": {"stepz": 3}}, "unknown key(s) stepz"),
+        ({"train": {"steps": "many"}}, "train.steps: expected an integer"),
+        ({"train": {"steps": 0}}, "train.steps must be >= 1"),
+        ({"sample": {"threshold": 1.5}}, "sample.threshold must be in (0, 1)"),
+        ({"data": {"augment": "maybe"}}, "data.augment: expected true or false"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, values, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    assert needle in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "broken.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(UserError, match="expected key=value"):
+        load_config(None, ["train.steps"])
+
+
+def test_to_dict_is_plain():
+    d = config_to_dict(Config())
+    assert d["diffusion"]["prediction"] == "eps"
+    yaml.safe_dump(d)  # serialisable without custom representers
+
+
+def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
+    from diffuseg.cli import main
+
+    code = main(["train", str(tmp_path / "missing.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and "config file not found" in err and "Traceback" not in err
