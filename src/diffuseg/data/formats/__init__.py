@@ -1,0 +1,114 @@
+"""Readers, one per on-disk layout, and ``open_dataset`` which detects the layout.
+
+Layouts: ``lidc`` (LIDC-IDRI-slices, 4 annotators), ``brats`` (MedSegDiff's BraTS folders, NIfTI),
+``nnunet`` (nnU-Net raw, several annotators as an extension), ``multi`` (one mask folder or suffix per
+annotator), ``paired`` (images and masks by stem, incl. DDTI and NIfTI volumes; alias ``nifti``) and
+``images`` (unlabelled images, for prediction).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from diffuseg.config import StrEnum
+from diffuseg.data.formats.base import Entry, Reader
+from diffuseg.data.formats.brats import BraTSReader
+from diffuseg.data.formats.files import is_image_file
+from diffuseg.data.formats.lidc import LIDCReader
+from diffuseg.data.formats.multi import MultiAnnotatorReader
+from diffuseg.data.formats.nnunet import NnUNetReader
+from diffuseg.data.formats.paired import ImagesReader, PairedReader
+from diffuseg.errors import UserError
+
+__all__ = ["Entry", "Layout", "Reader", "images_from_files", "open_dataset", "open_input"]
+
+
+class Layout(StrEnum):
+    AUTO = "auto"
+    LIDC = "lidc"
+    BRATS = "brats"
+    NNUNET = "nnunet"
+    MULTI = "multi"
+    PAIRED = "paired"
+    NIFTI = "nifti"
+    IMAGES = "images"
+
+
+READERS: dict[Layout, type[Reader]] = {
+    Layout.NNUNET: NnUNetReader,
+    Layout.LIDC: LIDCReader,
+    Layout.BRATS: BraTSReader,
+    Layout.MULTI: MultiAnnotatorReader,
+    Layout.PAIRED: PairedReader,
+    Layout.NIFTI: PairedReader,
+    Layout.IMAGES: ImagesReader,
+}
+# ``multi`` is a more specific ``paired`` (several mask folders or numbered suffixes): when both match, multi wins.
+_SPECIFIC = (Layout.NNUNET, Layout.LIDC, Layout.BRATS, Layout.MULTI)
+
+
+def detect_layout(root: Path) -> Layout:
+    """The one layout ``root`` looks like; ``UserError`` when none or several match."""
+    matches = [name for name in _SPECIFIC if READERS[name].detect(root)]
+    if not matches and PairedReader.detect(root):
+        matches = [Layout.PAIRED]
+    if len(matches) > 1:
+        raise UserError(
+            f"{root}: the layout is ambiguous (it looks like {' and '.join(map(str, matches))}); "
+            f"name it with --layout (data.layout), one of: {', '.join(m.value for m in Layout if m != Layout.AUTO)}"
+        )
+    if matches:
+        return matches[0]
+    if ImagesReader.detect(root):
+        return Layout.IMAGES
+    raise UserError(
+        f"{root}: no known dataset layout here (no images found); see docs/data.md for the layouts, "
+        "or name one with --layout"
+    )
+
+
+def open_dataset(root: str | os.PathLike, layout: str = "auto", foreground: Sequence[int] = ()) -> Reader:
+    """Open the dataset at ``root`` (a folder) in ``layout`` (or detect it).
+
+    Returns a ``Reader``: ``len()``, ``reader[i] -> Case``, ``reader.check(i) -> (case, problems)``,
+    ``reader.entries`` (undecoded), ``reader.problems`` (structural problems found while scanning).
+    Raises ``UserError`` for a missing folder, an unknown or ambiguous layout.
+    """
+    path = Path(root)
+    if not path.exists():
+        raise UserError(f"{path}: dataset folder not found")
+    if path.is_file():
+        return images_from_files([path])
+    try:
+        chosen = Layout.parse(layout)
+    except ValueError as err:
+        raise UserError(f"layout: {err}") from None
+    if chosen == Layout.AUTO:
+        chosen = detect_layout(path)
+    try:
+        reader = READERS[chosen](path, foreground=foreground)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the folder ({err})") from None
+    reader.layout = str(chosen)
+    return reader
+
+
+def images_from_files(paths: Sequence[str | os.PathLike]) -> Reader:
+    """Unlabelled cases (K = 0) from a list of image files (PNG, JPG, NIfTI, ...), for ``predict``."""
+    files = [Path(p) for p in paths]
+    for p in files:
+        if not p.is_file():
+            raise UserError(f"{p}: input file not found")
+        if not is_image_file(p):
+            raise UserError(f"{p}: not an image file this tool reads")
+    root = files[0].parent if files else Path(".")
+    return ImagesReader(root, files=files)
+
+
+def open_input(paths: Sequence[str | os.PathLike], layout: str = "auto", foreground: Sequence[int] = ()) -> Reader:
+    """A dataset folder (one path) or single image files (one or more) as ``predict`` receives them."""
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        return open_dataset(paths[0], layout, foreground)
+    return images_from_files(paths)

@@ -1,0 +1,44 @@
+"""The item every reader yields: one 2D image with the masks of its K annotators and its geometry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Everything a writer needs to put a prediction back where the input came from.
+
+    ``size`` is the original (H, W) of the 2D item. For NIfTI inputs ``affine`` is the 4x4 matrix of the
+    source file and ``spacing`` its voxel sizes. A 2D slice of a 3D volume has ``volume_id``,
+    ``slice_index`` (along the last array axis) and ``volume_shape``; writers re-assemble those slices.
+    """
+
+    size: tuple[int, int]
+    format: str  # file suffix of the image: "png", "gif", "jpg", "tif", "bmp", "npy", "nii", "nii.gz"
+    sources: tuple[str, ...] = ()  # image file per channel
+    mask_sources: tuple[tuple[str, ...], ...] = ()  # per annotator, the files joined into its mask
+    affine: tuple[tuple[float, ...], ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    volume_id: str | None = None
+    slice_index: int | None = None
+    volume_shape: tuple[int, ...] | None = None
+    layout: str = ""
+
+
+@dataclass
+class Case:
+    """One item: ``image`` (C,H,W) float32, ``masks`` (K,H,W) uint8 in {0,1}; K = 0 when unlabelled."""
+
+    image: torch.Tensor
+    masks: torch.Tensor
+    case_id: str
+    patient_id: str
+    geometry: Geometry
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def annotators(self) -> int:
+        return int(self.masks.shape[0])

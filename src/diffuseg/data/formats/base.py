@@ -1,0 +1,285 @@
+"""What every layout reader shares: entries found on disk, and decoding an entry into a ``Case``.
+
+A reader only *finds* files (``scan``); decoding, slicing of volumes, binarising of labels and every
+per-file check live here, so all layouts report problems the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffuseg.data.case import Case, Geometry
+from diffuseg.data.formats.files import (
+    LOSSY_SUFFIXES,
+    FileData,
+    normalize_intensity,
+    read_file,
+    suffix_of,
+)
+from diffuseg.errors import UserError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One 2D item on disk, not yet decoded.
+
+    ``images`` holds one file per channel (BraTS: one per modality) or a single file holding all channels;
+    ``masks`` one tuple per annotator of the files whose union is that annotator's mask (several lesions
+    of one image). ``slice_index`` selects a slice (last array axis) of a 3D volume. ``labels`` are the
+    label values the layout allows (``None``: a binary mask, any single non-zero value).
+    """
+
+    case_id: str
+    patient_id: str
+    images: tuple[Path, ...]
+    masks: tuple[tuple[Path, ...], ...] = ()
+    slice_index: int | None = None
+    volume_id: str | None = None
+    volume_shape: tuple[int, ...] | None = None
+    labels: tuple[int, ...] | None = None
+
+
+class _FileCache:
+    """The last few decoded files, so the slices of one volume decode it once."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.items: OrderedDict[tuple[Path, bool], tuple[FileData, np.ndarray | None, int]] = OrderedDict()
+
+    def get(self, path: Path, as_mask: bool) -> tuple[FileData, np.ndarray | None, int]:
+        """(decoded file, normalised float32 array for images, count of non-finite values)."""
+        key = (path, as_mask)
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        data = read_file(path, as_mask=as_mask)
+        bad = int(data.array.size - np.isfinite(data.array).sum()) if data.array.dtype.kind == "f" else 0
+        normalised = None
+        if not as_mask:
+            channel_axis = _channel_axis(data)
+            normalised = normalize_intensity(data.array, channel_axis)
+        self.items[key] = (data, normalised, bad)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return self.items[key]
+
+
+def _channel_axis(data: FileData) -> int | None:
+    a = data.array
+    if data.affine is not None:  # NIfTI: (X,Y), (X,Y,Z) or (X,Y,Z,C)
+        return 3 if a.ndim == 4 else None
+    return 2 if a.ndim == 3 else None  # rasters (H,W,C); .npy (H,W,C) too
+
+
+def _plane(data: FileData, array: np.ndarray, slice_index: int | None) -> np.ndarray:
+    """The 2D plane (H,W) or (H,W,C) of an entry."""
+    if data.affine is not None:
+        if array.ndim >= 3:
+            z = 0 if slice_index is None else slice_index
+            array = array[:, :, z]
+        return array
+    return array
+
+
+class Reader:
+    """A dataset on disk in one layout: ``entries`` plus the structural ``problems`` met while scanning."""
+
+    layout = "base"
+
+    def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = ()):
+        self.root = Path(root)
+        self.foreground = tuple(int(v) for v in foreground)
+        self.entries: list[Entry] = []
+        self.problems: list[str] = []
+        self._files = _FileCache()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> Case:
+        return self.load(index)
+
+    @property
+    def patients(self) -> list[str]:
+        return [e.patient_id for e in self.entries]
+
+    @property
+    def annotators(self) -> int:
+        """The largest annotator count among the entries (0 for unlabelled data)."""
+        return max((len(e.masks) for e in self.entries), default=0)
+
+    def load(self, index: int) -> Case:
+        """Decode entry ``index``; raises ``UserError`` listing its problems."""
+        case, problems = self.check(index)
+        if problems:
+            raise UserError("; ".join(problems))
+        assert case is not None  # check() returns a case whenever it reports no problem
+        return case
+
+    def check(self, index: int) -> tuple[Case | None, list[str]]:
+        """Decode entry ``index`` and return it with every problem found in its files."""
+        entry = self.entries[index]
+        problems: list[str] = []
+        planes, first = [], None
+        for path in entry.images:
+            try:
+                data, normalised, bad = self._files.get(path, as_mask=False)
+            except UserError as err:
+                problems.append(str(err))
+                continue
+            if bad:
+                problems.append(f"{path}: {bad} NaN or infinite intensity value(s)")
+            if entry.slice_index is not None and (data.array.ndim < 3 or entry.slice_index >= data.array.shape[2]):
+                problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
+                continue
+            plane = _plane(data, normalised, entry.slice_index)
+            plane = plane[..., None] if plane.ndim == 2 else plane
+            if first is None:
+                first = (path, data)
+            elif plane.shape[:2] != planes[0].shape[:2] or not _same_geometry(first[1], data):
+                problems.append(
+                    f"{path}: channel geometry {_describe(data)} differs from {first[0].name} {_describe(first[1])}"
+                )
+                continue
+            planes.append(plane)
+        if first is None or problems:
+            return None, problems
+        image = np.concatenate(planes, axis=2).transpose(2, 0, 1)
+        masks = [self._mask(entry, files, image.shape[1:], first, problems) for files in entry.masks]
+        if problems:
+            return None, problems
+        geometry = self._geometry(entry, first[1], image.shape[1:])
+        mask_t = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, *image.shape[1:]), dtype=torch.uint8)
+        return Case(torch.from_numpy(np.ascontiguousarray(image)), mask_t, entry.case_id, entry.patient_id, geometry), []
+
+    def _mask(self, entry: Entry, files: tuple[Path, ...], size: tuple[int, int], first, problems: list[str]):
+        out = np.zeros(size, dtype=np.uint8)
+        for path in files:
+            try:
+                data, _, bad = self._files.get(path, as_mask=True)
+            except UserError as err:
+                problems.append(str(err))
+                continue
+            if bad:
+                problems.append(f"{path}: {bad} NaN or infinite value(s) in a mask")
+                continue
+            if data.affine is not None and first[1].affine is not None and not _same_geometry(first[1], data):
+                problems.append(
+                    f"{path}: label geometry {_describe(data)} differs from image {first[0].name} {_describe(first[1])}"
+                )
+                continue
+            if entry.slice_index is not None and (data.array.ndim < 3 or entry.slice_index >= data.array.shape[2]):
+                problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
+                continue
+            plane = _plane(data, data.array, entry.slice_index)
+            if plane.ndim == 3 and plane.shape[2] == 1:
+                plane = plane[..., 0]
+            if plane.shape != tuple(size):
+                problems.append(
+                    f"{path}: mask size {'x'.join(map(str, plane.shape))} differs from image size "
+                    f"{'x'.join(map(str, size))} ({entry.images[0].name})"
+                )
+                continue
+            binary = self._binarise(path, plane, entry.labels, problems)
+            if binary is not None:
+                out |= binary
+        return out
+
+    def _binarise(self, path: Path, plane: np.ndarray, labels, problems: list[str]) -> np.ndarray | None:
+        """Foreground of one label map: the chosen ``foreground`` labels, or any non-zero value."""
+        if suffix_of(path) in LOSSY_SUFFIXES:  # JPEG masks are never exactly binary: threshold at half
+            return (plane >= (128 if plane.dtype == np.uint8 else 0.5)).astype(np.uint8)
+        values = np.unique(plane)
+        nonzero = [v for v in values.tolist() if v != 0]
+        if labels is not None:
+            unknown = sorted(set(nonzero) - set(labels))
+            if unknown:
+                problems.append(f"{path}: unknown label value(s) {_values(unknown)} (allowed: {_values(labels)})")
+                return None
+        elif not self.foreground and len(nonzero) > 1:
+            problems.append(
+                f"{path}: mask is not binary (values {_values(values.tolist())}); "
+                "choose label values with data.foreground=[...]"
+            )
+            return None
+        if self.foreground:
+            return np.isin(plane, self.foreground).astype(np.uint8)
+        return (plane != 0).astype(np.uint8)
+
+    def _geometry(self, entry: Entry, data: FileData, size) -> Geometry:
+        affine = tuple(tuple(float(v) for v in row) for row in data.affine) if data.affine is not None else None
+        return Geometry(
+            size=(int(size[0]), int(size[1])),
+            format=suffix_of(entry.images[0]),
+            sources=tuple(str(p) for p in entry.images),
+            mask_sources=tuple(tuple(str(p) for p in files) for files in entry.masks),
+            affine=affine,
+            spacing=data.spacing,
+            volume_id=entry.volume_id,
+            slice_index=entry.slice_index,
+            volume_shape=entry.volume_shape,
+            layout=self.layout,
+        )
+
+
+def _same_geometry(a: FileData, b: FileData) -> bool:
+    if a.affine is None or b.affine is None:
+        return True
+    return a.array.shape[:3] == b.array.shape[:3] and bool(np.allclose(a.affine, b.affine, atol=1e-3))
+
+
+def _describe(data: FileData) -> str:
+    shape = "x".join(map(str, data.array.shape[:3]))
+    if data.affine is None:
+        return shape
+    origin = ", ".join(f"{v:g}" for v in data.affine[:3, 3])
+    return f"{shape}, spacing {data.spacing}, origin ({origin})"
+
+
+def _values(values) -> str:
+    shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in list(values)[:8]]
+    return "{" + ", ".join(shown) + (", ..." if len(values) > 8 else "") + "}"
+
+
+def nifti_slices(path: Path) -> tuple[int, ...] | None:
+    """Shape of a NIfTI file from its header alone, or ``None`` when the header cannot be read."""
+    import nibabel as nib
+
+    try:
+        return tuple(int(s) for s in nib.load(str(path)).shape)
+    except Exception:  # a corrupt header: the entry is kept and decoding reports the file
+        return None
+
+
+def expand_volumes(entries: list[Entry]) -> list[Entry]:
+    """Replace each entry whose first image is a 3D NIfTI volume by one entry per slice (last axis)."""
+    out: list[Entry] = []
+    for e in entries:
+        first = e.images[0]
+        shape = nifti_slices(first) if suffix_of(first) in ("nii", "nii.gz") else None
+        if shape is None or len(shape) < 3 or shape[2] <= 1:
+            out.append(e)
+            continue
+        for z in range(shape[2]):
+            out.append(
+                Entry(
+                    case_id=f"{e.case_id}_z{z:04d}",
+                    patient_id=e.patient_id,
+                    images=e.images,
+                    masks=e.masks,
+                    slice_index=z,
+                    volume_id=e.case_id,
+                    volume_shape=shape[:3],
+                    labels=e.labels,
+                )
+            )
+    return out
+
+

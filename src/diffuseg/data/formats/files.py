@@ -1,0 +1,128 @@
+"""Decoding one file: 2D rasters (PNG, JPG, GIF, TIFF, BMP), NumPy arrays and NIfTI images.
+
+Every reader goes through here, so every format error ends as a ``UserError`` naming the file.
+Arrays keep their stored dtype; intensity scaling is ``normalize_intensity``'s job.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diffuseg.errors import UserError
+
+RASTER_SUFFIXES = ("png", "jpg", "jpeg", "gif", "tif", "tiff", "bmp")
+NIFTI_SUFFIXES = ("nii", "nii.gz")
+IMAGE_SUFFIXES = (*RASTER_SUFFIXES, "npy", *NIFTI_SUFFIXES)
+LOSSY_SUFFIXES = ("jpg", "jpeg")
+
+
+def suffix_of(path: str | os.PathLike) -> str:
+    """Lower-case suffix without the dot; ``nii.gz`` counts as one suffix."""
+    name = Path(path).name.lower()
+    if name.endswith(".nii.gz"):
+        return "nii.gz"
+    return name.rsplit(".", 1)[-1] if "." in name else ""
+
+
+def stem_of(path: str | os.PathLike) -> str:
+    """File name without its (possibly double) suffix."""
+    name = Path(path).name
+    suffix = suffix_of(path)
+    return name[: -len(suffix) - 1] if suffix else name
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and suffix_of(path) in IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class FileData:
+    """A decoded file. ``array`` is (H,W), (H,W,C) for rasters; (X,Y), (X,Y,Z) or (X,Y,Z,C) for NIfTI."""
+
+    array: np.ndarray
+    affine: np.ndarray | None = None  # 4x4, NIfTI only
+    spacing: tuple[float, ...] | None = None
+
+    @property
+    def is_volume(self) -> bool:
+        """True for NIfTI data with more than one slice along the third axis."""
+        return self.affine is not None and self.array.ndim >= 3 and self.array.shape[2] > 1
+
+
+def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
+    """Decode ``path``; raises ``UserError`` naming it when it is missing, unreadable or corrupt."""
+    path = Path(path)
+    suffix = suffix_of(path)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            return _read_nifti(path)
+        if suffix == "npy":
+            return FileData(np.load(path, allow_pickle=False))
+        if suffix in RASTER_SUFFIXES:
+            return FileData(_read_raster(path, as_mask))
+    except UserError:
+        raise
+    except (OSError, ValueError, EOFError, SyntaxError) as err:  # PIL/nibabel/numpy decode errors
+        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
+    except Exception as err:  # third-party decoders raise many types; report, never crash
+        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
+    raise UserError(f"{path}: unsupported file type .{suffix} (known: {', '.join(IMAGE_SUFFIXES)})")
+
+
+def _read_raster(path: Path, as_mask: bool) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode == "P":
+            # palette images: a mask keeps its indices (label values); an image shows its colours
+            im = im if as_mask else im.convert("RGB")
+        elif mode in ("RGBA", "LA", "CMYK", "YCbCr", "HSV", "LAB"):
+            im = im.convert("RGB" if mode != "LA" else "L")
+        elif mode == "1":
+            im = im.convert("L")
+        array = np.array(im)
+    if array.ndim == 3 and as_mask:
+        array = array.max(axis=2)  # an RGB mask: foreground wherever any channel is set
+    if array.ndim == 3 and array.shape[2] == 3 and np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(
+        array[..., 0], array[..., 2]
+    ):
+        array = array[..., 0]  # grey stored as RGB
+    return array
+
+
+def _read_nifti(path: Path) -> FileData:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    array = np.asanyarray(img.dataobj)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[: min(3, array.ndim)])
+    return FileData(array, affine=np.asarray(img.affine, dtype=np.float64), spacing=zooms)
+
+
+def normalize_intensity(array: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """Scale intensities to [0, 1] per channel (modality); returns float32 of the same shape.
+
+    uint8 data is divided by 255 (the value scale is fixed). Anything else (CT, MRI, floats) is
+    clipped to its 0.5th and 99.5th percentile per channel and scaled to [0, 1], computed over the
+    whole file, so all slices of a volume share one scale. NaN and inf are set to 0 here (``verify``
+    reports them).
+    """
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    data = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if array.dtype == bool:
+        return data
+    moved = np.moveaxis(data, channel_axis, 0) if channel_axis is not None else data[None]
+    out = np.empty_like(moved)
+    for c, channel in enumerate(moved):
+        lo, hi = np.percentile(channel, (0.5, 99.5))
+        if hi <= lo:
+            lo, hi = float(channel.min()), float(channel.max())
+        out[c] = (np.clip(channel, lo, hi) - lo) / (hi - lo) if hi > lo else np.zeros_like(channel)
+    return np.moveaxis(out, 0, channel_axis) if channel_axis is not None else out[0]

@@ -1,0 +1,103 @@
+"""The nnU-Net raw layout (v1 and v2), 2D and 3D, extended to several annotators.
+
+``dataset.json`` beside ``imagesTr/CASE_XXXX.<ext>`` (one file per channel, ``_0000``, ``_0001``, ...) and
+``labelsTr/CASE.<ext>``. The channel count comes from ``channel_names`` (v2) or ``modality`` (v1), the file
+ending from ``file_ending`` (default ``.nii.gz``), the allowed labels from ``labels``. 3D volumes are sliced
+along their last axis.
+
+Several annotators (our extension, ignored by nnU-Net itself): annotator 0 is ``labelsTr/``; annotators 1..
+are sibling folders named ``labelsTr_<anything>`` taken in sorted order (``labelsTr_rater1``, ...), or the
+folders listed in order under the key ``"annotator_folders"`` of ``dataset.json``. Each holds ``CASE.<ext>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from diffuseg.data.formats.base import Entry, Reader, expand_volumes
+from diffuseg.data.formats.files import stem_of
+from diffuseg.errors import UserError
+
+_CHANNEL = re.compile(r"^(.*)_(\d{4})$")
+
+
+def _labels(meta: dict) -> tuple[int, ...] | None:
+    labels = meta.get("labels")
+    if not isinstance(labels, dict):
+        return None
+    values = set()
+    for k, v in labels.items():
+        for item in v if isinstance(v, list) else [v, k]:  # v2 {"name": value}, v1 {"value": "name"}
+            try:
+                values.add(int(item))
+            except (TypeError, ValueError):
+                continue
+    return tuple(sorted(v for v in values if v != 0)) or None
+
+
+class NnUNetReader(Reader):
+    layout = "nnunet"
+
+    def __init__(self, root, foreground=()):
+        super().__init__(root, foreground)
+        self.scan()
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        return (root / "dataset.json").is_file() and (root / "imagesTr").is_dir()
+
+    def _meta(self) -> dict:
+        path = self.root / "dataset.json"
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise UserError(f"{path}: expected a JSON object")
+        return meta
+
+    def label_dirs(self, meta: dict) -> list[Path]:
+        listed = meta.get("annotator_folders")
+        if isinstance(listed, list) and listed:
+            return [self.root / str(name) for name in listed]
+        extra = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("labelsTr_"))
+        return [self.root / "labelsTr", *extra]
+
+    def scan(self) -> None:
+        meta = self._meta()
+        ending = str(meta.get("file_ending", ".nii.gz"))
+        channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
+        n_channels = len(channels) if isinstance(channels, dict) else 1
+        labels = _labels(meta)
+        cases: dict[str, dict[int, Path]] = {}
+        for p in sorted((self.root / "imagesTr").glob(f"*{ending}")):
+            m = _CHANNEL.match(stem_of(p))
+            if not m:
+                self.problems.append(f"{p}: image name lacks the _XXXX channel suffix")
+                continue
+            cases.setdefault(m.group(1), {})[int(m.group(2))] = p
+        label_dirs = [d for d in self.label_dirs(meta) if d.is_dir()]
+        per_annotator = [{stem_of(p): p for p in sorted(d.glob(f"*{ending}"))} for d in label_dirs]
+        counts = [len(a) for a in per_annotator]
+        if len(set(counts)) > 1:
+            listing = ", ".join(f"{d.name}: {c}" for d, c in zip(label_dirs, counts))
+            self.problems.append(f"{self.root}: annotator folders of unequal length ({listing})")
+        for d, found in zip(label_dirs, per_annotator):
+            for case in sorted(set(found) - set(cases)):
+                self.problems.append(f"{found[case]}: label without an image in imagesTr/ ({d.name})")
+        entries = []
+        for case, files in sorted(cases.items()):
+            missing = [f"_{c:04d}" for c in range(n_channels) if c not in files]
+            if missing:
+                self.problems.append(f"{self.root / 'imagesTr'}/{case}: missing channel file(s) {', '.join(missing)}")
+                continue
+            images = tuple(files[c] for c in range(n_channels))
+            absent = [d.name for d, found in zip(label_dirs, per_annotator) if case not in found]
+            if label_dirs and absent:
+                self.problems.append(f"{images[0]}: image without a label in {', '.join(absent)}")
+                continue
+            masks = tuple((found[case],) for found in per_annotator)
+            entries.append(Entry(case, case, images, masks, labels=labels))
+        self.entries = expand_volumes(entries)

@@ -1,0 +1,134 @@
+"""Paired folders: images and masks matched by file stem (one annotator).
+
+Either two folders (``images/`` + ``masks/``, or DDTI's ``cropped/`` + ``mask/``; names below), or one folder
+whose mask files carry a suffix (``case1.png`` + ``case1_mask.png``; suffixes below). Any image format of
+``files.IMAGE_SUFFIXES``; NIfTI volumes are sliced along their last axis. Several masks of one image (one per
+lesion, ``case1_1.png``, ``case1_2.png`` or ``case1_mask_1.png``) are joined into one. A folder of images
+without masks is the ``images`` layout (unlabelled, for ``predict``).
+
+Patient ids: the stem's prefix before the first ``_`` when that prefix is a number (DDTI's
+``{patient}_{image}(k)``), otherwise the whole stem (each image its own patient).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from diffuseg.data.formats.base import Entry, Reader, expand_volumes
+from diffuseg.data.formats.files import is_image_file, stem_of
+
+IMAGE_DIRS = ("images", "image", "imgs", "img", "cropped", "inputs", "input", "data")
+MASK_DIRS = ("masks", "mask", "labels", "label", "gt", "groundtruth", "ground_truth", "segmentations", "annotations")
+MASK_SUFFIXES = ("_mask", "_masks", "_segmentation", "_seg", "_label", "_labels", "_gt", "_annotation")
+_PART = re.compile(r"^(.*?)[_-](\d+)$")
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+
+
+def find_dir(root: Path, names: tuple[str, ...]) -> Path | None:
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        if p.is_dir() and p.name.lower() in names:
+            return p
+    return None
+
+
+def patient_of(stem: str) -> str:
+    head = stem.split("_", 1)[0]
+    return head if "_" in stem and head.isdigit() else stem
+
+
+def split_suffix(stem: str, suffixes: tuple[str, ...]) -> tuple[str, str] | None:
+    """``("case1", "_mask")`` for ``case1_mask`` or ``case1_mask_2``; ``None`` when no suffix matches."""
+    low = stem.lower()
+    for s in sorted(suffixes, key=len, reverse=True):
+        i = low.rfind(s)
+        if i > 0 and re.fullmatch(r"([_-]?\d+)?", low[i + len(s) :]):
+            return stem[:i], s
+    return None
+
+
+def match_masks(image_stems: set[str], mask_files: list[Path], suffix: bool) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Group mask files by the image stem they belong to; returns (stem -> files, orphan masks)."""
+    groups: dict[str, list[Path]] = {}
+    orphans: list[Path] = []
+    for m in mask_files:
+        stem = stem_of(m)
+        base = stem
+        if suffix:
+            parts = split_suffix(stem, MASK_SUFFIXES)
+            if parts is None:
+                orphans.append(m)
+                continue
+            base = parts[0]
+        if base not in image_stems:
+            part = _PART.match(base)
+            base = part.group(1) if part and part.group(1) in image_stems else None
+        if base is None:
+            orphans.append(m)
+        else:
+            groups.setdefault(base, []).append(m)
+    return groups, orphans
+
+
+class PairedReader(Reader):
+    layout = "paired"
+
+    def __init__(self, root, foreground=(), image_dir: str | None = None, mask_dir: str | None = None):
+        super().__init__(root, foreground)
+        self.scan(image_dir, mask_dir)
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        if find_dir(root, IMAGE_DIRS) and find_dir(root, MASK_DIRS):
+            return True
+        files = image_files(find_dir(root, IMAGE_DIRS) or root)
+        return any(split_suffix(stem_of(p), MASK_SUFFIXES) for p in files)
+
+    def scan(self, image_dir: str | None, mask_dir: str | None) -> None:
+        img_dir = self.root / image_dir if image_dir else find_dir(self.root, IMAGE_DIRS)
+        msk_dir = self.root / mask_dir if mask_dir else find_dir(self.root, MASK_DIRS)
+        if img_dir is not None and msk_dir is not None:
+            images, masks, suffix = image_files(img_dir), image_files(msk_dir), False
+        else:
+            folder = img_dir or self.root
+            files = image_files(folder)
+            masks = [p for p in files if split_suffix(stem_of(p), MASK_SUFFIXES)]
+            images = [p for p in files if p not in set(masks)]
+            suffix = True
+        stems = {stem_of(p): p for p in images}
+        groups, orphans = match_masks(set(stems), masks, suffix)
+        for m in orphans:
+            self.problems.append(f"{m}: mask without an image (no image named {stem_of(m)}.* beside it)")
+        entries = []
+        for stem, path in stems.items():
+            files = groups.get(stem)
+            if not files:
+                self.problems.append(f"{path}: image without a mask")
+                continue
+            entries.append(Entry(stem, patient_of(stem), (path,), (tuple(sorted(files)),)))
+        self.entries = expand_volumes(entries)
+
+
+class ImagesReader(Reader):
+    """Unlabelled images: a folder of image files, or a list of files (K = 0), for ``predict``."""
+
+    layout = "images"
+
+    def __init__(self, root, foreground=(), files: list[Path] | None = None):
+        super().__init__(root, foreground)
+        paths = files if files is not None else image_files(find_dir(self.root, IMAGE_DIRS) or self.root)
+        seen: dict[str, int] = {}
+        entries = []
+        for p in paths:
+            stem = stem_of(p)
+            seen[stem] = seen.get(stem, 0) + 1
+            case_id = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
+            entries.append(Entry(case_id, patient_of(stem), (Path(p),)))
+        self.entries = expand_volumes(entries)
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        return bool(image_files(find_dir(root, IMAGE_DIRS) or root))
