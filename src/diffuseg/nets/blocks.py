@@ -1,0 +1,131 @@
+"""Building blocks shared by every network: time embedding, residual block, attention, resampling.
+
+The residual block follows MedSegDiff section 2.3 and the ambiguity paper's supplement 7.3 (itself the
+Nichol & Dhariwal 2021 block): two (GroupNorm, SiLU, 3x3 conv) blocks, the time embedding added after the
+first, and a 1x1 convolution on the residual path when the channel count changes.
+
+Everything here is a plain ``nn.Module`` with its layers built in ``__init__``; nothing is created in
+``forward``, and every operation works in ``channels_last`` memory format and under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TIME_SCALE = 1000.0  # t in [0, 1] is scaled to the DDPM step range before the sinusoids
+
+
+def group_count(channels: int, preferred: int = 32) -> int:
+    """Groups for GroupNorm: ``preferred`` when it divides ``channels``, else the largest divisor below it."""
+    for groups in range(min(preferred, channels), 0, -1):
+        if channels % groups == 0:
+            return groups
+    return 1
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups where the channel count allows (supplement 7.3, ambiguity paper)."""
+    return nn.GroupNorm(group_count(channels), channels)
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of a float time, as in Ho et al. 2020 / Nichol & Dhariwal 2021.
+
+    t: (N,) float in [0, 1], scaled by 1000 inside so a continuous time matches the discrete step index.
+    Returns (N, dim) float32: [cos(s * f_i), sin(s * f_i)] with f_i = 10000^(-i / (dim/2)).
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = (t.float() * TIME_SCALE)[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features followed by (linear, SiLU, linear); shared by all blocks of a network.
+
+    forward: t (N,) float in [0, 1] -> (N, out_dim).
+    """
+
+    def __init__(self, base_dim: int, out_dim: int):
+        super().__init__()
+        self.base_dim = base_dim
+        self.mlp = nn.Sequential(nn.Linear(base_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal_embedding(t, self.base_dim).to(self.mlp[0].weight.dtype))
+
+
+class ResBlock(nn.Module):
+    """(GN, SiLU, conv3x3) -> + time projection -> (GN, SiLU, conv3x3), plus a residual connection.
+
+    forward: x (N, in_ch, H, W), emb (N, emb_dim) or None -> (N, out_ch, H, W).
+    ``emb_dim=None`` builds a block without time input (the deterministic baseline). The time projection
+    is (SiLU, linear) on the shared embedding, i.e. the per-block end of the paper's "linear, SiLU, linear".
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None):
+        super().__init__()
+        self.in_layers = nn.Sequential(group_norm(in_ch), nn.SiLU(), nn.Conv2d(in_ch, out_ch, 3, padding=1))
+        self.emb_proj = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_ch)) if emb_dim else None
+        self.out_layers = nn.Sequential(group_norm(out_ch), nn.SiLU(), nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.in_layers(x)
+        if self.emb_proj is not None:
+            h = h + self.emb_proj(emb).to(h.dtype)[:, :, None, None]
+        return self.skip(x) + self.out_layers(h)
+
+
+class Attention(nn.Module):
+    """Single-head QKV self-attention over all pixels, with GroupNorm before and a residual around it.
+
+    forward: x (N, C, H, W) -> (N, C, H, W). Uses ``scaled_dot_product_attention`` (no (HW)^2 Python work).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).transpose(-1, -2)  # (N, 3, HW, C)
+        out = F.scaled_dot_product_attention(qkv[:, 0:1], qkv[:, 1:2], qkv[:, 2:3])  # one head
+        out = out[:, 0].transpose(1, 2).reshape(n, c, h, w)
+        return x + self.proj(out)
+
+
+class Downsample(nn.Module):
+    """Strided 3x3 convolution: (N, C, H, W) -> (N, out_ch, H/2, W/2)."""
+
+    def __init__(self, channels: int, out_ch: int | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, out_ch or channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then 3x3 convolution: (N, C, H, W) -> (N, out_ch, 2H, 2W)."""
+
+    def __init__(self, channels: int, out_ch: int | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, out_ch or channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def output_head(channels: int, out_ch: int = 1) -> nn.Sequential:
+    """(GN, SiLU, conv3x3) to the prediction channels: (N, channels, H, W) -> (N, out_ch, H, W)."""
+    return nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_ch, 3, padding=1))

@@ -1,0 +1,206 @@
+"""MedSegDiff (Wu et al. 2022, section 2): a dual-encoder ResUNet with Dynamic Conditional Encoding and FF-Parser.
+
+    eps_theta(x_t, I, t) = D((E_t^I + E_t^x, t), t)                       (eq. 2)
+    A(m_I, m_x) = (LN(m_I) * LN(m_x)) * m_I                                (eq. 3)
+
+Layout (``n`` encoder stages, stage ``s`` at 1/2^s of the input size, ``n - 1`` downsamplings):
+- two encoders, one for the image I and one for the noisy mask x_t, each a stem convolution and stages
+  0 .. n-2 of residual blocks (``blocks.ResBlock``; counts follow ResNet34's [3, 4, 6, 3], after one block
+  at full resolution that plays the part of ResNet's stem; deeper variants repeat the 6-block stage);
+- Dynamic Conditional Encoding at the middle two stages of the encoder (for [1, 3, 4, 6, 3]: the 4- and
+  6-block stages, ResNet34's middle two): the image features at the end of the stage are replaced by
+  A(m_I, m_x) and continue through the image encoder;
+- E^I + E^x (the outputs of stage n-2 of both encoders) are added and sent to the last encoding stage n-1;
+- a UNet decoder: per level, upsampling (nearest + conv), concatenation with the skip, residual blocks;
+- the skip of level s is m_I^s + m_x^s (after Dy-Cond where it applies), passed through an FF-Parser
+  (eqs. 4-6) on its way to the decoder, so the x_t-borne high frequencies are filtered where the two
+  encoders' features are integrated;
+- a shared learned time embedding (sinusoidal, linear, SiLU, linear) added in every residual block.
+
+Switches ``dynamic_conditioning`` and ``ff_parser`` turn the two contributions off (Table 2: SegDiff-style
+baseline, + Dy-Cond, + Dy-Cond + FF-Parser are three settings of this one class).
+
+Work shared across ensemble members. Every residual block takes the time embedding, so all features depend
+on t (E_t^I in eq. 2); across sampling steps nothing can be reused. Within one step, all K members of an
+image share t, and the image encoder up to and including the first Dy-Cond stage (every image stage when
+Dy-Cond is off) depends only on (I, t): it runs once per image and its features are broadcast to the K
+members. From the first fusion on, image features depend on x_t and are computed per member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from diffuseg.nets.blocks import Downsample, ResBlock, TimeEmbedding, Upsample, output_head
+from diffuseg.nets.ffparser import FFParser
+
+# Variants (section 3.2: S, B, L use 4x, 5x, 6x downsampling). Widths tuned towards Table 3 (13, 25, 41 M).
+VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
+    "s": {"stage_blocks": (1, 3, 4, 6, 3), "channel_mult": (1, 1, 2, 4, 11)},
+    "b": {"stage_blocks": (1, 3, 4, 6, 6, 3), "channel_mult": (1, 1, 2, 4, 6, 12)},
+    "l": {"stage_blocks": (1, 3, 4, 6, 6, 6, 3), "channel_mult": (1, 1, 2, 4, 6, 8, 8)},
+}
+
+
+class EncoderStage(nn.Module):
+    """Optional strided-conv downsampling, then ``blocks`` residual blocks. (N, cin, H, W) -> (N, cout, H', W')."""
+
+    def __init__(self, cin: int, cout: int, blocks: int, emb_dim: int, downsample: bool):
+        super().__init__()
+        self.down = Downsample(cin) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList(ResBlock(cin if i == 0 else cout, cout, emb_dim) for i in range(blocks))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)
+        for block in self.blocks:
+            x = block(x, emb)
+        return x
+
+
+class DecoderStage(nn.Module):
+    """Upsample (N, cin, H, W) to (N, cout, 2H, 2W), concatenate the skip (N, cout, 2H, 2W), residual blocks."""
+
+    def __init__(self, cin: int, cout: int, blocks: int, emb_dim: int):
+        super().__init__()
+        self.up = Upsample(cin, cout)
+        self.blocks = nn.ModuleList(ResBlock(2 * cout if i == 0 else cout, cout, emb_dim) for i in range(blocks))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.up(x), skip], dim=1)
+        for block in self.blocks:
+            x = block(x, emb)
+        return x
+
+
+class AttentiveFusion(nn.Module):
+    """Dynamic Conditional Encoding, eq. 3: A(m_I, m_x) = (LN(m_I) * LN(m_x)) * m_I, all element-wise.
+
+    m_I, m_x: (N, C, H, W) -> (N, C, H, W). LN is layer normalisation over the whole feature (C, H, W) of
+    each sample, i.e. ``GroupNorm(1, C)`` (Wu & He 2018 show GN with one group is LayerNorm), with a learned
+    per-channel scale and shift (initialised to 1 and 0). Normalising over (C, H, W) rather than per pixel
+    keeps the spatial contrast of each map, so the product is an affinity map over positions that highlights
+    where the image and the current mask estimate both respond; a per-channel affine (instead of one weight
+    per (C, H, W) element) keeps the layer independent of the feature size.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm_image = nn.GroupNorm(1, channels)
+        self.norm_mask = nn.GroupNorm(1, channels)
+
+    def forward(self, m_image: torch.Tensor, m_mask: torch.Tensor) -> torch.Tensor:
+        return self.norm_image(m_image) * self.norm_mask(m_mask) * m_image
+
+
+def _repeat_members(h: torch.Tensor, members: int) -> torch.Tensor:
+    """(B, ...) per image -> (B*K, ...) image-major, member k of image b at row b*K + k."""
+    return h if members == 1 else h.repeat_interleave(members, dim=0)
+
+
+def _add_members(per_member: torch.Tensor, per_image: torch.Tensor, members: int) -> torch.Tensor:
+    """per_member (B*K, ...) + per_image (B, ...) broadcast to each image's K rows -> (B*K, ...)."""
+    if per_member.shape[0] == per_image.shape[0]:
+        return per_member + per_image
+    return (per_member.unflatten(0, (-1, members)) + per_image.unsqueeze(1)).flatten(0, 1)
+
+
+class MedSegDiff(nn.Module):
+    """Dual-encoder ResUNet of MedSegDiff. forward(x_t (B*K,1,H,W), t (B*K,), image (B,C,H,W)) -> (B*K,1,H,W).
+
+    H and W must be divisible by 2^(len(stage_blocks) - 1). ``channels[s]`` is the width of stage s.
+    FF-Parser filters are stored at the skip's size for a ``ff_reference_size`` input, at most
+    ``ff_max_size`` per side (see ``ffparser``); any other size resamples them.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        stage_blocks: Sequence[int],
+        channels: Sequence[int],
+        decoder_blocks: int = 2,
+        dynamic_conditioning: bool = True,
+        ff_parser: bool = True,
+        ff_reference_size: int = 256,
+        ff_max_size: int = 64,
+        out_channels: int = 1,
+    ):
+        super().__init__()
+        n = len(stage_blocks)
+        if n < 4 or len(channels) != n:
+            raise ValueError(f"need >= 4 stages and one width per stage, got {stage_blocks} and {channels}")
+        self.num_stages = n
+        self.downsampling = 2 ** (n - 1)
+        self.fusion_stages = ((n - 1) // 2, (n - 1) // 2 + 1) if dynamic_conditioning else ()
+        # Last image stage that depends on (I, t) only: computed once per image.
+        self.shared_until = self.fusion_stages[0] if dynamic_conditioning else n - 2
+        emb_dim = 4 * channels[0]
+        self.time_embed = TimeEmbedding(channels[0], emb_dim)
+        self.image_stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.mask_stem = nn.Conv2d(1, channels[0], 3, padding=1)
+
+        def encoder() -> nn.ModuleList:
+            return nn.ModuleList(
+                EncoderStage(channels[max(s - 1, 0)], channels[s], stage_blocks[s], emb_dim, s > 0)
+                for s in range(n - 1)
+            )
+
+        self.image_encoder = encoder()
+        self.mask_encoder = encoder()
+        self.fusion = nn.ModuleDict({str(s): AttentiveFusion(channels[s]) for s in self.fusion_stages})
+        self.last_stage = EncoderStage(channels[n - 2], channels[n - 1], stage_blocks[n - 1], emb_dim, True)
+        self.skip_filters = nn.ModuleList(
+            FFParser(channels[s], (min(ff_max_size, ff_reference_size >> s),) * 2) if ff_parser else nn.Identity()
+            for s in range(n - 1)
+        )
+        self.decoder = nn.ModuleList(
+            DecoderStage(channels[s + 1], channels[s], decoder_blocks, emb_dim) for s in reversed(range(n - 1))
+        )
+        self.head = output_head(channels[0], out_channels)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        members = x_t.shape[0] // image.shape[0]
+        if members * image.shape[0] != x_t.shape[0]:
+            raise ValueError(f"x_t rows ({x_t.shape[0]}) must be a multiple of image rows ({image.shape[0]})")
+        emb = self.time_embed(t)  # (B*K, E)
+        emb_image = emb[::members]  # members of one image share t
+        h_img = self.image_stem(image)
+        h_mask = self.mask_stem(x_t)
+        skips = []
+        for s in range(self.num_stages - 1):
+            per_image = s <= self.shared_until
+            h_img = self.image_encoder[s](h_img, emb_image if per_image else emb)
+            h_mask = self.mask_encoder[s](h_mask, emb)
+            if s == self.shared_until:
+                h_img = _repeat_members(h_img, members)
+            if str(s) in self.fusion:
+                h_img = self.fusion[str(s)](h_img, h_mask)
+            skips.append(self.skip_filters[s](_add_members(h_mask, h_img, members)))
+        h = self.last_stage(_add_members(h_mask, h_img, members), emb)  # E^I + E^x -> last stage
+        for stage, skip in zip(self.decoder, reversed(skips)):
+            h = stage(h, skip, emb)
+        return self.head(h)
+
+
+def medsegdiff(
+    variant: str,
+    in_channels: int,
+    base_channels: int = 32,
+    dynamic_conditioning: bool = True,
+    ff_parser: bool = True,
+    decoder_blocks: int = 2,
+    ff_max_size: int = 64,
+) -> MedSegDiff:
+    """MedSegDiff-S/B/L (``variant`` "s", "b" or "l") with stage widths ``base_channels * channel_mult``."""
+    spec = VARIANTS[variant]
+    return MedSegDiff(
+        in_channels,
+        spec["stage_blocks"],
+        [base_channels * m for m in spec["channel_mult"]],
+        decoder_blocks=decoder_blocks,
+        dynamic_conditioning=dynamic_conditioning,
+        ff_parser=ff_parser,
+        ff_max_size=ff_max_size,
+    )
