@@ -1,0 +1,202 @@
+"""Ensembles of sampled masks: N members per case, drawn in batches, fused, with an uncertainty map.
+
+Member ``k`` of case ``c`` starts from its own generator seeded with ``member_seed(seed, c, k)``, a stable
+hash (BLAKE2b, not Python's salted ``hash``), and every row of a network call has its own generator (see
+``diffusion.noise``). A member's sample therefore does not depend on the batch size, on which cases share
+its batch, or on the order of the cases. Members are drawn ``sample.batch_size`` at a time: the members of
+one case over several calls, or of several cases in one call.
+
+Per case: member masks -> relative-area post-processing (``sample.relative_area``, supplement 7.1 of the
+ambiguity paper) -> fusion (``sample.fusion``: STAPLE, mean or vote) and an uncertainty map of the member
+frequency ``f`` (the fraction of members marking a pixel): ``variance`` ``f (1 - f)`` (the members' own
+Bernoulli variance, in [0, 0.25]) or ``entropy`` ``-f log2 f - (1 - f) log2 (1 - f)`` (bits, in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from diffuseg.config import SampleConfig, Uncertainty
+from diffuseg.diffusion.process import DiffusionProcess, Network
+from diffuseg.diffusion.samplers import sample as run_sampler
+from diffuseg.inference.fusion import fuse
+from diffuseg.inference.postprocess import relative_area_keep
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """One case. ``samples``/``soft``: ``(N, 1, H, W)`` members after post-processing ({0, 1} / [0, 1]);
+    ``fused``: ``(1, H, W)`` {0, 1}; ``probability``: ``(1, H, W)`` the fusion's consensus probability;
+    ``uncertainty``: ``(1, H, W)`` variance or entropy of the member frequency. All float32 on the CPU."""
+
+    case_id: str
+    samples: Tensor
+    soft: Tensor
+    fused: Tensor
+    probability: Tensor
+    uncertainty: Tensor
+
+
+def member_seed(seed: int, case_id: str, k: int) -> int:
+    """A 63-bit seed for member ``k`` of ``case_id``, stable across runs, machines and Python versions."""
+    digest = hashlib.blake2b(f"{int(seed)}\x1f{case_id}\x1f{int(k)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def member_generators(seed: int, case_id: str, members: Iterable[int], device: torch.device) -> list:
+    """One ``torch.Generator`` on ``device`` per member index in ``members``."""
+    return [torch.Generator(device=device).manual_seed(member_seed(seed, case_id, k)) for k in members]
+
+
+def uncertainty_map(masks: Tensor, kind: Uncertainty | str) -> Tensor:
+    """``masks`` ``(N, 1, H, W)`` {0, 1} -> ``(1, H, W)``: ``f (1 - f)`` or the binary entropy of ``f`` (bits)."""
+    f = (masks > 0.5).float().mean(0)
+    if Uncertainty.parse(kind) is Uncertainty.VARIANCE:
+        return f * (1.0 - f)
+    g = 1.0 - f
+    return -(torch.xlogy(f, f) + torch.xlogy(g, g)) / torch.log(torch.tensor(2.0))
+
+
+@dataclass
+class _Pending:
+    """A case whose members are being drawn."""
+
+    case_id: str
+    image: Tensor  # (C, H, W)
+    scheduled: int = 0
+    masks: list[Tensor] = field(default_factory=list)
+    soft: list[Tensor] = field(default_factory=list)
+
+    def done(self, members: int) -> bool:
+        return sum(m.shape[0] for m in self.masks) == members
+
+
+def _precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _draw(
+    net: Network,
+    process: DiffusionProcess,
+    chunk: list[tuple[_Pending, int, int]],
+    cfg: SampleConfig,
+    device: torch.device,
+) -> None:
+    """Draw the members of ``chunk`` (case, first member, count) in as few network calls as shapes allow:
+    one call per run of equal image shapes; ``members=count`` when every case brings as many, else each
+    row carries its own copy of the image (``members=1``)."""
+    groups: list[list[tuple[_Pending, int, int]]] = []
+    for item in chunk:
+        if groups and groups[-1][0][0].image.shape == item[0].image.shape:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    memory = torch.channels_last if cfg.precision == "bf16" else torch.contiguous_format
+    for group in groups:
+        counts = [n for _, _, n in group]
+        generators = [
+            g for case, k0, n in group for g in member_generators(cfg.seed, case.case_id, range(k0, k0 + n), device)
+        ]
+        images = torch.stack([case.image for case, _, _ in group]).to(device)
+        if len(set(counts)) == 1:
+            members = counts[0]
+        else:
+            images, members = images.repeat_interleave(torch.tensor(counts, device=device), dim=0), 1
+        images = images.contiguous(memory_format=memory)
+        with _precision(device, cfg.precision):
+            out = run_sampler(
+                cfg.sampler,
+                net,
+                images,
+                process,
+                cfg.steps,
+                generator=generators,
+                members=members,
+                eta=cfg.eta,
+                ddpm_variance=cfg.ddpm_variance,
+                threshold=cfg.threshold,
+            )
+        start = 0
+        for case, _, n in group:
+            case.masks.append(out.mask[start : start + n].float().cpu())
+            case.soft.append(out.soft[start : start + n].float().cpu())
+            start += n
+
+
+def _finish(case: _Pending, cfg: SampleConfig) -> EnsembleResult:
+    masks = torch.cat(case.masks)
+    soft = torch.cat(case.soft)
+    if cfg.relative_area > 0:  # an emptied member keeps no soft mass either
+        keep = relative_area_keep(masks, cfg.relative_area).float().view(-1, 1, 1, 1)
+        masks, soft = masks * keep, soft * keep
+    fused, probability = fuse(cfg.fusion, masks[None, :, 0], soft=soft[None, :, 0], threshold=cfg.threshold)
+    return EnsembleResult(
+        case_id=case.case_id,
+        samples=masks,
+        soft=soft,
+        fused=fused,
+        probability=probability,
+        uncertainty=uncertainty_map(masks, cfg.uncertainty),
+    )
+
+
+def sample_ensembles(
+    net: Network,
+    process: DiffusionProcess,
+    cases: Iterable[tuple[str, Tensor]],
+    cfg: SampleConfig,
+    *,
+    device: torch.device | str = "cpu",
+) -> Iterator[EnsembleResult]:
+    """Yield one ``EnsembleResult`` per ``(case_id, image (C, H, W))``, in input order.
+
+    ``cfg.samples`` members per case, ``cfg.batch_size`` members per network call, reading ``cases``
+    lazily (only as many cases as the next call needs). ``net`` must already be on ``device`` (and in
+    ``channels_last`` when ``cfg.precision == "bf16"``, see ``prepare_network``).
+    """
+    device = torch.device(device)
+    source = iter(cases)
+    queue: deque[_Pending] = deque()
+    exhausted = False
+    while True:
+        chunk: list[tuple[_Pending, int, int]] = []
+        room = cfg.batch_size
+        for case in queue:
+            take = min(room, cfg.samples - case.scheduled)
+            if take > 0:
+                chunk.append((case, case.scheduled, take))
+                case.scheduled += take
+                room -= take
+        while room > 0 and not exhausted:
+            item = next(source, None)
+            if item is None:
+                exhausted = True
+                break
+            case = _Pending(str(item[0]), item[1])
+            queue.append(case)
+            take = min(room, cfg.samples)
+            chunk.append((case, 0, take))
+            case.scheduled = take
+            room -= take
+        if not chunk:
+            return
+        _draw(net, process, chunk, cfg, device)
+        while queue and queue[0].done(cfg.samples):
+            yield _finish(queue.popleft(), cfg)
+
+
+def prepare_network(net: torch.nn.Module, cfg: SampleConfig, device: torch.device | str) -> torch.nn.Module:
+    """Move ``net`` to ``device`` in eval mode, in ``channels_last`` when sampling in bf16."""
+    net = net.to(device).eval()
+    if cfg.precision == "bf16":
+        net = net.to(memory_format=torch.channels_last)
+    return net
