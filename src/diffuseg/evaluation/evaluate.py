@@ -1,0 +1,335 @@
+"""``diffuseg evaluate PRED GT``: score a prediction folder against a dataset and write ``results.json``.
+
+PRED is what ``diffuseg predict`` writes: the fused mask ``<case>.<ext>`` per case, optionally an
+uncertainty map ``<case>_uncertainty.<ext>`` and the samples under ``samples/`` (``samples/<case>/*`` or
+``samples/<case>_<k>.<ext>``). A 3D NIfTI prediction ``<volume>.nii.gz`` stands for every 2D slice of that
+volume in GT. GT is any layout ``data.formats.open_dataset`` reads, with one or several annotators.
+Cases are matched by id; those missing on either side are listed and left out.
+
+``results.json`` (see docs/evaluation.md): ``{"cases": [{"case", "dice", "iou", "hd95", "ged", ...}],
+"summary": {metric: {"mean", "std", "median", "min", "max", "n", "n_undefined"}}, "volumes": [...],
+"volume_summary": {...}, "missing": {...}, "pred", "gt", "layout", "spacing_unit"}``, plus ``results.csv``
+with one row per case. Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffuseg.config import write_text_atomic
+from diffuseg.data.formats import open_dataset
+from diffuseg.data.formats.files import is_image_file, read_file, stem_of
+from diffuseg.errors import UserError
+from diffuseg.evaluation import metrics as M
+
+UNCERTAINTY_SUFFIX = "_uncertainty"
+_SAMPLE_INDEX = re.compile(r"^(.*?)[_-](?:sample|s)?[_-]?(\d+)$")
+
+
+@dataclass
+class PredictionFiles:
+    """The files of one predicted case: fused mask, uncertainty map (optional) and samples (maybe none)."""
+
+    fused: Path
+    uncertainty: Path | None = None
+    samples: list[Path] = field(default_factory=list)
+
+
+def find_predictions(pred_dir: str | os.PathLike) -> dict[str, PredictionFiles]:
+    """Index a prediction folder by case id (the fused mask's stem). ``UserError`` when it has none."""
+    root = Path(pred_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: prediction folder not found")
+    top = sorted(p for p in root.iterdir() if is_image_file(p))
+    found = {stem_of(p): PredictionFiles(p) for p in top if not stem_of(p).endswith(UNCERTAINTY_SUFFIX)}
+    if not found:
+        raise UserError(f"{root}: no predicted masks here (expected <case>.png, <case>.nii.gz, ... as predict writes)")
+    for p in top:
+        stem = stem_of(p)
+        if stem.endswith(UNCERTAINTY_SUFFIX) and stem[: -len(UNCERTAINTY_SUFFIX)] in found:
+            found[stem[: -len(UNCERTAINTY_SUFFIX)]].uncertainty = p
+    samples_dir = root / "samples"
+    if samples_dir.is_dir():
+        for p in sorted(samples_dir.rglob("*"), key=lambda q: _natural_key(str(q))):
+            if not is_image_file(p):
+                continue
+            case = _sample_case(p, samples_dir, found)
+            if case is None:
+                raise UserError(f"{p}: sample of no predicted case (expected samples/<case>/... or <case>_<k>)")
+            found[case].samples.append(p)
+    return found
+
+
+def _sample_case(path: Path, samples_dir: Path, known: dict[str, PredictionFiles]) -> str | None:
+    rel = path.relative_to(samples_dir)
+    if len(rel.parts) > 1 and rel.parts[0] in known:
+        return rel.parts[0]
+    stem = stem_of(path)
+    candidates = [c for c in known if stem.startswith(c) and re.fullmatch(r"[_.-].*", stem[len(c) :])]
+    if candidates:
+        return max(candidates, key=len)
+    m = _SAMPLE_INDEX.match(stem)
+    return m.group(1) if m and m.group(1) in known else None
+
+
+def _natural_key(text: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    data = read_file(path, as_mask=True)
+    array = data.array
+    if array.ndim == 3 and array.shape[2] == 1 and data.affine is not None:
+        array = array[:, :, 0]
+    return array != 0 if array.dtype.kind != "f" else array > 0.5
+
+
+class _PredVolumes:
+    """The last decoded prediction file, so the slices of one predicted volume decode it once."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.array: np.ndarray | None = None
+
+    def get(self, path: Path) -> np.ndarray:
+        if path != self.path:
+            self.path, self.array = path, _read_mask(path)
+        assert self.array is not None
+        return self.array
+
+
+def case_metrics(
+    fused: torch.Tensor,
+    annotations: torch.Tensor,
+    samples: torch.Tensor | None = None,
+    spacing: Sequence[float] | None = None,
+    ged_sizes: Sequence[int] = (4, 16),
+    bins: int = 10,
+) -> dict[str, float]:
+    """Every metric that applies to one 2D (or 3D) case.
+
+    ``fused`` ``(*S)``, ``annotations`` ``(K, *S)`` with K >= 1, ``samples`` ``(N, *S)`` or None. With one
+    annotator ``dice``/``iou``/``hd95`` compare the fused mask with it; with several they are means over
+    the annotators (each as the reference; NaN HD95s left out) and ``*_majority`` compare with the
+    majority mask. The distribution metrics (GED, diversity, HM-IoU, CI, NCC, ECE) need samples.
+    """
+    dims = fused.dim()
+    k = annotations.shape[0]
+    out: dict[str, float] = {}
+    per_dice = M.dice(fused[None], annotations, dims)
+    out["dice"] = float(per_dice.mean())
+    out["iou"] = float(M.iou(fused[None], annotations, dims).mean())
+    hds = [M.hd95(fused, a, spacing) for a in annotations]
+    finite = [h for h in hds if not math.isnan(h)]
+    out["hd95"] = float(np.mean(finite)) if finite else math.nan
+    if k > 1:
+        majority = M.majority(annotations)
+        out |= M.fused_dice(fused, annotations)
+        out["iou_majority"] = float(M.iou(fused, majority, dims))
+        out["hd95_majority"] = M.hd95(fused, majority, spacing)
+    if samples is None or len(samples) == 0:
+        return out
+    out["samples"] = len(samples)
+    out["sample_dice"] = float(M.pairwise_dice(samples, annotations).mean())
+    out["ged"] = M.ged(samples, annotations, unbiased=True)
+    out["ged_biased"] = M.ged(samples, annotations, unbiased=False)
+    for n in ged_sizes:
+        if len(samples) >= n:
+            out[f"ged_{n}"] = M.ged_at(samples, annotations, n, unbiased=True)
+            out[f"ged_biased_{n}"] = M.ged_at(samples, annotations, n, unbiased=False)
+    out["diversity"] = M.diversity(samples)
+    out["hungarian_iou"] = M.hungarian_iou(samples, annotations)
+    out |= M.collective_insight(samples, annotations)
+    out["ncc"] = M.ncc(samples, annotations)
+    out["ece"] = M.ece(samples, annotations, bins)
+    out["ece_foreground"] = M.ece(samples, annotations, bins, foreground_only=True)
+    return out
+
+
+@dataclass
+class _Volume:
+    spacing: tuple[float, ...] | None
+    slices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # z -> (fused, masks)
+
+
+def evaluate(
+    pred: str | os.PathLike,
+    gt: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    layout: str = "auto",
+    *,
+    ged_sizes: Sequence[int] = (4, 16),
+    bins: int = 10,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Score PRED against GT, write ``results.json`` (default ``PRED/results.json``) and ``results.csv``
+    beside it, print a summary table, and return the results dict."""
+    predictions = find_predictions(pred)
+    reader = open_dataset(gt, layout)
+    if len(reader) == 0:
+        raise UserError(f"{gt}: no ground-truth cases found")
+    gt_ids = {e.case_id for e in reader.entries}
+    volume_ids = {e.volume_id for e in reader.entries if e.volume_id}
+    matched = [(i, e) for i, e in enumerate(reader.entries) if e.case_id in predictions or e.volume_id in predictions]
+    if not matched:
+        raise UserError(
+            f"no case of {pred} matches one of {gt}: predictions are named e.g. {_few(predictions)}, "
+            f"ground-truth cases e.g. {_few(gt_ids)}"
+        )
+    if not any(e.masks for _, e in matched):
+        raise UserError(f"{gt}: the ground truth has no masks (an unlabelled image folder?)")
+    missing_pred = sorted(
+        e.case_id for e in reader.entries if e.case_id not in predictions and e.volume_id not in predictions
+    )
+    missing_gt = sorted(set(predictions) - gt_ids - volume_ids)
+
+    acc = M.MetricAccumulator()
+    volumes: dict[str, _Volume] = {}
+    cache = _PredVolumes()
+    spacing_known = False
+    for index, entry in matched:
+        case = reader.load(index)
+        if case.annotators == 0:
+            missing_gt.append(case.case_id)
+            continue
+        files = predictions.get(case.case_id) or predictions[entry.volume_id]
+        sliced = case.case_id not in predictions
+        fused = _plane(cache.get(files.fused), files.fused, entry.slice_index if sliced else None)
+        _check_size(files.fused, fused.shape, case)
+        samples = None
+        if files.samples:
+            samples = np.stack([_plane(_read_mask(p), p, entry.slice_index if sliced else None) for p in files.samples])
+            for p, s in zip(files.samples, samples):
+                _check_size(p, s.shape, case)
+        spacing = case.geometry.spacing[:2] if case.geometry.spacing else None
+        spacing_known |= spacing is not None
+        masks = case.masks.bool()
+        values = case_metrics(
+            torch.from_numpy(fused),
+            masks,
+            None if samples is None else torch.from_numpy(samples),
+            spacing,
+            ged_sizes,
+            bins,
+        )
+        acc.add(case.case_id, values)
+        if entry.volume_id is not None and entry.slice_index is not None:
+            vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
+            vol.slices[entry.slice_index] = (fused, masks.numpy())
+
+    missing_gt = sorted(set(missing_gt))
+    volume_rows = _volume_metrics(volumes)
+    vol_acc = M.MetricAccumulator()
+    for row in volume_rows:
+        vol_acc.add(row["case"], {k: v for k, v in row.items() if k != "case"})
+    results: dict[str, Any] = {
+        "cases": [_json_row(r) for r in acc.cases],
+        "summary": acc.summary(),
+        "volumes": [_json_row(r) for r in vol_acc.cases],
+        "volume_summary": vol_acc.summary(),
+        "missing": {"predictions": missing_pred, "ground_truth": missing_gt},
+        "pred": str(Path(pred).resolve()),
+        "gt": str(Path(gt).resolve()),
+        "layout": getattr(reader, "layout", layout),
+        "annotators": reader.annotators,
+        "spacing_unit": "mm" if spacing_known else "pixel",
+        "ged_sizes": list(ged_sizes),
+        "calibration_bins": bins,
+    }
+    target = Path(out) if out is not None else Path(pred) / "results.json"
+    write_results(results, target)
+    if not quiet:
+        print(format_summary(results, target))
+    return results
+
+
+def _plane(array: np.ndarray, path: Path, slice_index: int | None) -> np.ndarray:
+    if slice_index is None:
+        return array
+    if array.ndim != 3 or slice_index >= array.shape[2]:
+        raise UserError(f"{path}: has no slice {slice_index} (shape {'x'.join(map(str, array.shape))})")
+    return np.ascontiguousarray(array[:, :, slice_index])
+
+
+def _check_size(path: Path, shape: tuple[int, ...], case) -> None:
+    want = tuple(case.masks.shape[1:])
+    if tuple(shape) != want:
+        source = case.geometry.sources[0] if case.geometry.sources else case.case_id
+        raise UserError(
+            f"{path}: size {'x'.join(map(str, shape))} differs from the ground truth's "
+            f"{'x'.join(map(str, want))} ({source})"
+        )
+
+
+def _volume_metrics(volumes: dict[str, _Volume]) -> list[dict[str, float | str]]:
+    """3D Dice, IoU and HD95 (mm, with the volume's spacing) per volume whose slices were all scored."""
+    rows: list[dict[str, float | str]] = []
+    for vid, vol in sorted(volumes.items()):
+        zs = sorted(vol.slices)
+        if zs != list(range(zs[0], zs[0] + len(zs))):
+            continue  # gaps: a 3D surface distance over missing slices would be wrong
+        fused = torch.from_numpy(np.stack([vol.slices[z][0] for z in zs], axis=-1))
+        k = min(vol.slices[z][1].shape[0] for z in zs)
+        masks = torch.from_numpy(np.stack([vol.slices[z][1][:k] for z in zs], axis=-1))
+        spacing = vol.spacing[:3] if vol.spacing and len(vol.spacing) >= 3 else None
+        values = case_metrics(fused, masks, None, spacing)
+        rows.append({"case": vid, "slices": len(zs), **values})
+    return rows
+
+
+def _json_row(row: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+def _few(ids, n: int = 3) -> str:
+    items = sorted(ids)[:n]
+    return ", ".join(items) + (", ..." if len(ids) > n else "")
+
+
+def write_results(results: dict[str, Any], path: Path) -> None:
+    """``results.json`` at ``path`` and ``results.csv`` beside it, each written atomically."""
+    write_text_atomic(path, json.dumps(results, indent=1, allow_nan=False) + "\n")
+    columns: dict[str, None] = {}
+    for row in results["cases"]:
+        columns.update(dict.fromkeys(row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in results["cases"]:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    write_text_atomic(path.with_suffix(".csv"), buf.getvalue())
+
+
+def format_summary(results: dict[str, Any], path: Path | None = None) -> str:
+    """A plain-text table: one line per metric with mean, std, median and how many cases defined it."""
+    lines = [f"{len(results['cases'])} case(s) scored"]
+    missing = results["missing"]
+    for side, label in (("predictions", "without a prediction"), ("ground_truth", "without ground truth")):
+        if missing[side]:
+            lines.append(f"{len(missing[side])} case(s) {label}: {_few(missing[side], 5)}")
+    for title, summary in (("per case", results["summary"]), ("per volume (3D)", results["volume_summary"])):
+        if not summary:
+            continue
+        lines.append(f"\n{title:<22}{'mean':>9}{'std':>9}{'median':>9}{'n':>7}{'undef.':>8}")
+        for name, s in summary.items():
+            if s["mean"] is None:
+                lines.append(f"{name:<22}{'-':>9}{'-':>9}{'-':>9}{s['n']:>7}{s['n_undefined']:>8}")
+            else:
+                lines.append(
+                    f"{name:<22}{s['mean']:>9.4f}{s['std']:>9.4f}{s['median']:>9.4f}{s['n']:>7}{s['n_undefined']:>8}"
+                )
+    if path is not None:
+        lines.append(f"\nwrote {path} and {path.with_suffix('.csv')}")
+    return "\n".join(lines)
