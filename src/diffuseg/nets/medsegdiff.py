@@ -132,6 +132,8 @@ class MedSegDiff(nn.Module):
         if n < 4 or len(channels) != n:
             raise ValueError(f"need >= 4 stages and one width per stage, got {stage_blocks} and {channels}")
         self.num_stages = n
+        self.stage_blocks = tuple(stage_blocks)
+        self.channels = tuple(channels)
         self.downsampling = 2 ** (n - 1)
         self.fusion_stages = ((n - 1) // 2, (n - 1) // 2 + 1) if dynamic_conditioning else ()
         # Last image stage that depends on (I, t) only: computed once per image.
@@ -159,6 +161,15 @@ class MedSegDiff(nn.Module):
             DecoderStage(channels[s + 1], channels[s], decoder_blocks, emb_dim) for s in reversed(range(n - 1))
         )
         self.head = output_head(channels[0], out_channels)
+
+    def structure(self) -> str:
+        """One line for ``diffuseg info``: blocks and widths per stage, where Dy-Cond and FF-Parser are."""
+        ff = "on every skip" if isinstance(self.skip_filters[0], FFParser) else "off"
+        fusion = ", ".join(map(str, self.fusion_stages)) or "off"
+        return (
+            f"stage blocks {list(self.stage_blocks)}, widths {list(self.channels)}; Dy-Cond at stages {fusion}; "
+            f"FF-Parser {ff}; image stages 0..{self.shared_until} computed once per image"
+        )
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         members = x_t.shape[0] // image.shape[0]

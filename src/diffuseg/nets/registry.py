@@ -1,0 +1,129 @@
+"""Network registry: an explicit name -> constructor table, and ``describe`` for ``diffuseg info``.
+
+A constructor is called as ``constructor(in_channels, **options)``; the options it accepts are its keyword
+parameters, so an unknown option is reported with the allowed ones before anything is built. To add a
+network, add one line to ``NETWORKS`` (and, if the paper reports one, its parameter count to ``PAPER_PARAMS``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from diffuseg.errors import UserError
+from diffuseg.nets.medsegdiff import medsegdiff
+from diffuseg.nets.unet import CHANNELS, MIDDLE_BLOCKS, NUM_RES_BLOCKS, TIME_DIM, DiffusionUNet, SegmentationUNet
+
+
+def diffusion_unet(
+    in_channels: int,
+    channels: Sequence[int] = CHANNELS,
+    num_res_blocks: Sequence[int] = NUM_RES_BLOCKS,
+    middle_blocks: int = MIDDLE_BLOCKS,
+    time_dim: int = TIME_DIM,
+) -> DiffusionUNet:
+    """The ambiguity paper's diffusion UNet (image concatenated with x_t)."""
+    return DiffusionUNet(
+        in_channels,
+        channels=tuple(channels),
+        num_res_blocks=tuple(num_res_blocks),
+        middle_blocks=middle_blocks,
+        time_dim=time_dim,
+    )
+
+
+def segmentation_unet(
+    in_channels: int,
+    channels: Sequence[int] = CHANNELS,
+    num_res_blocks: Sequence[int] = NUM_RES_BLOCKS,
+    middle_blocks: int = MIDDLE_BLOCKS,
+) -> SegmentationUNet:
+    """The deterministic baseline: the same backbone without x_t and t, ``forward(image) -> logits``."""
+    return SegmentationUNet(
+        in_channels, channels=tuple(channels), num_res_blocks=tuple(num_res_blocks), middle_blocks=middle_blocks
+    )
+
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {
+    "medsegdiff-s": functools.partial(medsegdiff, "s"),
+    "medsegdiff-b": functools.partial(medsegdiff, "b"),
+    "medsegdiff-l": functools.partial(medsegdiff, "l"),
+    "diffusion-unet": diffusion_unet,
+    "unet": segmentation_unet,
+}
+
+# Parameter counts the papers report (MedSegDiff Table 3, in millions; ambiguity paper Table 1, exact).
+PAPER_PARAMS: dict[str, str] = {
+    "medsegdiff-s": "13 M (MedSegDiff Table 3)",
+    "medsegdiff-b": "25 M (MedSegDiff Table 3)",
+    "medsegdiff-l": "41 M (MedSegDiff Table 3)",
+    "diffusion-unet": "6,891,905 (ambiguity paper Table 1)",
+}
+
+
+def allowed_options(name: str) -> list[str]:
+    """Keyword options the constructor of ``name`` accepts."""
+    params = inspect.signature(_constructor(name)).parameters.values()
+    return [p.name for p in params if p.name != "in_channels" and p.kind is not p.VAR_KEYWORD]
+
+
+def _constructor(name: str) -> Callable[..., nn.Module]:
+    if name not in NETWORKS:
+        raise UserError(f"model {name!r} is not one of: {', '.join(NETWORKS)}")
+    return NETWORKS[name]
+
+
+def build_network(name: str, in_channels: int, **options: Any) -> nn.Module:
+    """Build the network ``name`` for ``in_channels`` image channels; ``UserError`` on a bad name or option."""
+    constructor = _constructor(name)
+    allowed = allowed_options(name)
+    params = inspect.signature(constructor).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise UserError(
+                f"model {name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}"
+            )
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise UserError(f"model {name}: in_channels must be a positive integer, got {in_channels!r}")
+    try:
+        return constructor(in_channels, **options)
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"model {name}: invalid options {options}: {err}") from None
+
+
+def describe(name: str, image_size: int = 256, in_channels: int = 1) -> str:
+    """A short report: parameter count (beside the paper's), downsampling, sizes and top-level modules."""
+    net = build_network(name, in_channels)
+    total = sum(p.numel() for p in net.parameters())
+    lines = [f"{name}: {total:,} parameters ({total / 1e6:.2f} M)"]
+    if name in PAPER_PARAMS:
+        lines.append(f"  paper:          {PAPER_PARAMS[name]}")
+    lines.append(f"  in_channels:    {in_channels}")
+    factor = getattr(net, "downsampling", None)
+    if factor:
+        lowest = f"{image_size // factor} x {image_size // factor}" if image_size % factor == 0 else "n/a"
+        fits = "" if image_size % factor == 0 else f" (image size {image_size} is NOT divisible by {factor})"
+        lines.append(f"  downsampling:   {factor}x; lowest resolution at {image_size} px: {lowest}{fits}")
+    if callable(getattr(net, "structure", None)):
+        lines.append(f"  structure:      {net.structure()}")
+    options = ", ".join(allowed_options(name))
+    lines.append(f"  options:        {options or 'none'}")
+    lines.append("  modules:")
+    for child_name, child in net.named_children():
+        count = sum(p.numel() for p in child.parameters())
+        lines.append(f"    {child_name:<16} {count:>12,}  {_summary(child)}")
+    return "\n".join(lines)
+
+
+def _summary(module: nn.Module) -> str:
+    """One line about a top-level module: its type and, for a container, how many parts it holds."""
+    kind = type(module).__name__
+    if isinstance(module, (nn.ModuleList, nn.ModuleDict, nn.Sequential)):
+        inner = sorted({type(m).__name__ for m in module.children()})
+        return f"{kind} of {len(module)}: {', '.join(inner)}"
+    return kind
