@@ -6,6 +6,7 @@ per-file check live here, so all layouts report problems the same way.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -114,6 +115,13 @@ class Reader:
     def annotators(self) -> int:
         """The largest annotator count among the entries (0 for unlabelled data)."""
         return max((len(e.masks) for e in self.entries), default=0)
+
+    def subset(self, indices: Sequence[int]) -> Reader:
+        """A reader of the same layout over ``indices`` only (scan problems are kept)."""
+        out = copy.copy(self)
+        out.entries = [self.entries[i] for i in indices]
+        out._files = _FileCache()
+        return out
 
     def load(self, index: int) -> Case:
         """Decode entry ``index``; raises ``UserError`` listing its problems."""

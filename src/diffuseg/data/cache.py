@@ -1,0 +1,157 @@
+"""Decode a dataset once, at the model size, into memory-mapped arrays; later epochs and runs read those.
+
+``cache_dir/<key>/`` holds ``images.npy`` (N,C,S,S) float16, ``masks.npy`` (N,K,S,ceil(S/8)) uint8 (bits
+packed along the last axis), ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient
+ids). ``key`` hashes the reader's layout, foreground labels, size, annotator count, and every source
+file's path, size and modification time, so any change to the data or the settings builds a new cache.
+The folder is written under a temporary name and renamed, so a cache is never half-written. Building
+decodes with ``workers`` processes and runs every ``verify`` check: any problem raises ``DatasetError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffuseg.data.formats import Reader
+from diffuseg.data.transforms import resize_pair
+from diffuseg.errors import DatasetError
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CachedArrays:
+    """Preprocessed items; ``images`` and ``masks`` may be memory maps (read lazily)."""
+
+    images: np.ndarray  # (N,C,S,S) float16
+    masks: np.ndarray  # (N,K,S,ceil(S/8)) uint8, packed bits
+    counts: np.ndarray  # (N,) int: annotators of each item (masks beyond it are zero)
+    case_ids: list[str]
+    patients: list[str]
+    size: int
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (C,S,S) float32, masks (counts[i],S,S) uint8 of item ``i``."""
+        image = torch.from_numpy(np.asarray(self.images[i], dtype=np.float32))
+        bits = np.unpackbits(np.asarray(self.masks[i]), axis=-1, count=self.size)[: int(self.counts[i])]
+        return image, torch.from_numpy(np.ascontiguousarray(bits))
+
+
+def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int) -> str:
+    """Hex digest of the settings and every source file's (path, size, mtime)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_VERSION, reader.layout, list(reader.foreground), size, annotators]).encode())
+    seen: set[str] = set()
+    for i in indices:
+        e = reader.entries[i]
+        h.update(f"{e.case_id}|{e.slice_index}\n".encode())
+        for p in (*e.images, *(m for files in e.masks for m in files)):
+            s = str(p)
+            if s in seen:
+                continue
+            seen.add(s)
+            st = os.stat(p)
+            h.update(f"{s}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators: int):
+    torch.set_num_threads(1)
+    n = len(indices)
+    images: np.ndarray | None = None
+    masks = np.zeros((n, annotators, size, (size + 7) // 8), dtype=np.uint8)
+    counts = np.zeros(n, dtype=np.int16)
+    problems: list[str] = []
+    for j, i in enumerate(indices):
+        case, found = reader.check(i)
+        problems.extend(found)
+        if case is None:
+            continue
+        image, mask = resize_pair(case.image, case.masks[:annotators], size)
+        if images is None:
+            images = np.zeros((n, image.shape[0], size, size), dtype=np.float16)
+        if image.shape[0] != images.shape[1]:
+            problems.append(f"{case.geometry.sources[0]}: {image.shape[0]} channel(s), others have {images.shape[1]}")
+            continue
+        images[j] = image.numpy()
+        counts[j] = mask.shape[0]
+        masks[j, : mask.shape[0]] = np.packbits(mask.numpy().astype(bool), axis=-1)
+    return images, masks, counts, problems
+
+
+def decode_all(reader: Reader, indices: Sequence[int], size: int, annotators: int, workers: int = 1):
+    """Decode and resize ``indices``; (images, packed masks, counts) or ``DatasetError`` with every problem."""
+    indices = list(indices)
+    chunks = [indices[k : k + 256] for k in range(0, len(indices), 256)] or [[]]
+    if workers > 1 and len(chunks) > 1:
+        subsets = [reader.subset(c) for c in chunks]  # each worker gets only its own entries
+        local = [list(range(len(c))) for c in chunks]
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_decode_chunk, subsets, local, [size] * len(chunks), [annotators] * len(chunks)))
+    else:
+        parts = [_decode_chunk(reader, c, size, annotators) for c in chunks]
+    problems = list(dict.fromkeys([*reader.problems, *(p for part in parts for p in part[3])]))
+    if problems:
+        raise DatasetError(str(reader.root), problems)
+    channels = next((p[0].shape[1] for p in parts if p[0] is not None), 1)
+    images = np.concatenate([p[0] if p[0] is not None else np.zeros((0, channels, size, size), np.float16)
+                             for p in parts])
+    return images, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
+def load_cached(
+    reader: Reader,
+    indices: Sequence[int],
+    size: int,
+    annotators: int,
+    cache_dir: str | os.PathLike | None,
+    workers: int = 1,
+) -> CachedArrays:
+    """The cached arrays for ``indices`` of ``reader`` at ``size``, built on first use.
+
+    ``cache_dir=None`` keeps the arrays in memory only (no files written).
+    """
+    case_ids = [reader.entries[i].case_id for i in indices]
+    patients = [reader.entries[i].patient_id for i in indices]
+    if cache_dir is None:
+        images, masks, counts = decode_all(reader, indices, size, annotators, workers)
+        return CachedArrays(images, masks, counts, case_ids, patients, size)
+    folder = Path(cache_dir) / cache_key(reader, indices, size, annotators)
+    if not (folder / "meta.json").is_file():
+        images, masks, counts = decode_all(reader, indices, size, annotators, workers)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            np.save(tmp / "images.npy", images)
+            np.save(tmp / "masks.npy", masks)
+            np.save(tmp / "counts.npy", counts)
+            meta = {"version": CACHE_VERSION, "root": str(reader.root), "case_ids": case_ids, "patients": patients}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").is_file():  # another process won the race: keep its copy
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return CachedArrays(
+        np.load(folder / "images.npy", mmap_mode="r"),
+        np.load(folder / "masks.npy", mmap_mode="r"),
+        np.load(folder / "counts.npy"),
+        case_ids,
+        patients,
+        size,
+    )

@@ -1,0 +1,164 @@
+"""The torch ``Dataset`` for training and validation, and ``build_datasets(config.data)``.
+
+Each item is a dict:
+- ``image`` (C,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``),
+- ``masks`` (K,S,S) float32 {0,1}: every annotator's mask (K fixed within a dataset; missing ones are 0),
+- ``mask`` (1,S,S) float32 {0,1}: the mask of annotator ``annotator``, drawn at random per item and per
+  step for training (the ambiguity paper's training on a random annotator); for validation drawn once per
+  item from (seed, index), so it never changes,
+- ``annotator`` int, ``index`` int, ``case_id`` str, ``patient_id`` str.
+Augmentation (training only) and the random crop use a generator seeded from (seed, epoch, index): the
+training loop calls ``set_epoch`` at each epoch start (``persistent_workers`` must then be off, or the
+workers keep their old epoch); results do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from diffuseg.config import DataConfig
+from diffuseg.data.cache import CachedArrays, load_cached
+from diffuseg.data.formats import Reader, open_dataset
+from diffuseg.data.splits import split_by_patient, split_from_lists
+from diffuseg.data.transforms import Augment, match_channels, random_crop
+from diffuseg.errors import UserError
+
+LIST_NAMES = ("train_patients.txt", "val_patients.txt")
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator seeded from (seed, epoch, index), independent of worker and batch layout."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+
+
+class SegmentationDataset(Dataset):
+    """Items of ``arrays`` at ``indices`` (see module doc for the item dict)."""
+
+    def __init__(
+        self,
+        arrays: CachedArrays,
+        indices: Sequence[int],
+        *,
+        in_channels: int,
+        annotators: int,
+        train: bool,
+        augment: Augment | None = None,
+        random_crop: bool = False,
+        seed: int = 0,
+    ):
+        self.arrays = arrays
+        self.indices = list(indices)
+        self.in_channels = in_channels
+        self.annotators = annotators
+        self.train = train
+        self.augment = augment if train else None
+        self.random_crop = random_crop
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def case_ids(self) -> list[str]:
+        return [self.arrays.case_ids[i] for i in self.indices]
+
+    @property
+    def patients(self) -> list[str]:
+        return [self.arrays.patients[i] for i in self.indices]
+
+    def __getitem__(self, index: int) -> dict:
+        j = self.indices[index]
+        image, masks = self.arrays.item(j)
+        image = match_channels(image, self.in_channels, self.arrays.case_ids[j])
+        g = item_generator(self.seed, self.epoch if self.train else -1, index)
+        if self.random_crop:
+            # validation crops are fixed per item (epoch -1); training crops change every epoch
+            image, masks = random_crop(image, masks, g)
+        if self.augment is not None:
+            image, masks = self.augment(image, masks, g)
+        count = max(1, masks.shape[0])
+        annotator = int(torch.randint(0, count, (), generator=g))
+        full = torch.zeros((self.annotators, *image.shape[-2:]), dtype=torch.float32)
+        full[: masks.shape[0]] = masks[: self.annotators].float()
+        return {
+            "image": image.float(),
+            "masks": full,
+            "mask": full[annotator : annotator + 1].clone(),
+            "annotator": annotator,
+            "index": index,
+            "case_id": self.arrays.case_ids[j],
+            "patient_id": self.arrays.patients[j],
+        }
+
+
+def split_indices(reader: Reader, cfg: DataConfig) -> tuple[list[int], list[int]]:
+    """(train, val) entry indices by patient: the config's id lists, the root's own lists, or the seed."""
+    patients = reader.patients
+    lists = (cfg.train_patients, cfg.val_patients)
+    if not any(lists):
+        found = [Path(cfg.root) / n for n in LIST_NAMES]
+        lists = tuple(str(p) for p in found) if all(p.is_file() for p in found) else ("", "")
+    if all(lists):
+        return split_from_lists(patients, *lists)
+    if any(lists):
+        raise UserError("data.train_patients and data.val_patients must be given together")
+    return split_by_patient(patients, cfg.val_fraction, cfg.split_seed)
+
+
+def build_datasets(
+    cfg: DataConfig,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    workers: int = 1,
+) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """Open ``cfg.root``, split by patient, decode (or read the cache) and return (train, val).
+
+    Only labelled items are used. ``cfg.cache_dir`` wins over ``cache_dir``; with neither, the decoded
+    arrays stay in memory. ``cfg.max_cases`` caps the training items (validation gets its share by
+    ``val_fraction``, at least one). Every ``verify`` check runs while decoding: a problem raises
+    ``DatasetError`` listing them all. ``seed`` seeds augmentation and annotator draws.
+    """
+    if not cfg.root:
+        raise UserError("data.root is empty: give the dataset folder (--data DIR)")
+    reader = open_dataset(cfg.root, cfg.layout, cfg.foreground)
+    train, val = split_indices(reader, cfg)
+    labelled = {i for i, e in enumerate(reader.entries) if e.masks}
+    train, val = [i for i in train if i in labelled], [i for i in val if i in labelled]
+    if cfg.max_cases:
+        n_val = max(1, round(cfg.max_cases * max(cfg.val_fraction, 0.1))) if val else 0
+        train, val = _spread(train, cfg.max_cases), _spread(val, n_val)
+    if not train:
+        raise UserError(f"{cfg.root}: no labelled cases for training")
+    annotators = cfg.annotators or reader.annotators
+    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cfg.cache_dir or cache_dir, workers)
+    n = len(train)
+    common = {"in_channels": cfg.in_channels, "annotators": annotators, "random_crop": cfg.random_crop, "seed": seed}
+    try:
+        train_set = SegmentationDataset(
+            arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common
+        )
+        val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
+        if len(train_set):
+            train_set[0]  # fail now, with a UserError, on a channel mismatch
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return train_set, val_set
+
+
+def _spread(indices: list[int], n: int) -> list[int]:
+    """``n`` items spread evenly over ``indices`` (so a capped validation set covers many patients)."""
+    if n >= len(indices):
+        return indices
+    step = len(indices) / n
+    return [indices[int(k * step)] for k in range(n)]

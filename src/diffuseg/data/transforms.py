@@ -1,0 +1,111 @@
+"""Paired transforms on tensors: resizing to the model size, training augmentation, the random crop.
+
+Images are (C,H,W) float, masks (K,H,W) {0,1}; every geometric change is applied to both with the same
+parameters (images bilinear, masks nearest). Every random function takes a ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def resize_pair(image: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize to ``size`` x ``size`` (aspect ratio not kept; writers resize back to the original size).
+
+    image (C,H,W) float -> (C,S,S) bilinear with antialiasing; masks (K,H,W) -> (K,S,S) nearest.
+    """
+    if image.shape[-2:] == (size, size):
+        return image.float(), masks
+    img = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    if masks.shape[0] == 0:
+        return img, masks.new_zeros((0, size, size))
+    msk = F.interpolate(masks[None].float(), size=(size, size), mode="nearest-exact")[0].to(masks.dtype)
+    return img, msk
+
+
+def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation: flips, 90-degree turns, a small rotation, contrast/brightness/gamma.
+
+    Probabilities and ranges are per item; ``rotation`` is the largest extra angle in degrees.
+    """
+
+    flip: float = 0.5
+    rot90: bool = True
+    rotation: float = 15.0
+    contrast: float = 0.1  # image * U(1-c, 1+c)
+    brightness: float = 0.1  # + U(-b, b)
+    gamma: float = 0.2  # image ** exp(U(-g, g)) on the [0, 1] part
+
+    def __call__(
+        self, image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (C,S,S) float, masks (K,S,S) -> the same shapes, transformed alike."""
+        if float(torch.rand((), generator=generator)) < self.flip:
+            image, masks = image.flip(-1), masks.flip(-1)
+        if float(torch.rand((), generator=generator)) < self.flip:
+            image, masks = image.flip(-2), masks.flip(-2)
+        if self.rot90:
+            k = int(torch.randint(0, 4, (), generator=generator))
+            image, masks = torch.rot90(image, k, (-2, -1)), torch.rot90(masks, k, (-2, -1))
+        if self.rotation > 0:
+            angle = _uniform(generator, -self.rotation, self.rotation)
+            image, masks = rotate_pair(image, masks, angle)
+        image = image * _uniform(generator, 1 - self.contrast, 1 + self.contrast)
+        image = image + _uniform(generator, -self.brightness, self.brightness)
+        if self.gamma > 0:
+            g = math.exp(_uniform(generator, -self.gamma, self.gamma))
+            image = image.clamp(0, 1) ** g + (image - image.clamp(0, 1))
+        return image.contiguous(), masks.contiguous()
+
+
+def rotate_pair(image: torch.Tensor, masks: torch.Tensor, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate about the centre by ``degrees`` (zeros fill the corners); image bilinear, masks nearest."""
+    a = math.radians(degrees)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])[None]
+    grid = F.affine_grid(theta, [1, 1, *image.shape[-2:]], align_corners=False)
+    img = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    if masks.shape[0] == 0:
+        return img, masks
+    msk = F.grid_sample(masks[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+    return img, msk.to(masks.dtype)
+
+
+def random_crop(
+    image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, fraction: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random-crop LIDC variant (ambiguity paper, section 2), as we read it.
+
+    A window of ``fraction`` of the side, at a position drawn uniformly over all positions inside the
+    image, is cut and resized back to the input size, so the lesion is no longer centred and may be cut
+    or absent. image (C,S,S), masks (K,S,S) -> same shapes.
+    """
+    size = image.shape[-1]
+    side = max(1, round(size * fraction))
+    top = int(torch.randint(0, image.shape[-2] - side + 1, (), generator=generator))
+    left = int(torch.randint(0, size - side + 1, (), generator=generator))
+    img = image[..., top : top + side, left : left + side]
+    msk = masks[..., top : top + side, left : left + side]
+    img = F.interpolate(img[None].float(), size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
+    msk = F.interpolate(msk[None].float(), size=image.shape[-2:], mode="nearest-exact")[0].to(masks.dtype)
+    return img, msk
+
+
+def match_channels(image: torch.Tensor, channels: int, where: str) -> torch.Tensor:
+    """(C,H,W) -> (channels,H,W): RGB to grey by the channel mean, grey repeated to 3; else ``ValueError``."""
+    c = image.shape[0]
+    if c == channels:
+        return image
+    if channels == 1:
+        return image.mean(0, keepdim=True)
+    if c == 1:
+        return image.expand(channels, *image.shape[1:]).clone()
+    raise ValueError(f"{where}: images have {c} channels but data.in_channels is {channels}")
