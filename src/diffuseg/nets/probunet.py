@@ -161,6 +161,8 @@ class ProbUNet(nn.Module):
     ``latent_dim`` / ``components`` default to ``LATENT_PRESETS[kind]``; ``rank`` (FC) defaults to
     ``latent_dim``. ``temperature`` is the Gumbel-softmax temperature of mixtures. ``backbone`` is
     ``native`` or ``diffusion-unet`` (with ``backbone_options`` for the latter, e.g. its channels).
+    ``beta`` (the KL weight) and ``kl_samples`` (Monte-Carlo draws for mixture KLs) are loss settings,
+    kept here so that one ``model.options`` mapping describes the model (``training.latent_module``).
     """
 
     def __init__(
@@ -176,8 +178,11 @@ class ProbUNet(nn.Module):
         fcomb_convs: int = 4,
         backbone: str = "native",
         backbone_options: Mapping[str, Any] | None = None,
+        beta: float = 1.0,
+        kl_samples: int = 1000,
     ):
         super().__init__()
+        self.beta, self.kl_samples = float(beta), int(kl_samples)
         self.kind = LatentKind.parse(kind)
         dim, k = LATENT_PRESETS[self.kind]
         self.latent_dim = latent_dim or dim

@@ -1,0 +1,126 @@
+"""Training losses, sampling and LightningModules of the latent-variable baselines.
+
+- Prob. UNet family (Kohl et al. 2018; Bhat et al. 2022), ``method: probunet``: the negative ELBO
+  ``sum_pixels BCE(f(x, z), y) / B + beta * KL(q(z | x, y) || p(z | x))`` averaged over the batch, with
+  z ~ q drawn by reparameterisation (Kohl et al. 2018, eq. 4). The KL is analytic for AA and FC and a
+  Monte-Carlo estimate over ``kl_samples`` posterior draws for the mixtures (Bhat et al. 2022).
+- PHiSeg (Baumgartner et al. 2019), ``method: phiseg``: the residual reconstruction loss over levels,
+  ``sum_l sum_pixels BCE(s_l + ... + s_{L-1}, y) / B``, plus ``kl_weight * sum_l w_l KL(q_l || p_l)`` with
+  w_l = 4^l when ``exponential_weighting`` (the reference code's default) and the prior of every level
+  conditioned on the posterior's samples of the coarser ones (eqs. 5-6 of the paper).
+
+Each training step uses one annotator per image, drawn at random (``SegmentationModule.training_step``),
+and the posterior sees that annotation. Prediction draws z from the prior: ``sample`` below has the
+signature of the diffusion samplers' output (``SampleOutput``), so ensembles and ``diffuseg predict``
+treat both families alike.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Normal, kl_divergence
+
+from diffuseg.config import Method
+from diffuseg.diffusion.samplers.base import SampleOutput
+from diffuseg.nets.latent import Generators, kl
+from diffuseg.nets.phiseg import PHiSeg
+from diffuseg.nets.probunet import ProbUNet
+from diffuseg.training.module import MODULES, SegmentationModule
+
+
+def _bce_per_image(logits: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy summed over pixels and averaged over the batch (a scalar)."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="sum")
+    return bce / logits.shape[0]
+
+
+def probunet_loss(net: ProbUNet, image: Tensor, target: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    """Negative ELBO of the Prob. UNet for images (B, C, H, W) and one mask each (B, 1, H, W) in {0, 1}.
+
+    Returns ``{"loss", "reconstruction", "kl"}`` (scalars); loss = reconstruction + net.beta * kl.
+    """
+    posterior = net.posterior(image, target)
+    prior = net.prior(image)
+    z = posterior.rsample(1, generator)
+    reconstruction = _bce_per_image(net.decode(net.features(image), z), target)
+    kl_term = kl(posterior, prior, generator, net.kl_samples).mean()
+    return {"loss": reconstruction + net.beta * kl_term, "reconstruction": reconstruction, "kl": kl_term}
+
+
+def phiseg_loss(net: PHiSeg, image: Tensor, target: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    """PHiSeg's loss for images (B, C, H, W) and one mask each (B, 1, H, W) in {0, 1}.
+
+    Returns ``{"loss", "reconstruction", "kl"}``; ``kl`` is the weighted sum over levels.
+    """
+    posterior = net.posterior(image, target, generator)
+    prior = net.prior(image, generator, condition=posterior.z)
+    parts = net.decode(posterior.z, tuple(image.shape[-2:]))
+    reconstruction = image.new_zeros((), dtype=torch.float32)
+    accumulated = torch.zeros_like(parts[0])
+    for level in reversed(range(len(parts))):
+        accumulated = accumulated + parts[level]
+        reconstruction = reconstruction + _bce_per_image(accumulated, target)
+    kl_term = image.new_zeros((), dtype=torch.float32)
+    for level, (mq, sq, mp, sp) in enumerate(zip(posterior.mu, posterior.sigma, prior.mu, prior.sigma)):
+        weight = 4.0**level if net.exponential_weighting else 1.0
+        per_image = kl_divergence(Normal(mq.float(), sq.float()), Normal(mp.float(), sp.float())).flatten(1).sum(1)
+        kl_term = kl_term + weight * per_image.mean()
+    return {"loss": reconstruction + net.kl_weight * kl_term, "reconstruction": reconstruction, "kl": kl_term}
+
+
+def latent_loss(net: nn.Module, image: Tensor, target: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    """The loss of ``net``'s family (Prob. UNet or PHiSeg)."""
+    if isinstance(net, ProbUNet):
+        return probunet_loss(net, image, target, generator)
+    if isinstance(net, PHiSeg):
+        return phiseg_loss(net, image, target, generator)
+    raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
+
+
+@torch.no_grad()
+def sample(
+    net: nn.Module, image: Tensor, members: int, *, generator: Generators, threshold: float = 0.5
+) -> SampleOutput:
+    """``members`` masks per image from the prior: image (B, C, H, W) -> ``SampleOutput`` with
+    ``mask`` (B * members, 1, H, W) in {0, 1} and ``soft`` = sigmoid(logits), rows image-major.
+
+    ``generator`` is one ``torch.Generator`` or one per output row (row b * members + k from generator
+    b * members + k), so a member's mask does not depend on the batch it is drawn in. The image-only parts
+    (Prob. UNet's UNet and prior net, PHiSeg's prior encoder) run once per image.
+    """
+    if not isinstance(net, ProbUNet | PHiSeg):
+        raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
+    soft = torch.sigmoid(net.sample_logits(image, members, generator).float())
+    return SampleOutput(mask=(soft > threshold).float(), soft=soft)
+
+
+class LatentModule(SegmentationModule):
+    """Training of a latent-variable baseline; logs the reconstruction and KL terms beside the loss."""
+
+    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
+        parts = latent_loss(self.net, image, target, generator)
+        size = image.shape[0]
+        self.log("reconstruction", parts["reconstruction"].detach(), on_step=True, batch_size=size)
+        self.log("kl", parts["kl"].detach(), on_step=True, batch_size=size)
+        return parts["loss"]
+
+    def draw(self, net: nn.Module, image: Tensor, members: int, generators: list[torch.Generator]) -> Tensor:
+        return sample(net, image, members, generator=generators, threshold=self.config.sample.threshold).mask
+
+
+class ProbUNetModule(LatentModule):
+    """``method: probunet``: Prob. UNet (AA) and the Gen. Prob. UNet (AA-mix, FC, FC-mix)."""
+
+    method = Method.PROBUNET
+
+
+class PHiSegModule(LatentModule):
+    """``method: phiseg``."""
+
+    method = Method.PHISEG
+
+
+MODULES[Method.PROBUNET] = ProbUNetModule
+MODULES[Method.PHISEG] = PHiSegModule
