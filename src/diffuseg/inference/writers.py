@@ -1,0 +1,216 @@
+"""Write predictions in the input's own format and geometry.
+
+Per case (``Case.geometry`` says how): the fused mask ``OUTPUT/<case>.<ext>``, the uncertainty map
+``OUTPUT/<case>_uncertainty.<ext>``, and with ``save_samples`` every sample ``OUTPUT/samples/<case>_sNNN.<ext>``.
+
+- Model-size maps are resized back to the original size: the fused mask and samples are resized bilinearly
+  as soft maps and thresholded at 0.5 (for {0,1} input this is nearest-like, with smoother boundaries);
+  the uncertainty bilinearly.
+- 2D rasters (PNG, JPG, GIF, TIFF, BMP) are written as PNG: masks 8-bit {0,255}; uncertainty 16-bit,
+  ``round(u * 65535)`` for ``u`` in [0, 1] (variance of the samples is at most 0.25, normalised entropy at
+  most 1). ``.npy`` inputs give ``.npy`` (uint8 {0,1} masks, float32 uncertainty).
+- NIfTI inputs give NIfTI with the source's affine (same suffix ``.nii``/``.nii.gz``): uint8 masks,
+  float32 uncertainty. 2D slices of a 3D volume are collected and written as one volume
+  ``OUTPUT/<volume>.<ext>`` once all its slices are in (``close`` writes unfinished ones, missing slices 0).
+Every file is written to a temporary name in its folder and renamed. The writer refuses an OUTPUT inside
+the input folder and never overwrites an input file (``UserError``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffuseg.data.case import Case, Geometry
+from diffuseg.errors import UserError
+
+UNCERTAINTY_SCALE = 65535  # 16-bit PNG uncertainty = round(u * 65535)
+
+
+def output_format(geometry: Geometry) -> str:
+    """File suffix of the written files: ``png``, ``npy``, ``nii`` or ``nii.gz``."""
+    return geometry.format if geometry.format in ("nii", "nii.gz", "npy") else "png"
+
+
+def output_name(geometry: Geometry, case_id: str) -> str:
+    """Stem of a case's files: the volume id for slices of a 3D volume, else the case id."""
+    return geometry.volume_id if geometry.volume_id is not None else case_id
+
+
+def prediction_paths(output: str | os.PathLike, case: Case) -> dict[str, Path]:
+    """Where ``PredictionWriter`` puts ``mask`` and ``uncertainty`` of ``case`` (for evaluation)."""
+    ext = output_format(case.geometry)
+    name = output_name(case.geometry, case.case_id)
+    return {"mask": Path(output) / f"{name}.{ext}", "uncertainty": Path(output) / f"{name}_uncertainty.{ext}"}
+
+
+def read_prediction(output: str | os.PathLike, case: Case, kind: str = "mask") -> np.ndarray:
+    """The written ``mask`` ({0,1} uint8) or ``uncertainty`` (float in [0,1]) of ``case`` at its original size."""
+    from diffuseg.data.formats.files import read_file
+
+    path = prediction_paths(output, case)[kind]
+    if not path.is_file():
+        raise UserError(f"{path}: prediction not found for case {case.case_id}")
+    array = read_file(path, as_mask=True).array
+    if case.geometry.slice_index is not None:
+        array = array[:, :, case.geometry.slice_index]
+    if kind == "mask":
+        return (array > 0).astype(np.uint8)
+    if path.suffix == ".png":
+        return array.astype(np.float32) / UNCERTAINTY_SCALE
+    return array.astype(np.float32)
+
+
+def check_output(output: Path, inputs: Sequence[str | os.PathLike]) -> None:
+    """``UserError`` when ``output`` is an input folder or lies inside one."""
+    out = output.resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if src.is_dir() and (out == src or src in out.parents):
+            raise UserError(f"{output}: the output folder must not be inside the input folder {item}")
+        if out == src:
+            raise UserError(f"{output}: the output is an input file")
+
+
+def _resize(array: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(h,w) float map -> (H,W) float32 by bilinear interpolation (no change when sizes match)."""
+    a = array.detach().float().cpu()
+    a = a.reshape(a.shape[-2:])
+    if tuple(a.shape) != tuple(size):
+        a = F.interpolate(a[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return a.numpy()
+
+
+def _to_mask(array: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    return (_resize(array, size) >= 0.5).astype(np.uint8)
+
+
+@dataclass
+class _Volume:
+    geometry: Geometry
+    name: str
+    slices: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = field(default_factory=dict)
+
+
+class PredictionWriter:
+    """Writes cases as they come; use as a context manager (or call ``close``) to flush volumes.
+
+    ``inputs`` are the input folder(s) or file(s): the output may not be inside them, and no input file
+    (any ``geometry.sources``/``mask_sources``) is ever overwritten.
+    """
+
+    def __init__(self, output: str | os.PathLike, inputs: Sequence[str | os.PathLike], save_samples: bool = False):
+        self.output = Path(output)
+        check_output(self.output, inputs)
+        self.save_samples = save_samples
+        self.written: list[Path] = []
+        self._volumes: dict[str, _Volume] = {}
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+
+    def write(
+        self,
+        case: Case,
+        fused: torch.Tensor,
+        uncertainty: torch.Tensor | None = None,
+        samples: torch.Tensor | None = None,
+    ) -> list[Path]:
+        """fused (h,w) or (1,h,w) in [0,1]; uncertainty (h,w) in [0,1]; samples (N,h,w) or (N,1,h,w) {0,1}.
+
+        Returns the files written now (none for a slice of a volume not yet complete).
+        """
+        g = case.geometry
+        size = (int(g.size[0]), int(g.size[1]))
+        mask = _to_mask(fused, size)
+        unc = _resize(uncertainty, size).clip(0.0, 1.0) if uncertainty is not None else None
+        samp = None
+        if self.save_samples and samples is not None:
+            samp = np.stack([_to_mask(s, size) for s in samples.reshape(-1, *samples.shape[-2:])])
+        if g.volume_id is not None and g.slice_index is not None and g.volume_shape is not None:
+            vol = self._volumes.setdefault(g.volume_id, _Volume(g, output_name(g, case.case_id)))
+            vol.slices[g.slice_index] = (mask, unc, samp)
+            if len(vol.slices) == g.volume_shape[2]:
+                return self._flush(g.volume_id)
+            return []
+        return self._write_all(g, output_name(g, case.case_id), mask, unc, samp)
+
+    def close(self) -> list[Path]:
+        """Write every volume still open (missing slices are 0); returns the files written."""
+        out: list[Path] = []
+        for vid in list(self._volumes):
+            out += self._flush(vid)
+        return out
+
+    def _flush(self, volume_id: str) -> list[Path]:
+        vol = self._volumes.pop(volume_id)
+        shape = tuple(vol.geometry.volume_shape[:3])
+        mask = np.zeros(shape, np.uint8)
+        unc = np.zeros(shape, np.float32) if any(s[1] is not None for s in vol.slices.values()) else None
+        n_samples = max((len(s[2]) for s in vol.slices.values() if s[2] is not None), default=0)
+        samp = np.zeros((n_samples, *shape), np.uint8) if n_samples else None
+        for z, (m, u, s) in vol.slices.items():
+            mask[:, :, z] = m
+            if unc is not None and u is not None:
+                unc[:, :, z] = u
+            if samp is not None and s is not None:
+                samp[: len(s), :, :, z] = s
+        return self._write_all(vol.geometry, vol.name, mask, unc, samp)
+
+    def _write_all(self, g: Geometry, name: str, mask, unc, samp) -> list[Path]:
+        ext = output_format(g)
+        out = [self._save(self.output / f"{name}.{ext}", mask, g, "mask")]
+        if unc is not None:
+            out.append(self._save(self.output / f"{name}_uncertainty.{ext}", unc, g, "uncertainty"))
+        if samp is not None:
+            for k, s in enumerate(samp):
+                out.append(self._save(self.output / "samples" / f"{name}_s{k:03d}.{ext}", s, g, "mask"))
+        self.written += out
+        return out
+
+    def _save(self, path: Path, array: np.ndarray, g: Geometry, kind: str) -> Path:
+        sources = {Path(p).resolve() for p in g.sources} | {Path(p).resolve() for f in g.mask_sources for p in f}
+        if path.resolve() in sources:
+            raise UserError(f"{path}: refusing to overwrite an input file; choose another output folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ext = output_format(g)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp.{ext}")
+        os.close(fd)
+        try:
+            _encode(Path(tmp), array, g, kind, ext)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def _encode(path: Path, array: np.ndarray, g: Geometry, kind: str, ext: str) -> None:
+    if ext in ("nii", "nii.gz"):
+        import nibabel as nib
+
+        data = array.astype(np.uint8) if kind == "mask" else array.astype(np.float32)
+        affine = np.array(g.affine, dtype=np.float64) if g.affine is not None else np.eye(4)
+        nib.save(nib.Nifti1Image(data, affine), str(path))
+    elif ext == "npy":
+        with open(path, "wb") as fh:
+            np.save(fh, array.astype(np.uint8) if kind == "mask" else array.astype(np.float32))
+    else:
+        from PIL import Image
+
+        if kind == "mask":
+            Image.fromarray((array > 0).astype(np.uint8) * 255).save(path, format="PNG")
+        else:
+            scaled = np.round(np.clip(array, 0, 1) * UNCERTAINTY_SCALE).astype(np.uint16)
+            Image.fromarray(scaled).save(path, format="PNG")
