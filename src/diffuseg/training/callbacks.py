@@ -1,0 +1,99 @@
+"""Callbacks of a training run: periodic atomic checkpoints and sampled validation with the EMA model."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import Dataset
+
+from diffuseg.evaluation.metrics import ged, pairwise_dice
+from diffuseg.training.checkpoint import LAST
+from diffuseg.training.module import SegmentationModule, step_seed
+
+
+class PeriodicCheckpoint(L.Callback):
+    """Writes ``<dirpath>/last.ckpt`` every ``every`` optimiser steps and at the last step.
+
+    Writing goes through the trainer's checkpoint IO (``AtomicCheckpointIO``: temp file, then rename), so
+    the file on disk is always a complete checkpoint. It is written after the EMA update of the step.
+    """
+
+    def __init__(self, dirpath: str | Path, every: int, total: int):
+        self.path = Path(dirpath) / LAST
+        self.every = every
+        self.total = total
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 or step >= self.total:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
+class SampledValidation(L.Callback):
+    """Every ``every`` steps, draws masks for the first ``cases`` validation items with the EMA network.
+
+    Logs ``val/dice``: mean Dice of each sample against each annotator (two empty masks score 1), and with
+    several annotators ``val/ged``: GED with d = 1 - IoU between ``members`` samples and the annotators,
+    the estimator that includes i = j pairs (as in the papers' tables). Member k of case c is seeded from
+    ``(sample.seed, c, k)``, so every validation draws the same noise and the curves are comparable. It
+    runs on rank 0 only; its generators are its own, so training draws are unaffected.
+    """
+
+    def __init__(self, dataset: Dataset, every: int, cases: int, members: int = 4, batch_size: int = 8):
+        self.dataset = dataset
+        self.every = every
+        self.cases = min(cases, len(dataset))  # type: ignore[arg-type]
+        self.members = members
+        self.batch_size = batch_size
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every <= 0 or self.cases == 0 or step % self.every != 0:
+            return
+        if trainer.is_global_zero:
+            scores = self.evaluate(pl_module)
+            for name, value in scores.items():
+                if math.isfinite(value):
+                    pl_module.log(f"val/{name}", value, prog_bar=True, rank_zero_only=True, on_step=True)
+        trainer.strategy.barrier("sampled-validation")
+
+    @torch.no_grad()
+    def evaluate(self, module: SegmentationModule) -> dict[str, float]:
+        """Mean Dice (and GED with several annotators) over the validation cases."""
+        cfg = module.config
+        net = module.ema
+        autocast = (
+            torch.autocast(module.device.type, dtype=torch.bfloat16)
+            if cfg.sample.precision == "bf16"
+            else nullcontext()
+        )
+        dices, geds = [], []
+        for start in range(0, self.cases, self.batch_size):
+            items = [self.dataset[i] for i in range(start, min(start + self.batch_size, self.cases))]
+            image = torch.stack([it["image"] for it in items]).to(module.device)
+            multi = any(it["masks"].shape[0] > 1 for it in items)
+            members = self.members if multi else 1
+            gens = [
+                torch.Generator().manual_seed(step_seed(cfg.sample.seed, start + i, k))
+                for i in range(len(items))
+                for k in range(members)
+            ]
+            with autocast:
+                masks = module.draw(net, image, members, gens).float().cpu()
+            masks = masks.view(len(items), members, *masks.shape[-2:])
+            for sample, item in zip(masks, items):
+                truth = item["masks"]
+                if truth.shape[0] == 0:
+                    continue
+                dices.append(float(pairwise_dice(sample, truth).mean()))
+                if truth.shape[0] > 1 and members > 1:
+                    geds.append(ged(sample, truth, unbiased=False))
+        out = {"dice": sum(dices) / len(dices) if dices else math.nan}
+        if geds:
+            out["ged"] = sum(geds) / len(geds)
+        return out

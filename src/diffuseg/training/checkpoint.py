@@ -1,0 +1,192 @@
+"""Checkpoints: written atomically, read safely, and recognised before use.
+
+A diffuseg checkpoint is a Lightning checkpoint (``state_dict`` with the raw weights under ``net.`` and the
+EMA weights under ``ema.``, optimiser and scheduler states, loop progress with the global step) plus a
+``diffuseg`` entry::
+
+    {"format_version": 1, "config": <resolved config as a plain dict>, "method": "diffusion",
+     "global_step": N, "sampler_position": items consumed, "rng": {torch, cuda, numpy, python states}}
+
+Everything in it is a tensor or a plain Python value, so it loads with ``torch.load(weights_only=True)``:
+opening a checkpoint never runs code from the file. Files are written to a temporary name in the same
+folder and renamed (``os.replace``), so a crash or ``kill -9`` leaves either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from diffuseg.config import Config, config_from_dict, config_to_dict
+from diffuseg.errors import UserError
+
+FORMAT_VERSION = 1
+KEY = "diffuseg"
+LAST = "last.ckpt"
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, flushed to disk, then renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic (temp file, fsync, rename)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        save_atomic(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> Any:
+        return read_checkpoint(path, map_location=map_location or "cpu")
+
+
+def capture_rng() -> dict[str, Any]:
+    """Global RNG states (torch CPU and CUDA, NumPy, Python) as tensors and plain values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng(states: Mapping[str, Any]) -> None:
+    """Inverse of ``capture_rng``; CUDA states are restored when the device count matches."""
+    torch.set_rng_state(states["torch"])
+    npy = states["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    py = states["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def metadata(config: Config, global_step: int, sampler_position: int) -> dict[str, Any]:
+    """The ``diffuseg`` entry added to every checkpoint."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "config": config_to_dict(config),
+        "method": str(config.method),
+        "global_step": int(global_step),
+        "sampler_position": int(sampler_position),
+        "rng": capture_rng(),
+    }
+
+
+def _load_any(path: Path, map_location: Any) -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure becomes a ``UserError`` naming the file."""
+    if not path.exists():
+        raise UserError(f"{path}: checkpoint not found")
+    if not path.is_file():
+        raise UserError(f"{path}: is not a file (expected a checkpoint, e.g. <run>/checkpoints/{LAST})")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty (corrupt checkpoint)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise UserError(
+                f"{path}: not a diffuseg checkpoint: it holds pickled Python objects that are not loaded "
+                "for safety (diffuseg checkpoints hold only tensors and plain values)"
+            ) from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupt or another file type)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{path}: corrupt or truncated checkpoint ({reason})") from None
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a diffuseg checkpoint dict, or raise ``UserError`` saying what the file is instead."""
+    path = Path(path)
+    ckpt = _load_any(path, map_location)
+    if not isinstance(ckpt, Mapping):
+        raise UserError(f"{path}: not a diffuseg checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
+    meta = ckpt.get(KEY)
+    if meta is None or "format_version" not in meta:
+        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            kind = "a bare state dict of weights, e.g. an official MedSegDiff checkpoint"
+        elif "state_dict" in ckpt:
+            kind = "a checkpoint from another (Lightning) program"
+        else:
+            kind = "a file written by another program"
+        raise UserError(
+            f"{path}: not a diffuseg checkpoint (no diffuseg format version; this looks like {kind}). "
+            "diffuseg needs the checkpoints that `diffuseg train` writes, which hold the config and EMA weights."
+        )
+    version = meta["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(
+            f"{path}: checkpoint format version {version} is newer than this diffuseg reads ({FORMAT_VERSION}); "
+            "upgrade diffuseg"
+        )
+    if "state_dict" not in ckpt or "config" not in meta:
+        raise UserError(f"{path}: incomplete diffuseg checkpoint (no weights or no config)")
+    return dict(ckpt)
+
+
+def checkpoint_config(ckpt: Mapping[str, Any], path: str | os.PathLike = "") -> Config:
+    """The resolved ``Config`` stored in a checkpoint."""
+    try:
+        return config_from_dict(ckpt[KEY]["config"])
+    except UserError as err:
+        raise UserError(f"{path}: the config stored in the checkpoint is not valid here ({err})") from None
+
+
+def prefixed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state_dict`` under ``prefix`` with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_for_inference(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Config, torch.nn.Module, Any]:
+    """``(config, ema_net, process)`` from a checkpoint: the EMA network in eval mode, ready to predict.
+
+    ``process`` is a ``DiffusionProcess`` for diffusion methods and ``None`` for methods that predict in
+    one pass (the deterministic UNet; ``ema_net(image) -> logits``). Raises ``UserError`` for a missing,
+    corrupt or foreign file.
+    """
+    from diffuseg.training.module import module_class
+
+    ckpt = read_checkpoint(path, map_location)
+    config = checkpoint_config(ckpt, path)
+    family = module_class(config.method)
+    net = family.build_network(config)
+    weights = prefixed(ckpt["state_dict"], "ema.")
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise UserError(f"{path}: EMA weights do not fit the network {config.model.name} ({first})") from None
+    net.eval().requires_grad_(False)
+    return config, net, family.build_process(config)

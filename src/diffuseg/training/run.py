@@ -1,0 +1,322 @@
+"""``train(config, resume)``: check and cache the data, then train with Lightning on CPU, GPUs or nodes.
+
+A run folder (``train.out_dir``) holds ``config.yaml`` (the resolved config), ``checkpoints/last.ckpt``
+(written atomically every ``train.ckpt_every`` steps and at the end), ``logs/version_N/metrics.csv`` and
+``tensorboard/version_N/`` (one version per start or resume), and ``cache/`` (the decoded data).
+
+Data order is a function of the global step: the training items form one endless stream of seeded
+permutations (epoch e is permutation e), step s reads the next ``batch_size * world_size`` items of the
+stream, and each item's augmentation and annotator are drawn from a generator seeded by its stream
+position. Resuming restarts the stream at the position stored in the checkpoint, so a resumed run sees
+the very batches the uninterrupted run would have seen, and no sampler state is lost by ``kill -9``.
+The same code runs DDP on many GPUs and nodes (``train.devices``, ``train.num_nodes``); each rank takes
+its own slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from diffuseg.config import Config, config_to_dict, save_config
+from diffuseg.errors import UserError
+from diffuseg.training.callbacks import PeriodicCheckpoint, SampledValidation
+from diffuseg.training.checkpoint import LAST, AtomicCheckpointIO, checkpoint_config, read_checkpoint
+from diffuseg.training.module import module_class, step_seed
+
+# Fields that may change between a run and its resumption; any other difference is refused.
+RESUMABLE = (
+    "train.steps",
+    "train.out_dir",
+    "train.devices",
+    "train.num_nodes",
+    "train.accelerator",
+    "train.log_every",
+    "train.val_every",
+    "train.val_cases",
+    "train.ckpt_every",
+    "data.root",
+    "data.cache_dir",
+    "data.num_workers",
+    "sample.",
+    "eval.",
+)
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
+
+
+# --- data ------------------------------------------------------------------------------------------
+class TrainItems(Dataset):
+    """Cached training items keyed by ``(index, seed)``: the seed draws augmentation, crop and annotator.
+
+    Returns ``{"image": (C, S, S) float32, "mask": (1, S, S) float {0, 1}}``.
+    """
+
+    def __init__(self, arrays: Any, config: Config):
+        from diffuseg.data.transforms import Augment
+
+        self.arrays = arrays
+        self.channels = config.data.in_channels
+        self.augment = Augment() if config.data.augment else None
+        self.crop = config.data.random_crop
+        unlabelled = int((arrays.counts == 0).sum())
+        if unlabelled:
+            raise UserError(f"{unlabelled} training item(s) have no mask; training needs a mask for every item")
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        from diffuseg.data.transforms import random_crop
+
+        index, seed = key
+        gen = torch.Generator().manual_seed(seed)
+        image, masks = self.arrays.item(index)
+        image = _channels(image, self.channels, self.arrays.case_ids[index])
+        if self.augment is not None:
+            image, masks = self.augment(image, masks, gen)
+        if self.crop:
+            image, masks = random_crop(image, masks, gen)
+        k = int(torch.randint(masks.shape[0], (), generator=gen))
+        return {"image": image.float(), "mask": masks[k : k + 1].float()}
+
+
+class ValItems(Dataset):
+    """Cached validation items: ``{"image": (C, S, S), "masks": (K, S, S) uint8}``, crops seeded per item."""
+
+    def __init__(self, arrays: Any, config: Config):
+        self.arrays = arrays
+        self.channels = config.data.in_channels
+        self.crop = config.data.random_crop
+        self.seed = config.data.split_seed
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from diffuseg.data.transforms import random_crop
+
+        image, masks = self.arrays.item(index)
+        image = _channels(image, self.channels, self.arrays.case_ids[index])
+        if self.crop:
+            image, masks = random_crop(image, masks, torch.Generator().manual_seed(step_seed(self.seed, index)))
+        return {"image": image.float(), "masks": masks}
+
+
+def _channels(image: torch.Tensor, channels: int, case_id: str) -> torch.Tensor:
+    from diffuseg.data.transforms import match_channels
+
+    try:
+        return match_channels(image, channels, case_id)
+    except ValueError as err:
+        raise UserError(f"{err} (set data.in_channels)") from None
+
+
+class StreamBatchSampler(Sampler):
+    """Batches of ``(index, seed)`` from an endless stream of seeded permutations of ``n`` items.
+
+    Yields the batches of steps ``start_step .. total_steps - 1``; ``__len__`` is ``total_steps`` so the
+    length of the epoch does not change when a run is resumed. Rank and world size are read when iteration
+    starts (after DDP has set up), and each rank takes its ``batch_size`` slice of the global batch.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, total_steps: int, start_step: int, start_position: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.total_steps, self.start_step, self.start_position = total_steps, start_step, start_position
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def _epoch(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(step_seed(self.seed, 0xDA7A, epoch))
+        return torch.randperm(self.n, generator=gen).tolist()
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        dist = torch.distributed
+        rank, world = (
+            (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        )
+        position = self.start_position
+        cached_epoch, order = -1, []
+        for _ in range(self.start_step, self.total_steps):
+            batch = []
+            for p in range(position + rank * self.batch_size, position + (rank + 1) * self.batch_size):
+                epoch = p // self.n
+                if epoch != cached_epoch:
+                    cached_epoch, order = epoch, self._epoch(epoch)
+                batch.append((order[p % self.n], step_seed(self.seed, 0x17E3, p)))
+            position += self.batch_size * world
+            yield batch
+
+
+def build_datasets(config: Config, run_dir: Path) -> tuple[TrainItems, ValItems | None, str]:
+    """Open, split (by patient), check and cache the data; returns (train, val or None, summary)."""
+    from diffuseg.data.cache import load_cached
+    from diffuseg.data.formats import open_dataset
+    from diffuseg.data.splits import split_by_patient, split_from_lists
+    from diffuseg.data.verify import summarize
+
+    d = config.data
+    if not d.root:
+        raise UserError("data.root is not set: pass the dataset folder with --data DIR")
+    reader = open_dataset(d.root, d.layout, d.foreground)
+    if len(reader) == 0:
+        raise UserError(f"{d.root}: empty dataset (no usable image/mask pairs found)")
+    if bool(d.train_patients) != bool(d.val_patients):
+        raise UserError("data.train_patients and data.val_patients must be given together")
+    if d.train_patients:
+        train_idx, val_idx = split_from_lists(reader.patients, d.train_patients, d.val_patients)
+    else:
+        train_idx, val_idx = split_by_patient(reader.patients, d.val_fraction, d.split_seed)
+    if d.max_cases:
+        train_idx, val_idx = train_idx[: d.max_cases], val_idx[: d.max_cases]
+    if not train_idx:
+        raise UserError(f"{d.root}: no training items after the patient split")
+    annotators = d.annotators or max(reader.annotators, 1)
+    cache = Path(d.cache_dir) if d.cache_dir else run_dir / "cache"
+    workers = max(1, d.num_workers)
+    train = TrainItems(load_cached(reader, train_idx, d.image_size, annotators, cache, workers), config)
+    val = ValItems(load_cached(reader, val_idx, d.image_size, annotators, cache, workers), config) if val_idx else None
+    summary = summarize(reader) + f"\n  split: {len(train_idx)} training, {len(val_idx)} validation item(s)"
+    return train, val, summary
+
+
+# --- Lightning -------------------------------------------------------------------------------------
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16-mixed on GPUs that support it, 16-mixed on older GPUs, 32-true on CPU."""
+    if precision not in PRECISIONS:
+        raise UserError(f"train.precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    if precision == "auto":
+        if not on_gpu:
+            return "32-true"
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if precision.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported():
+        warnings.warn("this GPU has no bf16; training with 16-mixed instead", stacklevel=2)
+        return "16-mixed"
+    return precision
+
+
+def _devices(value: str) -> Any:
+    value = str(value).strip()
+    if value == "auto":
+        return "auto"
+    try:
+        if "," in value:
+            return [int(v) for v in value.split(",") if v.strip()]
+        return int(value)
+    except ValueError:
+        raise UserError(f"train.devices {value!r}: expected auto, a count (e.g. 4) or a list (e.g. 0,1)") from None
+
+
+def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(values, dict):
+        out: dict[str, Any] = {}
+        for k, v in values.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: values}
+
+
+def check_resumable(stored: Config, given: Config, path: Path) -> None:
+    """Refuse to resume when anything but run-control fields differs from the checkpoint's config."""
+    a, b = _flatten(config_to_dict(stored)), _flatten(config_to_dict(given))
+    changed = [
+        f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE)
+    ]
+    if changed:
+        raise UserError(
+            f"{path}: cannot resume with a different config; give the same preset and overrides as the run "
+            "(only train.steps, devices, logging and data location may change). Differences:\n  " + "\n  ".join(changed)
+        )
+
+
+def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, int]:
+    """(start step, stream position) of the run; checks the checkpoint when resuming."""
+    if not resume:
+        if ckpt_path.exists():
+            raise UserError(
+                f"{ckpt_path}: the run folder already holds a checkpoint; continue it with --resume, "
+                "or choose another --out"
+            )
+        return 0, 0
+    if not ckpt_path.exists():
+        raise UserError(f"{ckpt_path}: no checkpoint to resume from (start the run without --resume)")
+    ckpt = read_checkpoint(ckpt_path)
+    check_resumable(checkpoint_config(ckpt, ckpt_path), config, ckpt_path)
+    meta = ckpt["diffuseg"]
+    return int(meta["global_step"]), int(meta["sampler_position"])
+
+
+def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    """A Lightning Trainer for the run: devices, precision, clipping, loggers, atomic checkpoint IO."""
+    t = config.train
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=_devices(t.devices),
+        num_nodes=t.num_nodes,
+        precision=resolve_precision(t.precision, t.accelerator),
+        max_steps=t.steps,
+        max_epochs=-1,
+        gradient_clip_val=t.grad_clip if t.grad_clip > 0 else None,
+        logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")],
+        log_every_n_steps=t.log_every,
+        callbacks=[*callbacks, TQDMProgressBar(refresh_rate=max(1, min(t.log_every, 10)))],
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        default_root_dir=run_dir,
+    )
+
+
+def train(config: Config, resume: bool = False) -> Path:
+    """Train ``config`` (or continue its run with ``resume``); returns the run folder.
+
+    Raises ``UserError`` for bad data (every problem listed), a foreign or corrupt checkpoint, a resume
+    with another config, and a loss that turns NaN or infinite (the last good checkpoint is kept).
+    """
+    t = config.train
+    run_dir = Path(t.out_dir)
+    ckpt_path = run_dir / "checkpoints" / LAST
+    start_step, position = _resume_state(config, ckpt_path, resume)
+    if start_step >= t.steps:
+        print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
+        return run_dir
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    train_set, val_set, summary = build_datasets(config, run_dir)
+    print(summary)
+    family = module_class(config.method)
+    module = family(config)
+    save_config(config, run_dir / "config.yaml")
+
+    sampler = StreamBatchSampler(len(train_set), t.batch_size, t.seed, t.steps, start_step, position)
+    loader = DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        num_workers=config.data.num_workers,
+        persistent_workers=config.data.num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+    callbacks: list[L.Callback] = [PeriodicCheckpoint(run_dir / "checkpoints", t.ckpt_every, t.steps)]
+    if val_set is not None and t.val_every > 0 and t.val_cases > 0:
+        callbacks.append(SampledValidation(val_set, t.val_every, t.val_cases, batch_size=t.batch_size))
+    trainer = make_trainer(config, run_dir, callbacks)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path if resume else None, weights_only=True)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    return run_dir
