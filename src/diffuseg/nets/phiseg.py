@@ -173,7 +173,7 @@ class PHiSeg(nn.Module):
             )
         channels = [n0 * m for m in CHANNEL_MULTIPLIERS[:resolution_levels]]
         self.latent_levels = latent_levels
-        self.divisor = 2 ** (resolution_levels - 1)
+        self.downsampling = 2 ** (resolution_levels - 1)
         self.prior_net = HierarchicalEncoder(in_channels, channels, latent_levels, zdim, n0)
         self.posterior_net = HierarchicalEncoder(in_channels + 1, channels, latent_levels, zdim, n0)
         self.likelihood = Likelihood(channels, latent_levels, zdim)

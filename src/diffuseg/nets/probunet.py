@@ -206,6 +206,9 @@ class ProbUNet(nn.Module):
         self.prior_net = LatentEncoder(in_channels, filters, convs_per_block, head())
         self.posterior_net = LatentEncoder(in_channels + 1, filters, convs_per_block, head())
         self.fcomb = Fcomb(self.unet.out_channels, self.latent_dim, fcomb_convs)
+        self.downsampling = 2 ** (len(filters) - 1)
+        if backbone == "diffusion-unet":
+            self.downsampling = max(self.downsampling, self.unet.net.downsampling)
 
     def prior(self, image: Tensor) -> Latent:
         """p(z | x): image (B, C, H, W) -> batch of B latents."""
@@ -255,6 +258,7 @@ class ProbUNetDiffusionNet(nn.Module):
         self.time = TimeEmbedding(filters[0], time_dim)
         self.unet = NativeUNet(in_channels + 1, filters, convs_per_block, emb_dim=time_dim)
         self.out = nn.Conv2d(filters[0], 1, 1)
+        self.downsampling = 2 ** (len(filters) - 1)
 
     def forward(self, x_t: Tensor, t: Tensor, image: Tensor) -> Tensor:
         k = x_t.shape[0] // image.shape[0]

@@ -16,6 +16,8 @@ from torch import nn
 
 from diffuseg.errors import UserError
 from diffuseg.nets.medsegdiff import medsegdiff
+from diffuseg.nets.phiseg import PHiSeg
+from diffuseg.nets.probunet import ProbUNet, ProbUNetDiffusionNet
 from diffuseg.nets.unet import CHANNELS, MIDDLE_BLOCKS, NUM_RES_BLOCKS, TIME_DIM, DiffusionUNet, SegmentationUNet
 
 
@@ -54,6 +56,12 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "medsegdiff-l": functools.partial(medsegdiff, "l"),
     "diffusion-unet": diffusion_unet,
     "unet": segmentation_unet,
+    "probunet": ProbUNet,  # option kind: aa (default) | aa_mix | fc | fc_mix
+    "probunet-aa-mix": functools.partial(ProbUNet, kind="aa_mix"),
+    "probunet-fc": functools.partial(ProbUNet, kind="fc"),
+    "probunet-fc-mix": functools.partial(ProbUNet, kind="fc_mix"),
+    "probunet-unet": ProbUNetDiffusionNet,  # the Gen. Prob. UNet's UNet as a diffusion network (Table 4)
+    "phiseg": PHiSeg,
 }
 
 # Parameter counts the papers report (MedSegDiff Table 3, in millions; ambiguity paper Table 1, exact).
@@ -62,6 +70,11 @@ PAPER_PARAMS: dict[str, str] = {
     "medsegdiff-b": "25 M (MedSegDiff Table 3)",
     "medsegdiff-l": "41 M (MedSegDiff Table 3)",
     "diffusion-unet": "6,891,905 (ambiguity paper Table 1)",
+    "probunet": "6,847,129 with kind=aa (ambiguity paper Table 1)",
+    "probunet-aa-mix": "6,864,027 (ambiguity paper Table 1)",
+    "probunet-fc": "6,844,945 (ambiguity paper Table 1)",
+    "probunet-fc-mix": "6,882,467 (ambiguity paper Table 1)",
+    "phiseg": "7,322,210 (ambiguity paper Table 1)",
 }
 
 
