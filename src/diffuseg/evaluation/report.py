@@ -1,0 +1,373 @@
+"""``diffuseg report``: an HTML page with the summary table, per-case distributions and case figures.
+
+``write_report(source)`` takes a ``results.json`` written by ``evaluate`` (or a folder holding one) and
+writes ``report/index.html`` beside it with PNG figures (matplotlib, Agg) under ``report/figures/``: the
+summary table, the distribution of each metric over the cases, and for a few chosen cases (best, quartiles,
+worst by GED, or by Dice without samples) the image, each annotator's mask, the samples, the fused mask and
+the uncertainty map overlaid. The case figures reopen the prediction and ground-truth folders named in
+``results.json``; when those are gone the page says so and keeps the rest.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+from diffuseg.config import write_text_atomic
+from diffuseg.data.formats import open_dataset
+from diffuseg.data.formats.files import read_file
+from diffuseg.errors import UserError
+from diffuseg.evaluation.evaluate import PredictionFiles, _plane, _read_mask, find_predictions
+
+# What each metric means, for the summary table (higher is better unless said otherwise).
+METRIC_HELP: dict[str, str] = {
+    "dice": "Dice of the fused mask, mean over annotators; both empty = 1",
+    "iou": "IoU of the fused mask, mean over annotators; both empty = 1",
+    "hd95": "95th-percentile Hausdorff distance, mean over annotators (mm or pixels); lower is better; "
+    "undefined when exactly one mask is empty",
+    "dice_annotator_mean": "Dice of the fused mask against each annotator, mean",
+    "dice_annotator_min": "worst annotator's Dice",
+    "dice_annotator_max": "best annotator's Dice",
+    "dice_majority": "Dice against the majority (at least half) of the annotators",
+    "iou_majority": "IoU against the majority mask",
+    "hd95_majority": "HD95 against the majority mask; lower is better",
+    "samples": "number of samples",
+    "sample_dice": "mean Dice over all (sample, annotator) pairs: the ambiguity paper's 'dice'",
+    "ged": "GED, d = 1 - IoU, unbiased (i != j pairs), all samples; lower is better",
+    "ged_biased": "GED with the i = j pairs (as published), all samples; lower is better",
+    "diversity": "mean 1 - IoU between distinct samples",
+    "hungarian_iou": "Hungarian-matched IoU between samples and annotators",
+    "ci": "collective insight (Rahman et al. 2023): harmonic mean of the next three",
+    "combined_sensitivity": "sensitivity of the samples' union against the annotators' union",
+    "max_dice_matching": "per annotator the best sample's Dice, mean",
+    "diversity_agreement": "agreement of the spread of samples and annotators",
+    "ncc": "NCC of expected cross-entropy maps (PHiSeg)",
+    "ece": "calibration error of the sample frequency vs annotator frequency, all pixels; lower is better",
+    "ece_foreground": "the same over pixels any sample or annotator marks; lower is better",
+    "slices": "slices in the volume",
+}
+_ANNOTATOR_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
+_PRED_COLOUR = "#d62728"
+_DISTRIBUTION_ORDER = (
+    "dice",
+    "iou",
+    "hd95",
+    "ged",
+    "ged_biased",
+    "ged_16",
+    "ged_biased_16",
+    "sample_dice",
+    "diversity",
+    "hungarian_iou",
+    "ci",
+    "ncc",
+    "ece",
+    "dice_majority",
+)
+
+
+def metric_help(name: str) -> str:
+    if name in METRIC_HELP:
+        return METRIC_HELP[name]
+    for prefix in ("ged_biased_", "ged_"):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            base = METRIC_HELP[prefix[:-1]].split(", all samples")[0]
+            return f"{base}, at {name[len(prefix) :]} samples (mean of disjoint groups)"
+    return ""
+
+
+def find_results(source: str | os.PathLike) -> Path:
+    """``source`` itself when a file, else ``source/results.json`` or the one ``source/*/results.json``."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise UserError(f"{path}: no such results.json or run folder")
+    if (path / "results.json").is_file():
+        return path / "results.json"
+    found = sorted(path.glob("*/results.json"))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        listing = ", ".join(str(p) for p in found[:4])
+        raise UserError(f"{path}: several results.json ({listing}); name one")
+    raise UserError(f"{path}: no results.json here; run `diffuseg evaluate PRED GT` first")
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not a readable results.json ({err})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("cases"), list) or "summary" not in results:
+        raise UserError(f"{path}: not a results.json written by `diffuseg evaluate` (no cases/summary)")
+    return results
+
+
+def write_report(
+    source: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    cases: Sequence[str] | None = None,
+    max_cases: int = 5,
+    max_samples: int = 8,
+) -> Path:
+    """Write the HTML report for ``source`` (results.json or a folder with one); returns the page's path.
+
+    ``out`` is the report folder (default ``report/`` beside results.json) or an ``.html`` path.
+    ``cases`` picks the case figures by id; by default best, quartiles and worst by the primary metric.
+    """
+    results_path = find_results(source)
+    results = load_results(results_path)
+    page = Path(out) if out is not None else results_path.parent / "report"
+    if page.suffix.lower() not in (".html", ".htm"):
+        page = page / "index.html"
+    figures = page.parent / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+
+    primary = "ged" if "ged" in results["summary"] else "dice"
+    chosen = list(cases) if cases else choose_cases(results["cases"], primary, max_cases)
+    parts = [_header(results, results_path), _summary_table(results["summary"], "Summary over cases")]
+    if results.get("volume_summary"):
+        parts.append(_summary_table(results["volume_summary"], "Summary over volumes (3D)"))
+    dist = _distribution_figure(results["cases"], figures / "distributions.png")
+    if dist is not None:
+        parts.append(
+            f'<h2>Per-case distributions</h2>\n<img class="wide" src="figures/{dist.name}" alt="distributions">'
+        )
+    parts.append(_case_section(results, chosen, primary, figures, max_samples))
+    parts.append(_case_table(results["cases"]))
+    write_text_atomic(page, _page("\n".join(parts)))
+    return page
+
+
+def choose_cases(rows: list[dict], metric: str, count: int) -> list[str]:
+    """Best, quartile and worst cases by ``metric`` (lower is better for GED and HD95), up to ``count``."""
+    scored = [r for r in rows if isinstance(r.get(metric), (int, float))]
+    if not scored:
+        return [r["case"] for r in rows[:count]]
+    lower_better = metric.startswith(("ged", "hd95", "ece"))
+    scored.sort(key=lambda r: r[metric], reverse=not lower_better)
+    picks = np.linspace(0, len(scored) - 1, num=min(count, len(scored))).round().astype(int)
+    return list(dict.fromkeys(scored[i]["case"] for i in picks))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+    return html.escape(str(v))
+
+
+def _header(results: dict, path: Path) -> str:
+    missing = results.get("missing", {})
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    items = [
+        ("predictions", results.get("pred", "?")),
+        (
+            "ground truth",
+            f"{results.get('gt', '?')} (layout {results.get('layout', '?')}, "
+            f"{results.get('annotators', '?')} annotator(s))",
+        ),
+        ("cases scored", str(len(results["cases"]))),
+        ("without a prediction", str(len(missing.get("predictions", [])))),
+        ("without ground truth", str(len(missing.get("ground_truth", [])))),
+        ("distances in", results.get("spacing_unit", "?")),
+        ("results", str(path)),
+    ]
+    rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items)
+    return (
+        f"<h1>diffuseg evaluation report</h1>\n<p class='muted'>written {when}</p>\n<table class='meta'>{rows}</table>"
+    )
+
+
+def _summary_table(summary: dict, title: str) -> str:
+    names = ("metric", "mean", "std", "median", "min", "max", "n", "undefined", "meaning")
+    head = "<tr>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
+    body = []
+    for name, s in summary.items():
+        cells = "".join(f"<td class='num'>{_fmt(s.get(k))}</td>" for k in ("mean", "std", "median", "min", "max", "n"))
+        undefined = s.get("n_undefined", 0)
+        body.append(
+            f"<tr><td class='name'>{html.escape(name)}</td>{cells}<td class='num'>{undefined}</td>"
+            f"<td class='help'>{html.escape(metric_help(name))}</td></tr>"
+        )
+    return f"<h2>{html.escape(title)}</h2>\n<table class='summary'>{head}\n" + "\n".join(body) + "</table>"
+
+
+def _distribution_figure(rows: list[dict], path: Path) -> Path | None:
+    """One small panel per metric: a histogram of its per-case values with the mean marked."""
+    names = [n for n in _DISTRIBUTION_ORDER if any(isinstance(r.get(n), (int, float)) for r in rows)]
+    if not names:
+        return None
+    cols = min(4, len(names))
+    nrows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(3.6 * cols, 2.6 * nrows), dpi=110, layout="constrained")
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        values = np.array([r[name] for r in rows if isinstance(r.get(name), (int, float))], dtype=float)
+        ax.hist(values, bins=min(30, max(5, len(values) // 3)), color="#4c72b0", edgecolor="white")
+        ax.axvline(values.mean(), color=_PRED_COLOUR, linewidth=1.5)
+        ax.set_title(f"{name}  (mean {values.mean():.3f}, n={len(values)})", fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.savefig(path)
+    return path
+
+
+def _case_section(results: dict, chosen: list[str], primary: str, figures: Path, max_samples: int) -> str:
+    if not chosen:
+        return ""
+    try:
+        predictions = find_predictions(results["pred"])
+        reader = open_dataset(results["gt"], results.get("layout", "auto"))
+    except (UserError, KeyError) as err:
+        return f"<h2>Cases</h2>\n<p class='muted'>Case figures left out: {html.escape(str(err))}</p>"
+    index = {e.case_id: i for i, e in enumerate(reader.entries)}
+    rows = {r["case"]: r for r in results["cases"]}
+    blocks = [
+        f"<h2>Cases</h2>\n<p class='muted'>Chosen by {html.escape(primary)}: best, quartiles, worst. "
+        "Outlines: annotators in blue/green/purple/orange, prediction in red.</p>"
+    ]
+    for k, case_id in enumerate(chosen):
+        if case_id not in index:
+            blocks.append(f"<p class='muted'>{html.escape(case_id)}: not in the ground truth</p>")
+            continue
+        entry = reader.entries[index[case_id]]
+        files = predictions.get(case_id) or predictions.get(entry.volume_id or "")
+        if files is None:
+            blocks.append(f"<p class='muted'>{html.escape(case_id)}: no prediction</p>")
+            continue
+        sliced = case_id not in predictions
+        path = figures / f"case_{k:02d}.png"
+        try:
+            _case_figure(reader.load(index[case_id]), files, entry.slice_index if sliced else None, max_samples, path)
+        except UserError as err:
+            blocks.append(f"<p class='muted'>{html.escape(case_id)}: {html.escape(str(err))}</p>")
+            continue
+        row = rows.get(case_id, {})
+        stats = ", ".join(
+            f"{m} {_fmt(row.get(m))}" for m in ("dice", "iou", "hd95", "ged", "ged_biased", "diversity") if m in row
+        )
+        blocks.append(
+            f"<h3>{html.escape(case_id)}</h3>\n<p class='stats'>{html.escape(stats)}</p>\n"
+            f'<img class="case" src="figures/{path.name}" alt="{html.escape(case_id)}">'
+        )
+    return "\n".join(blocks)
+
+
+def _case_figure(case, files: PredictionFiles, slice_index: int | None, max_samples: int, path: Path) -> None:
+    """Image | each annotator | samples | fused | uncertainty, each overlaid on the image."""
+    image = case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy()
+    masks = case.masks.numpy().astype(bool)
+    fused = _plane(_read_mask(files.fused), files.fused, slice_index)
+    samples = [_plane(_read_mask(p), p, slice_index) for p in files.samples[:max_samples]]
+    uncertainty = _uncertainty(files, slice_index, [_plane(_read_mask(p), p, slice_index) for p in files.samples])
+    panels: list[tuple[str, np.ndarray | None, str | None]] = [("image", None, None)]
+    panels += [(f"annotator {i + 1}", m, _ANNOTATOR_COLOURS[i % len(_ANNOTATOR_COLOURS)]) for i, m in enumerate(masks)]
+    panels += [(f"sample {i + 1}", s, _PRED_COLOUR) for i, s in enumerate(samples)]
+    panels.append(("fused", fused, _PRED_COLOUR))
+    cols = min(len(panels) + (uncertainty is not None), 8)
+    nrows = math.ceil((len(panels) + (uncertainty is not None)) / cols)
+    fig = Figure(figsize=(2.0 * cols, 2.15 * nrows), dpi=100, layout="constrained")
+    for i, (title, mask, colour) in enumerate(panels):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        ax.imshow(image, cmap="gray", interpolation="nearest")
+        if mask is not None and mask.shape == image.shape:
+            _overlay(ax, mask, colour)
+            if title == "fused":
+                for m, c in zip(masks, _ANNOTATOR_COLOURS):
+                    ax.contour(m.astype(float), levels=[0.5], colors=[c], linewidths=0.8)
+        _tidy(ax, title)
+    if uncertainty is not None:
+        ax = fig.add_subplot(nrows, cols, len(panels) + 1)
+        ax.imshow(image, cmap="gray", interpolation="nearest")
+        shown = np.ma.masked_where(uncertainty <= 0, uncertainty)
+        im = ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=max(float(uncertainty.max()), 1e-6))
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=7)
+        _tidy(ax, "uncertainty")
+    fig.savefig(path)
+
+
+def _overlay(ax, mask: np.ndarray, colour: str) -> None:
+    ax.imshow(
+        np.ma.masked_where(~mask, mask.astype(float)),
+        cmap=ListedColormap([colour]),
+        alpha=0.45,
+        interpolation="nearest",
+        vmin=0,
+        vmax=1,
+    )
+    if mask.any():
+        ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.0)
+
+
+def _tidy(ax, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray]) -> np.ndarray | None:
+    """The saved uncertainty map (uint8 scaled to [0, 1]); else the samples' variance p(1 - p)."""
+    if files.uncertainty is not None:
+        data = read_file(files.uncertainty)
+        array = data.array
+        if array.ndim == 3 and data.affine is not None and slice_index is None and array.shape[2] == 1:
+            array = array[:, :, 0]
+        array = _plane(array, files.uncertainty, slice_index).astype(np.float64)
+        return array / 255.0 if data.array.dtype == np.uint8 else array
+    if len(samples) > 1:
+        p = np.mean(samples, axis=0)
+        return p * (1 - p)
+    return None
+
+
+def _case_table(rows: list[dict], limit: int = 500) -> str:
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "\n".join(
+        "<tr>"
+        + "".join(f"<td class='{'name' if c == 'case' else 'num'}'>{_fmt(r.get(c))}</td>" for c in columns)
+        + "</tr>"
+        for r in rows[:limit]
+    )
+    more = f" (first {limit} of {len(rows)}; all in results.csv)" if len(rows) > limit else ""
+    return (
+        f"<details><summary>Every case{more}</summary>\n<div class='scroll'><table class='cases'>"
+        f"<tr>{head}</tr>\n{body}</table></div></details>"
+    )
+
+
+def _page(body: str) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>diffuseg evaluation report</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto; max-width: 1400px;
+       padding: 0 24px; color: #1d1d1f; background: #fff; font-size: 15px; line-height: 1.45; }}
+h1 {{ font-size: 26px; margin-bottom: 2px; }} h2 {{ font-size: 20px; margin-top: 32px;
+     border-bottom: 1px solid #ddd; padding-bottom: 4px; }} h3 {{ font-size: 16px; margin: 20px 0 2px; }}
+table {{ border-collapse: collapse; }} th, td {{ padding: 4px 10px; border-bottom: 1px solid #eee; text-align: left; }}
+table.summary th {{ background: #f3f4f6; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+td.name {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-weight: 600; }}
+td.help {{ color: #555; font-size: 13px; }} table.meta th {{ color: #555; font-weight: 600; }}
+.muted {{ color: #666; }}
+.stats {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; margin: 0 0 6px; }}
+img.wide, img.case {{ max-width: 100%; border: 1px solid #e5e5e5; }}
+.scroll {{ overflow-x: auto; }} table.cases td {{ font-size: 12px; padding: 2px 6px; }}
+</style></head><body>
+{body}
+</body></html>
+"""
