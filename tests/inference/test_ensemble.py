@@ -10,7 +10,13 @@ from torch import nn
 
 from diffuseg.config import DiffusionConfig, SampleConfig
 from diffuseg.diffusion.process import DiffusionProcess
-from diffuseg.inference.ensemble import member_seed, prepare_network, sample_ensembles, uncertainty_map
+from diffuseg.inference.ensemble import (
+    diffusion_draw,
+    member_seed,
+    prepare_network,
+    sample_ensembles,
+    uncertainty_map,
+)
 
 
 class TinyNet(nn.Module):
@@ -39,7 +45,7 @@ def _run(cases, **sample) -> dict[str, object]:
     cfg = SampleConfig(**{"sampler": "ddim", "steps": 3, "eta": 1.0, "samples": 4, "fusion": "staple", **sample})
     net = prepare_network(TinyNet(), cfg, "cpu")
     process = DiffusionProcess(DiffusionConfig(timesteps=100))
-    return {r.case_id: r for r in sample_ensembles(net, process, cases, cfg)}
+    return {r.case_id: r for r in sample_ensembles(diffusion_draw(net, process, cfg), cases, cfg)}
 
 
 def _assert_same(a, b) -> None:
@@ -79,7 +85,8 @@ def test_shapes_and_network_calls() -> None:
     cases = _cases(3)
     cfg = SampleConfig(sampler="ddim", steps=2, samples=4, batch_size=8, fusion="vote")
     net = TinyNet()
-    results = list(sample_ensembles(net, DiffusionProcess(DiffusionConfig(timesteps=100)), cases, cfg))
+    process = DiffusionProcess(DiffusionConfig(timesteps=100))
+    results = list(sample_ensembles(diffusion_draw(net, process, cfg), cases, cfg))
     assert [r.case_id for r in results] == ["case0", "case1", "case2"]
     assert net.calls == 2 * 2  # 12 members in 8-member calls: 2 calls per step, 2 steps
     r = results[0]

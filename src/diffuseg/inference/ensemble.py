@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from diffuseg.config import SampleConfig, Uncertainty
 from diffuseg.diffusion.process import DiffusionProcess, Network
+from diffuseg.diffusion.samplers import SampleOutput
 from diffuseg.diffusion.samplers import sample as run_sampler
 from diffuseg.inference.fusion import fuse
 from diffuseg.inference.postprocess import relative_area_keep
@@ -84,16 +85,35 @@ def _precision(device: torch.device, precision: str) -> contextlib.AbstractConte
     return contextlib.nullcontext()
 
 
-def _draw(
-    net: Network,
-    process: DiffusionProcess,
-    chunk: list[tuple[_Pending, int, int]],
-    cfg: SampleConfig,
-    device: torch.device,
-) -> None:
-    """Draw the members of ``chunk`` (case, first member, count) in as few network calls as shapes allow:
-    one call per run of equal image shapes; ``members=count`` when every case brings as many, else each
-    row carries its own copy of the image (``members=1``)."""
+Draw = Callable[[Tensor, int, list], SampleOutput]
+"""``draw(images (B, C, H, W), members, generators) -> SampleOutput`` with ``B * members`` rows, image-major,
+row ``i`` drawn from ``generators[i]``."""
+
+
+def diffusion_draw(net: Network, process: DiffusionProcess, cfg: SampleConfig) -> Draw:
+    """The diffusion sampler ``cfg.sampler`` with ``cfg.steps``, ``eta``, ``ddpm_variance``, ``threshold``."""
+
+    def draw(images: Tensor, members: int, generators: list) -> SampleOutput:
+        return run_sampler(
+            cfg.sampler,
+            net,
+            images,
+            process,
+            cfg.steps,
+            generator=generators,
+            members=members,
+            eta=cfg.eta,
+            ddpm_variance=cfg.ddpm_variance,
+            threshold=cfg.threshold,
+        )
+
+    return draw
+
+
+def _draw(draw: Draw, chunk: list[tuple[_Pending, int, int]], cfg: SampleConfig, device: torch.device) -> None:
+    """Draw the members of ``chunk`` (case, first member, count) in as few calls as the image shapes allow:
+    one call per run of equal shapes; ``members=count`` when every case brings as many, else each row gets
+    its own copy of the image (``members=1``)."""
     groups: list[list[tuple[_Pending, int, int]]] = []
     for item in chunk:
         if groups and groups[-1][0][0].image.shape == item[0].image.shape:
@@ -111,20 +131,8 @@ def _draw(
             members = counts[0]
         else:
             images, members = images.repeat_interleave(torch.tensor(counts, device=device), dim=0), 1
-        images = images.contiguous(memory_format=memory)
-        with _precision(device, cfg.precision):
-            out = run_sampler(
-                cfg.sampler,
-                net,
-                images,
-                process,
-                cfg.steps,
-                generator=generators,
-                members=members,
-                eta=cfg.eta,
-                ddpm_variance=cfg.ddpm_variance,
-                threshold=cfg.threshold,
-            )
+        with torch.inference_mode(), _precision(device, cfg.precision):
+            out = draw(images.contiguous(memory_format=memory), members, generators)
         start = 0
         for case, _, n in group:
             case.masks.append(out.mask[start : start + n].float().cpu())
@@ -150,8 +158,7 @@ def _finish(case: _Pending, cfg: SampleConfig) -> EnsembleResult:
 
 
 def sample_ensembles(
-    net: Network,
-    process: DiffusionProcess,
+    draw: Draw,
     cases: Iterable[tuple[str, Tensor]],
     cfg: SampleConfig,
     *,
@@ -159,9 +166,9 @@ def sample_ensembles(
 ) -> Iterator[EnsembleResult]:
     """Yield one ``EnsembleResult`` per ``(case_id, image (C, H, W))``, in input order.
 
-    ``cfg.samples`` members per case, ``cfg.batch_size`` members per network call, reading ``cases``
-    lazily (only as many cases as the next call needs). ``net`` must already be on ``device`` (and in
-    ``channels_last`` when ``cfg.precision == "bf16"``, see ``prepare_network``).
+    ``cfg.samples`` members per case, ``cfg.batch_size`` members per ``draw`` call (see ``diffusion_draw``),
+    reading ``cases`` lazily (only as many as the next call needs). The network behind ``draw`` must
+    already be on ``device`` (and in ``channels_last`` when ``cfg.precision == "bf16"``: ``prepare_network``).
     """
     device = torch.device(device)
     source = iter(cases)
@@ -189,7 +196,7 @@ def sample_ensembles(
             room -= take
         if not chunk:
             return
-        _draw(net, process, chunk, cfg, device)
+        _draw(draw, chunk, cfg, device)
         while queue and queue[0].done(cfg.samples):
             yield _finish(queue.popleft(), cfg)
 
