@@ -52,8 +52,8 @@ _SPECIFIC = (Layout.NNUNET, Layout.LIDC, Layout.BRATS, Layout.MULTI)
 def detect_layout(root: Path) -> Layout:
     """The one layout ``root`` looks like; ``UserError`` when none or several match."""
     matches = [name for name in _SPECIFIC if READERS[name].detect(root)]
-    if not matches and PairedReader.detect(root):
-        matches = [Layout.PAIRED]
+    if Layout.MULTI not in matches and PairedReader.detect(root):
+        matches.append(Layout.PAIRED)
     if len(matches) > 1:
         raise UserError(
             f"{root}: the layout is ambiguous (it looks like {' and '.join(map(str, matches))}); "
