@@ -2,9 +2,10 @@
 
 Either two folders (``images/`` + ``masks/``, or DDTI's ``cropped/`` + ``mask/``; names below), or one folder
 whose mask files carry a suffix (``case1.png`` + ``case1_mask.png``; suffixes below). Any image format of
-``files.IMAGE_SUFFIXES``; NIfTI volumes are sliced along their last axis. Several masks of one image (one per
-lesion, ``case1_1.png``, ``case1_2.png`` or ``case1_mask_1.png``) are joined into one. A folder of images
-without masks is the ``images`` layout (unlabelled, for ``predict``).
+``files.IMAGE_SUFFIXES``; NIfTI volumes are sliced along their last axis. In the two-folder form, several
+masks of one image (one per lesion: ``masks/case1_1.png``, ``masks/case1_2.png``) are joined into one. (In
+the one-folder form numbered suffixes, ``case1_mask_1.png``, mean annotators: the ``multi`` layout.)
+A folder of images without masks is the ``images`` layout (unlabelled, for ``predict``).
 
 Patient ids: the stem's prefix before the first ``_`` when that prefix is a number (DDTI's
 ``{patient}_{image}(k)``), otherwise the whole stem (each image its own patient).
