@@ -1,0 +1,111 @@
+"""``predict`` end to end on a tiny checkpoint: files, sizes, determinism, refusals, and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from diffuseg.cli import main
+from diffuseg.config import load_config
+from diffuseg.errors import UserError
+from diffuseg.inference.predict import predict
+
+TINY = [
+    "data.image_size=16",
+    "model.options={channels: [8, 8, 16], num_res_blocks: [1, 1, 1], middle_blocks: 1, time_dim: 16}",
+    "sample.steps=2",
+    "sample.samples=3",
+    "sample.batch_size=3",
+]
+SIZES = {"a": (20, 24), "b": (16, 16), "c": (12, 30)}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A diffuseg checkpoint of an untrained tiny diffusion UNet, in the training package's format."""
+    from diffuseg.training.checkpoint import metadata, save_atomic
+    from diffuseg.training.module import DiffusionModule
+
+    config = load_config("lidc-central", TINY)
+    torch.manual_seed(0)
+    module = DiffusionModule(config)
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    save_atomic({"state_dict": module.state_dict(), "diffuseg": metadata(config, 0, 0)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of unlabelled PNGs of different sizes (not the model's 16 x 16)."""
+    root = tmp_path_factory.mktemp("input")
+    rng = np.random.default_rng(0)
+    for name, size in SIZES.items():
+        Image.fromarray(rng.integers(0, 255, size, dtype=np.uint8)).save(root / f"{name}.png")
+    return root
+
+
+def _read(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def test_writes_masks_uncertainty_samples_and_config(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    before = {p: p.read_bytes() for p in images.iterdir()}
+    n = predict(checkpoint, images, out, ["sample.fusion=vote", "sample.relative_area=0.1"], save_samples=True)
+    assert n == 3
+    for name, size in SIZES.items():
+        mask = _read(out / f"{name}.png")
+        assert mask.shape == size and set(np.unique(mask)) <= {0, 255}
+        assert _read(out / f"{name}_uncertainty.png").shape == size
+        assert len(list((out / "samples").glob(f"{name}_s*.png"))) == 3
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["sample"]["fusion"] == "vote" and saved["sample"]["relative_area"] == 0.1
+    assert {p: p.read_bytes() for p in images.iterdir()} == before  # the input is untouched
+
+
+def test_deterministic_and_independent_of_batch_size(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    runs = {}
+    for tag, batch in (("one", 1), ("two", 2), ("all", 9)):
+        out = tmp_path / tag
+        predict(checkpoint, images, out, [f"sample.batch_size={batch}", "sample.fusion=staple"])
+        runs[tag] = {name: _read(out / f"{name}.png") for name in SIZES}
+    for name in SIZES:
+        assert np.array_equal(runs["one"][name], runs["two"][name])
+        assert np.array_equal(runs["one"][name], runs["all"][name])
+
+
+def test_single_file_input(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    assert predict(checkpoint, [images / "a.png"], tmp_path / "single") == 1
+    assert (tmp_path / "single" / "a.png").is_file()
+
+
+def test_refusals(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="inside the input"):
+        predict(checkpoint, images, images / "pred")
+    with pytest.raises(UserError, match="not found"):
+        predict(tmp_path / "missing.ckpt", images, tmp_path / "x")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weight": torch.zeros(2)}, foreign)
+    with pytest.raises(UserError, match="not a diffuseg checkpoint"):
+        predict(foreign, images, tmp_path / "y")
+    with pytest.raises(UserError, match=r"sample\.\* overrides"):
+        predict(checkpoint, images, tmp_path / "z", ["train.steps=3"])
+    with pytest.raises(UserError, match="fusion"):
+        predict(checkpoint, images, tmp_path / "z", ["sample.fusion=median"])
+    with pytest.raises(UserError, match="input not found"):
+        predict(checkpoint, tmp_path / "nothing", tmp_path / "z")
+
+
+def test_cli(checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    args = ["predict", str(checkpoint), str(images), str(out), "--samples", "2", "--fusion", "mean"]
+    assert main([*args, "--sampler", "ddpm", "--save-samples"]) == 0
+    assert "wrote 3 case(s)" in capsys.readouterr().out
+    assert len(list((out / "samples").glob("*.png"))) == 6
+    assert main(["predict", str(checkpoint), str(images), str(images / "inside")]) == 2
+    assert "error:" in capsys.readouterr().err
