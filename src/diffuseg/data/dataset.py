@@ -81,9 +81,9 @@ class SegmentationDataset(Dataset):
         j = self.indices[index]
         image, masks = self.arrays.item(j)
         image = match_channels(image, self.in_channels, self.arrays.case_ids[j])
-        g = item_generator(self.seed, self.epoch if self.train else -1, index)
+        g = item_generator(self.seed, self.epoch + 1 if self.train else 0, index)  # validation: fixed draws
         if self.random_crop:
-            # validation crops are fixed per item (epoch -1); training crops change every epoch
+            # validation crops are fixed per item; training crops change every epoch
             image, masks = random_crop(image, masks, g)
         if self.augment is not None:
             image, masks = self.augment(image, masks, g)

@@ -106,6 +106,6 @@ def match_channels(image: torch.Tensor, channels: int, where: str) -> torch.Tens
         return image
     if channels == 1:
         return image.mean(0, keepdim=True)
-    if c == 1:
+    if c == 1 and channels == 3:
         return image.expand(channels, *image.shape[1:]).clone()
     raise ValueError(f"{where}: images have {c} channels but data.in_channels is {channels}")
