@@ -9,8 +9,10 @@ other. Here A is a function of *normalised frequency*: it is stored on a referen
 ``ref_size = (h, w)`` (spectrum ``h x (w // 2 + 1)``, the real-input half of the FFT, which is all a
 real feature needs since its spectrum is Hermitian) and sampled bilinearly at the frequencies of the actual
 feature. For a feature of size H x W, row frequency k/H (k in fftshift order, -H/2 .. H/2-1) and column
-frequency j/W (j = 0 .. W/2) are mapped to the same normalised frequencies on the reference grid; beyond
-its ends the border value is used. At the reference size this is exactly the stored map (eq. 5 verbatim);
+frequency j/W (j = 0 .. W/2) are mapped to the same normalised frequencies on the reference grid. Rows wrap
+around (frequency f is f - 1: between the highest positive and the lowest negative stored row the map is
+interpolated across the Nyquist frequency); columns beyond the last stored one (odd reference widths) take
+its value. At the reference size this is exactly the stored map (eq. 5 verbatim);
 at other sizes the filter keeps its meaning (the same low-pass or high-pass shape in cycles per pixel), so
 a network trained at 256 px filters a 320-px input the same way. Real and imaginary parts are separate real
 parameters, initialised to 1 and 0, so the layer starts as the identity.
@@ -53,15 +55,18 @@ class FFParser(nn.Module):
         """Bilinear sampling of the stored map at the normalised frequencies of a height x width feature."""
         h, w = self.ref_size
         dev = stored.device
-        # Rows: actual frequency k / height, k in fftshift order; position on the shifted reference grid.
+        # Rows: actual frequency k / height, k in fftshift order; position on the shifted reference grid, which
+        # is padded by one row at each end with the opposite end's row (row frequencies are periodic, so the
+        # row after the highest positive frequency is the lowest negative one, e.g. Nyquist -0.5 = +0.5).
         k = torch.arange(height, device=dev, dtype=torch.float32) - height // 2
-        row_pos = k / height * h + h // 2
+        row_pos = k / height * h + h // 2 + 1
         # Columns: j / width for j = 0 .. width // 2, position j / width * w on the (unshifted) half grid.
         col_pos = torch.arange(width // 2 + 1, device=dev, dtype=torch.float32) / width * w
-        gy = 2.0 * row_pos / max(h - 1, 1) - 1.0
+        gy = 2.0 * row_pos / (h + 1) - 1.0
         gx = 2.0 * col_pos / max(w // 2, 1) - 1.0
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (height, width//2+1, 2) as (x, y)
         shifted = torch.fft.fftshift(stored, dim=-2).flatten(0, 1)[None]  # (1, 2C, h, w//2+1)
+        shifted = torch.cat([shifted[..., -1:, :], shifted, shifted[..., :1, :]], dim=-2)  # periodic rows
         out = F.grid_sample(shifted, grid[None], mode="bilinear", padding_mode="border", align_corners=True)
         out = torch.fft.ifftshift(out[0], dim=-2)
         return out.unflatten(0, (2, -1))

@@ -131,6 +131,8 @@ class MedSegDiff(nn.Module):
         n = len(stage_blocks)
         if n < 4 or len(channels) != n:
             raise ValueError(f"need >= 4 stages and one width per stage, got {stage_blocks} and {channels}")
+        if min(channels) < 1 or min(stage_blocks) < 1 or decoder_blocks < 1 or ff_max_size < 1:
+            raise ValueError("widths, block counts and ff_max_size must be >= 1")
         self.num_stages = n
         self.stage_blocks = tuple(stage_blocks)
         self.channels = tuple(channels)

@@ -18,6 +18,7 @@ except the (cheap) repetition of the image.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,8 @@ class DiffusionUNet(nn.Module):
         super().__init__()
         if len(channels) != len(num_res_blocks) or len(channels) < 2:
             raise ValueError(f"one block count per level needed, got {channels} and {num_res_blocks}")
+        if min(channels) < 1 or min(num_res_blocks) < 1 or middle_blocks < 0 or time_dim < 1:
+            raise ValueError("widths, block counts and time_dim must be >= 1 (middle_blocks >= 0)")
         levels = len(channels)
         self.downsampling = 2 ** (levels - 1)
         self.mask_channels = mask_channels
@@ -143,9 +146,12 @@ class DiffusionUNet(nn.Module):
 
 
 class SegmentationUNet(nn.Module):
-    """Deterministic baseline: the diffusion UNet's backbone without x_t and t. forward(image (B,C,H,W)) -> logits (B,1,H,W)."""
+    """Deterministic baseline: the diffusion UNet's backbone without x_t and t.
 
-    def __init__(self, in_channels: int = 1, **options):
+    forward(image (B, C, H, W)) -> logits (B, 1, H, W); train with ``dice_bce_loss``.
+    """
+
+    def __init__(self, in_channels: int = 1, **options: Any):
         super().__init__()
         self.net = DiffusionUNet(in_channels, mask_channels=0, time_embedding=False, **options)
         self.downsampling = self.net.downsampling
