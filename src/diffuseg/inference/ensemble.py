@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ def uncertainty_map(masks: Tensor, kind: Uncertainty | str) -> Tensor:
     if Uncertainty.parse(kind) is Uncertainty.VARIANCE:
         return f * (1.0 - f)
     g = 1.0 - f
-    return -(torch.xlogy(f, f) + torch.xlogy(g, g)) / torch.log(torch.tensor(2.0))
+    return -(torch.xlogy(f, f) + torch.xlogy(g, g)) / math.log(2.0)
 
 
 @dataclass
@@ -135,12 +136,13 @@ def _draw(draw: Draw, chunk: list[tuple[_Pending, int, int]], cfg: SampleConfig,
             out = draw(images.contiguous(memory_format=memory), members, generators)
         start = 0
         for case, _, n in group:
-            case.masks.append(out.mask[start : start + n].float().cpu())
-            case.soft.append(out.soft[start : start + n].float().cpu())
+            case.masks.append(out.mask[start : start + n].float())  # stays on the device until fused
+            case.soft.append(out.soft[start : start + n].float())
             start += n
 
 
 def _finish(case: _Pending, cfg: SampleConfig) -> EnsembleResult:
+    """Post-process, fuse and measure the uncertainty on the sampling device; results on the CPU."""
     masks = torch.cat(case.masks)
     soft = torch.cat(case.soft)
     if cfg.relative_area > 0:  # an emptied member keeps no soft mass either
@@ -149,11 +151,11 @@ def _finish(case: _Pending, cfg: SampleConfig) -> EnsembleResult:
     fused, probability = fuse(cfg.fusion, masks[None, :, 0], soft=soft[None, :, 0], threshold=cfg.threshold)
     return EnsembleResult(
         case_id=case.case_id,
-        samples=masks,
-        soft=soft,
-        fused=fused,
-        probability=probability,
-        uncertainty=uncertainty_map(masks, cfg.uncertainty),
+        samples=masks.cpu(),
+        soft=soft.cpu(),
+        fused=fused.cpu(),
+        probability=probability.cpu(),
+        uncertainty=uncertainty_map(masks, cfg.uncertainty).cpu(),
     )
 
 
