@@ -41,8 +41,10 @@ def main() -> None:
         print(f"{n} items ({len(train)} train, {len(val)} val) at {a.size} px, workers={a.workers}")
         print(f"cold build (scan, decode, resize, verify, write cache): {cold:.1f} s ({n / cold:.0f} items/s)")
         print(f"cached build (scan, hash, memory-map): {warm:.1f} s")
-        print(f"one pass over the training items from the cache (augment={a.augment}): {epoch:.1f} s "
-              f"({len(train) / epoch:.0f} items/s)")
+        print(
+            f"one pass over the training items from the cache (augment={a.augment}): {epoch:.1f} s "
+            f"({len(train) / epoch:.0f} items/s)"
+        )
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 

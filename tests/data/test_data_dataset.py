@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, lidc, paired, shared
+from datafixtures import SHARED, lidc, paired, shared
 
 from diffuseg.config import DataConfig
 from diffuseg.data import demo_lidc_root
@@ -99,7 +99,7 @@ def test_augmentation_seeded_per_epoch_and_training_only(tmp_path):
     v1 = val[0]
     val.set_epoch(5)
     assert torch.equal(v1["image"], val[0]["image"]) and v1["annotator"] == val[0]["annotator"]
-    image, masks = val.arrays.item(val.indices[0])
+    image, _ = val.arrays.item(val.indices[0])
     assert torch.allclose(v1["image"], image)  # no augmentation for validation
 
 

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import disc, grey, lidc, nifti, paired, png, shared
+from datafixtures import disc, grey, lidc, nifti, paired, png, shared
 
 from diffuseg.data.formats import images_from_files, open_dataset
 from diffuseg.errors import UserError
@@ -20,7 +20,7 @@ def test_paired_two_folders_and_patients(tmp_path):
     assert case.image.shape == (1, 20, 20) and case.image.dtype.is_floating_point
     assert case.masks.shape == (1, 20, 20) and set(case.masks.unique().tolist()) == {0, 1}
     assert case.case_id == "1_a" and case.patient_id == "1"
-    assert 0.0 <= float(case.image.min()) and float(case.image.max()) <= 1.0
+    assert float(case.image.min()) >= 0.0 and float(case.image.max()) <= 1.0
 
 
 def test_paired_suffix_and_joined_lesions(tmp_path):
@@ -103,8 +103,12 @@ def test_brats_3d_volumes_and_subregions(tmp_path):
 @pytest.mark.parametrize("three_d", [False, True])
 def test_nnunet_with_several_annotators(tmp_path, three_d):
     shape = (6, 6, 4) if three_d else (6, 6)
-    meta = {"channel_names": {"0": "CT", "1": "PET"}, "labels": {"background": 0, "lesion": 1},
-            "file_ending": ".nii.gz", "numTraining": 2}
+    meta = {
+        "channel_names": {"0": "CT", "1": "PET"},
+        "labels": {"background": 0, "lesion": 1},
+        "file_ending": ".nii.gz",
+        "numTraining": 2,
+    }
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
     rng = np.random.default_rng(0)
     for case in ("c_001", "c_002"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, lidc, paired, png, shared
+from datafixtures import CORPUS, lidc, paired, png, shared
 
 from diffuseg.cli import main
 from diffuseg.data.verify import verify_dataset

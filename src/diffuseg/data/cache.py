@@ -108,8 +108,9 @@ def decode_all(reader: Reader, indices: Sequence[int], size: int, annotators: in
     if problems:
         raise DatasetError(str(reader.root), problems)
     channels = next((p[0].shape[1] for p in parts if p[0] is not None), 1)
-    images = np.concatenate([p[0] if p[0] is not None else np.zeros((0, channels, size, size), np.float16)
-                             for p in parts])
+    images = np.concatenate(
+        [p[0] if p[0] is not None else np.zeros((0, channels, size, size), np.float16) for p in parts]
+    )
     return images, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 

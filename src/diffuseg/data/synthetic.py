@@ -45,7 +45,7 @@ def _layout(index: int, spec: SyntheticSpec, seed: int) -> _Layout:
     g = item_generator(seed, 0, index)
     u = torch.rand(4, generator=g, dtype=torch.float64).tolist()
     lo, hi = spec.radius_range
-    radius = spec.size * (lo + (hi - lo) * u[0])
+    radius = max(spec.size * (lo + (hi - lo) * u[0]), spec.radius_jitter + 1.5)  # the smallest mode is non-empty
     margin = radius + spec.radius_jitter + 1
     cy = margin + (spec.size - 2 * margin) * u[1]
     cx = margin + (spec.size - 2 * margin) * u[2]
@@ -58,7 +58,9 @@ def _disc(spec: SyntheticSpec, lay: _Layout, radius: float) -> np.ndarray:
     return (((yy + 0.5 - lay.cy) ** 2 + (xx + 0.5 - lay.cx) ** 2) <= radius**2).astype(np.uint8)
 
 
-def true_distribution(index: int, spec: SyntheticSpec = SyntheticSpec(), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def true_distribution(
+    index: int, spec: SyntheticSpec = SyntheticSpec(), seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact mask distribution of case ``index``: modes (M,H,W) uint8 and probabilities (M,) float64."""
     lay = _layout(index, spec, seed)
     jitters = (-spec.radius_jitter, 0, spec.radius_jitter)
@@ -74,7 +76,9 @@ def synthetic_case(index: int, spec: SyntheticSpec = SyntheticSpec(), seed: int 
     noise = torch.randn((spec.size, spec.size), generator=g, dtype=torch.float64).numpy() * spec.noise
     image = 0.3 + noise + 0.5 * lay.p * _disc(spec, lay, lay.radius)
     modes, probs = true_distribution(index, spec, seed)
-    draws = [int(torch.multinomial(probs, 1, generator=item_generator(seed, 2 + k, index))) for k in range(spec.annotators)]
+    draws = [
+        int(torch.multinomial(probs, 1, generator=item_generator(seed, 2 + k, index))) for k in range(spec.annotators)
+    ]
     masks = modes[draws]
     geometry = Geometry(size=(spec.size, spec.size), format="png", layout="synthetic")
     img = torch.from_numpy(np.clip(image, 0.0, 1.0).astype(np.float32))[None]

@@ -165,7 +165,9 @@ class Reader:
             return None, problems
         geometry = self._geometry(entry, first[1], image.shape[1:])
         mask_t = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, *image.shape[1:]), dtype=torch.uint8)
-        return Case(torch.from_numpy(np.ascontiguousarray(image)), mask_t, entry.case_id, entry.patient_id, geometry), []
+        return Case(
+            torch.from_numpy(np.ascontiguousarray(image)), mask_t, entry.case_id, entry.patient_id, geometry
+        ), []
 
     def _mask(self, entry: Entry, files: tuple[Path, ...], size: tuple[int, int], first, problems: list[str]):
         out = np.zeros(size, dtype=np.uint8)
@@ -289,5 +291,3 @@ def expand_volumes(entries: list[Entry]) -> list[Entry]:
                 )
             )
     return out
-
-

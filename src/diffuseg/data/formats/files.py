@@ -89,8 +89,11 @@ def _read_raster(path: Path, as_mask: bool) -> np.ndarray:
         array = np.array(im)
     if array.ndim == 3 and as_mask:
         array = array.max(axis=2)  # an RGB mask: foreground wherever any channel is set
-    if array.ndim == 3 and array.shape[2] == 3 and np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(
-        array[..., 0], array[..., 2]
+    if (
+        array.ndim == 3
+        and array.shape[2] == 3
+        and np.array_equal(array[..., 0], array[..., 1])
+        and np.array_equal(array[..., 0], array[..., 2])
     ):
         array = array[..., 0]  # grey stored as RGB
     return array

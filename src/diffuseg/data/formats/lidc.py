@@ -26,7 +26,9 @@ def slices_root(root: Path) -> Path:
 
 
 def _nodules(patient: Path) -> list[Path]:
-    return sorted((p for p in patient.iterdir() if p.is_dir() and p.name.startswith("nodule")), key=lambda p: _natural(p.name))
+    return sorted(
+        (p for p in patient.iterdir() if p.is_dir() and p.name.startswith("nodule")), key=lambda p: _natural(p.name)
+    )
 
 
 class LIDCReader(Reader):
@@ -54,7 +56,9 @@ class LIDCReader(Reader):
 
     def _scan_nodule(self, patient: str, nodule: Path) -> None:
         images_dir = nodule / "images"
-        mask_dirs = sorted((d for d in nodule.iterdir() if d.is_dir() and d.name.startswith("mask")), key=lambda p: _natural(p.name))
+        mask_dirs = sorted(
+            (d for d in nodule.iterdir() if d.is_dir() and d.name.startswith("mask")), key=lambda p: _natural(p.name)
+        )
         if not images_dir.is_dir():
             self.problems.append(f"{nodule}: no images/ folder")
             return

@@ -51,7 +51,9 @@ def split_suffix(stem: str, suffixes: tuple[str, ...]) -> tuple[str, str] | None
     return None
 
 
-def match_masks(image_stems: set[str], mask_files: list[Path], suffix: bool) -> tuple[dict[str, list[Path]], list[Path]]:
+def match_masks(
+    image_stems: set[str], mask_files: list[Path], suffix: bool
+) -> tuple[dict[str, list[Path]], list[Path]]:
     """Group mask files by the image stem they belong to; returns (stem -> files, orphan masks)."""
     groups: dict[str, list[Path]] = {}
     orphans: list[Path] = []

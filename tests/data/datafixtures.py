@@ -1,0 +1,145 @@
+"""Builders for the data tests: tiny datasets written on the fly, and the bad-input corpus.
+
+The corpus (``CORPUS``) is generated, not committed: each entry builds a small dataset folder with one kind
+of problem, with the text that ``verify`` must report for it and the file that text must name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+def shared(name: str) -> Path:
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent")
+    return path
+
+
+def png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array)).save(path)
+    return path
+
+
+def nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def disc(size: int, radius: float, value: int = 255) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) <= radius**2).astype(np.uint8) * value
+
+
+def grey(size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+
+
+def paired(root: Path, n: int = 3, size: int = 20) -> Path:
+    for i in range(n):
+        png(root / "images" / f"{i}_a.png", grey(size, i))
+        png(root / "masks" / f"{i}_a.png", disc(size, 3 + i))
+    return root
+
+
+def lidc(root: Path, patients: int = 2, slices: int = 2, size: int = 16) -> Path:
+    for p in range(patients):
+        for s in range(slices):
+            base = root / "LIDC-IDRI-slices" / f"LIDC-IDRI-{p:04d}" / "nodule-0"
+            png(base / "images" / f"slice-{s}.png", grey(size, p * 10 + s))
+            for k in range(4):
+                png(base / f"mask-{k}" / f"slice-{s}.png", disc(size, k + 1))
+    return root
+
+
+def _corrupt(root: Path) -> None:
+    paired(root)
+    (root / "images" / "1_a.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+
+
+def _truncated(root: Path) -> None:
+    paired(root)
+    path = root / "masks" / "2_a.png"
+    path.write_bytes(path.read_bytes()[:40])
+
+
+def _image_without_mask(root: Path) -> None:
+    paired(root)
+    png(root / "images" / "9_a.png", grey(20))
+
+
+def _mask_without_image(root: Path) -> None:
+    paired(root)
+    png(root / "masks" / "8_b.png", disc(20, 3))
+
+
+def _size_mismatch(root: Path) -> None:
+    paired(root)
+    png(root / "masks" / "0_a.png", disc(16, 3))
+
+
+def _non_binary(root: Path) -> None:
+    paired(root)
+    png(root / "masks" / "1_a.png", (disc(20, 6, 1) + disc(20, 3, 1)).astype(np.uint8))
+
+
+def _unknown_label(root: Path) -> None:
+    case = root / "training" / "000001"
+    for m in ("flair", "t1", "t1ce", "t2"):
+        nifti(case / f"brats_train_001_{m}_080_w.nii.gz", np.random.default_rng(0).random((12, 12)))
+    seg = disc(12, 3, 2).astype(np.float64)
+    seg[0, 0] = 7
+    nifti(case / "brats_train_001_seg_080_w.nii.gz", seg)
+
+
+def _nan(root: Path) -> None:
+    (root / "images").mkdir(parents=True)
+    image = np.random.default_rng(0).random((10, 10)).astype(np.float32)
+    image[2, 3] = np.nan
+    image[4, 4] = np.inf
+    np.save(root / "images" / "scan.npy", image)
+    png(root / "masks" / "scan.png", disc(10, 2))
+
+
+def _empty(root: Path) -> None:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+
+
+def _unequal_annotators(root: Path) -> None:
+    lidc(root)
+    (root / "LIDC-IDRI-slices" / "LIDC-IDRI-0001" / "nodule-0" / "mask-3" / "slice-1.png").unlink()
+
+
+def _nifti_geometry(root: Path) -> None:
+    vol = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    nifti(root / "images" / "vol.nii.gz", vol)
+    shifted = np.eye(4)
+    shifted[:3, 3] = (5.0, 0.0, 0.0)
+    nifti(root / "labels" / "vol.nii.gz", (vol > 0.5).astype(np.uint8), shifted)
+
+
+# name -> (builder, text every report must contain, file the problem line must name)
+CORPUS = {
+    "corrupt": (_corrupt, "unreadable or corrupt", "images/1_a.png"),
+    "truncated": (_truncated, "unreadable or corrupt", "masks/2_a.png"),
+    "image_without_mask": (_image_without_mask, "image without a mask", "images/9_a.png"),
+    "mask_without_image": (_mask_without_image, "mask without an image", "masks/8_b.png"),
+    "size_mismatch": (_size_mismatch, "mask size 16x16 differs from image size 20x20", "masks/0_a.png"),
+    "non_binary": (_non_binary, "not binary (values {0, 1, 2})", "masks/1_a.png"),
+    "unknown_label": (_unknown_label, "unknown label value(s) {7}", "seg_080_w.nii.gz"),
+    "nan": (_nan, "2 NaN or infinite intensity value(s)", "images/scan.npy"),
+    "empty": (_empty, "empty dataset", ""),
+    "unequal_annotators": (_unequal_annotators, "annotator folders of unequal length", "LIDC-IDRI-0001/nodule-0"),
+    "nifti_geometry": (_nifti_geometry, "label geometry", "labels/vol.nii.gz"),
+}
