@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffuseg.inference.fusion import fuse, majority_vote, mean_threshold, staple
+from diffuseg.inference.fusion import fuse, majority_vote, mean_threshold, rater_patterns, staple
 
 sitk = pytest.importorskip("SimpleITK")
 
@@ -37,7 +37,9 @@ def _raters(rng: np.random.Generator, r: int, size: int, flip: float) -> np.ndar
     return np.stack(out).astype(np.uint8)
 
 
-@pytest.mark.parametrize(("r", "flip", "seed"), [(5, 0.0, 0), (8, 0.02, 1), (25, 0.01, 2), (3, 0.1, 3)])
+@pytest.mark.parametrize(
+    ("r", "flip", "seed"), [(5, 0.0, 0), (8, 0.02, 1), (25, 0.01, 2), (3, 0.1, 3), (1, 0.05, 4), (70, 0.01, 5)]
+)
 def test_staple_matches_simpleitk(r: int, flip: float, seed: int) -> None:
     masks = _raters(np.random.default_rng(seed), r, 48, flip)
     want, sens, spec, its = _sitk_staple(masks)
@@ -48,6 +50,15 @@ def test_staple_matches_simpleitk(r: int, flip: float, seed: int) -> None:
     # ITK reports the index of the iteration it stopped at, or the maximum when it did not converge
     assert got.iterations[0].item() == (its + 1 if got.converged[0] else its)
     assert np.array_equal(got.mask()[0].numpy() > 0, want >= 0.5)
+
+
+@pytest.mark.parametrize("r", [1, 7, 30, 31, 64])
+def test_rater_patterns_reconstruct_the_votes(r: int) -> None:
+    votes = torch.from_numpy(_raters(np.random.default_rng(r), r, 24, 0.05)).reshape(r, -1) > 0
+    patterns, counts, inverse = rater_patterns(votes)
+    assert torch.equal(patterns[:, inverse], votes)
+    assert counts.sum().item() == votes.shape[1]
+    assert torch.unique(patterns, dim=1).shape[1] == patterns.shape[1]  # distinct
 
 
 def test_staple_prior_is_mean_foreground_fraction() -> None:
