@@ -221,6 +221,8 @@ MODULES: dict[Method, type[SegmentationModule]] = {
 
 def module_class(method: Method | str) -> type[SegmentationModule]:
     """The LightningModule class for ``method``; ``UserError`` when that family has no trainer yet."""
+    import diffuseg.training.latent_module  # noqa: F401  (registers the Prob. UNet and PHiSeg modules)
+
     method = Method.parse(method)
     if method not in MODULES:
         known = ", ".join(str(m) for m in MODULES)
