@@ -1,0 +1,216 @@
+"""What every benchmark script shares: the machine it ran on, timing, Markdown tables and plots.
+
+Nothing here measures the package; it only describes the machine and writes results. Tables and figures are
+written atomically (temporary file in the same folder, then rename), like everything else in diffuseg.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffuseg.config import write_text_atomic
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# --------------------------------------------------------------------------------------------- the machine
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages as text ("n/a" where the OS has none)."""
+    try:
+        return "/".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def machine() -> dict[str, str]:
+    """A description of this machine and software, for the header of every result file."""
+    flags = _cpu_flags()
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile") if f in flags]
+    return {
+        "date (UTC)": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "cpu": _cpu_model(),
+        "logical cores": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "vector ISA": " ".join(isa) or "n/a",
+        "torch": torch.__version__,
+        "oneDNN (mkldnn)": str(torch.backends.mkldnn.is_available()),
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "load average at start (1/5/15 min)": load_average(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def machine_markdown(info: Mapping[str, str]) -> str:
+    return markdown_table(["machine", ""], [[k, v] for k, v in info.items()])
+
+
+def print_machine(info: Mapping[str, str]) -> None:
+    print("== machine ==")
+    for k, v in info.items():
+        print(f"  {k}: {v}")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------------------------- timing
+def time_call(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 3, max_seconds: float = 60.0) -> dict:
+    """Run ``fn`` ``warmup`` times untimed, then up to ``repeats`` timed (fewer when ``max_seconds`` runs out).
+
+    Returns ``{"best": s, "median": s, "n": runs}``. The best run is the one least disturbed by other
+    processes on a shared machine; the median shows the spread.
+    """
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > max_seconds:
+            break
+    return {"best": min(times), "median": statistics.median(times), "n": len(times)}
+
+
+# --------------------------------------------------------------------------------------------- tables
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: floats to ``digits`` significant figures (thousands kept whole), None as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if abs(value) >= 10 ** digits:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(c, digits) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: Path, title: str, info: Mapping[str, str], sections: Sequence[tuple[str, str]]) -> Path:
+    """Write ``# title``, the machine table and ``(heading, body)`` sections to ``path`` atomically."""
+    parts = [f"# {title}\n", machine_markdown(info)]
+    for heading, body in sections:
+        parts.append(f"## {heading}\n\n{body.rstrip()}\n")
+    write_text_atomic(path, "\n".join(parts))
+    print(f"wrote {path}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        _pyplot().close(fig)
+    print(f"wrote {path}")
+    return path
+
+
+def line_plot(
+    path: Path,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    logy: bool = False,
+    hline: tuple[float, str] | None = None,
+) -> Path:
+    """One line per ``label -> (xs, ys)``; an optional horizontal reference line ``(y, label)``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", linestyle="--", label=hline[1])
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def bar_plot(
+    path: Path,
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    ylabel: str,
+    title: str,
+    logy: bool = False,
+    hline: tuple[float, str] | None = None,
+) -> Path:
+    """Horizontal-label bar chart with the value written on each bar."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
+    bars = ax.bar(range(len(labels)), values, color="tab:blue")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    for bar, v in zip(bars, values):
+        ax.annotate(fmt(float(v)), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                    fontsize=7)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", linestyle="--", label=hline[1])
+        ax.legend(fontsize=8)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(True, axis="y", alpha=0.3)
+    return save_figure(fig, path)

@@ -1,0 +1,414 @@
+"""Speed of diffuseg's networks, ensembles and training on this machine (issue 8, speed part).
+
+    .venv/bin/python benchmarks/speed.py --quick    # smoke check, tiny networks, seconds
+    .venv/bin/python benchmarks/speed.py            # the full measurement (about 20-30 minutes on 2 cores)
+
+Writes ``benchmarks/results/speed.md`` (``speed-quick.md`` with ``--quick``) and PNG plots beside it.
+
+What it measures, all with ``torch.set_num_threads(--threads)`` (2 by default):
+1. the machine's peak: best FLOP/s of large square fp32 and bf16 matmuls;
+2. per network call (MedSegDiff-S/B/L at 256 px, the ambiguity paper's ``diffusion-unet`` at 128 px), at
+   batch 1 and batched (the members of one image), in fp32 and bf16 autocast, channels_last off and on:
+   parameters, FLOPs per call (``torch.utils.flop_counter.FlopCounterMode``: convolutions and matmuls),
+   seconds per call and achieved FLOP/s against the peak of the same dtype;
+3. one fused 25-member MedSegDiff-B ensemble for one 256 x 256 image: the effect of each optimisation
+   (members batched, image encoder shared across members, channels_last, bf16, fewer steps), by sampler
+   and steps, and against the ensemble size with members batched or one after another. Whole-ensemble
+   times are measured end to end through ``inference.ensemble.sample_ensembles`` (sampler + STAPLE fusion +
+   uncertainty map) where the run is short; longer ones are the measured time of one sampler step times
+   the number of steps, plus the measured fusion time, and are marked "est.";
+4. training throughput (images/s) of one optimiser step on ``DiffusionProcess.loss``;
+5. where the time of the headline configuration goes (top operators from ``torch.profiler``).
+
+Networks have random weights: speed does not depend on them. Timings are the best of a few runs (the run
+least disturbed by other processes on a shared machine); the load average is printed with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    RESULTS,
+    bar_plot,
+    line_plot,
+    load_average,
+    machine,
+    markdown_table,
+    print_machine,
+    time_call,
+    write_markdown,
+)
+
+from diffuseg.config import DiffusionConfig, Fusion, SampleConfig, SamplerKind
+from diffuseg.diffusion.process import DiffusionProcess
+from diffuseg.inference.ensemble import diffusion_draw, sample_ensembles
+from diffuseg.inference.fusion import fuse
+from diffuseg.nets.registry import build_network
+
+OFFICIAL_CALL_S = 10.9  # ANCHORS.md: official MedSegDiff-B, one call at 256 px, batch 1, this kind of machine
+OFFICIAL_TRAIN_STEP_S = 86.0  # ANCHORS.md: official MedSegDiff-B, one training step at 256 px, batch 2
+GOAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run: ``--quick`` shrinks everything so the script runs in seconds."""
+
+    peak_sizes: tuple[int, ...]
+    nets: tuple[tuple[str, int, int, dict], ...]  # (registry name, image size, batched members, options)
+    ens_net: tuple[str, int, dict]
+    members: int
+    steps: tuple[tuple[str, int], ...]  # (sampler, steps) for the sampler table
+    sizes: tuple[int, ...]  # ensemble sizes
+    size_steps: int  # DPM-Solver steps for the ensemble-size table
+    measure_steps: int  # batched ensembles are measured end to end up to this many steps, longer ones estimated
+    measure_seq_calls: int  # the same for members one after another, in network calls
+    train: tuple[tuple[str, int, int, dict], ...]  # (name, size, batch, options)
+    repeats: int
+
+
+FULL = Settings(
+    peak_sizes=(2048, 3072, 4096),
+    nets=(
+        ("medsegdiff-s", 256, 25, {}),
+        ("medsegdiff-b", 256, 25, {}),
+        ("medsegdiff-l", 256, 25, {}),
+        ("diffusion-unet", 128, 16, {}),
+    ),
+    ens_net=("medsegdiff-b", 256, {}),
+    members=25,
+    steps=(("ddpm", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10), ("dpm_solver", 20), ("dpm_solver", 10)),
+    sizes=(1, 5, 25, 50),
+    size_steps=10,
+    measure_steps=20,
+    measure_seq_calls=50,
+    train=(("medsegdiff-b", 256, 2, {}), ("medsegdiff-s", 256, 8, {}), ("diffusion-unet", 128, 8, {})),
+    repeats=3,
+)
+QUICK = Settings(
+    peak_sizes=(512,),
+    nets=(
+        ("medsegdiff-s", 64, 4, {"base_channels": 8}),
+        ("diffusion-unet", 32, 4, {"channels": (8, 8, 16, 32)}),
+    ),
+    ens_net=("medsegdiff-b", 64, {"base_channels": 8}),
+    members=4,
+    steps=(("ddpm", 4), ("ddim", 2), ("dpm_solver", 2)),
+    sizes=(1, 2, 4),
+    size_steps=2,
+    measure_steps=2,
+    measure_seq_calls=4,
+    train=(("medsegdiff-s", 64, 2, {"base_channels": 8}),),
+    repeats=1,
+)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def precision(bf16: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def memory(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def make_net(name: str, options: dict, channels_last: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_network(name, 1, **options).eval().to(memory_format=memory(channels_last))
+
+
+def call_inputs(size: int, rows: int, images: int, channels_last: bool):
+    """x_t (rows, 1, S, S), t (rows,), image (images, 1, S, S); rows = images * members."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, 1, size, size, generator=gen).contiguous(memory_format=memory(channels_last))
+    t = torch.full((rows,), 0.5)
+    image = torch.randn(images, 1, size, size, generator=gen).contiguous(memory_format=memory(channels_last))
+    return x, t, image
+
+
+def count_flops(net: torch.nn.Module, *args: torch.Tensor) -> int:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(*args)
+    return int(counter.get_total_flops())
+
+
+def time_net(net, args, bf16: bool, repeats: int) -> float:
+    def call():
+        with torch.inference_mode(), precision(bf16):
+            net(*args)
+
+    return time_call(call, warmup=1, repeats=repeats, max_seconds=30)["best"]
+
+
+# --------------------------------------------------------------------------------------------- 1. peak
+def measure_peak(sizes: tuple[int, ...]) -> dict[str, float]:
+    """Best FLOP/s of an n x n matmul (2 n^3 FLOPs) over ``sizes``, fp32 and bf16."""
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        best = 0.0
+        for n in sizes:
+            a = torch.randn(n, n).to(dtype)
+            b = torch.randn(n, n).to(dtype)
+            seconds = time_call(lambda a=a, b=b: a @ b, warmup=1, repeats=5, max_seconds=20)["best"]
+            best = max(best, 2 * n**3 / seconds)
+        peak[name] = best
+        print(f"peak {name}: {best / 1e9:.1f} GFLOP/s (matmul, sizes {sizes})", flush=True)
+    return peak
+
+
+# --------------------------------------------------------------------------------------------- 2. calls
+def network_calls(s: Settings, peak: dict[str, float]) -> tuple[str, list[dict]]:
+    rows = []
+    for name, size, members, options in s.nets:
+        net = make_net(name, options)
+        params = sum(p.numel() for p in net.parameters())
+        for k in (1, members):
+            flops = count_flops(net, *call_inputs(size, k, 1, False))
+            for cl in (False, True):
+                net = net.to(memory_format=memory(cl))
+                args = call_inputs(size, k, 1, cl)
+                for bf16 in (False, True):
+                    sec = time_net(net, args, bf16, s.repeats)
+                    achieved = flops / sec
+                    rows.append(dict(net=name, size=size, batch=k, params=params, gflop=flops / 1e9, cl=cl,
+                                     bf16=bf16, seconds=sec, gflops=achieved / 1e9,
+                                     of_peak=achieved / peak["bf16" if bf16 else "fp32"]))
+                    print(f"{name} {size}px batch {k} cl={cl} bf16={bf16}: {sec:.3f} s, "
+                          f"{achieved / 1e9:.1f} GFLOP/s", flush=True)
+        del net
+    table = markdown_table(
+        ["network", "px", "batch (members of 1 image)", "params (M)", "GFLOP/call", "channels_last", "bf16",
+         "s/call", "GFLOP/s", "of peak"],
+        [[r["net"], r["size"], r["batch"], r["params"] / 1e6, r["gflop"], r["cl"], r["bf16"], r["seconds"],
+          r["gflops"], f"{100 * r['of_peak']:.0f}%"] for r in rows],
+    )
+    return table, rows
+
+
+# --------------------------------------------------------------------------------------------- 3. ensembles
+def one_image(size: int) -> torch.Tensor:
+    return torch.randn(1, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def time_ensemble(net, process, cfg: SampleConfig, size: int, channels_last: bool) -> float:
+    """Seconds for one fused ensemble of one image through ``sample_ensembles`` (sampler + fusion + map)."""
+    net = net.to(memory_format=memory(channels_last))
+    draw = diffusion_draw(net, process, cfg)
+
+    def run():
+        results = list(sample_ensembles(draw, [("case", one_image(size))], cfg))
+        assert results[0].fused.shape[-1] == size
+
+    return time_call(run, warmup=0, repeats=1)["best"]
+
+
+def fusion_seconds(members: int, size: int) -> float:
+    masks = (torch.rand(1, members, size, size, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    return time_call(lambda: fuse(Fusion.STAPLE, masks), warmup=1, repeats=3)["best"]
+
+
+def step_seconds(net, size: int, members: int, *, shared: bool, cl: bool, bf16: bool, repeats: int) -> float:
+    """One sampler step (one network call) for ``members`` members of one image."""
+    net = net.to(memory_format=memory(cl))
+    x, t, image = call_inputs(size, members, 1 if shared else members, cl)
+    return time_net(net, (x, t, image), bf16, repeats)
+
+
+def ladder(s: Settings, net, size: int, fusion_s: float, steps_ref: int = 100) -> tuple[str, list]:
+    """The effect of each optimisation on one 25-member ensemble, one network call per member-step."""
+    m = s.members
+    one = step_seconds(net, size, 1, shared=True, cl=False, bf16=False, repeats=s.repeats)
+    rungs = [("official MedSegDiff-B (ANCHORS.md), members one after another", OFFICIAL_CALL_S * m, 100)]
+    rungs.append(("ours, members one after another (batch 1), fp32", one * m, steps_ref))
+    configs = [
+        ("members batched, image repeated per member, fp32", False, False, False),
+        ("+ image encoder shared across members, fp32", True, False, False),
+        ("+ channels_last, fp32", True, True, False),
+        ("+ bf16 autocast, contiguous", True, False, True),
+        ("+ bf16 autocast + channels_last", True, True, True),
+    ]
+    for label, shared, cl, bf16 in configs:
+        sec = step_seconds(net, size, m, shared=shared, cl=cl, bf16=bf16, repeats=s.repeats)
+        rungs.append((label, sec, steps_ref))
+        print(f"ladder: {label}: {sec:.3f} s per step", flush=True)
+    best = min(rungs[2:], key=lambda r: r[1])
+    for sampler_steps in (20, 10):
+        rungs.append((f"best of the above, DPM-Solver++ {sampler_steps} steps", best[1], sampler_steps))
+    rows = []
+    for label, per_step, steps in rungs:
+        total = per_step * steps + (fusion_s if "official" not in label else 0.0)
+        rows.append([label, per_step, steps, total, total / rungs[0][1] / rungs[0][2]])
+    table = markdown_table(["configuration", "s per step (all members)", "steps", "s per ensemble (est.)",
+                            "vs official"], rows)
+    return table, rows
+
+
+def by_sampler(s: Settings, net, process, size: int, cl: bool, bf16: bool, per_step: float, fusion_s: float):
+    rows = []
+    for sampler, steps in s.steps:
+        cfg = SampleConfig(sampler=SamplerKind.parse(sampler), steps=steps, samples=s.members,
+                           batch_size=s.members, precision="bf16" if bf16 else "32")
+        if steps <= s.measure_steps:
+            sec, how = time_ensemble(net, process, cfg, size, cl), "measured"
+        else:
+            sec, how = per_step * steps + fusion_s, "est."
+        rows.append([sampler, steps, s.members, sec, how, sec < GOAL_S])
+        print(f"ensemble {sampler} {steps} steps: {sec:.1f} s ({how})", flush=True)
+    table = markdown_table(["sampler", "steps", "members", "s per fused ensemble", "how", f"< {GOAL_S:.0f} s"],
+                           rows)
+    return table, rows
+
+
+def by_size(s: Settings, net, process, size: int, cl: bool, bf16: bool) -> tuple[str, list]:
+    rows = []
+    one = step_seconds(net, size, 1, shared=True, cl=cl, bf16=bf16, repeats=s.repeats)
+    for n in s.sizes:
+        cfg = SampleConfig(sampler=SamplerKind.DPM_SOLVER, steps=s.size_steps, samples=n, batch_size=n,
+                           precision="bf16" if bf16 else "32")
+        batched = time_ensemble(net, process, cfg, size, cl)
+        seq_calls = n * s.size_steps
+        if seq_calls <= s.measure_seq_calls:
+            seq_cfg = SampleConfig(sampler=SamplerKind.DPM_SOLVER, steps=s.size_steps, samples=n, batch_size=1,
+                                   precision=cfg.precision)
+            sequential, how = time_ensemble(net, process, seq_cfg, size, cl), "measured"
+        else:
+            sequential, how = one * seq_calls + fusion_seconds(n, size), "est."
+        rows.append([n, batched, sequential, how, sequential / batched])
+        print(f"ensemble size {n}: batched {batched:.2f} s, one after another {sequential:.2f} s ({how})",
+              flush=True)
+    table = markdown_table(["members", "batched: s", "one after another: s", "how (one after another)",
+                            "speed-up"], rows)
+    return table, rows
+
+
+# --------------------------------------------------------------------------------------------- 4. training
+def training(s: Settings) -> tuple[str, list]:
+    process = DiffusionProcess(DiffusionConfig())
+    rows = []
+    for name, size, batch, options in s.train:
+        for cl, bf16 in ((False, False), (True, True)):
+            net = make_net(name, options, cl).train()
+            opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+            gen = torch.Generator().manual_seed(0)
+            masks = (torch.rand(batch, 1, size, size, generator=gen) > 0.5).float()
+            image = torch.randn(batch, 1, size, size, generator=gen).contiguous(memory_format=memory(cl))
+
+            def step(net=net, opt=opt, masks=masks, image=image, gen=gen, bf16=bf16):
+                with precision(bf16):
+                    loss = process.loss(net, masks, image, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            sec = time_call(step, warmup=1, repeats=s.repeats, max_seconds=60)["best"]
+            rows.append([name, size, batch, cl, bf16, sec, batch / sec])
+            print(f"train {name} {size}px batch {batch} cl={cl} bf16={bf16}: {sec:.2f} s/step, "
+                  f"{batch / sec:.2f} images/s", flush=True)
+            del net, opt
+    table = markdown_table(["network", "px", "batch", "channels_last", "bf16", "s/step", "images/s"], rows)
+    return table, rows
+
+
+# --------------------------------------------------------------------------------------------- 5. profile
+def profile(net, size: int, members: int, cl: bool, bf16: bool) -> str:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    net = net.to(memory_format=memory(cl))
+    args = call_inputs(size, members, 1, cl)
+    with torch.inference_mode(), precision(bf16):
+        net(*args)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            net(*args)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = [[e.key, e.count, e.self_cpu_time_total / 1e6, f"{100 * e.self_cpu_time_total / total:.1f}%"]
+            for e in events[:12]]
+    return markdown_table(["operator", "calls", "self CPU s", "share"], rows)
+
+
+# --------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny networks and sizes: a smoke check in seconds")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default="peak,calls,ensemble,train,profile",
+                        help="comma-separated parts to run (peak is always measured)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    s = QUICK if args.quick else FULL
+    parts = set(args.only.split(","))
+    info = machine()
+    print_machine(info)
+    suffix = "-quick" if args.quick else ""
+    started = time.perf_counter()
+
+    peak = measure_peak(s.peak_sizes)
+    sections = [("Peak (large matmul)", markdown_table(
+        ["dtype", "GFLOP/s"], [[k, v / 1e9] for k, v in peak.items()]))]
+
+    if "calls" in parts:
+        table, rows = network_calls(s, peak)
+        sections.append(("Network calls", table))
+        labels = [f"{r['net'].replace('medsegdiff', 'msd')} b{r['batch']}{' cl' if r['cl'] else ''}"
+                  f"{' bf16' if r['bf16'] else ''}" for r in rows]
+        bar_plot(RESULTS / f"speed-calls{suffix}.png", labels, [100 * r["of_peak"] for r in rows],
+                 ylabel="% of peak FLOP/s", title="Network calls: achieved FLOP/s vs matmul peak", hline=(50, "goal"))
+
+    if "ensemble" in parts:
+        name, size, options = s.ens_net
+        net = make_net(name, options)
+        process = DiffusionProcess(DiffusionConfig())
+        fusion_s = fusion_seconds(s.members, size)
+        table, rungs = ladder(s, net, size, fusion_s)
+        sections.append((f"One {s.members}-member {name} ensemble at {size} px: each optimisation", table +
+                         f"\nSTAPLE fusion of {s.members} masks: {fusion_s:.3f} s. Times are the measured time of one "
+                         "sampler step (one network call for all members) times the steps, plus fusion.\n"))
+        bar_plot(RESULTS / f"speed-ladder{suffix}.png", [r[0][:40] for r in rungs], [r[3] for r in rungs],
+                 ylabel="s per fused ensemble", title="Each optimisation", logy=True, hline=(GOAL_S, "goal 60 s"))
+        best = min(rungs[2:7], key=lambda r: r[1])
+        cl, bf16 = "channels_last" in best[0], "bf16" in best[0]
+        table, rows = by_sampler(s, net, process, size, cl, bf16, best[1], fusion_s)
+        sections.append((f"By sampler and steps ({best[0]})", table))
+        series: dict[str, tuple[list, list]] = {}
+        for sampler, steps, _, sec, _, _ in rows:
+            series.setdefault(sampler, ([], []))
+            series[sampler][0].append(steps)
+            series[sampler][1].append(sec)
+        line_plot(RESULTS / f"speed-samplers{suffix}.png", series, xlabel="steps", ylabel="s per fused ensemble",
+                  title=f"{s.members}-member {name} ensemble, {size} px", hline=(GOAL_S, "goal"))
+        table, rows = by_size(s, net, process, size, cl, bf16)
+        sections.append((f"By ensemble size (DPM-Solver++ {s.size_steps} steps)", table))
+        line_plot(RESULTS / f"speed-members{suffix}.png",
+                  {"batched": ([r[0] for r in rows], [r[1] for r in rows]),
+                   "one after another": ([r[0] for r in rows], [r[2] for r in rows])},
+                  xlabel="members", ylabel="s per fused ensemble", title="Ensemble size", logx=True, logy=True)
+
+    if "train" in parts:
+        table, _ = training(s)
+        sections.append(("Training throughput (one AdamW step on DiffusionProcess.loss)", table +
+                         f"\nReference: official MedSegDiff-B, {OFFICIAL_TRAIN_STEP_S:.0f} s per step at 256 px, "
+                         "batch 2 (ANCHORS.md).\n"))
+
+    if "profile" in parts:
+        name, size, options = s.ens_net
+        sections.append((f"Where the time goes: one {name} call, {s.members} members, bf16 + channels_last",
+                         profile(make_net(name, options), size, s.members, True, True)))
+
+    minutes = (time.perf_counter() - started) / 60
+    sections.append(("Run", f"{minutes:.1f} minutes; load average at the end (1/5/15 min): {load_average()}.\n"))
+    write_markdown(RESULTS / f"speed{suffix}.md", "Speed", info, sections)
+
+
+if __name__ == "__main__":
+    main()
