@@ -20,6 +20,7 @@ from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats.files import (
     LOSSY_SUFFIXES,
     FileData,
+    label_values,
     normalize_intensity,
     read_file,
     suffix_of,
@@ -206,8 +207,8 @@ class Reader:
         """Foreground of one label map: the chosen ``foreground`` labels, or any non-zero value."""
         if suffix_of(path) in LOSSY_SUFFIXES:  # JPEG masks are never exactly binary: threshold at half
             return (plane >= (128 if plane.dtype == np.uint8 else 0.5)).astype(np.uint8)
-        values = np.unique(plane)
-        nonzero = [v for v in values.tolist() if v != 0]
+        values = label_values(plane)
+        nonzero = [v for v in values if v != 0]
         if labels is not None:
             unknown = sorted(set(nonzero) - set(labels))
             if unknown:
@@ -215,7 +216,7 @@ class Reader:
                 return None
         elif not self.foreground and len(nonzero) > 1:
             problems.append(
-                f"{path}: mask is not binary (values {_values(values.tolist())}); "
+                f"{path}: mask is not binary (values {_values(values)}); "
                 "choose label values with data.foreground=[...]"
             )
             return None

@@ -22,7 +22,7 @@ LOSSY_SUFFIXES = ("jpg", "jpeg")
 
 def suffix_of(path: str | os.PathLike) -> str:
     """Lower-case suffix without the dot; ``nii.gz`` counts as one suffix."""
-    name = Path(path).name.lower()
+    name = os.path.basename(os.fspath(path)).lower()
     if name.endswith(".nii.gz"):
         return "nii.gz"
     return name.rsplit(".", 1)[-1] if "." in name else ""
@@ -30,8 +30,8 @@ def suffix_of(path: str | os.PathLike) -> str:
 
 def stem_of(path: str | os.PathLike) -> str:
     """File name without its (possibly double) suffix."""
-    name = Path(path).name
-    suffix = suffix_of(path)
+    name = os.path.basename(os.fspath(path))
+    suffix = suffix_of(name)
     return name[: -len(suffix) - 1] if suffix else name
 
 
@@ -106,6 +106,14 @@ def _read_nifti(path: Path) -> FileData:
     array = np.asanyarray(img.dataobj)
     zooms = tuple(float(z) for z in img.header.get_zooms()[: min(3, array.ndim)])
     return FileData(array, affine=np.asarray(img.affine, dtype=np.float64), spacing=zooms)
+
+
+def label_values(plane: np.ndarray) -> list:
+    """The distinct values of a label map, sorted (``bincount`` for small unsigned integers: fast)."""
+    if plane.dtype in (np.uint8, np.uint16, np.bool_):
+        counts = np.bincount(plane.ravel().astype(np.intp, copy=False))
+        return np.flatnonzero(counts).tolist()
+    return np.unique(plane).tolist()
 
 
 def normalize_intensity(array: np.ndarray, channel_axis: int | None) -> np.ndarray:

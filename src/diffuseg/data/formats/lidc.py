@@ -70,7 +70,7 @@ class LIDCReader(Reader):
         if len(set(counts)) > 1:
             listing = ", ".join(f"{d.name} {n}" for d, n in zip([images_dir, *mask_dirs], counts))
             self.problems.append(f"{nodule}: annotator folders of unequal length ({listing})")
-        for d, found in zip(mask_dirs, masks):
+        for found in masks:
             for stem in sorted(set(found) - set(images), key=_natural):
                 self.problems.append(f"{found[stem]}: mask without an image (no {images_dir.name}/{stem}.*)")
         for stem in sorted(images, key=_natural):
