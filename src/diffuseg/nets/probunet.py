@@ -32,6 +32,8 @@ from diffuseg.nets.blocks import TimeEmbedding
 from diffuseg.nets.latent import Generators, Latent, LatentHead, LatentKind
 
 FILTERS = (32, 64, 128, 256)
+# The ambiguity paper's authors build the diffusion variant with five levels (released code, AmbDiffSeg).
+DIFFUSION_FILTERS = (32, 64, 128, 192, 320)
 
 # The latent settings behind the ambiguity paper's Table 1 counts (dim, components); FC uses rank = dim.
 LATENT_PRESETS: dict[LatentKind, tuple[int, int]] = {
@@ -242,14 +244,16 @@ class ProbUNetDiffusionNet(nn.Module):
     """The Gen. Prob. UNet's UNet as a diffusion network (ambiguity paper, section 4.2 / Table 4).
 
     Input is the image concatenated with x_t; a sinusoidal time embedding (linear, SiLU, linear) is added
-    after the first convolution of every block; a 1x1 convolution gives the prediction.
+    after the first convolution of every block; a 1x1 convolution gives the prediction. The default
+    filters (32, 64, 128, 192, 320) follow the authors' released code (6,378,017 parameters for one
+    image channel); ``filters=(32, 64, 128, 256)`` is the Prob. UNet's own UNet.
     forward: x_t (B*K, 1, H, W), t (B*K,) in [0, 1], image (B, C, H, W) -> (B*K, 1, H, W).
     """
 
     def __init__(
         self,
         in_channels: int = 1,
-        filters: Sequence[int] = FILTERS,
+        filters: Sequence[int] = DIFFUSION_FILTERS,
         convs_per_block: int = 3,
         time_dim: int = 128,
     ):
