@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -52,6 +53,8 @@ def test_cache_is_built_once_and_reused(tmp_path):
     ref_image, ref_masks = resize_pair(reader[2].image, reader[2].masks, 16)
     assert torch.allclose(image, ref_image, atol=1e-3) and torch.equal(masks, ref_masks)
     assert isinstance(again.images, np.memmap) and first.case_ids == again.case_ids
+    clone = pickle.loads(pickle.dumps(again))
+    assert isinstance(clone.images, np.memmap) and np.array_equal(clone.images, again.images)
     # another size, or a changed file, is another cache entry
     load_cached(reader, range(4), 8, 1, tmp_path / "cache")
     assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 2

@@ -40,6 +40,20 @@ class CachedArrays:
     case_ids: list[str]
     patients: list[str]
     size: int
+    folder: Path | None = None  # the cache folder, when the arrays are memory maps of it
+
+    def __getstate__(self) -> dict:
+        """Pickle memory maps by their folder (DataLoader workers started by spawn re-open them)."""
+        state = dict(self.__dict__)
+        if self.folder is not None:
+            state["images"] = state["masks"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.folder is not None:
+            self.images = np.load(self.folder / "images.npy", mmap_mode="r")
+            self.masks = np.load(self.folder / "masks.npy", mmap_mode="r")
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -155,4 +169,5 @@ def load_cached(
         case_ids,
         patients,
         size,
+        folder,
     )
