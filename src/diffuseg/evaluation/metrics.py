@@ -26,6 +26,8 @@ Array = torch.Tensor | np.ndarray
 def as_mask(x: Array) -> torch.Tensor:
     """Boolean tensor: ``x != 0`` for bool/integer input, ``x > 0.5`` for floating input."""
     t = torch.as_tensor(x)
+    if t.dtype == torch.bool:
+        return t
     if t.is_floating_point():
         return t > 0.5
     return t != 0
@@ -59,25 +61,34 @@ def iou(pred: Array, gt: Array, dims: int = 2) -> torch.Tensor:
     return torch.where(union > 0, tp / union.clamp_min(1), torch.ones_like(union))
 
 
+def _intersections(a: Array, b: Array) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(|a_i ∩ b_j|, |a_i|, |b_j|)`` for ``a`` ``(N, *S)`` and ``b`` ``(M, *S)``: one matrix product."""
+    fa = as_mask(a).reshape(len(a), -1).double()
+    fb = fa if b is a else as_mask(b).reshape(len(b), -1).double()
+    return fa @ fb.T, fa.sum(1), fb.sum(1)
+
+
+def _iou_from(inter: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
+    union = na[:, None] + nb[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def _dice_from(inter: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
+    den = na[:, None] + nb[None, :]
+    return torch.where(den > 0, 2 * inter / den.clamp_min(1), torch.ones_like(den))
+
+
 def pairwise_iou(a: Array, b: Array) -> torch.Tensor:
     """IoU between every mask of ``a`` ``(N, *S)`` and every mask of ``b`` ``(M, *S)``: ``(N, M)`` float64.
 
     Two empty masks have IoU 1. Computed as one matrix product over flattened masks.
     """
-    fa = as_mask(a).reshape(len(a), -1).double()
-    fb = as_mask(b).reshape(len(b), -1).double()
-    inter = fa @ fb.T
-    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    return _iou_from(*_intersections(a, b))
 
 
 def pairwise_dice(a: Array, b: Array) -> torch.Tensor:
     """Dice between every mask of ``a`` ``(N, *S)`` and of ``b`` ``(M, *S)``: ``(N, M)``; both empty: 1."""
-    fa = as_mask(a).reshape(len(a), -1).double()
-    fb = as_mask(b).reshape(len(b), -1).double()
-    inter = fa @ fb.T
-    den = fa.sum(1)[:, None] + fb.sum(1)[None, :]
-    return torch.where(den > 0, 2 * inter / den.clamp_min(1), torch.ones_like(den))
+    return _dice_from(*_intersections(a, b))
 
 
 def _mean_offdiag(d: torch.Tensor) -> float:
@@ -86,6 +97,90 @@ def _mean_offdiag(d: torch.Tensor) -> float:
     if n < 2:
         return math.nan
     return float((d.sum() - d.diagonal().sum()) / (n * (n - 1)))
+
+
+class SampleSet:
+    """N samples ``(N, *S)`` and M annotations ``(M, *S)`` with the intersection counts of every pair,
+    from one matrix product; every set metric below is read off them.
+
+    ``d = 1 - IoU`` throughout, and two empty masks are at distance 0 (IoU and Dice 1).
+    """
+
+    def __init__(self, samples: Array, annotations: Array):
+        s, y = as_mask(samples), as_mask(annotations)
+        if s.shape[1:] != y.shape[1:]:
+            raise ValueError(f"samples {tuple(s.shape)} and annotations {tuple(y.shape)} differ in size")
+        self.n, self.m = len(s), len(y)
+        self.pixels = int(np.prod(s.shape[1:]))
+        both = torch.cat([s, y]).reshape(self.n + self.m, -1)
+        inter, sizes, _ = _intersections(both, both)
+        self.inter, self.sizes = inter, sizes
+        self.iou = _iou_from(inter, sizes, sizes)
+        self.union_sensitivity = _union_sensitivity(s, y)
+
+    def _blocks(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        d = 1 - self.iou
+        ys = slice(self.n, self.n + self.m)
+        return d[rows, ys], d[rows, rows], d[ys, ys]
+
+    def ged(self, unbiased: bool = True, rows: slice | None = None) -> float:
+        """GED of the samples ``rows`` (default all) against the annotations; see ``ged``."""
+        d_sy, d_ss, d_yy = self._blocks(rows or slice(0, self.n))
+        if unbiased:
+            return float(2 * d_sy.mean()) - _mean_offdiag(d_ss) - _mean_offdiag(d_yy)
+        return float(2 * d_sy.mean() - d_ss.mean() - d_yy.mean())
+
+    def ged_at(self, n: int, unbiased: bool = True) -> float:
+        """Mean GED over the ``N // n`` disjoint groups of ``n`` consecutive samples; NaN when N < n."""
+        groups = self.n // n
+        if groups == 0:
+            return math.nan
+        return float(np.mean([self.ged(unbiased, slice(g * n, (g + 1) * n)) for g in range(groups)]))
+
+    def diversity(self) -> float:
+        return _mean_offdiag(self._blocks(slice(0, self.n))[1])
+
+    def hungarian_iou(self) -> float:
+        size = math.lcm(self.n, self.m)
+        iou_sy = self.iou[: self.n, self.n :]
+        cost = 1 - iou_sy.repeat(size // self.n, size // self.m).numpy()
+        rows, cols = linear_sum_assignment(cost)
+        return float(1 - cost[rows, cols].mean())
+
+    def dice_sy(self) -> torch.Tensor:
+        """Dice of every (sample, annotation) pair ``(N, M)``; Dice = 2 IoU / (1 + IoU), exact, empty pairs 1."""
+        j = self.iou[: self.n, self.n :]
+        return 2 * j / (1 + j)
+
+    def difference_variances(self, rows: slice) -> list[float]:
+        """Pixel variance of ``a_i - a_j`` for the pairs ``i < j`` of ``rows``:
+        ``(|a_i| + |a_j| - 2|a_i ∩ a_j|) / P - ((|a_i| - |a_j|) / P)^2``."""
+        idx = range(rows.start, rows.stop)
+        p = self.pixels
+        return [
+            float(
+                (self.sizes[i] + self.sizes[j] - 2 * self.inter[i, j]) / p - ((self.sizes[i] - self.sizes[j]) / p) ** 2
+            )
+            for i in idx
+            for j in idx
+            if i < j
+        ]
+
+    def collective_insight(self) -> dict[str, float]:
+        sc = self.union_sensitivity
+        dmax = float(self.dice_sy().max(0).values.mean())
+        vs = self.difference_variances(slice(0, self.n))
+        vy = self.difference_variances(slice(self.n, self.n + self.m))
+        da = 1 - (abs(max(vy) - max(vs)) + abs(min(vy) - min(vs))) / 2 if vs and vy else math.nan
+        den = sc * dmax + dmax * da + sc * da
+        ci = 3 * sc * dmax * da / den if den > 0 else (math.nan if math.isnan(da) else 0.0)
+        return {"ci": ci, "combined_sensitivity": sc, "max_dice_matching": dmax, "diversity_agreement": da}
+
+
+def _union_sensitivity(s: torch.Tensor, y: torch.Tensor) -> float:
+    union_s, union_y = s.any(0), y.any(0)
+    positives = int(union_y.sum())
+    return float((union_s & union_y).sum() / positives) if positives else 1.0
 
 
 def ged(samples: Array, annotations: Array, unbiased: bool = True) -> float:
@@ -103,12 +198,7 @@ def ged(samples: Array, annotations: Array, unbiased: bool = True) -> float:
     Two empty masks are at distance 0. On LIDC an always-empty prediction scores 0.879 with the biased
     estimator and 0.749 with the unbiased one (ANCHORS.md).
     """
-    d_sy = 1 - pairwise_iou(samples, annotations)
-    d_ss = 1 - pairwise_iou(samples, samples)
-    d_yy = 1 - pairwise_iou(annotations, annotations)
-    if unbiased:
-        return float(2 * d_sy.mean()) - _mean_offdiag(d_ss) - _mean_offdiag(d_yy)
-    return float(2 * d_sy.mean() - d_ss.mean() - d_yy.mean())
+    return SampleSet(samples, annotations).ged(unbiased)
 
 
 def ged_at(samples: Array, annotations: Array, n: int, unbiased: bool = True) -> float:
@@ -116,10 +206,7 @@ def ged_at(samples: Array, annotations: Array, n: int, unbiased: bool = True) ->
     consecutive samples (the first group alone when there are fewer than ``2n``). NaN when fewer than
     ``n`` samples exist. Averaging disjoint groups keeps the expectation of the ``n``-sample estimator and
     lowers its variance."""
-    groups = len(samples) // n
-    if groups == 0:
-        return math.nan
-    return float(np.mean([ged(samples[g * n : (g + 1) * n], annotations, unbiased) for g in range(groups)]))
+    return SampleSet(samples, annotations).ged_at(n, unbiased)
 
 
 def diversity(samples: Array) -> float:
@@ -136,11 +223,7 @@ def hungarian_iou(samples: Array, annotations: Array) -> float:
     Both sets are repeated to ``L = lcm(N, M)`` members, matched one to one by ``linear_sum_assignment``
     on the cost ``1 - IoU``, and the matched IoUs are averaged. Two empty masks have IoU 1.
     """
-    n, m = len(samples), len(annotations)
-    size = math.lcm(n, m)
-    cost = 1 - pairwise_iou(samples, annotations).repeat(size // n, size // m).numpy()
-    rows, cols = linear_sum_assignment(cost)
-    return float(1 - cost[rows, cols].mean())
+    return SampleSet(samples, annotations).hungarian_iou()
 
 
 def majority(annotations: Array) -> torch.Tensor:
@@ -182,29 +265,7 @@ def collective_insight(samples: Array, annotations: Array) -> dict[str, float]:
     - ``CI = 3 S_c D_max D_a / (S_c D_max + D_max D_a + S_c D_a)``, the harmonic mean of the three
       (0 when two of them are 0; NaN when ``D_a`` is).
     """
-    s, y = as_mask(samples), as_mask(annotations)
-    union_s, union_y = s.any(0), y.any(0)
-    positives = int(union_y.sum())
-    sc = float((union_s & union_y).sum() / positives) if positives else 1.0
-    dmax = float(pairwise_dice(y, s).max(1).values.mean())
-    da = 1 - (_var_gap(y, s, max) + _var_gap(y, s, min)) / 2
-    parts = (sc * dmax, dmax * da, sc * da)
-    den = sum(parts)
-    ci = 3 * sc * dmax * da / den if den > 0 else (math.nan if math.isnan(da) else 0.0)
-    return {"ci": ci, "combined_sensitivity": sc, "max_dice_matching": dmax, "diversity_agreement": da}
-
-
-def _pair_variances(masks: torch.Tensor) -> list[float]:
-    flat = masks.reshape(len(masks), -1).double()
-    n = len(flat)
-    return [float((flat[i] - flat[j]).var(unbiased=False)) for i in range(n) for j in range(i + 1, n)]
-
-
-def _var_gap(y: torch.Tensor, s: torch.Tensor, pick) -> float:
-    vy, vs = _pair_variances(y), _pair_variances(s)
-    if not vy or not vs:
-        return math.nan
-    return abs(pick(vy) - pick(vs))
+    return SampleSet(samples, annotations).collective_insight()
 
 
 def ncc(samples: Array, annotations: Array, eps: float = 1e-8) -> float:
@@ -219,13 +280,13 @@ def ncc(samples: Array, annotations: Array, eps: float = 1e-8) -> float:
     """
     s = torch.as_tensor(samples).double().clamp(0, 1)
     y = as_mask(annotations).double()
-    s_bar = s.mean(0)
-    log_p, log_q = torch.log(s + eps), torch.log(1 - s + eps)
+    # E_s[CE(q, s)] is linear in q: -(q E_s[log(s + eps)] + (1 - q) E_s[log(1 - s + eps)])
+    mean_log_p, mean_log_q = torch.log(s + eps).mean(0), torch.log(1 - s + eps).mean(0)
 
     def expected_ce(target: torch.Tensor) -> torch.Tensor:
-        return -(target * log_p + (1 - target) * log_q).mean(0)
+        return -(target * mean_log_p + (1 - target) * mean_log_q)
 
-    gamma = expected_ce(s_bar)
+    gamma = expected_ce(s.mean(0))
     values = [_pearson(gamma, expected_ce(y_j)) for y_j in y]
     values = [v for v in values if not math.isnan(v)]
     return float(np.mean(values)) if values else math.nan
