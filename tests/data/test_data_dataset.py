@@ -17,7 +17,7 @@ from diffuseg.data.dataset import build_datasets
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.splits import split_by_patient, split_from_lists
 from diffuseg.data.synthetic import write_synthetic
-from diffuseg.data.transforms import Augment, random_crop, resize_pair, rotate_pair
+from diffuseg.data.transforms import Augment, model_input, random_crop, resize_pair, rotate_pair
 from diffuseg.errors import DatasetError, UserError
 
 
@@ -163,3 +163,13 @@ def test_real_lidc_lists_have_no_overlap():
     train_ids = set((SHARED / "lidc" / "train_patients.txt").read_text().split())
     val_ids = set((SHARED / "lidc" / "val_patients.txt").read_text().split())
     assert train_ids and val_ids and not train_ids & val_ids
+
+
+def test_model_input_matches_training_preprocessing(tmp_path):
+    root = paired(tmp_path / "d", n=2, size=24)
+    reader = open_dataset(root)
+    train, _ = build_datasets(DataConfig(root=str(root), image_size=16, augment=False, val_fraction=0.0))
+    case = reader[0]
+    index = train.case_ids.index(case.case_id)
+    expected = train[index]["image"]
+    assert torch.allclose(model_input(case.image, 16, 1, case.case_id), expected, atol=2e-3)  # cache is float16

@@ -109,3 +109,13 @@ def match_channels(image: torch.Tensor, channels: int, where: str) -> torch.Tens
     if c == 1 and channels == 3:
         return image.expand(channels, *image.shape[1:]).clone()
     raise ValueError(f"{where}: images have {c} channels but data.in_channels is {channels}")
+
+
+def model_input(image: torch.Tensor, size: int, in_channels: int, where: str = "image") -> torch.Tensor:
+    """A case's image (C,H,W) as the network sees it at prediction time: (in_channels,S,S) float32.
+
+    The same resize and channel matching as training (``build_datasets``); ``ValueError`` on a channel
+    count that cannot be matched.
+    """
+    resized, _ = resize_pair(image, image.new_zeros((0, *image.shape[-2:]), dtype=torch.uint8), size)
+    return match_channels(resized, in_channels, where).float()
