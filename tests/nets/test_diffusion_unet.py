@@ -95,3 +95,15 @@ def test_dice_bce_loss_by_hand() -> None:
     dice = (2 * (prob * target.flatten(1)).sum(1) + 1) / (prob.sum(1) + target.flatten(1).sum(1) + 1)
     expected = (1 - dice).mean() + F.binary_cross_entropy(torch.sigmoid(logits), target)
     assert torch.isclose(dice_bce_loss(logits, target), expected, atol=1e-5)
+
+
+def test_channels_last_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    net = DiffusionUNet(1, **TINY).to(memory_format=torch.channels_last)
+    image, x_t, t = torch.randn(1, 1, 16, 16), torch.randn(2, 1, 16, 16), torch.rand(1).repeat(2)
+    with torch.no_grad():
+        ref = net(x_t, t, image)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x_t.contiguous(memory_format=torch.channels_last), t, image)
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    assert (out.float() - ref).abs().mean() < 0.1 * ref.abs().mean() + 1e-2

@@ -186,9 +186,9 @@ class MedSegDiff(nn.Module):
             per_image = s <= self.shared_until
             h_img = self.image_encoder[s](h_img, emb_image if per_image else emb)
             h_mask = self.mask_encoder[s](h_mask, emb)
-            if s == self.shared_until:
-                h_img = _repeat_members(h_img, members)
             if str(s) in self.fusion:
+                if s == self.shared_until:
+                    h_img = _repeat_members(h_img, members)
                 h_img = self.fusion[str(s)](h_img, h_mask)
             skips.append(self.skip_filters[s](_add_members(h_mask, h_img, members)))
         h = self.last_stage(_add_members(h_mask, h_img, members), emb)  # E^I + E^x -> last stage
