@@ -109,3 +109,19 @@ def test_cli(checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.Capt
     assert len(list((out / "samples").glob("*.png"))) == 6
     assert main(["predict", str(checkpoint), str(images), str(images / "inside")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_nifti_volume_comes_back_as_a_volume(checkpoint: Path, tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    src = tmp_path / "vol"
+    src.mkdir()
+    affine = np.diag([0.7, 0.8, 2.5, 1.0])
+    affine[:3, 3] = [10.0, -5.0, 3.0]
+    data = np.random.default_rng(1).normal(size=(12, 10, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), src / "scan.nii.gz")
+    out = tmp_path / "pred"
+    assert predict(checkpoint, src, out, ["sample.samples=2"]) == 3  # three slices
+    mask = nib.load(out / "scan.nii.gz")
+    assert mask.shape == (12, 10, 3)
+    np.testing.assert_allclose(mask.affine, affine, atol=1e-5)
+    assert nib.load(out / "scan_uncertainty.nii.gz").shape == (12, 10, 3)
