@@ -138,6 +138,7 @@ def case_metrics(
     if k > 1:
         majority = M.majority(annotations)
         out |= M.fused_dice(fused, annotations)
+        del out["dice_annotator_mean"]  # the same number as "dice"
         out["iou_majority"] = float(M.iou(fused, majority, dims))
         out["hd95_majority"] = M.hd95(fused, majority, spacing)
     if samples is None or len(samples) == 0:

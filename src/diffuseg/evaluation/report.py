@@ -237,7 +237,8 @@ def _case_section(results: dict, chosen: list[str], primary: str, figures: Path,
     rows = {r["case"]: r for r in results["cases"]}
     blocks = [
         f"<h2>Cases</h2>\n<p class='muted'>Chosen by {html.escape(primary)}: best, quartiles, worst. "
-        "Outlines: annotators in blue/green/purple/orange, prediction in red.</p>"
+        "Outlines: annotators in blue/green/purple/orange, prediction in red; each view is cropped around "
+        "the marked pixels.</p>"
     ]
     for k, case_id in enumerate(chosen):
         if case_id not in index:
@@ -271,8 +272,12 @@ def _case_figure(case, files: PredictionFiles, slice_index: int | None, max_samp
     image = case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy()
     masks = case.masks.numpy().astype(bool)
     fused = _plane(_read_mask(files.fused), files.fused, slice_index)
-    samples = [_plane(_read_mask(p), p, slice_index) for p in files.samples[:max_samples]]
-    uncertainty = _uncertainty(files, slice_index, [_plane(_read_mask(p), p, slice_index) for p in files.samples])
+    every_sample = [_plane(_read_mask(p), p, slice_index) for p in files.samples]
+    uncertainty = _uncertainty(files, slice_index, every_sample)
+    box = _crop_box([*masks, fused, *every_sample], image.shape)
+    image, masks, fused = image[box], masks[(slice(None), *box)], fused[box]
+    samples = [m[box] for m in every_sample[:max_samples]]
+    uncertainty = uncertainty[box] if uncertainty is not None else None
     panels: list[tuple[str, np.ndarray | None, str | None]] = [("image", None, None)]
     panels += [(f"annotator {i + 1}", m, _ANNOTATOR_COLOURS[i % len(_ANNOTATOR_COLOURS)]) for i, m in enumerate(masks)]
     panels += [(f"sample {i + 1}", s, _PRED_COLOUR) for i, s in enumerate(samples)]
@@ -288,15 +293,34 @@ def _case_figure(case, files: PredictionFiles, slice_index: int | None, max_samp
             if title == "fused":
                 for m, c in zip(masks, _ANNOTATOR_COLOURS):
                     ax.contour(m.astype(float), levels=[0.5], colors=[c], linewidths=0.8)
-        _tidy(ax, title)
+        _tidy(ax, title if mask is None or mask.any() else f"{title} (empty)")
     if uncertainty is not None:
         ax = fig.add_subplot(nrows, cols, len(panels) + 1)
         ax.imshow(image, cmap="gray", interpolation="nearest")
         shown = np.ma.masked_where(uncertainty <= 0, uncertainty)
-        im = ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=max(float(uncertainty.max()), 1e-6))
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=7)
-        _tidy(ax, "uncertainty")
+        top = max(float(uncertainty.max()), 1e-6)
+        ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=top, interpolation="nearest")
+        _tidy(ax, f"uncertainty (max {top:.2f})")
     fig.savefig(path)
+
+
+def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 48) -> tuple[slice, slice]:
+    """A square window around everything any mask marks, with a margin, so small lesions are visible;
+    the whole image when nothing is marked or the window would cover most of it."""
+    whole = (slice(0, shape[0]), slice(0, shape[1]))
+    marked = np.zeros(shape, bool)
+    for m in masks:
+        if m.shape == shape:
+            marked |= m
+    if not marked.any():
+        return whole
+    rows, cols = np.nonzero(marked)
+    side = max(min_size, int(1.6 * max(np.ptp(rows) + 1, np.ptp(cols) + 1)))
+    if side >= 0.75 * min(shape):
+        return whole
+    centre = ((rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2)
+    starts = [int(np.clip(c - side // 2, 0, n - side)) for c, n in zip(centre, shape)]
+    return slice(starts[0], starts[0] + side), slice(starts[1], starts[1] + side)
 
 
 def _overlay(ax, mask: np.ndarray, colour: str) -> None:
