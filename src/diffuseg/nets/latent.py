@@ -145,7 +145,7 @@ class LatentHead(nn.Module):
 
     def forward(self, pooled: Tensor) -> Latent:
         b, k, d = pooled.shape[0], self.components, self.dim
-        out = self.params(pooled).reshape(b, k, -1)
+        out = self.params(pooled).float().reshape(b, k, -1)  # distributions in float32, also under autocast
         loc, log_diag = out[..., :d], out[..., d : 2 * d]
         if self.kind.full_covariance:
             factor = out[..., 2 * d :].reshape(b, k, d, self.rank)
@@ -155,7 +155,7 @@ class LatentHead(nn.Module):
         if self.logits is None:
             dist = _squeeze_component(comp)
         else:
-            logits = self.logits(pooled).reshape(b, k)
+            logits = self.logits(pooled).float().reshape(b, k)
             dist = MixtureSameFamily(Categorical(logits=logits), comp)
         return Latent(dist, self.temperature)
 

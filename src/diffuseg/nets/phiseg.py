@@ -53,7 +53,7 @@ class HierarchicalEncoder(nn.Module):
 
     def __init__(self, in_channels: int, channels: list[int], latent_levels: int, zdim: int, n0: int):
         super().__init__()
-        self.latent_levels, self.zdim = latent_levels, zdim
+        self.latent_levels = latent_levels
         self.offset = len(channels) - latent_levels
         self.pre = nn.ModuleList(
             nn.Sequential(conv_unit(in_channels if i == 0 else channels[i - 1], c), conv_unit(c, c), conv_unit(c, c))
@@ -95,21 +95,20 @@ class HierarchicalEncoder(nn.Module):
         samples, ``samples`` per image, rows image-major."""
         if samples > 1:
             feats = [f.repeat_interleave(samples, 0) for f in feats]
-        levels = self.latent_levels
-        mu: list[Tensor] = [feats[0]] * levels
-        sigma: list[Tensor] = [feats[0]] * levels
-        z: list[Tensor] = [feats[0]] * levels
-        for lvl in reversed(range(levels)):
+        mu: list[Tensor] = []  # built coarsest first, reversed at the end
+        sigma: list[Tensor] = []
+        z: list[Tensor] = []
+        for lvl in reversed(range(self.latent_levels)):
             h = feats[lvl]
-            if lvl < levels - 1:
-                h = self.mix[lvl](torch.cat([h, self.ups[lvl](upsample(z[lvl + 1]))], dim=1))
-            mu[lvl] = self.mu[lvl](h)
-            sigma[lvl] = F.softplus(self.sigma[lvl](h))
+            if z:  # every level but the coarsest sees the latent above it
+                h = self.mix[lvl](torch.cat([h, self.ups[lvl](upsample(z[-1]))], dim=1))
+            mu.append(self.mu[lvl](h))
+            sigma.append(F.softplus(self.sigma[lvl](h)))
             if condition is not None:
-                z[lvl] = condition[lvl]
+                z.append(condition[lvl])
             else:
-                z[lvl] = mu[lvl] + sigma[lvl] * normal_noise(mu[lvl].shape, generator, mu[lvl].device)
-        return Hierarchy(mu, sigma, z)
+                z.append(mu[-1] + sigma[-1] * normal_noise(mu[-1].shape, generator, mu[-1].device))
+        return Hierarchy(mu[::-1], sigma[::-1], z[::-1])
 
 
 class Likelihood(nn.Module):

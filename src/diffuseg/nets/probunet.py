@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from diffuseg.nets.blocks import TimeEmbedding
 from diffuseg.nets.latent import Generators, Latent, LatentHead, LatentKind
+from diffuseg.nets.unet import DiffusionUNet
 
 FILTERS = (32, 64, 128, 256)
 # The ambiguity paper's authors build the diffusion variant with five levels (released code, AmbDiffSeg).
@@ -148,8 +149,6 @@ class DiffusionUNetBackbone(nn.Module):
 
     def __init__(self, in_channels: int, **options: Any):
         super().__init__()
-        from diffuseg.nets.unet import DiffusionUNet
-
         self.net = DiffusionUNet(in_channels=in_channels, mask_channels=0, time_embedding=False, head=False, **options)
         self.out_channels = self.net.out_channels
 
