@@ -107,10 +107,10 @@ def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators:
     return images, masks, counts, problems
 
 
-def decode_all(reader: Reader, indices: Sequence[int], size: int, annotators: int, workers: int = 1):
+def decode_all(reader: Reader, indices: Sequence[int], size: int, annotators: int, workers: int = 1, chunk: int = 256):
     """Decode and resize ``indices``; (images, packed masks, counts) or ``DatasetError`` with every problem."""
     indices = list(indices)
-    chunks = [indices[k : k + 256] for k in range(0, len(indices), 256)] or [[]]
+    chunks = [indices[k : k + chunk] for k in range(0, len(indices), chunk)] or [[]]
     if workers > 1 and len(chunks) > 1:
         subsets = [reader.subset(c) for c in chunks]  # each worker gets only its own entries
         local = [list(range(len(c))) for c in chunks]

@@ -216,8 +216,7 @@ class Reader:
                 return None
         elif not self.foreground and len(nonzero) > 1:
             problems.append(
-                f"{path}: mask is not binary (values {_values(values)}); "
-                "choose label values with data.foreground=[...]"
+                f"{path}: mask is not binary (values {_values(values)}); choose label values with data.foreground=[...]"
             )
             return None
         if self.foreground:
