@@ -190,3 +190,39 @@ def test_empty_prediction_on_real_lidc(tmp_path):
         d_yy = 4 * (row["ged_biased"] - row["ged"])
         assert row["ged"] == pytest.approx(2 * (1 - row["dice"]) - d_yy)
         assert 0.0 <= row["ged_biased"] <= 2.0 and not math.isnan(row["ged"])
+
+
+def test_reads_what_the_prediction_writer_writes(tmp_path):
+    """PNG cases and a NIfTI volume written by inference.writers, evaluated and reported."""
+    from diffuseg.data.formats import open_dataset
+    from diffuseg.evaluation.report import write_report
+    from diffuseg.inference.writers import PredictionWriter
+
+    annot = [square(8, 1, 5, 1, 5), square(8, 2, 6, 2, 6), np.zeros((8, 8), np.uint8)]
+    lidc(tmp_path / "lidc", annot, "slice-1")
+    lidc(tmp_path / "lidc", annot[::-1], "slice-11")
+    vol_gt = tmp_path / "vol"
+    truth = np.zeros((10, 10, 4), np.uint8)
+    truth[2:7, 3:8, 1:3] = 1
+    affine = np.diag([0.5, 0.5, 3.0, 1.0])
+    (vol_gt / "images").mkdir(parents=True)
+    (vol_gt / "masks").mkdir()
+    nib.save(nib.Nifti1Image(np.ones(truth.shape, np.float32), affine), vol_gt / "images" / "v1.nii.gz")
+    nib.save(nib.Nifti1Image(truth, affine), vol_gt / "masks" / "v1.nii.gz")
+    for gt in (tmp_path / "lidc", vol_gt):
+        pred = tmp_path / f"pred_{gt.name}"
+        reader = open_dataset(gt)
+        with PredictionWriter(pred, [gt], save_samples=True) as writer:
+            for i in range(len(reader)):
+                case = reader[i]
+                masks = case.masks.float()
+                writer.write(case, masks[0], masks.mean(0) * (1 - masks.mean(0)), torch.cat([masks, masks]))
+        res = evaluate(pred, gt, quiet=True)
+        assert len(res["cases"]) == len(reader) and not res["missing"]["predictions"]
+        for row in res["cases"]:
+            assert row["samples"] == 2 * reader.annotators
+            assert row["ged_biased"] == pytest.approx(0.0, abs=1e-12)  # samples = the annotators, twice
+        if gt == vol_gt:
+            assert res["volumes"][0]["dice"] == 1.0 and res["volumes"][0]["hd95"] == 0.0
+        page = write_report(pred)
+        assert "<h3>" in page.read_text()

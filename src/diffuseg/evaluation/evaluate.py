@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,17 +99,21 @@ def _read_mask(path: Path) -> np.ndarray:
 
 
 class _PredVolumes:
-    """The last decoded prediction file, so the slices of one predicted volume decode it once."""
+    """The last few decoded prediction files, so the slices of one predicted volume (its fused mask and
+    every sample) decode each file once."""
 
-    def __init__(self) -> None:
-        self.path: Path | None = None
-        self.array: np.ndarray | None = None
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self.items: OrderedDict[Path, np.ndarray] = OrderedDict()
 
     def get(self, path: Path) -> np.ndarray:
-        if path != self.path:
-            self.path, self.array = path, _read_mask(path)
-        assert self.array is not None
-        return self.array
+        if path in self.items:
+            self.items.move_to_end(path)
+            return self.items[path]
+        self.items[path] = _read_mask(path)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return self.items[path]
 
 
 def case_metrics(
@@ -200,7 +205,7 @@ def evaluate(
 
     acc = M.MetricAccumulator()
     volumes: dict[str, _Volume] = {}
-    cache = _PredVolumes()
+    cache = _PredVolumes(size=2 + max(len(f.samples) for f in predictions.values()))
     spacing_known = False
     with _one_thread():  # many small tensor ops: one thread is several times faster than two
         for index, entry in matched:
@@ -268,7 +273,7 @@ def _load_prediction(
         return fused, None
     samples = []
     for p in files.samples:
-        samples.append(_plane(_read_mask(p), p, z))
+        samples.append(_plane(cache.get(p) if sliced else _read_mask(p), p, z))
         _check_size(p, samples[-1].shape, case)
     return fused, np.stack(samples)
 

@@ -217,7 +217,11 @@ def _distribution_figure(rows: list[dict], path: Path) -> Path | None:
     for i, name in enumerate(names):
         ax = fig.add_subplot(nrows, cols, i + 1)
         values = np.array([r[name] for r in rows if isinstance(r.get(name), (int, float))], dtype=float)
-        ax.hist(values, bins=min(30, max(5, len(values) // 3)), color="#4c72b0", edgecolor="white")
+        lo, hi = float(values.min()), float(values.max())
+        if hi - lo < 1e-9:  # one value: a single bar around it
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = min(30, max(5, len(values) // 3))
+        ax.hist(values, bins=bins, range=(lo, hi), color="#4c72b0", edgecolor="white")
         ax.axvline(values.mean(), color=_PRED_COLOUR, linewidth=1.5)
         ax.set_title(f"{name}  (mean {values.mean():.3f}, n={len(values)})", fontsize=9)
         ax.tick_params(labelsize=8)
@@ -350,7 +354,8 @@ def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[
         if array.ndim == 3 and data.affine is not None and slice_index is None and array.shape[2] == 1:
             array = array[:, :, 0]
         array = _plane(array, files.uncertainty, slice_index).astype(np.float64)
-        return array / 255.0 if data.array.dtype == np.uint8 else array
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(data.array.dtype, 1.0)
+        return array / scale  # 8- and 16-bit PNGs hold round(u * 255) or round(u * 65535)
     if len(samples) > 1:
         p = np.mean(samples, axis=0)
         return p * (1 - p)
