@@ -76,3 +76,16 @@ def test_bf16_and_channels_last() -> None:
     assert torch.allclose(layer(x), x, atol=1e-5)
     out = layer(x.bfloat16())
     assert out.dtype == torch.bfloat16 and out.shape == x.shape
+
+
+def test_filter_reused_without_autograd_follows_weight_updates() -> None:
+    layer = FFParser(2, (8, 8))
+    x = torch.randn(1, 2, 12, 12)
+    with torch.no_grad():
+        assert layer.filter(12, 12) is layer.filter(12, 12)  # kept between sampling steps
+        assert torch.allclose(layer(x), x, atol=1e-5)
+        layer.weight_real.zero_()  # an in-place update (optimiser, EMA, load_state_dict) invalidates it
+        assert layer(x).abs().max() < 1e-6
+    layer.load_state_dict({"weight_real": torch.ones(2, 8, 5), "weight_imag": torch.zeros(2, 8, 5)})
+    with torch.no_grad():
+        assert torch.allclose(layer(x), x, atol=1e-5)

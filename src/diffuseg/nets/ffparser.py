@@ -40,12 +40,24 @@ class FFParser(nn.Module):
         self.ref_size = (int(h), int(w))
         self.weight_real = nn.Parameter(torch.ones(channels, h, w // 2 + 1))
         self.weight_imag = nn.Parameter(torch.zeros(channels, h, w // 2 + 1))
+        self._cached: tuple[tuple, torch.Tensor] | None = None  # (key, filter) for calls without autograd
 
     def filter(self, height: int, width: int) -> torch.Tensor:
         """The complex map A for a feature of size height x width: (C, height, width // 2 + 1) complex64.
 
-        Rows are in FFT order (frequency 0 first), as ``torch.fft.rfft2`` returns them.
+        Rows are in FFT order (frequency 0 first), as ``torch.fft.rfft2`` returns them. Without autograd
+        (sampling) the map is kept and reused until the size or the weights change (any in-place update,
+        e.g. an optimiser, EMA or ``load_state_dict``, bumps the weights' version counter).
         """
+        if torch.is_grad_enabled():
+            return self._compute_filter(height, width)
+        weights = (self.weight_real, self.weight_imag)
+        key = (height, width, *((p.data_ptr(), p._version, p.device) for p in weights))
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self._compute_filter(height, width))
+        return self._cached[1]
+
+    def _compute_filter(self, height: int, width: int) -> torch.Tensor:
         stored = torch.stack([self.weight_real, self.weight_imag], dim=0).float()  # (2, C, h, w//2+1)
         if (height, width) != self.ref_size:
             stored = self._resample(stored, height, width)
