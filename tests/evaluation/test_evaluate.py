@@ -226,3 +226,31 @@ def test_reads_what_the_prediction_writer_writes(tmp_path):
             assert res["volumes"][0]["dice"] == 1.0 and res["volumes"][0]["hd95"] == 0.0
         page = write_report(pred)
         assert "<h3>" in page.read_text()
+
+
+@pytest.mark.realdata
+def test_brats_slices_in_mm(tmp_path):
+    """BraTS NIfTI slices: an eroded ground truth as prediction scores HD95 >= 1 mm, and the unlabelled
+    testing slices are reported as lacking ground truth."""
+    from scipy import ndimage
+
+    from diffuseg.data.formats import open_dataset
+
+    root = DATA / "brats_sample"
+    if not root.is_dir():
+        pytest.skip(f"BraTS sample not found at {root}")
+    reader = open_dataset(root)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in range(len(reader)):
+        case = reader[i]
+        mask = case.masks[0].numpy() if case.annotators else np.zeros(case.geometry.size, np.uint8)
+        eroded = ndimage.binary_erosion(mask, iterations=2).astype(np.uint8)
+        nib.save(nib.Nifti1Image(eroded, np.array(case.geometry.affine)), pred / f"{case.case_id}.nii.gz")
+    res = evaluate(pred, root, quiet=True)
+    labelled = [reader.entries[i].case_id for i in range(len(reader)) if reader[i].annotators]
+    assert sorted(r["case"] for r in res["cases"]) == sorted(labelled)
+    assert len(res["missing"]["ground_truth"]) == len(reader) - len(labelled)
+    assert res["spacing_unit"] == "mm"
+    for row in res["cases"]:
+        assert 0.5 < row["dice"] < 1.0 and row["hd95"] >= 1.0  # erosion removes islands: no upper bound

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffuseg.config import write_text_atomic
+from diffuseg.config import EvalConfig, write_text_atomic
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import is_image_file, read_file, stem_of
 from diffuseg.errors import UserError
@@ -123,6 +123,7 @@ def case_metrics(
     spacing: Sequence[float] | None = None,
     ged_sizes: Sequence[int] = (4, 16),
     bins: int = 10,
+    percentile: float = 95.0,
 ) -> dict[str, float]:
     """Every metric that applies to one 2D (or 3D) case.
 
@@ -137,7 +138,7 @@ def case_metrics(
     per_dice = M.dice(fused[None], annotations, dims)
     out["dice"] = float(per_dice.mean())
     out["iou"] = float(M.iou(fused[None], annotations, dims).mean())
-    hds = [M.hd95(fused, a, spacing) for a in annotations]
+    hds = [M.hd95(fused, a, spacing, percentile=percentile) for a in annotations]
     finite = [h for h in hds if not math.isnan(h)]
     out["hd95"] = float(np.mean(finite)) if finite else math.nan
     if k > 1:
@@ -145,7 +146,7 @@ def case_metrics(
         out |= M.fused_dice(fused, annotations)
         del out["dice_annotator_mean"]  # the same number as "dice"
         out["iou_majority"] = float(M.iou(fused, majority, dims))
-        out["hd95_majority"] = M.hd95(fused, majority, spacing)
+        out["hd95_majority"] = M.hd95(fused, majority, spacing, percentile=percentile)
     if samples is None or len(samples) == 0:
         return out
     sets = M.SampleSet(samples, annotations)
@@ -178,12 +179,16 @@ def evaluate(
     out: str | os.PathLike | None = None,
     layout: str = "auto",
     *,
-    ged_sizes: Sequence[int] = (4, 16),
-    bins: int = 10,
+    eval_config: EvalConfig | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Score PRED against GT, write ``results.json`` (default ``PRED/results.json``) and ``results.csv``
-    beside it, print a summary table, and return the results dict."""
+    beside it, print a summary table, and return the results dict.
+
+    ``eval_config`` (default ``EvalConfig()``) sets the GED sample counts, the HD percentile and the
+    calibration bins."""
+    cfg = eval_config or EvalConfig()
+    ged_sizes, bins, percentile = cfg.ged_samples, cfg.calibration_bins, cfg.hd95_percentile
     predictions = find_predictions(pred)
     reader = open_dataset(gt, layout)
     if len(reader) == 0:
@@ -218,11 +223,14 @@ def evaluate(
             spacing_known |= spacing is not None
             masks = case.masks.bool()
             sample_t = None if samples is None else torch.from_numpy(samples)
-            acc.add(case.case_id, case_metrics(torch.from_numpy(fused), masks, sample_t, spacing, ged_sizes, bins))
+            acc.add(
+                case.case_id,
+                case_metrics(torch.from_numpy(fused), masks, sample_t, spacing, ged_sizes, bins, percentile),
+            )
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
                 vol.slices[entry.slice_index] = (fused, masks.numpy())
-        volume_rows = _volume_metrics(volumes)
+        volume_rows = _volume_metrics(volumes, percentile)
 
     missing_gt = sorted(set(missing_gt))
     vol_acc = M.MetricAccumulator()
@@ -241,6 +249,7 @@ def evaluate(
         "spacing_unit": "mm" if spacing_known else "pixel",
         "ged_sizes": list(ged_sizes),
         "calibration_bins": bins,
+        "hd_percentile": percentile,
     }
     target = Path(out) if out is not None else Path(pred) / "results.json"
     write_results(results, target)
@@ -296,7 +305,7 @@ def _check_size(path: Path, shape: tuple[int, ...], case) -> None:
         )
 
 
-def _volume_metrics(volumes: dict[str, _Volume]) -> list[dict[str, float | str]]:
+def _volume_metrics(volumes: dict[str, _Volume], percentile: float) -> list[dict[str, float | str]]:
     """3D Dice, IoU and HD95 (mm, with the volume's spacing) per volume whose slices were all scored."""
     rows: list[dict[str, float | str]] = []
     for vid, vol in sorted(volumes.items()):
@@ -307,7 +316,7 @@ def _volume_metrics(volumes: dict[str, _Volume]) -> list[dict[str, float | str]]
         k = min(vol.slices[z][1].shape[0] for z in zs)
         masks = torch.from_numpy(np.stack([vol.slices[z][1][:k] for z in zs], axis=-1))
         spacing = vol.spacing[:3] if vol.spacing and len(vol.spacing) >= 3 else None
-        values = case_metrics(fused, masks, None, spacing)
+        values = case_metrics(fused, masks, None, spacing, percentile=percentile)
         rows.append({"case": vid, "slices": len(zs), **values})
     return rows
 
