@@ -108,8 +108,8 @@ def test_ablation_switches_remove_parts() -> None:
 
 
 def test_deterministic_given_weights_and_no_modules_built_in_forward() -> None:
-    x_t, t, image = _inputs(2, 2, 3, 32)
-    a, b = _tiny("b", 3, seed=5), _tiny("b", 3, seed=5)
+    x_t, t, image = _inputs(2, 2, 3, 16)
+    a, b = _tiny("s", 3, seed=5), _tiny("s", 3, seed=5)
     keys = list(a.state_dict())
     modules = len(list(a.modules()))
     with torch.no_grad():
@@ -122,7 +122,7 @@ def test_deterministic_given_weights_and_no_modules_built_in_forward() -> None:
 @pytest.mark.parametrize("dynamic_conditioning", [True, False])
 def test_members_share_image_work_and_match_repeated_images(dynamic_conditioning: bool) -> None:
     net = _tiny("s", 3, dynamic_conditioning=dynamic_conditioning)
-    x_t, t, image = _inputs(2, 4, 3, 32)
+    x_t, t, image = _inputs(2, 4, 3, 16)
     seen: list[int] = []
     hook = net.image_encoder[0].register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
     with torch.no_grad():
