@@ -6,7 +6,9 @@ parameters (images bilinear, masks nearest). Every random function takes a ``tor
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +27,24 @@ def resize_pair(image: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[to
         return img, masks.new_zeros((0, size, size))
     msk = F.interpolate(masks[None].float(), size=(size, size), mode="nearest-exact")[0].to(masks.dtype)
     return img, msk
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run small per-item tensor ops on one thread, then restore the thread count.
+
+    On a busy 2-core machine, torch's thread pool made one 128 px augmentation 10-30x slower (23 ms
+    against 0.8 ms measured here); DataLoader worker processes already use one thread.
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
@@ -49,6 +69,12 @@ class Augment:
         self, image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image (C,S,S) float, masks (K,S,S) -> the same shapes, transformed alike."""
+        with single_thread():
+            return self._apply(image, masks, generator)
+
+    def _apply(
+        self, image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if float(torch.rand((), generator=generator)) < self.flip:
             image, masks = image.flip(-1), masks.flip(-1)
         if float(torch.rand((), generator=generator)) < self.flip:
@@ -88,6 +114,13 @@ def random_crop(
     image, is cut and resized back to the input size, so the lesion is no longer centred and may be cut
     or absent. image (C,S,S), masks (K,S,S) -> same shapes.
     """
+    with single_thread():
+        return _crop(image, masks, generator, fraction)
+
+
+def _crop(
+    image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     size = image.shape[-1]
     side = max(1, round(size * fraction))
     top = int(torch.randint(0, image.shape[-2] - side + 1, (), generator=generator))
