@@ -113,7 +113,7 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if value != value:
             return "nan"
-        if abs(value) >= 10 ** digits:
+        if abs(value) >= 10**digits:
             return f"{value:,.0f}"
         return f"{value:.{digits}g}"
     return str(value)
@@ -204,8 +204,9 @@ def bar_plot(
     bars = ax.bar(range(len(labels)), values, color="tab:blue")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
     for bar, v in zip(bars, values):
-        ax.annotate(fmt(float(v)), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                    fontsize=7)
+        ax.annotate(
+            fmt(float(v)), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7
+        )
     if hline is not None:
         ax.axhline(hline[0], color="grey", linestyle="--", label=hline[1])
         ax.legend(fontsize=8)

@@ -180,17 +180,53 @@ def network_calls(s: Settings, peak: dict[str, float]) -> tuple[str, list[dict]]
                 for bf16 in (False, True):
                     sec = time_net(net, args, bf16, s.repeats)
                     achieved = flops / sec
-                    rows.append(dict(net=name, size=size, batch=k, params=params, gflop=flops / 1e9, cl=cl,
-                                     bf16=bf16, seconds=sec, gflops=achieved / 1e9,
-                                     of_peak=achieved / peak["bf16" if bf16 else "fp32"]))
-                    print(f"{name} {size}px batch {k} cl={cl} bf16={bf16}: {sec:.3f} s, "
-                          f"{achieved / 1e9:.1f} GFLOP/s", flush=True)
+                    rows.append(
+                        dict(
+                            net=name,
+                            size=size,
+                            batch=k,
+                            params=params,
+                            gflop=flops / 1e9,
+                            cl=cl,
+                            bf16=bf16,
+                            seconds=sec,
+                            gflops=achieved / 1e9,
+                            of_peak=achieved / peak["bf16" if bf16 else "fp32"],
+                        )
+                    )
+                    print(
+                        f"{name} {size}px batch {k} cl={cl} bf16={bf16}: {sec:.3f} s, {achieved / 1e9:.1f} GFLOP/s",
+                        flush=True,
+                    )
         del net
     table = markdown_table(
-        ["network", "px", "batch (members of 1 image)", "params (M)", "GFLOP/call", "channels_last", "bf16",
-         "s/call", "GFLOP/s", "of peak"],
-        [[r["net"], r["size"], r["batch"], r["params"] / 1e6, r["gflop"], r["cl"], r["bf16"], r["seconds"],
-          r["gflops"], f"{100 * r['of_peak']:.0f}%"] for r in rows],
+        [
+            "network",
+            "px",
+            "batch (members of 1 image)",
+            "params (M)",
+            "GFLOP/call",
+            "channels_last",
+            "bf16",
+            "s/call",
+            "GFLOP/s",
+            "of peak",
+        ],
+        [
+            [
+                r["net"],
+                r["size"],
+                r["batch"],
+                r["params"] / 1e6,
+                r["gflop"],
+                r["cl"],
+                r["bf16"],
+                r["seconds"],
+                r["gflops"],
+                f"{100 * r['of_peak']:.0f}%",
+            ]
+            for r in rows
+        ],
     )
     return table, rows
 
@@ -248,24 +284,29 @@ def ladder(s: Settings, net, size: int, fusion_s: float, steps_ref: int = 100) -
     for label, per_step, steps in rungs:
         total = per_step * steps + (fusion_s if "official" not in label else 0.0)
         rows.append([label, per_step, steps, total, total / rungs[0][1] / rungs[0][2]])
-    table = markdown_table(["configuration", "s per step (all members)", "steps", "s per ensemble (est.)",
-                            "vs official"], rows)
+    table = markdown_table(
+        ["configuration", "s per step (all members)", "steps", "s per ensemble (est.)", "vs official"], rows
+    )
     return table, rows
 
 
 def by_sampler(s: Settings, net, process, size: int, cl: bool, bf16: bool, per_step: float, fusion_s: float):
     rows = []
     for sampler, steps in s.steps:
-        cfg = SampleConfig(sampler=SamplerKind.parse(sampler), steps=steps, samples=s.members,
-                           batch_size=s.members, precision="bf16" if bf16 else "32")
+        cfg = SampleConfig(
+            sampler=SamplerKind.parse(sampler),
+            steps=steps,
+            samples=s.members,
+            batch_size=s.members,
+            precision="bf16" if bf16 else "32",
+        )
         if steps <= s.measure_steps:
             sec, how = time_ensemble(net, process, cfg, size, cl), "measured"
         else:
             sec, how = per_step * steps + fusion_s, "est."
         rows.append([sampler, steps, s.members, sec, how, sec < GOAL_S])
         print(f"ensemble {sampler} {steps} steps: {sec:.1f} s ({how})", flush=True)
-    table = markdown_table(["sampler", "steps", "members", "s per fused ensemble", "how", f"< {GOAL_S:.0f} s"],
-                           rows)
+    table = markdown_table(["sampler", "steps", "members", "s per fused ensemble", "how", f"< {GOAL_S:.0f} s"], rows)
     return table, rows
 
 
@@ -273,21 +314,27 @@ def by_size(s: Settings, net, process, size: int, cl: bool, bf16: bool) -> tuple
     rows = []
     one = step_seconds(net, size, 1, shared=True, cl=cl, bf16=bf16, repeats=s.repeats)
     for n in s.sizes:
-        cfg = SampleConfig(sampler=SamplerKind.DPM_SOLVER, steps=s.size_steps, samples=n, batch_size=n,
-                           precision="bf16" if bf16 else "32")
+        cfg = SampleConfig(
+            sampler=SamplerKind.DPM_SOLVER,
+            steps=s.size_steps,
+            samples=n,
+            batch_size=n,
+            precision="bf16" if bf16 else "32",
+        )
         batched = time_ensemble(net, process, cfg, size, cl)
         seq_calls = n * s.size_steps
         if seq_calls <= s.measure_seq_calls:
-            seq_cfg = SampleConfig(sampler=SamplerKind.DPM_SOLVER, steps=s.size_steps, samples=n, batch_size=1,
-                                   precision=cfg.precision)
+            seq_cfg = SampleConfig(
+                sampler=SamplerKind.DPM_SOLVER, steps=s.size_steps, samples=n, batch_size=1, precision=cfg.precision
+            )
             sequential, how = time_ensemble(net, process, seq_cfg, size, cl), "measured"
         else:
             sequential, how = one * seq_calls + fusion_seconds(n, size), "est."
         rows.append([n, batched, sequential, how, sequential / batched])
-        print(f"ensemble size {n}: batched {batched:.2f} s, one after another {sequential:.2f} s ({how})",
-              flush=True)
-    table = markdown_table(["members", "batched: s", "one after another: s", "how (one after another)",
-                            "speed-up"], rows)
+        print(f"ensemble size {n}: batched {batched:.2f} s, one after another {sequential:.2f} s ({how})", flush=True)
+    table = markdown_table(
+        ["members", "batched: s", "one after another: s", "how (one after another)", "speed-up"], rows
+    )
     return table, rows
 
 
@@ -312,8 +359,11 @@ def training(s: Settings) -> tuple[str, list]:
 
             sec = time_call(step, warmup=1, repeats=s.repeats, max_seconds=60)["best"]
             rows.append([name, size, batch, cl, bf16, sec, batch / sec])
-            print(f"train {name} {size}px batch {batch} cl={cl} bf16={bf16}: {sec:.2f} s/step, "
-                  f"{batch / sec:.2f} images/s", flush=True)
+            print(
+                f"train {name} {size}px batch {batch} cl={cl} bf16={bf16}: {sec:.2f} s/step, "
+                f"{batch / sec:.2f} images/s",
+                flush=True,
+            )
             del net, opt
     table = markdown_table(["network", "px", "batch", "channels_last", "bf16", "s/step", "images/s"], rows)
     return table, rows
@@ -332,8 +382,10 @@ def profile(net, size: int, members: int, cl: bool, bf16: bool) -> str:
             net(*args)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    rows = [[e.key, e.count, e.self_cpu_time_total / 1e6, f"{100 * e.self_cpu_time_total / total:.1f}%"]
-            for e in events[:12]]
+    rows = [
+        [e.key, e.count, e.self_cpu_time_total / 1e6, f"{100 * e.self_cpu_time_total / total:.1f}%"]
+        for e in events[:12]
+    ]
     return markdown_table(["operator", "calls", "self CPU s", "share"], rows)
 
 
@@ -342,8 +394,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny networks and sizes: a smoke check in seconds")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default="peak,calls,ensemble,train,profile",
-                        help="comma-separated parts to run (peak is always measured)")
+    parser.add_argument(
+        "--only",
+        default="peak,calls,ensemble,train,profile",
+        help="comma-separated parts to run (peak is always measured)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = QUICK if args.quick else FULL
@@ -354,16 +409,24 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
 
     peak = measure_peak(s.peak_sizes)
-    sections = [("Peak (large matmul)", markdown_table(
-        ["dtype", "GFLOP/s"], [[k, v / 1e9] for k, v in peak.items()]))]
+    sections = [("Peak (large matmul)", markdown_table(["dtype", "GFLOP/s"], [[k, v / 1e9] for k, v in peak.items()]))]
 
     if "calls" in parts:
         table, rows = network_calls(s, peak)
         sections.append(("Network calls", table))
-        labels = [f"{r['net'].replace('medsegdiff', 'msd')} b{r['batch']}{' cl' if r['cl'] else ''}"
-                  f"{' bf16' if r['bf16'] else ''}" for r in rows]
-        bar_plot(RESULTS / f"speed-calls{suffix}.png", labels, [100 * r["of_peak"] for r in rows],
-                 ylabel="% of peak FLOP/s", title="Network calls: achieved FLOP/s vs matmul peak", hline=(50, "goal"))
+        labels = [
+            f"{r['net'].replace('medsegdiff', 'msd')} b{r['batch']}{' cl' if r['cl'] else ''}"
+            f"{' bf16' if r['bf16'] else ''}"
+            for r in rows
+        ]
+        bar_plot(
+            RESULTS / f"speed-calls{suffix}.png",
+            labels,
+            [100 * r["of_peak"] for r in rows],
+            ylabel="% of peak FLOP/s",
+            title="Network calls: achieved FLOP/s vs matmul peak",
+            hline=(50, "goal"),
+        )
 
     if "ensemble" in parts:
         name, size, options = s.ens_net
@@ -371,11 +434,22 @@ def main(argv: list[str] | None = None) -> None:
         process = DiffusionProcess(DiffusionConfig())
         fusion_s = fusion_seconds(s.members, size)
         table, rungs = ladder(s, net, size, fusion_s)
-        sections.append((f"One {s.members}-member {name} ensemble at {size} px: each optimisation", table +
-                         f"\nSTAPLE fusion of {s.members} masks: {fusion_s:.3f} s. Times are the measured time of one "
-                         "sampler step (one network call for all members) times the steps, plus fusion.\n"))
-        bar_plot(RESULTS / f"speed-ladder{suffix}.png", [r[0][:40] for r in rungs], [r[3] for r in rungs],
-                 ylabel="s per fused ensemble", title="Each optimisation", logy=True, hline=(GOAL_S, "goal 60 s"))
+        sections.append(
+            (
+                f"One {s.members}-member {name} ensemble at {size} px: each optimisation",
+                table + f"\nSTAPLE fusion of {s.members} masks: {fusion_s:.3f} s. Times are the measured time of one "
+                "sampler step (one network call for all members) times the steps, plus fusion.\n",
+            )
+        )
+        bar_plot(
+            RESULTS / f"speed-ladder{suffix}.png",
+            [r[0][:40] for r in rungs],
+            [r[3] for r in rungs],
+            ylabel="s per fused ensemble",
+            title="Each optimisation",
+            logy=True,
+            hline=(GOAL_S, "goal 60 s"),
+        )
         best = min(rungs[2:7], key=lambda r: r[1])
         cl, bf16 = "channels_last" in best[0], "bf16" in best[0]
         table, rows = by_sampler(s, net, process, size, cl, bf16, best[1], fusion_s)
@@ -385,25 +459,47 @@ def main(argv: list[str] | None = None) -> None:
             series.setdefault(sampler, ([], []))
             series[sampler][0].append(steps)
             series[sampler][1].append(sec)
-        line_plot(RESULTS / f"speed-samplers{suffix}.png", series, xlabel="steps", ylabel="s per fused ensemble",
-                  title=f"{s.members}-member {name} ensemble, {size} px", hline=(GOAL_S, "goal"))
+        line_plot(
+            RESULTS / f"speed-samplers{suffix}.png",
+            series,
+            xlabel="steps",
+            ylabel="s per fused ensemble",
+            title=f"{s.members}-member {name} ensemble, {size} px",
+            hline=(GOAL_S, "goal"),
+        )
         table, rows = by_size(s, net, process, size, cl, bf16)
         sections.append((f"By ensemble size (DPM-Solver++ {s.size_steps} steps)", table))
-        line_plot(RESULTS / f"speed-members{suffix}.png",
-                  {"batched": ([r[0] for r in rows], [r[1] for r in rows]),
-                   "one after another": ([r[0] for r in rows], [r[2] for r in rows])},
-                  xlabel="members", ylabel="s per fused ensemble", title="Ensemble size", logx=True, logy=True)
+        line_plot(
+            RESULTS / f"speed-members{suffix}.png",
+            {
+                "batched": ([r[0] for r in rows], [r[1] for r in rows]),
+                "one after another": ([r[0] for r in rows], [r[2] for r in rows]),
+            },
+            xlabel="members",
+            ylabel="s per fused ensemble",
+            title="Ensemble size",
+            logx=True,
+            logy=True,
+        )
 
     if "train" in parts:
         table, _ = training(s)
-        sections.append(("Training throughput (one AdamW step on DiffusionProcess.loss)", table +
-                         f"\nReference: official MedSegDiff-B, {OFFICIAL_TRAIN_STEP_S:.0f} s per step at 256 px, "
-                         "batch 2 (ANCHORS.md).\n"))
+        sections.append(
+            (
+                "Training throughput (one AdamW step on DiffusionProcess.loss)",
+                table + f"\nReference: official MedSegDiff-B, {OFFICIAL_TRAIN_STEP_S:.0f} s per step at 256 px, "
+                "batch 2 (ANCHORS.md).\n",
+            )
+        )
 
     if "profile" in parts:
         name, size, options = s.ens_net
-        sections.append((f"Where the time goes: one {name} call, {s.members} members, bf16 + channels_last",
-                         profile(make_net(name, options), size, s.members, True, True)))
+        sections.append(
+            (
+                f"Where the time goes: one {name} call, {s.members} members, bf16 + channels_last",
+                profile(make_net(name, options), size, s.members, True, True),
+            )
+        )
 
     minutes = (time.perf_counter() - started) / 60
     sections.append(("Run", f"{minutes:.1f} minutes; load average at the end (1/5/15 min): {load_average()}.\n"))

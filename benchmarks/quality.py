@@ -1,0 +1,368 @@
+"""The papers' tables at a scale this machine can afford, on real data (issue 8, quality part).
+
+    .venv/bin/python benchmarks/quality.py --quick                    # smoke check: every part, tiny budget
+    .venv/bin/python benchmarks/quality.py --queue lidc               # LIDC: main comparison, Fig. 6, Table 3
+    .venv/bin/python benchmarks/quality.py --queue ddti               # DDTI: Tables 2, 4, 5 and the UNet
+    .venv/bin/python benchmarks/quality.py --report                   # rebuild quality.md from finished parts
+
+Each part trains through ``diffuseg.training.run.train`` (a run folder under ``runs/bench-<budget>/``, reused
+when its checkpoint is already at the target step), draws ensembles through ``inference.ensemble`` with the
+checkpoint's own family (``inference.predict.make_draw``), and scores with ``evaluation.evaluate.case_metrics``
+on the validation patients only (LIDC: ``val_patients.txt``; DDTI: a seeded 20 % of patients, the patient
+being the number before the first ``_``). Results land in ``benchmarks/results/quality/<part>.json`` as each
+part finishes, and ``quality.md`` (with plots) is rebuilt from every finished part.
+
+The budget (``BUDGETS``) is stated in the report: resolution, training steps and images seen, network widths,
+evaluation cases, members and sampler steps, and the CPU minutes each part took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, print_machine
+
+from diffuseg.config import Config, load_config, write_text_atomic
+from diffuseg.evaluation import metrics as M
+from diffuseg.evaluation.evaluate import case_metrics
+from diffuseg.inference.ensemble import sample_ensembles
+from diffuseg.inference.fusion import fuse
+from diffuseg.inference.predict import make_draw
+from diffuseg.training.checkpoint import LAST, load_for_inference, read_checkpoint
+from diffuseg.training.run import build_datasets, train
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+OUT = RESULTS / "quality"
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Everything that sets the cost of a run of this script."""
+
+    name: str
+    size: int  # px, both datasets
+    batch: int
+    main_steps: int  # LIDC main comparison and DDTI models
+    table3_steps: int  # LIDC prediction type x weighting
+    lidc_channels: tuple[int, ...]  # diffusion-unet and unet widths (paper: 32, 32, 64, 128)
+    probunet_filters: tuple[int, ...]  # Prob. UNet widths (paper: 32, 64, 128, 192)
+    medsegdiff_base: int  # MedSegDiff-B base width (ours at full size: 32)
+    lidc_cases: int  # validation slices scored in the main comparison
+    table3_cases: int
+    fig6_cases: int
+    fig6_steps: tuple[int, ...]
+    ddti_cases: int  # validation images for Tables 2 and 5 (Table 4 uses two thirds of them)
+    samples: int  # LIDC samples per slice (GED at 4 and 16)
+    members: int  # DDTI ensemble (Table 5)
+    table2_members: int
+    ddti_steps: int  # DDIM steps for Tables 2 and 5
+    table4: tuple[tuple[str, int], ...]
+    table4_members: int
+
+
+BUDGETS = {
+    "full": Budget(
+        name="full", size=64, batch=8, main_steps=1000, table3_steps=250,
+        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), medsegdiff_base=16,
+        lidc_cases=64, table3_cases=48, fig6_cases=48, fig6_steps=(2, 5, 10, 25),
+        ddti_cases=48, samples=16, members=25, table2_members=5, ddti_steps=20,
+        table4=(("ddpm", 100), ("ddim", 10), ("ddim", 20), ("dpm_solver", 10), ("dpm_solver", 20)),
+        table4_members=5,
+    ),
+    "quick": Budget(
+        name="quick", size=32, batch=2, main_steps=2, table3_steps=1,
+        lidc_channels=(8, 8, 8, 8), probunet_filters=(8, 8, 8, 8), medsegdiff_base=8,
+        lidc_cases=3, table3_cases=2, fig6_cases=2, fig6_steps=(1, 2),
+        ddti_cases=3, samples=4, members=5, table2_members=2, ddti_steps=2,
+        table4=(("ddpm", 3), ("ddim", 2), ("dpm_solver", 2)), table4_members=2,
+    ),
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- configs
+def lidc_overrides(b: Budget) -> list[str]:
+    root = DATA / "lidc"
+    return [
+        f"data.root={root}",
+        "data.layout=lidc",
+        f"data.train_patients={root / 'train_patients.txt'}",
+        f"data.val_patients={root / 'val_patients.txt'}",
+    ]
+
+
+def ddti_overrides(b: Budget) -> list[str]:
+    return [f"data.root={DATA / 'ddti'}", "data.val_fraction=0.2", "data.split_seed=0"]
+
+
+def budget_overrides(b: Budget, name: str, steps: int) -> list[str]:
+    return [
+        f"data.image_size={b.size}",
+        f"data.cache_dir={REPO / 'runs' / 'bench-cache'}",
+        f"train.out_dir={REPO / 'runs' / f'bench-{b.name}' / name}",
+        f"train.steps={steps}",
+        f"train.batch_size={b.batch}",
+        f"train.warmup_steps={max(1, steps // 10)}",
+        f"train.decay_steps={steps // 4}",
+        f"train.ckpt_every={max(1, steps // 4)}",
+        "train.val_every=0",
+        f"train.log_every={max(1, min(50, steps))}",
+        "train.precision=32-true",
+        "train.accelerator=cpu",
+        "train.devices=1",
+    ]
+
+
+def make_config(b: Budget, name: str, preset: str, steps: int, extra: list[str]) -> Config:
+    data = lidc_overrides(b) if "lidc" in preset else ddti_overrides(b)
+    return load_config(preset, [*data, *budget_overrides(b, name, steps), *extra])
+
+
+def list_option(key: str, values: tuple[int, ...]) -> str:
+    return f"{key}=[{','.join(str(v) for v in values)}]"
+
+
+# --------------------------------------------------------------------------------------------- train
+def ensure_trained(config: Config) -> tuple[Path, float]:
+    """Train ``config`` unless its checkpoint is already at ``train.steps``; (checkpoint, minutes spent)."""
+    ckpt = Path(config.train.out_dir) / "checkpoints" / LAST
+    start = time.perf_counter()
+    if ckpt.exists():
+        step = int(read_checkpoint(ckpt)["diffuseg"]["global_step"])
+        if step < config.train.steps:
+            train(config, resume=True)
+    else:
+        train(config)
+    return ckpt, (time.perf_counter() - start) / 60
+
+
+def val_cases(config: Config, n: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``n`` validation items evenly spaced over the validation split: (case id, image, masks (K, S, S))."""
+    _, val, _ = build_datasets(config, Path(config.train.out_dir))
+    idx = np.unique(np.linspace(0, len(val) - 1, min(n, len(val))).round().astype(int))
+    return [(val.arrays.case_ids[i], val[i]["image"], val[i]["masks"]) for i in idx]
+
+
+def draw_members(ckpt: Path, cases, **sample: Any) -> list[Any]:
+    """One ``EnsembleResult`` per case, drawn with the checkpoint's family and ``sample`` overrides."""
+    config, net, process = load_for_inference(ckpt)
+    samples = sample.get("samples", config.sample.samples)
+    sample.setdefault("batch_size", max(samples, (64 // samples) * samples))
+    config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, **sample))
+    draw = make_draw(config, net, process)
+    return list(sample_ensembles(draw, [(cid, image) for cid, image, _ in cases], config.sample))
+
+
+def score(results, cases, ged_sizes=(4, 16)) -> dict[str, float]:
+    """Mean of ``case_metrics`` over cases (NaNs left out), plus how many cases were scored."""
+    rows = [
+        case_metrics(r.fused[0], masks.bool(), r.samples[:, 0], ged_sizes=ged_sizes)
+        for r, (_, _, masks) in zip(results, cases)
+    ]
+    keys = sorted({k for row in rows for k in row})
+    out = {k: M.summarize([row.get(k, math.nan) for row in rows])["mean"] for k in keys}
+    out["cases"] = len(rows)
+    return out
+
+
+def save_part(name: str, payload: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(OUT / f"{name}.json", json.dumps(payload, indent=1, default=float))
+    print(f"part {name} done: {OUT / f'{name}.json'}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------- LIDC
+def lidc_models(b: Budget) -> dict[str, Config]:
+    ch = list_option("model.options.channels", b.lidc_channels)
+    return {
+        "diffusion (ambiguity paper)": make_config(b, "lidc-diffusion", "lidc-central", b.main_steps, [ch]),
+        "Prob. UNet (AA)": make_config(
+            b, "lidc-probunet", "lidc-central", b.main_steps,
+            ["method=probunet", "model.name=probunet", list_option("model.options.filters", b.probunet_filters)],
+        ),
+        "deterministic UNet": make_config(b, "lidc-unet", "unet-lidc", b.main_steps, [ch, "data.augment=false"]),
+    }  # fmt: skip
+
+
+def lidc_main(b: Budget) -> None:
+    models = lidc_models(b)
+    rows = {}
+    for label, config in models.items():
+        ckpt, train_min = ensure_trained(config)
+        cases = val_cases(config, b.lidc_cases)
+        start = time.perf_counter()
+        results = draw_members(ckpt, cases, samples=b.samples)
+        rows[label] = score(results, cases) | {"train_min": train_min, "eval_min": (time.perf_counter() - start) / 60}
+        rows[label]["params"] = sum(p.numel() for p in load_for_inference(ckpt)[1].parameters())
+        print(label, {k: rows[label].get(k) for k in ("ged_biased_16", "dice", "hungarian_iou")}, flush=True)
+    save_part("lidc-main", {"budget": dataclasses.asdict(b), "rows": rows})
+
+
+def lidc_fig6(b: Budget) -> None:
+    config = lidc_models(b)["diffusion (ambiguity paper)"]
+    ckpt, _ = ensure_trained(config)
+    cases = val_cases(config, b.fig6_cases)
+    curves: dict[str, dict[int, dict]] = {}
+    for sampler in ("ddpm", "ddim"):
+        for steps in b.fig6_steps:
+            results = draw_members(ckpt, cases, samples=4, sampler=sampler, steps=steps)
+            curves.setdefault(sampler, {})[steps] = score(results, cases, ged_sizes=(4,))
+            print("fig6", sampler, steps, curves[sampler][steps]["ged_biased_4"], flush=True)
+    save_part("lidc-fig6", {"budget": dataclasses.asdict(b), "curves": curves})
+
+
+TABLE3_PRED = ("x", "eps", "v")
+TABLE3_WEIGHT = ("snr", "truncated_snr", "snr_plus_one", "uniform")
+
+
+def lidc_table3(b: Budget) -> None:
+    ch = list_option("model.options.channels", b.lidc_channels)
+    cells = {}
+    done = OUT / "lidc-table3.json"
+    if done.exists():  # resume a partly finished table
+        cells = json.loads(done.read_text()).get("cells", {})
+    for pred in TABLE3_PRED:
+        for weight in TABLE3_WEIGHT:
+            key = f"{pred}-{weight}"
+            if key in cells:
+                continue
+            config = make_config(b, f"lidc-t3-{key}", f"lidc-central-{key}", b.table3_steps, [ch])
+            ckpt, train_min = ensure_trained(config)
+            cases = val_cases(config, b.table3_cases)
+            cells[key] = score(draw_members(ckpt, cases, samples=4), cases, ged_sizes=(4,))
+            cells[key]["train_min"] = train_min
+            print("table3", key, cells[key]["ged_biased_4"], cells[key]["dice"], flush=True)
+            save_part("lidc-table3", {"budget": dataclasses.asdict(b), "cells": cells, "complete": False})
+    save_part("lidc-table3", {"budget": dataclasses.asdict(b), "cells": cells, "complete": True})
+
+
+# --------------------------------------------------------------------------------------------- DDTI
+def ddti_models(b: Budget) -> dict[str, Config]:
+    base = f"model.options.base_channels={b.medsegdiff_base}"
+    ch = list_option("model.options.channels", b.lidc_channels)
+    return {
+        "(a) SegDiff-style baseline": make_config(b, "ddti-segdiff", "ablation-segdiff-ddti", b.main_steps, [base]),
+        "(b) + Dy-Cond": make_config(b, "ddti-dycond", "ablation-dycond-ddti", b.main_steps, [base]),
+        "(c) + FF-Parser (MedSegDiff)": make_config(b, "ddti-medsegdiff", "medsegdiff-b-ddti", b.main_steps, [base]),
+        "deterministic UNet": make_config(b, "ddti-unet", "unet-ddti", b.main_steps, [ch]),
+    }
+
+
+def ddti_table2(b: Budget) -> None:
+    rows = {}
+    for label, config in ddti_models(b).items():
+        ckpt, train_min = ensure_trained(config)
+        cases = val_cases(config, b.ddti_cases)
+        members = 1 if "UNet" in label else b.table2_members
+        start = time.perf_counter()
+        results = draw_members(ckpt, cases, samples=members, sampler="ddim", steps=b.ddti_steps, fusion="staple")
+        rows[label] = score(results, cases, ged_sizes=()) | {
+            "train_min": train_min,
+            "eval_min": (time.perf_counter() - start) / 60,
+            "members": members,
+        }
+        print("table2", label, rows[label]["dice"], flush=True)
+    save_part("ddti-table2", {"budget": dataclasses.asdict(b), "rows": rows})
+
+
+def _fused_scores(results, cases, groups: list[list[int]], fusion: str) -> tuple[float, float]:
+    """Mean Dice over cases of each member group fused with ``fusion``; (mean, std) over the groups."""
+    per_group = []
+    for group in groups:
+        dices = []
+        for r, (_, _, masks) in zip(results, cases):
+            fused, _ = fuse(fusion, r.samples[group, 0][None])
+            dices.append(float(M.dice(fused[0], masks.bool()[0])))
+        per_group.append(float(np.mean(dices)))
+    return float(np.mean(per_group)), float(np.std(per_group)) if len(per_group) > 1 else 0.0
+
+
+def ddti_table5(b: Budget) -> None:
+    config = ddti_models(b)["(c) + FF-Parser (MedSegDiff)"]
+    ckpt, _ = ensure_trained(config)
+    cases = val_cases(config, b.ddti_cases)
+    results = draw_members(ckpt, cases, samples=b.members, sampler="ddim", steps=b.ddti_steps)
+    rows = {}
+    for n in sorted({1, min(5, b.members), b.members}):
+        groups = [list(range(g * n, (g + 1) * n)) for g in range(b.members // n)]
+        for fusion in ("mean", "staple") if n > 1 else ("mean",):
+            label = f"{n} member(s){' + STAPLE' if fusion == 'staple' else ''}"
+            rows[label] = (*_fused_scores(results, cases, groups, fusion), len(groups))
+            print("table5", label, rows[label], flush=True)
+    save_part("ddti-table5", {"budget": dataclasses.asdict(b), "rows": rows})
+
+
+def ddti_table4(b: Budget) -> None:
+    config = ddti_models(b)["(c) + FF-Parser (MedSegDiff)"]
+    ckpt, _ = ensure_trained(config)
+    cases = val_cases(config, max(2, (2 * b.ddti_cases) // 3))
+    rows = {}
+    for sampler, steps in b.table4:
+        start = time.perf_counter()
+        results = draw_members(ckpt, cases, samples=b.table4_members, sampler=sampler, steps=steps)
+        seconds = time.perf_counter() - start
+        rows[f"{sampler} {steps}"] = score(results, cases, ged_sizes=()) | {"s_per_image": seconds / len(cases)}
+        print("table4", sampler, steps, rows[f"{sampler} {steps}"]["dice"], flush=True)
+    save_part("ddti-table4", {"budget": dataclasses.asdict(b), "rows": rows, "cases": len(cases)})
+
+
+PARTS: dict[str, Callable[[Budget], None]] = {
+    "lidc-main": lidc_main,
+    "lidc-fig6": lidc_fig6,
+    "lidc-table3": lidc_table3,
+    "ddti-table2": ddti_table2,
+    "ddti-table5": ddti_table5,
+    "ddti-table4": ddti_table4,
+}
+QUEUES = {
+    "lidc": ("lidc-main", "lidc-fig6", "lidc-table3"),
+    "ddti": ("ddti-table2", "ddti-table5", "ddti-table4"),
+    "all": tuple(PARTS),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget: every part in a few minutes")
+    parser.add_argument("--queue", choices=sorted(QUEUES), help="run a queue of parts in order")
+    parser.add_argument("--part", choices=sorted(PARTS), action="append", default=[], help="run one part")
+    parser.add_argument("--report", action="store_true", help="only rebuild quality.md from finished parts")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per queue on a shared machine)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    budget = BUDGETS["quick" if args.quick else "full"]
+    global OUT
+    if args.quick:
+        OUT = RESULTS / "quality-quick"
+    info = machine()
+    print_machine(info)
+    parts = list(QUEUES[args.queue]) if args.queue else args.part
+    if not parts and not args.report:
+        parts = list(QUEUES["all"])
+    for part in parts:
+        start = time.perf_counter()
+        PARTS[part](budget)
+        print(f"{part}: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+        from quality_report import write_report
+
+        write_report(OUT, info)
+    if args.report:
+        from quality_report import write_report
+
+        write_report(OUT, info)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Build ``quality.md`` and its plots from the finished parts of ``quality.py`` (JSON files), next to the papers'
+numbers, with each of the papers' orderings checked: reproduced or not, and by how much."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from common import line_plot, markdown_table, write_markdown
+
+# The ambiguity paper, Table 1 (central crop, 128 px, 400k iterations): GED and Dice at 4 and 16 predictions.
+PAPER_LIDC = {
+    "Prob. UNet (AA)": {"ged_4": 0.334, "dice_4": 0.488, "ged_16": 0.235, "dice_16": 0.491},
+    "diffusion (ambiguity paper)": {"ged_4": 0.330, "dice_4": 0.488, "ged_16": 0.233, "dice_16": 0.486},
+}
+# Table 3 (central crop, 50k iterations): GED/Dice; the eps row lost its label in the export (see text).
+PAPER_T3 = {
+    "x": {"snr": (0.456, 0.388), "truncated_snr": (0.342, 0.475), "snr_plus_one": (0.338, 0.474),
+          "uniform": (0.339, 0.476)},
+    "eps": {"snr": (0.822, 0.144), "truncated_snr": (1.135, 0.011), "snr_plus_one": (0.759, 0.141),
+            "uniform": (0.849, 0.144)},
+    "v": {"snr": (0.410, 0.425), "truncated_snr": (0.335, 0.482), "snr_plus_one": (0.334, 0.482),
+          "uniform": (0.337, 0.479)},
+}  # fmt: skip
+# MedSegDiff, thyroid nodule (DDTI) column: Table 2 (Dice %), Table 5 (Dice % +- variance), Table 4.
+PAPER_T2 = {"(a) SegDiff-style baseline": 81.9, "(b) + Dy-Cond": 83.6, "(c) + FF-Parser (MedSegDiff)": 84.8}
+PAPER_T5 = {
+    "1 member(s)": 84.45, "5 member(s)": 85.27, "5 member(s) + STAPLE": 85.84,
+    "25 member(s)": 85.95, "25 member(s) + STAPLE": 86.18,
+}  # fmt: skip
+PAPER_T4 = "DPM-Solver: 81.95 (-2.88 vs 100-step MedSegDiff-B); Flow-S&F 82.27 (-2.56); DDSS 82.06 (-2.77)"
+EMPTY_FLOOR = "an always-empty prediction scores GED 0.879 (biased estimator) / 0.749 (unbiased), Dice 0.367"
+
+
+def _load(folder: Path, name: str) -> dict[str, Any] | None:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _order(label: str, values: Mapping[str, float], lower_is_better: bool, paper: list[str]) -> str:
+    """One line: the paper's order of ``paper`` (best first) and whether ours agrees, with the gaps."""
+    present = [k for k in paper if k in values and not math.isnan(values[k])]
+    if len(present) < 2:
+        return ""
+    ours = sorted(present, key=lambda k: values[k], reverse=not lower_is_better)
+    same = ours == [k for k in paper if k in present]
+    gaps = ", ".join(f"{k} {values[k]:.3f}" for k in ours)
+    verdict = "reproduces" if same else "does NOT reproduce"
+    return f"- {label}: paper's order (best first) {' > '.join(present)}; ours {gaps} -> {verdict}.\n"
+
+
+def _budget_table(b: Mapping[str, Any]) -> str:
+    rows = [[k, ", ".join(map(str, v)) if isinstance(v, list) else v] for k, v in b.items()]
+    return markdown_table(["budget", "value"], rows)
+
+
+def lidc_main_section(d: dict) -> tuple[str, str]:
+    rows, order_vals, order_dice = [], {}, {}
+    for label, r in d["rows"].items():
+        rows.append([label, r.get("params", 0) / 1e6, r.get("ged_biased_4"), r.get("ged_biased_16"), r.get("ged_16"),
+                     r.get("dice"), r.get("sample_dice"), r.get("hungarian_iou"), r.get("diversity"),
+                     r.get("train_min"), r.get("eval_min")])  # fmt: skip
+        order_vals[label] = r.get("ged_biased_16", math.nan)
+        order_dice[label] = r.get("dice", math.nan)
+    table = markdown_table(
+        ["model", "params (M)", "GED@4", "GED@16", "GED@16 unbiased", "Dice (fused vs annotators)",
+         "Dice (samples vs annotators)", "HM-IoU", "diversity", "train min", "eval min"], rows)  # fmt: skip
+    paper = "\n".join(f"- paper, {k}: GED@4 {v['ged_4']}, GED@16 {v['ged_16']}, Dice {v['dice_16']}"
+                      for k, v in PAPER_LIDC.items())  # fmt: skip
+    order = ["diffusion (ambiguity paper)", "Prob. UNet (AA)", "deterministic UNet"]
+    text = (
+        table + f"\nGED with d = 1 - IoU, the estimator with i = j pairs (as the papers' tables) unless marked "
+        f"unbiased; floor on LIDC: {EMPTY_FLOOR} (ANCHORS.md, 128 px).\n\n{paper}\n\n"
+        + _order("GED@16", order_vals, True, order)
+        + _order("Dice", order_dice, False, order)
+    )
+    return "LIDC: diffusion vs Prob. UNet vs deterministic UNet (ambiguity paper, Table 1)", text
+
+
+def lidc_fig6_section(d: dict, folder: Path) -> tuple[str, str]:
+    rows, ged, dice = [], {}, {}
+    for sampler, by_steps in d["curves"].items():
+        for steps, r in sorted(by_steps.items(), key=lambda kv: int(kv[0])):
+            rows.append([sampler, int(steps), r.get("ged_biased_4"), r.get("sample_dice"), r.get("dice")])
+            ged.setdefault(sampler, ([], []))
+            dice.setdefault(sampler, ([], []))
+            ged[sampler][0].append(int(steps))
+            ged[sampler][1].append(r.get("ged_biased_4"))
+            dice[sampler][0].append(int(steps))
+            dice[sampler][1].append(r.get("sample_dice"))
+    line_plot(folder.parent / f"{folder.name}-fig6-ged.png", ged, xlabel="sampling steps", ylabel="GED@4",
+              title="LIDC: DDPM vs DDIM (Fig. 6)", logx=True)  # fmt: skip
+    line_plot(folder.parent / f"{folder.name}-fig6-dice.png", dice, xlabel="sampling steps",
+              ylabel="Dice (samples vs annotators)", title="LIDC: DDPM vs DDIM (Fig. 6)", logx=True)  # fmt: skip
+    table = markdown_table(["sampler", "steps", "GED@4", "Dice (samples)", "Dice (fused)"], rows)
+    best = {s: min(v[0], key=lambda k: -v[1][v[0].index(k)]) for s, v in dice.items()}
+    note = ("\nPaper (Fig. 6): the best Dice comes with few steps; 10-step DDIM is used for central crops. "
+            f"Here the best sample Dice is at {best} steps.\n")  # fmt: skip
+    return "LIDC: DDPM vs DDIM against steps (ambiguity paper, Fig. 6)", table + note
+
+
+def lidc_table3_section(d: dict) -> tuple[str, str]:
+    cells = d["cells"]
+    rows = []
+    for pred in ("x", "eps", "v"):
+        row: list[Any] = [pred]
+        for w in ("snr", "truncated_snr", "snr_plus_one", "uniform"):
+            c = cells.get(f"{pred}-{w}")
+            p = PAPER_T3[pred][w]
+            ours = f"{c['ged_biased_4']:.3f}/{c['dice']:.3f}" if c else "not run"
+            row.append(f"{ours} (paper {p[0]:.3f}/{p[1]:.3f})")
+        rows.append(row)
+    table = markdown_table(["prediction", "SNR", "truncated SNR", "SNR+1", "uniform"], rows)
+    lines = []
+    by_pred = {p: [cells[f"{p}-{w}"]["ged_biased_4"] for w in ("truncated_snr", "snr_plus_one", "uniform")
+                   if f"{p}-{w}" in cells] for p in ("x", "eps", "v")}  # fmt: skip
+    means = {p: sum(v) / len(v) for p, v in by_pred.items() if v}
+    lines.append(_order("eps worst (mean GED@4 over the three non-SNR weightings)", means, True, ["v", "x", "eps"]))
+    for p in ("x", "v"):
+        vals = {w: cells[f"{p}-{w}"]["ged_biased_4"] for w in ("snr", "truncated_snr", "snr_plus_one", "uniform")
+                if f"{p}-{w}" in cells}  # fmt: skip
+        if "snr" in vals and len(vals) > 1:
+            others = [v for k, v in vals.items() if k != "snr"]
+            verdict = "reproduces" if vals["snr"] > max(others) else "does NOT reproduce"
+            lines.append(f"- {p}-prediction, SNR weighting worst: SNR {vals['snr']:.3f} vs others "
+                         f"{min(others):.3f}-{max(others):.3f} -> {verdict}.\n")  # fmt: skip
+    status = "" if d.get("complete") else "\n(partial: the table is still being filled)\n"
+    return (
+        "LIDC: prediction type x loss weighting (ambiguity paper, Table 3), GED@4 / Dice (fused)",
+        table + "\nPaper cells are GED/Dice at 16 predictions after 50k iterations.\n" + "".join(lines) + status,
+    )
+
+
+def ddti_table2_section(d: dict) -> tuple[str, str]:
+    rows, dice = [], {}
+    for label, r in d["rows"].items():
+        paper = PAPER_T2.get(label)
+        rows.append([label, r.get("members"), 100 * r["dice"], 100 * r["iou"], r.get("hd95"), paper,
+                     r.get("train_min"), r.get("eval_min")])  # fmt: skip
+        dice[label] = r["dice"]
+    table = markdown_table(["model", "members (STAPLE)", "Dice %", "IoU %", "HD95 (px at model size)",
+                            "paper Dice %", "train min", "eval min"], rows)  # fmt: skip
+    order = ["(c) + FF-Parser (MedSegDiff)", "(b) + Dy-Cond", "(a) SegDiff-style baseline"]
+    return "DDTI: MedSegDiff ablation (Table 2) and the deterministic UNet", table + "\n" + _order(
+        "Dice", dice, False, order
+    )
+
+
+def ddti_table5_section(d: dict) -> tuple[str, str]:
+    rows, vals = [], {}
+    for label, (mean, std, groups) in d["rows"].items():
+        rows.append([label, 100 * mean, 100 * std, int(groups), PAPER_T5.get(label)])
+        vals[label] = mean
+    table = markdown_table(["ensemble", "Dice %", "std % over groups", "groups", "paper Dice %"], rows)
+    order = [k for k in PAPER_T5 if k in vals]
+    paper_order = sorted(order, key=lambda k: -PAPER_T5[k])
+    return "DDTI: ensemble size and STAPLE (MedSegDiff, Table 5)", table + (
+        "\nWithout STAPLE = mean of the members thresholded at 0.5. Groups are disjoint sets of members of one "
+        "draw, so the spread is over groups, not over 20 reruns as in the paper.\n"
+    ) + _order("Dice", vals, False, paper_order)
+
+
+def ddti_table4_section(d: dict) -> tuple[str, str]:
+    rows = d["rows"]
+    ref = next((r["dice"] for k, r in rows.items() if k.startswith("ddpm")), None)
+    table = markdown_table(
+        ["sampler and steps", "Dice %", "vs DDPM-100 (points)", "IoU %", "HD95 (px)", "s per image"],
+        [[k, 100 * r["dice"], None if ref is None else 100 * (r["dice"] - ref), 100 * r["iou"], r.get("hd95"),
+          r.get("s_per_image")] for k, r in rows.items()],
+    )  # fmt: skip
+    return "DDTI: samplers against steps (MedSegDiff, Table 4)", table + f"\nPaper: {PAPER_T4}.\n"
+
+
+def write_report(folder: Path, info: Mapping[str, str]) -> None:
+    sections = []
+    budget = None
+    for name, build in (
+        ("lidc-main", lidc_main_section),
+        ("lidc-fig6", lambda d: lidc_fig6_section(d, folder)),
+        ("lidc-table3", lidc_table3_section),
+        ("ddti-table2", ddti_table2_section),
+        ("ddti-table5", ddti_table5_section),
+        ("ddti-table4", ddti_table4_section),
+    ):
+        d = _load(folder, name)
+        if d is not None:
+            budget = budget or d.get("budget")
+            sections.append(build(d))
+    if budget:
+        sections.insert(0, ("Budget", _budget_table(budget)))
+    write_markdown(folder.parent / f"{folder.name}.md", "Quality at reduced scale", info, sections)
