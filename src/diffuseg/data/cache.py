@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from diffuseg.data.formats import Reader
-from diffuseg.data.transforms import resize_pair
+from diffuseg.data.transforms import resize_pair, single_thread
 from diffuseg.errors import DatasetError
 
 CACHE_VERSION = 1
@@ -84,7 +84,11 @@ def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int
 
 
 def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators: int):
-    torch.set_num_threads(1)
+    with single_thread():
+        return _decode(reader, indices, size, annotators)
+
+
+def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int):
     n = len(indices)
     images: np.ndarray | None = None
     masks = np.zeros((n, annotators, size, (size + 7) // 8), dtype=np.uint8)
