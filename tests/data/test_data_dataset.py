@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from datafixtures import SHARED, lidc, paired, shared
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diffuseg.config import DataConfig
 from diffuseg.data import demo_lidc_root
@@ -173,3 +175,17 @@ def test_model_input_matches_training_preprocessing(tmp_path):
     index = train.case_ids.index(case.case_id)
     expected = train[index]["image"]
     assert torch.allclose(model_input(case.image, 16, 1, case.case_id), expected, atol=2e-3)  # cache is float16
+
+
+@given(
+    patients=st.lists(st.sampled_from([f"p{i}" for i in range(12)]), min_size=1, max_size=40),
+    fraction=st.floats(0.0, 0.9),
+    seed=st.integers(0, 2**31),
+)
+@settings(max_examples=60, deadline=None)
+def test_split_property(patients, fraction, seed):
+    train, val = split_by_patient(patients, fraction, seed)
+    assert sorted(train + val) == list(range(len(patients)))
+    assert not {patients[i] for i in train} & {patients[i] for i in val}
+    if len(set(patients)) > 1:
+        assert train  # never everything in validation
