@@ -8,13 +8,14 @@ denoised mask (alpha = 1, sigma = 0 there). Coefficients are Python floats: ever
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from diffuseg.diffusion.noise import Generators, randn
-from diffuseg.diffusion.process import DiffusionProcess, x0_to_soft
+from diffuseg.diffusion.process import DiffusionProcess, Network, x0_to_soft
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,7 @@ class Step:
     def sigma2_ts(self) -> float:
         """Variance of q(z_t | z_s): sigma_t^2 - (alpha_t/alpha_s)^2 sigma_s^2 = -sigma_t^2 expm1(l_t - l_s)."""
         sigma_t2 = _sigmoid(-self.logsnr_t)
-        return (
-            sigma_t2 if math.isinf(self.logsnr_s) else -sigma_t2 * math.expm1(self.logsnr_t - self.logsnr_s)
-        )
+        return sigma_t2 if math.isinf(self.logsnr_s) else -sigma_t2 * math.expm1(self.logsnr_t - self.logsnr_s)
 
 
 def _sigmoid(x: float) -> float:
@@ -65,6 +64,28 @@ def start_noise(image: Tensor, members: int, generator: Generators) -> Tensor:
     return randn((b * members, 1, h, w), generator, device=image.device, dtype=torch.float32)
 
 
-def finish(x0: Tensor, threshold: float = 0.5) -> SampleOutput:
+Update = Callable[[Tensor, Tensor, "Step"], Tensor]
+"""One sampler's transition: (z_t, x_hat, step) -> z_s."""
+
+
+@torch.inference_mode()
+def walk(
+    net: Network,
+    image: Tensor,
+    process: DiffusionProcess,
+    steps: int,
+    generator: Generators,
+    members: int,
+    threshold: float,
+    update: Update,
+) -> SampleOutput:
+    """Start from noise, call the network at each grid time and let ``update`` take z_t to z_s; the last
+    transition (to the data) returns the network's x_hat. image: (B, C, H, W) -> (B * members, 1, H, W)."""
+    z = start_noise(image, members, generator)
+    for step in grid(process, steps):
+        x0 = process.denoise(net, z, step.t, image)
+        if step.s == 0.0:
+            break
+        z = update(z, x0, step)
     soft = x0_to_soft(x0.float())
     return SampleOutput(mask=(soft > threshold).float(), soft=soft)

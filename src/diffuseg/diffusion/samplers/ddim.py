@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from diffuseg.diffusion.noise import Generators, randn
 from diffuseg.diffusion.process import DiffusionProcess, Network
-from diffuseg.diffusion.samplers.base import SampleOutput, finish, grid, start_noise
+from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
 
 
-@torch.inference_mode()
 def sample(
     net: Network,
     image: Tensor,
@@ -30,17 +28,13 @@ def sample(
     **_: object,
 ) -> SampleOutput:
     """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image."""
-    z = start_noise(image, members, generator)
-    x0 = z
-    for step in grid(process, steps):
-        x0 = process.denoise(net, z, step.t, image)
-        if step.s == 0.0:
-            break
+
+    def update(z: Tensor, x0: Tensor, step: Step) -> Tensor:
         alpha_t, sigma_t = step.alpha_sigma(at_s=False)
         alpha_s, sigma_s = step.alpha_sigma(at_s=True)
         eps = (z - alpha_t * x0) / sigma_t
         c = eta * math.sqrt(step.sigma2_ts() * sigma_s**2 / sigma_t**2)
-        z = alpha_s * x0 + math.sqrt(max(sigma_s**2 - c**2, 0.0)) * eps
-        if c > 0:
-            z = z + c * randn(z.shape, generator, device=z.device, dtype=z.dtype)
-    return finish(x0, threshold)
+        z_s = alpha_s * x0 + math.sqrt(max(sigma_s**2 - c**2, 0.0)) * eps
+        return z_s + c * randn(z.shape, generator, device=z.device, dtype=z.dtype) if c > 0 else z_s
+
+    return walk(net, image, process, steps, generator, members, threshold, update)

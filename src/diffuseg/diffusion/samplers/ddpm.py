@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from diffuseg.config import DDPMVariance
 from diffuseg.diffusion.noise import Generators, randn
 from diffuseg.diffusion.process import DiffusionProcess, Network
-from diffuseg.diffusion.samplers.base import SampleOutput, finish, grid, start_noise
+from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
 
 
-@torch.inference_mode()
 def sample(
     net: Network,
     image: Tensor,
@@ -35,17 +33,13 @@ def sample(
     **_: object,
 ) -> SampleOutput:
     """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image."""
-    z = start_noise(image, members, generator)
-    x0 = z
-    for step in grid(process, steps):
-        x0 = process.denoise(net, z, step.t, image)
-        if step.s == 0.0:
-            break
+
+    def update(z: Tensor, x0: Tensor, step: Step) -> Tensor:
         alpha_t, sigma_t = step.alpha_sigma(at_s=False)
         alpha_s, sigma_s = step.alpha_sigma(at_s=True)
         sigma2_ts = step.sigma2_ts()
-        alpha_ts = alpha_t / alpha_s
-        mean = (alpha_ts * sigma_s**2 / sigma_t**2) * z + (alpha_s * sigma2_ts / sigma_t**2) * x0
+        mean = (alpha_t / alpha_s * sigma_s**2 / sigma_t**2) * z + (alpha_s * sigma2_ts / sigma_t**2) * x0
         var = sigma2_ts * sigma_s**2 / sigma_t**2 if ddpm_variance == DDPMVariance.POSTERIOR else sigma2_ts
-        z = mean + math.sqrt(var) * randn(z.shape, generator, device=z.device, dtype=z.dtype)
-    return finish(x0, threshold)
+        return mean + math.sqrt(var) * randn(z.shape, generator, device=z.device, dtype=z.dtype)
+
+    return walk(net, image, process, steps, generator, members, threshold, update)

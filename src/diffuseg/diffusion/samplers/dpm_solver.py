@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from diffuseg.diffusion.noise import Generators
 from diffuseg.diffusion.process import DiffusionProcess, Network
-from diffuseg.diffusion.samplers.base import SampleOutput, finish, grid, start_noise
+from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
 
 
-@torch.inference_mode()
 def sample(
     net: Network,
     image: Tensor,
@@ -31,20 +29,18 @@ def sample(
     **_: object,
 ) -> SampleOutput:
     """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image. Deterministic given z_1."""
-    z = start_noise(image, members, generator)
-    x0 = z
-    prev: tuple[Tensor, float] | None = None  # (x_hat, h) of the previous step
-    for step in grid(process, steps):
-        x0 = process.denoise(net, z, step.t, image)
-        if step.s == 0.0:
-            break
+    history: list[tuple[Tensor, float]] = []  # (x_hat, h) of the previous step
+
+    def update(z: Tensor, x0: Tensor, step: Step) -> Tensor:
         _, sigma_t = step.alpha_sigma(at_s=False)
         alpha_s, sigma_s = step.alpha_sigma(at_s=True)
         h = 0.5 * (step.logsnr_s - step.logsnr_t)
         d = x0
-        if prev is not None:
-            r = prev[1] / h
-            d = (1 + 0.5 / r) * x0 - (0.5 / r) * prev[0]
-        z = (sigma_s / sigma_t) * z - alpha_s * math.expm1(-h) * d
-        prev = (x0, h)
-    return finish(x0, threshold)
+        if history:
+            x_prev, h_prev = history[-1]
+            r = h_prev / h
+            d = (1 + 0.5 / r) * x0 - (0.5 / r) * x_prev
+        history[:] = [(x0, h)]
+        return (sigma_s / sigma_t) * z - alpha_s * math.expm1(-h) * d
+
+    return walk(net, image, process, steps, generator, members, threshold, update)
