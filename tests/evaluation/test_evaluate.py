@@ -57,7 +57,7 @@ def test_paired_single_annotator(paired, capsys):
     assert "ged" not in rows["a"]  # no samples, one annotator
     assert res["missing"] == {"predictions": ["c"], "ground_truth": ["z"]}
     assert res["summary"]["dice"]["mean"] == pytest.approx((1 + 2 / 3) / 2)
-    assert res["spacing_unit"] == "pixel"
+    assert res["spacing_unit"] == "pixel" and res["calibration"] == {}
     on_disk = json.loads((pred / "results.json").read_text())
     assert on_disk["summary"]["dice"]["n"] == 2
     with open(pred / "results.csv") as fh:
@@ -99,6 +99,9 @@ def test_four_annotators_with_samples(tmp_path):
     for key in ("diversity", "hungarian_iou", "ci", "ncc", "ece", "sample_dice", "samples"):
         assert key in row
     assert (tmp_path / "out" / "r.csv").is_file()
+    # one case: the pooled calibration error is that case's
+    assert res["calibration"]["all"]["ece"] == pytest.approx(row["ece"])
+    assert res["calibration"]["foreground"]["ece"] == pytest.approx(row["ece_foreground"])
 
 
 def test_samples_in_case_folders(tmp_path):

@@ -209,6 +209,10 @@ def evaluate(
     missing_gt = sorted(set(predictions) - gt_ids - volume_ids)
 
     acc = M.MetricAccumulator()
+    calibration = {
+        "all": torch.zeros(bins, 3, dtype=torch.float64),
+        "foreground": torch.zeros(bins, 3, dtype=torch.float64),
+    }
     volumes: dict[str, _Volume] = {}
     cache = _PredVolumes(size=2 + max(len(f.samples) for f in predictions.values()))
     spacing_known = False
@@ -227,6 +231,8 @@ def evaluate(
                 case.case_id,
                 case_metrics(torch.from_numpy(fused), masks, sample_t, spacing, ged_sizes, bins, percentile),
             )
+            if sample_t is not None:
+                _add_calibration(calibration, sample_t, masks, bins)
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
                 vol.slices[entry.slice_index] = (fused, masks.numpy())
@@ -241,6 +247,11 @@ def evaluate(
         "summary": acc.summary(),
         "volumes": [_json_row(r) for r in vol_acc.cases],
         "volume_summary": vol_acc.summary(),
+        "calibration": {
+            name: {"ece": _finite(M.ece_from_bins(sums)), "bins": sums.tolist()} for name, sums in calibration.items()
+        }
+        if any(sums[:, 0].sum() > 0 for sums in calibration.values())
+        else {},
         "missing": {"predictions": missing_pred, "ground_truth": missing_gt},
         "pred": str(Path(pred).resolve()),
         "gt": str(Path(gt).resolve()),
@@ -256,6 +267,16 @@ def evaluate(
     if not quiet:
         print(format_summary(results, target))
     return results
+
+
+def _add_calibration(sums: dict[str, torch.Tensor], samples: torch.Tensor, masks: torch.Tensor, bins: int) -> None:
+    """Pool the calibration bins of one case (sample frequency vs annotator frequency), all pixels and
+    the pixels any sample or annotator marks."""
+    s, y = M.as_mask(samples), M.as_mask(masks)
+    p, q = s.double().mean(0), y.double().mean(0)
+    sums["all"] += M.calibration_bins(p, q, bins)
+    keep = s.any(0) | y.any(0)
+    sums["foreground"] += M.calibration_bins(p[keep], q[keep], bins)
 
 
 @contextmanager
@@ -321,8 +342,12 @@ def _volume_metrics(volumes: dict[str, _Volume], percentile: float) -> list[dict
     return rows
 
 
+def _finite(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
 def _json_row(row: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return {k: _finite(v) for k, v in row.items()}
 
 
 def _few(ids, n: int = 3) -> str:
@@ -362,6 +387,9 @@ def format_summary(results: dict[str, Any], path: Path | None = None) -> str:
                 lines.append(
                     f"{name:<22}{s['mean']:>9.4f}{s['std']:>9.4f}{s['median']:>9.4f}{s['n']:>7}{s['n_undefined']:>8}"
                 )
+    for name, cal in results.get("calibration", {}).items():
+        if cal["ece"] is not None:
+            lines.append(f"pooled ECE over every case's pixels ({name}): {cal['ece']:.4f}")
     if path is not None:
         lines.append(f"\nwrote {path} and {path.with_suffix('.csv')}")
     return "\n".join(lines)

@@ -145,6 +145,13 @@ def write_report(
         parts.append(
             f'<h2>Per-case distributions</h2>\n<img class="wide" src="figures/{dist.name}" alt="distributions">'
         )
+    cal = _calibration_figure(results.get("calibration") or {}, figures / "calibration.png")
+    if cal is not None:
+        parts.append(
+            "<h2>Calibration</h2>\n<p class='muted'>Per-pixel sample frequency against the annotators' frequency, "
+            "pooled over every case; the diagonal is perfect calibration.</p>\n"
+            f'<img class="half" src="figures/{cal.name}" alt="calibration">'
+        )
     parts.append(_case_section(results, chosen, primary, figures, max_samples))
     parts.append(_case_table(results["cases"]))
     write_text_atomic(page, _page("\n".join(parts)))
@@ -225,6 +232,29 @@ def _distribution_figure(rows: list[dict], path: Path) -> Path | None:
         ax.axvline(values.mean(), color=_PRED_COLOUR, linewidth=1.5)
         ax.set_title(f"{name}  (mean {values.mean():.3f}, n={len(values)})", fontsize=9)
         ax.tick_params(labelsize=8)
+    fig.savefig(path)
+    return path
+
+
+def _calibration_figure(calibration: dict, path: Path) -> Path | None:
+    """Reliability diagram (mean annotator frequency per bin of sample frequency) and pixels per bin."""
+    curves = {k: np.asarray(v["bins"], dtype=float) for k, v in calibration.items() if v.get("ece") is not None}
+    if not curves:
+        return None
+    fig = Figure(figsize=(9.0, 3.6), dpi=110, layout="constrained")
+    rel, cnt = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    rel.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
+    for (name, sums), colour in zip(curves.items(), ("#4c72b0", _PRED_COLOUR)):
+        used = sums[:, 0] > 0
+        mean_p, mean_q = sums[used, 1] / sums[used, 0], sums[used, 2] / sums[used, 0]
+        ece = calibration[name]["ece"]
+        rel.plot(mean_p, mean_q, marker="o", color=colour, label=f"{name} pixels (ECE {ece:.3f})")
+        edges = np.linspace(0, 1, len(sums) + 1)
+        cnt.bar(edges[:-1], sums[:, 0], width=1 / len(sums), align="edge", alpha=0.5, color=colour, label=name)
+    rel.set(xlabel="sample frequency", ylabel="annotator frequency", xlim=(0, 1), ylim=(0, 1))
+    rel.legend(fontsize=8)
+    cnt.set(xlabel="sample frequency", ylabel="pixels", yscale="log")
+    cnt.legend(fontsize=8)
     fig.savefig(path)
     return path
 
@@ -394,7 +424,7 @@ td.name {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-weight: 6
 td.help {{ color: #555; font-size: 13px; }} table.meta th {{ color: #555; font-weight: 600; }}
 .muted {{ color: #666; }}
 .stats {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; margin: 0 0 6px; }}
-img.wide, img.case {{ max-width: 100%; border: 1px solid #e5e5e5; }}
+img.wide, img.case {{ max-width: 100%; border: 1px solid #e5e5e5; }} img.half {{ max-width: 70%; }}
 .scroll {{ overflow-x: auto; }} table.cases td {{ font-size: 12px; padding: 2px 6px; }}
 </style></head><body>
 {body}
