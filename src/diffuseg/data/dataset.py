@@ -26,7 +26,7 @@ from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
 from diffuseg.data.formats import Reader, open_dataset
 from diffuseg.data.splits import split_by_patient, split_from_lists
-from diffuseg.data.transforms import Augment, match_channels, random_crop
+from diffuseg.data.transforms import Augment, match_channels, random_crop, single_thread
 from diffuseg.errors import UserError
 
 LIST_NAMES = ("train_patients.txt", "val_patients.txt")
@@ -78,6 +78,10 @@ class SegmentationDataset(Dataset):
         return [self.arrays.patients[i] for i in self.indices]
 
     def __getitem__(self, index: int) -> dict:
+        with single_thread():  # small per-item tensors: torch's thread pool only slows them down
+            return self._item(index)
+
+    def _item(self, index: int) -> dict:
         j = self.indices[index]
         image, masks = self.arrays.item(j)
         image = match_channels(image, self.in_channels, self.arrays.case_ids[j])
