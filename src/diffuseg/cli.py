@@ -68,7 +68,7 @@ def _cmd_report(a: argparse.Namespace) -> None:
 def _cmd_verify(a: argparse.Namespace) -> None:
     from diffuseg.data.verify import verify_dataset
 
-    summary = verify_dataset(a.dataset, layout=a.layout)
+    summary = verify_dataset(a.dataset, layout=a.layout, foreground=a.foreground)
     print(summary)
 
 
@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check a dataset and list every problem")
     v.add_argument("dataset")
     v.add_argument("--layout", default="auto")
+    v.add_argument(
+        "--foreground",
+        type=lambda text: tuple(int(x) for x in text.split(",") if x.strip()),
+        default=(),
+        help="label values counted as foreground, e.g. 1,4 (default: any non-zero value)",
+    )
     v.set_defaults(func=_cmd_verify)
 
     i = sub.add_parser("info", help="parameter count and structure of a network")

@@ -101,3 +101,11 @@ def test_real_lidc_subset_verifies(tmp_path):
     for patient in ("LIDC-IDRI-0001", "LIDC-IDRI-0003"):
         shutil.copytree(source / patient, tmp_path / "LIDC-IDRI-slices" / patient)
     assert "layout: lidc" in verify_dataset(tmp_path)
+
+
+def test_cli_foreground_option(tmp_path, capsys):
+    root = tmp_path / "labels"
+    CORPUS["non_binary"][0](root)
+    assert main(["verify", str(root)]) == 2
+    capsys.readouterr()
+    assert main(["verify", str(root), "--foreground", "1,2"]) == 0
