@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from diffuseg.evaluation import metrics as M
@@ -207,11 +209,11 @@ def test_hd95_by_hand_with_spacing():
         M.hd95(A, B, one_empty="inf")
 
 
-def _blob(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """A random smooth shape kept off the image border."""
+def _blob(shape: tuple[int, ...], rng: np.random.Generator, margin: int) -> np.ndarray:
+    """A random smooth shape, ``margin`` voxels off the image border (0: it may touch the border)."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=2.5)
     inner = np.zeros(shape, bool)
-    inner[tuple(slice(2, n - 2) for n in shape)] = True
+    inner[tuple(slice(margin, n - margin) for n in shape)] = True
     out = (field > np.quantile(field[inner], 0.6)) & inner
     if not out.any():
         out[tuple(n // 2 for n in shape)] = True
@@ -219,15 +221,16 @@ def _blob(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("margin", [2, 0])
 @pytest.mark.parametrize(
     ("shape", "spacing"), [((32, 40), (1.0, 1.0)), ((30, 36), (0.7, 1.9)), ((12, 20, 18), (2.5, 0.8, 1.1))]
 )
-def test_hd95_against_monai_and_medpy(shape, spacing):
+def test_hd95_against_monai_and_medpy(shape, spacing, margin):
     monai_metrics = pytest.importorskip("monai.metrics")
     medpy_binary = pytest.importorskip("medpy.metric.binary")
     rng = np.random.default_rng(sum(shape))
     for _ in range(4):
-        p, g = _blob(shape, rng), _blob(shape, rng)
+        p, g = _blob(shape, rng, margin), _blob(shape, rng, margin)
         want = monai_metrics.compute_hausdorff_distance(
             torch.from_numpy(p)[None, None], torch.from_numpy(g)[None, None], percentile=95, spacing=spacing
         )
@@ -245,3 +248,20 @@ def test_summarize_and_accumulator():
     assert s["dice"]["mean"] == pytest.approx(0.5) and s["dice"]["std"] == pytest.approx(0.5)
     assert s["hd95"] == {"mean": 2.0, "std": 0.0, "median": 2.0, "min": 2.0, "max": 2.0, "n": 1, "n_undefined": 2}
     assert M.summarize([math.nan])["mean"] is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 6), st.integers(2, 5))
+def test_set_metric_properties(seed, n, m):
+    """Dice = 2 IoU / (1 + IoU); biased - unbiased GED = d_SS / N + d_YY / M >= 0; scores in range."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(n, 5, 6, generator=g) > torch.rand(n, 1, 1, generator=g)
+    y = torch.rand(m, 5, 6, generator=g) > torch.rand(m, 1, 1, generator=g)
+    j, d = M.pairwise_iou(s, y), M.pairwise_dice(s, y)
+    assert torch.allclose(d, 2 * j / (1 + j))
+    gap = M.ged(s, y, unbiased=False) - M.ged(s, y, unbiased=True)
+    assert gap == pytest.approx(M.diversity(s) / n + M.diversity(y) / m, abs=1e-12)
+    assert -2.0 <= M.ged(s, y) <= 2.0 and 0.0 <= M.ged(s, y, unbiased=False) <= 2.0
+    assert 0.0 <= M.hungarian_iou(s, y) <= 1.0
+    ci = M.collective_insight(s, y)
+    assert all(0.0 <= v <= 1.0 for v in ci.values())
