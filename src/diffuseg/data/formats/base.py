@@ -216,7 +216,8 @@ class Reader:
                 return None
         elif not self.foreground and len(nonzero) > 1:
             problems.append(
-                f"{path}: mask is not binary (values {_values(values)}); choose label values with data.foreground=[...]"
+                f"{path}: mask is not binary (values {_values(values)}); choose label values with "
+                "data.foreground=[...] (diffuseg verify --foreground 1,2)"
             )
             return None
         if self.foreground:
