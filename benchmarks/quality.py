@@ -1,7 +1,8 @@
 """The papers' tables at a scale this machine can afford, on real data (issue 8, quality part).
 
     .venv/bin/python benchmarks/quality.py --quick                    # smoke check: every part, tiny budget
-    .venv/bin/python benchmarks/quality.py --queue lidc               # LIDC: main comparison, Fig. 6, Table 3
+    .venv/bin/python benchmarks/quality.py --queue lidc               # LIDC: main comparison and Fig. 6
+    .venv/bin/python benchmarks/quality.py --queue table3             # LIDC: Table 3 (12 small models)
     .venv/bin/python benchmarks/quality.py --queue ddti               # DDTI: Tables 2, 4, 5 and the UNet
     .venv/bin/python benchmarks/quality.py --report                   # rebuild quality.md from finished parts
 
@@ -55,7 +56,8 @@ class Budget:
     name: str
     size: int  # px, both datasets
     batch: int
-    main_steps: int  # LIDC main comparison and DDTI models
+    main_steps: int  # LIDC main comparison
+    ddti_train_steps: int  # DDTI models
     table3_steps: int  # LIDC prediction type x weighting
     lidc_channels: tuple[int, ...]  # diffusion-unet and unet widths (paper: 32, 32, 64, 128)
     probunet_filters: tuple[int, ...]  # Prob. UNet widths (paper: 32, 64, 128, 192)
@@ -64,7 +66,7 @@ class Budget:
     table3_cases: int
     fig6_cases: int
     fig6_steps: tuple[int, ...]
-    ddti_cases: int  # validation images for Tables 2 and 5 (Table 4 uses two thirds of them)
+    ddti_cases: int  # validation images for Tables 2 and 5 (Table 4 uses half of them)
     samples: int  # LIDC samples per slice (GED at 4 and 16)
     members: int  # DDTI ensemble (Table 5)
     table2_members: int
@@ -75,15 +77,15 @@ class Budget:
 
 BUDGETS = {
     "full": Budget(
-        name="full", size=64, batch=8, main_steps=1000, table3_steps=250,
+        name="full", size=64, batch=8, main_steps=500, ddti_train_steps=300, table3_steps=150,
         lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), medsegdiff_base=16,
-        lidc_cases=64, table3_cases=48, fig6_cases=48, fig6_steps=(2, 5, 10, 25),
-        ddti_cases=48, samples=16, members=25, table2_members=5, ddti_steps=20,
-        table4=(("ddpm", 100), ("ddim", 10), ("ddim", 20), ("dpm_solver", 10), ("dpm_solver", 20)),
-        table4_members=5,
+        lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
+        ddti_cases=48, samples=16, members=25, table2_members=5, ddti_steps=10,
+        table4=(("ddpm", 100), ("ddim", 10), ("ddim", 25), ("dpm_solver", 10), ("dpm_solver", 20)),
+        table4_members=4,
     ),
     "quick": Budget(
-        name="quick", size=32, batch=2, main_steps=2, table3_steps=1,
+        name="quick", size=32, batch=2, main_steps=2, ddti_train_steps=2, table3_steps=1,
         lidc_channels=(8, 8, 8, 8), probunet_filters=(8, 8, 8, 8), medsegdiff_base=8,
         lidc_cases=3, table3_cases=2, fig6_cases=2, fig6_steps=(1, 2),
         ddti_cases=3, samples=4, members=5, table2_members=2, ddti_steps=2,
@@ -252,11 +254,12 @@ def lidc_table3(b: Budget) -> None:
 def ddti_models(b: Budget) -> dict[str, Config]:
     base = f"model.options.base_channels={b.medsegdiff_base}"
     ch = list_option("model.options.channels", b.lidc_channels)
+    steps = b.ddti_train_steps
     return {
-        "(a) SegDiff-style baseline": make_config(b, "ddti-segdiff", "ablation-segdiff-ddti", b.main_steps, [base]),
-        "(b) + Dy-Cond": make_config(b, "ddti-dycond", "ablation-dycond-ddti", b.main_steps, [base]),
-        "(c) + FF-Parser (MedSegDiff)": make_config(b, "ddti-medsegdiff", "medsegdiff-b-ddti", b.main_steps, [base]),
-        "deterministic UNet": make_config(b, "ddti-unet", "unet-ddti", b.main_steps, [ch]),
+        "(a) SegDiff-style baseline": make_config(b, "ddti-segdiff", "ablation-segdiff-ddti", steps, [base]),
+        "(b) + Dy-Cond": make_config(b, "ddti-dycond", "ablation-dycond-ddti", steps, [base]),
+        "(c) + FF-Parser (MedSegDiff)": make_config(b, "ddti-medsegdiff", "medsegdiff-b-ddti", steps, [base]),
+        "deterministic UNet": make_config(b, "ddti-unet", "unet-ddti", steps, [ch]),
     }
 
 
@@ -307,7 +310,7 @@ def ddti_table5(b: Budget) -> None:
 def ddti_table4(b: Budget) -> None:
     config = ddti_models(b)["(c) + FF-Parser (MedSegDiff)"]
     ckpt, _ = ensure_trained(config)
-    cases = val_cases(config, max(2, (2 * b.ddti_cases) // 3))
+    cases = val_cases(config, max(2, b.ddti_cases // 2))
     rows = {}
     for sampler, steps in b.table4:
         start = time.perf_counter()
@@ -327,7 +330,8 @@ PARTS: dict[str, Callable[[Budget], None]] = {
     "ddti-table4": ddti_table4,
 }
 QUEUES = {
-    "lidc": ("lidc-main", "lidc-fig6", "lidc-table3"),
+    "lidc": ("lidc-main", "lidc-fig6"),
+    "table3": ("lidc-table3",),
     "ddti": ("ddti-table2", "ddti-table5", "ddti-table4"),
     "all": tuple(PARTS),
 }
