@@ -138,9 +138,11 @@ class SampleSet:
         return float(np.mean([self.ged(unbiased, slice(g * n, (g + 1) * n)) for g in range(groups)]))
 
     def diversity(self) -> float:
+        """Mean ``1 - IoU`` over distinct sample pairs; see ``diversity``."""
         return _mean_offdiag(self._blocks(slice(0, self.n))[1])
 
     def hungarian_iou(self) -> float:
+        """Hungarian-matched IoU; see ``hungarian_iou``."""
         size = math.lcm(self.n, self.m)
         iou_sy = self.iou[: self.n, self.n :]
         cost = 1 - iou_sy.repeat(size // self.n, size // self.m).numpy()
@@ -152,26 +154,24 @@ class SampleSet:
         j = self.iou[: self.n, self.n :]
         return 2 * j / (1 + j)
 
-    def difference_variances(self, rows: slice) -> list[float]:
-        """Pixel variance of ``a_i - a_j`` for the pairs ``i < j`` of ``rows``:
+    def difference_variances(self, rows: slice) -> torch.Tensor:
+        """Pixel variance of ``a_i - a_j`` for the pairs ``i < j`` of ``rows``, a flat tensor:
         ``(|a_i| + |a_j| - 2|a_i ∩ a_j|) / P - ((|a_i| - |a_j|) / P)^2``."""
-        idx = range(rows.start, rows.stop)
-        p = self.pixels
-        return [
-            float(
-                (self.sizes[i] + self.sizes[j] - 2 * self.inter[i, j]) / p - ((self.sizes[i] - self.sizes[j]) / p) ** 2
-            )
-            for i in idx
-            for j in idx
-            if i < j
-        ]
+        sizes, inter, p = self.sizes[rows], self.inter[rows, rows], self.pixels
+        var = (sizes[:, None] + sizes[None, :] - 2 * inter) / p - ((sizes[:, None] - sizes[None, :]) / p) ** 2
+        i, j = torch.triu_indices(len(sizes), len(sizes), offset=1)
+        return var[i, j]
 
     def collective_insight(self) -> dict[str, float]:
+        """CI and its three parts; see ``collective_insight``."""
         sc = self.union_sensitivity
         dmax = float(self.dice_sy().max(0).values.mean())
         vs = self.difference_variances(slice(0, self.n))
         vy = self.difference_variances(slice(self.n, self.n + self.m))
-        da = 1 - (abs(max(vy) - max(vs)) + abs(min(vy) - min(vs))) / 2 if vs and vy else math.nan
+        if len(vs) and len(vy):
+            da = 1 - float((vy.max() - vs.max()).abs() + (vy.min() - vs.min()).abs()) / 2
+        else:
+            da = math.nan
         den = sc * dmax + dmax * da + sc * da
         ci = 3 * sc * dmax * da / den if den > 0 else (math.nan if math.isnan(da) else 0.0)
         return {"ci": ci, "combined_sensitivity": sc, "max_dice_matching": dmax, "diversity_agreement": da}
