@@ -18,7 +18,6 @@ import os
 import pickle
 import random
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -122,9 +121,13 @@ def _load_any(path: Path, map_location: Any) -> Any:
                 "for safety (diffuseg checkpoints hold only tensors and plain values)"
             ) from None
         raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupt or another file type)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # torch.load raises many types on damaged input (RuntimeError, EOFError, KeyError, ...)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{path}: corrupt or truncated checkpoint ({reason})") from None
+        with path.open("rb") as fh:
+            zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's zip format, cut short or damaged
+        if zipped:
+            raise UserError(f"{path}: corrupt or truncated checkpoint ({reason})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupt or another file type)") from None
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -290,6 +290,8 @@ def train(config: Config, resume: bool = False) -> Path:
     run_dir = Path(t.out_dir)
     ckpt_path = run_dir / "checkpoints" / LAST
     start_step, position = _resume_state(config, ckpt_path, resume)
+    for stale in ckpt_path.parent.glob(f".{LAST}.*.tmp"):  # left by a kill during a write; never the checkpoint
+        stale.unlink(missing_ok=True)
     if start_step >= t.steps:
         print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
         return run_dir
