@@ -6,8 +6,8 @@ A run folder (``train.out_dir``) holds ``config.yaml`` (the resolved config), ``
 
 Data order is a function of the global step: the training items form one endless stream of seeded
 permutations (epoch e is permutation e), step s reads the next ``batch_size * world_size`` items of the
-stream, and each item's augmentation and annotator are drawn from a generator seeded by its stream
-position. Resuming restarts the stream at the position stored in the checkpoint, so a resumed run sees
+stream, and each item's augmentation and annotator are drawn from a generator seeded by (seed, epoch of
+the stream, index). Resuming restarts the stream at the position stored in the checkpoint, so a resumed run sees
 the very batches the uninterrupted run would have seen, and no sampler state is lost by ``kill -9``.
 The same code runs DDP on many GPUs and nodes (``train.devices``, ``train.num_nodes``); each rank takes
 its own slice of every global batch.
@@ -53,74 +53,25 @@ PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "1
 
 
 # --- data ------------------------------------------------------------------------------------------
-class TrainItems(Dataset):
-    """Cached training items keyed by ``(index, seed)``: the seed draws augmentation, crop and annotator.
+class StreamItems(Dataset):
+    """The training dataset keyed by ``(index, epoch)``: the item with that epoch's augmentation, crop and
+    annotator draws (``data.dataset``: seeded from (seed, epoch, index)). Returns ``image`` and ``mask``."""
 
-    Returns ``{"image": (C, S, S) float32, "mask": (1, S, S) float {0, 1}}``.
-    """
-
-    def __init__(self, arrays: Any, config: Config):
-        from diffuseg.data.transforms import Augment
-
-        self.arrays = arrays
-        self.channels = config.data.in_channels
-        self.augment = Augment() if config.data.augment else None
-        self.crop = config.data.random_crop
-        unlabelled = int((arrays.counts == 0).sum())
-        if unlabelled:
-            raise UserError(f"{unlabelled} training item(s) have no mask; training needs a mask for every item")
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.arrays)
+        return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        from diffuseg.data.transforms import random_crop
-
-        index, seed = key
-        gen = torch.Generator().manual_seed(seed)
-        image, masks = self.arrays.item(index)
-        image = _channels(image, self.channels, self.arrays.case_ids[index])
-        if self.augment is not None:
-            image, masks = self.augment(image, masks, gen)
-        if self.crop:
-            image, masks = random_crop(image, masks, gen)
-        k = int(torch.randint(masks.shape[0], (), generator=gen))
-        return {"image": image.float(), "mask": masks[k : k + 1].float()}
-
-
-class ValItems(Dataset):
-    """Cached validation items: ``{"image": (C, S, S), "masks": (K, S, S) uint8}``, crops seeded per item."""
-
-    def __init__(self, arrays: Any, config: Config):
-        self.arrays = arrays
-        self.channels = config.data.in_channels
-        self.crop = config.data.random_crop
-        self.seed = config.data.split_seed
-
-    def __len__(self) -> int:
-        return len(self.arrays)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from diffuseg.data.transforms import random_crop
-
-        image, masks = self.arrays.item(index)
-        image = _channels(image, self.channels, self.arrays.case_ids[index])
-        if self.crop:
-            image, masks = random_crop(image, masks, torch.Generator().manual_seed(step_seed(self.seed, index)))
-        return {"image": image.float(), "masks": masks}
-
-
-def _channels(image: torch.Tensor, channels: int, case_id: str) -> torch.Tensor:
-    from diffuseg.data.transforms import match_channels
-
-    try:
-        return match_channels(image, channels, case_id)
-    except ValueError as err:
-        raise UserError(f"{err} (set data.in_channels)") from None
+        index, epoch = key
+        self.dataset.set_epoch(epoch)  # each worker holds its own copy of the dataset
+        item = self.dataset[index]
+        return {"image": item["image"], "mask": item["mask"]}
 
 
 class StreamBatchSampler(Sampler):
-    """Batches of ``(index, seed)`` from an endless stream of seeded permutations of ``n`` items.
+    """Batches of ``(index, epoch)`` from an endless stream of seeded permutations of ``n`` items.
 
     Yields the batches of steps ``start_step .. total_steps - 1``; ``__len__`` is ``total_steps`` so the
     length of the epoch does not change when a run is resumed. Rank and world size are read when iteration
@@ -151,41 +102,20 @@ class StreamBatchSampler(Sampler):
                 epoch = p // self.n
                 if epoch != cached_epoch:
                     cached_epoch, order = epoch, self._epoch(epoch)
-                batch.append((order[p % self.n], step_seed(self.seed, 0x17E3, p)))
+                batch.append((order[p % self.n], epoch))
             position += self.batch_size * world
             yield batch
 
 
-def build_datasets(config: Config, run_dir: Path) -> tuple[TrainItems, ValItems | None, str]:
-    """Open, split (by patient), check and cache the data; returns (train, val or None, summary)."""
-    from diffuseg.data.cache import load_cached
-    from diffuseg.data.formats import open_dataset
-    from diffuseg.data.splits import split_by_patient, split_from_lists
-    from diffuseg.data.verify import summarize
+def build_datasets(config: Config, run_dir: Path) -> tuple[Any, Any]:
+    """Split by patient, check every file and cache the data (``data.dataset.build_datasets``): (train, val)."""
+    from diffuseg.data.dataset import build_datasets as build
 
     d = config.data
-    if not d.root:
-        raise UserError("data.root is not set: pass the dataset folder with --data DIR")
-    reader = open_dataset(d.root, d.layout, d.foreground)
-    if len(reader) == 0:
-        raise UserError(f"{d.root}: empty dataset (no usable image/mask pairs found)")
-    if bool(d.train_patients) != bool(d.val_patients):
-        raise UserError("data.train_patients and data.val_patients must be given together")
-    if d.train_patients:
-        train_idx, val_idx = split_from_lists(reader.patients, d.train_patients, d.val_patients)
-    else:
-        train_idx, val_idx = split_by_patient(reader.patients, d.val_fraction, d.split_seed)
-    if d.max_cases:
-        train_idx, val_idx = train_idx[: d.max_cases], val_idx[: d.max_cases]
-    if not train_idx:
-        raise UserError(f"{d.root}: no training items after the patient split")
-    annotators = d.annotators or max(reader.annotators, 1)
-    cache = Path(d.cache_dir) if d.cache_dir else run_dir / "cache"
     workers = max(1, d.num_workers)
-    train = TrainItems(load_cached(reader, train_idx, d.image_size, annotators, cache, workers), config)
-    val = ValItems(load_cached(reader, val_idx, d.image_size, annotators, cache, workers), config) if val_idx else None
-    summary = summarize(reader) + f"\n  split: {len(train_idx)} training, {len(val_idx)} validation item(s)"
-    return train, val, summary
+    train_set, val_set = build(d, cache_dir=run_dir / "cache", seed=config.train.seed, workers=workers)
+    print(f"data {d.root}: {len(train_set)} training and {len(val_set)} validation item(s), split by patient")
+    return train_set, val_set
 
 
 # --- Lightning -------------------------------------------------------------------------------------
@@ -296,22 +226,21 @@ def train(config: Config, resume: bool = False) -> Path:
         print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
         return run_dir
     L.seed_everything(t.seed, workers=True, verbose=False)
-    train_set, val_set, summary = build_datasets(config, run_dir)
-    print(summary)
+    train_set, val_set = build_datasets(config, run_dir)
     family = module_class(config.method)
     module = family(config)
     save_config(config, run_dir / "config.yaml")
 
     sampler = StreamBatchSampler(len(train_set), t.batch_size, t.seed, t.steps, start_step, position)
     loader = DataLoader(
-        train_set,
+        StreamItems(train_set),
         batch_sampler=sampler,
         num_workers=config.data.num_workers,
         persistent_workers=config.data.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
     callbacks: list[L.Callback] = [PeriodicCheckpoint(run_dir / "checkpoints", t.ckpt_every, t.steps)]
-    if val_set is not None and t.val_every > 0 and t.val_cases > 0:
+    if len(val_set) and t.val_every > 0 and t.val_cases > 0:
         callbacks.append(SampledValidation(val_set, t.val_every, t.val_cases, batch_size=t.batch_size))
     trainer = make_trainer(config, run_dir, callbacks)
     with warnings.catch_warnings():
