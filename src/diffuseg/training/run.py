@@ -119,6 +119,15 @@ def build_datasets(config: Config, run_dir: Path) -> tuple[Any, Any]:
 
 
 # --- Lightning -------------------------------------------------------------------------------------
+class StepProgressBar(TQDMProgressBar):
+    """Lightning's bar (step, loss, steps/s, time left) without the logger version number."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``auto``: bf16-mixed on GPUs that support it, 16-mixed on older GPUs, 32-true on CPU."""
     if precision not in PRECISIONS:
@@ -200,7 +209,7 @@ def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> 
         gradient_clip_val=t.grad_clip if t.grad_clip > 0 else None,
         logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")],
         log_every_n_steps=t.log_every,
-        callbacks=[*callbacks, TQDMProgressBar(refresh_rate=max(1, min(t.log_every, 10)))],
+        callbacks=[*callbacks, StepProgressBar(refresh_rate=max(1, min(t.log_every, 10)))],
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
         num_sanity_val_steps=0,

@@ -1,0 +1,82 @@
+"""The CLI end to end: train a tiny model for a few steps, predict with it, check the files; error exits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffuseg.cli import main
+from diffuseg.data.formats import open_dataset
+from diffuseg.data.synthetic import SyntheticSpec, write_synthetic
+from diffuseg.training.checkpoint import read_checkpoint
+
+TINY = [
+    "data.image_size=16",
+    "model.options={channels: [8, 8, 16], num_res_blocks: [1, 1, 1], middle_blocks: 1, time_dim: 16}",
+    "train.steps=4",
+    "train.ckpt_every=2",
+    "train.batch_size=4",
+    "train.val_every=2",
+    "train.val_cases=2",
+    "train.log_every=1",
+    "sample.steps=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("syn"), 10, SyntheticSpec(size=16), seed=0, layout="lidc")
+
+
+@pytest.mark.slow
+def test_train_then_predict(synthetic, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "lidc-central", *TINY, "--data", str(synthetic), "--out", str(run)]) == 0
+    assert f"run folder: {run}" in capsys.readouterr().out
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(ckpt)["global_step"] == 4
+    assert (run / "config.yaml").is_file()
+    metrics = next((run / "logs").glob("version_*/metrics.csv")).read_text()
+    assert "loss" in metrics and "val/dice" in metrics and "val/ged" in metrics
+    assert list((run / "tensorboard").glob("version_*/events.out.tfevents.*"))
+
+    out = tmp_path / "pred"
+    code = main(["predict", str(ckpt), str(synthetic), str(out), "--samples", "3", "--steps", "2", "--save-samples"])
+    assert code == 0
+    reader = open_dataset(synthetic)
+    for case in (reader[i] for i in range(len(reader))):
+        mask = np.asarray(Image.open(out / f"{case.case_id}.png"))
+        assert mask.shape == case.geometry.size and set(np.unique(mask)) <= {0, 255}
+        assert (out / f"{case.case_id}_uncertainty.png").is_file()
+    assert len(list((out / "samples").rglob("*.png"))) == 3 * len(reader)
+
+
+def test_resume_without_run_exits_2(synthetic, tmp_path, capsys):
+    code = main(["train", "lidc-central", *TINY, "--data", str(synthetic), "--out", str(tmp_path / "x"), "--resume"])
+    assert code == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_predict_with_foreign_checkpoint_exits_2(synthetic, tmp_path, capsys):
+    foreign = tmp_path / "savedmodel.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, foreign)
+    assert main(["predict", str(foreign), str(synthetic), str(tmp_path / "p")]) == 2
+    assert "no diffuseg format version" in capsys.readouterr().err
+
+
+def test_train_bad_data_exits_2(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    assert main(["train", "lidc-central", *TINY, "--data", str(missing), "--out", str(tmp_path / "r")]) == 2
+    assert "error:" in capsys.readouterr().err
