@@ -80,3 +80,18 @@ def test_train_bad_data_exits_2(tmp_path, capsys):
     missing = tmp_path / "missing"
     assert main(["train", "lidc-central", *TINY, "--data", str(missing), "--out", str(tmp_path / "r")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    """``diffuseg demo`` on the bundled LIDC subset, shortened: 2 training steps, 2 held-out slices."""
+    from diffuseg import demo
+
+    monkeypatch.setattr(demo, "HELD_OUT", 2)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "2"]) == 0
+    page = out / "report" / "index.html"
+    assert f"report: {page}" in capsys.readouterr().out
+    assert page.is_file() and (out / "results.json").is_file()
+    assert len(list((out / "predictions").glob("*_uncertainty.png"))) == 2
+    assert read_checkpoint(out / "run" / "checkpoints" / "last.ckpt")["global_step"] == 2
