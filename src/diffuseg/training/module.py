@@ -8,7 +8,8 @@ the run on a non-finite loss, and the checkpoint metadata. Batches hold ``image`
 
     MODULES = {Method.DIFFUSION: DiffusionModule, Method.DETERMINISTIC: DeterministicModule}
 
-A new family (Prob. UNet, PHiSeg) subclasses ``SegmentationModule`` and registers itself in ``MODULES``.
+A family in another module (Prob. UNet, PHiSeg: ``training.latent_module``) subclasses ``SegmentationModule``,
+registers itself in ``MODULES`` and is named in ``FAMILY_MODULES`` so that it is imported when asked for.
 
 Randomness. Every random draw of a training step (diffusion time, noise) comes from a generator seeded
 from ``(train.seed, rank, global_step)``, so a step's draws do not depend on the history of the run: a
@@ -18,6 +19,7 @@ resumed run draws exactly what the uninterrupted one would have drawn.
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 from typing import Any, ClassVar
 
@@ -217,6 +219,11 @@ MODULES: dict[Method, type[SegmentationModule]] = {
     Method.DIFFUSION: DiffusionModule,
     Method.DETERMINISTIC: DeterministicModule,
 }
+# Families defined in their own modules, imported when first asked for (importing registers them in MODULES).
+FAMILY_MODULES: dict[Method, str] = {
+    Method.PROBUNET: "diffuseg.training.latent_module",
+    Method.PHISEG: "diffuseg.training.latent_module",
+}
 
 
 def module_class(method: Method | str) -> type[SegmentationModule]:
@@ -224,6 +231,8 @@ def module_class(method: Method | str) -> type[SegmentationModule]:
     import diffuseg.training.latent_module  # noqa: F401  (registers the Prob. UNet and PHiSeg modules)
 
     method = Method.parse(method)
+    if method not in MODULES and method in FAMILY_MODULES:
+        importlib.import_module(FAMILY_MODULES[method])
     if method not in MODULES:
         known = ", ".join(str(m) for m in MODULES)
         raise UserError(f"method {method}: no training module for it (available: {known})")
