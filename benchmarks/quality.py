@@ -182,7 +182,7 @@ def score(results, cases, ged_sizes=(4, 16)) -> dict[str, float]:
 def save_part(name: str, payload: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     write_text_atomic(OUT / f"{name}.json", json.dumps(payload, indent=1, default=float))
-    print(f"part {name} done: {OUT / f'{name}.json'}", flush=True)
+    print(f"saved {OUT / f'{name}.json'}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------- LIDC

@@ -90,7 +90,7 @@ FULL = Settings(
     steps=(("ddpm", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10), ("dpm_solver", 20), ("dpm_solver", 10)),
     sizes=(1, 5, 25, 50),
     size_steps=10,
-    measure_steps=20,
+    measure_steps=10,
     measure_seq_calls=50,
     train=(("medsegdiff-b", 256, 2, {}), ("medsegdiff-s", 256, 8, {}), ("diffusion-unet", 128, 8, {})),
     repeats=3,
@@ -147,7 +147,7 @@ def time_net(net, args, bf16: bool, repeats: int) -> float:
         with torch.inference_mode(), precision(bf16):
             net(*args)
 
-    return time_call(call, warmup=1, repeats=repeats, max_seconds=30)["best"]
+    return time_call(call, warmup=1, repeats=repeats, max_seconds=15)["best"]
 
 
 # --------------------------------------------------------------------------------------------- 1. peak
