@@ -389,6 +389,23 @@ def profile(net, size: int, members: int, cl: bool, bf16: bool) -> str:
     return markdown_table(["operator", "calls", "self CPU s", "share"], rows)
 
 
+# --------------------------------------------------------------------------------------------- 6. compile
+def compiled(s: Settings) -> str:
+    """``torch.compile`` of the batched ``diffusion-unet`` call (bf16): first-call (compile) time and s/call."""
+    name, size, members, options = s.nets[-1]
+    net = make_net(name, options)
+    args = call_inputs(size, members, 1, False)
+    eager = time_net(net, args, True, s.repeats)
+    fast = torch.compile(net)
+    start = time.perf_counter()
+    with torch.inference_mode(), precision(True):
+        fast(*args)
+    first = time.perf_counter() - start
+    warm = time_net(fast, args, True, s.repeats)
+    rows = [[f"{name} {size}px batch {members} bf16", eager, first, warm, eager / warm]]
+    return markdown_table(["call", "eager s", "first compiled call s", "compiled s", "speed-up"], rows)
+
+
 # --------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -397,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         default="peak,calls,ensemble,train,profile",
-        help="comma-separated parts to run (peak is always measured)",
+        help="comma-separated parts to run (peak is always measured; 'compile' only when named)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -500,6 +517,9 @@ def main(argv: list[str] | None = None) -> None:
                 profile(make_net(name, options), size, s.members, True, True),
             )
         )
+
+    if "compile" in parts:
+        sections.append(("torch.compile (inductor)", compiled(s)))
 
     minutes = (time.perf_counter() - started) / 60
     sections.append(("Run", f"{minutes:.1f} minutes; load average at the end (1/5/15 min): {load_average()}.\n"))
