@@ -68,6 +68,8 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         self.config = config
         self.net = self.build_network(config)
+        if config.train.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.sampler_position = 0  # items consumed by all ranks together, kept in checkpoints
         self._rng_to_restore: dict[str, Any] | None = None
