@@ -7,29 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tinydata import make_lidc_like
+from tinydata import make_lidc_like, tiny_overrides
 
 from diffuseg.config import Config, load_config
-
-TINY_NET = "model.options={channels: [8, 8, 16], num_res_blocks: [1, 1, 1], middle_blocks: 1, time_dim: 16}"
-
-
-def tiny_overrides(data: Path, out: Path, steps: int = 6, ckpt_every: int = 3) -> list[str]:
-    return [
-        f"data.root={data}",
-        f"train.out_dir={out}",
-        "data.image_size=16",
-        "data.augment=true",
-        TINY_NET,
-        f"train.steps={steps}",
-        f"train.ckpt_every={ckpt_every}",
-        "train.val_every=0",
-        "train.log_every=1",
-        "train.warmup_steps=2",
-        "train.decay_steps=2",
-        "train.batch_size=4",
-        "sample.steps=2",
-    ]
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tiny_overrides
+from tinydata import tiny_overrides
 
 from diffuseg.training.checkpoint import read_checkpoint
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from tinydata import tiny_overrides
 
 from diffuseg.cli import main
 from diffuseg.errors import UserError
