@@ -81,7 +81,8 @@ BUDGETS = {
         lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), medsegdiff_base=16,
         lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
         ddti_cases=48, samples=16, members=25, table2_members=5, ddti_steps=10,
-        table4=(("ddpm", 100), ("ddim", 10), ("ddim", 25), ("dpm_solver", 10), ("dpm_solver", 20)),
+        table4=(("ddpm", 100), ("ddpm", 10), ("ddpm", 25), ("ddim", 100), ("ddim", 10), ("ddim", 25),
+                ("dpm_solver", 10), ("dpm_solver", 20)),
         table4_members=4,
     ),
     "quick": Budget(
@@ -311,8 +312,11 @@ def ddti_table4(b: Budget) -> None:
     config = ddti_models(b)["(c) + FF-Parser (MedSegDiff)"]
     ckpt, _ = ensure_trained(config)
     cases = val_cases(config, max(2, b.ddti_cases // 2))
-    rows = {}
+    done = OUT / "ddti-table4.json"
+    rows = json.loads(done.read_text())["rows"] if done.exists() else {}  # resume: keep finished rows
     for sampler, steps in b.table4:
+        if f"{sampler} {steps}" in rows:
+            continue
         start = time.perf_counter()
         results = draw_members(ckpt, cases, samples=b.table4_members, sampler=sampler, steps=steps)
         seconds = time.perf_counter() - start
