@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from diffuseg.config import Config, config_from_dict, config_to_dict
+from diffuseg.config import Config, Method, config_from_dict, config_to_dict
 from diffuseg.errors import UserError
 
 FORMAT_VERSION = 1
@@ -48,16 +47,6 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic (temp file, fsync, rename)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        save_atomic(checkpoint, path)
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> Any:
-        return read_checkpoint(path, map_location=map_location or "cpu")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -172,19 +161,32 @@ def prefixed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, t
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+def build_network(config: Config) -> torch.nn.Module:
+    """The network of ``config.model`` (registry name and options), for every method family."""
+    from diffuseg.nets.registry import build_network as from_registry
+
+    return from_registry(config.model.name, config.data.in_channels, **dict(config.model.options))
+
+
+def build_process(config: Config) -> Any:
+    """What a predictor needs besides the network: a ``DiffusionProcess`` for diffusion methods, else ``None``."""
+    if config.method is not Method.DIFFUSION:
+        return None
+    from diffuseg.diffusion.process import DiffusionProcess
+
+    return DiffusionProcess(config.diffusion)
+
+
 def load_for_inference(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Config, torch.nn.Module, Any]:
     """``(config, ema_net, process)`` from a checkpoint: the EMA network in eval mode, ready to predict.
 
     ``process`` is a ``DiffusionProcess`` for diffusion methods and ``None`` for methods that predict in
     one pass (the deterministic UNet; ``ema_net(image) -> logits``). Raises ``UserError`` for a missing,
-    corrupt or foreign file.
+    corrupt or foreign file. Needs no Lightning (``diffuseg predict`` does not import it).
     """
-    from diffuseg.training.module import module_class
-
     ckpt = read_checkpoint(path, map_location)
     config = checkpoint_config(ckpt, path)
-    family = module_class(config.method)
-    net = family.build_network(config)
+    net = build_network(config)
     weights = prefixed(ckpt["state_dict"], "ema.")
     try:
         net.load_state_dict(weights)
@@ -192,4 +194,4 @@ def load_for_inference(path: str | os.PathLike, map_location: Any = "cpu") -> tu
         first = str(err).splitlines()[0]
         raise UserError(f"{path}: EMA weights do not fit the network {config.model.name} ({first})") from None
     net.eval().requires_grad_(False)
-    return config, net, family.build_process(config)
+    return config, net, build_process(config)

@@ -4,7 +4,8 @@
 EMA model is what validates and predicts), AdamW with linear warm-up and cosine decay, a guard that stops
 the run on a non-finite loss, and the checkpoint metadata. Batches hold ``image`` (B, C, H, W) and ``mask``
 (B, 1, H, W) {0, 1}: one annotator per item, drawn at random per item and step by the training data
-(``training.run``). A family adds how its network is built, its training loss and how it draws masks:
+(``training.run``). Every family builds its network from ``config.model`` (``checkpoint.build_network``, shared
+with prediction); a family adds its training loss and how it draws masks:
 
     MODULES = {Method.DIFFUSION: DiffusionModule, Method.DETERMINISTIC: DeterministicModule}
 
@@ -60,14 +61,14 @@ def lr_factor(step: int, warmup: int, decay: int, total: int) -> float:
 
 
 class SegmentationModule(L.LightningModule):
-    """The shared training machinery; subclasses define ``build_network``, ``loss`` and ``draw``."""
+    """The shared training machinery; subclasses define ``loss`` and ``draw``."""
 
     method: ClassVar[Method]
 
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
-        self.net = self.build_network(config)
+        self.net = ckpt_io.build_network(config)
         if config.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
@@ -75,18 +76,6 @@ class SegmentationModule(L.LightningModule):
         self._rng_to_restore: dict[str, Any] | None = None
 
     # --- what a family defines -------------------------------------------------------------------
-    @staticmethod
-    def build_network(config: Config) -> nn.Module:
-        """The family's network from ``config.model`` (registry name and options)."""
-        from diffuseg.nets.registry import build_network
-
-        return build_network(config.model.name, config.data.in_channels, **dict(config.model.options))
-
-    @staticmethod
-    def build_process(config: Config) -> Any:
-        """The object a predictor needs besides the network (``DiffusionProcess``), or ``None``."""
-        return None
-
     def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
         """Scalar training loss for images ``(B, C, H, W)`` and one mask per item ``(B, 1, H, W)`` {0, 1}."""
         raise NotImplementedError
@@ -172,13 +161,7 @@ class DiffusionModule(SegmentationModule):
 
     def __init__(self, config: Config):
         super().__init__(config)
-        self.process = self.build_process(config)
-
-    @staticmethod
-    def build_process(config: Config) -> Any:
-        from diffuseg.diffusion.process import DiffusionProcess
-
-        return DiffusionProcess(config.diffusion)
+        self.process = ckpt_io.build_process(config)
 
     def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
         return self.process.loss(self.net, target, image, generator)
@@ -230,8 +213,6 @@ FAMILY_MODULES: dict[Method, str] = {
 
 def module_class(method: Method | str) -> type[SegmentationModule]:
     """The LightningModule class for ``method``; ``UserError`` when that family has no trainer yet."""
-    import diffuseg.training.latent_module  # noqa: F401  (registers the Prob. UNet and PHiSeg modules)
-
     method = Method.parse(method)
     if method not in MODULES and method in FAMILY_MODULES:
         importlib.import_module(FAMILY_MODULES[method])

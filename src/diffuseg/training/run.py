@@ -24,12 +24,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diffuseg.config import Config, config_to_dict, save_config
 from diffuseg.errors import UserError
 from diffuseg.training.callbacks import PeriodicCheckpoint, SampledValidation
-from diffuseg.training.checkpoint import LAST, AtomicCheckpointIO, checkpoint_config, read_checkpoint
+from diffuseg.training.checkpoint import LAST, checkpoint_config, read_checkpoint, save_atomic
 from diffuseg.training.module import module_class, step_seed
 
 # Fields that may change between a run and its resumption; any other difference is refused.
@@ -194,6 +195,16 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
     check_resumable(checkpoint_config(ckpt, ckpt_path), config, ckpt_path)
     meta = ckpt["diffuseg"]
     return int(meta["global_step"]), int(meta["sampler_position"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic (temp file, fsync, rename) and read with ``read_checkpoint``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        save_atomic(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> Any:
+        return read_checkpoint(path, map_location=map_location or "cpu")
 
 
 def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
