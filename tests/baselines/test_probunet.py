@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from diffuseg.inference.ensemble import latent_sample as sample
 from diffuseg.nets.latent import kl
 from diffuseg.nets.probunet import ProbUNet, ProbUNetDiffusionNet
 from diffuseg.nets.registry import build_network
-from diffuseg.training.latent_module import sample
 
 KINDS = ["aa", "aa_mix", "fc", "fc_mix"]
 

@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from diffuseg.config import SampleConfig, Uncertainty
+from diffuseg.config import Config, Method, SampleConfig, Uncertainty
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers import SampleOutput
 from diffuseg.diffusion.samplers import sample as run_sampler
 from diffuseg.inference.fusion import fuse
 from diffuseg.inference.postprocess import relative_area_keep
+from diffuseg.nets.latent import Generators
+from diffuseg.nets.phiseg import PHiSeg
+from diffuseg.nets.probunet import ProbUNet
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,40 @@ def diffusion_draw(net: Network, process: DiffusionProcess, cfg: SampleConfig) -
         )
 
     return draw
+
+
+@torch.no_grad()
+def latent_sample(
+    net: torch.nn.Module, image: Tensor, members: int, *, generator: Generators, threshold: float = 0.5
+) -> SampleOutput:
+    """``members`` masks per image from a Prob. UNet's or PHiSeg's prior: image (B, C, H, W) -> ``SampleOutput``
+    with ``mask`` (B * members, 1, H, W) in {0, 1} and ``soft`` = sigmoid(logits), rows image-major.
+
+    ``generator`` is one ``torch.Generator`` or one per output row (row b * members + k from generator
+    b * members + k), so a member's mask does not depend on the batch it is drawn in. The image-only parts
+    (Prob. UNet's UNet and prior net, PHiSeg's prior encoder) run once per image.
+    """
+    if not isinstance(net, ProbUNet | PHiSeg):
+        raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
+    soft = torch.sigmoid(net.sample_logits(image, members, generator).float())
+    return SampleOutput(mask=(soft > threshold).float(), soft=soft)
+
+
+def make_draw(config: Config, net: torch.nn.Module, process: DiffusionProcess | None) -> Draw:
+    """The member-drawing function of ``config.method``'s family, as ``predict`` and sampled validation use it:
+    a diffusion sampler (``diffusion_draw``), the prior of a latent-variable baseline (``latent_sample``), or
+    one pass of the deterministic UNet (``sigmoid(net(image))`` repeated ``members`` times)."""
+    s = config.sample
+    if config.method is Method.DIFFUSION:
+        return diffusion_draw(net, process, s)
+    if config.method in (Method.PROBUNET, Method.PHISEG):
+        return lambda images, members, gens: latent_sample(net, images, members, generator=gens, threshold=s.threshold)
+
+    def deterministic(images: Tensor, members: int, gens: list) -> SampleOutput:
+        soft = torch.sigmoid(net(images).float()).repeat_interleave(members, dim=0)
+        return SampleOutput(mask=(soft > s.threshold).float(), soft=soft)
+
+    return deterministic
 
 
 def _draw(draw: Draw, chunk: list[tuple[_Pending, int, int]], cfg: SampleConfig, device: torch.device) -> None:

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from diffuseg.config import Config, Method, config_from_dict, config_to_dict, merge, parse_overrides, save_config
+from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
 from diffuseg.data.case import Case
 from diffuseg.data.formats import open_input
 from diffuseg.data.transforms import match_channels, resize_pair
 from diffuseg.errors import DatasetError, UserError
-from diffuseg.inference.ensemble import Draw, diffusion_draw, prepare_network, sample_ensembles
+from diffuseg.inference.ensemble import make_draw, prepare_network, sample_ensembles
 from diffuseg.inference.writers import PredictionWriter, check_output
 
 CONFIG_NAME = "config.yaml"
@@ -40,24 +40,6 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
         return config_from_dict(merge(config_to_dict(config), values))
     except UserError as err:
         raise UserError(f"overrides: {err}") from None
-
-
-def make_draw(config: Config, net: torch.nn.Module, process: object) -> Draw:
-    """The member-drawing function of the checkpoint's method family (see ``ensemble.Draw``)."""
-    s = config.sample
-    if config.method is Method.DIFFUSION:
-        return diffusion_draw(net, process, s)
-    if config.method in (Method.PROBUNET, Method.PHISEG):
-        from diffuseg.training.latent_module import sample as latent_sample
-
-        return lambda images, members, gens: latent_sample(net, images, members, generator=gens, threshold=s.threshold)
-    from diffuseg.diffusion.samplers import SampleOutput
-
-    def deterministic(images: torch.Tensor, members: int, gens: list) -> SampleOutput:
-        soft = torch.sigmoid(net(images).float()).repeat_interleave(members, dim=0)
-        return SampleOutput(mask=(soft > s.threshold).float(), soft=soft)
-
-    return deterministic
 
 
 def _model_inputs(reader, config: Config, pending: deque[Case]) -> Iterator[tuple[str, torch.Tensor]]:

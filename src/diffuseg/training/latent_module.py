@@ -9,10 +9,10 @@
   w_l = 4^l when ``exponential_weighting`` (the reference code's default) and the prior of every level
   conditioned on the posterior's samples of the coarser ones (eqs. 5-6 of the paper).
 
-Each training step uses one annotator per image, drawn at random (``SegmentationModule.training_step``),
-and the posterior sees that annotation. Prediction draws z from the prior: ``sample`` below has the
-signature of the diffusion samplers' output (``SampleOutput``), so ensembles and ``diffuseg predict``
-treat both families alike.
+Each training step uses one annotator per image, drawn at random per item and step by the training data
+(``data.dataset``), and the posterior sees that annotation. Prediction draws z from the prior
+(``inference.ensemble.latent_sample``, which returns the diffusion samplers' ``SampleOutput``), so ensembles
+and ``diffuseg predict`` treat both families alike.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 
 from diffuseg.config import Method
-from diffuseg.diffusion.samplers.base import SampleOutput
-from diffuseg.nets.latent import Generators, kl
+from diffuseg.nets.latent import kl
 from diffuseg.nets.phiseg import PHiSeg
 from diffuseg.nets.probunet import ProbUNet
 from diffuseg.training.module import MODULES, SegmentationModule
@@ -79,23 +78,6 @@ def latent_loss(net: nn.Module, image: Tensor, target: Tensor, generator: torch.
     raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
 
 
-@torch.no_grad()
-def sample(
-    net: nn.Module, image: Tensor, members: int, *, generator: Generators, threshold: float = 0.5
-) -> SampleOutput:
-    """``members`` masks per image from the prior: image (B, C, H, W) -> ``SampleOutput`` with
-    ``mask`` (B * members, 1, H, W) in {0, 1} and ``soft`` = sigmoid(logits), rows image-major.
-
-    ``generator`` is one ``torch.Generator`` or one per output row (row b * members + k from generator
-    b * members + k), so a member's mask does not depend on the batch it is drawn in. The image-only parts
-    (Prob. UNet's UNet and prior net, PHiSeg's prior encoder) run once per image.
-    """
-    if not isinstance(net, ProbUNet | PHiSeg):
-        raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
-    soft = torch.sigmoid(net.sample_logits(image, members, generator).float())
-    return SampleOutput(mask=(soft > threshold).float(), soft=soft)
-
-
 class LatentModule(SegmentationModule):
     """Training of a latent-variable baseline; logs the reconstruction and KL terms beside the loss."""
 
@@ -105,9 +87,6 @@ class LatentModule(SegmentationModule):
         self.log("reconstruction", parts["reconstruction"].detach(), on_step=True, batch_size=size)
         self.log("kl", parts["kl"].detach(), on_step=True, batch_size=size)
         return parts["loss"]
-
-    def draw(self, net: nn.Module, image: Tensor, members: int, generators: list[torch.Generator]) -> Tensor:
-        return sample(net, image, members, generator=generators, threshold=self.config.sample.threshold).mask
 
 
 class ProbUNetModule(LatentModule):

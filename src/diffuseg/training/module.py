@@ -4,8 +4,8 @@
 EMA model is what validates and predicts), AdamW with linear warm-up and cosine decay, a guard that stops
 the run on a non-finite loss, and the checkpoint metadata. Batches hold ``image`` (B, C, H, W) and ``mask``
 (B, 1, H, W) {0, 1}: one annotator per item, drawn at random per item and step by the training data
-(``training.run``). Every family builds its network from ``config.model`` (``checkpoint.build_network``, shared
-with prediction); a family adds its training loss and how it draws masks:
+(``training.run``). Every family builds its network from ``config.model`` and draws masks as ``predict`` does
+(``checkpoint.build_network``, ``inference.ensemble.make_draw``); a family adds its training loss:
 
     MODULES = {Method.DIFFUSION: DiffusionModule, Method.DETERMINISTIC: DeterministicModule}
 
@@ -61,7 +61,7 @@ def lr_factor(step: int, warmup: int, decay: int, total: int) -> float:
 
 
 class SegmentationModule(L.LightningModule):
-    """The shared training machinery; subclasses define ``loss`` and ``draw``."""
+    """The shared training machinery; subclasses define ``loss``."""
 
     method: ClassVar[Method]
 
@@ -69,6 +69,7 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         self.config = config
         self.net = ckpt_io.build_network(config)
+        self.process = ckpt_io.build_process(config)  # DiffusionProcess for diffusion methods, else None
         if config.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
@@ -81,8 +82,11 @@ class SegmentationModule(L.LightningModule):
         raise NotImplementedError
 
     def draw(self, net: nn.Module, image: Tensor, members: int, generators: list[torch.Generator]) -> Tensor:
-        """``members`` masks per image with ``net``: ``(B * members, 1, H, W)`` {0, 1}, rows image-major."""
-        raise NotImplementedError
+        """``members`` masks per image with ``net``: ``(B * members, 1, H, W)`` {0, 1}, rows image-major, row
+        ``i`` from ``generators[i]``; the family's ``inference.ensemble.make_draw``, as ``predict`` draws."""
+        from diffuseg.inference.ensemble import make_draw
+
+        return make_draw(self.config, net, self.process)(image, members, generators).mask
 
     # --- training --------------------------------------------------------------------------------
     def step_generator(self) -> torch.Generator:
@@ -159,30 +163,8 @@ class DiffusionModule(SegmentationModule):
 
     method = Method.DIFFUSION
 
-    def __init__(self, config: Config):
-        super().__init__(config)
-        self.process = ckpt_io.build_process(config)
-
     def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
         return self.process.loss(self.net, target, image, generator)
-
-    def draw(self, net: nn.Module, image: Tensor, members: int, generators: list[torch.Generator]) -> Tensor:
-        from diffuseg.diffusion.samplers import sample
-
-        s = self.config.sample
-        out = sample(
-            s.sampler,
-            net,
-            image,
-            self.process,
-            s.steps,
-            generator=generators,
-            members=members,
-            eta=s.eta,
-            ddpm_variance=s.ddpm_variance,
-            threshold=s.threshold,
-        )
-        return out.mask
 
 
 class DeterministicModule(SegmentationModule):
@@ -194,10 +176,6 @@ class DeterministicModule(SegmentationModule):
         from diffuseg.nets.unet import dice_bce_loss
 
         return dice_bce_loss(self.net(image), target)
-
-    def draw(self, net: nn.Module, image: Tensor, members: int, generators: list[torch.Generator]) -> Tensor:
-        mask = (torch.sigmoid(net(image).float()) > self.config.sample.threshold).float()
-        return mask.repeat_interleave(members, dim=0)
 
 
 MODULES: dict[Method, type[SegmentationModule]] = {
