@@ -81,17 +81,18 @@ def _channel_axis(data: FileData) -> int | None:
 
 
 def _plane(data: FileData, array: np.ndarray, slice_index: int | None) -> np.ndarray:
-    """The 2D plane (H,W) or (H,W,C) of an entry."""
-    if data.affine is not None:
-        if array.ndim >= 3:
-            z = 0 if slice_index is None else slice_index
-            array = array[:, :, z]
-        return array
+    """The 2D plane (H,W) or (H,W,C) of an entry: slice ``slice_index`` (default 0) of a NIfTI volume."""
+    if data.affine is not None and array.ndim >= 3:
+        return array[:, :, 0 if slice_index is None else slice_index]
     return array
 
 
 class Reader:
-    """A dataset on disk in one layout: ``entries`` plus the structural ``problems`` met while scanning."""
+    """A dataset on disk in one layout: ``entries`` plus the structural ``problems`` met while scanning.
+
+    A layout defines ``detect(root) -> bool`` (does ``root`` look like this layout?) and ``scan()``, which
+    fills ``entries`` and ``problems``; construction scans.
+    """
 
     layout = "base"
 
@@ -101,6 +102,16 @@ class Reader:
         self.entries: list[Entry] = []
         self.problems: list[str] = []
         self._files = _FileCache()
+        self.scan()
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        """Whether the folder ``root`` looks like this layout."""
+        raise NotImplementedError
+
+    def scan(self) -> None:
+        """Find the layout's items on disk: set ``entries``, append structural problems to ``problems``."""
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -47,10 +47,6 @@ def case_dirs(root: Path) -> list[Path]:
 class BraTSReader(Reader):
     layout = "brats"
 
-    def __init__(self, root, foreground=()):
-        super().__init__(root, foreground)
-        self.scan()
-
     @staticmethod
     def detect(root: Path) -> bool:
         return bool(case_dirs(root))

@@ -34,10 +34,6 @@ def _nodules(patient: Path) -> list[Path]:
 class LIDCReader(Reader):
     layout = "lidc"
 
-    def __init__(self, root, foreground=()):
-        super().__init__(root, foreground)
-        self.scan()
-
     @staticmethod
     def detect(root: Path) -> bool:
         base = slices_root(root)

@@ -30,10 +30,6 @@ def annotator_dirs(root: Path) -> list[Path]:
 class MultiAnnotatorReader(Reader):
     layout = "multi"
 
-    def __init__(self, root, foreground=()):
-        super().__init__(root, foreground)
-        self.scan()
-
     @staticmethod
     def detect(root: Path) -> bool:
         if find_dir(root, IMAGE_DIRS) and len(annotator_dirs(root)) >= 2:

@@ -40,10 +40,6 @@ def _labels(meta: dict) -> tuple[int, ...] | None:
 class NnUNetReader(Reader):
     layout = "nnunet"
 
-    def __init__(self, root, foreground=()):
-        super().__init__(root, foreground)
-        self.scan()
-
     @staticmethod
     def detect(root: Path) -> bool:
         return (root / "dataset.json").is_file() and (root / "imagesTr").is_dir()

@@ -79,10 +79,6 @@ def match_masks(
 class PairedReader(Reader):
     layout = "paired"
 
-    def __init__(self, root, foreground=(), image_dir: str | None = None, mask_dir: str | None = None):
-        super().__init__(root, foreground)
-        self.scan(image_dir, mask_dir)
-
     @staticmethod
     def detect(root: Path) -> bool:
         if find_dir(root, IMAGE_DIRS) and find_dir(root, MASK_DIRS):
@@ -90,9 +86,9 @@ class PairedReader(Reader):
         files = image_files(find_dir(root, IMAGE_DIRS) or root)
         return any(split_suffix(stem_of(p), MASK_SUFFIXES) for p in files)
 
-    def scan(self, image_dir: str | None, mask_dir: str | None) -> None:
-        img_dir = self.root / image_dir if image_dir else find_dir(self.root, IMAGE_DIRS)
-        msk_dir = self.root / mask_dir if mask_dir else find_dir(self.root, MASK_DIRS)
+    def scan(self) -> None:
+        img_dir = find_dir(self.root, IMAGE_DIRS)
+        msk_dir = find_dir(self.root, MASK_DIRS)
         if img_dir is not None and msk_dir is not None:
             images, masks, suffix = image_files(img_dir), image_files(msk_dir), False
         else:
@@ -121,8 +117,15 @@ class ImagesReader(Reader):
     layout = "images"
 
     def __init__(self, root, foreground=(), files: list[Path] | None = None):
+        self._given = files  # explicit image files (``images_from_files``), else the folder is listed
         super().__init__(root, foreground)
-        paths = files if files is not None else image_files(find_dir(self.root, IMAGE_DIRS) or self.root)
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        return bool(image_files(find_dir(root, IMAGE_DIRS) or root))
+
+    def scan(self) -> None:
+        paths = self._given if self._given is not None else image_files(find_dir(self.root, IMAGE_DIRS) or self.root)
         seen: dict[str, int] = {}
         entries = []
         for p in paths:
@@ -131,7 +134,3 @@ class ImagesReader(Reader):
             case_id = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
             entries.append(Entry(case_id, patient_of(stem), (Path(p),)))
         self.entries = expand_volumes(entries)
-
-    @staticmethod
-    def detect(root: Path) -> bool:
-        return bool(image_files(find_dir(root, IMAGE_DIRS) or root))
