@@ -8,8 +8,9 @@ Each item is a dict:
   item from (seed, index), so it never changes,
 - ``annotator`` int, ``index`` int, ``case_id`` str, ``patient_id`` str.
 Augmentation (training only) and the random crop use a generator seeded from (seed, epoch, index): the
-training loop calls ``set_epoch`` at each epoch start (``persistent_workers`` must then be off, or the
-workers keep their old epoch); results do not depend on the number of workers.
+training loop (``training.run``) passes the epoch with every index (its sampler yields ``(index, epoch)``
+and ``set_epoch`` is called in the worker before each item), so workers may persist; results do not depend
+on the number of workers.
 """
 
 from __future__ import annotations
