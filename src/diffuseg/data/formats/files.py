@@ -47,11 +47,6 @@ class FileData:
     affine: np.ndarray | None = None  # 4x4, NIfTI only
     spacing: tuple[float, ...] | None = None
 
-    @property
-    def is_volume(self) -> bool:
-        """True for NIfTI data with more than one slice along the third axis."""
-        return self.affine is not None and self.array.ndim >= 3 and self.array.shape[2] > 1
-
 
 def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
     """Decode ``path``; raises ``UserError`` naming it when it is missing, unreadable or corrupt."""
