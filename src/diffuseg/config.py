@@ -7,13 +7,14 @@ YAML stored with a run or a checkpoint reproduces it exactly. Unknown keys and b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import os
 import tempfile
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,16 +380,26 @@ def save_config(config: Config, path: str | os.PathLike) -> None:
     write_text_atomic(Path(path), yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside ``path`` (``.NAME.XXXX<suffix>``, same folder, which is created) to write;
+    renamed over ``path`` (``os.replace``) when the block ends, deleted when it raises. Nothing half-written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _validate(c: Config) -> None:

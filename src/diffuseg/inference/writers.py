@@ -19,7 +19,6 @@ the input folder and never overwrites an input file (``UserError``).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diffuseg.config import atomic_path
 from diffuseg.data.case import Case, Geometry
 from diffuseg.errors import UserError
 
@@ -183,16 +183,9 @@ class PredictionWriter:
         sources = {Path(p).resolve() for p in g.sources} | {Path(p).resolve() for f in g.mask_sources for p in f}
         if path.resolve() in sources:
             raise UserError(f"{path}: refusing to overwrite an input file; choose another output folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
         ext = output_format(g)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp.{ext}")
-        os.close(fd)
-        try:
-            _encode(Path(tmp), array, g, kind, ext)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path, suffix=f".tmp.{ext}") as tmp:  # the encoders go by the file ending
+            _encode(tmp, array, g, kind, ext)
         return path
 
 
