@@ -153,9 +153,10 @@ def ensure_trained(config: Config) -> tuple[Path, float]:
 
 def val_cases(config: Config, n: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """``n`` validation items evenly spaced over the validation split: (case id, image, masks (K, S, S))."""
-    _, val, _ = build_datasets(config, Path(config.train.out_dir))
+    _, val = build_datasets(config, Path(config.train.out_dir))
     idx = np.unique(np.linspace(0, len(val) - 1, min(n, len(val))).round().astype(int))
-    return [(val.arrays.case_ids[i], val[i]["image"], val[i]["masks"]) for i in idx]
+    items = [val[int(i)] for i in idx]
+    return [(it["case_id"], it["image"], it["masks"]) for it in items]
 
 
 def draw_members(ckpt: Path, cases, **sample: Any) -> list[Any]:

@@ -70,6 +70,7 @@ class Settings:
     members: int
     steps: tuple[tuple[str, int], ...]  # (sampler, steps) for the sampler table
     sizes: tuple[int, ...]  # ensemble sizes
+    chunks: tuple[int, ...]  # members per network call when an ensemble is drawn in chunks
     size_steps: int  # DPM-Solver steps for the ensemble-size table
     measure_steps: int  # batched ensembles are measured end to end up to this many steps, longer ones estimated
     measure_seq_calls: int  # the same for members one after another, in network calls
@@ -89,6 +90,7 @@ FULL = Settings(
     members=25,
     steps=(("ddpm", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10), ("dpm_solver", 20), ("dpm_solver", 10)),
     sizes=(1, 5, 25, 50),
+    chunks=(1, 2, 5, 25),
     size_steps=10,
     measure_steps=10,
     measure_seq_calls=50,
@@ -105,6 +107,7 @@ QUICK = Settings(
     members=4,
     steps=(("ddpm", 4), ("ddim", 2), ("dpm_solver", 2)),
     sizes=(1, 2, 4),
+    chunks=(1, 2, 4),
     size_steps=2,
     measure_steps=2,
     measure_seq_calls=4,
@@ -338,6 +341,32 @@ def by_size(s: Settings, net, process, size: int, cl: bool, bf16: bool) -> tuple
     return table, rows
 
 
+def chunked(s: Settings, net, process, size: int, fusion_s: float) -> tuple[str, int]:
+    """Members per call: one step of the whole ensemble as ceil(members / k) calls of k members (bf16 +
+    channels_last), then whole ensembles at the best k through ``sample_ensembles(batch_size=k)``."""
+    rows = []
+    for k in s.chunks:
+        calls = -(-s.members // k)
+        sec = step_seconds(net, size, k, shared=True, cl=True, bf16=True, repeats=s.repeats)
+        rows.append([k, calls, sec, sec * calls, sec / k])
+        print(f"chunks of {k}: {sec:.3f} s per call, {sec * calls:.2f} s per ensemble step", flush=True)
+    best = min(rows, key=lambda r: r[3])[0]
+    table = markdown_table(["members per call", "calls per step", "s per call", "s per step (all members)",
+                            "s per member-call"], rows)  # fmt: skip
+    e2e = []
+    for sampler, steps in s.steps:
+        if steps <= s.measure_steps:
+            cfg = SampleConfig(sampler=SamplerKind.parse(sampler), steps=steps, samples=s.members, batch_size=best,
+                               precision="bf16")  # fmt: skip
+            sec = time_ensemble(net, process, cfg, size, True)
+            e2e.append([sampler, steps, s.members, best, sec, sec < GOAL_S])
+            print(f"ensemble {sampler} {steps} steps, chunks of {best}: {sec:.1f} s", flush=True)
+    table += "\nWhole fused ensembles at the best chunk size, measured end to end (`sample_ensembles`):\n\n"
+    table += markdown_table(["sampler", "steps", "members", "members per call", "s per fused ensemble",
+                             f"< {GOAL_S:.0f} s"], e2e)  # fmt: skip
+    return table, best
+
+
 # --------------------------------------------------------------------------------------------- 4. training
 def training(s: Settings) -> tuple[str, list]:
     process = DiffusionProcess(DiffusionConfig())
@@ -413,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--only",
-        default="peak,calls,ensemble,train,profile",
+        default="peak,calls,ensemble,chunks,train,profile",
         help="comma-separated parts to run (peak is always measured; 'compile' only when named)",
     )
     args = parser.parse_args(argv)
@@ -423,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print_machine(info)
     suffix = "-quick" if args.quick else ""
+    if parts != set(parser.get_default("only").split(",")):
+        suffix += "-" + "-".join(sorted(parts))
     started = time.perf_counter()
 
     peak = measure_peak(s.peak_sizes)
@@ -498,6 +529,13 @@ def main(argv: list[str] | None = None) -> None:
             logx=True,
             logy=True,
         )
+
+    if "chunks" in parts:
+        name, size, options = s.ens_net
+        table, _ = chunked(s, make_net(name, options), DiffusionProcess(DiffusionConfig()), size,
+                           fusion_seconds(s.members, size))  # fmt: skip
+        sections.append((f"Members per call ({s.members}-member {name} ensemble, {size} px, bf16 + channels_last)",
+                         table))  # fmt: skip
 
     if "train" in parts:
         table, _ = training(s)
