@@ -32,7 +32,7 @@ import torch
 
 from diffuseg.config import EvalConfig, write_text_atomic
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.formats.files import is_image_file, read_file, stem_of
+from diffuseg.data.formats.files import is_image_file, natural_key, read_file, stem_of
 from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
 
@@ -64,7 +64,7 @@ def find_predictions(pred_dir: str | os.PathLike) -> dict[str, PredictionFiles]:
             found[stem[: -len(UNCERTAINTY_SUFFIX)]].uncertainty = p
     samples_dir = root / "samples"
     if samples_dir.is_dir():
-        for p in sorted(samples_dir.rglob("*"), key=lambda q: _natural_key(str(q))):
+        for p in sorted(samples_dir.rglob("*"), key=lambda q: natural_key(str(q))):
             if not is_image_file(p):
                 continue
             case = _sample_case(p, samples_dir, found)
@@ -84,10 +84,6 @@ def _sample_case(path: Path, samples_dir: Path, known: dict[str, PredictionFiles
         return max(candidates, key=len)
     m = _SAMPLE_INDEX.match(stem)
     return m.group(1) if m and m.group(1) in known else None
-
-
-def _natural_key(text: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 def _read_mask(path: Path) -> np.ndarray:

@@ -7,6 +7,7 @@ Arrays keep their stored dtype; intensity scaling is ``normalize_intensity``'s j
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ RASTER_SUFFIXES = ("png", "jpg", "jpeg", "gif", "tif", "tiff", "bmp")
 NIFTI_SUFFIXES = ("nii", "nii.gz")
 IMAGE_SUFFIXES = (*RASTER_SUFFIXES, "npy", *NIFTI_SUFFIXES)
 LOSSY_SUFFIXES = ("jpg", "jpeg")
+_NUMBER = re.compile(r"(\d+)")
 
 
 def suffix_of(path: str | os.PathLike) -> str:
@@ -33,6 +35,11 @@ def stem_of(path: str | os.PathLike) -> str:
     name = os.path.basename(os.fspath(path))
     suffix = suffix_of(name)
     return name[: -len(suffix) - 1] if suffix else name
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the numbers inside names by value: ``slice-2`` before ``slice-10``."""
+    return tuple(int(t) if t.isdigit() else t for t in _NUMBER.split(name))
 
 
 def is_image_file(path: Path) -> bool:

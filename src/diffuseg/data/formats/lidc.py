@@ -7,18 +7,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader
-from diffuseg.data.formats.files import is_image_file, stem_of
+from diffuseg.data.formats.files import is_image_file, natural_key, stem_of
 
 SLICES_DIR = "LIDC-IDRI-slices"
-_NUM = re.compile(r"(\d+)")
-
-
-def _natural(name: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in _NUM.split(name))
 
 
 def slices_root(root: Path) -> Path:
@@ -27,7 +21,7 @@ def slices_root(root: Path) -> Path:
 
 def _nodules(patient: Path) -> list[Path]:
     return sorted(
-        (p for p in patient.iterdir() if p.is_dir() and p.name.startswith("nodule")), key=lambda p: _natural(p.name)
+        (p for p in patient.iterdir() if p.is_dir() and p.name.startswith("nodule")), key=lambda p: natural_key(p.name)
     )
 
 
@@ -46,14 +40,14 @@ class LIDCReader(Reader):
 
     def scan(self) -> None:
         base = slices_root(self.root)
-        for patient in sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: _natural(p.name)):
+        for patient in sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
             for nodule in _nodules(patient):
                 self._scan_nodule(patient.name, nodule)
 
     def _scan_nodule(self, patient: str, nodule: Path) -> None:
         images_dir = nodule / "images"
         mask_dirs = sorted(
-            (d for d in nodule.iterdir() if d.is_dir() and d.name.startswith("mask")), key=lambda p: _natural(p.name)
+            (d for d in nodule.iterdir() if d.is_dir() and d.name.startswith("mask")), key=lambda p: natural_key(p.name)
         )
         if not images_dir.is_dir():
             self.problems.append(f"{nodule}: no images/ folder")
@@ -67,9 +61,9 @@ class LIDCReader(Reader):
             listing = ", ".join(f"{d.name} {n}" for d, n in zip([images_dir, *mask_dirs], counts))
             self.problems.append(f"{nodule}: annotator folders of unequal length ({listing})")
         for found in masks:
-            for stem in sorted(set(found) - set(images), key=_natural):
+            for stem in sorted(set(found) - set(images), key=natural_key):
                 self.problems.append(f"{found[stem]}: mask without an image (no {images_dir.name}/{stem}.*)")
-        for stem in sorted(images, key=_natural):
+        for stem in sorted(images, key=natural_key):
             missing = [d for d, found in zip(mask_dirs, masks) if stem not in found]
             if missing:
                 names = ", ".join(d.name for d in missing)
