@@ -22,7 +22,7 @@ from tqdm import tqdm
 from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
 from diffuseg.data.case import Case
 from diffuseg.data.formats import open_input
-from diffuseg.data.transforms import match_channels, resize_pair
+from diffuseg.data.transforms import model_input
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.inference.ensemble import make_draw, prepare_network, sample_ensembles
 from diffuseg.inference.writers import PredictionWriter, check_output
@@ -43,14 +43,14 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
 
 
 def _model_inputs(reader, config: Config, pending: deque[Case]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Decode cases one by one, keep them in ``pending`` for the writer, yield (case id, model-size image)."""
+    """Decode cases one by one, keep them in ``pending`` for the writer, yield (case id, model-size image)
+    prepared as in training (``transforms.model_input``: resize, then match the channel count)."""
     for index in range(len(reader)):
         case = reader[index]
         try:
-            image = match_channels(case.image, config.data.in_channels, case.case_id)
+            image = model_input(case.image, config.data.image_size, config.data.in_channels, case.case_id)
         except ValueError as err:
             raise UserError(f"{case.geometry.sources[0] if case.geometry.sources else case.case_id}: {err}") from None
-        image, _ = resize_pair(image, case.masks[:0], config.data.image_size)
         pending.append(case)
         yield case.case_id, image
 
