@@ -15,6 +15,7 @@ its own slice of every global batch.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +208,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, map_location=map_location or "cpu")
 
 
+class _DropAdverts(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger; every other message passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def check_image_size(config: Config, net: torch.nn.Module) -> None:
+    """``UserError`` unless ``data.image_size`` is divisible by the network's downsampling factor."""
+    factor = getattr(net, "downsampling", None)
+    size = config.data.image_size
+    if factor and size % factor:
+        raise UserError(
+            f"data.image_size={size} does not fit model {config.model.name}: it downsamples {factor}x, so the "
+            f"image size must be a multiple of {factor} (e.g. {max(factor, size // factor * factor)})"
+        )
+
+
 def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
     """A Lightning Trainer for the run: devices, precision, clipping, loggers, atomic checkpoint IO."""
     t = config.train
@@ -227,6 +246,7 @@ def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> 
         limit_val_batches=0,
         use_distributed_sampler=False,
         default_root_dir=run_dir,
+        enable_model_summary=False,  # 20 lines of module counts; the parameter count is printed by train()
     )
 
 
@@ -239,6 +259,10 @@ def train(config: Config, resume: bool = False) -> Path:
     t = config.train
     run_dir = Path(t.out_dir)
     ckpt_path = run_dir / "checkpoints" / LAST
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{run_dir}: cannot create the run folder ({err.strerror or err})") from None
     start_step, position = _resume_state(config, ckpt_path, resume)
     for stale in ckpt_path.parent.glob(f".{LAST}.*.tmp"):  # left by a kill during a write; never the checkpoint
         stale.unlink(missing_ok=True)
@@ -249,6 +273,9 @@ def train(config: Config, resume: bool = False) -> Path:
     train_set, val_set = build_datasets(config, run_dir)
     family = module_class(config.method)
     module = family(config)
+    check_image_size(config, module.net)
+    params = sum(p.numel() for p in module.net.parameters())
+    print(f"model {config.model.name}: {params / 1e6:.2f} M parameters")
     save_config(config, run_dir / "config.yaml")
 
     sampler = StreamBatchSampler(len(train_set), t.batch_size, t.seed, t.steps, start_step, position)
@@ -262,12 +289,24 @@ def train(config: Config, resume: bool = False) -> Path:
     callbacks: list[L.Callback] = [PeriodicCheckpoint(run_dir / "checkpoints", t.ckpt_every, t.steps)]
     if len(val_set) and t.val_every > 0 and t.val_cases > 0:
         callbacks.append(SampledValidation(val_set, t.val_every, t.val_cases, batch_size=t.batch_size))
-    trainer = make_trainer(config, run_dir, callbacks)
+    adverts = _DropAdverts()
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    rank_zero_log.addFilter(adverts)
+    try:
+        trainer = make_trainer(config, run_dir, callbacks)
+    except BaseException:
+        rank_zero_log.removeFilter(adverts)
+        raise
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path if resume else None, weights_only=True)
+        # Lightning 2.6 calls a torch pytree API that torch deprecates: not the user's to act on
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+        try:
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path if resume else None, weights_only=True)
+        finally:
+            rank_zero_log.removeFilter(adverts)
     if trainer.interrupted:
         raise KeyboardInterrupt
     return run_dir

@@ -1,0 +1,93 @@
+"""Bad input at the command line: one `error:` line naming the file or key, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffuseg.cli import main
+from diffuseg.data.synthetic import SyntheticSpec, write_synthetic
+
+TINY_UNET = "model.options={channels: [8, 8, 16], num_res_blocks: [1, 1, 1], middle_blocks: 1, time_dim: 16}"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("syn"), 6, SyntheticSpec(size=16), seed=0, layout="lidc")
+
+
+def test_overrides_after_options_reach_the_config(tmp_path, capsys):
+    # argparse alone rejects `train PRESET --out D key=value` ("unrecognized arguments")
+    code = main(["train", "demo", "--out", str(tmp_path / "run"), "train.steps=-3"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "train.steps" in err
+
+
+def test_unknown_option_still_refused():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["presets", "--nope"])
+    assert exit_info.value.code == 2
+
+
+def test_image_size_not_divisible_by_downsampling(synthetic, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "medsegdiff-b-ddti", "--data", str(synthetic), "--out", str(run), "data.image_size=16"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "data.image_size=16" in err and "multiple of 32" in err and "Traceback" not in err
+    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_training_output_without_lightning_noise(synthetic, tmp_path, capfd):
+    run = tmp_path / "run"
+    args = ["train", "lidc-central", "--data", str(synthetic), "--out", str(run), "data.image_size=16", TINY_UNET]
+    args += ["train.steps=1", "train.val_every=0", "train.batch_size=2", "train.log_every=1"]
+    assert main(args) == 0
+    out, err = capfd.readouterr()
+    text = out + err
+    assert "litlogger" not in text and "Modules in train mode" not in text and "LeafSpec" not in text
+    assert "model diffusion-unet:" in out and "M parameters" in out
+
+
+def _file_in_the_way(tmp_path: Path) -> Path:
+    """A path whose parent is a plain file, so no folder can be made there (works as root too)."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    return blocker / "out"
+
+
+def test_unwritable_run_folder(synthetic, tmp_path, capsys):
+    out = _file_in_the_way(tmp_path)
+    assert main(["train", "demo", "--data", str(synthetic), "--out", str(out), "train.steps=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(out) in err and "cannot create the run folder" in err
+
+
+def test_atomic_write_into_unwritable_folder_is_a_user_error(tmp_path):
+    from diffuseg.config import write_text_atomic
+    from diffuseg.errors import UserError
+
+    target = _file_in_the_way(tmp_path) / "results.json"
+    with pytest.raises(UserError, match="cannot write here"):
+        write_text_atomic(target, "{}")
+
+
+def test_report_into_unwritable_folder(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text('{"summary": {}, "cases": []}')
+    out = _file_in_the_way(tmp_path) / "index.html"
+    code = main(["report", str(results), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot create the report folder" in err, err
