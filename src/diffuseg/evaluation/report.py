@@ -133,7 +133,10 @@ def write_report(
     if page.suffix.lower() not in (".html", ".htm"):
         page = page / "index.html"
     figures = page.parent / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
+    try:
+        figures.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{figures}: cannot create the report folder ({err.strerror or err})") from None
 
     primary = "ged" if "ged" in results["summary"] else "dice"
     chosen = list(cases) if cases else choose_cases(results["cases"], primary, max_cases)
