@@ -176,7 +176,7 @@ def ddti_table4_section(d: dict) -> tuple[str, str]:
 
 def write_report(folder: Path, info: Mapping[str, str]) -> None:
     sections = []
-    budget = None
+    budget: dict[str, Any] = {}  # merged over parts, later parts (run with later code) win
     for name, build in (
         ("lidc-main", lidc_main_section),
         ("lidc-fig6", lambda d: lidc_fig6_section(d, folder)),
@@ -187,7 +187,7 @@ def write_report(folder: Path, info: Mapping[str, str]) -> None:
     ):
         d = _load(folder, name)
         if d is not None:
-            budget = budget or d.get("budget")
+            budget.update(d.get("budget", {}))
             sections.append(build(d))
     if budget:
         sections.insert(0, ("Budget", _budget_table(budget)))
