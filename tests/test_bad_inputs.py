@@ -91,3 +91,26 @@ def test_report_into_unwritable_folder(tmp_path, capsys):
     code = main(["report", str(results), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "cannot create the report folder" in err, err
+
+
+def test_image_that_is_not_2d(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for stem in ("1_a", "2_a"):
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "masks" / f"{stem}.png")
+    np.save(tmp_path / "images" / "1_a.npy", np.zeros((4, 16, 16, 2), np.float32))
+    np.save(tmp_path / "images" / "2_a.npy", np.zeros((16,), np.float32))
+    assert main(["verify", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "1_a.npy: not a 2D image" in err and "2_a.npy: not a 2D image" in err and "Traceback" not in err
+
+
+def test_many_channels_are_not_averaged_into_one():
+    from diffuseg.data.transforms import match_channels
+
+    assert match_channels(torch.ones(3, 4, 4), 1, "rgb").shape == (1, 4, 4)
+    with pytest.raises(ValueError, match=r"images have 4 channels but data\.in_channels is 1"):
+        match_channels(torch.ones(4, 4, 4), 1, "brats")

@@ -160,6 +160,12 @@ class Reader:
                 problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
                 continue
             plane = _plane(data, normalised, entry.slice_index)
+            if plane.ndim not in (2, 3) or 0 in plane.shape:
+                problems.append(
+                    f"{path}: not a 2D image (array shape {data.array.shape}; expected (H,W) or (H,W,C), "
+                    "or a NIfTI volume)"
+                )
+                continue
             plane = plane[..., None] if plane.ndim == 2 else plane
             if first is None:
                 first = (path, data)
