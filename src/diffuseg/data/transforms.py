@@ -137,7 +137,7 @@ def match_channels(image: torch.Tensor, channels: int, where: str) -> torch.Tens
     c = image.shape[0]
     if c == channels:
         return image
-    if channels == 1:
+    if c == 3 and channels == 1:  # only colour to grey: averaging MRI modalities or volume planes is no image
         return image.mean(0, keepdim=True)
     if c == 1 and channels == 3:
         return image.expand(channels, *image.shape[1:]).clone()
