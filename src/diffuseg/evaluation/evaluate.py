@@ -21,8 +21,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 from diffuseg.config import EvalConfig, write_text_atomic
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import is_image_file, natural_key, read_file, stem_of
+from diffuseg.data.transforms import single_thread
 from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
 
@@ -212,7 +212,7 @@ def evaluate(
     volumes: dict[str, _Volume] = {}
     cache = _PredVolumes(size=2 + max(len(f.samples) for f in predictions.values()))
     spacing_known = False
-    with _one_thread():  # many small tensor ops: one thread is several times faster than two
+    with single_thread():  # many small tensor ops: one thread is several times faster than two
         for index, entry in matched:
             case = reader.load(index)
             if case.annotators == 0:
@@ -273,16 +273,6 @@ def _add_calibration(sums: dict[str, torch.Tensor], samples: torch.Tensor, masks
     sums["all"] += M.calibration_bins(p, q, bins)
     keep = s.any(0) | y.any(0)
     sums["foreground"] += M.calibration_bins(p[keep], q[keep], bins)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _load_prediction(
