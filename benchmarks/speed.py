@@ -162,7 +162,7 @@ def measure_peak(sizes: tuple[int, ...]) -> dict[str, float]:
         for n in sizes:
             a = torch.randn(n, n).to(dtype)
             b = torch.randn(n, n).to(dtype)
-            seconds = time_call(lambda a=a, b=b: a @ b, warmup=1, repeats=5, max_seconds=20)["best"]
+            seconds = time_call(lambda a=a, b=b: a @ b, warmup=1, repeats=8, max_seconds=20)["best"]
             best = max(best, 2 * n**3 / seconds)
         peak[name] = best
         print(f"peak {name}: {best / 1e9:.1f} GFLOP/s (matmul, sizes {sizes})", flush=True)
@@ -202,7 +202,11 @@ def network_calls(s: Settings, peak: dict[str, float]) -> tuple[str, list[dict]]
                         flush=True,
                     )
         del net
-    table = markdown_table(
+    return calls_table(rows), rows
+
+
+def calls_table(rows: list[dict]) -> str:
+    return markdown_table(
         [
             "network",
             "px",
@@ -231,7 +235,6 @@ def network_calls(s: Settings, peak: dict[str, float]) -> tuple[str, list[dict]]
             for r in rows
         ],
     )
-    return table, rows
 
 
 # --------------------------------------------------------------------------------------------- 3. ensembles
@@ -459,22 +462,10 @@ def main(argv: list[str] | None = None) -> None:
     peak = measure_peak(s.peak_sizes)
     sections = [("Peak (large matmul)", markdown_table(["dtype", "GFLOP/s"], [[k, v / 1e9] for k, v in peak.items()]))]
 
+    call_rows: list[dict] = []
     if "calls" in parts:
-        table, rows = network_calls(s, peak)
-        sections.append(("Network calls", table))
-        labels = [
-            f"{r['net'].replace('medsegdiff', 'msd')} b{r['batch']}{' cl' if r['cl'] else ''}"
-            f"{' bf16' if r['bf16'] else ''}"
-            for r in rows
-        ]
-        bar_plot(
-            RESULTS / f"speed-calls{suffix}.png",
-            labels,
-            [100 * r["of_peak"] for r in rows],
-            ylabel="% of peak FLOP/s",
-            title="Network calls: achieved FLOP/s vs matmul peak",
-            hline=(50, "goal"),
-        )
+        _, call_rows = network_calls(s, peak)
+        sections.append(("Network calls", ""))  # filled in at the end, against the best peak
 
     if "ensemble" in parts:
         name, size, options = s.ens_net
@@ -558,6 +549,34 @@ def main(argv: list[str] | None = None) -> None:
 
     if "compile" in parts:
         sections.append(("torch.compile (inductor)", compiled(s)))
+
+    again = measure_peak(s.peak_sizes)  # a second look: a busy neighbour at the start must not lower the peak
+    best = {k: max(peak[k], again[k]) for k in peak}
+    sections[0] = (
+        "Peak (large matmul; the better of a measurement at the start and one at the end)",
+        markdown_table(
+            ["dtype", "start GFLOP/s", "end GFLOP/s", "used"],
+            [[k, peak[k] / 1e9, again[k] / 1e9, best[k] / 1e9] for k in peak],
+        ),
+    )
+    if call_rows:
+        for r in call_rows:
+            r["of_peak"] = r["gflops"] * 1e9 / best["bf16" if r["bf16"] else "fp32"]
+        index = next(i for i, (h, _) in enumerate(sections) if h == "Network calls")
+        sections[index] = ("Network calls", calls_table(call_rows))
+        labels = [
+            f"{r['net'].replace('medsegdiff', 'msd')} b{r['batch']}{' cl' if r['cl'] else ''}"
+            f"{' bf16' if r['bf16'] else ''}"
+            for r in call_rows
+        ]
+        bar_plot(
+            RESULTS / f"speed-calls{suffix}.png",
+            labels,
+            [100 * r["of_peak"] for r in call_rows],
+            ylabel="% of peak FLOP/s",
+            title="Network calls: achieved FLOP/s vs matmul peak",
+            hline=(50, "goal"),
+        )
 
     minutes = (time.perf_counter() - started) / 60
     sections.append(("Run", f"{minutes:.1f} minutes; load average at the end (1/5/15 min): {load_average()}.\n"))
