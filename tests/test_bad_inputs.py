@@ -114,3 +114,10 @@ def test_many_channels_are_not_averaged_into_one():
     assert match_channels(torch.ones(3, 4, 4), 1, "rgb").shape == (1, 4, 4)
     with pytest.raises(ValueError, match=r"images have 4 channels but data\.in_channels is 1"):
         match_channels(torch.ones(4, 4, 4), 1, "brats")
+
+
+def test_lightning_device_misconfiguration(synthetic, tmp_path, capsys):
+    args = ["train", "lidc-central", "--data", str(synthetic), "--out", str(tmp_path / "run"), "data.image_size=16"]
+    assert main([*args, TINY_UNET, "train.steps=1", "train.devices=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "train.devices=0" in err and "Traceback" not in err

@@ -23,6 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -228,6 +229,17 @@ def check_image_size(config: Config, net: torch.nn.Module) -> None:
 
 def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
     """A Lightning Trainer for the run: devices, precision, clipping, loggers, atomic checkpoint IO."""
+    t = config.train
+    try:
+        return _trainer(config, run_dir, callbacks)
+    except MisconfigurationException as err:  # e.g. devices=0, a GPU count this machine lacks
+        raise UserError(
+            f"train.accelerator={t.accelerator}, train.devices={t.devices}, train.num_nodes={t.num_nodes}, "
+            f"train.precision={t.precision}: {err}"
+        ) from None
+
+
+def _trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
     t = config.train
     return L.Trainer(
         accelerator=t.accelerator,
