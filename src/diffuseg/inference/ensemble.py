@@ -83,7 +83,8 @@ class _Pending:
         return sum(m.shape[0] for m in self.masks) == members
 
 
-def _precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def sampling_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``sample.precision == "bf16"``, else nothing (fp32)."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -169,7 +170,7 @@ def _draw(draw: Draw, chunk: list[tuple[_Pending, int, int]], cfg: SampleConfig,
             members = counts[0]
         else:
             images, members = images.repeat_interleave(torch.tensor(counts, device=device), dim=0), 1
-        with torch.inference_mode(), _precision(device, cfg.precision):
+        with torch.inference_mode(), sampling_precision(device, cfg.precision):
             out = draw(images.contiguous(memory_format=memory), members, generators)
         start = 0
         for case, _, n in group:

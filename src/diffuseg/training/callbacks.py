@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from diffuseg.evaluation.metrics import ged, pairwise_dice
+from diffuseg.inference.ensemble import sampling_precision
 from diffuseg.training.checkpoint import LAST
 from diffuseg.training.module import SegmentationModule, step_seed
 
@@ -67,11 +67,6 @@ class SampledValidation(L.Callback):
         """Mean Dice (and GED with several annotators) over the validation cases."""
         cfg = module.config
         net = module.ema
-        autocast = (
-            torch.autocast(module.device.type, dtype=torch.bfloat16)
-            if cfg.sample.precision == "bf16"
-            else nullcontext()
-        )
         dices, geds = [], []
         for start in range(0, self.cases, self.batch_size):
             items = [self.dataset[i] for i in range(start, min(start + self.batch_size, self.cases))]
@@ -83,7 +78,7 @@ class SampledValidation(L.Callback):
                 for i in range(len(items))
                 for k in range(members)
             ]
-            with autocast:
+            with sampling_precision(module.device, cfg.sample.precision):
                 masks = module.draw(net, image, members, gens).float().cpu()
             masks = masks.view(len(items), members, *masks.shape[-2:])
             for sample, item in zip(masks, items):
