@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,6 +274,22 @@ def _describe(data: FileData) -> str:
 def _values(values) -> str:
     shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in list(values)[:8]]
     return "{" + ", ".join(shown) + (", ..." if len(values) > 8 else "") + "}"
+
+
+def annotator_problems(
+    where: Path, images: Collection[str], per_annotator: Sequence[Mapping[str, Path]], names: Sequence[str], orphan: str
+) -> list[str]:
+    """The structural problems of one mask set per annotator (stem -> file): sets of unequal size, and
+    masks whose stem is no image's (``"<file>: <orphan> (<annotator name>)"``)."""
+    problems = []
+    counts = [len(found) for found in per_annotator]
+    if len(set(counts)) > 1:
+        listing = ", ".join(f"{n}: {c}" for n, c in zip(names, counts))
+        problems.append(f"{where}: annotator folders of unequal length ({listing})")
+    for name, found in zip(names, per_annotator):
+        for stem in sorted(set(found) - set(images)):
+            problems.append(f"{found[stem]}: {orphan} ({name})")
+    return problems
 
 
 def nifti_slices(path: Path) -> tuple[int, ...] | None:

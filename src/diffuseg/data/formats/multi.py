@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from diffuseg.data.formats.base import Entry, Reader, expand_volumes
+from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
 from diffuseg.data.formats.files import stem_of
 from diffuseg.data.formats.paired import IMAGE_DIRS, find_dir, image_files, patient_of
 
@@ -59,13 +59,7 @@ class MultiAnnotatorReader(Reader):
         self._pair(images, per_annotator, names)
 
     def _pair(self, images: dict[str, Path], per_annotator: list[dict[str, Path]], names: list[str]) -> None:
-        counts = [len(a) for a in per_annotator]
-        if len(set(counts)) > 1:
-            listing = ", ".join(f"{n}: {c}" for n, c in zip(names, counts))
-            self.problems.append(f"{self.root}: annotator folders of unequal length ({listing})")
-        for name, masks in zip(names, per_annotator):
-            for stem in sorted(set(masks) - set(images)):
-                self.problems.append(f"{masks[stem]}: mask without an image ({name})")
+        self.problems += annotator_problems(self.root, images, per_annotator, names, "mask without an image")
         entries = []
         for stem, path in sorted(images.items()):
             missing = [n for n, masks in zip(names, per_annotator) if stem not in masks]

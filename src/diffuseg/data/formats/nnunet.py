@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from diffuseg.data.formats.base import Entry, Reader, expand_volumes
+from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
 from diffuseg.data.formats.files import stem_of
 from diffuseg.errors import UserError
 
@@ -76,13 +76,10 @@ class NnUNetReader(Reader):
             cases.setdefault(m.group(1), {})[int(m.group(2))] = p
         label_dirs = [d for d in self.label_dirs(meta) if d.is_dir()]
         per_annotator = [{stem_of(p): p for p in sorted(d.glob(f"*{ending}"))} for d in label_dirs]
-        counts = [len(a) for a in per_annotator]
-        if len(set(counts)) > 1:
-            listing = ", ".join(f"{d.name}: {c}" for d, c in zip(label_dirs, counts))
-            self.problems.append(f"{self.root}: annotator folders of unequal length ({listing})")
-        for d, found in zip(label_dirs, per_annotator):
-            for case in sorted(set(found) - set(cases)):
-                self.problems.append(f"{found[case]}: label without an image in imagesTr/ ({d.name})")
+        names = [d.name for d in label_dirs]
+        self.problems += annotator_problems(
+            self.root, cases, per_annotator, names, "label without an image in imagesTr/"
+        )
         entries = []
         for case, files in sorted(cases.items()):
             missing = [f"_{c:04d}" for c in range(n_channels) if c not in files]
