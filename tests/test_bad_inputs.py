@@ -121,3 +121,11 @@ def test_lightning_device_misconfiguration(synthetic, tmp_path, capsys):
     assert main([*args, TINY_UNET, "train.steps=1", "train.devices=0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "train.devices=0" in err and "Traceback" not in err
+
+
+def test_text_file_as_checkpoint(tmp_path, capsys):
+    fake = tmp_path / "model.ckpt"
+    fake.write_text("garbage\n")
+    assert main(["predict", str(fake), str(tmp_path), str(tmp_path.parent / "out-text-ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable PyTorch checkpoint" in err and "pickled" not in err

@@ -95,7 +95,9 @@ def _load_any(path: Path, map_location: Any) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        with path.open("rb") as fh:
+            zipped = fh.read(4) == b"PK\x03\x04"
+        if zipped and ("weights only" in str(err).lower() or "weights_only" in str(err)):
             raise UserError(
                 f"{path}: not a diffuseg checkpoint: it holds pickled Python objects that are not loaded "
                 "for safety (diffuseg checkpoints hold only tensors and plain values)"
