@@ -95,7 +95,7 @@ FULL = Settings(
     measure_steps=10,
     measure_seq_calls=50,
     train=(("medsegdiff-b", 256, 2, {}), ("medsegdiff-s", 256, 8, {}), ("diffusion-unet", 128, 8, {})),
-    repeats=3,
+    repeats=5,
 )
 QUICK = Settings(
     peak_sizes=(512,),
