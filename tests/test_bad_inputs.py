@@ -129,3 +129,25 @@ def test_text_file_as_checkpoint(tmp_path, capsys):
     assert main(["predict", str(fake), str(tmp_path), str(tmp_path.parent / "out-text-ckpt")]) == 2
     err = capsys.readouterr().err
     assert "not a readable PyTorch checkpoint" in err and "pickled" not in err
+
+
+def test_evaluate_refuses_a_non_binary_prediction(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    gt = tmp_path / "gt"
+    (gt / "images").mkdir(parents=True)
+    (gt / "masks").mkdir()
+    disc = np.zeros((16, 16), np.uint8)
+    disc[4:10, 4:10] = 255
+    Image.fromarray(disc).save(gt / "images" / "1_a.png")
+    Image.fromarray(disc).save(gt / "masks" / "1_a.png")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    Image.fromarray((np.arange(256).reshape(16, 16)).astype(np.uint8)).save(pred / "1_a.png")  # a soft map
+    assert main(["evaluate", str(pred), str(gt)]) == 2
+    err = capsys.readouterr().err
+    assert "1_a.png: predicted mask is not binary" in err
+    assert not (pred / "results.json").exists()
+    Image.fromarray(disc).save(pred / "1_a.png")
+    assert main(["evaluate", str(pred), str(gt)]) == 0

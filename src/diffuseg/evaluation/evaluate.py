@@ -31,7 +31,15 @@ import torch
 
 from diffuseg.config import EvalConfig, write_text_atomic
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.formats.files import is_image_file, natural_key, read_file, stem_of
+from diffuseg.data.formats.files import (
+    LOSSY_SUFFIXES,
+    is_image_file,
+    label_values,
+    natural_key,
+    read_file,
+    stem_of,
+    suffix_of,
+)
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
@@ -91,7 +99,16 @@ def _read_mask(path: Path) -> np.ndarray:
     array = data.array
     if array.ndim == 3 and array.shape[2] == 1 and data.affine is not None:
         array = array[:, :, 0]
-    return array != 0 if array.dtype.kind != "f" else array > 0.5
+    if suffix_of(path) in LOSSY_SUFFIXES:  # JPEG is never exactly binary: threshold at half, as the readers do
+        return array >= (128 if array.dtype == np.uint8 else 0.5)
+    nonzero = [v for v in label_values(array) if v != 0]
+    if len(nonzero) > 1 or (array.dtype.kind == "f" and nonzero and nonzero != [1]):
+        shown = ", ".join(f"{v:g}" for v in nonzero[:5]) + (", ..." if len(nonzero) > 5 else "")
+        raise UserError(
+            f"{path}: predicted mask is not binary (non-zero values {shown}); evaluate scores 0/1 masks "
+            "as `diffuseg predict` writes them, not probability or label maps"
+        )
+    return array != 0
 
 
 class _PredVolumes:
