@@ -151,3 +151,18 @@ def test_evaluate_refuses_a_non_binary_prediction(tmp_path, capsys):
     assert not (pred / "results.json").exists()
     Image.fromarray(disc).save(pred / "1_a.png")
     assert main(["evaluate", str(pred), str(gt)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["info", "unet", "--image-size", "0"], "expected a positive integer, got 0"),
+        (["info", "unet", "--in-channels", "x"], "expected a positive integer, got 'x'"),
+        (["verify", "somewhere", "--foreground", "a,b"], "expected label values like 1,4"),
+    ],
+)
+def test_bad_option_values(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -92,6 +92,23 @@ def _cmd_presets(a: argparse.Namespace) -> None:
     print("\n".join(names))
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _labels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected label values like 1,4, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffuseg", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -139,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--layout", default="auto")
     v.add_argument(
         "--foreground",
-        type=lambda text: tuple(int(x) for x in text.split(",") if x.strip()),
+        type=_labels,
         default=(),
         help="label values counted as foreground, e.g. 1,4 (default: any non-zero value)",
     )
@@ -147,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="parameter count and structure of a network")
     i.add_argument("model", help="registry name, e.g. medsegdiff-b")
-    i.add_argument("--image-size", type=int, default=256)
-    i.add_argument("--in-channels", type=int, default=1)
+    i.add_argument("--image-size", type=_positive_int, default=256)
+    i.add_argument("--in-channels", type=_positive_int, default=1)
     i.set_defaults(func=_cmd_info)
 
     d = sub.add_parser("demo", help="train, predict, evaluate and report on bundled LIDC data")
