@@ -166,3 +166,9 @@ def test_bad_option_values(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_unknown_top_level_override_names_its_origin(capsys):
+    assert main(["train", "demo", "nokey.x=1"]) == 2
+    err = capsys.readouterr().err
+    assert "demo.yaml with overrides: top level: unknown key(s) nokey" in err

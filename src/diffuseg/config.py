@@ -261,7 +261,9 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+        raise UserError(
+            f"{where or 'top level'}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
+        )
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
@@ -349,7 +351,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     if path is not None:
         resolved = resolve_preset(path)
         values = read_yaml(resolved)
-        where = str(resolved)
+        where = f"{resolved} with overrides" if overrides else str(resolved)  # the bad key may be either's
     values = merge(values, parse_overrides(overrides))
     try:
         return config_from_dict(values)
