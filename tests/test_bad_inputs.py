@@ -172,3 +172,19 @@ def test_unknown_top_level_override_names_its_origin(capsys):
     assert main(["train", "demo", "nokey.x=1"]) == 2
     err = capsys.readouterr().err
     assert "demo.yaml with overrides: top level: unknown key(s) nokey" in err
+
+
+def test_broken_yaml_names_line_and_column(tmp_path, capsys):
+    config = tmp_path / "broken.yaml"
+    config.write_text("a: 1\n b: 2\n")
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.yaml: not valid YAML (line 2, column 3: mapping values are not allowed here)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_nnunet_layout_without_dataset_json(tmp_path, capsys):
+    (tmp_path / "imagesTr").mkdir()
+    assert main(["verify", str(tmp_path), "--layout", "nnunet"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.json: not found" in err and "Errno" not in err

@@ -338,7 +338,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+        detail = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark and problem else str(err)
+        raise UserError(f"{path}: not valid YAML ({detail})") from None
     if not isinstance(values, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     return values
