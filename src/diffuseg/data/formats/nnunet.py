@@ -46,6 +46,8 @@ class NnUNetReader(Reader):
 
     def _meta(self) -> dict:
         path = self.root / "dataset.json"
+        if not path.is_file():
+            raise UserError(f"{path}: not found (the nnunet layout needs dataset.json and imagesTr/ in {self.root})")
         try:
             meta = json.loads(path.read_text())
         except (OSError, ValueError) as err:
