@@ -118,7 +118,19 @@ def build_datasets(config: Config, run_dir: Path) -> tuple[Any, Any]:
     workers = max(1, d.num_workers)
     train_set, val_set = build(d, cache_dir=run_dir / "cache", seed=config.train.seed, workers=workers)
     print(f"data {d.root}: {len(train_set)} training and {len(val_set)} validation item(s), split by patient")
+    t = config.train
+    if not len(val_set) and t.val_every > 0 and t.val_cases > 0:
+        source = d.val_patients or ("val_patients.txt" if _has_lists(Path(d.root)) else None)
+        why = f"none of the patients in {source} is in the data" if source else "too few patients to split"
+        raise UserError(
+            f"data {d.root}: no validation patients ({why}); train without validation with train.val_every=0, "
+            "or choose them with data.val_patients=FILE or data.val_fraction"
+        )
     return train_set, val_set
+
+
+def _has_lists(root: Path) -> bool:
+    return (root / "train_patients.txt").is_file() and (root / "val_patients.txt").is_file()
 
 
 # --- Lightning -------------------------------------------------------------------------------------
