@@ -188,3 +188,25 @@ def test_nnunet_layout_without_dataset_json(tmp_path, capsys):
     assert main(["verify", str(tmp_path), "--layout", "nnunet"]) == 2
     err = capsys.readouterr().err
     assert "dataset.json: not found" in err and "Errno" not in err
+
+
+def test_no_validation_patients_when_validation_is_asked_for(tmp_path, capsys):
+    import shutil
+
+    data = write_synthetic(tmp_path / "syn", 4, SyntheticSpec(size=16), seed=0, layout="lidc")
+    slices = data
+    patients = sorted(p.name for p in slices.iterdir() if p.is_dir())
+    (data / "train_patients.txt").write_text("\n".join(patients[:-1]) + "\n")
+    (data / "val_patients.txt").write_text(patients[-1] + "\n")
+    shutil.rmtree(slices / patients[-1])  # the only validation patient is gone
+    args = ["train", "lidc-central", "--data", str(data), "--out", str(tmp_path / "run"), "data.image_size=16"]
+    assert main([*args, TINY_UNET, "train.steps=1", "train.val_every=1"]) == 2
+    err = capsys.readouterr().err
+    assert "no validation patients (none of the patients in val_patients.txt is in the data)" in err
+    assert "train.val_every=0" in err
+
+
+def test_demo_output_inside_its_dataset(synthetic, capsys):
+    assert main(["demo", "--data", str(synthetic), "--out", str(synthetic / "demo-out"), "--steps", "1"]) == 2
+    assert "must not be inside the dataset folder" in capsys.readouterr().err
+    assert not (synthetic / "demo-out").exists()

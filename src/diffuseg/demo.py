@@ -85,6 +85,8 @@ def run_demo(
     root = Path(data) if data is not None else DEMO_DATA
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found")
+    if out.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"{out}: the output folder must not be inside the dataset folder {root}")
     config = demo_config(out, root, steps)
     threads = torch.get_num_threads()
     if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
