@@ -210,3 +210,16 @@ def test_demo_output_inside_its_dataset(synthetic, capsys):
     assert main(["demo", "--data", str(synthetic), "--out", str(synthetic / "demo-out"), "--steps", "1"]) == 2
     assert "must not be inside the dataset folder" in capsys.readouterr().err
     assert not (synthetic / "demo-out").exists()
+
+
+def test_preset_layout_that_does_not_match_the_data(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / folder / "1_a.png")
+    args = ["train", "probunet-aa", "--data", str(tmp_path), "--out", str(tmp_path.parent / "run-layout")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no cases found in the lidc layout" in err and "data.layout=auto" in err

@@ -137,6 +137,9 @@ def build_datasets(
     if not cfg.root:
         raise UserError("data.root is empty: give the dataset folder (--data DIR)")
     reader = open_dataset(cfg.root, cfg.layout, cfg.foreground)
+    if not reader.entries:
+        hint = f"; data.layout={cfg.layout} (a preset's choice): try data.layout=auto" if cfg.layout != "auto" else ""
+        raise UserError(f"{cfg.root}: no cases found in the {reader.layout} layout{hint}")
     train, val = split_indices(reader, cfg)
     labelled = {i for i, e in enumerate(reader.entries) if e.masks}
     train, val = [i for i in train if i in labelled], [i for i in val if i in labelled]
