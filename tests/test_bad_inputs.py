@@ -223,3 +223,20 @@ def test_preset_layout_that_does_not_match_the_data(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "no cases found in the lidc layout" in err and "data.layout=auto" in err
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("data: 5\n", "data: expected a mapping, got 5"),  # --data used to replace it with defaults
+        ("model: {options: 3}\n", "model.options: expected a mapping, got 3"),
+        ("train: {lr: .inf}\n", "train.lr: an infinite value is not allowed"),
+    ],
+)
+def test_malformed_preset_sections(yaml_text, message, tmp_path, capsys):
+    config = tmp_path / "preset.yaml"
+    config.write_text(yaml_text)
+    args = ["train", str(config), "--data", str(tmp_path), "--out", str(tmp_path / "run"), "model.options.x=1"]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -231,6 +231,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise UserError(f"{where}: expected a number, got {value!r}") from None
         if out != out:
             raise UserError(f"{where}: NaN is not allowed")
+        if out in (float("inf"), float("-inf")):
+            raise UserError(f"{where}: an infinite value is not allowed")
         return out
     if annotation is str:
         if isinstance(value, (dict, list)):
@@ -320,12 +322,16 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return nested
 
 
-def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``update`` wins."""
+def merge(base: Mapping[str, Any], update: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins. A section of ``base`` that is not a mapping is a ``UserError``
+    (an override must not silently replace a preset's malformed ``data: 5`` with defaults)."""
     out = dict(base)
     for k, v in update.items():
+        key = f"{where}.{k}" if where else str(k)
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge(out[k], v)
+            out[k] = merge(out[k], v, key)
+        elif isinstance(v, Mapping) and out.get(k) is not None:
+            raise UserError(f"{key}: expected a mapping, got {out[k]!r}")
         else:
             out[k] = v
     return out
@@ -354,9 +360,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         resolved = resolve_preset(path)
         values = read_yaml(resolved)
         where = f"{resolved} with overrides" if overrides else str(resolved)  # the bad key may be either's
-    values = merge(values, parse_overrides(overrides))
+    updates = parse_overrides(overrides)
     try:
-        return config_from_dict(values)
+        return config_from_dict(merge(values, updates))
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
 
