@@ -46,9 +46,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     ):
         if value is not None:
             overrides.append(f"sample.{key}={value}")
-    written = predict(
-        a.checkpoint, a.input, a.output, overrides, save_samples=a.save_samples, layout=a.layout
-    )
+    written = predict(a.checkpoint, a.input, a.output, overrides, save_samples=a.save_samples, layout=a.layout)
     print(f"wrote {written} case(s) to {a.output}")
 
 

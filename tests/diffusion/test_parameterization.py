@@ -23,9 +23,7 @@ def test_round_trips_recover_x_eps_v(kind):
     pred = P.target(kind, x0, eps, alpha, sigma)
     torch.testing.assert_close(P.to_x0(kind, pred, z, alpha, sigma), x0, rtol=0, atol=1e-9)
     torch.testing.assert_close(P.to_eps(kind, pred, z, alpha, sigma), eps, rtol=0, atol=1e-9)
-    torch.testing.assert_close(
-        P.to_v(kind, pred, z, alpha, sigma), alpha * eps - sigma * x0, rtol=0, atol=1e-9
-    )
+    torch.testing.assert_close(P.to_v(kind, pred, z, alpha, sigma), alpha * eps - sigma * x0, rtol=0, atol=1e-9)
 
 
 def test_v_identities():

@@ -33,9 +33,7 @@ def test_weights_equal_their_formulas(kind, formula, bias):
 
 def test_sigmoid_tends_to_snr_for_large_bias():
     lam = torch.tensor(LAMS, dtype=torch.float64)
-    torch.testing.assert_close(
-        weight(Weighting.SIGMOID, lam, 60.0), weight(Weighting.SNR, lam), rtol=1e-9, atol=0
-    )
+    torch.testing.assert_close(weight(Weighting.SIGMOID, lam, 60.0), weight(Weighting.SNR, lam), rtol=1e-9, atol=0)
 
 
 def test_low_discrepancy_times_are_stratified():
@@ -76,9 +74,7 @@ def test_loss_is_plain_mse_on_own_target_for_matching_weighting(prediction, weig
     eps = torch.randn(masks.shape, generator=g)
     x0 = masks * 2 - 1
     alpha, sigma = (v.view(-1, 1, 1, 1).float() for v in proc.schedule.alpha_sigma(t))
-    target = {PredictionType.EPS: eps, PredictionType.X: x0, PredictionType.V: alpha * eps - sigma * x0}[
-        prediction
-    ]
+    target = {PredictionType.EPS: eps, PredictionType.X: x0, PredictionType.V: alpha * eps - sigma * x0}[prediction]
     torch.testing.assert_close(loss, (0.25 - target).pow(2).mean(), rtol=1e-5, atol=1e-6)
 
 
