@@ -6,20 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from tinydata import make_lidc_like, tiny_overrides
 
 from diffuseg.config import Config, load_config
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: CPU reductions split across threads can round differently from run to run on a
-    loaded machine, and these tests compare runs bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every training test runs on one thread (see ``tests/conftest.py``)."""
 
 
 @pytest.fixture(scope="session")
