@@ -12,7 +12,6 @@ import dataclasses
 import enum
 import os
 import tempfile
-import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -251,8 +250,6 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise UserError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
-    if origin is types.UnionType or origin is typing.Union:
-        return value
     raise TypeError(f"no coercion for {annotation!r}")  # a programming error, not a user one
 
 
