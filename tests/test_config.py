@@ -39,6 +39,9 @@ def test_dotted_overrides_are_typed(tmp_path):
         ({"train": {"steps": 0}}, "train.steps must be >= 1"),
         ({"sample": {"threshold": 1.5}}, "sample.threshold must be in (0, 1)"),
         ({"data": {"augment": "maybe"}}, "data.augment: expected true or false"),
+        ({"sample": {"precision": "fp16"}}, "sample.precision must be 32, bf16 or auto"),
+        ({"sample": {"micro_batch": -1}}, "sample.micro_batch must be >= 0"),
+        ({"sample": {"channels_last": "sometimes"}}, "sample.channels_last: expected true or false"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, values, needle):

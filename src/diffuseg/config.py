@@ -172,12 +172,14 @@ class SampleConfig:
     ddpm_variance: DDPMVariance = DDPMVariance.POSTERIOR
     samples: int = 25
     batch_size: int = 25  # members drawn together in one network call
+    micro_batch: int = 0  # MedSegDiff: rows of a call's per-member part computed at once; 0 = all
     fusion: Fusion = Fusion.STAPLE
     threshold: float = 0.5
     relative_area: float = 0.0  # the ambiguity paper's supplement 7.1; 0 = off
     uncertainty: Uncertainty = Uncertainty.VARIANCE
     seed: int = 0
-    precision: str = "32"  # "32" or "bf16"
+    precision: str = "32"  # "32", "bf16" or "auto" (bf16 where the device computes it natively)
+    channels_last: bool = False  # network and inputs in channels_last memory format
 
 
 @dataclass(frozen=True)
@@ -432,10 +434,11 @@ def _validate(c: Config) -> None:
         (c.sample.steps >= 1, "sample.steps must be >= 1"),
         (c.sample.samples >= 1, "sample.samples must be >= 1"),
         (c.sample.batch_size >= 1, "sample.batch_size must be >= 1"),
+        (c.sample.micro_batch >= 0, "sample.micro_batch must be >= 0 (0: all rows of a call at once)"),
         (c.sample.eta >= 0.0, "sample.eta must be >= 0"),
         (0.0 < c.sample.threshold < 1.0, "sample.threshold must be in (0, 1)"),
         (0.0 <= c.sample.relative_area <= 1.0, "sample.relative_area must be in [0, 1]"),
-        (c.sample.precision in ("32", "bf16"), "sample.precision must be 32 or bf16"),
+        (c.sample.precision in ("32", "bf16", "auto"), "sample.precision must be 32, bf16 or auto"),
     ]
     problems = [msg for ok, msg in checks if not ok]
     if problems:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,13 +12,17 @@ from torch import nn
 
 from diffuseg.config import DiffusionConfig, SampleConfig
 from diffuseg.diffusion.process import DiffusionProcess
+from diffuseg.inference import ensemble
 from diffuseg.inference.ensemble import (
     diffusion_draw,
     member_seed,
+    native_bf16,
     prepare_network,
+    resolve_sample_precision,
     sample_ensembles,
     uncertainty_map,
 )
+from diffuseg.nets.medsegdiff import medsegdiff
 
 
 class TinyNet(nn.Module):
@@ -97,9 +103,61 @@ def test_shapes_and_network_calls() -> None:
 def test_bf16_channels_last_runs_and_mostly_agrees() -> None:
     cases = _cases(1)
     a = _run(cases, batch_size=4)["case0"]
-    b = _run(cases, batch_size=4, precision="bf16")["case0"]
+    with warnings.catch_warnings():  # where bf16 is only emulated it warns that it is slow
+        warnings.simplefilter("ignore")
+        b = _run(cases, batch_size=4, precision="bf16", channels_last=True)["case0"]
     assert b.samples.dtype == torch.float32
     assert (a.soft - b.soft).abs().mean() < 0.05
+
+
+def test_memory_format_is_its_own_setting() -> None:
+    channels_last = torch.channels_last
+    plain = prepare_network(TinyNet(), SampleConfig(precision="bf16"), "cpu")
+    assert plain.conv.weight.is_contiguous() and not plain.conv.weight.is_contiguous(memory_format=channels_last)
+    cl = prepare_network(TinyNet(), SampleConfig(channels_last=True), "cpu")
+    assert cl.conv.weight.is_contiguous(memory_format=channels_last)
+
+
+def test_precision_auto_is_bf16_only_where_the_device_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ensemble, "native_bf16", lambda device: False)
+    assert resolve_sample_precision("auto", "cpu") == "32"
+    assert resolve_sample_precision("32", "cpu") == "32"
+    with pytest.warns(UserWarning, match="no native bf16"):
+        assert resolve_sample_precision("bf16", "cpu") == "bf16"  # asked for: it still runs, slowly
+    monkeypatch.setattr(ensemble, "native_bf16", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_sample_precision("auto", "cpu") == "bf16"
+        assert resolve_sample_precision("bf16", "cpu") == "bf16"
+
+
+def test_native_bf16_follows_the_cpu_flags() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = next(
+        (line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), []
+    )
+    assert native_bf16("cpu") == ("avx512_bf16" in flags or "amx_tile" in flags)
+
+
+def test_micro_batches_give_the_same_ensembles() -> None:
+    torch.manual_seed(0)
+    net = medsegdiff("s", 2, base_channels=8)
+    process = DiffusionProcess(DiffusionConfig(timesteps=100))
+    cases = [(f"case{i}", torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(i))) for i in range(2)]
+    results = {}
+    for micro in (0, 1, 3):
+        cfg = SampleConfig(sampler="ddim", steps=2, samples=4, batch_size=8, micro_batch=micro)
+        draw = diffusion_draw(prepare_network(net, cfg, "cpu"), process, cfg)
+        assert net.micro_batch == micro
+        results[micro] = {r.case_id: r for r in sample_ensembles(draw, cases, cfg)}
+    for micro in (1, 3):  # equal up to float rounding, which the convolutions' batch size changes
+        for case, ref in results[0].items():
+            got = results[micro][case]
+            torch.testing.assert_close(got.soft, ref.soft, rtol=0, atol=5e-4)
+            decided = (ref.soft - 0.5).abs() > 1e-3
+            assert torch.equal(got.samples[decided], ref.samples[decided])
 
 
 def test_relative_area_applies_to_members() -> None:

@@ -68,6 +68,16 @@ def test_writes_masks_uncertainty_samples_and_config(checkpoint: Path, images: P
     assert {p: p.read_bytes() for p in images.iterdir()} == before  # the input is untouched
 
 
+def test_config_records_the_precision_that_ran(
+    checkpoint: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diffuseg.inference import ensemble
+
+    monkeypatch.setattr(ensemble, "native_bf16", lambda device: False)
+    predict(checkpoint, images, tmp_path / "pred", ["sample.precision=auto"])
+    assert yaml.safe_load((tmp_path / "pred" / "config.yaml").read_text())["sample"]["precision"] == "32"
+
+
 def test_deterministic_and_independent_of_batch_size(checkpoint: Path, images: Path, tmp_path: Path) -> None:
     runs = {}
     for tag, batch in (("one", 1), ("two", 2), ("all", 9)):

@@ -133,6 +133,28 @@ def test_members_share_image_work_and_match_repeated_images(dynamic_conditioning
     assert torch.allclose(shared, repeated, atol=1e-5)
 
 
+@pytest.mark.parametrize(("dynamic_conditioning", "micro_batch"), [(True, 1), (True, 3), (False, 2)])
+def test_micro_batches_match_one_pass_and_still_share_image_work(dynamic_conditioning: bool, micro_batch: int) -> None:
+    net = _tiny("s", 3, dynamic_conditioning=dynamic_conditioning).eval()
+    x_t, t, image = _inputs(2, 4, 3, 32)
+    image_rows: list[int] = []
+    mask_rows: list[int] = []
+    hooks = [
+        net.image_encoder[0].register_forward_hook(lambda m, i, o: image_rows.append(o.shape[0])),
+        net.mask_encoder[0].register_forward_hook(lambda m, i, o: mask_rows.append(o.shape[0])),
+    ]
+    with torch.no_grad():
+        whole = net(x_t, t, image)
+        net.micro_batch = micro_batch
+        split = net(x_t, t, image)
+    for hook in hooks:
+        hook.remove()
+    per_image = [min(micro_batch, 4 - k) for k in range(0, 4, micro_batch)]
+    assert image_rows == [2, 2]  # the image stages run once per image either way
+    assert mask_rows == [8, *per_image, *per_image]  # then each image's 4 members in groups of micro_batch
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
+
+
 def test_rows_must_be_a_multiple_of_images() -> None:
     x_t, t, image = _inputs(2, 2, 1, 16)
     with pytest.raises(ValueError, match="multiple"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -83,9 +84,35 @@ class _Pending:
         return sum(m.shape[0] for m in self.masks) == members
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
+    AMX. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
+    ``diffusion-unet`` was 48x slower than fp32 (benchmarks/results/speed.md)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def resolve_sample_precision(precision: str, device: torch.device | str) -> str:
+    """``sample.precision`` as it runs on ``device``: ``auto`` is ``bf16`` where ``native_bf16``, else ``32``.
+    ``bf16`` asked for where it is only emulated still runs, after a warning that it is slow."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "32"
+    if precision == "bf16" and not native_bf16(device):
+        warnings.warn(
+            f"sample.precision=bf16: this {torch.device(device).type} has no native bf16, so bf16 is emulated "
+            "and sampling runs many times slower than in fp32; use sample.precision=auto or 32",
+            stacklevel=2,
+        )
+    return precision
+
+
 def sampling_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``sample.precision == "bf16"``, else nothing (fp32)."""
-    if precision == "bf16":
+    """bf16 autocast on ``device`` for ``bf16`` (and ``auto`` where ``native_bf16``), else nothing (fp32)."""
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -159,7 +186,7 @@ def _draw(draw: Draw, chunk: list[tuple[_Pending, int, int]], cfg: SampleConfig,
             groups[-1].append(item)
         else:
             groups.append([item])
-    memory = torch.channels_last if cfg.precision == "bf16" else torch.contiguous_format
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for group in groups:
         counts = [n for _, _, n in group]
         generators = [
@@ -208,7 +235,7 @@ def sample_ensembles(
 
     ``cfg.samples`` members per case, ``cfg.batch_size`` members per ``draw`` call (see ``diffusion_draw``),
     reading ``cases`` lazily (only as many as the next call needs). The network behind ``draw`` must
-    already be on ``device`` (and in ``channels_last`` when ``cfg.precision == "bf16"``: ``prepare_network``).
+    already be on ``device`` (and in ``channels_last`` when ``cfg.channels_last``: ``prepare_network``).
     """
     device = torch.device(device)
     source = iter(cases)
@@ -242,8 +269,11 @@ def sample_ensembles(
 
 
 def prepare_network(net: torch.nn.Module, cfg: SampleConfig, device: torch.device | str) -> torch.nn.Module:
-    """Move ``net`` to ``device`` in eval mode, in ``channels_last`` when sampling in bf16."""
+    """Move ``net`` to ``device`` in eval mode, in ``channels_last`` when ``cfg.channels_last``, with
+    ``cfg.micro_batch`` for a network that splits its per-member work (MedSegDiff)."""
     net = net.to(device).eval()
-    if cfg.precision == "bf16":
+    if hasattr(net, "micro_batch"):
+        net.micro_batch = cfg.micro_batch
+    if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     return net

@@ -11,6 +11,7 @@ config is written to ``OUTPUT/config.yaml``. Runs on the first CUDA device when 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from diffuseg.data.case import Case
 from diffuseg.data.formats import open_input
 from diffuseg.data.transforms import model_input
 from diffuseg.errors import DatasetError, UserError
-from diffuseg.inference.ensemble import make_draw, prepare_network, sample_ensembles
+from diffuseg.inference.ensemble import make_draw, prepare_network, resolve_sample_precision, sample_ensembles
 from diffuseg.inference.writers import PredictionWriter, check_output
 
 CONFIG_NAME = "config.yaml"
@@ -92,6 +93,8 @@ def predict(
         raise UserError(f"{inputs[0]}: no images to predict")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_sample_precision(config.sample.precision, device)  # OUTPUT/config.yaml records what ran
+    config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, precision=precision))
     net = prepare_network(net, config.sample, device)
     draw = make_draw(config, net, process)
     pending: deque[Case] = deque()

@@ -24,7 +24,9 @@ Work shared across ensemble members. Every residual block takes the time embeddi
 on t (E_t^I in eq. 2); across sampling steps nothing can be reused. Within one step, all K members of an
 image share t, and the image encoder up to and including the first Dy-Cond stage (every image stage when
 Dy-Cond is off) depends only on (I, t): it runs once per image and its features are broadcast to the K
-members. From the first fusion on, image features depend on x_t and are computed per member.
+members. From the first fusion on, image features depend on x_t and are computed per member, in groups of
+``micro_batch`` rows when it is set: the shared stages still run once, and the rest runs on small batches
+whose full-resolution activations stay in a CPU's cache.
 """
 
 from __future__ import annotations
@@ -164,6 +166,10 @@ class MedSegDiff(nn.Module):
         )
         self.head = output_head(channels[0], out_channels)
 
+    micro_batch: int = 0
+    """Rows of the per-member part of a call computed at once (0: all; ``sample.micro_batch``). The image-only
+    stages still run once per image; on a CPU, one member at a time keeps full-resolution activations in cache."""
+
     def structure(self) -> str:
         """One line for ``diffuseg info``: blocks and widths per stage, where Dy-Cond and FF-Parser are."""
         ff = "on every skip" if isinstance(self.skip_filters[0], FFParser) else "off"
@@ -178,13 +184,36 @@ class MedSegDiff(nn.Module):
         if members * image.shape[0] != x_t.shape[0]:
             raise ValueError(f"x_t rows ({x_t.shape[0]}) must be a multiple of image rows ({image.shape[0]})")
         emb = self.time_embed(t)  # (B*K, E)
-        emb_image = emb[::members]  # members of one image share t
-        h_img = self.image_stem(image)
+        shared = self._image_stages(image, emb[::members])  # members of one image share t
+        rows = self.micro_batch if 0 < self.micro_batch < members else members
+        if rows == members:
+            return self._member_stages(x_t, emb, shared, members)
+        parts = []
+        for b in range(image.shape[0]):
+            per_image = [h[b : b + 1] for h in shared]
+            for k in range(0, members, rows):
+                take = slice(b * members + k, b * members + min(k + rows, members))
+                parts.append(self._member_stages(x_t[take], emb[take], per_image, take.stop - take.start))
+        return torch.cat(parts)
+
+    def _image_stages(self, image: torch.Tensor, emb: torch.Tensor) -> list[torch.Tensor]:
+        """Image encoder stages 0..``shared_until`` on (B, C, H, W) with emb (B, E): one feature per stage."""
+        h = self.image_stem(image)
+        features = []
+        for s in range(self.shared_until + 1):
+            h = self.image_encoder[s](h, emb)
+            features.append(h)
+        return features
+
+    def _member_stages(
+        self, x_t: torch.Tensor, emb: torch.Tensor, shared: list[torch.Tensor], members: int
+    ) -> torch.Tensor:
+        """Everything that depends on x_t: (B*K, 1, H, W) rows, ``shared`` per-image features -> (B*K, 1, H, W)."""
         h_mask = self.mask_stem(x_t)
+        h_img = shared[0]
         skips = []
         for s in range(self.num_stages - 1):
-            per_image = s <= self.shared_until
-            h_img = self.image_encoder[s](h_img, emb_image if per_image else emb)
+            h_img = shared[s] if s <= self.shared_until else self.image_encoder[s](h_img, emb)
             h_mask = self.mask_encoder[s](h_mask, emb)
             if str(s) in self.fusion:
                 if s == self.shared_until:

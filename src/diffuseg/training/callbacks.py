@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from diffuseg.evaluation.metrics import ged, pairwise_dice
-from diffuseg.inference.ensemble import sampling_precision
+from diffuseg.inference.ensemble import resolve_sample_precision, sampling_precision
 from diffuseg.training.checkpoint import LAST
 from diffuseg.training.module import SegmentationModule, step_seed
 
@@ -78,7 +78,7 @@ class SampledValidation(L.Callback):
                 for i in range(len(items))
                 for k in range(members)
             ]
-            with sampling_precision(module.device, cfg.sample.precision):
+            with sampling_precision(module.device, resolve_sample_precision(cfg.sample.precision, module.device)):
                 masks = module.draw(net, image, members, gens).float().cpu()
             masks = masks.view(len(items), members, *masks.shape[-2:])
             for sample, item in zip(masks, items):
