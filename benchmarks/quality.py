@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/quality.py --queue table3             # LIDC: Table 3 (12 small models)
     .venv/bin/python benchmarks/quality.py --queue ddti               # DDTI: Tables 2, 4, 5 and the UNet
     .venv/bin/python benchmarks/quality.py --report                   # rebuild quality.md from finished parts
+    .venv/bin/python benchmarks/quality.py --budget long --queue ddti # 3-4x the training -> quality-long.md
 
 Each part trains through ``diffuseg.training.run.train`` (a run folder under ``runs/bench-<budget>/``, reused
 when its checkpoint is already at the target step), draws ensembles through ``inference.ensemble`` with the
@@ -83,6 +84,16 @@ BUDGETS = {
         ddti_cases=48, samples=16, members=25, table2_members=5, ddti_steps=10,
         table4=(("ddpm", 100), ("ddpm", 10), ("ddpm", 25), ("ddim", 100), ("ddim", 10), ("ddim", 25),
                 ("dpm_solver", 10), ("dpm_solver", 20)),
+        table4_members=4,
+    ),
+    # 3-4x the training of "full" (LIDC 1,500 steps, DDTI 1,200), and Table 4 with 5-step deterministic samplers
+    "long": Budget(
+        name="long", size=64, batch=8, main_steps=1500, ddti_train_steps=1200, table3_steps=150,
+        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), medsegdiff_base=16,
+        lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
+        ddti_cases=48, samples=16, members=25, table2_members=5, ddti_steps=10,
+        table4=(("ddpm", 100), ("ddpm", 10), ("ddpm", 25), ("ddim", 100), ("ddim", 5), ("ddim", 10), ("ddim", 25),
+                ("dpm_solver", 5), ("dpm_solver", 10), ("dpm_solver", 20)),
         table4_members=4,
     ),
     "quick": Budget(
@@ -345,16 +356,19 @@ QUEUES = {
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny budget: every part in a few minutes")
+    parser.add_argument(
+        "--budget", choices=sorted(BUDGETS), default="full", help="results go to results/quality[-BUDGET]/"
+    )
     parser.add_argument("--queue", choices=sorted(QUEUES), help="run a queue of parts in order")
     parser.add_argument("--part", choices=sorted(PARTS), action="append", default=[], help="run one part")
     parser.add_argument("--report", action="store_true", help="only rebuild quality.md from finished parts")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per queue on a shared machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    budget = BUDGETS["quick" if args.quick else "full"]
+    budget = BUDGETS["quick" if args.quick else args.budget]
     global OUT
-    if args.quick:
-        OUT = RESULTS / "quality-quick"
+    if budget.name != "full":
+        OUT = RESULTS / f"quality-{budget.name}"
     info = machine()
     print_machine(info)
     parts = list(QUEUES[args.queue]) if args.queue else args.part

@@ -1,24 +1,28 @@
 """Speed of diffuseg's networks, ensembles and training on this machine (issue 8, speed part).
 
     .venv/bin/python benchmarks/speed.py --quick    # smoke check, tiny networks, seconds
-    .venv/bin/python benchmarks/speed.py            # the full measurement (about 20-30 minutes on 2 cores)
+    .venv/bin/python benchmarks/speed.py            # the full measurement (about 35-40 minutes on 2 cores)
 
 Writes ``benchmarks/results/speed.md`` (``speed-quick.md`` with ``--quick``) and PNG plots beside it.
 
 What it measures, all with ``torch.set_num_threads(--threads)`` (2 by default):
 1. the machine's peak: best FLOP/s of large square fp32 and bf16 matmuls;
 2. per network call (MedSegDiff-S/B/L at 256 px, the ambiguity paper's ``diffusion-unet`` at 128 px), at
-   batch 1 and batched (the members of one image), in fp32 and bf16 autocast, channels_last off and on:
-   parameters, FLOPs per call (``torch.utils.flop_counter.FlopCounterMode``: convolutions and matmuls),
-   seconds per call and achieved FLOP/s against the peak of the same dtype;
+   batch 1 and batched (the members of one image), in fp32 and bf16 autocast, channels_last off and on, and
+   for MedSegDiff with the per-member part in micro-batches of one: parameters, FLOPs per call
+   (``torch.utils.flop_counter.FlopCounterMode``: convolutions and matmuls), seconds per call and achieved
+   FLOP/s against the peak of the same dtype. Where the CPU has no native bf16 (no AVX512-BF16 or AMX), bf16
+   is emulated and is timed once only (the smallest network at batch 1);
 3. one fused 25-member MedSegDiff-B ensemble for one 256 x 256 image: the effect of each optimisation
-   (members batched, image encoder shared across members, channels_last, bf16, fewer steps), by sampler
-   and steps, and against the ensemble size with members batched or one after another. Whole-ensemble
-   times are measured end to end through ``inference.ensemble.sample_ensembles`` (sampler + STAPLE fusion +
-   uncertainty map) where the run is short; longer ones are the measured time of one sampler step times
-   the number of steps, plus the measured fusion time, and are marked "est.";
+   (members batched, image encoder shared across members, channels_last, micro-batches, bf16 where native,
+   fewer steps), by sampler and steps, against the ensemble size with members batched or one after another,
+   and against members per call. Whole-ensemble times are measured end to end through
+   ``inference.ensemble.sample_ensembles`` (sampler + STAPLE fusion + uncertainty map) where the run is
+   short; longer ones are the measured time of one sampler step times the number of steps, plus the
+   measured fusion time, and are marked "est.";
 4. training throughput (images/s) of one optimiser step on ``DiffusionProcess.loss``;
-5. where the time of the headline configuration goes (top operators from ``torch.profiler``).
+5. where the time of the fastest ensemble setup goes (top operators from ``torch.profiler``);
+6. ``torch.compile`` (inductor): compile time, s/call compiled, and the calls it takes to pay back.
 
 Networks have random weights: speed does not depend on them. Timings are the best of a few runs (the run
 least disturbed by other processes on a shared machine); the load average is printed with the results.
@@ -112,7 +116,16 @@ FULL = Settings(
     ),
     ens_net=("medsegdiff-b", 256, {}),
     members=25,
-    steps=(("ddpm", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10), ("dpm_solver", 20), ("dpm_solver", 10)),
+    steps=(
+        ("ddpm", 100),
+        ("ddim", 50),
+        ("ddim", 20),
+        ("ddim", 10),
+        ("ddim", 5),
+        ("dpm_solver", 20),
+        ("dpm_solver", 10),
+        ("dpm_solver", 5),
+    ),
     sizes=(1, 5, 25, 50),
     chunks=(1, 2, 5, 25),
     size_steps=10,
@@ -181,17 +194,19 @@ def time_net(net, args, bf16: bool, repeats: int) -> float:
 
 # --------------------------------------------------------------------------------------------- 1. peak
 def measure_peak(sizes: tuple[int, ...]) -> dict[str, float]:
-    """Best FLOP/s of an n x n matmul (2 n^3 FLOPs) over ``sizes``, fp32 and bf16."""
+    """Best FLOP/s of an n x n matmul (2 n^3 FLOPs) over ``sizes``, fp32 and bf16 (emulated bf16, at
+    well under 1 % of fp32, only at n = 512: a 4096 matmul would take minutes)."""
     peak = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         best = 0.0
-        for n in sizes:
+        used = sizes if NATIVE_BF16 or name == "fp32" else (512,)
+        for n in used:
             a = torch.randn(n, n).to(dtype)
             b = torch.randn(n, n).to(dtype)
             seconds = time_call(lambda a=a, b=b: a @ b, warmup=1, repeats=8, max_seconds=20)["best"]
             best = max(best, 2 * n**3 / seconds)
         peak[name] = best
-        print(f"peak {name}: {best / 1e9:.1f} GFLOP/s (matmul, sizes {sizes})", flush=True)
+        print(f"peak {name}: {best / 1e9:.1f} GFLOP/s (matmul, sizes {used})", flush=True)
     return peak
 
 
@@ -473,8 +488,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--only",
-        default="peak,calls,ensemble,chunks,train,profile",
-        help="comma-separated parts to run (peak is always measured; 'compile' only when named)",
+        default="peak,calls,ensemble,chunks,train,profile,compile",
+        help="comma-separated parts to run (peak is always measured)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

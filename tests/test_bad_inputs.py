@@ -56,6 +56,17 @@ def test_training_output_without_lightning_noise(synthetic, tmp_path, capfd):
     assert "model diffusion-unet:" in out and "M parameters" in out
 
 
+@pytest.mark.parametrize(
+    ("override", "message"), [("model.name=resnet-9000", "model 'resnet-9000' is not one of"),
+                              ("train.precision=fp8", "train.precision 'fp8' is not one of")]
+)  # fmt: skip
+def test_bad_model_or_precision_fails_before_the_data_is_read(override, message, tmp_path, capsys):
+    missing = tmp_path / "no-such-dataset"  # were the data read first, the error would be about this folder
+    assert main(["train", "demo", "--data", str(missing), "--out", str(tmp_path / "run"), override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "no-such-dataset" not in err
+
+
 def _file_in_the_way(tmp_path: Path) -> Path:
     """A path whose parent is a plain file, so no folder can be made there (works as root too)."""
     blocker = tmp_path / "blocker"

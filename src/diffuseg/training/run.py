@@ -294,10 +294,10 @@ def train(config: Config, resume: bool = False) -> Path:
         print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
         return run_dir
     L.seed_everything(t.seed, workers=True, verbose=False)
-    train_set, val_set = build_datasets(config, run_dir)
-    family = module_class(config.method)
-    module = family(config)
+    resolve_precision(t.precision, t.accelerator)  # a bad model or precision fails before the data is read
+    module = module_class(config.method)(config)
     check_image_size(config, module.net)
+    train_set, val_set = build_datasets(config, run_dir)
     params = sum(p.numel() for p in module.net.parameters())
     print(f"model {config.model.name}: {params / 1e6:.2f} M parameters")
     save_config(config, run_dir / "config.yaml")
