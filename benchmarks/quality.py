@@ -39,7 +39,7 @@ from common import RESULTS, machine, print_machine
 from diffuseg.config import Config, load_config, write_text_atomic
 from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.evaluate import case_metrics
-from diffuseg.inference.ensemble import sample_ensembles
+from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.inference.fusion import fuse
 from diffuseg.inference.predict import make_draw
 from diffuseg.training.checkpoint import LAST, load_for_inference, read_checkpoint
@@ -176,7 +176,7 @@ def draw_members(ckpt: Path, cases, **sample: Any) -> list[Any]:
     samples = sample.get("samples", config.sample.samples)
     sample.setdefault("batch_size", max(samples, (64 // samples) * samples))
     config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, **sample))
-    draw = make_draw(config, net, process)
+    draw = make_draw(config, prepare_network(net, config.sample, "cpu"), process)
     return list(sample_ensembles(draw, [(cid, image) for cid, image, _ in cases], config.sample))
 
 

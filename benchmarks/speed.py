@@ -211,7 +211,7 @@ def measure_peak(sizes: tuple[int, ...]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------- 2. calls
-def call_setups(name: str, k: int, smallest: bool, micro: bool) -> list[Setup]:
+def call_setups(k: int, smallest: bool, micro: bool) -> list[Setup]:
     """The (channels_last, bf16, micro-batch) settings timed for one network at batch ``k``. Emulated bf16
     (no AVX512-BF16 / AMX) is timed once, for the smallest network at batch 1, to show what it costs."""
     setups = []
@@ -225,14 +225,14 @@ def call_setups(name: str, k: int, smallest: bool, micro: bool) -> list[Setup]:
     return setups
 
 
-def network_calls(s: Settings, peak: dict[str, float]) -> tuple[str, list[dict]]:
+def network_calls(s: Settings, peak: dict[str, float]) -> list[dict]:
     rows = []
     for name, size, members, options in s.nets:
         net = make_net(name, options)
         params = sum(p.numel() for p in net.parameters())
         for k in (1, members):
             flops = count_flops(net, *call_inputs(size, k, 1, False))
-            for setup in call_setups(name, k, name == s.nets[-1][0], hasattr(net, "micro_batch")):
+            for setup in call_setups(k, name == s.nets[-1][0], hasattr(net, "micro_batch")):
                 net = prepare_network(net, setup.sample(), "cpu")
                 sec = time_net(net, call_inputs(size, k, 1, setup.cl), setup.bf16, s.repeats)
                 achieved = flops / sec
@@ -255,7 +255,7 @@ def network_calls(s: Settings, peak: dict[str, float]) -> tuple[str, list[dict]]
                     f"{name} {size}px batch {k} {setup.flags()}: {sec:.3f} s, {achieved / 1e9:.1f} GFLOP/s", flush=True
                 )
         del net
-    return calls_table(rows), rows
+    return rows
 
 
 def calls_table(rows: list[dict]) -> str:
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     best = ladder_setups()[-1]  # the ladder's top rung unless the ladder runs and finds a faster one
     call_rows: list[dict] = []
     if "calls" in parts:
-        _, call_rows = network_calls(s, peak)
+        call_rows = network_calls(s, peak)
         sections.append(("Network calls", ""))  # filled in at the end, against the best peak
 
     if "ensemble" in parts:
@@ -592,22 +592,22 @@ def main(argv: list[str] | None = None) -> None:
         sections.append(("torch.compile (inductor)", compiled(s)))
 
     again = measure_peak(s.peak_sizes)  # a second look: a busy neighbour at the start must not lower the peak
-    best = {k: max(peak[k], again[k]) for k in peak}
+    used = {k: max(peak[k], again[k]) for k in peak}
     sections[0] = (
         "Peak (large matmul; the better of a measurement at the start and one at the end)",
         markdown_table(
             ["dtype", "start GFLOP/s", "end GFLOP/s", "used"],
-            [[k, peak[k] / 1e9, again[k] / 1e9, best[k] / 1e9] for k in peak],
+            [[k, peak[k] / 1e9, again[k] / 1e9, used[k] / 1e9] for k in peak],
         ),
     )
     if call_rows:
         for r in call_rows:
-            r["of_peak"] = r["gflops"] * 1e9 / best["bf16" if r["bf16"] else "fp32"]
+            r["of_peak"] = r["gflops"] * 1e9 / used["bf16" if r["bf16"] else "fp32"]
         index = next(i for i, (h, _) in enumerate(sections) if h == "Network calls")
         sections[index] = ("Network calls", calls_table(call_rows))
         labels = [
             f"{r['net'].replace('medsegdiff', 'msd')} b{r['batch']}{' cl' if r['cl'] else ''}"
-            f"{' bf16' if r['bf16'] else ''}"
+            f"{' bf16' if r['bf16'] else ''}{' micro' if r['micro'] else ''}"
             for r in call_rows
         ]
         bar_plot(

@@ -133,10 +133,21 @@ def test_members_share_image_work_and_match_repeated_images(dynamic_conditioning
     assert torch.allclose(shared, repeated, atol=1e-5)
 
 
-@pytest.mark.parametrize(("dynamic_conditioning", "micro_batch"), [(True, 1), (True, 3), (False, 2)])
-def test_micro_batches_match_one_pass_and_still_share_image_work(dynamic_conditioning: bool, micro_batch: int) -> None:
+@pytest.mark.parametrize(
+    ("dynamic_conditioning", "images", "members", "micro_batch", "parts"),
+    [
+        (True, 2, 4, 1, [1] * 8),
+        (True, 2, 4, 3, [3, 1, 3, 1]),  # each image's members in groups of 3
+        (False, 2, 4, 2, [2, 2, 2, 2]),
+        (True, 4, 1, 2, [2, 2]),  # one member per image (a call of mixed cases): whole images per part
+        (True, 3, 2, 5, [4, 2]),  # 5 rows fit two images of 2 members
+    ],
+)
+def test_micro_batches_match_one_pass_and_still_share_image_work(
+    dynamic_conditioning: bool, images: int, members: int, micro_batch: int, parts: list[int]
+) -> None:
     net = _tiny("s", 3, dynamic_conditioning=dynamic_conditioning).eval()
-    x_t, t, image = _inputs(2, 4, 3, 32)
+    x_t, t, image = _inputs(images, members, 3, 32)
     image_rows: list[int] = []
     mask_rows: list[int] = []
     hooks = [
@@ -149,9 +160,8 @@ def test_micro_batches_match_one_pass_and_still_share_image_work(dynamic_conditi
         split = net(x_t, t, image)
     for hook in hooks:
         hook.remove()
-    per_image = [min(micro_batch, 4 - k) for k in range(0, 4, micro_batch)]
-    assert image_rows == [2, 2]  # the image stages run once per image either way
-    assert mask_rows == [8, *per_image, *per_image]  # then each image's 4 members in groups of micro_batch
+    assert image_rows == [images, images]  # the image stages run once per image either way
+    assert mask_rows == [images * members, *parts]
     torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
 
 

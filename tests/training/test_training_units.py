@@ -69,9 +69,9 @@ def test_precision_auto_on_cpu(monkeypatch):
 
 def test_precision_auto_on_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert resolve_precision("auto", "auto") == "bf16-mixed"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     assert resolve_precision("auto", "gpu") == "16-mixed"
     with pytest.warns(UserWarning, match="no bf16"):
         assert resolve_precision("bf16-mixed", "auto") == "16-mixed"

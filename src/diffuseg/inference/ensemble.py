@@ -89,8 +89,8 @@ def native_bf16(device: torch.device | str) -> bool:
     AMX. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
     ``diffusion-unet`` was 48x slower than fp32 (benchmarks/results/speed.md)."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # without emulation: pre-Ampere GPUs "support" bf16 only by emulating it
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return False
@@ -274,6 +274,4 @@ def prepare_network(net: torch.nn.Module, cfg: SampleConfig, device: torch.devic
     net = net.to(device).eval()
     if hasattr(net, "micro_batch"):
         net.micro_batch = cfg.micro_batch
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    return net
+    return net.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)

@@ -31,7 +31,7 @@ whose full-resolution activations stay in a CPU's cache.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -107,6 +107,22 @@ def _add_members(per_member: torch.Tensor, per_image: torch.Tensor, members: int
     if per_member.shape[0] == per_image.shape[0]:
         return per_member + per_image
     return (per_member.unflatten(0, (-1, members)) + per_image.unsqueeze(1)).flatten(0, 1)
+
+
+def _parts(images: int, members: int, rows: int) -> Iterator[tuple[slice, slice, int]]:
+    """Split ``images * members`` image-major rows into parts of at most ``rows`` rows (at least one member):
+    whole images when ``rows >= members``, else groups of one image's members. Yields (row slice, image slice,
+    members per image in the part)."""
+    if rows >= members:
+        per = rows // members
+        for b in range(0, images, per):
+            end = min(b + per, images)
+            yield slice(b * members, end * members), slice(b, end), members
+        return
+    for b in range(images):
+        for k in range(0, members, rows):
+            n = min(rows, members - k)
+            yield slice(b * members + k, b * members + k + n), slice(b, b + 1), n
 
 
 class MedSegDiff(nn.Module):
@@ -185,16 +201,10 @@ class MedSegDiff(nn.Module):
             raise ValueError(f"x_t rows ({x_t.shape[0]}) must be a multiple of image rows ({image.shape[0]})")
         emb = self.time_embed(t)  # (B*K, E)
         shared = self._image_stages(image, emb[::members])  # members of one image share t
-        rows = self.micro_batch if 0 < self.micro_batch < members else members
-        if rows == members:
+        if not 0 < self.micro_batch < x_t.shape[0]:
             return self._member_stages(x_t, emb, shared, members)
-        parts = []
-        for b in range(image.shape[0]):
-            per_image = [h[b : b + 1] for h in shared]
-            for k in range(0, members, rows):
-                take = slice(b * members + k, b * members + min(k + rows, members))
-                parts.append(self._member_stages(x_t[take], emb[take], per_image, take.stop - take.start))
-        return torch.cat(parts)
+        parts = _parts(image.shape[0], members, self.micro_batch)
+        return torch.cat([self._member_stages(x_t[r], emb[r], [h[i] for h in shared], k) for r, i, k in parts])
 
     def _image_stages(self, image: torch.Tensor, emb: torch.Tensor) -> list[torch.Tensor]:
         """Image encoder stages 0..``shared_until`` on (B, C, H, W) with emb (B, E): one feature per stage."""

@@ -151,8 +151,8 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     if precision == "auto":
         if not on_gpu:
             return "32-true"
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if precision.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
+    if precision.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported(including_emulation=False):
         warnings.warn("this GPU has no bf16; training with 16-mixed instead", stacklevel=2)
         return "16-mixed"
     return precision
@@ -239,11 +239,11 @@ def check_image_size(config: Config, net: torch.nn.Module) -> None:
         )
 
 
-def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
-    """A Lightning Trainer for the run: devices, precision, clipping, loggers, atomic checkpoint IO."""
+def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback], precision: str) -> L.Trainer:
+    """A Lightning Trainer for the run: devices, ``precision`` (resolved), clipping, loggers, atomic checkpoint IO."""
     t = config.train
     try:
-        return _trainer(config, run_dir, callbacks)
+        return _trainer(config, run_dir, callbacks, precision)
     except MisconfigurationException as err:  # e.g. devices=0, a GPU count this machine lacks
         raise UserError(
             f"train.accelerator={t.accelerator}, train.devices={t.devices}, train.num_nodes={t.num_nodes}, "
@@ -251,13 +251,13 @@ def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> 
         ) from None
 
 
-def _trainer(config: Config, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+def _trainer(config: Config, run_dir: Path, callbacks: list[L.Callback], precision: str) -> L.Trainer:
     t = config.train
     return L.Trainer(
         accelerator=t.accelerator,
         devices=_devices(t.devices),
         num_nodes=t.num_nodes,
-        precision=resolve_precision(t.precision, t.accelerator),
+        precision=precision,
         max_steps=t.steps,
         max_epochs=-1,
         gradient_clip_val=t.grad_clip if t.grad_clip > 0 else None,
@@ -294,7 +294,7 @@ def train(config: Config, resume: bool = False) -> Path:
         print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
         return run_dir
     L.seed_everything(t.seed, workers=True, verbose=False)
-    resolve_precision(t.precision, t.accelerator)  # a bad model or precision fails before the data is read
+    precision = resolve_precision(t.precision, t.accelerator)  # a bad model or precision fails before the data
     module = module_class(config.method)(config)
     check_image_size(config, module.net)
     train_set, val_set = build_datasets(config, run_dir)
@@ -317,7 +317,7 @@ def train(config: Config, resume: bool = False) -> Path:
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     rank_zero_log.addFilter(adverts)
     try:
-        trainer = make_trainer(config, run_dir, callbacks)
+        trainer = make_trainer(config, run_dir, callbacks, precision)
     except BaseException:
         rank_zero_log.removeFilter(adverts)
         raise
