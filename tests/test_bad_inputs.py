@@ -137,6 +137,28 @@ def test_text_file_as_checkpoint(tmp_path, capsys):
     assert "not a readable PyTorch checkpoint" in err and "pickled" not in err
 
 
+def test_evaluate_lists_every_bad_prediction_at_once(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for folder in (gt / "images", gt / "masks", pred):
+        folder.mkdir(parents=True)
+    disc = np.zeros((16, 16), np.uint8)
+    disc[4:10, 4:10] = 255
+    for name in ("1_a", "2_a", "3_a"):
+        Image.fromarray(disc).save(gt / "images" / f"{name}.png")
+        Image.fromarray(disc).save(gt / "masks" / f"{name}.png")
+    Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(pred / "1_a.png")  # a soft map
+    Image.fromarray(disc).save(pred / "2_a.png")  # fine
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(pred / "3_a.png")  # another size
+    assert main(["evaluate", str(pred), str(gt)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "1_a.png: predicted mask is not binary" in err
+    assert "3_a.png: size 8x8 differs" in err and "2_a.png" not in err and "Traceback" not in err
+    assert not (pred / "results.json").exists()
+
+
 def test_evaluate_refuses_a_non_binary_prediction(tmp_path, capsys):
     import numpy as np
     from PIL import Image

@@ -41,7 +41,7 @@ from diffuseg.data.formats.files import (
     suffix_of,
 )
 from diffuseg.data.transforms import single_thread
-from diffuseg.errors import UserError
+from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation import metrics as M
 
 UNCERTAINTY_SUFFIX = "_uncertainty"
@@ -229,13 +229,20 @@ def evaluate(
     volumes: dict[str, _Volume] = {}
     cache = _PredVolumes(size=2 + max(len(f.samples) for f in predictions.values()))
     spacing_known = False
+    problems: list[str] = []  # every unreadable, non-binary or wrongly sized prediction, reported at once
     with single_thread():  # many small tensor ops: one thread is several times faster than two
         for index, entry in matched:
             case = reader.load(index)
             if case.annotators == 0:
                 missing_gt.append(case.case_id)
                 continue
-            fused, samples = _load_prediction(predictions, case, entry.volume_id, entry.slice_index, cache)
+            try:
+                fused, samples = _load_prediction(predictions, case, entry.volume_id, entry.slice_index, cache)
+            except UserError as err:
+                problems.append(str(err))
+                continue
+            if problems:  # the run fails anyway: only check the remaining files
+                continue
             spacing = case.geometry.spacing[:2] if case.geometry.spacing else None
             spacing_known |= spacing is not None
             masks = case.masks.bool()
@@ -249,6 +256,8 @@ def evaluate(
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
                 vol.slices[entry.slice_index] = (fused, masks.numpy())
+        if problems:
+            raise DatasetError(str(pred), problems)
         volume_rows = _volume_metrics(volumes, percentile)
 
     missing_gt = sorted(set(missing_gt))

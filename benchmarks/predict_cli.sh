@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The user's path, timed end to end (process start, checkpoint load, sampling, STAPLE, writing):
+# a 256 px MedSegDiff-B checkpoint from one training step (speed does not depend on the weights), then
+# `diffuseg predict` of one DDTI image as a fused 25-member ensemble, for a few sampler settings.
+#   benchmarks/predict_cli.sh > benchmarks/results/logs/predict-cli.log 2>&1     # about 5 minutes on 2 cores
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run=runs/predict-cli
+rm -rf "$run"
+mkdir -p "$run"
+.venv/bin/diffuseg train medsegdiff-b-ddti --data ../shared/data/ddti --out "$run/ckpt" train.steps=1 \
+  train.batch_size=2 train.val_every=0 train.accelerator=cpu train.devices=1 data.cache_dir=runs/bench-cache \
+  > "$run/train.log" 2>&1
+image="../shared/data/ddti/cropped/100_1(1).png"
+for setting in "dpm-solver 5 1" "dpm-solver 10 1" "dpm-solver 5 0"; do
+  set -- $setting
+  echo "== diffuseg predict --samples 25 --sampler $1 --steps $2 --fusion staple sample.micro_batch=$3"
+  /usr/bin/time -f "%e s wall, %M KB peak memory" .venv/bin/diffuseg predict "$run/ckpt/checkpoints/last.ckpt" \
+    "$image" "$run/pred-$1-$2-$3" --samples 25 --sampler "$1" --steps "$2" --fusion staple \
+    "sample.micro_batch=$3" 2>&1 | tr '\r' '\n' | tail -n 2
+done
