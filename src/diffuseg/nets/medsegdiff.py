@@ -133,6 +133,10 @@ class MedSegDiff(nn.Module):
     ``ff_max_size`` per side (see ``ffparser``); any other size resamples them.
     """
 
+    micro_batch: int = 0
+    """Rows of the per-member part of a call computed at once (0: all; ``sample.micro_batch``). The image-only
+    stages still run once per image; on a CPU, one member at a time keeps full-resolution activations in cache."""
+
     def __init__(
         self,
         in_channels: int,
@@ -181,10 +185,6 @@ class MedSegDiff(nn.Module):
             DecoderStage(channels[s + 1], channels[s], decoder_blocks, emb_dim) for s in reversed(range(n - 1))
         )
         self.head = output_head(channels[0], out_channels)
-
-    micro_batch: int = 0
-    """Rows of the per-member part of a call computed at once (0: all; ``sample.micro_batch``). The image-only
-    stages still run once per image; on a CPU, one member at a time keeps full-resolution activations in cache."""
 
     def structure(self) -> str:
         """One line for ``diffuseg info``: blocks and widths per stage, where Dy-Cond and FF-Parser are."""
