@@ -93,7 +93,7 @@ BUDGETS = {
         lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
         ddti_cases=48, samples=16, members=25, table2_members=5, ddti_steps=10,
         table4=(("ddpm", 100), ("ddpm", 10), ("ddpm", 25), ("ddim", 100), ("ddim", 5), ("ddim", 10), ("ddim", 25),
-                ("dpm_solver", 5), ("dpm_solver", 10), ("dpm_solver", 20)),
+                ("dpm_solver", 5), ("dpm_solver", 10), ("dpm_solver", 20), ("ddpm", 5)),
         table4_members=4,
     ),
     "quick": Budget(
