@@ -1,7 +1,7 @@
 """Speed of diffuseg's networks, ensembles and training on this machine (issue 8, speed part).
 
     .venv/bin/python benchmarks/speed.py --quick    # smoke check, tiny networks, seconds
-    .venv/bin/python benchmarks/speed.py            # the full measurement (about 35-40 minutes on 2 cores)
+    .venv/bin/python benchmarks/speed.py            # the full measurement (about 40 minutes on 2 cores)
 
 Writes ``benchmarks/results/speed.md`` (``speed-quick.md`` with ``--quick``) and PNG plots beside it.
 
@@ -379,8 +379,8 @@ def by_size(s: Settings, net, process, size: int, setup: Setup) -> tuple[str, li
 
 def chunked(s: Settings, net, process, size: int, setup: Setup) -> str:
     """Members per call: one step of the whole ensemble as ceil(members / k) calls of k members (``setup``'s
-    precision and memory format, no micro-batches), then whole ensembles end to end at the best k and with
-    all members in one call split into micro-batches."""
+    precision and memory format, no micro-batches), then whole ensembles end to end at the best k (all
+    members in one call with micro-batches are the "By sampler and steps" table)."""
     rows = []
     whole = dataclasses.replace(setup, micro=0)
     for k in s.chunks:
@@ -392,15 +392,12 @@ def chunked(s: Settings, net, process, size: int, setup: Setup) -> str:
     table = markdown_table(["members per call", "calls per step", "s per call", "s per step (all members)",
                             "s per member-call"], rows)  # fmt: skip
     e2e = []
-    for label, batch, micro in ((f"{best} per call", best, 0), (f"{s.members} per call, micro_batch=1", s.members, 1)):
-        for sampler, steps in s.steps:
-            if steps <= s.measure_steps:
-                cfg = dataclasses.replace(whole, micro=micro).sample(
-                    sampler=SamplerKind.parse(sampler), steps=steps, samples=s.members, batch_size=batch
-                )
-                sec = time_ensemble(net, process, cfg, size)
-                e2e.append([sampler, steps, s.members, label, sec, sec < GOAL_S])
-                print(f"ensemble {sampler} {steps} steps, {label}: {sec:.1f} s", flush=True)
+    for sampler, steps in s.steps:
+        if steps <= s.measure_steps:
+            cfg = whole.sample(sampler=SamplerKind.parse(sampler), steps=steps, samples=s.members, batch_size=best)
+            sec = time_ensemble(net, process, cfg, size)
+            e2e.append([sampler, steps, s.members, best, sec, sec < GOAL_S])
+            print(f"ensemble {sampler} {steps} steps, {best} per call: {sec:.1f} s", flush=True)
     table += "\nWhole fused ensembles, measured end to end (`sample_ensembles`):\n\n"
     table += markdown_table(["sampler", "steps", "members", "members per call", "s per fused ensemble",
                              f"< {GOAL_S:.0f} s"], e2e)  # fmt: skip
