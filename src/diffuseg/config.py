@@ -77,6 +77,11 @@ class SamplerKind(StrEnum):
     DPM_SOLVER = "dpm_solver"
 
 
+class Spacing(StrEnum):
+    LINEAR = "linear"  # sampling times evenly spaced in t
+    QUADRATIC = "quadratic"  # t_k ~ (k / S)^2: denser near the data (Song et al. 2021, DDIM, App. D.2)
+
+
 class DDPMVariance(StrEnum):
     POSTERIOR = "posterior"  # beta-tilde, Ho et al. 2020
     BETA = "beta"  # the larger choice sigma_t^2 = beta_t
@@ -168,6 +173,7 @@ class SampleConfig:
 
     sampler: SamplerKind = SamplerKind.DDIM
     steps: int = 100
+    spacing: Spacing = Spacing.LINEAR  # where the steps sit on [0, 1]
     eta: float = 0.0  # DDIM stochasticity
     ddpm_variance: DDPMVariance = DDPMVariance.POSTERIOR
     samples: int = 25

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from diffuseg.config import DDPMVariance, DiffusionConfig, PredictionType, SamplerKind, ScheduleKind
+from diffuseg.config import DDPMVariance, DiffusionConfig, PredictionType, SamplerKind, ScheduleKind, Spacing
 from diffuseg.diffusion import parameterization as P
 from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.diffusion.samplers import sample
@@ -56,6 +56,19 @@ def test_oracle_lands_on_x0(schedule, prediction, kind):
     assert out.mask.shape == (6, 1, H, W)
     torch.testing.assert_close(out.mask, masks.repeat_interleave(3, 0))
     torch.testing.assert_close(out.soft, masks.repeat_interleave(3, 0), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("spacing", list(Spacing))
+@pytest.mark.parametrize("kind", list(SamplerKind))
+def test_samplers_call_the_network_on_the_spaced_grid_and_land_on_x0(kind, spacing):
+    proc = make(ScheduleKind.LINEAR, PredictionType.EPS)
+    masks = true_masks()
+    net = Oracle(proc, masks)
+    out = sample(
+        kind, net, torch.zeros(2, 1, H, W), proc, 5, generator=torch.Generator().manual_seed(0), spacing=spacing
+    )
+    assert [t for t, *_ in net.seen] == pytest.approx(proc.schedule.sampling_times(5, spacing)[:-1])
+    torch.testing.assert_close(out.mask, masks)
 
 
 @pytest.mark.parametrize("kind", [SamplerKind.DDIM, SamplerKind.DPM_SOLVER])

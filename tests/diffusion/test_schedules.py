@@ -1,9 +1,10 @@
+import itertools
 import math
 
 import pytest
 import torch
 
-from diffuseg.config import DiffusionConfig, ScheduleKind
+from diffuseg.config import DiffusionConfig, ScheduleKind, Spacing
 from diffuseg.diffusion.schedules import Discrete, linear_betas, make_schedule
 
 ALL = list(ScheduleKind)
@@ -65,6 +66,24 @@ def test_respacing_keeps_cumulative_alphas_of_chosen_steps(kind):
     alpha, _ = s.alpha_sigma(torch.tensor(times[:-1], dtype=torch.float64))
     abar_table = torch.sigmoid(s.table)
     torch.testing.assert_close(alpha**2, abar_table[idx], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ALL)
+@pytest.mark.parametrize("steps", [1, 2, 5, 100, 1000])
+def test_quadratic_spacing_is_denser_near_the_data(kind, steps):
+    s = schedule(kind)
+    if s.discrete_steps is None and steps == 1000:
+        steps = 999
+    lin, quad = s.sampling_times(steps), s.sampling_times(steps, Spacing.QUADRATIC)
+    assert len(quad) == steps + 1 and quad[0] == 1.0 and quad[-1] == 0.0
+    assert all(a > b for a, b in itertools.pairwise(quad))  # distinct, decreasing (no repeated network time)
+    if 2 < steps < 1000:
+        assert all(q <= lt for q, lt in zip(quad, lin)) and quad[steps // 2] < lin[steps // 2]
+
+
+def test_quadratic_respacing_of_five_steps():
+    # (T - 1) * (1 - k / 4)^2 for k = 0..4, the grid the DDTI benchmark's 5-step ensembles use
+    assert schedule(ScheduleKind.LINEAR).sampling_steps(5, "quadratic") == [999, 562, 250, 62, 0]
 
 
 def test_discrete_quantize_hits_table_points():

@@ -100,6 +100,17 @@ def test_shapes_and_network_calls() -> None:
     assert r.fused.shape == r.probability.shape == r.uncertainty.shape == (1, 16, 16)
 
 
+@pytest.mark.parametrize("spacing", ["linear", "quadratic"])
+def test_spacing_setting_reaches_the_sampler(spacing: str) -> None:
+    cfg = SampleConfig(sampler="ddpm", steps=4, spacing=spacing, samples=2, batch_size=2)
+    process = DiffusionProcess(DiffusionConfig(timesteps=100))
+    times: list[float] = []
+    net = TinyNet()
+    net.register_forward_pre_hook(lambda _, args: times.append(float(args[1][0])))
+    list(sample_ensembles(diffusion_draw(net, process, cfg), _cases(1), cfg))
+    assert times == pytest.approx(process.schedule.sampling_times(4, spacing)[:-1])
+
+
 def test_bf16_channels_last_runs_and_mostly_agrees() -> None:
     cases = _cases(1)
     a = _run(cases, batch_size=4)["case0"]

@@ -9,7 +9,8 @@ The equivalent unit-variance schedule has lambda_b(t) = lambda(t) + 2 log b, whi
 here applies, so data stay in {-1, 1} and all formulas are reused unchanged.
 
 Discrete schedules (Ho et al. 2020) hold T cumulative alphas; step i (0-based) sits at t = (i + 1) / T.
-Sampling with S < T steps keeps the cumulative alphas of S chosen steps ("respacing", Nichol & Dhariwal 2021).
+Sampling with S < T steps keeps the cumulative alphas of S chosen steps ("respacing", Nichol & Dhariwal 2021),
+spaced evenly in t ("linear") or as t ~ (k / S)^2, denser near the data ("quadratic", Song et al. 2021, App. D.2).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from diffuseg.config import DiffusionConfig, ScheduleKind
+from diffuseg.config import DiffusionConfig, ScheduleKind, Spacing
 
 DTYPE = torch.float64
 
@@ -50,11 +51,12 @@ class Schedule:
         """Map uniform u in [0, 1) to training times (identity for continuous schedules)."""
         return u.to(DTYPE)
 
-    def sampling_times(self, steps: int) -> list[float]:
+    def sampling_times(self, steps: int, spacing: Spacing | str = Spacing.LINEAR) -> list[float]:
         """``steps + 1`` decreasing times from 1 to 0; the network is called at all but the last (data)."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        return [1.0 - k / steps for k in range(steps)] + [0.0]
+        power = 2.0 if Spacing(spacing) == Spacing.QUADRATIC else 1.0
+        return [(1.0 - k / steps) ** power for k in range(steps)] + [0.0]
 
 
 class ContinuousCosine(Schedule):
@@ -129,17 +131,21 @@ class Discrete(Schedule):
         T = self.discrete_steps
         return ((u.to(DTYPE) * T).floor().clamp(0, T - 1) + 1.0) / T
 
-    def sampling_steps(self, steps: int) -> list[int]:
-        """The S step indices kept when respacing T -> S, evenly spaced from T-1 down to 0."""
+    def sampling_steps(self, steps: int, spacing: Spacing | str = Spacing.LINEAR) -> list[int]:
+        """The S distinct step indices kept when respacing T -> S, from T-1 down to 0, spaced as ``spacing``."""
         T = self.discrete_steps
         if not 1 <= steps <= T:
             raise ValueError(f"steps must be in [1, {T}] for a {T}-step schedule, got {steps}")
         if steps == 1:
             return [T - 1]
-        return [round((T - 1) * (1 - k / (steps - 1))) for k in range(steps)]
+        power = 2.0 if Spacing(spacing) == Spacing.QUADRATIC else 1.0
+        idx = [round((T - 1) * (1 - k / (steps - 1)) ** power) for k in range(steps)]
+        for k in range(steps - 2, -1, -1):  # quadratic rounding can repeat indices near 0: keep them distinct
+            idx[k] = max(idx[k], idx[k + 1] + 1)
+        return idx
 
-    def sampling_times(self, steps: int) -> list[float]:
-        return [(i + 1) / self.discrete_steps for i in self.sampling_steps(steps)] + [0.0]
+    def sampling_times(self, steps: int, spacing: Spacing | str = Spacing.LINEAR) -> list[float]:
+        return [(i + 1) / self.discrete_steps for i in self.sampling_steps(steps, spacing)] + [0.0]
 
 
 def linear_betas(T: int) -> Tensor:

@@ -123,7 +123,8 @@ row ``i`` drawn from ``generators[i]``."""
 
 
 def diffusion_draw(net: Network, process: DiffusionProcess, cfg: SampleConfig) -> Draw:
-    """The diffusion sampler ``cfg.sampler`` with ``cfg.steps``, ``eta``, ``ddpm_variance``, ``threshold``."""
+    """The diffusion sampler ``cfg.sampler`` with ``cfg.steps``, ``spacing``, ``eta``, ``ddpm_variance``,
+    ``threshold``."""
 
     def draw(images: Tensor, members: int, generators: list) -> SampleOutput:
         return run_sampler(
@@ -134,6 +135,7 @@ def diffusion_draw(net: Network, process: DiffusionProcess, cfg: SampleConfig) -
             cfg.steps,
             generator=generators,
             members=members,
+            spacing=cfg.spacing,
             eta=cfg.eta,
             ddpm_variance=cfg.ddpm_variance,
             threshold=cfg.threshold,

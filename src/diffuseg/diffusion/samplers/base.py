@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from diffuseg.config import Spacing
 from diffuseg.diffusion.noise import Generators, randn
 from diffuseg.diffusion.process import DiffusionProcess, Network, x0_to_soft
 
@@ -51,9 +52,9 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
-def grid(process: DiffusionProcess, steps: int) -> list[Step]:
-    """The S transitions of the sampling grid, last one to the data (s = 0)."""
-    times = process.schedule.sampling_times(steps)
+def grid(process: DiffusionProcess, steps: int, spacing: Spacing | str = Spacing.LINEAR) -> list[Step]:
+    """The S transitions of the sampling grid spaced as ``spacing``, last one to the data (s = 0)."""
+    times = process.schedule.sampling_times(steps, spacing)
     lams = [float(process.schedule.logsnr(t)) for t in times[:-1]] + [math.inf]
     return [Step(times[i], times[i + 1], lams[i], lams[i + 1]) for i in range(len(times) - 1)]
 
@@ -78,11 +79,12 @@ def walk(
     members: int,
     threshold: float,
     update: Update,
+    spacing: Spacing | str = Spacing.LINEAR,
 ) -> SampleOutput:
     """Start from noise, call the network at each grid time and let ``update`` take z_t to z_s; the last
     transition (to the data) returns the network's x_hat. image: (B, C, H, W) -> (B * members, 1, H, W)."""
     z = start_noise(image, members, generator)
-    for step in grid(process, steps):
+    for step in grid(process, steps, spacing):
         x0 = process.denoise(net, z, step.t, image)
         if step.s == 0.0:
             break

@@ -10,6 +10,7 @@ import math
 
 from torch import Tensor
 
+from diffuseg.config import Spacing
 from diffuseg.diffusion.noise import Generators, randn
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
@@ -25,6 +26,7 @@ def sample(
     members: int = 1,
     eta: float = 0.0,
     threshold: float = 0.5,
+    spacing: Spacing | str = Spacing.LINEAR,
     **_: object,
 ) -> SampleOutput:
     """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image."""
@@ -37,4 +39,4 @@ def sample(
         z_s = alpha_s * x0 + math.sqrt(max(sigma_s**2 - c**2, 0.0)) * eps
         return z_s + c * randn(z.shape, generator, device=z.device, dtype=z.dtype) if c > 0 else z_s
 
-    return walk(net, image, process, steps, generator, members, threshold, update)
+    return walk(net, image, process, steps, generator, members, threshold, update, spacing)

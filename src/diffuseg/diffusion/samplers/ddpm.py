@@ -14,7 +14,7 @@ import math
 
 from torch import Tensor
 
-from diffuseg.config import DDPMVariance
+from diffuseg.config import DDPMVariance, Spacing
 from diffuseg.diffusion.noise import Generators, randn
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
@@ -30,6 +30,7 @@ def sample(
     members: int = 1,
     ddpm_variance: DDPMVariance = DDPMVariance.POSTERIOR,
     threshold: float = 0.5,
+    spacing: Spacing | str = Spacing.LINEAR,
     **_: object,
 ) -> SampleOutput:
     """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image."""
@@ -42,4 +43,4 @@ def sample(
         var = sigma2_ts * sigma_s**2 / sigma_t**2 if ddpm_variance == DDPMVariance.POSTERIOR else sigma2_ts
         return mean + math.sqrt(var) * randn(z.shape, generator, device=z.device, dtype=z.dtype)
 
-    return walk(net, image, process, steps, generator, members, threshold, update)
+    return walk(net, image, process, steps, generator, members, threshold, update, spacing)

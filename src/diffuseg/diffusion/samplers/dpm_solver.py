@@ -12,6 +12,7 @@ import math
 
 from torch import Tensor
 
+from diffuseg.config import Spacing
 from diffuseg.diffusion.noise import Generators
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
@@ -26,6 +27,7 @@ def sample(
     generator: Generators,
     members: int = 1,
     threshold: float = 0.5,
+    spacing: Spacing | str = Spacing.LINEAR,
     **_: object,
 ) -> SampleOutput:
     """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image. Deterministic given z_1."""
@@ -43,4 +45,4 @@ def sample(
         history[:] = [(x0, h)]
         return (sigma_s / sigma_t) * z - alpha_s * math.expm1(-h) * d
 
-    return walk(net, image, process, steps, generator, members, threshold, update)
+    return walk(net, image, process, steps, generator, members, threshold, update, spacing)
