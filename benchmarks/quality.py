@@ -62,6 +62,7 @@ class Budget:
     table3_steps: int  # LIDC prediction type x weighting
     lidc_channels: tuple[int, ...]  # diffusion-unet and unet widths (paper: 32, 32, 64, 128)
     probunet_filters: tuple[int, ...]  # Prob. UNet widths (paper: 32, 64, 128, 192)
+    baseline_lrs: tuple[float, ...]  # LIDC baselines also trained at these learning rates (the presets: 1e-4)
     medsegdiff_base: int  # MedSegDiff-B base width (ours at full size: 32)
     lidc_cases: int  # validation slices scored in the main comparison
     table3_cases: int
@@ -71,37 +72,46 @@ class Budget:
     samples: int  # LIDC samples per slice (GED at 4 and 16)
     members: int  # DDTI ensemble (Table 5)
     table2_members: int
-    ddti_steps: int  # DDIM steps for Tables 2 and 5
-    table4: tuple[tuple[str, int], ...]
+    ddti_sampler: str  # sampler of Tables 2 and 5
+    ddti_steps: int  # its steps
+    table4: tuple[tuple[str, int, str], ...]  # (sampler, steps, spacing)
     table4_members: int
+    fast: tuple[tuple[str, int, str], ...]  # 25-member ensembles against the first (the 100-step reference)
 
 
+L, Q = "linear", "quadratic"  # sampling grids (``sample.spacing``)
 BUDGETS = {
     "full": Budget(
         name="full", size=64, batch=8, main_steps=500, ddti_train_steps=300, table3_steps=150,
-        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), medsegdiff_base=16,
+        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), baseline_lrs=(), medsegdiff_base=16,
         lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
-        ddti_cases=48, samples=16, members=25, table2_members=5, ddti_steps=10,
-        table4=(("ddpm", 100), ("ddpm", 10), ("ddpm", 25), ("ddim", 100), ("ddim", 10), ("ddim", 25),
-                ("dpm_solver", 10), ("dpm_solver", 20)),
+        ddti_cases=48, samples=16, members=25, table2_members=5, ddti_sampler="ddim", ddti_steps=10,
+        table4=(("ddpm", 100, L), ("ddpm", 10, L), ("ddpm", 25, L), ("ddim", 100, L), ("ddim", 10, L),
+                ("ddim", 25, L), ("dpm_solver", 10, L), ("dpm_solver", 20, L)),
         table4_members=4,
+        fast=(("ddpm", 100, L), ("ddpm", 10, L), ("ddpm", 5, L), ("ddpm", 5, Q)),
     ),
-    # 3-4x the training of "full" (LIDC 1,500 steps, DDTI 1,200), and Table 4 with 5-step deterministic samplers
+    # 3-4x the training of "full" (LIDC 1,500 steps, DDTI 1,200), Tables 2 and 5 with the paper's DDPM sampler,
+    # Table 4 with 5-step samplers and the quadratic grid
     "long": Budget(
         name="long", size=64, batch=8, main_steps=1500, ddti_train_steps=1200, table3_steps=150,
-        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), medsegdiff_base=16,
-        lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
-        ddti_cases=48, samples=16, members=25, table2_members=5, ddti_steps=10,
-        table4=(("ddpm", 100), ("ddpm", 10), ("ddpm", 25), ("ddim", 100), ("ddim", 5), ("ddim", 10), ("ddim", 25),
-                ("dpm_solver", 5), ("dpm_solver", 10), ("dpm_solver", 20), ("ddpm", 5)),
+        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), baseline_lrs=(1e-3,),
+        medsegdiff_base=16, lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
+        ddti_cases=48, samples=16, members=25, table2_members=5, ddti_sampler="ddpm", ddti_steps=10,
+        table4=(("ddpm", 100, L), ("ddpm", 10, L), ("ddpm", 25, L), ("ddim", 100, L), ("ddim", 5, L),
+                ("ddim", 10, L), ("ddim", 25, L), ("dpm_solver", 5, L), ("dpm_solver", 10, L),
+                ("dpm_solver", 20, L), ("ddpm", 5, L), ("ddpm", 4, Q), ("ddpm", 5, Q), ("ddpm", 10, Q),
+                ("ddim", 5, Q), ("dpm_solver", 5, Q)),
         table4_members=4,
+        fast=(("ddpm", 100, L), ("ddpm", 10, L), ("ddpm", 5, L), ("ddpm", 5, Q), ("ddpm", 4, Q)),
     ),
     "quick": Budget(
         name="quick", size=32, batch=2, main_steps=2, ddti_train_steps=2, table3_steps=1,
-        lidc_channels=(8, 8, 8, 8), probunet_filters=(8, 8, 8, 8), medsegdiff_base=8,
+        lidc_channels=(8, 8, 8, 8), probunet_filters=(8, 8, 8, 8), baseline_lrs=(1e-3,), medsegdiff_base=8,
         lidc_cases=3, table3_cases=2, fig6_cases=2, fig6_steps=(1, 2),
-        ddti_cases=3, samples=4, members=5, table2_members=2, ddti_steps=2,
-        table4=(("ddpm", 3), ("ddim", 2), ("dpm_solver", 2)), table4_members=2,
+        ddti_cases=3, samples=4, members=5, table2_members=2, ddti_sampler="ddpm", ddti_steps=2,
+        table4=(("ddpm", 3, L), ("ddim", 2, L), ("dpm_solver", 2, Q)), table4_members=2,
+        fast=(("ddpm", 3, L), ("ddpm", 2, Q)),
     ),
 }  # fmt: skip
 
@@ -200,15 +210,21 @@ def save_part(name: str, payload: dict) -> None:
 
 # --------------------------------------------------------------------------------------------- LIDC
 def lidc_models(b: Budget) -> dict[str, Config]:
+    """The diffusion model and the baselines with the diffusion model's optimiser settings (lr 1e-4), then the
+    baselines again at each of ``b.baseline_lrs`` (rows "..., lr X"): a baseline that has not converged at this
+    budget would make the comparison say little."""
     ch = list_option("model.options.channels", b.lidc_channels)
-    return {
-        "diffusion (ambiguity paper)": make_config(b, "lidc-diffusion", "lidc-central", b.main_steps, [ch]),
-        "Prob. UNet (AA)": make_config(
-            b, "lidc-probunet", "lidc-central", b.main_steps,
-            ["method=probunet", "model.name=probunet", list_option("model.options.filters", b.probunet_filters)],
-        ),
-        "deterministic UNet": make_config(b, "lidc-unet", "unet-lidc", b.main_steps, [ch, "data.augment=false"]),
-    }  # fmt: skip
+    probunet = ["method=probunet", "model.name=probunet", list_option("model.options.filters", b.probunet_filters)]
+    models = {"diffusion (ambiguity paper)": make_config(b, "lidc-diffusion", "lidc-central", b.main_steps, [ch])}
+    for lr in (None, *b.baseline_lrs):
+        suffix, run, extra = ("", "", []) if lr is None else (f", lr {lr:g}", f"-lr{lr:g}", [f"train.lr={lr}"])
+        models[f"Prob. UNet (AA){suffix}"] = make_config(
+            b, f"lidc-probunet{run}", "lidc-central", b.main_steps, [*probunet, *extra]
+        )
+        models[f"deterministic UNet{suffix}"] = make_config(
+            b, f"lidc-unet{run}", "unet-lidc", b.main_steps, [ch, "data.augment=false", *extra]
+        )
+    return models
 
 
 def lidc_main(b: Budget) -> None:
@@ -283,7 +299,9 @@ def ddti_table2(b: Budget) -> None:
         cases = val_cases(config, b.ddti_cases)
         members = 1 if "UNet" in label else b.table2_members
         start = time.perf_counter()
-        results = draw_members(ckpt, cases, samples=members, sampler="ddim", steps=b.ddti_steps, fusion="staple")
+        results = draw_members(
+            ckpt, cases, samples=members, sampler=b.ddti_sampler, steps=b.ddti_steps, fusion="staple"
+        )
         rows[label] = score(results, cases, ged_sizes=()) | {
             "train_min": train_min,
             "eval_min": (time.perf_counter() - start) / 60,
@@ -309,7 +327,7 @@ def ddti_table5(b: Budget) -> None:
     config = ddti_models(b)["(c) + FF-Parser (MedSegDiff)"]
     ckpt, _ = ensure_trained(config)
     cases = val_cases(config, b.ddti_cases)
-    results = draw_members(ckpt, cases, samples=b.members, sampler="ddim", steps=b.ddti_steps)
+    results = draw_members(ckpt, cases, samples=b.members, sampler=b.ddti_sampler, steps=b.ddti_steps)
     rows = {}
     for n in sorted({1, min(5, b.members), b.members}):
         groups = [list(range(g * n, (g + 1) * n)) for g in range(b.members // n)]
@@ -320,21 +338,40 @@ def ddti_table5(b: Budget) -> None:
     save_part("ddti-table5", {"budget": dataclasses.asdict(b), "rows": rows})
 
 
-def ddti_table4(b: Budget) -> None:
+def sampler_label(sampler: str, steps: int, spacing: str) -> str:
+    """'ddpm 5', or 'ddpm 5 quadratic' off the linear grid."""
+    return f"{sampler} {steps}" + ("" if spacing == L else f" {spacing}")
+
+
+def _sampler_rows(b: Budget, part: str, settings, members: int, n_cases: int) -> None:
+    """Score ``members``-member STAPLE ensembles of the MedSegDiff model drawn with each (sampler, steps, spacing);
+    saved after every row, and finished rows of an earlier run are kept (resume)."""
     config = ddti_models(b)["(c) + FF-Parser (MedSegDiff)"]
     ckpt, _ = ensure_trained(config)
-    cases = val_cases(config, max(2, b.ddti_cases // 2))
-    done = OUT / "ddti-table4.json"
-    rows = json.loads(done.read_text())["rows"] if done.exists() else {}  # resume: keep finished rows
-    for sampler, steps in b.table4:
-        if f"{sampler} {steps}" in rows:
+    cases = val_cases(config, n_cases)
+    done = OUT / f"{part}.json"
+    rows = json.loads(done.read_text())["rows"] if done.exists() else {}
+    for sampler, steps, spacing in settings:
+        label = sampler_label(sampler, steps, spacing)
+        if label in rows:
             continue
         start = time.perf_counter()
-        results = draw_members(ckpt, cases, samples=b.table4_members, sampler=sampler, steps=steps)
+        results = draw_members(
+            ckpt, cases, samples=members, sampler=sampler, steps=steps, spacing=spacing, fusion="staple"
+        )
         seconds = time.perf_counter() - start
-        rows[f"{sampler} {steps}"] = score(results, cases, ged_sizes=()) | {"s_per_image": seconds / len(cases)}
-        print("table4", sampler, steps, rows[f"{sampler} {steps}"]["dice"], flush=True)
-    save_part("ddti-table4", {"budget": dataclasses.asdict(b), "rows": rows, "cases": len(cases)})
+        rows[label] = score(results, cases, ged_sizes=()) | {"s_per_image": seconds / len(cases), "steps": steps}
+        print(part, label, rows[label]["dice"], flush=True)
+        save_part(part, {"budget": dataclasses.asdict(b), "rows": rows, "cases": len(cases), "members": members})
+
+
+def ddti_table4(b: Budget) -> None:
+    _sampler_rows(b, "ddti-table4", b.table4, b.table4_members, max(2, b.ddti_cases // 2))
+
+
+def ddti_fast(b: Budget) -> None:
+    """The issue's speed goal on quality: few-step 25-member ensembles against the 100-step one."""
+    _sampler_rows(b, "ddti-fast", b.fast, b.members, b.ddti_cases)
 
 
 PARTS: dict[str, Callable[[Budget], None]] = {
@@ -344,11 +381,12 @@ PARTS: dict[str, Callable[[Budget], None]] = {
     "ddti-table2": ddti_table2,
     "ddti-table5": ddti_table5,
     "ddti-table4": ddti_table4,
+    "ddti-fast": ddti_fast,
 }
 QUEUES = {
     "lidc": ("lidc-main", "lidc-fig6"),
     "table3": ("lidc-table3",),
-    "ddti": ("ddti-table2", "ddti-table5", "ddti-table4"),
+    "ddti": ("ddti-table2", "ddti-table5", "ddti-table4", "ddti-fast"),
     "all": tuple(PARTS),
 }
 
