@@ -12,11 +12,13 @@ mkdir -p "$run"
   train.batch_size=2 train.val_every=0 train.accelerator=cpu train.devices=1 data.cache_dir=runs/bench-cache \
   > "$run/train.log" 2>&1
 image="../shared/data/ddti/cropped/100_1(1).png"
-# (sampler, steps, grid, micro_batch): the fast setting, the 10-step one, and the fast one without micro-batches
-for setting in "ddpm 5 quadratic 1" "ddpm 10 linear 1" "ddpm 5 quadratic 0"; do
+# (sampler, steps, grid, micro_batch, channels_last): the fast CPU setting, without channels_last, with 10 steps,
+# and without micro-batches
+for setting in "ddpm 5 quadratic 1 true" "ddpm 5 quadratic 1 false" "ddpm 10 linear 1 true" "ddpm 5 quadratic 0 false"; do
   set -- $setting
-  echo "== diffuseg predict --samples 25 --sampler $1 --steps $2 --fusion staple sample.spacing=$3 sample.micro_batch=$4"
+  echo "== diffuseg predict --samples 25 --sampler $1 --steps $2 --fusion staple sample.spacing=$3" \
+    "sample.micro_batch=$4 sample.channels_last=$5"
   /usr/bin/time -f "%e s wall, %M KB peak memory" .venv/bin/diffuseg predict "$run/ckpt/checkpoints/last.ckpt" \
-    "$image" "$run/pred-$1-$2-$3-$4" --samples 25 --sampler "$1" --steps "$2" --fusion staple \
-    "sample.spacing=$3" "sample.micro_batch=$4" 2>&1 | tr '\r' '\n' | tail -n 2
+    "$image" "$run/pred-$1-$2-$3-$4-$5" --samples 25 --sampler "$1" --steps "$2" --fusion staple \
+    "sample.spacing=$3" "sample.micro_batch=$4" "sample.channels_last=$5" 2>&1 | tr '\r' '\n' | tail -n 2
 done

@@ -85,7 +85,8 @@ def metadata(config: Config, global_step: int, sampler_position: int) -> dict[st
 
 
 def _load_any(path: Path, map_location: Any) -> Any:
-    """``torch.load`` with ``weights_only=True``; every failure becomes a ``UserError`` naming the file."""
+    """``torch.load`` with ``weights_only=True``, memory-mapped (only the tensors used are read: prediction needs the
+    EMA weights, a quarter of a training checkpoint); every failure becomes a ``UserError`` naming the file."""
     if not path.exists():
         raise UserError(f"{path}: checkpoint not found")
     if not path.is_file():
@@ -93,7 +94,7 @@ def _load_any(path: Path, map_location: Any) -> Any:
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty (corrupt checkpoint)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
         with path.open("rb") as fh:
             zipped = fh.read(4) == b"PK\x03\x04"
