@@ -1,7 +1,7 @@
 """Speed of diffuseg's networks, ensembles and training on this machine (issue 8, speed part).
 
     .venv/bin/python benchmarks/speed.py --quick    # smoke check, tiny networks, seconds
-    .venv/bin/python benchmarks/speed.py            # the full measurement (about 40 minutes on 2 cores)
+    .venv/bin/python benchmarks/speed.py            # the full measurement (about 50 minutes on 2 cores)
 
 Writes ``benchmarks/results/speed.md`` (``speed-quick.md`` with ``--quick``) and PNG plots beside it.
 
