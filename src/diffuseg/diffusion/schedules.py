@@ -23,6 +23,7 @@ from torch import Tensor
 from diffuseg.config import DiffusionConfig, ScheduleKind, Spacing
 
 DTYPE = torch.float64
+_POWER = {Spacing.LINEAR: 1.0, Spacing.QUADRATIC: 2.0}  # sampling grid: t_k = (1 - k / S) ** power
 
 
 class Schedule:
@@ -55,7 +56,7 @@ class Schedule:
         """``steps + 1`` decreasing times from 1 to 0; the network is called at all but the last (data)."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        power = 2.0 if Spacing(spacing) == Spacing.QUADRATIC else 1.0
+        power = _POWER[Spacing(spacing)]
         return [(1.0 - k / steps) ** power for k in range(steps)] + [0.0]
 
 
@@ -138,7 +139,7 @@ class Discrete(Schedule):
             raise ValueError(f"steps must be in [1, {T}] for a {T}-step schedule, got {steps}")
         if steps == 1:
             return [T - 1]
-        power = 2.0 if Spacing(spacing) == Spacing.QUADRATIC else 1.0
+        power = _POWER[Spacing(spacing)]
         idx = [round((T - 1) * (1 - k / (steps - 1)) ** power) for k in range(steps)]
         for k in range(steps - 2, -1, -1):  # quadratic rounding can repeat indices near 0: keep them distinct
             idx[k] = max(idx[k], idx[k + 1] + 1)

@@ -87,7 +87,7 @@ class _Pending:
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
     AMX. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
-    ``diffusion-unet`` was 85x slower than fp32 (benchmarks/results/speed.md)."""
+    ``diffusion-unet`` was 82x slower than fp32 (benchmarks/results/speed.md)."""
     device = torch.device(device)
     if device.type == "cuda":  # without emulation: pre-Ampere GPUs "support" bf16 only by emulating it
         return torch.cuda.is_bf16_supported(including_emulation=False)
