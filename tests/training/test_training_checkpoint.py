@@ -87,6 +87,15 @@ def test_bare_state_dict_is_foreign(tmp_path):
         load_for_inference(path)
 
 
+def test_bare_state_dict_in_the_legacy_format_is_foreign(tmp_path):
+    """torch.save's pre-zip format cannot be memory-mapped: it is read whole and still recognised."""
+    path = tmp_path / "savedmodel.pt"
+    state = OrderedDict({"input_blocks.0.0.weight": torch.zeros(3)})
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UserError, match=r"no diffuseg format version.*bare state dict"):
+        load_for_inference(path)
+
+
 def test_other_lightning_checkpoint_is_foreign(tmp_path):
     path = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "epoch": 3, "pytorch-lightning_version": "2.0"}, path)

@@ -85,19 +85,20 @@ def metadata(config: Config, global_step: int, sampler_position: int) -> dict[st
 
 
 def _load_any(path: Path, map_location: Any) -> Any:
-    """``torch.load`` with ``weights_only=True``, memory-mapped (only the tensors used are read: prediction needs the
-    EMA weights, a quarter of a training checkpoint); every failure becomes a ``UserError`` naming the file."""
+    """``torch.load`` with ``weights_only=True``, memory-mapped when the file is in torch.save's zip format (only
+    the tensors used are read: prediction needs the EMA weights, a quarter of a training checkpoint; older formats
+    cannot be mapped and are read whole); every failure becomes a ``UserError`` naming the file."""
     if not path.exists():
         raise UserError(f"{path}: checkpoint not found")
     if not path.is_file():
         raise UserError(f"{path}: is not a file (expected a checkpoint, e.g. <run>/checkpoints/{LAST})")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty (corrupt checkpoint)")
+    with path.open("rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's zip format (possibly cut short or damaged)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as err:
-        with path.open("rb") as fh:
-            zipped = fh.read(4) == b"PK\x03\x04"
         if zipped and ("weights only" in str(err).lower() or "weights_only" in str(err)):
             raise UserError(
                 f"{path}: not a diffuseg checkpoint: it holds pickled Python objects that are not loaded "
@@ -106,8 +107,6 @@ def _load_any(path: Path, map_location: Any) -> Any:
         raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupt or another file type)") from None
     except Exception as err:  # torch.load raises many types on damaged input (RuntimeError, EOFError, KeyError, ...)
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        with path.open("rb") as fh:
-            zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's zip format, cut short or damaged
         if zipped:
             raise UserError(f"{path}: corrupt or truncated checkpoint ({reason})") from None
         raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupt or another file type)") from None
