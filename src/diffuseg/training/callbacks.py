@@ -67,6 +67,8 @@ class SampledValidation(L.Callback):
         """Mean Dice (and GED with several annotators) over the validation cases."""
         cfg = module.config
         net = module.ema
+        if hasattr(net, "micro_batch"):  # rows per pass of the per-member part, as predict runs it (speed only)
+            net.micro_batch = cfg.sample.micro_batch
         dices, geds = [], []
         for start in range(0, self.cases, self.batch_size):
             items = [self.dataset[i] for i in range(start, min(start + self.batch_size, self.cases))]
