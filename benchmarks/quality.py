@@ -91,10 +91,10 @@ BUDGETS = {
         table4_members=4,
         fast=(("ddpm", 100, L), ("ddpm", 10, L), ("ddpm", 5, L), ("ddpm", 5, Q)),
     ),
-    # 3-4x the training of "full" (LIDC 1,500 steps, DDTI 1,200), Tables 2 and 5 with the paper's DDPM sampler,
-    # Table 4 with 5-step samplers and the quadratic grid
+    # 3-4x the training of "full" (LIDC 1,500 steps, Table 3 600, DDTI 1,200), Tables 2 and 5 with the paper's
+    # DDPM sampler, Table 4 with 5-step samplers and the quadratic grid
     "long": Budget(
-        name="long", size=64, batch=8, main_steps=1500, ddti_train_steps=1200, table3_steps=150,
+        name="long", size=64, batch=8, main_steps=1500, ddti_train_steps=1200, table3_steps=600,
         lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), baseline_lrs=(1e-3,),
         medsegdiff_base=16, lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
         ddti_cases=48, samples=16, members=25, table2_members=5, ddti_sampler="ddpm", ddti_steps=10,

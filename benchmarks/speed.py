@@ -135,7 +135,12 @@ FULL = Settings(
     size_steps=10,
     measure_steps=10,
     measure_seq_calls=50,
-    train=(("medsegdiff-b", 256, 2, {}), ("medsegdiff-s", 256, 8, {}), ("diffusion-unet", 128, 8, {})),
+    train=(
+        ("medsegdiff-s", 256, 8, {}),
+        ("medsegdiff-b", 256, 2, {}),
+        ("medsegdiff-l", 256, 2, {}),
+        ("diffusion-unet", 128, 8, {}),
+    ),
     compile_calls=(("medsegdiff-b", 256, 1, {}), ("diffusion-unet", 128, 16, {})),
     repeats=5,
 )
