@@ -62,7 +62,7 @@ class Budget:
     table3_steps: int  # LIDC prediction type x weighting
     lidc_channels: tuple[int, ...]  # diffusion-unet and unet widths (paper: 32, 32, 64, 128)
     probunet_filters: tuple[int, ...]  # Prob. UNet widths (paper: 32, 64, 128, 192)
-    baseline_lrs: tuple[float, ...]  # LIDC baselines also trained at these learning rates (the presets: 1e-4)
+    lidc_lrs: tuple[float, ...]  # the LIDC models also trained at these learning rates (the presets: 1e-4)
     medsegdiff_base: int  # MedSegDiff-B base width (ours at full size: 32)
     lidc_cases: int  # validation slices scored in the main comparison
     table3_cases: int
@@ -79,11 +79,12 @@ class Budget:
     fast: tuple[tuple[str, int, str], ...]  # 25-member ensembles against the first (the 100-step reference)
 
 
+BUDGET_FIELDS = frozenset(f.name for f in dataclasses.fields(Budget))
 L, Q = "linear", "quadratic"  # sampling grids (``sample.spacing``)
 BUDGETS = {
     "full": Budget(
         name="full", size=64, batch=8, main_steps=500, ddti_train_steps=300, table3_steps=150,
-        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), baseline_lrs=(), medsegdiff_base=16,
+        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), lidc_lrs=(), medsegdiff_base=16,
         lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
         ddti_cases=48, samples=16, members=25, table2_members=5, ddti_sampler="ddim", ddti_steps=10,
         table4=(("ddpm", 100, L), ("ddpm", 10, L), ("ddpm", 25, L), ("ddim", 100, L), ("ddim", 10, L),
@@ -95,7 +96,7 @@ BUDGETS = {
     # DDPM sampler, Table 4 with 5-step samplers and the quadratic grid
     "long": Budget(
         name="long", size=64, batch=8, main_steps=1500, ddti_train_steps=1200, table3_steps=600,
-        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), baseline_lrs=(1e-3,),
+        lidc_channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96), lidc_lrs=(1e-3,),
         medsegdiff_base=16, lidc_cases=64, table3_cases=32, fig6_cases=32, fig6_steps=(2, 5, 10, 25),
         ddti_cases=48, samples=16, members=25, table2_members=5, ddti_sampler="ddpm", ddti_steps=10,
         table4=(("ddpm", 100, L), ("ddpm", 10, L), ("ddpm", 25, L), ("ddim", 100, L), ("ddim", 5, L),
@@ -107,7 +108,7 @@ BUDGETS = {
     ),
     "quick": Budget(
         name="quick", size=32, batch=2, main_steps=2, ddti_train_steps=2, table3_steps=1,
-        lidc_channels=(8, 8, 8, 8), probunet_filters=(8, 8, 8, 8), baseline_lrs=(1e-3,), medsegdiff_base=8,
+        lidc_channels=(8, 8, 8, 8), probunet_filters=(8, 8, 8, 8), lidc_lrs=(1e-3,), medsegdiff_base=8,
         lidc_cases=3, table3_cases=2, fig6_cases=2, fig6_steps=(1, 2),
         ddti_cases=3, samples=4, members=5, table2_members=2, ddti_sampler="ddpm", ddti_steps=2,
         table4=(("ddpm", 3, L), ("ddim", 2, L), ("dpm_solver", 2, Q)), table4_members=2,
@@ -210,14 +211,17 @@ def save_part(name: str, payload: dict) -> None:
 
 # --------------------------------------------------------------------------------------------- LIDC
 def lidc_models(b: Budget) -> dict[str, Config]:
-    """The diffusion model and the baselines with the diffusion model's optimiser settings (lr 1e-4), then the
-    baselines again at each of ``b.baseline_lrs`` (rows "..., lr X"): a baseline that has not converged at this
-    budget would make the comparison say little."""
+    """The diffusion model and the baselines with the diffusion model's optimiser settings (lr 1e-4), then all
+    three again at each of ``b.lidc_lrs`` (rows "..., lr X"): a model that has not converged at this budget would
+    make the comparison say little, and each model gets the same chances."""
     ch = list_option("model.options.channels", b.lidc_channels)
     probunet = ["method=probunet", "model.name=probunet", list_option("model.options.filters", b.probunet_filters)]
-    models = {"diffusion (ambiguity paper)": make_config(b, "lidc-diffusion", "lidc-central", b.main_steps, [ch])}
-    for lr in (None, *b.baseline_lrs):
+    models = {}
+    for lr in (None, *b.lidc_lrs):
         suffix, run, extra = ("", "", []) if lr is None else (f", lr {lr:g}", f"-lr{lr:g}", [f"train.lr={lr}"])
+        models[f"diffusion (ambiguity paper){suffix}"] = make_config(
+            b, f"lidc-diffusion{run}", "lidc-central", b.main_steps, [ch, *extra]
+        )
         models[f"Prob. UNet (AA){suffix}"] = make_config(
             b, f"lidc-probunet{run}", "lidc-central", b.main_steps, [*probunet, *extra]
         )
@@ -418,11 +422,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{part}: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
         from quality_report import write_report
 
-        write_report(OUT, info)
+        write_report(OUT, info, BUDGET_FIELDS)
     if args.report:
         from quality_report import write_report
 
-        write_report(OUT, info)
+        write_report(OUT, info, BUDGET_FIELDS)
 
 
 if __name__ == "__main__":

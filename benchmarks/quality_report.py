@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +74,12 @@ def lidc_main_section(d: dict) -> tuple[str, str]:
         table + f"\nGED with d = 1 - IoU, the estimator with i = j pairs (as the papers' tables) unless marked "
         f"unbiased; floor on LIDC: {EMPTY_FLOOR} (ANCHORS.md, 128 px).\n\n{paper}\n\n"
     )
-    # one ordering check per set of baselines: the presets' lr, then each extra lr (rows "..., lr X")
+    # one ordering check per learning rate: the presets' lr, then each of lidc_lrs (rows "..., lr X")
     for suffix in [k.removeprefix("Prob. UNet (AA)") for k in d["rows"] if k.startswith("Prob. UNet (AA)")]:
-        order = ["diffusion (ambiguity paper)", f"Prob. UNet (AA){suffix}", f"deterministic UNet{suffix}"]
+        diffusion = next(
+            k for k in (f"diffusion (ambiguity paper){suffix}", "diffusion (ambiguity paper)") if k in d["rows"]
+        )
+        order = [diffusion, f"Prob. UNet (AA){suffix}", f"deterministic UNet{suffix}"]
         text += _order(f"GED@16{suffix}", order_vals, True, order) + _order(f"Dice{suffix}", order_dice, False, order)
     return "LIDC: diffusion vs Prob. UNet vs deterministic UNet (ambiguity paper, Table 1)", text
 
@@ -197,9 +200,11 @@ def ddti_fast_section(d: dict) -> tuple[str, str]:
     return f"DDTI: few-step {d['members']}-member ensembles against {ref_label} steps (issue 8's goal)", table + note
 
 
-def write_report(folder: Path, info: Mapping[str, str]) -> None:
+def write_report(folder: Path, info: Mapping[str, str], fields: Collection[str]) -> None:
+    """``folder``.md from the parts saved in ``folder``; the budget table merges the parts' budgets, keeping
+    only ``fields`` (the current ``Budget``'s, so a renamed field of an older part does not linger)."""
     sections = []
-    budget: dict[str, Any] = {}  # merged over parts, later parts (run with later code) win
+    budget: dict[str, Any] = {}
     for name, build in (
         ("lidc-main", lidc_main_section),
         ("lidc-fig6", lambda d: lidc_fig6_section(d, folder)),
@@ -211,7 +216,7 @@ def write_report(folder: Path, info: Mapping[str, str]) -> None:
     ):
         d = _load(folder, name)
         if d is not None:
-            budget.update(d.get("budget", {}))
+            budget.update({k: v for k, v in d.get("budget", {}).items() if k in fields})
             sections.append(build(d))
     if budget:
         sections.insert(0, ("Budget", _budget_table(budget)))
