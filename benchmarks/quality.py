@@ -79,7 +79,7 @@ class Budget:
     fast: tuple[tuple[str, int, str], ...]  # 25-member ensembles against the first (the 100-step reference)
 
 
-BUDGET_FIELDS = frozenset(f.name for f in dataclasses.fields(Budget))
+BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(Budget))
 L, Q = "linear", "quadratic"  # sampling grids (``sample.spacing``)
 BUDGETS = {
     "full": Budget(

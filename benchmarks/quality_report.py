@@ -52,8 +52,33 @@ def _order(label: str, values: Mapping[str, float], lower_is_better: bool, paper
     return f"- {label}: paper's order (best first) {' > '.join(present)}; ours {gaps} -> {verdict}.\n"
 
 
-def _budget_table(b: Mapping[str, Any]) -> str:
-    rows = [[k, ", ".join(map(str, v)) if isinstance(v, list) else v] for k, v in b.items()]
+def _worst(label: str, key: str, values: Mapping[str, float]) -> str:
+    """One line: whether ``values[key]`` is the highest (worst) GED of ``values``, as the paper reports."""
+    others = {k: v for k, v in values.items() if k != key}
+    if key not in values or not others:
+        return ""
+    verdict = "reproduces" if values[key] > max(others.values()) else "does NOT reproduce"
+    rest = ", ".join(f"{k} {v:.3f}" for k, v in others.items())
+    return f"- {label}: {key} {values[key]:.3f} vs {rest} -> {verdict}.\n"
+
+
+def _budget_table(budgets: Mapping[str, Mapping[str, Any]], fields: Collection[str]) -> str:
+    """One row per field of the current ``Budget`` (``fields``; a renamed field of an older part is left out):
+    its value, or where the parts ran with different values, each value with the parts that used it."""
+
+    def text(v: Any) -> str:
+        return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    rows = []
+    for field in fields:
+        parts_by_value: dict[str, list[str]] = {}
+        for part, b in budgets.items():
+            if field in b:
+                parts_by_value.setdefault(text(b[field]), []).append(part)
+        if len(parts_by_value) == 1:
+            rows.append([field, next(iter(parts_by_value))])
+        elif parts_by_value:
+            rows.append([field, "; ".join(f"{v} ({', '.join(ps)})" for v, ps in parts_by_value.items())])
     return markdown_table(["budget", "value"], rows)
 
 
@@ -122,15 +147,11 @@ def lidc_table3_section(d: dict) -> tuple[str, str]:
     by_pred = {p: [cells[f"{p}-{w}"]["ged_biased_4"] for w in ("truncated_snr", "snr_plus_one", "uniform")
                    if f"{p}-{w}" in cells] for p in ("x", "eps", "v")}  # fmt: skip
     means = {p: sum(v) / len(v) for p, v in by_pred.items() if v}
-    lines.append(_order("eps worst (mean GED@4 over the three non-SNR weightings)", means, True, ["v", "x", "eps"]))
+    lines.append(_worst("eps-prediction worst (mean GED@4 over the three non-SNR weightings)", "eps", means))
     for p in ("x", "v"):
         vals = {w: cells[f"{p}-{w}"]["ged_biased_4"] for w in ("snr", "truncated_snr", "snr_plus_one", "uniform")
                 if f"{p}-{w}" in cells}  # fmt: skip
-        if "snr" in vals and len(vals) > 1:
-            others = [v for k, v in vals.items() if k != "snr"]
-            verdict = "reproduces" if vals["snr"] > max(others) else "does NOT reproduce"
-            lines.append(f"- {p}-prediction, SNR weighting worst: SNR {vals['snr']:.3f} vs others "
-                         f"{min(others):.3f}-{max(others):.3f} -> {verdict}.\n")  # fmt: skip
+        lines.append(_worst(f"{p}-prediction, SNR weighting worst (GED@4)", "snr", vals))
     status = "" if d.get("complete") else "\n(partial: the table is still being filled)\n"
     return (
         "LIDC: prediction type x loss weighting (ambiguity paper, Table 3), GED@4 / Dice (fused)",
@@ -201,10 +222,10 @@ def ddti_fast_section(d: dict) -> tuple[str, str]:
 
 
 def write_report(folder: Path, info: Mapping[str, str], fields: Collection[str]) -> None:
-    """``folder``.md from the parts saved in ``folder``; the budget table merges the parts' budgets, keeping
-    only ``fields`` (the current ``Budget``'s, so a renamed field of an older part does not linger)."""
+    """``folder``.md from the parts saved in ``folder``, with one budget table over the parts' budgets
+    (``fields``: the current ``Budget``'s field names, in order)."""
     sections = []
-    budget: dict[str, Any] = {}
+    budgets: dict[str, Mapping[str, Any]] = {}
     for name, build in (
         ("lidc-main", lidc_main_section),
         ("lidc-fig6", lambda d: lidc_fig6_section(d, folder)),
@@ -216,8 +237,8 @@ def write_report(folder: Path, info: Mapping[str, str], fields: Collection[str])
     ):
         d = _load(folder, name)
         if d is not None:
-            budget.update({k: v for k, v in d.get("budget", {}).items() if k in fields})
+            budgets[name] = d.get("budget", {})
             sections.append(build(d))
-    if budget:
-        sections.insert(0, ("Budget", _budget_table(budget)))
+    if budgets:
+        sections.insert(0, ("Budget", _budget_table(budgets, fields)))
     write_markdown(folder.parent / f"{folder.name}.md", "Quality at reduced scale", info, sections)
