@@ -179,8 +179,11 @@ def line_plot(
     if hline is not None:
         ax.axhline(hline[0], color="grey", linestyle="--", label=hline[1])
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if logx:
+    if logx:  # ticks at the measured x values, written as plain numbers
         ax.set_xscale("log")
+        ticks = sorted({x for xs, _ in series.values() for x in xs})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
     if logy:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
