@@ -1,7 +1,7 @@
 """The papers' tables at a scale this machine can afford, on real data (issue 8, quality part).
 
     .venv/bin/python benchmarks/quality.py --quick                    # smoke check: every part, tiny budget
-    .venv/bin/python benchmarks/quality.py --queue lidc               # LIDC: main comparison and Fig. 6
+    .venv/bin/python benchmarks/quality.py --queue lidc               # LIDC: empty floor, main comparison, Fig. 6
     .venv/bin/python benchmarks/quality.py --queue table3             # LIDC: Table 3 (12 small models)
     .venv/bin/python benchmarks/quality.py --queue ddti               # DDTI: Tables 2, 4, 5 and the UNet
     .venv/bin/python benchmarks/quality.py --report                   # rebuild quality.md from finished parts
@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -245,6 +246,22 @@ def lidc_main(b: Budget) -> None:
     save_part("lidc-main", {"budget": dataclasses.asdict(b), "rows": rows})
 
 
+def lidc_floor(b: Budget) -> None:
+    """The floor every LIDC model must beat: an always-empty prediction scored on the same validation slices as
+    the main table (``lidc_cases``) and as Fig. 6 and Table 3 (``fig6_cases``, ``table3_cases``)."""
+    config = lidc_models(b)["diffusion (ambiguity paper)"]
+    floors = {}
+    for n in sorted({b.lidc_cases, b.fig6_cases, b.table3_cases}):
+        cases = val_cases(config, n)
+        empty = [
+            SimpleNamespace(fused=torch.zeros(1, *m.shape[-2:]), samples=torch.zeros(b.samples, 1, *m.shape[-2:]))
+            for _, _, m in cases
+        ]
+        floors[n] = score(empty, cases)
+        print("floor", n, floors[n]["ged_biased_16"], floors[n]["dice"], flush=True)
+    save_part("lidc-floor", {"budget": dataclasses.asdict(b), "floors": floors})
+
+
 def lidc_fig6(b: Budget) -> None:
     config = lidc_models(b)["diffusion (ambiguity paper)"]
     ckpt, _ = ensure_trained(config)
@@ -379,6 +396,7 @@ def ddti_fast(b: Budget) -> None:
 
 
 PARTS: dict[str, Callable[[Budget], None]] = {
+    "lidc-floor": lidc_floor,
     "lidc-main": lidc_main,
     "lidc-fig6": lidc_fig6,
     "lidc-table3": lidc_table3,
@@ -388,7 +406,7 @@ PARTS: dict[str, Callable[[Budget], None]] = {
     "ddti-fast": ddti_fast,
 }
 QUEUES = {
-    "lidc": ("lidc-main", "lidc-fig6"),
+    "lidc": ("lidc-floor", "lidc-main", "lidc-fig6"),
     "table3": ("lidc-table3",),
     "ddti": ("ddti-table2", "ddti-table5", "ddti-table4", "ddti-fast"),
     "all": tuple(PARTS),

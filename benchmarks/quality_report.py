@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,21 @@ PAPER_T5 = {
 }  # fmt: skip
 PAPER_T4 = "DPM-Solver: 81.95 (-2.88 vs 100-step MedSegDiff-B); Flow-S&F 82.27 (-2.56); DDSS 82.06 (-2.77)"
 EMPTY_FLOOR = "an always-empty prediction scores GED 0.879 (biased estimator) / 0.749 (unbiased), Dice 0.367"
+
+
+def _cases(scores: Iterable[Mapping[str, Any]]) -> Any:
+    """The number of cases the first of ``scores`` was computed on (every score of a part uses the same)."""
+    return next((s.get("cases") for s in scores), None)
+
+
+def _floor(floors: Mapping[str, Mapping[str, float]], cases: Any) -> str:
+    """What an always-empty prediction scores on the same ``cases`` slices (part ``lidc-floor``), or
+    ANCHORS.md's figure when that part has not run."""
+    f = floors.get(str(int(cases))) if cases else None
+    if f is None:
+        return f"floor on LIDC: {EMPTY_FLOOR} (ANCHORS.md, 300 slices at 128 px)"
+    return (f"floor on these {int(cases)} slices: an always-empty prediction scores GED {f['ged_biased_16']:.3f} "
+            f"(biased estimator) / {f['ged_16']:.3f} (unbiased), Dice {f['dice']:.3f}")  # fmt: skip
 
 
 def _load(folder: Path, name: str) -> dict[str, Any] | None:
@@ -82,7 +97,7 @@ def _budget_table(budgets: Mapping[str, Mapping[str, Any]], fields: Collection[s
     return markdown_table(["budget", "value"], rows)
 
 
-def lidc_main_section(d: dict) -> tuple[str, str]:
+def lidc_main_section(d: dict, floors: Mapping[str, Mapping[str, float]]) -> tuple[str, str]:
     rows, order_vals, order_dice = [], {}, {}
     for label, r in d["rows"].items():
         rows.append([label, r.get("params", 0) / 1e6, r.get("ged_biased_4"), r.get("ged_biased_16"), r.get("ged_16"),
@@ -97,7 +112,7 @@ def lidc_main_section(d: dict) -> tuple[str, str]:
                       for k, v in PAPER_LIDC.items())  # fmt: skip
     text = (
         table + f"\nGED with d = 1 - IoU, the estimator with i = j pairs (as the papers' tables) unless marked "
-        f"unbiased; floor on LIDC: {EMPTY_FLOOR} (ANCHORS.md, 128 px).\n\n{paper}\n\n"
+        f"unbiased; {_floor(floors, _cases(d['rows'].values()))}.\n\n{paper}\n\n"
     )
     # one ordering check per learning rate: the presets' lr, then each of lidc_lrs (rows "..., lr X")
     for suffix in [k.removeprefix("Prob. UNet (AA)") for k in d["rows"] if k.startswith("Prob. UNet (AA)")]:
@@ -109,7 +124,7 @@ def lidc_main_section(d: dict) -> tuple[str, str]:
     return "LIDC: diffusion vs Prob. UNet vs deterministic UNet (ambiguity paper, Table 1)", text
 
 
-def lidc_fig6_section(d: dict, folder: Path) -> tuple[str, str]:
+def lidc_fig6_section(d: dict, folder: Path, floors: Mapping[str, Mapping[str, float]]) -> tuple[str, str]:
     rows, ged, dice = [], {}, {}
     for sampler, by_steps in d["curves"].items():
         for steps, r in sorted(by_steps.items(), key=lambda kv: int(kv[0])):
@@ -126,12 +141,13 @@ def lidc_fig6_section(d: dict, folder: Path) -> tuple[str, str]:
               ylabel="Dice (samples vs annotators)", title="LIDC: DDPM vs DDIM (Fig. 6)", logx=True)  # fmt: skip
     table = markdown_table(["sampler", "steps", "GED@4", "Dice (samples)", "Dice (fused)"], rows)
     best = {s: min(v[0], key=lambda k: -v[1][v[0].index(k)]) for s, v in dice.items()}
+    cases = _cases(c for by_steps in d["curves"].values() for c in by_steps.values())
     note = ("\nPaper (Fig. 6): the best Dice comes with few steps; 10-step DDIM is used for central crops. "
-            f"Here the best sample Dice is at {best} steps.\n")  # fmt: skip
+            f"Here the best sample Dice is at {best} steps; {_floor(floors, cases)}.\n")  # fmt: skip
     return "LIDC: DDPM vs DDIM against steps (ambiguity paper, Fig. 6)", table + note
 
 
-def lidc_table3_section(d: dict) -> tuple[str, str]:
+def lidc_table3_section(d: dict, floors: Mapping[str, Mapping[str, float]]) -> tuple[str, str]:
     cells = d["cells"]
     rows = []
     for pred in ("x", "eps", "v"):
@@ -155,7 +171,8 @@ def lidc_table3_section(d: dict) -> tuple[str, str]:
     status = "" if d.get("complete") else "\n(partial: the table is still being filled)\n"
     return (
         "LIDC: prediction type x loss weighting (ambiguity paper, Table 3), GED@4 / Dice (fused)",
-        table + "\nPaper cells are GED/Dice at 16 predictions after 50k iterations.\n" + "".join(lines) + status,
+        table + "\nPaper cells are GED/Dice at 16 predictions after 50k iterations; "
+        f"{_floor(floors, _cases(cells.values()))}.\n" + "".join(lines) + status,
     )
 
 
@@ -226,10 +243,11 @@ def write_report(folder: Path, info: Mapping[str, str], fields: Collection[str])
     (``fields``: the current ``Budget``'s field names, in order)."""
     sections = []
     budgets: dict[str, Mapping[str, Any]] = {}
+    floors = (_load(folder, "lidc-floor") or {}).get("floors", {})
     for name, build in (
-        ("lidc-main", lidc_main_section),
-        ("lidc-fig6", lambda d: lidc_fig6_section(d, folder)),
-        ("lidc-table3", lidc_table3_section),
+        ("lidc-main", lambda d: lidc_main_section(d, floors)),
+        ("lidc-fig6", lambda d: lidc_fig6_section(d, folder, floors)),
+        ("lidc-table3", lambda d: lidc_table3_section(d, floors)),
         ("ddti-table2", ddti_table2_section),
         ("ddti-table5", ddti_table5_section),
         ("ddti-table4", ddti_table4_section),
