@@ -586,7 +586,8 @@ def main(argv: list[str] | None = None) -> None:
     if "chunks" in parts:
         name, size, options = s.ens_net
         table = chunked(s, make_net(name, options), DiffusionProcess(DiffusionConfig()), size, best)
-        sections.append((f"Members per call ({s.members}-member {name} ensemble, {size} px, {best.flags()})", table))
+        flags = dataclasses.replace(best, micro=0).flags()  # chunks run without micro-batches
+        sections.append((f"Members per call ({s.members}-member {name} ensemble, {size} px, {flags})", table))
 
     if "train" in parts:
         table, _ = training(s)
