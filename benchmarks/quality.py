@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, print_machine
 
 from diffuseg.config import Config, load_config, write_text_atomic
+from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.evaluate import case_metrics
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
@@ -414,6 +415,7 @@ QUEUES = {
 
 
 def main(argv: list[str] | None = None) -> None:
+    global OUT, DATA
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny budget: every part in a few minutes")
     parser.add_argument(
@@ -423,10 +425,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--part", choices=sorted(PARTS), action="append", default=[], help="run one part")
     parser.add_argument("--report", action="store_true", help="only rebuild quality.md from finished parts")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per queue on a shared machine)")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding lidc/ and ddti/ (../shared/data)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     budget = BUDGETS["quick" if args.quick else args.budget]
-    global OUT
+    DATA = args.data
     if budget.name != "full":
         OUT = RESULTS / f"quality-{budget.name}"
     info = machine()
@@ -448,4 +451,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:  # missing data, a bad config value: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
