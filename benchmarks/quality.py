@@ -283,9 +283,9 @@ TABLE3_WEIGHT = ("snr", "truncated_snr", "snr_plus_one", "uniform")
 def lidc_table3(b: Budget) -> None:
     ch = list_option("model.options.channels", b.lidc_channels)
     cells = {}
-    done = OUT / "lidc-table3.json"
-    if done.exists():  # resume a partly finished table
-        cells = json.loads(done.read_text()).get("cells", {})
+    saved = OUT / "lidc-table3.json"
+    if saved.exists() and not json.loads(saved.read_text()).get("complete"):  # resume a partly filled table
+        cells = json.loads(saved.read_text()).get("cells", {})
     for pred in TABLE3_PRED:
         for weight in TABLE3_WEIGHT:
             key = f"{pred}-{weight}"
