@@ -282,10 +282,9 @@ TABLE3_WEIGHT = ("snr", "truncated_snr", "snr_plus_one", "uniform")
 
 def lidc_table3(b: Budget) -> None:
     ch = list_option("model.options.channels", b.lidc_channels)
-    cells = {}
     saved = OUT / "lidc-table3.json"
-    if saved.exists() and not json.loads(saved.read_text()).get("complete"):  # resume a partly filled table
-        cells = json.loads(saved.read_text()).get("cells", {})
+    previous = json.loads(saved.read_text()) if saved.exists() else {}
+    cells = {} if previous.get("complete") else previous.get("cells", {})  # resume a partly filled table
     for pred in TABLE3_PRED:
         for weight in TABLE3_WEIGHT:
             key = f"{pred}-{weight}"

@@ -270,10 +270,15 @@ def sample_ensembles(
             yield _finish(queue.popleft(), cfg)
 
 
+def use_micro_batch(net: torch.nn.Module, rows: int) -> None:
+    """Set ``sample.micro_batch`` on a network that splits its per-member work (MedSegDiff); others have none."""
+    if hasattr(net, "micro_batch"):
+        net.micro_batch = rows
+
+
 def prepare_network(net: torch.nn.Module, cfg: SampleConfig, device: torch.device | str) -> torch.nn.Module:
     """Move ``net`` to ``device`` in eval mode, in ``channels_last`` when ``cfg.channels_last``, with
-    ``cfg.micro_batch`` for a network that splits its per-member work (MedSegDiff)."""
+    ``cfg.micro_batch`` (``use_micro_batch``)."""
     net = net.to(device).eval()
-    if hasattr(net, "micro_batch"):
-        net.micro_batch = cfg.micro_batch
+    use_micro_batch(net, cfg.micro_batch)
     return net.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)

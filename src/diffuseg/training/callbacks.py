@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from diffuseg.evaluation.metrics import ged, pairwise_dice
-from diffuseg.inference.ensemble import resolve_sample_precision, sampling_precision
+from diffuseg.inference.ensemble import resolve_sample_precision, sampling_precision, use_micro_batch
 from diffuseg.training.checkpoint import LAST
 from diffuseg.training.module import SegmentationModule, step_seed
 
@@ -67,8 +67,7 @@ class SampledValidation(L.Callback):
         """Mean Dice (and GED with several annotators) over the validation cases."""
         cfg = module.config
         net = module.ema
-        if hasattr(net, "micro_batch"):  # rows per pass of the per-member part, as predict runs it (speed only)
-            net.micro_batch = cfg.sample.micro_batch
+        use_micro_batch(net, cfg.sample.micro_batch)  # as predict runs the per-member part (speed only)
         dices, geds = [], []
         for start in range(0, self.cases, self.batch_size):
             items = [self.dataset[i] for i in range(start, min(start + self.batch_size, self.cases))]
