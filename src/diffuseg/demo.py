@@ -117,7 +117,7 @@ def _stages(config: Config, out: Path, root: Path) -> Path:
     count = held_out_copy(config, held_out)
     predictions = out / "predictions"
     print(f"[2/4] predicting {config.sample.samples}-sample ensembles for {count} held-out slices")
-    predict(ckpt, held_out, predictions, save_samples=True)
+    predict(ckpt, held_out, predictions, save_samples=True, overwrite=True)  # the demo owns its folder
     predicted = time.perf_counter()
 
     print("[3/4] evaluating against every annotator")

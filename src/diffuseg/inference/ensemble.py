@@ -161,21 +161,54 @@ def latent_sample(
     return SampleOutput(mask=(soft > threshold).float(), soft=soft)
 
 
-def make_draw(config: Config, net: torch.nn.Module, process: DiffusionProcess | None) -> Draw:
+def steps_per_member(config: Config) -> int:
+    """Network steps of one member as ``make_draw``'s ``progress`` counts them: ``sample.steps`` for diffusion,
+    1 for the one-pass families."""
+    return config.sample.steps if config.method is Method.DIFFUSION else 1
+
+
+def make_draw(
+    config: Config,
+    net: torch.nn.Module,
+    process: DiffusionProcess | None,
+    progress: Callable[[int], None] | None = None,
+) -> Draw:
     """The member-drawing function of ``config.method``'s family, as ``predict`` and sampled validation use it:
     a diffusion sampler (``diffusion_draw``), the prior of a latent-variable baseline (``latent_sample``), or
-    one pass of the deterministic UNet (``sigmoid(net(image))`` repeated ``members`` times)."""
+    one pass of the deterministic UNet (``sigmoid(net(image))`` repeated ``members`` times).
+
+    ``progress(rows)`` is called with the member-steps done: after every network call of a diffusion sampler
+    (its row count, a Python int: no host synchronisation), after every draw of the one-pass families."""
     s = config.sample
     if config.method is Method.DIFFUSION:
-        return diffusion_draw(net, process, s)
+        if progress is None:
+            return diffusion_draw(net, process, s)
+
+        def counted(z: Tensor, t: Tensor, image: Tensor) -> Tensor:
+            out = net(z, t, image)
+            progress(z.shape[0])
+            return out
+
+        return diffusion_draw(counted, process, s)
     if config.method in (Method.PROBUNET, Method.PHISEG):
-        return lambda images, members, gens: latent_sample(net, images, members, generator=gens, threshold=s.threshold)
+        one_pass = lambda images, members, gens: latent_sample(  # noqa: E731
+            net, images, members, generator=gens, threshold=s.threshold
+        )
+    else:
 
-    def deterministic(images: Tensor, members: int, gens: list) -> SampleOutput:
-        soft = torch.sigmoid(net(images).float()).repeat_interleave(members, dim=0)
-        return SampleOutput(mask=(soft > s.threshold).float(), soft=soft)
+        def one_pass(images: Tensor, members: int, gens: list) -> SampleOutput:
+            soft = torch.sigmoid(net(images).float()).repeat_interleave(members, dim=0)
+            return SampleOutput(mask=(soft > s.threshold).float(), soft=soft)
 
-    return deterministic
+    if progress is None:
+        return one_pass
+
+    def counted_pass(images: Tensor, members: int, gens: list) -> SampleOutput:
+        out = one_pass(images, members, gens)
+        progress(images.shape[0] * members)
+        return out
+
+    return counted_pass
 
 
 def _draw(draw: Draw, chunk: list[tuple[_Pending, int, int]], cfg: SampleConfig, device: torch.device) -> None:

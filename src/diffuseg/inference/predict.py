@@ -2,19 +2,32 @@
 
 Steps: load the checkpoint (config + EMA network, ``training.checkpoint.load_for_inference``); apply the
 ``sample.*`` overrides; open INPUT (a dataset folder in any layout ``data.formats`` reads, or image files);
-for each case, resize the image to the model size, draw ``sample.samples`` members ``sample.batch_size`` at a
-time with per-member seeds, apply relative-area post-processing, fuse (``staple`` | ``mean`` | ``vote``) and
-compute the uncertainty map (``inference.ensemble``); write the fused mask, the uncertainty and, with
-``save_samples``, every member in the input's own format and geometry (``inference.writers``). The resolved
-config is written to ``OUTPUT/config.yaml``. Runs on the first CUDA device when there is one, else the CPU.
+check that no two cases would write files of one name; for each case, resize the image to the model size,
+draw ``sample.samples`` members ``sample.batch_size`` at a time with per-member seeds, apply relative-area
+post-processing, fuse (``staple`` | ``mean`` | ``vote``) and compute the uncertainty map
+(``inference.ensemble``); write the fused mask, the uncertainty and, with ``save_samples``, every member in
+the input's own format and geometry (``inference.writers``).
+
+Nothing is written before the run is known to be valid. Then, under the folder's lock, the run is compared
+with the one OUTPUT already holds (``inference.manifest``): the same run resumes (finished cases are
+skipped), another is refused unless ``overwrite`` (which first deletes the files the old run's manifests
+record). ``OUTPUT/config.yaml`` (the resolved config) and the manifest are written, and each case is marked
+done once its files are in place.
+
+Sharding (nnU-Net's convention): with ``num_parts`` N, output unit j (a 2D case, or a whole volume whose
+slices are cases) belongs to part ``j % N``; each part has its own manifest and lock, so N processes can write
+into one OUTPUT. Runs on ``device`` (default: the first CUDA device when there is one, else the CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,13 +35,27 @@ from tqdm import tqdm
 
 from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
 from diffuseg.data.case import Case
-from diffuseg.data.formats import open_input
+from diffuseg.data.formats import Reader, open_input
+from diffuseg.data.formats.files import stem_of
 from diffuseg.data.transforms import model_input
 from diffuseg.errors import DatasetError, UserError
-from diffuseg.inference.ensemble import make_draw, prepare_network, resolve_sample_precision, sample_ensembles
-from diffuseg.inference.writers import PredictionWriter, check_output
+from diffuseg.inference.ensemble import (
+    make_draw,
+    prepare_network,
+    resolve_sample_precision,
+    sample_ensembles,
+    steps_per_member,
+)
+from diffuseg.inference.manifest import Manifest, RunKey, file_sha256, manifest_name, read_manifests
+from diffuseg.inference.writers import UNCERTAINTY, PredictionWriter, check_output, check_output_names
+from diffuseg.runlock import folder_lock, holder_of
 
 CONFIG_NAME = "config.yaml"
+SETUP_WAIT = 120.0  # seconds a part waits for another part's set-up (a few file operations) to end
+
+
+def part_lock_name(part_id: int, num_parts: int) -> str:
+    return ".diffuseg-predict.lock" if num_parts == 1 else f".diffuseg-predict.part-{part_id}-of-{num_parts}.lock"
 
 
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
@@ -43,10 +70,12 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
         raise UserError(f"overrides: {err}") from None
 
 
-def _model_inputs(reader, config: Config, pending: deque[Case]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Decode cases one by one, keep them in ``pending`` for the writer, yield (case id, model-size image)
-    prepared as in training (``transforms.model_input``: resize, then match the channel count)."""
-    for index in range(len(reader)):
+def _model_inputs(
+    reader: Reader, indices: Sequence[int], config: Config, pending: deque[Case]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Decode the cases ``indices`` one by one, keep them in ``pending`` for the writer, yield (case id,
+    model-size image) prepared as in training (``transforms.model_input``: resize, then match the channels)."""
+    for index in indices:
         case = reader[index]
         try:
             image = model_input(case.image, config.data.image_size, config.data.in_channels, case.case_id)
@@ -62,20 +91,34 @@ def _as_paths(input: str | os.PathLike | Sequence[str | os.PathLike]) -> list[st
     return list(input)
 
 
-def predict(
+@dataclass
+class Run:
+    """A validated prediction, nothing written yet. ``units``: reader indices per output unit, in order."""
+
+    checkpoint: str
+    inputs: list[str | os.PathLike]
+    out: Path
+    config: Config
+    net: torch.nn.Module
+    process: object
+    reader: Reader
+    device: torch.device
+    save_samples: bool
+    key: RunKey
+    units: list[list[int]] = field(default_factory=list)
+
+
+def prepare(
     checkpoint: str | os.PathLike,
     input: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     overrides: Sequence[str] = (),
     save_samples: bool = False,
     layout: str = "auto",
-) -> int:
-    """Predict every case of ``input`` into ``output``; returns the number of cases written.
-
-    ``input``: a dataset folder or image file(s). ``output`` must not be inside an input folder; input files
-    are never overwritten. Raises ``UserError`` for a missing, corrupt or foreign checkpoint, bad overrides,
-    unreadable inputs (``DatasetError`` lists every structural problem) or a bad output folder.
-    """
+    device: torch.device | str | None = None,
+) -> Run:
+    """Check everything that can be checked before writing: the output folder, the inputs, the checkpoint,
+    the overrides, the dataset and its output names. ``UserError`` (``DatasetError``) on any problem."""
     from diffuseg.training.checkpoint import load_for_inference
 
     inputs = _as_paths(input)
@@ -91,25 +134,175 @@ def predict(
         raise DatasetError(str(inputs[0]), reader.problems)
     if len(reader) == 0:
         raise UserError(f"{inputs[0]}: no images to predict")
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_sample_precision(config.sample.precision, device)  # OUTPUT/config.yaml records what ran
+    check_output_names(reader.entries)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_sample_precision(config.sample.precision, device)  # config.yaml records what ran
     config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, precision=precision))
-    net = prepare_network(net, config.sample, device)
-    draw = make_draw(config, net, process)
+    ids = [e.case_id for e in reader.entries]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{inputs[0]}: the layout reader gave two cases one id ({_repeated(ids)})")
+    key = RunKey(file_sha256(checkpoint), config_to_dict(config), save_samples, tuple(ids))
+    units: dict[str, list[int]] = {}
+    for i, e in enumerate(reader.entries):
+        units.setdefault(f"v:{e.volume_id}" if e.volume_id is not None else f"c:{e.case_id}", []).append(i)
+    return Run(
+        str(checkpoint), inputs, out, config, net, process, reader, device, save_samples, key, list(units.values())
+    )
+
+
+def _repeated(ids: Sequence[str]) -> str:
+    seen: set[str] = set()
+    return next(i for i in ids if i in seen or seen.add(i))
+
+
+def _refuse_or_remove(run: Run, others: list[Manifest], overwrite: bool) -> None:
+    """Refuse a folder that holds another run; with ``overwrite`` delete that run's recorded files."""
+    if not others:
+        return
+    if not overwrite:
+        diffs = run.key.differences(others[0].key)
+        raise UserError(
+            f"{run.out}: holds another prediction run ({others[0].path.name}), which differs in "
+            f"{'; '.join(diffs)}; use --overwrite to replace it, or choose another folder"
+        )
+    for m in others:
+        live = holder_of(run.out / part_lock_name(m.part_id, m.num_parts))
+        if live:
+            raise UserError(
+                f"{run.out}: the run to overwrite is still being written (pid {live.get('pid')} on "
+                f"{live.get('host')}); stop it first"
+            )
+    for m in others:
+        for f in m.files():
+            f.unlink(missing_ok=True)
+        m.path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (run.out / "samples").rmdir()  # only when empty
+
+
+def _refuse_unrecorded(run: Run, recorded: set[Path], overwrite: bool) -> None:
+    """``UserError`` when OUTPUT has a file at one of this run's output names that no manifest records
+    (a prediction from before manifests, or a file of the user's), unless ``overwrite``."""
+    if overwrite or not run.out.is_dir():
+        return
+    names = {(e.volume_id or e.case_id).casefold() for e in run.reader.entries}
+    names |= {n + UNCERTAINTY for n in names}
+    for p in sorted(run.out.iterdir()):
+        if p.is_file() and stem_of(p).casefold() in names and p not in recorded:
+            raise UserError(
+                f"{p}: exists, and no manifest in {run.out} says which run wrote it; remove it, "
+                "choose another folder, or use --overwrite to write over it"
+            )
+
+
+def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: contextlib.ExitStack) -> Manifest:
+    """Take part ``part_id``'s lock (held until ``stack`` closes), check or clear OUTPUT, write
+    ``config.yaml`` and the part's manifest; returns the manifest (cases done elsewhere marked done)."""
+    with folder_lock(run.out, "predict set-up", wait=SETUP_WAIT):
+        stack.enter_context(
+            folder_lock(run.out, f"predict part {part_id} of {num_parts}", part_lock_name(part_id, num_parts))
+        )
+        manifests = read_manifests(run.out)
+        others = [m for m in manifests if run.key.differences(m.key)]
+        _refuse_or_remove(run, others, overwrite)
+        same = [m for m in manifests if m not in others]
+        _refuse_unrecorded(run, {f for m in same for f in m.files()}, overwrite)
+        done = {}
+        for m in same:
+            for cid in m.done_ids():
+                done[cid] = m.cases[cid]["files"]
+        path = run.out / manifest_name(part_id, num_parts)
+        manifest = Manifest(path, run.key, part_id, num_parts, run.checkpoint)
+        entries = run.reader.entries
+        for j, unit in enumerate(run.units):
+            if j % num_parts == part_id:
+                for i in unit:
+                    cid = entries[i].case_id
+                    manifest.cases[cid] = {
+                        "source": str(entries[i].images[0]),
+                        "done": cid in done,
+                        "files": done.get(cid, []),
+                    }
+        save_config(run.config, run.out / CONFIG_NAME)
+        manifest.save()
+    return manifest
+
+
+def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
+    """Predict the cases of ``manifest`` not yet done; returns how many were predicted."""
+    entries = run.reader.entries
+    todo_units = [
+        u
+        for u in run.units
+        if entries[u[0]].case_id in manifest.cases and not all(manifest.cases[entries[i].case_id]["done"] for i in u)
+    ]
+    indices = [i for u in todo_units for i in u]
+    if len(indices) < len(manifest.cases):
+        print(
+            f"resuming: {len(manifest.cases) - len(indices)} of {len(manifest.cases)} case(s) already done",
+            file=sys.stderr,
+        )
+    unit_of = {entries[i].case_id: tuple(entries[k].case_id for k in u) for u in todo_units for i in u}
+    volume_units = {entries[u[0]].volume_id: unit_of[entries[u[0]].case_id] for u in todo_units}
+    config = run.config
+    total = len(indices) * config.sample.samples * steps_per_member(config)
+    bar = tqdm(total=total, unit="step", desc="predict", dynamic_ncols=True, disable=not show_progress)
+    net = prepare_network(run.net, config.sample, run.device)
+    draw = make_draw(config, net, run.process, progress=bar.update)  # member-steps: moves within a case
     pending: deque[Case] = deque()
     written = 0
-    with PredictionWriter(out, inputs, save_samples=save_samples) as writer:
-        save_config(config, out / CONFIG_NAME)
-        bar = tqdm(total=len(reader), unit="img", desc="predict", dynamic_ncols=True)  # shows images/s
-        try:
-            for result in sample_ensembles(draw, _model_inputs(reader, config, pending), config.sample, device=device):
+    try:
+        with PredictionWriter(run.out, run.inputs, save_samples=run.save_samples) as writer:
+            results = sample_ensembles(
+                draw, _model_inputs(run.reader, indices, config, pending), config.sample, device=run.device
+            )
+            for result in results:
                 case = pending.popleft()
                 if case.case_id != result.case_id:  # sample_ensembles yields in input order
                     raise RuntimeError(f"ensemble of {result.case_id} arrived for case {case.case_id}")
-                writer.write(case, result.fused, result.uncertainty, result.samples)
+                files = writer.write(case, result.fused, result.uncertainty, result.samples)
                 written += 1
-                bar.update(1)
-        finally:
-            bar.close()
+                bar.set_postfix_str(f"{written}/{len(indices)} cases", refresh=False)
+                if files:
+                    manifest.mark_done(unit_of[case.case_id], files)
+                    manifest.save(force=False)
+            for volume_id, files in writer.flush_all():  # volumes with slices missing from the input
+                manifest.mark_done(volume_units[volume_id], files)
+    finally:
+        bar.close()
+        manifest.save()
     return written
+
+
+def predict(
+    checkpoint: str | os.PathLike,
+    input: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    save_samples: bool = False,
+    layout: str = "auto",
+    *,
+    overwrite: bool = False,
+    num_parts: int = 1,
+    part_id: int = 0,
+    device: torch.device | str | None = None,
+    show_progress: bool = True,
+) -> int:
+    """Predict every case of ``input`` (of part ``part_id`` of ``num_parts``) into ``output``; returns the
+    number of cases predicted now (those done by an earlier run of the same command are skipped).
+
+    ``input``: a dataset folder or image file(s). ``output`` must not be inside an input folder; input files
+    are never overwritten. Raises ``UserError`` for a missing, corrupt or foreign checkpoint, bad overrides,
+    unreadable inputs (``DatasetError`` lists every structural problem), clashing output names, a bad output
+    folder, or an output folder that holds another run (unless ``overwrite``).
+    """
+    check_part(part_id, num_parts)
+    run = prepare(checkpoint, input, output, overrides, save_samples, layout, device)
+    with contextlib.ExitStack() as stack:
+        manifest = open_part(run, part_id, num_parts, overwrite, stack)
+        return run_part(run, manifest, show_progress)
+
+
+def check_part(part_id: int, num_parts: int) -> None:
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise UserError(f"--part-id {part_id} --num-parts {num_parts}: need 0 <= part-id < num-parts")

@@ -12,6 +12,8 @@ Per case (``Case.geometry`` says how): the fused mask ``OUTPUT/<case>.<ext>``, t
 - NIfTI inputs give NIfTI with the source's affine (same suffix ``.nii``/``.nii.gz``): uint8 masks,
   float32 uncertainty. 2D slices of a 3D volume are collected and written as one volume
   ``OUTPUT/<volume>.<ext>`` once all its slices are in (``close`` writes unfinished ones, missing slices 0).
+Two cases that would write files of one name (``x`` and ``x_uncertainty``; ``A`` and ``a``) are refused
+before anything is written (``check_output_names``).
 Every file is written to a temporary name in its folder and renamed. The writer refuses an OUTPUT inside
 the input folder and never overwrites an input file (``UserError``).
 """
@@ -19,7 +21,7 @@ the input folder and never overwrites an input file (``UserError``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 
 from diffuseg.config import atomic_path
 from diffuseg.data.case import Case, Geometry
+from diffuseg.data.formats.base import Entry
 from diffuseg.errors import UserError
 
 UNCERTAINTY_SCALE = 65535  # 16-bit PNG uncertainty = round(u * 65535)
@@ -44,11 +47,35 @@ def output_name(geometry: Geometry, case_id: str) -> str:
     return geometry.volume_id if geometry.volume_id is not None else case_id
 
 
+UNCERTAINTY = "_uncertainty"
+
+
+def check_output_names(entries: Sequence[Entry]) -> None:
+    """``UserError`` naming both input files when two cases would write files of the same name (compared
+    without case, as on macOS and Windows), or a case's name ends in ``_uncertainty`` (the suffix of the
+    uncertainty maps, which ``evaluate`` reads as such). Slices of one volume share their volume's files."""
+    owners: dict[str, tuple[str, Path]] = {}  # folded output name -> (unit, first input file)
+    for e in entries:
+        unit = f"volume {e.volume_id}" if e.volume_id is not None else f"case {e.case_id}"
+        name = e.volume_id if e.volume_id is not None else e.case_id
+        first = owners.setdefault(name.casefold(), (unit, e.images[0]))
+        if first[0] != unit:
+            raise UserError(f"{first[1]} and {e.images[0]}: both would be predicted as {name}.*; rename one of them")
+    for folded, (_, source) in owners.items():
+        if folded.endswith(UNCERTAINTY):
+            partner = owners.get(folded[: -len(UNCERTAINTY)])
+            also = f" and {partner[1]}" if partner else ""
+            raise UserError(
+                f"{source}{also}: a case named *{UNCERTAINTY} would be written where predict puts uncertainty "
+                f"maps ({partner[1].name if partner else 'its base name'}'s {UNCERTAINTY} file); rename it"
+            )
+
+
 def prediction_paths(output: str | os.PathLike, case: Case) -> dict[str, Path]:
     """Where ``PredictionWriter`` puts ``mask`` and ``uncertainty`` of ``case`` (for evaluation)."""
     ext = output_format(case.geometry)
     name = output_name(case.geometry, case.case_id)
-    return {"mask": Path(output) / f"{name}.{ext}", "uncertainty": Path(output) / f"{name}_uncertainty.{ext}"}
+    return {"mask": Path(output) / f"{name}.{ext}", "uncertainty": Path(output) / f"{name}{UNCERTAINTY}.{ext}"}
 
 
 def read_prediction(output: str | os.PathLike, case: Case, kind: str = "mask") -> np.ndarray:
@@ -148,10 +175,12 @@ class PredictionWriter:
 
     def close(self) -> list[Path]:
         """Write every volume still open (missing slices are 0); returns the files written."""
-        out: list[Path] = []
+        return [p for _, files in self.flush_all() for p in files]
+
+    def flush_all(self) -> Iterator[tuple[str, list[Path]]]:
+        """Write every volume still open (missing slices are 0), yielding (volume id, its files)."""
         for vid in list(self._volumes):
-            out += self._flush(vid)
-        return out
+            yield vid, self._flush(vid)
 
     def _flush(self, volume_id: str) -> list[Path]:
         vol = self._volumes.pop(volume_id)
@@ -172,7 +201,7 @@ class PredictionWriter:
         ext = output_format(g)
         out = [self._save(self.output / f"{name}.{ext}", mask, g, "mask")]
         if unc is not None:
-            out.append(self._save(self.output / f"{name}_uncertainty.{ext}", unc, g, "uncertainty"))
+            out.append(self._save(self.output / f"{name}{UNCERTAINTY}.{ext}", unc, g, "uncertainty"))
         if samp is not None:
             for k, s in enumerate(samp):
                 out.append(self._save(self.output / "samples" / f"{name}_s{k:03d}.{ext}", s, g, "mask"))

@@ -5,7 +5,9 @@ whose mask files carry a suffix (``case1.png`` + ``case1_mask.png``; suffixes be
 ``files.IMAGE_SUFFIXES``; NIfTI volumes are sliced along their last axis. In the two-folder form, several
 masks of one image (one per lesion: ``masks/case1_1.png``, ``masks/case1_2.png``) are joined into one. (In
 the one-folder form numbered suffixes, ``case1_mask_1.png``, mean annotators: the ``multi`` layout.)
-A folder of images without masks is the ``images`` layout (unlabelled, for ``predict``).
+A folder of images without masks is the ``images`` layout (unlabelled, for ``predict``; a repeated stem gets
+a numbered case id, ``unique_ids``). Two images of one stem in a labelled layout (``x.png`` and ``x.bmp``)
+are a problem naming both.
 
 Patient ids: the stem's prefix before the first ``_`` when that prefix is a number (DDTI's
 ``{patient}_{image}(k)``), otherwise the whole stem (each image its own patient).
@@ -97,7 +99,11 @@ class PairedReader(Reader):
             masks = [p for p in files if split_suffix(stem_of(p), MASK_SUFFIXES)]
             images = [p for p in files if p not in set(masks)]
             suffix = True
-        stems = {stem_of(p): p for p in images}
+        stems: dict[str, Path] = {}
+        for p in images:
+            other = stems.setdefault(stem_of(p), p)
+            if other != p:
+                self.problems.append(f"{other} and {p}: two images with the stem {stem_of(p)}; rename or remove one")
         groups, orphans = match_masks(set(stems), masks, suffix)
         for m in orphans:
             self.problems.append(f"{m}: mask without an image (no image named {stem_of(m)}.* beside it)")
@@ -126,11 +132,23 @@ class ImagesReader(Reader):
 
     def scan(self) -> None:
         paths = self._given if self._given is not None else image_files(find_dir(self.root, IMAGE_DIRS) or self.root)
-        seen: dict[str, int] = {}
         entries = []
-        for p in paths:
-            stem = stem_of(p)
-            seen[stem] = seen.get(stem, 0) + 1
-            case_id = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
-            entries.append(Entry(case_id, patient_of(stem), (Path(p),)))
+        for p, case_id in zip(paths, unique_ids([stem_of(p) for p in paths]), strict=True):
+            entries.append(Entry(case_id, patient_of(stem_of(p)), (Path(p),)))
         self.entries = expand_volumes(entries)
+
+
+def unique_ids(stems: list[str]) -> list[str]:
+    """The stems as case ids, a repeated stem (``a.png``, ``a.bmp``; files of two folders) numbered ``a_2``,
+    ``a_3``, ... skipping every number another stem already has (``a_2.png``) and ignoring case."""
+    taken = {s.casefold() for s in stems}
+    seen: set[str] = set()
+    out = []
+    for stem in stems:
+        case_id, n = stem, 1
+        while case_id.casefold() in seen or (n > 1 and case_id.casefold() in taken):
+            n += 1
+            case_id = f"{stem}_{n}"
+        seen.add(case_id.casefold())
+        out.append(case_id)
+    return out

@@ -1,0 +1,194 @@
+"""What a prediction folder holds: one manifest per part of a run, so a run can be resumed and never mixed.
+
+``OUTPUT/manifest.json`` (a run in one part) or ``OUTPUT/manifest.part-I-of-N.json`` (part I of N, see
+``inference.predict``) records the run's key (the SHA-256 of the checkpoint file, the resolved config, whether
+samples are saved, the list of input cases), the part, and per case of the part its source file, whether it
+is done and, once done, the files written for it. It is written atomically (``config.atomic_path``) before
+the first case and rewritten as cases finish (at most every ``SAVE_INTERVAL`` seconds, and at the end).
+
+A case is done only after all its files are renamed into place; a case written but not yet recorded is
+predicted again on resume, which rewrites the same bytes (members are seeded by case and member). Parts of
+one run may differ in N: the cases done by any manifest with the same key count as done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffuseg.config import write_text_atomic
+from diffuseg.errors import UserError
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+_PART_FILE = re.compile(r"^manifest(?:\.part-(\d+)-of-(\d+))?\.json$")
+SAVE_INTERVAL = 1.0  # seconds between two rewrites of a manifest while cases finish
+
+
+def manifest_name(part_id: int, num_parts: int) -> str:
+    """``manifest.json`` for a run in one part, else ``manifest.part-I-of-N.json``."""
+    return MANIFEST if num_parts == 1 else f"manifest.part-{part_id}-of-{num_parts}.json"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What makes two predictions the same run: equal keys write byte-identical files."""
+
+    checkpoint_sha256: str
+    config: dict
+    save_samples: bool
+    cases: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "config": _plain(self.config),
+            "save_samples": self.save_samples,
+            "cases": list(self.cases),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> RunKey:
+        return cls(str(d["checkpoint_sha256"]), d["config"], bool(d["save_samples"]), tuple(d["cases"]))
+
+    def differences(self, other: RunKey) -> list[str]:
+        """How ``other`` (the run in the folder) differs from this one, one phrase per difference."""
+        out = []
+        if self.checkpoint_sha256 != other.checkpoint_sha256:
+            out.append(
+                f"checkpoint (sha256 {other.checkpoint_sha256[:12]}... there, {self.checkpoint_sha256[:12]}... now)"
+            )
+        mine, theirs = _flat(_plain(self.config)), _flat(_plain(other.config))
+        for key in sorted(set(mine) | set(theirs)):
+            if mine.get(key) != theirs.get(key):
+                out.append(f"{key} ({theirs.get(key)!r} there, {mine.get(key)!r} now)")
+        if self.save_samples != other.save_samples:
+            out.append(f"--save-samples ({'on' if other.save_samples else 'off'} there)")
+        if self.cases != other.cases:
+            only_now = sorted(set(self.cases) - set(other.cases))
+            only_there = sorted(set(other.cases) - set(self.cases))
+            detail = f"{len(other.cases)} there, {len(self.cases)} now"
+            if only_now:
+                detail += f"; e.g. {only_now[0]} only now"
+            if only_there:
+                detail += f"; e.g. {only_there[0]} only there"
+            out.append(f"the input cases ({detail})")
+        return out
+
+
+@dataclass
+class Manifest:
+    """One part's record. ``cases``: case id -> ``{"source", "done", "files"}`` for the cases of this part."""
+
+    path: Path
+    key: RunKey
+    part_id: int
+    num_parts: int
+    checkpoint: str = ""
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _saved: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return all(c["done"] for c in self.cases.values())
+
+    def done_ids(self) -> set[str]:
+        """Cases recorded done whose files are all still there."""
+        root = self.path.parent
+        return {cid for cid, c in self.cases.items() if c["done"] and all((root / f).is_file() for f in c["files"])}
+
+    def files(self) -> list[Path]:
+        return [self.path.parent / f for c in self.cases.values() for f in c.get("files", [])]
+
+    def mark_done(self, case_ids: Iterable[str], files: Sequence[Path]) -> None:
+        rel = sorted(str(Path(p).relative_to(self.path.parent)) for p in files)
+        for cid in case_ids:
+            self.cases[cid]["done"] = True
+            self.cases[cid]["files"] = rel
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "tool": "diffuseg predict",
+            "complete": self.complete,
+            "part": {"id": self.part_id, "of": self.num_parts},
+            "checkpoint": self.checkpoint,
+            **self.key.to_json(),
+            "part_cases": self.cases,
+        }
+
+    def save(self, force: bool = True) -> None:
+        """Write atomically; unless ``force``, only when ``SAVE_INTERVAL`` has passed since the last write."""
+        now = time.monotonic()
+        if force or now - self._saved >= SAVE_INTERVAL:
+            write_text_atomic(self.path, json.dumps(self.to_json(), indent=1) + "\n")
+            self._saved = now
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            d = json.loads(path.read_text())
+            if d.get("format") != FORMAT:
+                raise UserError(f"{path}: manifest format {d.get('format')!r}, this diffuseg reads {FORMAT}")
+            return cls(
+                path,
+                RunKey.from_json(d),
+                int(d["part"]["id"]),
+                int(d["part"]["of"]),
+                str(d.get("checkpoint", "")),
+                {str(k): dict(v) for k, v in d["part_cases"].items()},
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise UserError(f"{path}: unreadable prediction manifest ({err}); delete it or use --overwrite") from None
+
+
+def read_manifests(folder: Path) -> list[Manifest]:
+    """Every manifest in ``folder`` (none when the folder does not exist)."""
+    if not folder.is_dir():
+        return []
+    return [Manifest.load(p) for p in sorted(folder.iterdir()) if _PART_FILE.match(p.name)]
+
+
+def completeness(folder: Path) -> tuple[int, int] | None:
+    """(cases done, cases of the run) over the manifests in ``folder``; ``None`` when it has none.
+    ``UserError`` when the manifests belong to different runs."""
+    manifests = read_manifests(folder)
+    if not manifests:
+        return None
+    key = manifests[0].key
+    for m in manifests[1:]:
+        if m.key != key:
+            raise UserError(f"{folder}: holds two different prediction runs ({m.path.name}, {manifests[0].path.name})")
+    done = set().union(*(m.done_ids() for m in manifests))
+    return len(done & set(key.cases)), len(key.cases)
