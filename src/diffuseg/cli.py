@@ -46,7 +46,17 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     ):
         if value is not None:
             overrides.append(f"sample.{key}={value}")
-    written = predict(a.checkpoint, a.input, a.output, overrides, save_samples=a.save_samples, layout=a.layout)
+    args = dict(save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite)
+    from diffuseg.inference.distributed import predict_distributed, rank_env
+
+    if a.devices > 1 or a.num_nodes > 1 or rank_env() is not None:
+        if a.num_parts > 1:
+            raise UserError("--num-parts and --devices/--num-nodes (or torchrun) split the cases two ways; use one")
+        written = predict_distributed(
+            a.devices, a.num_nodes, checkpoint=a.checkpoint, input=a.input, output=a.output, overrides=overrides, **args
+        )
+    else:
+        written = predict(a.checkpoint, a.input, a.output, overrides, num_parts=a.num_parts, part_id=a.part_id, **args)
     print(f"wrote {written} case(s) to {a.output}")
 
 
@@ -135,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, help="ensemble members per network call")
     pr.add_argument("--layout", default="auto", help="input layout when it cannot be detected")
     pr.add_argument("--save-samples", action="store_true")
+    pr.add_argument("--overwrite", action="store_true", help="replace another run's predictions in OUTPUT")
+    pr.add_argument("--num-parts", type=_positive_int, default=1, help="split the cases into N parts (job arrays)")
+    pr.add_argument("--part-id", type=int, default=0, help="the part to predict, 0 .. N-1 (case i: part i %% N)")
+    pr.add_argument("--devices", type=_positive_int, default=1, help="processes per node (GPUs, or CPU processes)")
+    pr.add_argument("--num-nodes", type=_positive_int, default=1, help="nodes (MASTER_ADDR, MASTER_PORT set)")
     pr.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser("evaluate", help="score predictions against ground truth")

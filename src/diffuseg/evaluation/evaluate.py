@@ -4,7 +4,8 @@ PRED is what ``diffuseg predict`` writes: the fused mask ``<case>.<ext>`` per ca
 uncertainty map ``<case>_uncertainty.<ext>`` and the samples under ``samples/`` (``samples/<case>/*`` or
 ``samples/<case>_<k>.<ext>``). A 3D NIfTI prediction ``<volume>.nii.gz`` stands for every 2D slice of that
 volume in GT. GT is any layout ``data.formats.open_dataset`` reads, with one or several annotators.
-Cases are matched by id; those missing on either side are listed and left out.
+Cases are matched by id; those missing on either side are listed and left out. A folder whose prediction
+manifests (``inference.manifest``) say the run is unfinished is refused.
 
 ``results.json`` (see docs/evaluation.md): ``{"cases": [{"case", "dice", "iou", "hd95", "ged", ...}],
 "summary": {metric: {"mean", "std", "median", "min", "max", "n", "n_undefined"}}, "volumes": [...],
@@ -80,6 +81,19 @@ def find_predictions(pred_dir: str | os.PathLike) -> dict[str, PredictionFiles]:
                 raise UserError(f"{p}: sample of no predicted case (expected samples/<case>/... or <case>_<k>)")
             found[case].samples.append(p)
     return found
+
+
+def check_complete(pred_dir: Path) -> None:
+    """``UserError`` when ``pred_dir``'s prediction manifests say the run is unfinished (a folder without
+    manifests, e.g. predictions from elsewhere, passes)."""
+    from diffuseg.inference.manifest import completeness
+
+    state = completeness(pred_dir)
+    if state is not None and state[0] < state[1]:
+        raise UserError(
+            f"{pred_dir}: the prediction run is incomplete ({state[0]} of {state[1]} cases done, see its "
+            "manifest*.json); rerun the same predict command (every part of it) to finish it, then evaluate"
+        )
 
 
 def _sample_case(path: Path, samples_dir: Path, known: dict[str, PredictionFiles]) -> str | None:
@@ -202,6 +216,7 @@ def evaluate(
     calibration bins."""
     cfg = eval_config or EvalConfig()
     ged_sizes, bins, percentile = cfg.ged_samples, cfg.calibration_bins, cfg.hd95_percentile
+    check_complete(Path(pred))
     predictions = find_predictions(pred)
     reader = open_dataset(gt, layout)
     if len(reader) == 0:

@@ -167,7 +167,7 @@ def _refuse_or_remove(run: Run, others: list[Manifest], overwrite: bool) -> None
         )
     for m in others:
         live = holder_of(run.out / part_lock_name(m.part_id, m.num_parts))
-        if live:
+        if live and live.get("pid") != os.getpid():  # our own part lock is held by us
             raise UserError(
                 f"{run.out}: the run to overwrite is still being written (pid {live.get('pid')} on "
                 f"{live.get('host')}); stop it first"
@@ -180,15 +180,15 @@ def _refuse_or_remove(run: Run, others: list[Manifest], overwrite: bool) -> None
         (run.out / "samples").rmdir()  # only when empty
 
 
-def _refuse_unrecorded(run: Run, recorded: set[Path], overwrite: bool) -> None:
-    """``UserError`` when OUTPUT has a file at one of this run's output names that no manifest records
-    (a prediction from before manifests, or a file of the user's), unless ``overwrite``."""
+def _refuse_unrecorded(run: Run, overwrite: bool) -> None:
+    """``UserError`` when OUTPUT, holding no manifest of this run, has a file at one of its output names (a
+    prediction from before manifests, or a file of the user's), unless ``overwrite``."""
     if overwrite or not run.out.is_dir():
         return
     names = {(e.volume_id or e.case_id).casefold() for e in run.reader.entries}
     names |= {n + UNCERTAINTY for n in names}
     for p in sorted(run.out.iterdir()):
-        if p.is_file() and stem_of(p).casefold() in names and p not in recorded:
+        if p.is_file() and stem_of(p).casefold() in names:
             raise UserError(
                 f"{p}: exists, and no manifest in {run.out} says which run wrote it; remove it, "
                 "choose another folder, or use --overwrite to write over it"
@@ -206,7 +206,8 @@ def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: co
         others = [m for m in manifests if run.key.differences(m.key)]
         _refuse_or_remove(run, others, overwrite)
         same = [m for m in manifests if m not in others]
-        _refuse_unrecorded(run, {f for m in same for f in m.files()}, overwrite)
+        if not same:  # the first part of this run here: nothing of it is written yet
+            _refuse_unrecorded(run, overwrite)
         done = {}
         for m in same:
             for cid in m.done_ids():

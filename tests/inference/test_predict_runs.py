@@ -1,0 +1,234 @@
+"""Prediction runs: manifest, resume, refusing or overwriting another run, sharding, output names, progress."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffuseg.config import load_config
+from diffuseg.errors import DatasetError, UserError
+from diffuseg.evaluation.evaluate import evaluate
+from diffuseg.inference import predict as predict_module
+from diffuseg.inference.predict import predict
+from diffuseg.inference.writers import PredictionWriter
+
+TINY = [
+    "data.image_size=16",
+    "model.options={channels: [8, 8, 16], num_res_blocks: [1, 1, 1], middle_blocks: 1, time_dim: 16}",
+    "sample.steps=2",
+    "sample.samples=3",
+    "sample.batch_size=3",
+]
+NAMES = ("a", "b", "c", "d", "e")
+
+
+def _checkpoint(path: Path, seed: int) -> Path:
+    from diffuseg.training.checkpoint import metadata, save_atomic
+    from diffuseg.training.module import DiffusionModule
+
+    config = load_config("lidc-central", TINY)
+    torch.manual_seed(seed)
+    save_atomic({"state_dict": DiffusionModule(config).state_dict(), "diffuseg": metadata(config, 0, 0)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp("ckpt") / "last.ckpt", 0)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("input")
+    rng = np.random.default_rng(0)
+    for name in NAMES:
+        Image.fromarray(rng.integers(0, 255, (18, 20), dtype=np.uint8)).save(root / f"{name}.png")
+    return root
+
+
+def _files(folder: Path, manifests: bool = True) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path (the manifests left out unless ``manifests``)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and (manifests or not p.name.startswith("manifest"))
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint: Path, images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "pred"
+    assert predict(checkpoint, images, out, save_samples=True) == len(NAMES)
+    return out
+
+
+def test_manifest_records_the_run(reference: Path, checkpoint: Path) -> None:
+    from diffuseg.inference.manifest import file_sha256
+
+    m = json.loads((reference / "manifest.json").read_text())
+    assert m["complete"] and m["checkpoint_sha256"] == file_sha256(checkpoint)
+    assert m["cases"] == list(NAMES) and m["config"]["sample"]["samples"] == 3
+    assert m["part_cases"]["a"]["done"] and "a_uncertainty.png" in m["part_cases"]["a"]["files"]
+    assert m["part_cases"]["a"]["source"].endswith("a.png")
+    assert not list(reference.glob(".*"))  # no lock or temporary file left
+
+
+def test_nothing_written_when_the_run_is_refused(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="fusion"):
+        predict(checkpoint, images, tmp_path / "bad", ["sample.fusion=median"])
+    with pytest.raises(UserError, match="inside the input"):
+        predict(checkpoint, images, images)
+    assert not (tmp_path / "bad").exists() and not (images / "config.yaml").exists()
+
+
+def test_interrupted_run_is_incomplete_then_resumes_identically(
+    checkpoint: Path, images: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "pred"
+    original = PredictionWriter.write
+    calls = []
+
+    def dying(self, case, *args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(case.case_id)
+        return original(self, case, *args)
+
+    with monkeypatch.context() as m:
+        m.setattr(PredictionWriter, "write", dying)
+        with pytest.raises(KeyboardInterrupt):
+            predict(checkpoint, images, out, save_samples=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["complete"] and [c for c, v in manifest["part_cases"].items() if v["done"]] == ["a", "b"]
+    with pytest.raises(UserError, match=r"incomplete \(2 of 5"):
+        evaluate(out, images)
+    assert predict(checkpoint, images, out, save_samples=True) == 3  # a and b are skipped
+    assert _files(out) == _files(reference)
+    assert predict(checkpoint, images, out, save_samples=True) == 0
+
+
+def test_another_run_is_refused_naming_the_differences_unless_overwrite(
+    checkpoint: Path, images: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pred"
+    predict(checkpoint, images, out, save_samples=True)
+    with pytest.raises(UserError, match=r"sample\.seed \(0 there, 1 now\)"):
+        predict(checkpoint, images, out, ["sample.seed=1"], save_samples=True)
+    other = _checkpoint(tmp_path / "other.ckpt", 1)
+    with pytest.raises(UserError, match="checkpoint \\(sha256"):
+        predict(other, images, out, save_samples=True)
+    with pytest.raises(UserError, match="--save-samples"):
+        predict(checkpoint, images, out)
+    assert predict(checkpoint, images, out, ["sample.seed=1"], overwrite=True) == len(NAMES)
+    assert not (out / "samples").exists()  # the old run's members are gone with it
+    fresh = tmp_path / "fresh"
+    predict(checkpoint, images, fresh, ["sample.seed=1"])
+    assert _files(out) == _files(fresh)
+
+
+def test_files_of_an_unrecorded_run_are_not_written_over(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "c.png").write_bytes(b"not from this run")
+    with pytest.raises(UserError, match=r"c\.png: exists, and no manifest"):
+        predict(checkpoint, images, out)
+    assert not (out / "config.yaml").exists()
+    predict(checkpoint, images, out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_parts_together_equal_the_single_run(checkpoint: Path, images: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "parts"
+    assert predict(checkpoint, images, out, save_samples=True, num_parts=2, part_id=1) == 2  # b, d
+    with pytest.raises(UserError, match=r"incomplete \(2 of 5"):
+        evaluate(out, images)
+    assert predict(checkpoint, images, out, save_samples=True, num_parts=2, part_id=0) == 3  # a, c, e
+    assert _files(out, manifests=False) == _files(reference, manifests=False)
+    part = json.loads((out / "manifest.part-1-of-2.json").read_text())
+    assert list(part["part_cases"]) == ["b", "d"] and part["complete"]
+    assert predict(checkpoint, images, out, save_samples=True) == 0  # the single run finds every case done
+    with pytest.raises(UserError, match="part-id"):
+        predict(checkpoint, images, out, num_parts=2, part_id=2)
+
+
+def test_a_held_part_lock_refuses_a_second_writer(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    from diffuseg.runlock import folder_lock
+
+    out = tmp_path / "pred"
+    with (
+        folder_lock(out, "test", predict_module.part_lock_name(0, 1)),
+        pytest.raises(UserError, match="another predict part 0 of 1 is writing here"),
+    ):
+        predict(checkpoint, images, out)
+    predict(checkpoint, images, out)
+
+
+def _pngs(root: Path, names: list[str]) -> Path:
+    root.mkdir(parents=True)
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(root / name)
+    return root
+
+
+def test_clashing_names_are_refused_naming_both(checkpoint: Path, tmp_path: Path) -> None:
+    src = _pngs(tmp_path / "x", ["x.png", "x_uncertainty.png"])
+    with pytest.raises(UserError, match=r"x_uncertainty\.png and .*x\.png.*uncertainty"):
+        predict(checkpoint, src, tmp_path / "out-x")
+    src = tmp_path / "paired"
+    _pngs(src / "images", ["A.png", "a.png"])
+    _pngs(src / "masks", ["A.png", "a.png"])
+    with pytest.raises(UserError, match=r"A\.png and .*a\.png: both would be predicted as a\.\*"):
+        predict(checkpoint, src, tmp_path / "out-a")  # one file on macOS and Windows
+    assert not (tmp_path / "out-x").exists() and not (tmp_path / "out-a").exists()
+
+
+def test_repeated_stems_get_distinct_outputs(checkpoint: Path, tmp_path: Path) -> None:
+    src = _pngs(tmp_path / "in", ["a.png", "a_2.png"])
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(src / "a.bmp")
+    out = tmp_path / "out"
+    assert predict(checkpoint, src, out) == 3
+    sources = {
+        c: Path(v["source"]).name for c, v in json.loads((out / "manifest.json").read_text())["part_cases"].items()
+    }
+    assert sources == {"a": "a.bmp", "a_3": "a.png", "a_2": "a_2.png"}
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "a.png",
+        "a_2.png",
+        "a_2_uncertainty.png",
+        "a_3.png",
+        "a_3_uncertainty.png",
+        "a_uncertainty.png",
+    ]
+
+
+def test_paired_layout_reports_duplicate_stems(tmp_path: Path) -> None:
+    from diffuseg.data.formats import open_dataset
+
+    _pngs(tmp_path / "d" / "images", ["x.png", "y.png"])
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "d" / "images" / "x.bmp")
+    _pngs(tmp_path / "d" / "masks", ["x.png", "y.png"])
+    reader = open_dataset(tmp_path / "d")
+    assert any("x.bmp and" in p and "x.png" in p and "stem x" in p for p in reader.problems), reader.problems
+    with pytest.raises(DatasetError, match="two images with the stem x"):
+        from diffuseg.data.verify import verify_dataset
+
+        verify_dataset(tmp_path / "d")
+
+
+def test_progress_counts_member_steps() -> None:
+    from diffuseg.inference.ensemble import make_draw, sample_ensembles
+    from diffuseg.training.checkpoint import build_network, build_process
+
+    config = load_config("lidc-central", [*TINY, "sample.steps=4", "sample.samples=5", "sample.batch_size=2"])
+    net = build_network(config).eval()
+    counted: list[int] = []
+    draw = make_draw(config, net, build_process(config), progress=counted.append)
+    cases = [(f"c{i}", torch.rand(1, 16, 16)) for i in range(3)]
+    assert len(list(sample_ensembles(draw, cases, config.sample))) == 3
+    assert sum(counted) == 3 * 5 * 4 and len(counted) > 3 * 4  # moves within a case, one call at a time
