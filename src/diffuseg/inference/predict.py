@@ -36,7 +36,7 @@ from tqdm import tqdm
 from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
 from diffuseg.data.case import Case
 from diffuseg.data.formats import Reader, open_input
-from diffuseg.data.formats.files import stem_of
+from diffuseg.data.formats.files import is_image_file, stem_of
 from diffuseg.data.transforms import model_input
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.inference.ensemble import (
@@ -51,6 +51,7 @@ from diffuseg.inference.writers import UNCERTAINTY, PredictionWriter, check_outp
 from diffuseg.runlock import folder_lock, holder_of
 
 CONFIG_NAME = "config.yaml"
+SETUP_LOCK = ".diffuseg-predict-setup.lock"  # held for a part's set-up only
 SETUP_WAIT = 120.0  # seconds a part waits for another part's set-up (a few file operations) to end
 
 
@@ -188,7 +189,7 @@ def _refuse_unrecorded(run: Run, overwrite: bool) -> None:
     names = {(e.volume_id or e.case_id).casefold() for e in run.reader.entries}
     names |= {n + UNCERTAINTY for n in names}
     for p in sorted(run.out.iterdir()):
-        if p.is_file() and stem_of(p).casefold() in names:
+        if p.is_file() and is_image_file(p) and stem_of(p).casefold() in names:
             raise UserError(
                 f"{p}: exists, and no manifest in {run.out} says which run wrote it; remove it, "
                 "choose another folder, or use --overwrite to write over it"
@@ -198,7 +199,7 @@ def _refuse_unrecorded(run: Run, overwrite: bool) -> None:
 def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: contextlib.ExitStack) -> Manifest:
     """Take part ``part_id``'s lock (held until ``stack`` closes), check or clear OUTPUT, write
     ``config.yaml`` and the part's manifest; returns the manifest (cases done elsewhere marked done)."""
-    with folder_lock(run.out, "predict set-up", wait=SETUP_WAIT):
+    with folder_lock(run.out, "predict set-up", SETUP_LOCK, wait=SETUP_WAIT):
         stack.enter_context(
             folder_lock(run.out, f"predict part {part_id} of {num_parts}", part_lock_name(part_id, num_parts))
         )
