@@ -268,3 +268,57 @@ def test_malformed_preset_sections(yaml_text, message, tmp_path, capsys):
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from diffuseg.config import load_config
+    from diffuseg.training.checkpoint import metadata, save_atomic
+    from diffuseg.training.module import DiffusionModule
+
+    config = load_config("lidc-central", ["data.image_size=16", TINY_UNET, "sample.steps=2", "sample.samples=2"])
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    save_atomic({"state_dict": DiffusionModule(config).state_dict(), "diffuseg": metadata(config, 0, 0)}, path)
+    return path
+
+
+def _pngs(folder: Path, *names: str) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for name in names:
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / name)
+    return folder
+
+
+def _one_error(capsys, *parts: str) -> None:
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and err.count("\n") == 1, err
+    for part in parts:
+        assert part in err, err
+
+
+def test_predict_refuses_clashing_output_names(tiny_checkpoint, tmp_path, capsys):
+    src = _pngs(tmp_path / "in", "x.png", "x_uncertainty.png")
+    assert main(["predict", str(tiny_checkpoint), str(src), str(tmp_path / "out")]) == 2
+    _one_error(capsys, "x_uncertainty.png and", "x.png")
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_refuses_another_run_in_its_folder(tiny_checkpoint, tmp_path, capsys):
+    src, out = _pngs(tmp_path / "in", "a.png"), tmp_path / "out"
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out), "--seed", "4"]) == 2
+    _one_error(capsys, "another prediction run", "sample.seed (0 there, 4 now)", "--overwrite")
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out), "--num-parts", "2", "--part-id", "2"]) == 2
+    _one_error(capsys, "part-id")
+
+
+def test_evaluate_refuses_an_incomplete_prediction(tiny_checkpoint, tmp_path, capsys):
+    src, out = _pngs(tmp_path / "in", "a.png", "b.png"), tmp_path / "out"
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out), "--num-parts", "2", "--part-id", "0"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(src)]) == 2
+    _one_error(capsys, "incomplete (1 of 2 cases done")

@@ -42,6 +42,8 @@ def predict_distributed(devices: int, num_nodes: int = 1, **predict_args: Any) -
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    if torch.cuda.is_available() and devices > torch.cuda.device_count():
+        raise UserError(f"--devices {devices}: this node has {torch.cuda.device_count()} GPU(s); one process per GPU")
     args = {k: predict_args[k] for k in ("checkpoint", "input", "output", "overrides", "save_samples", "layout")}
     prepare(**args)  # every check that needs no lock, here: one clear error before any process starts
     if num_nodes == 1:
@@ -83,7 +85,7 @@ def rank_main(predict_args: dict[str, Any]) -> dict[str, Any]:
     """One rank: join the process group, predict part RANK of WORLD_SIZE; ``{"written", "error"}``."""
     rank, world, local = rank_env() or (0, 1, 0)
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local % torch.cuda.device_count()) if cuda else torch.device("cpu")
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if cuda else "gloo")
