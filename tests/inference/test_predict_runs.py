@@ -232,3 +232,17 @@ def test_progress_counts_member_steps() -> None:
     cases = [(f"c{i}", torch.rand(1, 16, 16)) for i in range(3)]
     assert len(list(sample_ensembles(draw, cases, config.sample))) == 3
     assert sum(counted) == 3 * 5 * 4 and len(counted) > 3 * 4  # moves within a case, one call at a time
+
+
+def test_overwrite_deletes_only_inside_the_folder(tmp_path: Path) -> None:
+    from diffuseg.inference.manifest import Manifest, RunKey
+
+    key = RunKey("0" * 64, {}, False, ("a",))
+    m = Manifest(tmp_path / "out" / "manifest.json", key, 0, 1, cases={"a": {"done": True, "files": []}})
+    m.cases["a"]["files"] = ["a.png", "../outside.png", "/etc/passwd", "samples/a_s000.png"]
+    assert m.files() == [tmp_path / "out" / "a.png", tmp_path / "out" / "samples" / "a_s000.png"]
+    m.save()
+    assert Manifest.load(m.path).key == key and Manifest.load(m.path).complete
+    (tmp_path / "out" / "manifest.json").write_text("{ not json")
+    with pytest.raises(UserError, match="unreadable prediction manifest"):
+        Manifest.load(m.path)

@@ -129,7 +129,10 @@ class Manifest:
         return {cid for cid, c in self.cases.items() if c["done"] and all((root / f).is_file() for f in c["files"])}
 
     def files(self) -> list[Path]:
-        return [self.path.parent / f for c in self.cases.values() for f in c.get("files", [])]
+        """The recorded files, only those inside the manifest's folder (what ``--overwrite`` may delete)."""
+        root = self.path.parent
+        rel = [Path(f) for c in self.cases.values() for f in c.get("files", [])]
+        return [root / f for f in rel if not f.is_absolute() and ".." not in f.parts]
 
     def mark_done(self, case_ids: Iterable[str], files: Sequence[Path]) -> None:
         rel = sorted(str(Path(p).relative_to(self.path.parent)) for p in files)
@@ -170,7 +173,9 @@ class Manifest:
                 {str(k): dict(v) for k, v in d["part_cases"].items()},
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            raise UserError(f"{path}: unreadable prediction manifest ({err}); delete it or use --overwrite") from None
+            raise UserError(
+                f"{path}: unreadable prediction manifest ({err}); delete it, or choose another folder"
+            ) from None
 
 
 def read_manifests(folder: Path) -> list[Manifest]:
