@@ -125,6 +125,11 @@ def main() -> None:
         ["--devices", "cases", "best s", "worst s", "cases/s", "speed-up", "byte-identical to 1 process"], rows
     )
     table += "\nLoad average (1/5/15 min) after each row: " + "; ".join(sizes) + "\n"
+    table += (
+        f"\nReading: {os.cpu_count()} logical cores; a load average above that means the processes shared the cores "
+        "with other jobs, and the speed-up is then not the scaling on a quiet machine. The time includes each "
+        "process's start-up, which a few cases do not amortise.\n"
+    )
     name = "predict-scale-quick.md" if a.quick else "predict-scale.md"
     write_markdown(
         RESULTS / name, "diffuseg predict: throughput by process count", info, [("setup", setup), ("results", table)]
