@@ -51,7 +51,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
 
     if a.devices > 1 or a.num_nodes > 1 or rank_env() is not None:
         if a.num_parts > 1 or a.part_id:
-            raise UserError("--num-parts/--part-id and --devices/--num-nodes (or torchrun) split the cases two ways; use one")
+            raise UserError("--num-parts/--part-id and --devices/--num-nodes (torchrun) both split the cases; use one")
         written = predict_distributed(
             a.devices, a.num_nodes, checkpoint=a.checkpoint, input=a.input, output=a.output, overrides=overrides, **args
         )
