@@ -33,7 +33,7 @@ CONFIG_NAME = "config.yaml"
 
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
     """``config`` with dotted ``sample.*`` overrides applied; ``UserError`` for any other key or a bad value."""
-    values = parse_overrides(overrides)
+    values = parse_overrides(overrides, example="sample.steps=10")
     others = sorted(k for k in values if k != "sample")
     if others:
         raise UserError(f"predict takes only sample.* overrides (got {', '.join(others)})")
