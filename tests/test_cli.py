@@ -97,7 +97,7 @@ def test_predict_positionals_split():
         "preds/",
         ["sample.steps=3"],
     )
-    with pytest.raises(UserError, match="at least one input .* then the output folder"):
+    with pytest.raises(UserError, match=r"at least one input .* then the output folder"):
         split_predict_positionals(["a.png", "sample.steps=3"])
 
 
