@@ -6,7 +6,8 @@ for each case, resize the image to the model size, draw ``sample.samples`` membe
 time with per-member seeds, apply relative-area post-processing, fuse (``staple`` | ``mean`` | ``vote``) and
 compute the uncertainty map (``inference.ensemble``); write the fused mask, the uncertainty and, with
 ``save_samples``, every member in the input's own format and geometry (``inference.writers``). The resolved
-config is written to ``OUTPUT/config.yaml``. Runs on the first CUDA device when there is one, else the CPU.
+config is written to ``OUTPUT/config.yaml``, the checkpoint and network to ``OUTPUT/prediction.json``
+(``inference.provenance``). Runs on the first CUDA device when there is one, else the CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from diffuseg.data.formats import open_input
 from diffuseg.data.transforms import model_input
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.inference.ensemble import make_draw, prepare_network, resolve_sample_precision, sample_ensembles
+from diffuseg.inference.provenance import write_provenance
 from diffuseg.inference.writers import PredictionWriter, check_output
 
 CONFIG_NAME = "config.yaml"
@@ -101,6 +103,7 @@ def predict(
     written = 0
     with PredictionWriter(out, inputs, save_samples=save_samples) as writer:
         save_config(config, out / CONFIG_NAME)
+        write_provenance(out, checkpoint, config, net)
         bar = tqdm(total=len(reader), unit="img", desc="predict", dynamic_ncols=True)  # shows images/s
         try:
             for result in sample_ensembles(draw, _model_inputs(reader, config, pending), config.sample, device=device):
