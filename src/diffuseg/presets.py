@@ -10,7 +10,8 @@ import re
 import shutil
 from pathlib import Path
 
-from diffuseg.config import preset_dirs
+from diffuseg.config import Config, config_to_dict, load_config, preset_dirs
+from diffuseg.errors import UserError
 
 # Families by the name's first word, in the order listed: a title, and the lead phrases the title makes
 # redundant in the members' descriptions.
@@ -27,6 +28,17 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "unet": ("Baselines: deterministic UNet", ("Deterministic UNet baseline ",)),
 }
 _ASIDE = re.compile(r"\s*\((?:[^()]*\s){2,}[^()]*\)")  # a bracketed aside of three or more words
+
+
+# Settings a run may change without leaving its preset: where the data, its split and the outputs are, how
+# long and on what it runs, and the sampling and evaluation settings.
+_NOT_THE_RECIPE = {
+    "data": ("root", "cache_dir", "num_workers", "max_cases", "train_patients", "val_patients"),
+    "train": ("steps", "out_dir", "devices", "num_nodes", "accelerator", "log_every", "val_every", "val_cases",
+              "ckpt_every"),
+    "sample": None,
+    "eval": None,
+}  # fmt: skip
 
 
 def preset_files() -> dict[str, Path]:
@@ -101,3 +113,29 @@ def format_presets(width: int | None = None) -> str:
     return "\n\n".join(
         [*blocks, f"Train one with `diffuseg train NAME --data DATASET_FOLDER`; the YAML files are in {where}"]
     )
+
+
+def recipe(config: Config) -> dict:
+    """``config`` as a dict without the settings of ``_NOT_THE_RECIPE``: what makes two runs the same experiment."""
+    values = config_to_dict(config)
+    for section, keys in _NOT_THE_RECIPE.items():
+        if keys is None:
+            values.pop(section, None)
+        else:
+            for key in keys:
+                values.get(section, {}).pop(key, None)
+    return values
+
+
+def matching_presets(config: Config) -> list[str]:
+    """The presets whose recipe ``config`` has (often one; the full MedSegDiff-B and its ablation row (c) are
+    the same); [] for a custom config or one changed by overrides."""
+    target = recipe(config)
+    found = []
+    for name, path in preset_files().items():
+        try:
+            if recipe(load_config(path)) == target:
+                found.append(name)
+        except UserError:  # a broken preset file is `diffuseg train`'s error to report, not the report's
+            continue
+    return found

@@ -142,6 +142,7 @@ def test_headline_names_model_checkpoint_and_settings_then_main_metrics(tmp_path
     for needle in (
         "<b>medsegdiff-b</b> (diffusion, 6.90 M parameters)",
         "<code>/runs/ddti-b/checkpoints/last.ckpt</code> at step 40,000",
+        "Preset: <b>ablation-ffparser-ddti</b> = <b>medsegdiff-b-ddti</b>",
         "DDPM, 5 steps",
         "6 member(s) fused by staple",
         "uncertainty: variance of the samples",
@@ -171,5 +172,5 @@ def test_one_annotator_cases_chosen_by_dice_and_figure_in_one_row(tmp_path):
 
 def test_headline_without_a_recorded_run(tmp_path):
     text = write_report(one_annotator(tmp_path, samples=2, recorded=False)).read_text()
-    assert "Model: not recorded" in text and "Sampling: not recorded" in text
+    assert "Model: not recorded" in text and "Sampling: not recorded" in text and "Preset: not recorded" in text
     assert "Chosen by dice" in text

@@ -16,6 +16,7 @@ from typing import Any
 from diffuseg.config import Config, Method, Uncertainty, load_config
 from diffuseg.errors import UserError
 from diffuseg.inference.provenance import read_provenance
+from diffuseg.presets import matching_presets
 
 # The metrics a reader looks at first, in this order; GED (and GED at N samples) only where defined.
 MAIN_METRICS = ("dice", "iou", "hd95", "ged")
@@ -85,7 +86,7 @@ def headline(results: dict, run: RunInfo) -> str:
             f"{s['median']:.3f}, n = {s['n']}; {better}</div></div>"
         )
     notes = [_ged_note(results)] if not defined(summary, "ged") and "ged" in summary else []
-    lines = [_model_line(run), _sampling_line(run)]
+    lines = [_model_line(run), _preset_line(run), _sampling_line(run)]
     body = "".join(f"<p class='run'>{line}</p>" for line in lines)
     body += f"<div class='cards'>{''.join(cards)}</div>"
     body += "".join(f"<p class='muted'>{html.escape(n)}</p>" for n in notes)
@@ -113,6 +114,16 @@ def _model_line(run: RunInfo) -> str:
     if run_folder:
         text += f"; run folder <code>{html.escape(str(run_folder))}</code> (its config.yaml is the training config)"
     return text
+
+
+def _preset_line(run: RunInfo) -> str:
+    if run.config is None:
+        return "Preset: not recorded"
+    presets = matching_presets(run.config)
+    if not presets:
+        return "Preset: none of the bundled presets has these training settings (a custom config or overrides)"
+    names = " = ".join(f"<b>{html.escape(p)}</b>" for p in presets)
+    return f"Preset: {names} (the training settings are the preset's; run length, data and output folders aside)"
 
 
 def _sampling_line(run: RunInfo) -> str:
