@@ -136,7 +136,7 @@ def _labels(text: str) -> tuple[int, ...]:
 
 
 # Dataset layouts, ``diffuseg.data.formats.Layout`` (its readers' registry plus auto); kept here so that
-# ``--help`` does not import torch; tests/test_cli.py checks that the two agree.
+# ``--help`` does not import torch; tests/test_command_line.py checks that the two agree.
 LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "paired", "nifti", "images")
 _LAYOUT_HELP = "one of: " + ", ".join(LAYOUTS) + "; see docs/data.md"
 
