@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install diffuseg into it.
 # torch: an importable torch that satisfies the project is kept (your CUDA build on a GPU machine);
-# otherwise torch==2.13.0 is installed first (on the project's CPU machines this is a local CPU wheel),
-# so that no dependency resolution ever pulls a multi-GB CUDA build onto a CPU-only machine.
+# otherwise torch==2.13.0 is installed first, from the index pip is set up with, so that resolving the other
+# dependencies never picks a torch of its own. On a CPU-only machine install the CPU build into .venv first
+# (pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu): it is then kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

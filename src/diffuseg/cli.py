@@ -1,11 +1,12 @@
-"""The ``diffuseg`` command: parse, call one library function, print. No logic of its own.
-
-Every ``UserError`` ends as one ``error:`` line on stderr and exit code 2, without a traceback.
+"""The ``diffuseg`` command line. Each subcommand parses its arguments, calls one library function and
+prints; it has no logic of its own. Every ``UserError`` ends as one ``error:`` line on stderr and exit
+code 2, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
@@ -34,7 +35,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
 def _cmd_predict(a: argparse.Namespace) -> None:
     from diffuseg.inference.predict import predict
 
-    overrides = list(a.overrides)
+    a.input, a.output, overrides = split_predict_positionals([*a.input, a.output, *a.overrides])
     for key, value in (
         ("samples", a.samples),
         ("sampler", a.sampler),
@@ -94,10 +95,37 @@ def _cmd_demo(a: argparse.Namespace) -> None:
 
 
 def _cmd_presets(a: argparse.Namespace) -> None:
-    from diffuseg.config import preset_dirs
+    from diffuseg.presets import format_presets
 
-    names = sorted({p.stem for d in preset_dirs() for p in d.glob("*.yaml")})
-    print("\n".join(names))
+    print(format_presets())
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")  # key=value or section.key=value; a path has no leading key=
+
+
+def split_predict_positionals(items: Sequence[str]) -> tuple[list[str], str, list[str]]:
+    """``predict``'s positionals after the checkpoint -> (inputs, output, overrides): every ``key=value`` is
+    an override, the last other item is the output folder, the ones before it are the inputs."""
+    overrides = [x for x in items if _OVERRIDE.match(x)]
+    paths = [x for x in items if not _OVERRIDE.match(x)]
+    if len(paths) < 2:
+        raise UserError(
+            "predict needs CHECKPOINT INPUT [INPUT ...] OUTPUT: at least one input (a dataset folder or image "
+            f"files) and then the output folder; got {' '.join(paths) or 'none'} "
+            "(dotted sample.* overrides such as sample.steps=10 may follow)"
+        )
+    return paths[:-1], paths[-1], overrides
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffuseg")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from diffuseg import __version__
+
+        return __version__
 
 
 def _positive_int(text: str) -> int:
@@ -117,56 +145,144 @@ def _labels(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected label values like 1,4, got {text!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="diffuseg", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+# Dataset layouts, ``diffuseg.data.formats.Layout`` (its readers' registry plus auto); kept here so that
+# ``--help`` does not import torch; tests/test_command_line.py checks that the two agree.
+LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "paired", "nifti", "images")
+_LAYOUT_HELP = "one of: " + ", ".join(LAYOUTS) + "; see docs/data.md"
 
-    t = sub.add_parser("train", help="train a model from a YAML preset")
+_DESCRIPTION = """\
+Segment medical images with diffusion models (MedSegDiff and the ambiguity paper's diffusion) and get,
+beside each mask, the spread of plausible masks: check a dataset, train a model, predict masks with an
+uncertainty map, score them against one or several annotators, and read the result as an HTML report."""
+
+_EPILOG = """\
+workflow (each step's --help has the details):
+  1. verify    diffuseg verify DATASET_FOLDER
+  2. train     diffuseg train medsegdiff-b-ddti --data DATASET_FOLDER --out runs/ddti-b
+  3. predict   diffuseg predict runs/ddti-b/checkpoints/last.ckpt IMAGES_FOLDER preds/ --samples 25
+  4. evaluate  diffuseg evaluate preds/ DATASET_FOLDER
+  5. report    diffuseg report preds/
+
+  diffuseg presets        the bundled presets, one per experiment of the papers
+  diffuseg info NETWORK   parameter count and structure of a network
+  diffuseg demo           all five steps on bundled LIDC data, in minutes on a CPU
+docs: README.md and docs/*.md in the repository"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="diffuseg",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of these; `diffuseg COMMAND --help` for its options"
+    )
+
+    t = sub.add_parser(
+        "train",
+        help="train a model from a YAML preset",
+        description="Train a model from a preset or YAML file; the run folder gets the checkpoints, "
+        "config.yaml and logs. Example: diffuseg train medsegdiff-b-ddti --data DATASET_FOLDER --out runs/b",
+    )
     t.add_argument("config", help="YAML file or preset name (see `diffuseg presets`)")
-    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=1000")
-    t.add_argument("--data", help="dataset folder (sets data.root)")
-    t.add_argument("--out", help="run folder (sets train.out_dir)")
-    t.add_argument("--devices", help="Lightning devices, e.g. 1, 4 or auto")
-    t.add_argument("--num-nodes", type=int)
+    t.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted config overrides, e.g. train.steps=1000 sample.steps=10",
+    )
+    t.add_argument("--data", metavar="FOLDER", help="dataset folder (sets data.root; default: the preset's)")
+    t.add_argument("--out", metavar="FOLDER", help="run folder (sets train.out_dir; default: the preset's runs/NAME)")
+    t.add_argument("--devices", help="Lightning devices, e.g. 1, 4 or auto (sets train.devices; default: auto)")
+    t.add_argument("--num-nodes", type=int, metavar="N", help="machines for multi-node training (default: 1)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.set_defaults(func=_cmd_train)
 
-    pr = sub.add_parser("predict", help="sample, fuse and write masks with uncertainty")
-    pr.add_argument("checkpoint")
-    pr.add_argument("input", help="dataset folder or image file(s)")
-    pr.add_argument("output", help="output folder (must not be inside the input)")
-    pr.add_argument("overrides", nargs="*", help="dotted sample.* overrides")
-    pr.add_argument("--samples", type=int)
-    pr.add_argument("--sampler", choices=["ddpm", "ddim", "dpm-solver"])
-    pr.add_argument("--steps", type=int)
-    pr.add_argument("--fusion", choices=["staple", "mean", "vote"])
-    pr.add_argument("--relative-area", type=float, help="relative-area post-processing threshold (0 = off)")
-    pr.add_argument("--seed", type=int)
-    pr.add_argument("--batch-size", type=int, help="ensemble members per network call")
-    pr.add_argument("--layout", default="auto", help="input layout when it cannot be detected")
-    pr.add_argument("--save-samples", action="store_true")
+    pr = sub.add_parser(
+        "predict",
+        help="sample, fuse and write masks with uncertainty",
+        description="Draw an ensemble of masks per image, fuse them and write the fused mask and an uncertainty "
+        "map per image (same format and geometry as the input), plus OUTPUT/config.yaml. The settings not given "
+        "here are the checkpoint's sample.* section. Example: diffuseg predict runs/b/checkpoints/last.ckpt "
+        "a.png b.png preds/ --samples 5 sample.steps=10",
+    )
+    pr.add_argument("checkpoint", help="a checkpoint written by `diffuseg train`, e.g. RUN/checkpoints/last.ckpt")
+    pr.add_argument("input", nargs="+", help="a dataset folder, or one or more image files")
+    pr.add_argument("output", help="output folder, after the inputs (must not be inside an input folder)")
+    pr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted sample.* overrides, e.g. sample.steps=10")
+    pr.add_argument("--samples", type=int, metavar="N", help="ensemble members per image (sets sample.samples)")
+    pr.add_argument("--sampler", choices=["ddpm", "ddim", "dpm-solver"], help="sampler (sets sample.sampler)")
+    pr.add_argument("--steps", type=int, metavar="N", help="sampling steps per member (sets sample.steps)")
+    pr.add_argument("--fusion", choices=["staple", "mean", "vote"], help="how members are fused (sets sample.fusion)")
+    pr.add_argument(
+        "--relative-area", type=float, metavar="R", help="relative-area post-processing threshold (0 = off)"
+    )
+    pr.add_argument("--seed", type=int, help="seed of the members' noise (sets sample.seed; default: the checkpoint's)")
+    pr.add_argument("--batch-size", type=int, metavar="N", help="ensemble members per network call")
+    pr.add_argument(
+        "--layout",
+        default="auto",
+        choices=LAYOUTS,
+        metavar="LAYOUT",
+        help=f"input folder layout when it cannot be detected ({_LAYOUT_HELP}; default: auto)",
+    )
+    pr.add_argument("--save-samples", action="store_true", help="also write every member under OUTPUT/samples/")
     pr.add_argument("--overwrite", action="store_true", help="replace another run's predictions in OUTPUT")
-    pr.add_argument("--num-parts", type=_positive_int, default=1, help="split the cases into N parts (job arrays)")
-    pr.add_argument("--part-id", type=int, default=0, help="the part to predict, 0 .. N-1 (case i: part i %% N)")
-    pr.add_argument("--devices", type=_positive_int, default=1, help="processes per node (GPUs, or CPU processes)")
-    pr.add_argument("--num-nodes", type=_positive_int, default=1, help="nodes (MASTER_ADDR, MASTER_PORT set)")
+    pr.add_argument(
+        "--num-parts", type=_positive_int, default=1, metavar="N", help="split the cases into N parts (job arrays)"
+    )
+    pr.add_argument(
+        "--part-id", type=int, default=0, metavar="I", help="the part to predict, 0 .. N-1 (case i: part i %% N)"
+    )
+    pr.add_argument(
+        "--devices", type=_positive_int, default=1, metavar="N", help="processes per node (GPUs, or CPU processes)"
+    )
+    pr.add_argument(
+        "--num-nodes", type=_positive_int, default=1, metavar="M", help="nodes (MASTER_ADDR, MASTER_PORT set)"
+    )
     pr.set_defaults(func=_cmd_predict)
 
-    e = sub.add_parser("evaluate", help="score predictions against ground truth")
-    e.add_argument("pred")
-    e.add_argument("gt")
+    e = sub.add_parser(
+        "evaluate",
+        help="score predictions against ground truth",
+        description="Score a prediction folder against the ground truth: Dice, IoU, HD95, GED and more per case "
+        "and as a summary; writes results.json and results.csv. Example: diffuseg evaluate preds/ DATASET_FOLDER",
+    )
+    e.add_argument("pred", help="prediction folder written by `diffuseg predict`")
+    e.add_argument("gt", help="ground-truth dataset folder (one or several annotators)")
     e.add_argument("--out", default=None, help="results.json path (default: PRED/results.json)")
-    e.add_argument("--layout", default="auto", help="ground-truth layout")
+    e.add_argument(
+        "--layout",
+        default="auto",
+        choices=LAYOUTS,
+        metavar="LAYOUT",
+        help=f"ground-truth layout ({_LAYOUT_HELP}; default: auto)",
+    )
     e.set_defaults(func=_cmd_evaluate)
 
-    r = sub.add_parser("report", help="HTML report with figures from a run or results.json")
-    r.add_argument("source")
-    r.add_argument("--out", default=None)
+    r = sub.add_parser(
+        "report",
+        help="HTML report with figures from a run or results.json",
+        description="Write an HTML page with the headline metrics, distributions, calibration and case figures. "
+        "Example: diffuseg report preds/",
+    )
+    r.add_argument("source", help="results.json, or a folder holding one (e.g. the prediction folder)")
+    r.add_argument("--out", default=None, help="report folder or .html path (default: report/ beside results.json)")
     r.set_defaults(func=_cmd_report)
 
-    v = sub.add_parser("verify", help="check a dataset and list every problem")
-    v.add_argument("dataset")
-    v.add_argument("--layout", default="auto")
+    v = sub.add_parser(
+        "verify",
+        help="check a dataset and list every problem",
+        description="Read every image and mask of a dataset and list every problem at once. "
+        "Example: diffuseg verify DATASET_FOLDER --layout paired",
+    )
+    v.add_argument("dataset", help="dataset folder")
+    v.add_argument(
+        "--layout", default="auto", choices=LAYOUTS, metavar="LAYOUT", help=f"{_LAYOUT_HELP} (default: auto)"
+    )
     v.add_argument(
         "--foreground",
         type=_labels,
@@ -175,19 +291,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.set_defaults(func=_cmd_verify)
 
-    i = sub.add_parser("info", help="parameter count and structure of a network")
-    i.add_argument("model", help="registry name, e.g. medsegdiff-b")
-    i.add_argument("--image-size", type=_positive_int, default=256)
-    i.add_argument("--in-channels", type=_positive_int, default=1)
+    i = sub.add_parser(
+        "info", help="parameter count and structure of a network", description="Example: diffuseg info medsegdiff-b"
+    )
+    i.add_argument("model", help="registry name, e.g. medsegdiff-b, unet, probunet-aa (see docs/networks.md)")
+    i.add_argument("--image-size", type=_positive_int, default=256, help="input size in pixels (default: 256)")
+    i.add_argument("--in-channels", type=_positive_int, default=1, help="image channels (default: 1)")
     i.set_defaults(func=_cmd_info)
 
-    d = sub.add_parser("demo", help="train, predict, evaluate and report on bundled LIDC data")
-    d.add_argument("--out", default="demo-output")
+    d = sub.add_parser(
+        "demo",
+        help="train, predict, evaluate and report on bundled LIDC data",
+        description="Train a small model on the bundled 22-patient LIDC subset, predict, evaluate and report.",
+    )
+    d.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     d.add_argument("--data", default=None, help="a full dataset folder instead of the bundled one")
     d.add_argument("--steps", type=int, default=None, help="training steps (default: the demo preset's)")
     d.set_defaults(func=_cmd_demo)
 
-    ps = sub.add_parser("presets", help="list bundled YAML presets")
+    ps = sub.add_parser(
+        "presets", help="list the bundled YAML presets", description="The bundled presets, with a line on each."
+    )
     ps.set_defaults(func=_cmd_presets)
     return p
 
@@ -197,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # dotted overrides may follow options (`train demo --data D train.steps=2`): argparse stops the
     # positional list at the first option, so the rest arrive here
-    if extra and hasattr(args, "overrides") and not any(x.startswith("-") for x in extra):
+    if extra and hasattr(args, "overrides") and all(_OVERRIDE.match(x) for x in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

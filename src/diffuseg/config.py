@@ -309,12 +309,13 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return plain(config)
 
 
-def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """``["train.steps=10", "model.options.channels=16"]`` -> nested dict (values parsed as YAML)."""
+def parse_overrides(overrides: Sequence[str], example: str = "train.steps=100") -> dict[str, Any]:
+    """``["train.steps=10", "model.options.channels=16"]`` -> nested dict (values parsed as YAML); ``example``
+    is the valid override the error message shows."""
     nested: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"override {item!r}: expected key=value, e.g. train.steps=100")
+            raise UserError(f"override {item!r}: expected key=value, e.g. {example}")
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw else ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +52,14 @@ def test_report_page_and_figures(evaluated):
     page = write_report(evaluated)
     assert page == evaluated / "report" / "index.html"
     text = page.read_text()
-    for needle in ("Summary over cases", "ged_biased", "hungarian_iou", "Per-case distributions", "<h3>LIDC-IDRI-0007"):
+    for needle in (
+        "Main metrics over cases",
+        "Chosen by ged",
+        "ged_biased",
+        "hungarian_iou",
+        "Per-case distributions",
+        "<h3>LIDC-IDRI-0007",
+    ):
         assert needle in text
     figures = sorted((page.parent / "figures").glob("*.png"))
     assert {f.name for f in figures} >= {"distributions.png", "calibration.png", "case_00.png"}
@@ -72,7 +81,7 @@ def test_report_without_prediction_folder(evaluated, tmp_path):
     results = (evaluated / "results.json").read_text().replace(str(evaluated.resolve()), str(tmp_path / "gone"))
     (tmp_path / "results.json").write_text(results)
     text = write_report(tmp_path / "results.json").read_text()
-    assert "Case figures left out" in text and "Summary over cases" in text
+    assert "Case figures left out" in text and "Main metrics over cases" in text
 
 
 def test_find_results_errors(tmp_path):
@@ -99,3 +108,69 @@ def test_cli_report(evaluated, tmp_path, capsys):
     assert main(["report", str(evaluated / "results.json"), "--out", str(tmp_path / "rep")]) == 0
     assert "report:" in capsys.readouterr().out
     assert (tmp_path / "rep" / "index.html").is_file()
+
+
+def one_annotator(root: Path, samples: int, uncertainty: str = "variance", recorded: bool = True) -> Path:
+    """Paired images and masks (one annotator) and predictions as ``diffuseg predict`` writes them."""
+    from diffuseg.config import load_config, save_config
+
+    gt, pred = root / "gt", root / "pred"
+    rng = np.random.default_rng(1)
+    for n in range(5):
+        png(gt / "images" / f"case{n}.png", rng.integers(0, 255, (32, 32)))
+        png(gt / "masks" / f"case{n}.png", disk(32, 16, 16, 4 + n) * 255)
+        members = [disk(32, 16 + rng.integers(-2, 3), 16, 3 + n + rng.integers(0, 3)) for _ in range(samples)]
+        for k, s in enumerate(members):
+            png(pred / "samples" / f"case{n}_s{k:03d}.png", s * 255)
+        p = np.mean(members, axis=0)
+        png(pred / f"case{n}.png", (p >= 0.5) * 255)
+        Image.fromarray(np.round(p * (1 - p) * 65535).astype(np.uint16)).save(pred / f"case{n}_uncertainty.png")
+    if recorded:
+        overrides = [f"sample.samples={samples}", "sample.sampler=ddpm", "sample.steps=5"]
+        save_config(
+            load_config("medsegdiff-b-ddti", [*overrides, f"sample.uncertainty={uncertainty}"]), pred / "config.yaml"
+        )
+        provenance = {"checkpoint": "/runs/ddti-b/checkpoints/last.ckpt", "step": 40000, "network": "medsegdiff-b"}
+        (pred / "prediction.json").write_text(json.dumps({**provenance, "parameters": 6_900_000}))
+    evaluate(pred, gt, quiet=True)
+    return pred
+
+
+def test_headline_names_model_checkpoint_and_settings_then_main_metrics(tmp_path):
+    text = write_report(one_annotator(tmp_path, samples=6)).read_text()
+    head = text[text.index("<section class='headline'>") : text.index("</section>")]
+    for needle in (
+        "<b>medsegdiff-b</b> (diffusion, 6.90 M parameters)",
+        "<code>/runs/ddti-b/checkpoints/last.ckpt</code> at step 40,000",
+        "Preset: <b>ablation-ffparser-ddti</b> = <b>medsegdiff-b-ddti</b>",
+        "DDPM, 5 steps",
+        "6 member(s) fused by staple",
+        "uncertainty: variance of the samples",
+        ">Dice<",
+        ">IoU<",
+        ">HD95 (pixel)<",
+    ):
+        assert needle in head, needle
+    assert ">GED<" not in head and "it needs two or more annotators and this ground truth has 1" in head
+    main_table = text[text.index("Main metrics over cases") : text.index("Other metrics over cases")]
+    assert [m for m in ("dice", "iou", "hd95", "ged") if f">{m}<" in main_table] == ["dice", "iou", "hd95"]
+    assert text.index("Main metrics over cases") < text.index("Other metrics over cases") < text.index("Per-case")
+
+
+def test_one_annotator_cases_chosen_by_dice_and_figure_in_one_row(tmp_path):
+    pred = one_annotator(tmp_path, samples=3, uncertainty="entropy")
+    results = json.loads((pred / "results.json").read_text())
+    text = write_report(pred).read_text()
+    assert "Chosen by dice" in text and "Chosen by ged" not in text
+    shown = re.findall(r"<h3>(.*?)</h3>", text)
+    assert shown == choose_cases(results["cases"], "dice", 5) and len(shown) == 5
+    assert "uncertainty: entropy of the samples, in bits" in text
+    with Image.open(pred / "report" / "figures" / "case_00.png") as im:
+        width, height = im.size  # image, annotator, fused, uncertainty and 3 samples: one row
+    assert width >= 7 * 190 and height < 300
+
+
+def test_headline_without_a_recorded_run(tmp_path):
+    text = write_report(one_annotator(tmp_path, samples=2, recorded=False)).read_text()
+    assert "Model: not recorded" in text and "Sampling: not recorded" in text and "Preset: not recorded" in text
+    assert "Chosen by dice" in text

@@ -1,11 +1,13 @@
 """``diffuseg report``: an HTML page with the summary table, per-case distributions and case figures.
 
 ``write_report(source)`` takes a ``results.json`` written by ``evaluate`` (or a folder holding one) and
-writes ``report/index.html`` beside it with PNG figures (matplotlib, Agg) under ``report/figures/``: the
-summary table, the distribution of each metric over the cases, and for a few chosen cases (best, quartiles,
-worst by GED, or by Dice without samples) the image, each annotator's mask, the samples, the fused mask and
-the uncertainty map overlaid. The case figures reopen the prediction and ground-truth folders named in
-``results.json``; when those are gone the page says so and keeps the rest.
+writes ``report/index.html`` beside it with PNG figures (matplotlib, Agg) under ``report/figures/``: a
+headline (model, checkpoint and step, sampling settings, the main metrics; ``evaluation.headline``), the
+main and the other metrics' summary tables, the distribution of each metric over the cases, and for a few
+chosen cases (best, quartiles, worst by GED where it is defined, else by Dice) the image, each annotator's
+mask, the fused mask, the uncertainty map with its colour bar, and the samples. The case figures reopen the
+prediction and ground-truth folders named in ``results.json``; when those are gone the page says so and
+keeps the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import read_file
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import PredictionFiles, _plane, _read_mask, find_predictions
+from diffuseg.evaluation.headline import UNCERTAINTY_SCALE, headline, main_metrics, primary_metric, run_info
 
 # What each metric means, for the summary table (higher is better unless said otherwise).
 METRIC_HELP: dict[str, str] = {
@@ -138,9 +141,18 @@ def write_report(
     except OSError as err:
         raise UserError(f"{figures}: cannot create the report folder ({err.strerror or err})") from None
 
-    primary = "ged" if "ged" in results["summary"] else "dice"
+    summary = results["summary"]
+    primary = primary_metric(summary)
     chosen = list(cases) if cases else choose_cases(results["cases"], primary, max_cases)
-    parts = [_header(results, results_path), _summary_table(results["summary"], "Summary over cases")]
+    run = run_info(results)
+    main = main_metrics(summary)
+    parts = [
+        _title(),
+        headline(results, run),
+        _summary_table({k: summary[k] for k in main}, "Main metrics over cases"),
+        _summary_table({k: v for k, v in summary.items() if k not in main}, "Other metrics over cases"),
+        _header(results, results_path),
+    ]
     if results.get("volume_summary"):
         parts.append(_summary_table(results["volume_summary"], "Summary over volumes (3D)"))
     dist = _distribution_figure(results["cases"], figures / "distributions.png")
@@ -155,7 +167,7 @@ def write_report(
             "pooled over every case; the diagonal is perfect calibration.</p>\n"
             f'<img class="half" src="figures/{cal.name}" alt="calibration">'
         )
-    parts.append(_case_section(results, chosen, primary, figures, max_samples))
+    parts.append(_case_section(results, chosen, primary, figures, max_samples, run.uncertainty))
     parts.append(_case_table(results["cases"]))
     write_text_atomic(page, _page("\n".join(parts)))
     return page
@@ -180,9 +192,13 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _title() -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<h1>diffuseg evaluation report</h1>\n<p class='muted'>written {when}</p>"
+
+
 def _header(results: dict, path: Path) -> str:
     missing = results.get("missing", {})
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     items = [
         ("predictions", results.get("pred", "?")),
         (
@@ -197,12 +213,12 @@ def _header(results: dict, path: Path) -> str:
         ("results", str(path)),
     ]
     rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items)
-    return (
-        f"<h1>diffuseg evaluation report</h1>\n<p class='muted'>written {when}</p>\n<table class='meta'>{rows}</table>"
-    )
+    return f"<h2>Data</h2>\n<table class='meta'>{rows}</table>"
 
 
 def _summary_table(summary: dict, title: str) -> str:
+    if not summary:
+        return ""
     names = ("metric", "mean", "std", "median", "min", "max", "n", "undefined", "meaning")
     head = "<tr>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
     body = []
@@ -262,7 +278,9 @@ def _calibration_figure(calibration: dict, path: Path) -> Path | None:
     return path
 
 
-def _case_section(results: dict, chosen: list[str], primary: str, figures: Path, max_samples: int) -> str:
+def _case_section(
+    results: dict, chosen: list[str], primary: str, figures: Path, max_samples: int, uncertainty: str | None
+) -> str:
     if not chosen:
         return ""
     try:
@@ -289,7 +307,8 @@ def _case_section(results: dict, chosen: list[str], primary: str, figures: Path,
         sliced = case_id not in predictions
         path = figures / f"case_{k:02d}.png"
         try:
-            _case_figure(reader.load(index[case_id]), files, entry.slice_index if sliced else None, max_samples, path)
+            plane = entry.slice_index if sliced else None
+            _case_figure(reader.load(index[case_id]), files, plane, max_samples, path, uncertainty)
         except UserError as err:
             blocks.append(f"<p class='muted'>{html.escape(case_id)}: {html.escape(str(err))}</p>")
             continue
@@ -304,26 +323,38 @@ def _case_section(results: dict, chosen: list[str], primary: str, figures: Path,
     return "\n".join(blocks)
 
 
-def _case_figure(case, files: PredictionFiles, slice_index: int | None, max_samples: int, path: Path) -> None:
-    """Image | each annotator | samples | fused | uncertainty, each overlaid on the image."""
+def _case_figure(
+    case, files: PredictionFiles, slice_index: int | None, max_samples: int, path: Path, kind: str | None = None
+) -> None:
+    """Image | each annotator | fused | uncertainty (with its colour bar) on the first row, the samples after
+    them when all fit in one row of 8, else on the rows below; each overlaid on the image. ``kind`` is the
+    prediction's ``sample.uncertainty`` (None: not recorded)."""
     image = case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy()
     masks = case.masks.numpy().astype(bool)
     fused = _plane(_read_mask(files.fused), files.fused, slice_index)
     every_sample = [_plane(_read_mask(p), p, slice_index) for p in files.samples]
     uncertainty = _uncertainty(files, slice_index, every_sample)
+    if files.uncertainty is None:
+        kind = "variance"  # computed here from the samples
     box = _crop_box([*masks, fused, *every_sample], image.shape)
     image, masks, fused = image[box], masks[(slice(None), *box)], fused[box]
     samples = [m[box] for m in every_sample[:max_samples]]
-    uncertainty = uncertainty[box] if uncertainty is not None else None
-    panels: list[tuple[str, np.ndarray | None, str | None]] = [("image", None, None)]
-    panels += [(f"annotator {i + 1}", m, _ANNOTATOR_COLOURS[i % len(_ANNOTATOR_COLOURS)]) for i, m in enumerate(masks)]
-    panels += [(f"sample {i + 1}", s, _PRED_COLOUR) for i, s in enumerate(samples)]
-    panels.append(("fused", fused, _PRED_COLOUR))
-    cols = min(len(panels) + (uncertainty is not None), 8)
-    nrows = math.ceil((len(panels) + (uncertainty is not None)) / cols)
-    fig = Figure(figsize=(2.0 * cols, 2.15 * nrows), dpi=100, layout="constrained")
-    for i, (title, mask, colour) in enumerate(panels):
-        ax = fig.add_subplot(nrows, cols, i + 1)
+    first: list[tuple[str, np.ndarray | None, str | None]] = [("image", None, None)]
+    first += [(f"annotator {i + 1}", m, _ANNOTATOR_COLOURS[i % len(_ANNOTATOR_COLOURS)]) for i, m in enumerate(masks)]
+    first.append(("fused", fused, _PRED_COLOUR))
+    after = [(f"sample {i + 1}", s, _PRED_COLOUR) for i, s in enumerate(samples)]
+    slots = len(first) + (uncertainty is not None)
+    one_row = slots + len(after) <= 8
+    cols = slots + len(after) if one_row else max(slots, min(len(after), 8))
+    sample_rows = 0 if one_row else math.ceil(len(after) / cols)
+    bar = 0.35 * (uncertainty is not None)
+    fig = Figure(figsize=(2.0 * cols, 2.15 * (1 + sample_rows) + bar), dpi=100, layout="constrained")
+    # the samples' rows in a subfigure of their own, so the colour bar does not resize their columns
+    top, rest = (fig, None) if one_row else fig.subfigures(2, 1, height_ratios=[2.15 + bar, 2.15 * sample_rows])
+    placed = [(top, 1, i, panel) for i, panel in enumerate(first)]
+    placed += [(top, 1, slots + i, p) if one_row else (rest, sample_rows, i, p) for i, p in enumerate(after)]
+    for where, rows, slot, (title, mask, colour) in placed:
+        ax = where.add_subplot(rows, cols, slot + 1)
         ax.imshow(image, cmap="gray", interpolation="nearest")
         if mask is not None and mask.shape == image.shape:
             _overlay(ax, mask, colour)
@@ -332,13 +363,21 @@ def _case_figure(case, files: PredictionFiles, slice_index: int | None, max_samp
                     ax.contour(m.astype(float), levels=[0.5], colors=[c], linewidths=0.8)
         _tidy(ax, title if mask is None or mask.any() else f"{title} (empty)")
     if uncertainty is not None:
-        ax = fig.add_subplot(nrows, cols, len(panels) + 1)
-        ax.imshow(image, cmap="gray", interpolation="nearest")
-        shown = np.ma.masked_where(uncertainty <= 0, uncertainty)
-        top = max(float(uncertainty.max()), 1e-6)
-        ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=top, interpolation="nearest")
-        _tidy(ax, f"uncertainty (max {top:.2f})")
+        _uncertainty_panel(top.add_subplot(1, cols, len(first) + 1), top, image, uncertainty[box], kind)
     fig.savefig(path)
+
+
+def _uncertainty_panel(ax, fig, image: np.ndarray, uncertainty: np.ndarray, kind: str | None) -> None:
+    """The uncertainty map over the image with a colour bar over its full range (what it is, in its units)."""
+    _, label, top = UNCERTAINTY_SCALE.get(kind or "", ("", "kind not recorded (no config.yaml)", 0.0))
+    top = top or max(float(uncertainty.max()), 1e-6)
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    shown = np.ma.masked_where(uncertainty <= 0, uncertainty)
+    im = ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=top, interpolation="nearest")
+    _tidy(ax, f"uncertainty (max {float(uncertainty.max()):.2f})")
+    bar = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.07, pad=0.03, ticks=[0, top / 2, top])
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=7)
 
 
 def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 48) -> tuple[slice, slice]:
@@ -428,6 +467,12 @@ td.help {{ color: #555; font-size: 13px; }} table.meta th {{ color: #555; font-w
 .muted {{ color: #666; }}
 .stats {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; margin: 0 0 6px; }}
 img.wide, img.case {{ max-width: 100%; border: 1px solid #e5e5e5; }} img.half {{ max-width: 70%; }}
+section.headline {{ margin: 14px 0 8px; }} p.run {{ margin: 4px 0; }}
+code {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; background: #f5f5f7; padding: 0 3px; }}
+.cards {{ display: flex; flex-wrap: wrap; gap: 12px; margin: 12px 0 4px; }}
+.card {{ border: 1px solid #ddd; border-radius: 8px; padding: 10px 16px; min-width: 170px; background: #fafafa; }}
+.card .label {{ color: #555; font-weight: 600; }} .card .value {{ font-size: 30px; font-weight: 700;
+     font-variant-numeric: tabular-nums; }} .card .sub {{ color: #666; font-size: 12px; }}
 .scroll {{ overflow-x: auto; }} table.cases td {{ font-size: 12px; padding: 2px 6px; }}
 </style></head><body>
 {body}

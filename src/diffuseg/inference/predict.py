@@ -12,7 +12,8 @@ Nothing is written before the run is known to be valid. Then, under the folder's
 with the one OUTPUT already holds (``inference.manifest``): the same run resumes (finished cases are
 skipped), another is refused unless ``overwrite`` (which first deletes the files the old run's manifests
 record). ``OUTPUT/config.yaml`` (the resolved config) and the manifest are written, and each case is marked
-done once its files are in place.
+done once its files are in place. ``OUTPUT/prediction.json`` names the checkpoint and network
+(``inference.provenance``).
 
 Sharding (nnU-Net's convention): with ``num_parts`` N, output unit j (a 2D case, or a whole volume whose
 slices are cases) belongs to part ``j % N``; each part has its own manifest and lock, so N processes can write
@@ -46,6 +47,7 @@ from diffuseg.inference.ensemble import (
     sample_ensembles,
     steps_per_member,
 )
+from diffuseg.inference.provenance import write_provenance
 from diffuseg.inference.manifest import Manifest, RunKey, file_sha256, manifest_name, read_manifests
 from diffuseg.inference.writers import UNCERTAINTY, PredictionWriter, check_output, check_output_names
 from diffuseg.runlock import folder_lock, holder_of
@@ -61,7 +63,7 @@ def part_lock_name(part_id: int, num_parts: int) -> str:
 
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
     """``config`` with dotted ``sample.*`` overrides applied; ``UserError`` for any other key or a bad value."""
-    values = parse_overrides(overrides)
+    values = parse_overrides(overrides, example="sample.steps=10")
     others = sorted(k for k in values if k != "sample")
     if others:
         raise UserError(f"predict takes only sample.* overrides (got {', '.join(others)})")
@@ -226,6 +228,7 @@ def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: co
                         "files": done.get(cid, []),
                     }
         save_config(run.config, run.out / CONFIG_NAME)
+        write_provenance(run.out, run.checkpoint, run.config, run.net)
         manifest.save()
     return manifest
 

@@ -1,0 +1,154 @@
+"""The report's headline: which model and settings made the predictions, and the main metrics first.
+
+``run_info(results)`` reads what ``predict`` wrote beside the masks: ``PRED/config.yaml`` (the resolved
+config: network, sampler, steps, members, fusion, uncertainty) and ``PRED/prediction.json`` (checkpoint
+path and training step, parameter count; ``inference.provenance``). Either may be missing (predictions from
+another tool, or from an older diffuseg): the headline then says what is not recorded.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffuseg.config import Config, Method, Uncertainty, load_config
+from diffuseg.errors import UserError
+from diffuseg.inference.provenance import read_provenance
+from diffuseg.presets import matching_presets
+
+# The metrics a reader looks at first, in this order; GED (and GED at N samples) only where defined.
+MAIN_METRICS = ("dice", "iou", "hd95", "ged")
+_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "ged": "GED"}
+_LOWER_BETTER = ("hd95", "ged")
+
+# What the uncertainty map holds, per ``sample.uncertainty``: (title, colour-bar label, top of its range).
+UNCERTAINTY_SCALE: dict[str, tuple[str, str, float]] = {
+    Uncertainty.VARIANCE.value: ("variance of the samples, f (1 - f)", "f (1 - f), f = share of samples", 0.25),
+    Uncertainty.ENTROPY.value: ("entropy of the samples, in bits", "entropy of f, bits", 1.0),
+}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What is known of the run that wrote a prediction folder."""
+
+    config: Config | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    config_path: Path | None = None
+
+    @property
+    def uncertainty(self) -> str | None:
+        return str(self.config.sample.uncertainty) if self.config is not None else None
+
+
+def run_info(results: dict) -> RunInfo:
+    """The prediction folder's ``config.yaml`` and ``prediction.json`` named by ``results["pred"]``."""
+    folder = Path(results.get("pred", ""))
+    path = folder / "config.yaml"
+    try:
+        config = load_config(path) if path.is_file() else None
+    except UserError:  # written by another version or tool: the headline says it is not recorded
+        config = None
+    return RunInfo(config, read_provenance(folder), path if config is not None else None)
+
+
+def defined(summary: dict, name: str) -> bool:
+    s = summary.get(name)
+    return isinstance(s, dict) and s.get("mean") is not None and (s.get("n") or 0) > 0
+
+
+def primary_metric(summary: dict) -> str:
+    """GED where any case defines it (several annotators and samples), else Dice."""
+    return "ged" if defined(summary, "ged") else "dice"
+
+
+def main_metrics(summary: dict) -> list[str]:
+    """The defined main metrics, then unbiased GED at fixed sample counts (``ged_16``), in order."""
+    names = [n for n in MAIN_METRICS if defined(summary, n)]
+    names += sorted((n for n in summary if n.startswith("ged_") and n[4:].isdigit() and defined(summary, n)), key=len)
+    return names
+
+
+def headline(results: dict, run: RunInfo) -> str:
+    """HTML: the model and settings line, then one card per main metric (mean, std, median, n)."""
+    summary = results["summary"]
+    cards = []
+    for name in main_metrics(summary):
+        s = summary[name]
+        label = _LABELS.get(name, name.replace("ged_", "GED@"))
+        unit = f" ({results.get('spacing_unit', 'pixel')})" if name == "hd95" else ""
+        better = "lower is better" if name.startswith(_LOWER_BETTER) else "higher is better"
+        cards.append(
+            f"<div class='card'><div class='label'>{html.escape(label + unit)}</div>"
+            f"<div class='value'>{s['mean']:.3f}</div><div class='sub'>&plusmn; {s['std']:.3f}, median "
+            f"{s['median']:.3f}, n = {s['n']}; {better}</div></div>"
+        )
+    notes = [_ged_note(results)] if not defined(summary, "ged") and "ged" in summary else []
+    lines = [_model_line(run), _preset_line(run), _sampling_line(run)]
+    body = "".join(f"<p class='run'>{line}</p>" for line in lines)
+    body += f"<div class='cards'>{''.join(cards)}</div>"
+    body += "".join(f"<p class='muted'>{html.escape(n)}</p>" for n in notes)
+    return f"<section class='headline'>{body}</section>"
+
+
+def _model_line(run: RunInfo) -> str:
+    prov, config = run.provenance, run.config
+    network = prov.get("network") or (config.model.name if config is not None else None)
+    if network is None:
+        return "Model: not recorded (the prediction folder has no config.yaml from <code>diffuseg predict</code>)"
+    params = prov.get("parameters")
+    text = f"Model: <b>{html.escape(str(network))}</b>"
+    if config is not None:
+        text += f" ({html.escape(str(config.method))}"
+        text += f", {params / 1e6:.2f} M parameters)" if isinstance(params, int) else ")"
+    checkpoint = prov.get("checkpoint")
+    if checkpoint:
+        step = prov.get("step")
+        text += f"; checkpoint <code>{html.escape(str(checkpoint))}</code>"
+        text += f" at step {step:,}" if isinstance(step, int) else ""
+    else:
+        text += "; checkpoint not recorded (no prediction.json)"
+    run_folder = prov.get("run_folder") or (config.train.out_dir if config is not None else "")
+    if run_folder:
+        text += f"; run folder <code>{html.escape(str(run_folder))}</code> (its config.yaml is the training config)"
+    return text
+
+
+def _preset_line(run: RunInfo) -> str:
+    if run.config is None:
+        return "Preset: not recorded"
+    presets = matching_presets(run.config)
+    if not presets:
+        return "Preset: none of the bundled presets has these training settings (a custom config or overrides)"
+    names = " = ".join(f"<b>{html.escape(p)}</b>" for p in presets)
+    return f"Preset: {names} (the training settings are the preset's; run length, data and output folders aside)"
+
+
+def _sampling_line(run: RunInfo) -> str:
+    if run.config is None:
+        return "Sampling: not recorded"
+    s = run.config.sample
+    if run.config.method is not Method.DIFFUSION:
+        sampler = f"{run.config.method} (no diffusion sampler)"
+    else:
+        sampler = f"{str(s.sampler).upper().replace('_', '-')}, {s.steps} steps ({s.spacing} spacing)"
+    area = f"relative-area post-processing {s.relative_area:g}" if s.relative_area else "no post-processing"
+    title = UNCERTAINTY_SCALE.get(str(s.uncertainty), (str(s.uncertainty), "", 1.0))[0]
+    return html.escape(
+        f"Sampling: {sampler}; {s.samples} member(s) fused by {s.fusion}; {area}; "
+        f"uncertainty: {title}; seed {s.seed}; precision {s.precision}"
+    )
+
+
+def _ged_note(results: dict) -> str:
+    annotators = results.get("annotators")
+    samples = results["summary"].get("samples", {}).get("mean")
+    if isinstance(annotators, int) and annotators < 2:
+        why = f"it needs two or more annotators and this ground truth has {annotators}"
+    elif isinstance(samples, (int, float)) and samples < 2:
+        why = "it needs two or more samples per case"
+    else:
+        why = "no case defines it"
+    return f"GED is undefined here ({why}); cases are chosen by Dice."

@@ -1,0 +1,46 @@
+"""``OUTPUT/prediction.json``: which checkpoint (path, training step) and network wrote a prediction folder.
+
+The report's headline reads it beside ``OUTPUT/config.yaml`` (the resolved config, sampler settings
+included). Fields: ``checkpoint`` (absolute path), ``step`` (training steps the checkpoint had made),
+``network`` (registry name), ``parameters`` (count), ``run_folder`` (``train.out_dir`` of the run),
+``diffuseg`` (version). No time stamp: a rerun writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffuseg.config import Config, write_text_atomic
+
+PROVENANCE_NAME = "prediction.json"
+
+
+def write_provenance(out: Path, checkpoint: str | os.PathLike, config: Config, net: torch.nn.Module) -> None:
+    """Write ``out/prediction.json`` (atomically) for the prediction of ``net`` from ``checkpoint``."""
+    from diffuseg import __version__
+    from diffuseg.training.checkpoint import KEY, read_checkpoint
+
+    step = read_checkpoint(checkpoint)[KEY].get("global_step", 0)  # memory-mapped: no tensor is read again
+    record = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "step": int(step),
+        "network": config.model.name,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "run_folder": config.train.out_dir,
+        "diffuseg": __version__,
+    }
+    write_text_atomic(out / PROVENANCE_NAME, json.dumps(record, indent=1) + "\n")
+
+
+def read_provenance(folder: str | os.PathLike) -> dict[str, Any]:
+    """``folder/prediction.json`` as a dict; ``{}`` when it is missing or unreadable (older folders)."""
+    try:
+        record = json.loads((Path(folder) / PROVENANCE_NAME).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -1,0 +1,28 @@
+"""``diffuseg.presets``: descriptions from the YAML headers and which preset a run's config is."""
+
+from __future__ import annotations
+
+from diffuseg.config import load_config
+from diffuseg.presets import describe, matching_presets, preset_files, short
+
+
+def test_description_is_the_first_clause_of_the_header(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("# MedSegDiff-B on DDTI (paired PNG/GIF; split by patient); more after.\n# next line\nmodel: {}\n")
+    assert describe(path) == "MedSegDiff-B on DDTI (paired PNG/GIF; split by patient)"
+    path.write_text("# Table 4 of the paper: the model of\n# lidc-central.yaml on another UNet.\n")
+    assert describe(path) == "Table 4 of the paper"  # the line runs on: cut at its last colon
+    path.write_text("model: {}\n")
+    assert describe(path) == ""
+    assert short("The ambiguity paper's Table 3 (a b c) ablation", ("The ambiguity paper's ",)) == "Table 3 ablation"
+
+
+def test_every_bundled_preset_has_a_description():
+    assert all(describe(path) for path in preset_files().values())
+
+
+def test_a_run_config_is_recognised_as_its_preset():
+    run = load_config("lidc-central", ["train.steps=10", "data.root=/elsewhere", "sample.steps=3", "train.out_dir=r"])
+    assert matching_presets(run) == ["lidc-central"]
+    assert matching_presets(load_config("lidc-central", ["train.lr=0.5"])) == []
+    assert matching_presets(load_config("medsegdiff-b-ddti")) == ["ablation-ffparser-ddti", "medsegdiff-b-ddti"]
