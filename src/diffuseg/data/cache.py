@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffuseg.config import readable_mode, temp_prefix
 from diffuseg.data.formats import Reader
 from diffuseg.data.transforms import resize_pair, single_thread
 from diffuseg.errors import DatasetError
@@ -153,7 +154,8 @@ def load_cached(
     if not (folder / "meta.json").is_file():
         images, masks, counts = decode_all(reader, indices, size, annotators, workers)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temp_prefix(folder.name)))
+        readable_mode(tmp, folder=True)
         try:
             np.save(tmp / "images.npy", images)
             np.save(tmp / "masks.npy", masks)

@@ -16,6 +16,7 @@ on the number of workers.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -151,6 +152,12 @@ def build_datasets(
     annotators = cfg.annotators or reader.annotators
     arrays = load_cached(reader, train + val, cfg.image_size, annotators, cfg.cache_dir or cache_dir, workers)
     n = len(train)
+    if not any(arrays.masks[i].any() for i in range(n)):  # stops at the first item with foreground
+        print(
+            f"warning: {cfg.root}: every training mask is empty ({n} cases): the model can only learn to predict "
+            "empty masks; check data.foreground (label values counted as foreground) and the mask files",
+            file=sys.stderr,
+        )
     common = {"in_channels": cfg.in_channels, "annotators": annotators, "random_crop": cfg.random_crop, "seed": seed}
     try:
         train_set = SegmentationDataset(

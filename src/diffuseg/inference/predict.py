@@ -34,7 +34,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
+from diffuseg.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    merge,
+    parse_overrides,
+    remove_stale_temps,
+    save_config,
+)
 from diffuseg.data.case import Case
 from diffuseg.data.formats import Reader, open_input
 from diffuseg.data.formats.files import is_image_file, stem_of
@@ -47,8 +55,8 @@ from diffuseg.inference.ensemble import (
     sample_ensembles,
     steps_per_member,
 )
-from diffuseg.inference.provenance import write_provenance
 from diffuseg.inference.manifest import Manifest, RunKey, file_sha256, manifest_name, read_manifests
+from diffuseg.inference.provenance import write_provenance
 from diffuseg.inference.writers import UNCERTAINTY, PredictionWriter, check_output, check_output_names
 from diffuseg.runlock import folder_lock, holder_of
 
@@ -205,6 +213,8 @@ def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: co
         stack.enter_context(
             folder_lock(run.out, f"predict part {part_id} of {num_parts}", part_lock_name(part_id, num_parts))
         )
+        for folder in (run.out, run.out / "samples"):  # temporaries of killed runs (their writers are gone)
+            remove_stale_temps(folder)
         manifests = read_manifests(run.out)
         others = [m for m in manifests if run.key.differences(m.key)]
         _refuse_or_remove(run, others, overwrite)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,8 @@ def _load_any(path: Path, map_location: Any) -> Any:
         raise UserError(f"{path}: the file is empty (corrupt checkpoint)")
     with path.open("rb") as fh:
         zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's zip format (possibly cut short or damaged)
+    if zipped:
+        check_crcs(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as err:
@@ -110,6 +114,24 @@ def _load_any(path: Path, map_location: Any) -> Any:
         if zipped:
             raise UserError(f"{path}: corrupt or truncated checkpoint ({reason})") from None
         raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupt or another file type)") from None
+
+
+def check_crcs(path: Path) -> None:
+    """``UserError`` unless every member of the zip file ``path`` matches the CRC-32 stored when it was written.
+
+    torch.save's zip format stores one per tensor, so flipped or overwritten bytes anywhere in the weights
+    are found before the file is used (without this, a damaged checkpoint predicted other masks, exit 0).
+    Reads the file once (about 50 MB in 20 ms from the page cache)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as err:
+        raise UserError(f"{path}: corrupt or truncated checkpoint ({str(err) or type(err).__name__})") from None
+    if bad is not None:
+        raise UserError(
+            f"{path}: corrupt checkpoint: {bad} does not match the checksum stored when it was written "
+            "(the file was damaged or changed since); use another copy or an earlier checkpoint"
+        )
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -59,9 +59,25 @@ class NnUNetReader(Reader):
     def label_dirs(self, meta: dict) -> list[Path]:
         listed = meta.get("annotator_folders")
         if isinstance(listed, list) and listed:
-            return [self.root / str(name) for name in listed]
+            return [self._inside(str(name)) for name in listed]
         extra = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("labelsTr_"))
         return [self.root / "labelsTr", *extra]
+
+    def _inside(self, name: str) -> Path:
+        """``root/name`` for an ``annotator_folders`` entry; ``UserError`` for one that leads out of the dataset
+        (an absolute path, ``..``, a link elsewhere): labels are read only from inside it."""
+        folder = self.root / name
+        root = self.root.resolve()
+        if (
+            Path(name).is_absolute()
+            or ".." in Path(name).parts
+            or root not in (folder.resolve(), *folder.resolve().parents)
+        ):
+            raise UserError(
+                f"{self.root / 'dataset.json'}: annotator_folders entry {name!r} is outside the dataset folder; "
+                'list folders inside it, e.g. "labelsTr_rater1"'
+            )
+        return folder
 
     def scan(self) -> None:
         meta = self._meta()
