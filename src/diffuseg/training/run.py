@@ -16,6 +16,7 @@ its own slice of every global batch.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -135,7 +137,39 @@ def _has_lists(root: Path) -> bool:
 
 # --- Lightning -------------------------------------------------------------------------------------
 class StepProgressBar(TQDMProgressBar):
-    """Lightning's bar (step, loss, steps/s, time left) without the logger version number."""
+    """One bar for the whole run: global step out of ``train.steps``, loss, steps/s and time left.
+
+    Lightning's own bar counts batches of the current epoch, first moves at its refresh rate and restarts
+    at 0 of an unknown total, as ``Epoch N``, after a resume. This one starts at the step the run resumes
+    from (``initial``), so rate and ETA cover only the steps of this session, and is redrawn every step.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(refresh_rate=1)
+
+    def on_train_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self.train_progress_bar = Tqdm(
+            desc="train",
+            total=trainer.max_steps,
+            initial=trainer.global_step,
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def on_train_epoch_start(self, *_: Any) -> None:
+        """Nothing: the data stream is one epoch of ``train.steps`` batches, and the bar spans the run."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable:
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.refresh()
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
@@ -263,7 +297,7 @@ def _trainer(config: Config, run_dir: Path, callbacks: list[L.Callback], precisi
         gradient_clip_val=t.grad_clip if t.grad_clip > 0 else None,
         logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")],
         log_every_n_steps=t.log_every,
-        callbacks=[*callbacks, StepProgressBar(refresh_rate=max(1, min(t.log_every, 10)))],
+        callbacks=[*callbacks, StepProgressBar()],
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
         num_sanity_val_steps=0,
