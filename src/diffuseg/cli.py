@@ -24,11 +24,26 @@ def _cmd_train(a: argparse.Namespace) -> None:
         overrides.append(f"train.devices={a.devices}")
     if a.num_nodes:
         overrides.append(f"train.num_nodes={a.num_nodes}")
+    if a.steps:
+        overrides.append(f"train.steps={a.steps}")
     config = load_config(a.config, overrides)
     from diffuseg.training.run import train  # heavy import after the config is known to be good
 
     run_dir = train(config, resume=a.resume)
     print(f"run folder: {run_dir}")
+
+
+def _split_cases(a: argparse.Namespace, checkpoint: str | None) -> set[str] | None:
+    """The case ids of ``--split`` from the run's split.json (``--run``, or the checkpoint's run folder)."""
+    if a.split is None:
+        if a.run:
+            raise UserError("--run is used with --split train|val")
+        return None
+    from diffuseg.data.splits import split_cases
+
+    cases = split_cases(a.split, run=a.run, checkpoint=checkpoint)
+    print(f"--split {a.split}: {len(cases)} case(s) of the run's split.json")
+    return cases
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
@@ -46,14 +61,17 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     ):
         if value is not None:
             overrides.append(f"sample.{key}={value}")
-    written = predict(a.checkpoint, a.input, a.output, overrides, save_samples=a.save_samples, layout=a.layout)
+    cases = _split_cases(a, a.checkpoint)
+    written = predict(
+        a.checkpoint, a.input, a.output, overrides, save_samples=a.save_samples, layout=a.layout, cases=cases
+    )
     print(f"wrote {written} case(s) to {a.output}")
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.evaluate import evaluate
 
-    evaluate(a.pred, a.gt, out=a.out, layout=a.layout)
+    evaluate(a.pred, a.gt, out=a.out, layout=a.layout, cases=_split_cases(a, None))
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
@@ -107,6 +125,11 @@ def _labels(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected label values like 1,4, got {text!r}") from None
 
 
+def _add_split_options(parser: argparse.ArgumentParser, split_help: str) -> None:
+    parser.add_argument("--split", choices=["train", "val"], help=split_help)
+    parser.add_argument("--run", help="run folder holding split.json (default for predict: the checkpoint's RUN)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffuseg", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", help="Lightning devices, e.g. 1, 4 or auto")
     t.add_argument("--num-nodes", type=int)
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    t.add_argument("--steps", type=_positive_int, help="training steps (sets train.steps)")
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser("predict", help="sample, fuse and write masks with uncertainty")
@@ -135,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, help="ensemble members per network call")
     pr.add_argument("--layout", default="auto", help="input layout when it cannot be detected")
     pr.add_argument("--save-samples", action="store_true")
+    _add_split_options(pr, "predict only the cases of that side of the run's split (RUN/split.json)")
     pr.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser("evaluate", help="score predictions against ground truth")
@@ -142,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("gt")
     e.add_argument("--out", default=None, help="results.json path (default: PRED/results.json)")
     e.add_argument("--layout", default="auto", help="ground-truth layout")
+    _add_split_options(e, "score only the cases of that side of the run's split (RUN/split.json; needs --run)")
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("report", help="HTML report with figures from a run or results.json")

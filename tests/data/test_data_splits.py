@@ -39,7 +39,7 @@ def nested(tmp_path) -> Path:
 
 def test_lists_in_the_parent_are_found_for_the_slices_folder(nested):
     slices = nested / "LIDC-IDRI-slices"
-    kind, train, val = find_patient_lists(slices)
+    kind, train, _ = find_patient_lists(slices)
     assert kind is SplitKind.PARENT_LISTS and train == (nested / "train_patients.txt").resolve()
     cfg = DataConfig(root=str(slices))
     assert split_source(cfg).kind is SplitKind.PARENT_LISTS
@@ -91,7 +91,7 @@ def test_split_cases_reads_split_json_and_selects(tmp_path, nested):
     assert select_cases(reader, None, "gt") is reader
     with pytest.raises(UserError, match="none of the 1 case"):
         select_cases(reader, {"nope"}, "gt")
-    with pytest.raises(UserError, match="no split.json"):
+    with pytest.raises(UserError, match=r"no split\.json"):
         split_cases("val", run=tmp_path / "elsewhere")
     with pytest.raises(UserError, match="expected train or val"):
         split_cases("test", run=run)

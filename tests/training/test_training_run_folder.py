@@ -44,7 +44,8 @@ def test_short_run_writes_metrics_without_the_logging_interval_warning(tiny_conf
         warnings.simplefilter("always")
         run = train(tiny_config("train.log_every=50", steps=3, ckpt_every=3))
     assert not [w for w in caught if "log_every_n_steps" in str(w.message)]
-    rows = list(csv.DictReader(open(next(run.glob("logs/version_*/metrics.csv")))))
+    with open(next(run.glob("logs/version_*/metrics.csv"))) as fh:
+        rows = list(csv.DictReader(fh))
     assert any(r.get("loss") for r in rows)
 
 

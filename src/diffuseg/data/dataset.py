@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from diffuseg.data.formats import Reader, open_dataset
 from diffuseg.data.splits import SplitKind, split_by_patient, split_from_lists, split_source
 from diffuseg.data.transforms import Augment, match_channels, random_crop, single_thread
 from diffuseg.errors import UserError
+
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """A generator seeded from (seed, epoch, index), independent of worker and batch layout."""

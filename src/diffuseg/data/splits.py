@@ -119,7 +119,9 @@ def run_folder(run: str | os.PathLike | None, checkpoint: str | os.PathLike | No
     )
 
 
-def split_cases(side: str, run: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None) -> set[str]:
+def split_cases(
+    side: str, run: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None
+) -> set[str]:
     """Case ids of ``side`` (``train`` or ``val``) in the run's ``split.json``; ``UserError`` when it is missing."""
     if side not in ("train", "val"):
         raise UserError(f"--split {side!r}: expected train or val")

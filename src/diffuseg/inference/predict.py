@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -56,6 +56,13 @@ def _model_inputs(reader, config: Config, pending: deque[Case]) -> Iterator[tupl
         yield case.case_id, image
 
 
+def _only_cases(reader, cases: Collection[str] | None, where: str | os.PathLike):
+    """``reader`` over the entries of ``cases`` only (``--split``); unchanged when ``cases`` is None."""
+    from diffuseg.data.splits import select_cases
+
+    return select_cases(reader, cases, str(where))
+
+
 def _as_paths(input: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
     if isinstance(input, (str, os.PathLike)):
         return [input]
@@ -69,11 +76,13 @@ def predict(
     overrides: Sequence[str] = (),
     save_samples: bool = False,
     layout: str = "auto",
+    cases: Collection[str] | None = None,
 ) -> int:
     """Predict every case of ``input`` into ``output``; returns the number of cases written.
 
     ``input``: a dataset folder or image file(s). ``output`` must not be inside an input folder; input files
-    are never overwritten. Raises ``UserError`` for a missing, corrupt or foreign checkpoint, bad overrides,
+    are never overwritten. ``cases``: predict only these case ids (``data.splits.split_cases``, ``--split``).
+    Raises ``UserError`` for a missing, corrupt or foreign checkpoint, bad overrides,
     unreadable inputs (``DatasetError`` lists every structural problem) or a bad output folder.
     """
     from diffuseg.training.checkpoint import load_for_inference
@@ -86,7 +95,7 @@ def predict(
             raise UserError(f"{item}: input not found")
     config, net, process = load_for_inference(checkpoint)
     config = apply_overrides(config, overrides)
-    reader = open_input(inputs, layout, config.data.foreground)
+    reader = _only_cases(open_input(inputs, layout, config.data.foreground), cases, inputs[0])
     if reader.problems:
         raise DatasetError(str(inputs[0]), reader.problems)
     if len(reader) == 0:
