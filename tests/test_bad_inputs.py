@@ -230,7 +230,8 @@ def test_no_validation_patients_when_validation_is_asked_for(tmp_path, capsys):
     args = ["train", "lidc-central", "--data", str(data), "--out", str(tmp_path / "run"), "data.image_size=16"]
     assert main([*args, TINY_UNET, "train.steps=1", "train.val_every=1"]) == 2
     err = capsys.readouterr().err
-    assert "no validation patients (none of the patients in val_patients.txt is in the data)" in err
+    lists = (data / "val_patients.txt").resolve()
+    assert f"no validation patients (none of the patients in {lists} is in the data)" in err
     assert "train.val_every=0" in err
 
 

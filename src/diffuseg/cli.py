@@ -25,11 +25,26 @@ def _cmd_train(a: argparse.Namespace) -> None:
         overrides.append(f"train.devices={a.devices}")
     if a.num_nodes:
         overrides.append(f"train.num_nodes={a.num_nodes}")
+    if a.steps:
+        overrides.append(f"train.steps={a.steps}")
     config = load_config(a.config, overrides)
     from diffuseg.training.run import train  # heavy import after the config is known to be good
 
     run_dir = train(config, resume=a.resume)
     print(f"run folder: {run_dir}")
+
+
+def _split_cases(a: argparse.Namespace, checkpoint: str | None) -> set[str] | None:
+    """The case ids of ``--split`` from the run's split.json (``--run``, or the checkpoint's run folder)."""
+    if a.split is None:
+        if a.run:
+            raise UserError("--run is used with --split train|val")
+        return None
+    from diffuseg.data.splits import split_cases
+
+    cases = split_cases(a.split, run=a.run, checkpoint=checkpoint)
+    print(f"--split {a.split}: {len(cases)} case(s) of the run's split.json")
+    return cases
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
@@ -47,7 +62,9 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     ):
         if value is not None:
             overrides.append(f"sample.{key}={value}")
-    args = dict(save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite)
+    args = dict(
+        save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite, cases=_split_cases(a, a.checkpoint)
+    )
     from diffuseg.inference.distributed import predict_distributed, rank_env
 
     if a.devices > 1 or a.num_nodes > 1 or rank_env() is not None:
@@ -64,7 +81,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.evaluate import evaluate
 
-    evaluate(a.pred, a.gt, out=a.out, layout=a.layout)
+    evaluate(a.pred, a.gt, out=a.out, layout=a.layout, cases=_split_cases(a, None))
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
@@ -150,6 +167,14 @@ def _labels(text: str) -> tuple[int, ...]:
 LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "paired", "nifti", "images")
 _LAYOUT_HELP = "one of: " + ", ".join(LAYOUTS) + "; see docs/data.md"
 
+
+def _add_split_options(parser: argparse.ArgumentParser, split_help: str) -> None:
+    parser.add_argument("--split", choices=["train", "val"], help=split_help)
+    parser.add_argument(
+        "--run", metavar="RUN", help="run folder holding split.json (default for predict: the checkpoint's RUN)"
+    )
+
+
 _DESCRIPTION = """\
 Segment medical images with diffusion models (MedSegDiff and the ambiguity paper's diffusion) and get,
 beside each mask, the spread of plausible masks: check a dataset, train a model, predict masks with an
@@ -199,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", help="Lightning devices, e.g. 1, 4 or auto (sets train.devices; default: auto)")
     t.add_argument("--num-nodes", type=int, metavar="N", help="machines for multi-node training (default: 1)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    t.add_argument("--steps", type=_positive_int, help="training steps (sets train.steps)")
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser(
@@ -243,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--num-nodes", type=_positive_int, default=1, metavar="M", help="nodes (MASTER_ADDR, MASTER_PORT set)"
     )
+    _add_split_options(pr, "predict only the cases of that side of the run's split (RUN/split.json)")
     pr.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser(
@@ -261,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LAYOUT",
         help=f"ground-truth layout ({_LAYOUT_HELP}; default: auto)",
     )
+    _add_split_options(e, "score only the cases of that side of the run's split (RUN/split.json; needs --run)")
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser(

@@ -10,7 +10,8 @@ Steps (each one the library function the CLI subcommand calls):
    figures (``evaluation.report.write_report``).
 
 ``data`` runs the same on a full dataset folder (any layout; patient lists ``train_patients.txt`` and
-``val_patients.txt`` in its root are used when present, else a seeded split by patient).
+``val_patients.txt`` in its root or its parent are used when present, else a seeded split by patient; see
+``data.splits``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from diffuseg.data.formats import Reader
 from diffuseg.data.transforms import resize_pair, single_thread
 from diffuseg.errors import DatasetError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: masks resized by a thresholded antialiased resize (1: nearest neighbour)
 
 
 @dataclass

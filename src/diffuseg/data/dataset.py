@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,11 +26,9 @@ from torch.utils.data import Dataset
 from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
 from diffuseg.data.formats import Reader, open_dataset
-from diffuseg.data.splits import split_by_patient, split_from_lists
+from diffuseg.data.splits import SplitKind, split_by_patient, split_from_lists, split_source
 from diffuseg.data.transforms import Augment, match_channels, random_crop, single_thread
 from diffuseg.errors import UserError
-
-LIST_NAMES = ("train_patients.txt", "val_patients.txt")
 
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -109,17 +106,11 @@ class SegmentationDataset(Dataset):
 
 
 def split_indices(reader: Reader, cfg: DataConfig) -> tuple[list[int], list[int]]:
-    """(train, val) entry indices by patient: the config's id lists, the root's own lists, or the seed."""
-    patients = reader.patients
-    lists = (cfg.train_patients, cfg.val_patients)
-    if not any(lists):
-        found = [Path(cfg.root) / n for n in LIST_NAMES]
-        lists = tuple(str(p) for p in found) if all(p.is_file() for p in found) else ("", "")
-    if all(lists):
-        return split_from_lists(patients, *lists)
-    if any(lists):
-        raise UserError("data.train_patients and data.val_patients must be given together")
-    return split_by_patient(patients, cfg.val_fraction, cfg.split_seed)
+    """(train, val) entry indices by patient, from ``splits.split_source(cfg)`` (lists or the seed)."""
+    source = split_source(cfg)
+    if source.kind is SplitKind.SEED:
+        return split_by_patient(reader.patients, cfg.val_fraction, cfg.split_seed)
+    return split_from_lists(reader.patients, source.train_list, source.val_list)
 
 
 def build_datasets(

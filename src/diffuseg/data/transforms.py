@@ -18,15 +18,18 @@ import torch.nn.functional as F
 def resize_pair(image: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize to ``size`` x ``size`` (aspect ratio not kept; writers resize back to the original size).
 
-    image (C,H,W) float -> (C,S,S) bilinear with antialiasing; masks (K,H,W) -> (K,S,S) nearest.
+    image (C,H,W) float -> (C,S,S) bilinear with antialiasing; masks (K,H,W) {0,1} -> (K,S,S) {0,1}: the same
+    antialiased bilinear map, foreground where it is >= 0.5. Both commute with flips and 90-degree turns, so
+    image and mask stay aligned and no border is favoured (nearest-neighbour halving keeps pixels 1, 3, 5, ...,
+    which shifts the mask a quarter of an output pixel towards the bottom-right of the image).
     """
     if image.shape[-2:] == (size, size):
         return image.float(), masks
     img = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
     if masks.shape[0] == 0:
         return img, masks.new_zeros((0, size, size))
-    msk = F.interpolate(masks[None].float(), size=(size, size), mode="nearest-exact")[0].to(masks.dtype)
-    return img, msk
+    soft = F.interpolate(masks[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return img, (soft[0] >= 0.5).to(masks.dtype)
 
 
 @contextlib.contextmanager

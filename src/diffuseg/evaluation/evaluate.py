@@ -22,7 +22,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,17 +208,21 @@ def evaluate(
     *,
     eval_config: EvalConfig | None = None,
     quiet: bool = False,
+    cases: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Score PRED against GT, write ``results.json`` (default ``PRED/results.json``) and ``results.csv``
     beside it, print a summary table, and return the results dict.
 
     ``eval_config`` (default ``EvalConfig()``) sets the GED sample counts, the HD percentile and the
-    calibration bins."""
+    calibration bins. ``cases``: score only these ground-truth case ids (``data.splits.split_cases``,
+    ``--split``), so cases outside them are not listed as missing."""
+    from diffuseg.data.splits import select_cases
+
     cfg = eval_config or EvalConfig()
     ged_sizes, bins, percentile = cfg.ged_samples, cfg.calibration_bins, cfg.hd95_percentile
     check_complete(Path(pred))
     predictions = find_predictions(pred)
-    reader = open_dataset(gt, layout)
+    reader = select_cases(open_dataset(gt, layout), cases, str(gt))
     if len(reader) == 0:
         raise UserError(f"{gt}: no ground-truth cases found")
     gt_ids = {e.case_id for e in reader.entries}

@@ -36,7 +36,7 @@ def rank_env() -> tuple[int, int, int] | None:
 def predict_distributed(devices: int, num_nodes: int = 1, **predict_args: Any) -> int:
     """Predict with ``devices`` processes per node on ``num_nodes`` nodes; returns the cases this node
     predicted. ``predict_args``: ``checkpoint``, ``input``, ``output``, ``overrides``, ``save_samples``,
-    ``layout``, ``overwrite`` as for ``predict``. ``UserError`` as ``predict`` raises it."""
+    ``layout``, ``overwrite``, ``cases`` as for ``predict``. ``UserError`` as ``predict`` raises it."""
     if rank_env() is not None:  # started by torchrun: this process is one rank
         return _outcome({0: rank_main(predict_args)})
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -44,7 +44,9 @@ def predict_distributed(devices: int, num_nodes: int = 1, **predict_args: Any) -
 
     if torch.cuda.is_available() and devices > torch.cuda.device_count():
         raise UserError(f"--devices {devices}: this node has {torch.cuda.device_count()} GPU(s); one process per GPU")
-    args = {k: predict_args[k] for k in ("checkpoint", "input", "output", "overrides", "save_samples", "layout")}
+    args = {
+        k: predict_args[k] for k in ("checkpoint", "input", "output", "overrides", "save_samples", "layout", "cases")
+    }
     prepare(**args)  # every check that needs no lock, here: one clear error before any process starts
     if num_nodes == 1:
         endpoint, run_id = "localhost:0", str(uuid.uuid4())

@@ -27,7 +27,7 @@ import dataclasses
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from diffuseg.config import (
 from diffuseg.data.case import Case
 from diffuseg.data.formats import Reader, open_input
 from diffuseg.data.formats.files import is_image_file, stem_of
+from diffuseg.data.splits import select_cases
 from diffuseg.data.transforms import model_input
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.inference.ensemble import (
@@ -127,9 +128,11 @@ def prepare(
     save_samples: bool = False,
     layout: str = "auto",
     device: torch.device | str | None = None,
+    cases: Collection[str] | None = None,
 ) -> Run:
     """Check everything that can be checked before writing: the output folder, the inputs, the checkpoint,
-    the overrides, the dataset and its output names. ``UserError`` (``DatasetError``) on any problem."""
+    the overrides, the dataset and its output names. ``cases``: only these case ids (``--split``,
+    ``data.splits.split_cases``). ``UserError`` (``DatasetError``) on any problem."""
     from diffuseg.training.checkpoint import load_for_inference
 
     inputs = _as_paths(input)
@@ -140,7 +143,7 @@ def prepare(
             raise UserError(f"{item}: input not found")
     config, net, process = load_for_inference(checkpoint)
     config = apply_overrides(config, overrides)
-    reader = open_input(inputs, layout, config.data.foreground)
+    reader = select_cases(open_input(inputs, layout, config.data.foreground), cases, str(inputs[0]))
     if reader.problems:
         raise DatasetError(str(inputs[0]), reader.problems)
     if len(reader) == 0:
@@ -302,17 +305,19 @@ def predict(
     part_id: int = 0,
     device: torch.device | str | None = None,
     show_progress: bool = True,
+    cases: Collection[str] | None = None,
 ) -> int:
     """Predict every case of ``input`` (of part ``part_id`` of ``num_parts``) into ``output``; returns the
     number of cases predicted now (those done by an earlier run of the same command are skipped).
 
     ``input``: a dataset folder or image file(s). ``output`` must not be inside an input folder; input files
-    are never overwritten. Raises ``UserError`` for a missing, corrupt or foreign checkpoint, bad overrides,
-    unreadable inputs (``DatasetError`` lists every structural problem), clashing output names, a bad output
+    are never overwritten. ``cases``: predict only these case ids (``--split``). Raises ``UserError`` for a
+    missing, corrupt or foreign checkpoint, bad overrides, unreadable inputs (``DatasetError`` lists every
+    structural problem), clashing output names, a bad output
     folder, or an output folder that holds another run (unless ``overwrite``).
     """
     check_part(part_id, num_parts)
-    run = prepare(checkpoint, input, output, overrides, save_samples, layout, device)
+    run = prepare(checkpoint, input, output, overrides, save_samples, layout, device, cases)
     with contextlib.ExitStack() as stack:
         manifest = open_part(run, part_id, num_parts, overwrite, stack)
         return run_part(run, manifest, show_progress)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffuseg.config import StrEnum
+
 TIME_SCALE = 1000.0  # t in [0, 1] is scaled to the DDPM step range before the sinusoids
 
 
@@ -104,14 +106,33 @@ class Attention(nn.Module):
         return x + self.proj(out)
 
 
-class Downsample(nn.Module):
-    """Strided 3x3 convolution: (N, C, H, W) -> (N, out_ch, H/2, W/2)."""
+class DownsampleKind(StrEnum):
+    """How a level halves its resolution.
 
-    def __init__(self, channels: int, out_ch: int | None = None):
+    ``conv``: 3x3 convolution with stride 2 and padding 1 (Nichol & Dhariwal 2021, the papers' UNets). On an
+    even size its outputs sit on input pixels 0, 2, ..., H-2: the top and left borders are read through zero
+    padding, the bottom and right ones never, and each level shifts the map half a pixel towards the top-left,
+    so the four corners are not treated alike. ``centred``: 2x2 average pooling, then a 3x3 convolution with
+    padding 1: outputs sit at the centre of each 2x2 cell, the map commutes with flips and 90-degree turns
+    (for flip-symmetric kernels), with the same parameter count and a similar cost.
+    """
+
+    CONV = "conv"
+    CENTRED = "centred"
+
+
+class Downsample(nn.Module):
+    """(N, C, H, W) -> (N, out_ch, H/2, W/2) by ``kind`` (see ``DownsampleKind``)."""
+
+    def __init__(self, channels: int, out_ch: int | None = None, kind: DownsampleKind | str = DownsampleKind.CONV):
         super().__init__()
-        self.conv = nn.Conv2d(channels, out_ch or channels, 3, stride=2, padding=1)
+        self.kind = DownsampleKind.parse(kind)
+        stride = 2 if self.kind is DownsampleKind.CONV else 1
+        self.conv = nn.Conv2d(channels, out_ch or channels, 3, stride=stride, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind is DownsampleKind.CENTRED:
+            x = F.avg_pool2d(x, 2)
         return self.conv(x)
 
 

@@ -27,14 +27,16 @@ def diffusion_unet(
     num_res_blocks: Sequence[int] = NUM_RES_BLOCKS,
     middle_blocks: int = MIDDLE_BLOCKS,
     time_dim: int = TIME_DIM,
+    downsample: str = "conv",
 ) -> DiffusionUNet:
-    """The ambiguity paper's diffusion UNet (image concatenated with x_t)."""
+    """The ambiguity paper's diffusion UNet (image concatenated with x_t); ``downsample``: conv | centred."""
     return DiffusionUNet(
         in_channels,
         channels=tuple(channels),
         num_res_blocks=tuple(num_res_blocks),
         middle_blocks=middle_blocks,
         time_dim=time_dim,
+        downsample=downsample,
     )
 
 
@@ -43,10 +45,15 @@ def segmentation_unet(
     channels: Sequence[int] = CHANNELS,
     num_res_blocks: Sequence[int] = NUM_RES_BLOCKS,
     middle_blocks: int = MIDDLE_BLOCKS,
+    downsample: str = "conv",
 ) -> SegmentationUNet:
     """The deterministic baseline: the same backbone without x_t and t, ``forward(image) -> logits``."""
     return SegmentationUNet(
-        in_channels, channels=tuple(channels), num_res_blocks=tuple(num_res_blocks), middle_blocks=middle_blocks
+        in_channels,
+        channels=tuple(channels),
+        num_res_blocks=tuple(num_res_blocks),
+        middle_blocks=middle_blocks,
+        downsample=downsample,
     )
 
 

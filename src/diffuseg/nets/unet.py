@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuseg.nets.blocks import Attention, Downsample, ResBlock, TimeEmbedding, Upsample, output_head
+from diffuseg.nets.blocks import (
+    Attention,
+    Downsample,
+    DownsampleKind,
+    ResBlock,
+    TimeEmbedding,
+    Upsample,
+    output_head,
+)
 
 CHANNELS = (32, 32, 64, 128)
 NUM_RES_BLOCKS = (1, 2, 3, 4)
@@ -50,6 +58,7 @@ class DiffusionUNet(nn.Module):
     ``time_embedding=False`` give the plain segmentation backbone (``features(image)``); ``head=False``
     leaves out the output layer, and ``out_channels`` is then the feature width ``channels[0]``.
     ``time_dim`` is the width of the time embedding (sinusoids of width ``channels[0]``, then the MLP).
+    ``downsample`` is ``blocks.DownsampleKind``: ``conv`` (the paper's strided convolution) or ``centred``.
     """
 
     def __init__(
@@ -63,6 +72,7 @@ class DiffusionUNet(nn.Module):
         middle_blocks: int = MIDDLE_BLOCKS,
         time_dim: int = TIME_DIM,
         out_channels: int = 1,
+        downsample: DownsampleKind | str = DownsampleKind.CONV,
     ):
         super().__init__()
         if len(channels) != len(num_res_blocks) or len(channels) < 2:
@@ -87,7 +97,7 @@ class DiffusionUNet(nn.Module):
             skip_chs += [ch] * n
             prev = ch
             if lvl < levels - 1:
-                self.downsamplers.append(Downsample(ch))
+                self.downsamplers.append(Downsample(ch, kind=downsample))
         self.middle = _Level([prev] * middle_blocks, prev, emb_dim, True)
 
         self.up = nn.ModuleList()

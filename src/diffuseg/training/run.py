@@ -16,6 +16,8 @@ its own slice of every global batch.
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -111,31 +114,65 @@ class StreamBatchSampler(Sampler):
 
 
 def build_datasets(config: Config, run_dir: Path) -> tuple[Any, Any]:
-    """Split by patient, check every file and cache the data (``data.dataset.build_datasets``): (train, val)."""
+    """Split by patient, check every file and cache the data (``data.dataset.build_datasets``): (train, val).
+
+    Prints where the split came from and records it in ``RUN/split.json`` (``data.splits``)."""
     from diffuseg.data.dataset import build_datasets as build
+    from diffuseg.data.splits import split_record, split_source, write_split
 
     d = config.data
     workers = max(1, d.num_workers)
     train_set, val_set = build(d, cache_dir=run_dir / "cache", seed=config.train.seed, workers=workers)
+    source = split_source(d)
     print(f"data {d.root}: {len(train_set)} training and {len(val_set)} validation item(s), split by patient")
     t = config.train
     if not len(val_set) and t.val_every > 0 and t.val_cases > 0:
-        source = d.val_patients or ("val_patients.txt" if _has_lists(Path(d.root)) else None)
-        why = f"none of the patients in {source} is in the data" if source else "too few patients to split"
+        why = f"none of the patients in {source.val_list} is in the data" if source.val_list else "too few patients"
         raise UserError(
             f"data {d.root}: no validation patients ({why}); train without validation with train.val_every=0, "
             "or choose them with data.val_patients=FILE or data.val_fraction"
         )
+    path = write_split(run_dir, split_record(source, d.root, train_set, val_set))
+    patients = f"{len(set(train_set.patients))} training and {len(set(val_set.patients))} validation patient(s)"
+    print(f"split: {source.describe()}: {patients}, recorded in {path}")
     return train_set, val_set
-
-
-def _has_lists(root: Path) -> bool:
-    return (root / "train_patients.txt").is_file() and (root / "val_patients.txt").is_file()
 
 
 # --- Lightning -------------------------------------------------------------------------------------
 class StepProgressBar(TQDMProgressBar):
-    """Lightning's bar (step, loss, steps/s, time left) without the logger version number."""
+    """One bar for the whole run: global step out of ``train.steps``, loss, steps/s and time left.
+
+    Lightning's own bar counts batches of the current epoch, first moves at its refresh rate and restarts
+    at 0 of an unknown total, as ``Epoch N``, after a resume. This one starts at the step the run resumes
+    from (``initial``), so rate and ETA cover only the steps of this session, and is redrawn every step.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(refresh_rate=1)
+
+    def on_train_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self.train_progress_bar = Tqdm(
+            desc="train",
+            total=trainer.max_steps,
+            initial=trainer.global_step,
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def on_train_epoch_start(self, *_: Any) -> None:
+        """Nothing: the data stream is one epoch of ``train.steps`` batches, and the bar spans the run."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable:
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.refresh()
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
@@ -262,8 +299,8 @@ def _trainer(config: Config, run_dir: Path, callbacks: list[L.Callback], precisi
         max_epochs=-1,
         gradient_clip_val=t.grad_clip if t.grad_clip > 0 else None,
         logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")],
-        log_every_n_steps=t.log_every,
-        callbacks=[*callbacks, StepProgressBar(refresh_rate=max(1, min(t.log_every, 10)))],
+        log_every_n_steps=min(t.log_every, t.steps),  # a run shorter than log_every still logs its last step
+        callbacks=[*callbacks, StepProgressBar()],
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
         num_sanity_val_steps=0,
@@ -274,25 +311,23 @@ def _trainer(config: Config, run_dir: Path, callbacks: list[L.Callback], precisi
     )
 
 
-def train(config: Config, resume: bool = False) -> Path:
-    """Train ``config`` (or continue its run with ``resume``); returns the run folder.
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what ``mkdir(parents=True)`` creates), or None."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
 
-    Raises ``UserError`` for bad data (every problem listed), a foreign or corrupt checkpoint, a resume
-    with another config, and a loss that turns NaN or infinite (the last good checkpoint is kept).
-    """
+
+def _prepare(config: Config, run_dir: Path) -> tuple[L.LightningModule, Any, Any, str]:
+    """Create the run folder, build the module and the checked, cached data; write ``config.yaml``."""
     t = config.train
-    run_dir = Path(t.out_dir)
-    ckpt_path = run_dir / "checkpoints" / LAST
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"{run_dir}: cannot create the run folder ({err.strerror or err})") from None
-    start_step, position = _resume_state(config, ckpt_path, resume)
-    for stale in ckpt_path.parent.glob(f".{LAST}.*.tmp"):  # left by a kill during a write; never the checkpoint
-        stale.unlink(missing_ok=True)
-    if start_step >= t.steps:
-        print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
-        return run_dir
     L.seed_everything(t.seed, workers=True, verbose=False)
     precision = resolve_precision(t.precision, t.accelerator)  # a bad model or precision fails before the data
     module = module_class(config.method)(config)
@@ -301,6 +336,32 @@ def train(config: Config, resume: bool = False) -> Path:
     params = sum(p.numel() for p in module.net.parameters())
     print(f"model {config.model.name}: {params / 1e6:.2f} M parameters")
     save_config(config, run_dir / "config.yaml")
+    return module, train_set, val_set, precision
+
+
+def train(config: Config, resume: bool = False) -> Path:
+    """Train ``config`` (or continue its run with ``resume``); returns the run folder.
+
+    Raises ``UserError`` for bad data (every problem listed), a foreign or corrupt checkpoint, a resume
+    with another config, and a loss that turns NaN or infinite (the last good checkpoint is kept). A start
+    that fails before training removes the run folder it created (never a folder that existed before).
+    """
+    t = config.train
+    run_dir = Path(t.out_dir)
+    ckpt_path = run_dir / "checkpoints" / LAST
+    start_step, position = _resume_state(config, ckpt_path, resume)
+    if start_step >= t.steps:
+        print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
+        return run_dir
+    created = _first_missing(run_dir)
+    try:
+        module, train_set, val_set, precision = _prepare(config, run_dir)
+    except BaseException:  # bad data, model or config: leave no half-made run folder behind
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    for stale in ckpt_path.parent.glob(f".{LAST}.*.tmp"):  # left by a kill during a write; never the checkpoint
+        stale.unlink(missing_ok=True)
 
     sampler = StreamBatchSampler(len(train_set), t.batch_size, t.seed, t.steps, start_step, position)
     loader = DataLoader(
