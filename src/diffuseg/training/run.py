@@ -15,7 +15,9 @@ its own slice of every global batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import sys
 import warnings
@@ -32,8 +34,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from diffuseg.config import Config, config_to_dict, save_config
+from diffuseg.config import Config, config_to_dict, remove_stale_temps, save_config
 from diffuseg.errors import UserError
+from diffuseg.runlock import folder_lock
 from diffuseg.training.callbacks import PeriodicCheckpoint, SampledValidation
 from diffuseg.training.checkpoint import LAST, checkpoint_config, read_checkpoint, save_atomic
 from diffuseg.training.module import module_class, step_seed
@@ -324,10 +327,7 @@ def _first_missing(path: Path) -> Path | None:
 def _prepare(config: Config, run_dir: Path) -> tuple[L.LightningModule, Any, Any, str]:
     """Create the run folder, build the module and the checked, cached data; write ``config.yaml``."""
     t = config.train
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{run_dir}: cannot create the run folder ({err.strerror or err})") from None
+    _make_folder(run_dir)
     L.seed_everything(t.seed, workers=True, verbose=False)
     precision = resolve_precision(t.precision, t.accelerator)  # a bad model or precision fails before the data
     module = module_class(config.method)(config)
@@ -339,30 +339,20 @@ def _prepare(config: Config, run_dir: Path) -> tuple[L.LightningModule, Any, Any
     return module, train_set, val_set, precision
 
 
-def train(config: Config, resume: bool = False) -> Path:
-    """Train ``config`` (or continue its run with ``resume``); returns the run folder.
-
-    Raises ``UserError`` for bad data (every problem listed), a foreign or corrupt checkpoint, a resume
-    with another config, and a loss that turns NaN or infinite (the last good checkpoint is kept). A start
-    that fails before training removes the run folder it created (never a folder that existed before).
-    """
+def _fit(
+    config: Config,
+    run_dir: Path,
+    module: L.LightningModule,
+    train_set: Any,
+    val_set: Any,
+    precision: str,
+    start_step: int,
+    position: int,
+    resume: bool,
+) -> L.Trainer:
+    """Run Lightning's fit from ``start_step`` (data stream at ``position``); returns the trainer."""
     t = config.train
-    run_dir = Path(t.out_dir)
     ckpt_path = run_dir / "checkpoints" / LAST
-    start_step, position = _resume_state(config, ckpt_path, resume)
-    if start_step >= t.steps:
-        print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
-        return run_dir
-    created = _first_missing(run_dir)
-    try:
-        module, train_set, val_set, precision = _prepare(config, run_dir)
-    except BaseException:  # bad data, model or config: leave no half-made run folder behind
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
-    for stale in ckpt_path.parent.glob(f".{LAST}.*.tmp"):  # left by a kill during a write; never the checkpoint
-        stale.unlink(missing_ok=True)
-
     sampler = StreamBatchSampler(len(train_set), t.batch_size, t.seed, t.steps, start_step, position)
     loader = DataLoader(
         StreamItems(train_set),
@@ -392,6 +382,62 @@ def train(config: Config, resume: bool = False) -> Path:
             trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path if resume else None, weights_only=True)
         finally:
             rank_zero_log.removeFilter(adverts)
+    return trainer
+
+
+def primary_process() -> bool:
+    """Whether this process is global rank 0 (or runs alone): no rank variable of torchrun, Lightning's
+    launcher or SLURM says otherwise."""
+    return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _make_folder(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{run_dir}: cannot create the run folder ({err.strerror or err})") from None
+
+
+def _remove_temps(run_dir: Path, config: Config) -> None:
+    """Delete the temporaries of killed writers in the run folder, its checkpoints and the cache; under the
+    run's lock, also an older diffuseg's checkpoint temporaries (no writer but this run can be busy there)."""
+    cache = Path(config.data.cache_dir) if config.data.cache_dir else run_dir / "cache"
+    for folder in (run_dir, run_dir / "checkpoints", cache):
+        remove_stale_temps(folder)
+    for stale in (run_dir / "checkpoints").glob(f".{LAST}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def train(config: Config, resume: bool = False) -> Path:
+    """Train ``config`` (or continue its run with ``resume``); returns the run folder.
+
+    Raises ``UserError`` for bad data (every problem listed), a foreign or corrupt checkpoint, a resume
+    with another config, and a loss that turns NaN or infinite (the last good checkpoint is kept). A start
+    that fails before training removes the run folder it created (never a folder that existed before).
+    """
+    t = config.train
+    run_dir = Path(t.out_dir)
+    ckpt_path = run_dir / "checkpoints" / LAST
+    start_step, position = _resume_state(config, ckpt_path, resume)
+    if start_step >= t.steps:
+        print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
+        return run_dir
+    created = _first_missing(run_dir)
+    primary = primary_process()  # one writer per run folder: DDP's other ranks run under rank 0's lock
+    with contextlib.ExitStack() as lock:
+        if primary:
+            _make_folder(run_dir)
+            lock.enter_context(folder_lock(run_dir, "train"))
+        try:
+            module, train_set, val_set, precision = _prepare(config, run_dir)
+        except BaseException:  # bad data, model or config: leave no half-made run folder behind
+            lock.close()
+            if created is not None and primary:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+        if primary:
+            _remove_temps(run_dir, config)
+        trainer = _fit(config, run_dir, module, train_set, val_set, precision, start_step, position, resume)
     if trainer.interrupted:
         raise KeyboardInterrupt
     return run_dir
