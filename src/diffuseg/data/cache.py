@@ -4,7 +4,8 @@
 packed along the last axis), ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient
 ids). ``key`` hashes the reader's layout, foreground labels, size, annotator count, and every source
 file's path, size and modification time, so any change to the data or the settings builds a new cache.
-The folder is written under a temporary name and renamed, so a cache is never half-written. Building
+The folder is written under a temporary name (``.KEY.PID-XXXXXXXX.tmp``) and renamed, so a cache is never
+half-written; temporaries of killed builds are removed when the next build starts (``atomicio``). Building
 decodes with ``workers`` processes and runs every ``verify`` check: any problem raises ``DatasetError``.
 """
 
@@ -14,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffuseg.atomicio import remove_stale_temps, temp_dir
 from diffuseg.data.formats import Reader
 from diffuseg.data.transforms import resize_pair, single_thread
 from diffuseg.errors import DatasetError
@@ -152,8 +153,8 @@ def load_cached(
     folder = Path(cache_dir) / cache_key(reader, indices, size, annotators)
     if not (folder / "meta.json").is_file():
         images, masks, counts = decode_all(reader, indices, size, annotators, workers)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        remove_stale_temps(folder.parent)  # folders of killed builds
+        tmp = temp_dir(folder)
         try:
             np.save(tmp / "images.npy", images)
             np.save(tmp / "masks.npy", masks)
