@@ -16,6 +16,7 @@ on the number of workers.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
 from diffuseg.data.formats import Reader, open_dataset
 from diffuseg.data.splits import split_by_patient, split_from_lists
-from diffuseg.data.transforms import Augment, match_channels, random_crop, single_thread
+from diffuseg.data.transforms import Augment, random_crop, single_thread
 from diffuseg.errors import UserError
 
 LIST_NAMES = ("train_patients.txt", "val_patients.txt")
@@ -85,7 +86,6 @@ class SegmentationDataset(Dataset):
     def _item(self, index: int) -> dict:
         j = self.indices[index]
         image, masks = self.arrays.item(j)
-        image = match_channels(image, self.in_channels, self.arrays.case_ids[j])
         g = item_generator(self.seed, self.epoch + 1 if self.train else 0, index)  # validation: fixed draws
         if self.random_crop:
             # validation crops are fixed per item; training crops change every epoch
@@ -149,19 +149,28 @@ def build_datasets(
     if not train:
         raise UserError(f"{cfg.root}: no labelled cases for training")
     annotators = cfg.annotators or reader.annotators
-    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cfg.cache_dir or cache_dir, workers)
+    cache = cfg.cache_dir or cache_dir
+    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, cfg.in_channels)
     n = len(train)
+    warn_if_all_empty(arrays, n, cfg.root)
     common = {"in_channels": cfg.in_channels, "annotators": annotators, "random_crop": cfg.random_crop, "seed": seed}
-    try:
-        train_set = SegmentationDataset(
-            arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common
-        )
-        val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
-        if len(train_set):
-            train_set[0]  # fail now, with a UserError, on a channel mismatch
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    train_set = SegmentationDataset(arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common)
+    val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
     return train_set, val_set
+
+
+def warn_if_all_empty(arrays: CachedArrays, n: int, root: str) -> bool:
+    """Print a warning (stderr) when every mask of the first ``n`` items (the training set) is empty: the network
+    could only learn to predict nothing. A warning, not a refusal: a set of negatives only, or a small
+    ``max_cases`` draw of one, can be meant. Returns whether it warned."""
+    if n == 0 or np.asarray(arrays.masks[:n]).any():
+        return False
+    print(
+        f"warning: {root}: every mask of the {n} training item(s) is empty (no foreground), so the network can "
+        "only learn to predict empty masks; check the mask files and data.foreground",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _spread(indices: list[int], n: int) -> list[int]:

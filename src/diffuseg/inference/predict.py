@@ -25,6 +25,7 @@ from diffuseg.config import Config, config_from_dict, config_to_dict, merge, par
 from diffuseg.data.case import Case
 from diffuseg.data.formats import open_input
 from diffuseg.data.transforms import model_input
+from diffuseg.data.verify import is_colour
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.inference.ensemble import make_draw, prepare_network, resolve_sample_precision, sample_ensembles
 from diffuseg.inference.writers import PredictionWriter, check_output
@@ -50,7 +51,8 @@ def _model_inputs(reader, config: Config, pending: deque[Case]) -> Iterator[tupl
     for index in range(len(reader)):
         case = reader[index]
         try:
-            image = model_input(case.image, config.data.image_size, config.data.in_channels, case.case_id)
+            d = config.data
+            image = model_input(case.image, d.image_size, d.in_channels, case.case_id, is_colour(case.geometry))
         except ValueError as err:
             raise UserError(f"{case.geometry.sources[0] if case.geometry.sources else case.case_id}: {err}") from None
         pending.append(case)
