@@ -92,7 +92,10 @@ def test_a_concurrent_writers_temp_survives(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     child = subprocess.Popen(
         [sys.executable, "-c", script, str(tmp_path / "out.txt")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         tmp = tmp_path / os.path.basename(child.stdout.readline().strip())

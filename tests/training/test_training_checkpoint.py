@@ -191,7 +191,10 @@ def test_train_start_removes_temps_of_killed_runs_only(tiny_config):
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()  # reaped: its pid names no live process
     run = Path(config.train.out_dir)
-    dead = [run / "checkpoints" / f".last.ckpt.{child.pid}-abcd1234.tmp", run / "cache" / f".k.{child.pid}-abcd1234.tmp"]
+    dead = [
+        run / "checkpoints" / f".last.ckpt.{child.pid}-abcd1234.tmp",
+        run / "cache" / f".k.{child.pid}-abcd1234.tmp",
+    ]
     live = run / "checkpoints" / f".step-1.ckpt.{os.getpid()}-abcd1234.tmp"
     for p in (*dead, live):
         p.parent.mkdir(parents=True, exist_ok=True)
