@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from diffuseg.config import write_text_atomic
+from diffuseg.config import atomic_path, write_text_atomic
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import read_file
 from diffuseg.errors import UserError
@@ -74,6 +74,14 @@ _DISTRIBUTION_ORDER = (
     "ece",
     "dice_majority",
 )
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """``fig.savefig`` through ``atomic_path`` (temp file with the umask's mode, then rename); the format is
+    taken from ``path``'s ending."""
+    path = Path(path)
+    with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or None)
 
 
 def metric_help(name: str) -> str:
@@ -235,7 +243,7 @@ def _distribution_figure(rows: list[dict], path: Path) -> Path | None:
         ax.axvline(values.mean(), color=_PRED_COLOUR, linewidth=1.5)
         ax.set_title(f"{name}  (mean {values.mean():.3f}, n={len(values)})", fontsize=9)
         ax.tick_params(labelsize=8)
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -258,7 +266,7 @@ def _calibration_figure(calibration: dict, path: Path) -> Path | None:
     rel.legend(fontsize=8)
     cnt.set(xlabel="sample frequency", ylabel="pixels", yscale="log")
     cnt.legend(fontsize=8)
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -338,7 +346,7 @@ def _case_figure(case, files: PredictionFiles, slice_index: int | None, max_samp
         top = max(float(uncertainty.max()), 1e-6)
         ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=top, interpolation="nearest")
         _tidy(ax, f"uncertainty (max {top:.2f})")
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 48) -> tuple[slice, slice]:
