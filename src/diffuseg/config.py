@@ -7,18 +7,19 @@ YAML stored with a run or a checkpoint reproduces it exactly. Unknown keys and b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import os
+import tempfile
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from diffuseg.atomicio import atomic_path, write_text_atomic  # noqa: F401 (re-exported; home: diffuseg.atomicio)
 from diffuseg.errors import UserError
 
 
@@ -392,6 +393,34 @@ def preset_dirs() -> list[Path]:
 def save_config(config: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically (temp file, then rename)."""
     write_text_atomic(Path(path), yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside ``path`` (``.NAME.XXXX<suffix>``, same folder, which is created) to write;
+    renamed over ``path`` (``os.replace``) when the block ends, deleted when it raises. Nothing half-written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as err:
+        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from None
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise UserError(f"{path}: cannot write here ({err.strerror or err})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _validate(c: Config) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from datafixtures import busi, disc, grey, nifti, png
+from datafixtures import busi, disc, nifti
 from PIL import Image
 
 from diffuseg.cli import main
@@ -16,7 +14,7 @@ from diffuseg.data.dataset import build_datasets
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.transforms import LUMA_601
 from diffuseg.data.verify import verify_dataset
-from diffuseg.errors import DatasetError, UserError
+from diffuseg.errors import DatasetError
 
 
 def test_class_folders_are_detected_and_kept(tmp_path):
@@ -98,40 +96,3 @@ def test_verify_cli_takes_in_channels(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "images have 3 channels but data.in_channels is 1" in err and "Traceback" not in err
     assert main(["verify", str(root), "--in-channels", "3"]) == 0
-
-
-def test_all_empty_training_masks_print_a_warning(tmp_path, capsys):
-    for i in range(3):
-        png(tmp_path / "images" / f"{i}.png", grey(16, i))
-        png(tmp_path / "masks" / f"{i}.png", np.zeros((16, 16), np.uint8))
-    build_datasets(DataConfig(root=str(tmp_path), image_size=16, val_fraction=0.0))
-    err = capsys.readouterr().err
-    assert f"warning: {tmp_path}: every mask of the 3 training item(s) is empty" in err
-    png(tmp_path / "masks" / "1.png", disc(16, 3))
-    build_datasets(DataConfig(root=str(tmp_path), image_size=16, val_fraction=0.0))
-    assert "warning" not in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("entry", ["../outside", "/tmp/labels", "labelsTr/../../outside", "link"])
-def test_nnunet_annotator_folders_stay_inside_the_dataset(tmp_path, entry):
-    root = tmp_path / "ds"
-    outside = tmp_path / "outside"
-    nifti(root / "imagesTr" / "c_001_0000.nii.gz", np.zeros((6, 6), np.float32))
-    nifti(root / "labelsTr" / "c_001.nii.gz", np.zeros((6, 6), np.uint8))
-    nifti(outside / "c_001.nii.gz", np.ones((6, 6), np.uint8))
-    (root / "link").symlink_to(outside)
-    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "x": 1}, "file_ending": ".nii.gz"}
-    meta["annotator_folders"] = ["labelsTr", entry]
-    (root / "dataset.json").write_text(json.dumps(meta))
-    with pytest.raises(UserError, match=rf"dataset\.json: annotator_folders entry '{entry}'"):
-        open_dataset(root)
-
-
-def test_nnunet_annotator_folders_inside_still_work(tmp_path):
-    root = tmp_path / "ds"
-    nifti(root / "imagesTr" / "c_001_0000.nii.gz", np.zeros((6, 6), np.float32))
-    for folder in ("labelsTr", "raters/second"):
-        nifti(root / folder / "c_001.nii.gz", np.zeros((6, 6), np.uint8))
-    meta = {"channel_names": {"0": "CT"}, "file_ending": ".nii.gz", "annotator_folders": ["labelsTr", "raters/second"]}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    assert open_dataset(root)[0].masks.shape == (2, 6, 6)

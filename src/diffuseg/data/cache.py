@@ -5,8 +5,7 @@
 packed along the last axis), ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient
 ids). ``key`` hashes the reader's layout, foreground labels, size, annotator and channel count, and every source
 file's path, size and modification time, so any change to the data or the settings builds a new cache.
-The folder is written under a temporary name (``.KEY.PID-XXXXXXXX.tmp``) and renamed, so a cache is never
-half-written; temporaries of killed builds are removed when the next build starts (``atomicio``). Building
+The folder is written under a temporary name and renamed, so a cache is never half-written. Building
 decodes with ``workers`` processes and runs every ``verify`` check: any problem raises ``DatasetError``.
 """
 
@@ -16,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffuseg.atomicio import remove_stale_temps, temp_dir
 from diffuseg.data.formats import Reader
 from diffuseg.data.transforms import resize_pair, single_thread
 from diffuseg.data.verify import checked_case
@@ -159,8 +158,8 @@ def load_cached(
     folder = Path(cache_dir) / cache_key(reader, indices, size, annotators, in_channels)
     if not (folder / "meta.json").is_file():
         images, masks, counts = decode_all(reader, indices, size, annotators, workers, in_channels=in_channels)
-        remove_stale_temps(folder.parent)  # folders of killed builds
-        tmp = temp_dir(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         try:
             np.save(tmp / "images.npy", images)
             np.save(tmp / "masks.npy", masks)

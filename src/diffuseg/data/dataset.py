@@ -16,7 +16,6 @@ on the number of workers.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -152,25 +151,10 @@ def build_datasets(
     cache = cfg.cache_dir or cache_dir
     arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, cfg.in_channels)
     n = len(train)
-    warn_if_all_empty(arrays, n, cfg.root)
     common = {"in_channels": cfg.in_channels, "annotators": annotators, "random_crop": cfg.random_crop, "seed": seed}
     train_set = SegmentationDataset(arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common)
     val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
     return train_set, val_set
-
-
-def warn_if_all_empty(arrays: CachedArrays, n: int, root: str) -> bool:
-    """Print a warning (stderr) when every mask of the first ``n`` items (the training set) is empty: the network
-    could only learn to predict nothing. A warning, not a refusal: a set of negatives only, or a small
-    ``max_cases`` draw of one, can be meant. Returns whether it warned."""
-    if n == 0 or np.asarray(arrays.masks[:n]).any():
-        return False
-    print(
-        f"warning: {root}: every mask of the {n} training item(s) is empty (no foreground), so the network can "
-        "only learn to predict empty masks; check the mask files and data.foreground",
-        file=sys.stderr,
-    )
-    return True
 
 
 def _spread(indices: list[int], n: int) -> list[int]:

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from diffuseg.atomicio import remove_stale_temps
 from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
 from diffuseg.data.case import Case
 from diffuseg.data.formats import open_input
@@ -84,7 +83,6 @@ def predict(
     inputs = _as_paths(input)
     out = Path(output)
     check_output(out, inputs)  # before any slow work
-    remove_stale_temps(out, recursive=True)  # temporaries of a killed predict; a live writer's are kept
     for item in inputs:
         if not Path(item).exists():
             raise UserError(f"{item}: input not found")

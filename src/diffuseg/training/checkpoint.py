@@ -9,8 +9,7 @@ EMA weights under ``ema.``, optimiser and scheduler states, loop progress with t
 
 Everything in it is a tensor or a plain Python value, so it loads with ``torch.load(weights_only=True)``:
 opening a checkpoint never runs code from the file. Files are written to a temporary name in the same
-folder and renamed (``os.replace``), so a crash or ``kill -9`` leaves either the old or the new file. Before
-use, every part of the file is checked against the CRC-32 the zip format stores (``check_integrity``).
+folder and renamed (``os.replace``), so a crash or ``kill -9`` leaves either the old or the new file.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import zipfile
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,8 +96,6 @@ def _load_any(path: Path, map_location: Any) -> Any:
         raise UserError(f"{path}: the file is empty (corrupt checkpoint)")
     with path.open("rb") as fh:
         zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's zip format (possibly cut short or damaged)
-    if zipped:
-        check_integrity(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as err:
@@ -115,23 +110,6 @@ def _load_any(path: Path, map_location: Any) -> Any:
         if zipped:
             raise UserError(f"{path}: corrupt or truncated checkpoint ({reason})") from None
         raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupt or another file type)") from None
-
-
-def check_integrity(path: Path) -> None:
-    """Check every member of a zip-format checkpoint against the CRC-32 stored when it was written (torch.load
-    checks none, so flipped bytes would load as other weights); ``UserError`` naming the file and member.
-    Reads the whole file once (docs/training.md gives the cost); old checkpoints carry the same CRCs."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{path}: corrupt or truncated checkpoint (its zip structure is damaged: {reason})") from None
-    if bad is not None:
-        raise UserError(
-            f"{path}: corrupt checkpoint: its part {bad} fails the CRC check (the file changed after it was "
-            "written, e.g. a disk or copy error); use another checkpoint or copy it again"
-        )
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

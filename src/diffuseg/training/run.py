@@ -29,7 +29,6 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from diffuseg.atomicio import remove_stale_temps
 from diffuseg.config import Config, config_to_dict, save_config
 from diffuseg.errors import UserError
 from diffuseg.training.callbacks import PeriodicCheckpoint, SampledValidation
@@ -289,7 +288,8 @@ def train(config: Config, resume: bool = False) -> Path:
     except OSError as err:
         raise UserError(f"{run_dir}: cannot create the run folder ({err.strerror or err})") from None
     start_step, position = _resume_state(config, ckpt_path, resume)
-    remove_stale_temps(run_dir, recursive=True)  # left by a killed run; a live writer's temporaries are kept
+    for stale in ckpt_path.parent.glob(f".{LAST}.*.tmp"):  # left by a kill during a write; never the checkpoint
+        stale.unlink(missing_ok=True)
     if start_step >= t.steps:
         print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
         return run_dir

@@ -7,8 +7,7 @@ along their last axis.
 
 Several annotators (our extension, ignored by nnU-Net itself): annotator 0 is ``labelsTr/``; annotators 1..
 are sibling folders named ``labelsTr_<anything>`` taken in sorted order (``labelsTr_rater1``, ...), or the
-folders listed in order under the key ``"annotator_folders"`` of ``dataset.json`` (names inside the dataset
-folder: an absolute path or ``..`` is refused). Each holds ``CASE.<ext>``.
+folders listed in order under the key ``"annotator_folders"`` of ``dataset.json``. Each holds ``CASE.<ext>``.
 """
 
 from __future__ import annotations
@@ -60,20 +59,9 @@ class NnUNetReader(Reader):
     def label_dirs(self, meta: dict) -> list[Path]:
         listed = meta.get("annotator_folders")
         if isinstance(listed, list) and listed:
-            return [self._inside(str(name)) for name in listed]
+            return [self.root / str(name) for name in listed]
         extra = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("labelsTr_"))
         return [self.root / "labelsTr", *extra]
-
-    def _inside(self, name: str) -> Path:
-        """``root/name`` for an ``annotator_folders`` entry; ``UserError`` for an absolute path or one that
-        leaves the dataset folder (``..``, or a link pointing out): labels are read only from inside it."""
-        where = f"{self.root / 'dataset.json'}: annotator_folders entry {name!r}"
-        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise UserError(f"{where} must be a folder name inside the dataset folder (no absolute path, no '..')")
-        folder = self.root / name
-        if not folder.resolve().is_relative_to(self.root.resolve()):
-            raise UserError(f"{where} leads outside the dataset folder ({folder.resolve()})")
-        return folder
 
     def scan(self) -> None:
         meta = self._meta()
