@@ -11,7 +11,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from diffuseg.config import write_text_atomic
+from diffuseg.config import atomic_path, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -147,14 +146,10 @@ def _pyplot():
 
 def save_figure(fig, path: Path) -> Path:
     """Save a matplotlib figure atomically as PNG and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     finally:
-        Path(tmp).unlink(missing_ok=True)
         _pyplot().close(fig)
     print(f"wrote {path}")
     return path

@@ -94,7 +94,7 @@ def _cmd_report(a: argparse.Namespace) -> None:
 def _cmd_verify(a: argparse.Namespace) -> None:
     from diffuseg.data.verify import verify_dataset
 
-    summary = verify_dataset(a.dataset, layout=a.layout, foreground=a.foreground)
+    summary = verify_dataset(a.dataset, layout=a.layout, foreground=a.foreground, in_channels=a.in_channels)
     print(summary)
 
 
@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_labels,
         default=(),
         help="label values counted as foreground, e.g. 1,4 (default: any non-zero value)",
+    )
+    v.add_argument(
+        "--in-channels", type=_positive_int, help="check as training with data.in_channels=N (default: first image's)"
     )
     v.set_defaults(func=_cmd_verify)
 

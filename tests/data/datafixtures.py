@@ -143,3 +143,26 @@ CORPUS = {
     "unequal_annotators": (_unequal_annotators, "annotator folders of unequal length", "LIDC-IDRI-0001/nodule-0"),
     "nifti_geometry": (_nifti_geometry, "label geometry", "labels/vol.nii.gz"),
 }
+
+
+def busi(root: Path, size: int = 20) -> Path:
+    """A tiny BUSI-like set: class folders; RGB and grey PNGs mixed; a second-lesion mask; a normal image
+    whose mask is all zero; one stem in two classes."""
+    rng = np.random.default_rng(7)
+    colour = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)  # true colour: channels differ
+    lesion = np.zeros((size, size), np.uint8)
+    lesion[2:6, 2:6] = 255
+    second = np.zeros((size, size), np.uint8)
+    second[12:16, 12:16] = 255
+    png(root / "benign" / "benign (1).png", colour)
+    png(root / "benign" / "benign (1)_mask.png", lesion)
+    png(root / "benign" / "benign (1)_mask_1.png", second)
+    png(root / "benign" / "benign (2).png", grey(size, 1))
+    png(root / "benign" / "benign (2)_mask.png", disc(size, 4))
+    png(root / "malignant" / "malignant (1).png", np.repeat(grey(size, 2)[..., None], 3, axis=2))  # grey as RGB
+    png(root / "malignant" / "malignant (1)_mask.png", disc(size, 5))
+    png(root / "malignant" / "benign (2).png", grey(size, 3))  # same stem as in benign/
+    png(root / "malignant" / "benign (2)_mask.png", disc(size, 3))
+    png(root / "normal" / "normal (1).png", colour[::-1].copy())
+    png(root / "normal" / "normal (1)_mask.png", np.zeros((size, size), np.uint8))
+    return root

@@ -1,8 +1,9 @@
 """Decode a dataset once, at the model size, into memory-mapped arrays; later epochs and runs read those.
 
-``cache_dir/<key>/`` holds ``images.npy`` (N,C,S,S) float16, ``masks.npy`` (N,K,S,ceil(S/8)) uint8 (bits
+``cache_dir/<key>/`` holds ``images.npy`` (N,C,S,S) float16 (C = ``data.in_channels``, converted as
+``transforms.match_channels`` says), ``masks.npy`` (N,K,S,ceil(S/8)) uint8 (bits
 packed along the last axis), ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient
-ids). ``key`` hashes the reader's layout, foreground labels, size, annotator count, and every source
+ids). ``key`` hashes the reader's layout, foreground labels, size, annotator and channel count, and every source
 file's path, size and modification time, so any change to the data or the settings builds a new cache.
 The folder is written under a temporary name and renamed, so a cache is never half-written. Building
 decodes with ``workers`` processes and runs every ``verify`` check: any problem raises ``DatasetError``.
@@ -26,6 +27,7 @@ import torch
 from diffuseg.config import readable_mode, temp_prefix
 from diffuseg.data.formats import Reader
 from diffuseg.data.transforms import resize_pair, single_thread
+from diffuseg.data.verify import checked_case
 from diffuseg.errors import DatasetError
 
 CACHE_VERSION = 2  # 2: masks resized by a thresholded antialiased resize (1: nearest neighbour)
@@ -66,10 +68,11 @@ class CachedArrays:
         return image, torch.from_numpy(np.ascontiguousarray(bits))
 
 
-def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int) -> str:
+def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int = 1) -> str:
     """Hex digest of the settings and every source file's (path, size, mtime)."""
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_VERSION, reader.layout, list(reader.foreground), size, annotators]).encode())
+    settings = [CACHE_VERSION, reader.layout, list(reader.foreground), size, annotators, in_channels]
+    h.update(json.dumps(settings).encode())
     seen: set[str] = set()
     for i in indices:
         e = reader.entries[i]
@@ -84,52 +87,54 @@ def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int
     return h.hexdigest()[:24]
 
 
-def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators: int):
+def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int):
     with single_thread():
-        return _decode(reader, indices, size, annotators)
+        return _decode(reader, indices, size, annotators, in_channels)
 
 
-def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int):
+def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int):
     n = len(indices)
-    images: np.ndarray | None = None
+    images = np.zeros((n, in_channels, size, size), dtype=np.float16)
     masks = np.zeros((n, annotators, size, (size + 7) // 8), dtype=np.uint8)
     counts = np.zeros(n, dtype=np.int16)
     problems: list[str] = []
     for j, i in enumerate(indices):
-        case, found = reader.check(i)
+        case, found = checked_case(reader, i, in_channels)  # verify's checks, channels made in_channels
         problems.extend(found)
         if case is None:
             continue
         image, mask = resize_pair(case.image, case.masks[:annotators], size)
-        if images is None:
-            images = np.zeros((n, image.shape[0], size, size), dtype=np.float16)
-        if image.shape[0] != images.shape[1]:
-            problems.append(f"{case.geometry.sources[0]}: {image.shape[0]} channel(s), others have {images.shape[1]}")
-            continue
         images[j] = image.numpy()
         counts[j] = mask.shape[0]
         masks[j, : mask.shape[0]] = np.packbits(mask.numpy().astype(bool), axis=-1)
     return images, masks, counts, problems
 
 
-def decode_all(reader: Reader, indices: Sequence[int], size: int, annotators: int, workers: int = 1, chunk: int = 256):
-    """Decode and resize ``indices``; (images, packed masks, counts) or ``DatasetError`` with every problem."""
+def decode_all(
+    reader: Reader,
+    indices: Sequence[int],
+    size: int,
+    annotators: int,
+    workers: int = 1,
+    chunk: int = 256,
+    in_channels: int = 1,
+):
+    """Decode and resize ``indices``; (images (N,in_channels,S,S), packed masks, counts) or ``DatasetError``
+    with every problem."""
     indices = list(indices)
     chunks = [indices[k : k + chunk] for k in range(0, len(indices), chunk)] or [[]]
     if workers > 1 and len(chunks) > 1:
         subsets = [reader.subset(c) for c in chunks]  # each worker gets only its own entries
         local = [list(range(len(c))) for c in chunks]
         with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_decode_chunk, subsets, local, [size] * len(chunks), [annotators] * len(chunks)))
+            k = len(chunks)
+            parts = list(pool.map(_decode_chunk, subsets, local, [size] * k, [annotators] * k, [in_channels] * k))
     else:
-        parts = [_decode_chunk(reader, c, size, annotators) for c in chunks]
+        parts = [_decode_chunk(reader, c, size, annotators, in_channels) for c in chunks]
     problems = list(dict.fromkeys([*reader.problems, *(p for part in parts for p in part[3])]))
     if problems:
         raise DatasetError(str(reader.root), problems)
-    channels = next((p[0].shape[1] for p in parts if p[0] is not None), 1)
-    images = np.concatenate(
-        [p[0] if p[0] is not None else np.zeros((0, channels, size, size), np.float16) for p in parts]
-    )
+    images = np.concatenate([p[0] for p in parts])
     return images, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 
@@ -140,19 +145,20 @@ def load_cached(
     annotators: int,
     cache_dir: str | os.PathLike | None,
     workers: int = 1,
+    in_channels: int = 1,
 ) -> CachedArrays:
-    """The cached arrays for ``indices`` of ``reader`` at ``size``, built on first use.
+    """The cached arrays for ``indices`` of ``reader`` at ``size`` with ``in_channels`` channels, built on first use.
 
     ``cache_dir=None`` keeps the arrays in memory only (no files written).
     """
     case_ids = [reader.entries[i].case_id for i in indices]
     patients = [reader.entries[i].patient_id for i in indices]
     if cache_dir is None:
-        images, masks, counts = decode_all(reader, indices, size, annotators, workers)
+        images, masks, counts = decode_all(reader, indices, size, annotators, workers, in_channels=in_channels)
         return CachedArrays(images, masks, counts, case_ids, patients, size)
-    folder = Path(cache_dir) / cache_key(reader, indices, size, annotators)
+    folder = Path(cache_dir) / cache_key(reader, indices, size, annotators, in_channels)
     if not (folder / "meta.json").is_file():
-        images, masks, counts = decode_all(reader, indices, size, annotators, workers)
+        images, masks, counts = decode_all(reader, indices, size, annotators, workers, in_channels=in_channels)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temp_prefix(folder.name)))
         readable_mode(tmp, folder=True)

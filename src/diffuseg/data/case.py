@@ -26,6 +26,7 @@ class Geometry:
     slice_index: int | None = None
     volume_shape: tuple[int, ...] | None = None
     layout: str = ""
+    category: str = ""  # the class folder of the case (``classes`` layout, e.g. BUSI's benign/malignant/normal)
 
 
 @dataclass

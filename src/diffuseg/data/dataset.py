@@ -27,7 +27,7 @@ from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
 from diffuseg.data.formats import Reader, open_dataset
 from diffuseg.data.splits import SplitKind, split_by_patient, split_from_lists, split_source
-from diffuseg.data.transforms import Augment, match_channels, random_crop, single_thread
+from diffuseg.data.transforms import Augment, random_crop, single_thread
 from diffuseg.errors import UserError
 
 
@@ -83,7 +83,6 @@ class SegmentationDataset(Dataset):
     def _item(self, index: int) -> dict:
         j = self.indices[index]
         image, masks = self.arrays.item(j)
-        image = match_channels(image, self.in_channels, self.arrays.case_ids[j])
         g = item_generator(self.seed, self.epoch + 1 if self.train else 0, index)  # validation: fixed draws
         if self.random_crop:
             # validation crops are fixed per item; training crops change every epoch
@@ -141,7 +140,8 @@ def build_datasets(
     if not train:
         raise UserError(f"{cfg.root}: no labelled cases for training")
     annotators = cfg.annotators or reader.annotators
-    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cfg.cache_dir or cache_dir, workers)
+    cache = cfg.cache_dir or cache_dir
+    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, cfg.in_channels)
     n = len(train)
     if not any(arrays.masks[i].any() for i in range(n)):  # stops at the first item with foreground
         print(
@@ -150,15 +150,8 @@ def build_datasets(
             file=sys.stderr,
         )
     common = {"in_channels": cfg.in_channels, "annotators": annotators, "random_crop": cfg.random_crop, "seed": seed}
-    try:
-        train_set = SegmentationDataset(
-            arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common
-        )
-        val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
-        if len(train_set):
-            train_set[0]  # fail now, with a UserError, on a channel mismatch
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    train_set = SegmentationDataset(arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common)
+    val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
     return train_set, val_set
 
 

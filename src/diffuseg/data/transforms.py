@@ -135,23 +135,40 @@ def _crop(
     return img, msk
 
 
-def match_channels(image: torch.Tensor, channels: int, where: str) -> torch.Tensor:
-    """(C,H,W) -> (channels,H,W): RGB to grey by the channel mean, grey repeated to 3; else ``ValueError``."""
+# ITU-R BT.601 luma weights of R, G, B (the conversion PIL's convert("L") uses)
+LUMA_601 = (0.299, 0.587, 0.114)
+
+
+def match_channels(image: torch.Tensor, channels: int, where: str, colour: bool = True) -> torch.Tensor:
+    """(C,H,W) -> (channels,H,W), the one channel policy of verify, training and prediction (docs/data.md).
+
+    The same count is kept; a colour picture (``colour``: an RGB raster) becomes grey by ITU-R BT.601 luma
+    when ``channels`` is 1; a grey image is repeated when ``channels`` is 3. Anything else (3 NIfTI
+    channels or modalities to 1, 4 to 3, ...) raises ``ValueError`` naming ``where`` and both counts:
+    averaging modalities or volume planes gives no image.
+    """
     c = image.shape[0]
     if c == channels:
         return image
-    if c == 3 and channels == 1:  # only colour to grey: averaging MRI modalities or volume planes is no image
-        return image.mean(0, keepdim=True)
+    if c == 3 and channels == 1 and colour:
+        weights = torch.tensor(LUMA_601, dtype=image.dtype, device=image.device).view(3, 1, 1)
+        return (image * weights).sum(0, keepdim=True)
     if c == 1 and channels == 3:
         return image.expand(channels, *image.shape[1:]).clone()
-    raise ValueError(f"{where}: images have {c} channels but data.in_channels is {channels}")
+    kind = "" if colour or c != 3 else " (not an RGB picture: only RGB rasters are turned into grey)"
+    raise ValueError(
+        f"{where}: images have {c} channels but data.in_channels is {channels}{kind}; "
+        f"set data.in_channels={c} (diffuseg verify --in-channels {c})"
+    )
 
 
-def model_input(image: torch.Tensor, size: int, in_channels: int, where: str = "image") -> torch.Tensor:
+def model_input(
+    image: torch.Tensor, size: int, in_channels: int, where: str = "image", colour: bool = True
+) -> torch.Tensor:
     """A case's image (C,H,W) as the network sees it at prediction time: (in_channels,S,S) float32.
 
     The same resize and channel matching as training (``build_datasets``); ``ValueError`` on a channel
-    count that cannot be matched.
+    count that cannot be matched (``colour``: see ``match_channels``).
     """
     resized, _ = resize_pair(image, image.new_zeros((0, *image.shape[-2:]), dtype=torch.uint8), size)
-    return match_channels(resized, in_channels, where).float()
+    return match_channels(resized, in_channels, where, colour).float()

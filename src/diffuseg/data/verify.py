@@ -2,26 +2,61 @@
 
 Checks: unreadable or corrupt files, images without masks and masks without images, masks of another size
 than their image, masks that are not binary or hold unknown labels, NaN or infinite intensities, an empty
-dataset, annotator folders of unequal length, NIfTI image/label geometry (shape, affine) that differs.
-Training runs the same checks while it builds its cache (``data.cache``).
+dataset, annotator folders of unequal length, NIfTI image/label geometry (shape, affine) that differs, and
+images whose channel count cannot be turned into ``data.in_channels`` (``transforms.match_channels``).
+``checked_case`` is the one per-case check: training's cache (``data.cache``) decodes through it too, so a
+dataset that verify accepts is one that training accepts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from diffuseg.config import DataConfig
+from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats import Reader, open_dataset
+from diffuseg.data.formats.files import RASTER_SUFFIXES
+from diffuseg.data.transforms import match_channels
 from diffuseg.errors import DatasetError
 
+DEFAULT_CHANNELS = DataConfig().in_channels  # what training uses when data.in_channels is not set
 
-def collect_problems(reader: Reader, progress: Callable[[int], None] | None = None) -> list[str]:
-    """Decode every entry of ``reader``; every problem once, in the order met (scan problems first)."""
+
+def is_colour(geometry: Geometry) -> bool:
+    """Whether a case's channels are the colours of one raster picture (RGB PNG/JPG/...), not modalities."""
+    return len(geometry.sources) <= 1 and geometry.format in RASTER_SUFFIXES
+
+
+def checked_case(reader: Reader, index: int, in_channels: int) -> tuple[Case | None, list[str]]:
+    """Decode entry ``index`` with every check, its image turned into ``in_channels`` channels (C,H,W)."""
+    case, problems = reader.check(index)
+    if case is None:
+        return None, problems
+    where = case.geometry.sources[0] if case.geometry.sources else case.case_id
+    try:
+        image = match_channels(case.image, in_channels, where, is_colour(case.geometry))
+    except ValueError as err:
+        return None, [str(err)]
+    return dataclasses.replace(case, image=image, extra={**case.extra, "stored_channels": case.image.shape[0]}), []
+
+
+def collect_problems(
+    reader: Reader,
+    progress: Callable[[int], None] | None = None,
+    in_channels: int = DEFAULT_CHANNELS,
+    seen: Callable[[Case], None] | None = None,
+) -> list[str]:
+    """Decode every entry of ``reader``; every problem once, in the order met (scan problems first).
+    ``seen`` is called with every case that passes (for a summary)."""
     problems = dict.fromkeys(reader.problems)
     for i in range(len(reader)):
-        _, found = reader.check(i)
+        case, found = checked_case(reader, i, in_channels)
         problems.update(dict.fromkeys(found))
+        if case is not None and seen is not None:
+            seen(case)
         if progress is not None:
             progress(i)
     if not reader.entries and not problems:
@@ -29,17 +64,49 @@ def collect_problems(reader: Reader, progress: Callable[[int], None] | None = No
     return list(problems)
 
 
-def verify_dataset(root: str | os.PathLike, layout: str = "auto", foreground: Sequence[int] = ()) -> str:
-    """Check the whole dataset at ``root``; return a summary, or raise ``DatasetError`` listing every problem."""
+def verify_dataset(
+    root: str | os.PathLike, layout: str = "auto", foreground: Sequence[int] = (), in_channels: int | None = None
+) -> str:
+    """Check the whole dataset at ``root`` as training with ``data.in_channels=in_channels`` reads it (default:
+    the first case's channel count); return a summary, or raise ``DatasetError`` listing every problem."""
     reader = open_dataset(root, layout, foreground)
-    problems = collect_problems(reader)
+    channels = first_channels(reader) if in_channels is None else in_channels
+    stats = _Stats()
+    problems = collect_problems(reader, in_channels=channels, seen=stats.add)
     if problems:
         raise DatasetError(str(root), problems)
-    return summarize(reader)
+    return summarize(reader, channels, stats)
 
 
-def summarize(reader: Reader) -> str:
-    """A few lines: layout, cases, patients, annotators, channels and sizes (from the entries' first case)."""
+def first_channels(reader: Reader) -> int:
+    """The stored channel count of the first case that decodes (``DEFAULT_CHANNELS`` when none does)."""
+    for i in range(len(reader)):
+        case, _ = reader.check(i)
+        if case is not None:
+            return int(case.image.shape[0])
+    return DEFAULT_CHANNELS
+
+
+@dataclasses.dataclass
+class _Stats:
+    """What the summary reports beyond the entries: stored channel counts, empty masks, classes."""
+
+    stored: Counter = dataclasses.field(default_factory=Counter)
+    empty: int = 0
+    labelled: int = 0
+    classes: Counter = dataclasses.field(default_factory=Counter)
+
+    def add(self, case: Case) -> None:
+        self.stored[case.extra.get("stored_channels", case.image.shape[0])] += 1
+        if case.annotators:
+            self.labelled += 1
+            self.empty += int(not bool(case.masks.any()))
+        if case.geometry.category:
+            self.classes[case.geometry.category] += 1
+
+
+def summarize(reader: Reader, in_channels: int = DEFAULT_CHANNELS, stats: _Stats | None = None) -> str:
+    """A few lines: layout, cases, patients, annotators, classes, channels, empty masks and the first size."""
     patients = len(set(reader.patients))
     annotators = Counter(len(e.masks) for e in reader.entries)
     first = reader[0]
@@ -50,7 +117,17 @@ def summarize(reader: Reader) -> str:
         f"  cases: {len(reader)} 2D item(s) from {patients} patient(s)"
         + (f", {volumes} volume(s) sliced" if volumes else ""),
         "  annotators per case: " + ", ".join(f"{k} ({n} cases)" for k, n in sorted(annotators.items())),
-        f"  channels: {first.image.shape[0]}; first case size {first.geometry.size[0]}x{first.geometry.size[1]}"
-        f" ({first.geometry.format})",
     ]
+    if stats is not None and stats.classes:
+        lines.append("  classes: " + ", ".join(f"{k} ({n} cases)" for k, n in sorted(stats.classes.items())))
+    stored = ""
+    if stats is not None and set(stats.stored) - {in_channels}:
+        stored = "; as stored: " + ", ".join(f"{c} ({n} cases)" for c, n in sorted(stats.stored.items()))
+    lines.append(
+        f"  channels: {in_channels} (checked as data.in_channels={in_channels}){stored}; first case size "
+        f"{first.geometry.size[0]}x"
+        f"{first.geometry.size[1]} ({first.geometry.format})"
+    )
+    if stats is not None and stats.labelled:
+        lines.append(f"  cases whose mask is empty: {stats.empty} of {stats.labelled}")
     return "\n".join(lines)

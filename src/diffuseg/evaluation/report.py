@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from diffuseg.config import write_text_atomic
+from diffuseg.config import atomic_path, write_text_atomic
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import read_file
 from diffuseg.errors import UserError
@@ -77,6 +77,14 @@ _DISTRIBUTION_ORDER = (
     "ece",
     "dice_majority",
 )
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """``fig.savefig`` through ``atomic_path`` (temp file with the umask's mode, then rename); the format is
+    taken from ``path``'s ending."""
+    path = Path(path)
+    with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or None)
 
 
 def metric_help(name: str) -> str:
@@ -251,7 +259,7 @@ def _distribution_figure(rows: list[dict], path: Path) -> Path | None:
         ax.axvline(values.mean(), color=_PRED_COLOUR, linewidth=1.5)
         ax.set_title(f"{name}  (mean {values.mean():.3f}, n={len(values)})", fontsize=9)
         ax.tick_params(labelsize=8)
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -274,7 +282,7 @@ def _calibration_figure(calibration: dict, path: Path) -> Path | None:
     rel.legend(fontsize=8)
     cnt.set(xlabel="sample frequency", ylabel="pixels", yscale="log")
     cnt.legend(fontsize=8)
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -364,7 +372,7 @@ def _case_figure(
         _tidy(ax, title if mask is None or mask.any() else f"{title} (empty)")
     if uncertainty is not None:
         _uncertainty_panel(top.add_subplot(1, cols, len(first) + 1), top, image, uncertainty[box], kind)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def _uncertainty_panel(ax, fig, image: np.ndarray, uncertainty: np.ndarray, kind: str | None) -> None:

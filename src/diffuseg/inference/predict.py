@@ -48,6 +48,7 @@ from diffuseg.data.formats import Reader, open_input
 from diffuseg.data.formats.files import is_image_file, stem_of
 from diffuseg.data.splits import select_cases
 from diffuseg.data.transforms import model_input
+from diffuseg.data.verify import is_colour
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.inference.ensemble import (
     make_draw,
@@ -90,7 +91,8 @@ def _model_inputs(
     for index in indices:
         case = reader[index]
         try:
-            image = model_input(case.image, config.data.image_size, config.data.in_channels, case.case_id)
+            d = config.data
+            image = model_input(case.image, d.image_size, d.in_channels, case.case_id, is_colour(case.geometry))
         except ValueError as err:
             raise UserError(f"{case.geometry.sources[0] if case.geometry.sources else case.case_id}: {err}") from None
         pending.append(case)

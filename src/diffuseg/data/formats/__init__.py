@@ -3,6 +3,7 @@
 Layouts: ``lidc`` (LIDC-IDRI-slices, 4 annotators), ``brats`` (MedSegDiff's BraTS folders, NIfTI),
 ``nnunet`` (nnU-Net raw, several annotators as an extension), ``multi`` (one mask folder or suffix per
 annotator), ``paired`` (images and masks by stem, incl. DDTI and NIfTI volumes; alias ``nifti``) and
+``classes`` (one folder per class of images with suffixed masks, e.g. BUSI; lesion masks joined) and
 ``images`` (unlabelled images, for prediction).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from diffuseg.config import StrEnum
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.brats import BraTSReader
+from diffuseg.data.formats.classes import ClassFoldersReader
 from diffuseg.data.formats.files import is_image_file
 from diffuseg.data.formats.lidc import LIDCReader
 from diffuseg.data.formats.multi import MultiAnnotatorReader
@@ -31,6 +33,7 @@ class Layout(StrEnum):
     BRATS = "brats"
     NNUNET = "nnunet"
     MULTI = "multi"
+    CLASSES = "classes"
     PAIRED = "paired"
     NIFTI = "nifti"
     IMAGES = "images"
@@ -41,12 +44,13 @@ READERS: dict[Layout, type[Reader]] = {
     Layout.LIDC: LIDCReader,
     Layout.BRATS: BraTSReader,
     Layout.MULTI: MultiAnnotatorReader,
+    Layout.CLASSES: ClassFoldersReader,
     Layout.PAIRED: PairedReader,
     Layout.NIFTI: PairedReader,
     Layout.IMAGES: ImagesReader,
 }
 # ``multi`` is a more specific ``paired`` (several mask folders or numbered suffixes): when both match, multi wins.
-_SPECIFIC = (Layout.NNUNET, Layout.LIDC, Layout.BRATS, Layout.MULTI)
+_SPECIFIC = (Layout.NNUNET, Layout.LIDC, Layout.BRATS, Layout.MULTI, Layout.CLASSES)
 
 
 def detect_layout(root: Path) -> Layout:

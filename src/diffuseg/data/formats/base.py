@@ -46,6 +46,7 @@ class Entry:
     volume_id: str | None = None
     volume_shape: tuple[int, ...] | None = None
     labels: tuple[int, ...] | None = None
+    category: str = ""  # class folder (``classes`` layout), kept in ``Geometry.category``
 
 
 class _FileCache:
@@ -254,6 +255,7 @@ class Reader:
             slice_index=entry.slice_index,
             volume_shape=entry.volume_shape,
             layout=self.layout,
+            category=entry.category,
         )
 
 
@@ -322,6 +324,7 @@ def expand_volumes(entries: list[Entry]) -> list[Entry]:
                     volume_id=e.case_id,
                     volume_shape=shape[:3],
                     labels=e.labels,
+                    category=e.category,
                 )
             )
     return out
