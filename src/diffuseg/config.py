@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from diffuseg.errors import UserError
+from diffuseg.runlock import process_alive
 
 
 class StrEnum(str, enum.Enum):
@@ -431,7 +432,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
         return removed
     for entry in folder.iterdir():
         match = _TEMP_NAME.match(entry.name)
-        if match is None or match["host"] != here or _process_alive(int(match["pid"])):
+        if match is None or match["host"] != here or process_alive(int(match["pid"])):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -442,16 +443,6 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 _TEMP_NAME = re.compile(r"^\..+\.~(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)~")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -32,7 +32,8 @@ def _holder(path: Path) -> dict | None:
         return {}
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (also when another user owns it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,7 +46,7 @@ def _alive(pid: int) -> bool:
 def is_stale(holder: dict) -> bool:
     """Whether a lock's owner is a process of this host that no longer runs."""
     pid = holder.get("pid")
-    return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+    return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not process_alive(pid)
 
 
 def holder_of(path: Path) -> dict | None:
