@@ -25,7 +25,10 @@ def _cmd_train(a: argparse.Namespace) -> None:
     if a.num_nodes:
         overrides.append(f"train.num_nodes={a.num_nodes}")
     config = load_config(a.config, overrides)
+    from diffuseg.runtime import use_threads
     from diffuseg.training.run import train  # heavy import after the config is known to be good
+
+    use_threads(a.threads)
 
     run_dir = train(config, resume=a.resume)
     print(f"run folder: {run_dir}")
@@ -33,7 +36,9 @@ def _cmd_train(a: argparse.Namespace) -> None:
 
 def _cmd_predict(a: argparse.Namespace) -> None:
     from diffuseg.inference.predict import predict
+    from diffuseg.runtime import use_threads
 
+    use_threads(a.threads)
     overrides = list(a.overrides)
     for key, value in (
         ("samples", a.samples),
@@ -79,7 +84,7 @@ def _cmd_info(a: argparse.Namespace) -> None:
 def _cmd_demo(a: argparse.Namespace) -> None:
     from diffuseg.demo import run_demo
 
-    page = run_demo(out_dir=a.out, data=a.data, steps=a.steps)
+    page = run_demo(out_dir=a.out, data=a.data, steps=a.steps, threads=a.threads)
     print(f"report: {page}")
 
 
@@ -107,6 +112,9 @@ def _labels(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected label values like 1,4, got {text!r}") from None
 
 
+THREADS_HELP = "CPU threads (default: OMP_NUM_THREADS, else one per idle core; docs/inference.md)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffuseg", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", help="Lightning devices, e.g. 1, 4 or auto")
     t.add_argument("--num-nodes", type=int)
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    t.add_argument("--threads", type=int, help=THREADS_HELP)
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser("predict", help="sample, fuse and write masks with uncertainty")
@@ -135,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, help="ensemble members per network call")
     pr.add_argument("--layout", default="auto", help="input layout when it cannot be detected")
     pr.add_argument("--save-samples", action="store_true")
+    pr.add_argument("--threads", type=int, help=THREADS_HELP)
     pr.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser("evaluate", help="score predictions against ground truth")
@@ -170,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo-output")
     d.add_argument("--data", default=None, help="a full dataset folder instead of the bundled one")
     d.add_argument("--steps", type=int, default=None, help="training steps (default: the demo preset's)")
+    d.add_argument("--threads", type=int, help=THREADS_HELP)
     d.set_defaults(func=_cmd_demo)
 
     ps = sub.add_parser("presets", help="list bundled YAML presets")
