@@ -85,15 +85,31 @@ class _Pending:
         return sum(m.shape[0] for m in self.masks) == members
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
-    AMX. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
-    ``diffusion-unet`` was 82x slower than fp32 (benchmarks/results/speed.md)."""
+    AMX-BF16. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
+    ``diffusion-unet`` was 82x slower than fp32 (benchmarks/results/speed.md).
+
+    On a CPU, torch's own check (cpuinfo, which also asks whether the OS saves the AVX-512 state) decides; where
+    torch lacks it, the ``avx512_bf16`` / ``amx_bf16`` flags of /proc/cpuinfo do."""
     device = torch.device(device)
     if device.type == "cuda":  # without emulation: pre-Ampere GPUs "support" bf16 only by emulating it
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        avx512 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        if avx512 is not None and amx is not None:
+            return bool(avx512() or amx())
+        return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
     return False
 
 
