@@ -146,8 +146,8 @@ class StepProgressBar(TQDMProgressBar):
 
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``auto``: bf16-mixed on GPUs that support it, 16-mixed on older GPUs; on a CPU bf16-mixed where it computes
-    bf16 natively (AVX512-BF16 or AMX: 1.2-1.6x faster steps for MedSegDiff-B at 64-128 px on a Zen 4 CPU,
-    docs/training.md), else 32-true."""
+    bf16 natively (AVX512-BF16 or AMX: 1.2-1.6x faster steps for MedSegDiff-B at 64-256 px and the demo UNet
+    on a Zen 4 CPU, docs/training.md), else 32-true."""
     if precision not in PRECISIONS:
         raise UserError(f"train.precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
     on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
