@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     table = markdown_table(["code", "what", "params (M)", "GFLOP", "precision", "s (best)", "GFLOP/s", "of peak"], rows)
     notes = (
-        f"\n{size} x {size} px, batch 1, random weights; {args.rounds} interleaved rounds. Peak (n x n matmul): "
+        f"\n{size} x {size} px, batch 1, random weights; {args.rounds} interleaved rounds. Peak (n x n matmul, the "
+        "better of a measurement before and one after): "
         + ", ".join(f"{'bf16' if b else 'fp32'} {v / 1e9:.0f} GFLOP/s" for b, v in peaks.items())
         + ". Official network call / ours: "
         + ", ".join(f"{r:.1f}x ({'bf16' if b else 'fp32'})" for b, r in ratio.items())

@@ -645,7 +645,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if "goal" in parts:
         name, size, options = s.ens_net
-        table = speed_cpu.goal_ladder(s.ens_net, s.members, s.goal_steps)
+        table = speed_cpu.goal_ladder(s.ens_net, s.members, s.goal_steps, args.threads)
         member_flops = count_flops(make_net(name, options), *call_inputs(size, 1, 1, False))
         floor = {n: member_flops * s.members * n / peak["bf16" if NATIVE_BF16 else "fp32"] for n, _ in s.goal_steps}
         table += (
@@ -656,7 +656,7 @@ def main(argv: list[str] | None = None) -> None:
             + ".\n"
         )
         sections.append((f"Goal: one fused {s.members}-member {name} ensemble at {size} px, end to end", table))
-        cli = speed_cpu.predict_cli(s.cli_size, s.members, s.goal_steps, s.cli_options)
+        cli = speed_cpu.predict_cli(s.cli_size, s.members, s.goal_steps, s.cli_options, args.threads)
         sections.append(("Goal: `diffuseg predict` of one DDTI image, a new process each", cli))
 
     again = measure_peak(s.peak_sizes)  # a second look: a busy neighbour at the start must not lower the peak

@@ -153,17 +153,19 @@ def _ensemble_seconds(net, process, cfg: SampleConfig, size: int, threads: int) 
     return time.perf_counter() - start
 
 
-def goal_ladder(spec: tuple[str, int, dict], members: int, steps: tuple[tuple[int, str], ...]) -> str:
-    """Whole fused ensembles, measured end to end; each rung adds one change to the one before."""
+def goal_ladder(spec: tuple[str, int, dict], members: int, steps: tuple[tuple[int, str], ...], threads: int) -> str:
+    """Whole fused ensembles, measured end to end; each rung adds one change to the one before. The rungs with
+    one worker use ``threads`` torch threads; two workers use one each."""
     name, size, options = spec
     net = _net(name, options).eval()
     process = DiffusionProcess(DiffusionConfig())
     first_steps, first_grid = steps[0]
     base = dict(sampler=SamplerKind.DDPM, steps=first_steps, spacing=first_grid, samples=members, batch_size=members)
     rungs = [
-        ("fp32, channels_last, micro_batch=1, 2 torch threads", dict(channels_last=True, micro_batch=1, workers=1), 2),
+        (f"fp32, channels_last, micro_batch=1, {threads} torch thread(s)",
+         dict(channels_last=True, micro_batch=1, workers=1), threads),
         ("+ bf16 autocast" if NATIVE else "(bf16 not native: skipped)",
-         dict(channels_last=True, micro_batch=1, workers=1, precision="bf16" if NATIVE else "32"), 2),
+         dict(channels_last=True, micro_batch=1, workers=1, precision="bf16" if NATIVE else "32"), threads),
         ("+ 2 workers of 1 torch thread (sample.workers=2)",
          dict(channels_last=True, micro_batch=1, workers=2, precision="bf16" if NATIVE else "32"), 2),
     ]  # fmt: skip
@@ -183,7 +185,9 @@ def goal_ladder(spec: tuple[str, int, dict], members: int, steps: tuple[tuple[in
     return table
 
 
-def predict_cli(size: int, members: int, steps: tuple[tuple[int, str], ...], options: tuple[str, ...]) -> str:
+def predict_cli(
+    size: int, members: int, steps: tuple[tuple[int, str], ...], options: tuple[str, ...], threads: int
+) -> str:
     """``diffuseg predict`` of one DDTI image as a fused ensemble, timed as a new process (start, checkpoint
     load, sampling, STAPLE, writing), from a 1-step MedSegDiff-B checkpoint (speed does not depend on weights)."""
     if not DDTI_IMAGE.exists():
@@ -201,7 +205,7 @@ def predict_cli(size: int, members: int, steps: tuple[tuple[int, str], ...], opt
         ckpt = run / "ckpt" / "checkpoints" / "last.ckpt"
         fast = ["sample.precision=auto", "sample.channels_last=true", "sample.micro_batch=1"]
         settings = [(n, grid, "--threads 2", [*fast, "sample.workers=2"]) for n, grid in steps]
-        settings.append((steps[0][0], steps[0][1], "--threads 2", [*fast, "sample.workers=1"]))
+        settings.append((steps[0][0], steps[0][1], f"--threads {threads}", [*fast, "sample.workers=1"]))
         for i, (n, grid, threads_arg, extra) in enumerate(settings):
             command = [*cli, "predict", str(ckpt), str(DDTI_IMAGE), str(run / f"pred{i}"), "--samples", str(members),
                        "--sampler", "ddpm", "--steps", str(n), "--fusion", "staple", *threads_arg.split(),
