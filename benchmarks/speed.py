@@ -22,7 +22,11 @@ What it measures, all with ``torch.set_num_threads(--threads)`` (2 by default):
    measured fusion time, and are marked "est.";
 4. training throughput (images/s) of one optimiser step on ``DiffusionProcess.loss``;
 5. where the time of the fastest ensemble setup goes (top operators from ``torch.profiler``);
-6. ``torch.compile`` (inductor): compile time, s/call compiled, and the calls it takes to pay back.
+6. ``torch.compile`` (inductor): compile time, s/call compiled, and the calls it takes to pay back;
+7-9. issue 18 (``speed_cpu.py``): ``train-precision`` (fp32 against bf16 training steps, interleaved),
+   ``threads`` (1 and 2 torch threads and two workers of one, with and without a busy core) and ``goal`` (the
+   fused 25-member ensemble end to end with each change added, the FLOP floor at the peak, and
+   ``diffuseg predict`` timed as a new process).
 
 Networks have random weights: speed does not depend on them. Timings are the best of a few runs (the run
 least disturbed by other processes on a shared machine); the load average is printed with the results.
