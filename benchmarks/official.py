@@ -1,6 +1,6 @@
 """The official MedSegDiff code next to ours, in one process (issue 18): network call and one sampling step.
 
-    .venv/bin/python benchmarks/official.py --official ../shared/reference/MedSegDiff      # -> results/official.md
+    .venv/bin/python benchmarks/official.py --official PATH/TO/MedSegDiff         # -> results/official.md
     .venv/bin/python benchmarks/official.py --official PATH --quick                        # 64 px smoke check
 
 ``PATH`` is a local checkout of the official MedSegDiff repository (its ``guided_diffusion`` package is imported
