@@ -237,6 +237,27 @@ def ddti_fast_section(d: dict) -> tuple[str, str]:
     return f"DDTI: few-step {d['members']}-member ensembles against {ref_label} steps (issue 8's goal)", table + note
 
 
+def ddti_precision_section(d: dict) -> tuple[str, str]:
+    rows = d["rows"]
+    ref_label, ref = next(iter(rows.items()))
+
+    def same(r: dict, key: str) -> str | None:
+        return None if key not in r else f"{100 * r[key]:.2f}%"
+
+    table = markdown_table(
+        ["sampler, steps, grid, precision", "fused Dice %", f"vs {ref_label} (points)", "member Dice %",
+         "fused pixels as in fp32", "member pixels as in fp32", "s per image (64 px)"],
+        [[k, 100 * r["dice"], 100 * (r["dice"] - ref["dice"]), 100 * r["sample_dice"], same(r, "same_fused"),
+          same(r, "same_member"), r.get("s_per_image")] for k, r in rows.items()],
+    )  # fmt: skip
+    note = (
+        f"\n{d['members']}-member ensembles fused with STAPLE on {d['cases']} DDTI validation images, "
+        f"{d.get('threads', 1)} torch thread(s); bf16 rows are bf16 autocast from the same member seeds as the fp32 "
+        "row of the same sampler setting, compared pixel by pixel.\n"
+    )
+    return f"DDTI: bf16 against fp32 and fewer steps ({d['members']}-member ensembles, issue 18)", table + note
+
+
 def write_report(folder: Path, info: Mapping[str, str], fields: Collection[str]) -> None:
     """``folder``.md from the parts saved in ``folder``, with one budget table over the parts' budgets
     (``fields``: the current ``Budget``'s field names, in order)."""
@@ -251,6 +272,7 @@ def write_report(folder: Path, info: Mapping[str, str], fields: Collection[str])
         ("ddti-table5", ddti_table5_section),
         ("ddti-table4", ddti_table4_section),
         ("ddti-fast", ddti_fast_section),
+        ("ddti-precision", ddti_precision_section),
     ):
         d = _load(folder, name)
         if d is not None:

@@ -22,7 +22,11 @@ What it measures, all with ``torch.set_num_threads(--threads)`` (2 by default):
    measured fusion time, and are marked "est.";
 4. training throughput (images/s) of one optimiser step on ``DiffusionProcess.loss``;
 5. where the time of the fastest ensemble setup goes (top operators from ``torch.profiler``);
-6. ``torch.compile`` (inductor): compile time, s/call compiled, and the calls it takes to pay back.
+6. ``torch.compile`` (inductor): compile time, s/call compiled, and the calls it takes to pay back;
+7-9. issue 18 (``speed_cpu.py``): ``train-precision`` (fp32 against bf16 training steps, interleaved),
+   ``threads`` (1 and 2 torch threads and two workers of one, with and without a busy core) and ``goal`` (the
+   fused 25-member ensemble end to end with each change added, the FLOP floor at the peak, and
+   ``diffuseg predict`` timed as a new process).
 
 Networks have random weights: speed does not depend on them. Timings are the best of a few runs (the run
 least disturbed by other processes on a shared machine); the load average is printed with the results.
@@ -44,6 +48,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import speed_cpu
 from common import (
     RESULTS,
     bar_plot,
@@ -106,6 +111,12 @@ class Settings:
     train: tuple[tuple[str, int, int, dict], ...]  # (name, size, batch, options)
     compile_calls: tuple[tuple[str, int, int, dict], ...]  # (name, size, batch, options)
     repeats: int
+    train_precision: tuple[tuple[str, int, int, dict], ...] = ()  # (name, size, batch, options): fp32 vs bf16
+    thread_net: tuple[str, int, dict] = ("medsegdiff-b", 256, {})  # the call timed with 1 / 2 threads
+    thread_calls: int = 4  # member calls per timing in the threads part
+    goal_steps: tuple[tuple[int, str], ...] = ((5, "quadratic"), (4, "quadratic"), (3, "quadratic"))
+    cli_size: int = 256  # px of the `diffuseg predict` checkpoint (MedSegDiff-B preset)
+    cli_options: tuple[str, ...] = ()  # extra overrides of that checkpoint's training run
 
 
 FULL = Settings(
@@ -143,6 +154,14 @@ FULL = Settings(
     ),
     compile_calls=(("medsegdiff-b", 256, 1, {}), ("diffusion-unet", 128, 16, {})),
     repeats=5,
+    train_precision=(
+        ("medsegdiff-b", 64, 2, {}),
+        ("medsegdiff-b", 64, 8, {}),
+        ("medsegdiff-b", 128, 2, {}),
+        ("medsegdiff-b", 128, 8, {}),
+        ("medsegdiff-b", 256, 2, {}),
+        ("diffusion-unet", 64, 8, {"channels": (16, 16, 32, 64)}),  # the demo's network
+    ),
 )
 QUICK = Settings(
     peak_sizes=(512,),
@@ -161,6 +180,15 @@ QUICK = Settings(
     train=(("medsegdiff-s", 64, 2, {"base_channels": 8}),),
     compile_calls=(("medsegdiff-s", 64, 1, {"base_channels": 8}),),
     repeats=1,
+    train_precision=(
+        ("medsegdiff-b", 64, 2, {"base_channels": 8}),
+        ("diffusion-unet", 32, 2, {"channels": (8, 8, 8, 8)}),
+    ),
+    thread_net=("medsegdiff-b", 64, {"base_channels": 8}),
+    thread_calls=2,
+    goal_steps=((2, "quadratic"),),
+    cli_size=64,
+    cli_options=("model.options.base_channels=8",),
 )
 
 
@@ -507,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--only",
-        default="peak,calls,ensemble,chunks,train,profile,compile",
+        default="peak,calls,ensemble,chunks,train,profile,compile,train-precision,threads,goal",
         help="comma-separated parts to run (peak is always measured)",
     )
     args = parser.parse_args(argv)
@@ -610,6 +638,30 @@ def main(argv: list[str] | None = None) -> None:
 
     if "compile" in parts:
         sections.append(("torch.compile (inductor)", compiled(s)))
+
+    if "train-precision" in parts and s.train_precision:
+        sections.append(("Training: fp32 against bf16 autocast (interleaved)",
+                         speed_cpu.train_precision(s.train_precision, s.repeats)))  # fmt: skip
+
+    if "threads" in parts:
+        sections.append(("Threads: 1 against 2, quiet and with the other core busy (interleaved)",
+                         speed_cpu.threads(s.thread_net, s.thread_calls)))  # fmt: skip
+
+    if "goal" in parts:
+        name, size, options = s.ens_net
+        table = speed_cpu.goal_ladder(s.ens_net, s.members, s.goal_steps, args.threads)
+        member_flops = count_flops(make_net(name, options), *call_inputs(size, 1, 1, False))
+        floor = {n: member_flops * s.members * n / peak["bf16" if NATIVE_BF16 else "fp32"] for n, _ in s.goal_steps}
+        table += (
+            f"\nOne member call: {member_flops / 1e9:.1f} GFLOP (the image encoder's shared part counted once per "
+            "member, so a little more than a batched call does). At the matmul peak measured at the start "
+            f"({'bf16' if NATIVE_BF16 else 'fp32'}), {s.members} members would need at least "
+            + ", ".join(f"{v:.1f} s for {n} steps" for n, v in floor.items())
+            + ".\n"
+        )
+        sections.append((f"Goal: one fused {s.members}-member {name} ensemble at {size} px, end to end", table))
+        cli = speed_cpu.predict_cli(s.cli_size, s.members, s.goal_steps, s.cli_options, args.threads)
+        sections.append(("Goal: `diffuseg predict` of one DDTI image, a new process each", cli))
 
     again = measure_peak(s.peak_sizes)  # a second look: a busy neighbour at the start must not lower the peak
     used = {k: max(peak[k], again[k]) for k in peak}

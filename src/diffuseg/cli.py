@@ -28,7 +28,10 @@ def _cmd_train(a: argparse.Namespace) -> None:
     if a.steps:
         overrides.append(f"train.steps={a.steps}")
     config = load_config(a.config, overrides)
+    from diffuseg.runtime import use_threads
     from diffuseg.training.run import train  # heavy import after the config is known to be good
+
+    use_threads(a.threads)
 
     run_dir = train(config, resume=a.resume)
     print(f"run folder: {run_dir}")
@@ -49,7 +52,9 @@ def _split_cases(a: argparse.Namespace, checkpoint: str | None) -> set[str] | No
 
 def _cmd_predict(a: argparse.Namespace) -> None:
     from diffuseg.inference.predict import predict
+    from diffuseg.runtime import use_threads
 
+    use_threads(a.threads)
     a.input, a.output, overrides = split_predict_positionals([*a.input, a.output, *a.overrides])
     for key, value in (
         ("samples", a.samples),
@@ -107,7 +112,7 @@ def _cmd_info(a: argparse.Namespace) -> None:
 def _cmd_demo(a: argparse.Namespace) -> None:
     from diffuseg.demo import run_demo
 
-    page = run_demo(out_dir=a.out, data=a.data, steps=a.steps)
+    page = run_demo(out_dir=a.out, data=a.data, steps=a.steps, threads=a.threads)
     print(f"report: {page}")
 
 
@@ -164,8 +169,9 @@ def _labels(text: str) -> tuple[int, ...]:
 
 # Dataset layouts, ``diffuseg.data.formats.Layout`` (its readers' registry plus auto); kept here so that
 # ``--help`` does not import torch; tests/test_command_line.py checks that the two agree.
-LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "paired", "nifti", "images")
+LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "classes", "paired", "nifti", "images")
 _LAYOUT_HELP = "one of: " + ", ".join(LAYOUTS) + "; see docs/data.md"
+THREADS_HELP = "CPU threads (default: OMP_NUM_THREADS, else one per idle core; docs/inference.md)"
 
 
 def _add_split_options(parser: argparse.ArgumentParser, split_help: str) -> None:
@@ -224,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", help="Lightning devices, e.g. 1, 4 or auto (sets train.devices; default: auto)")
     t.add_argument("--num-nodes", type=int, metavar="N", help="machines for multi-node training (default: 1)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    t.add_argument("--threads", type=_positive_int, metavar="N", help=THREADS_HELP)
     t.add_argument("--steps", type=_positive_int, help="training steps (sets train.steps)")
     t.set_defaults(func=_cmd_train)
 
@@ -256,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"input folder layout when it cannot be detected ({_LAYOUT_HELP}; default: auto)",
     )
     pr.add_argument("--save-samples", action="store_true", help="also write every member under OUTPUT/samples/")
+    pr.add_argument("--threads", type=_positive_int, metavar="N", help=THREADS_HELP)
     pr.add_argument("--overwrite", action="store_true", help="replace another run's predictions in OUTPUT")
     pr.add_argument(
         "--num-parts", type=_positive_int, default=1, metavar="N", help="split the cases into N parts (job arrays)"
@@ -338,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     d.add_argument("--data", default=None, help="a full dataset folder instead of the bundled one")
     d.add_argument("--steps", type=int, default=None, help="training steps (default: the demo preset's)")
+    d.add_argument("--threads", type=_positive_int, metavar="N", help=THREADS_HELP)
     d.set_defaults(func=_cmd_demo)
 
     ps = sub.add_parser(

@@ -183,6 +183,7 @@ class SampleConfig:
     samples: int = 25
     batch_size: int = 25  # members drawn together in one network call
     micro_batch: int = 0  # MedSegDiff: rows of a call's per-member part computed at once; 0 = all
+    workers: int = 0  # threads drawing a call's members side by side; 0 = one per torch thread on a CPU, 1 on a GPU
     fusion: Fusion = Fusion.STAPLE
     threshold: float = 0.5
     relative_area: float = 0.0  # the ambiguity paper's supplement 7.1; 0 = off
@@ -493,6 +494,7 @@ def _validate(c: Config) -> None:
         (c.sample.samples >= 1, "sample.samples must be >= 1"),
         (c.sample.batch_size >= 1, "sample.batch_size must be >= 1"),
         (c.sample.micro_batch >= 0, "sample.micro_batch must be >= 0 (0: all rows of a call at once)"),
+        (c.sample.workers >= 0, "sample.workers must be >= 0 (0: one per torch thread on a CPU)"),
         (c.sample.eta >= 0.0, "sample.eta must be >= 0"),
         (0.0 < c.sample.threshold < 1.0, "sample.threshold must be in (0, 1)"),
         (0.0 <= c.sample.relative_area <= 1.0, "sample.relative_area must be in [0, 1]"),

@@ -25,6 +25,7 @@ import torch
 
 from diffuseg.config import Config, load_config
 from diffuseg.errors import UserError
+from diffuseg.runtime import use_threads
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data" / "lidc"
 HELD_OUT = 24  # held-out slices predicted and scored
@@ -79,9 +80,13 @@ def held_out_copy(config: Config, dest: Path, limit: int | None = None) -> int:
 
 
 def run_demo(
-    out_dir: str | os.PathLike = "demo-output", data: str | os.PathLike | None = None, steps: int | None = None
+    out_dir: str | os.PathLike = "demo-output",
+    data: str | os.PathLike | None = None,
+    steps: int | None = None,
+    threads: int | None = None,
 ) -> Path:
-    """Train, predict, evaluate and report; returns the report's ``index.html``."""
+    """Train, predict, evaluate and report; returns the report's ``index.html``. ``threads``: CPU threads
+    (``runtime.use_threads``; torch's setting is restored afterwards)."""
     out = Path(out_dir)
     root = Path(data) if data is not None else DEMO_DATA
     if not root.is_dir():
@@ -89,15 +94,12 @@ def run_demo(
     if out.resolve().is_relative_to(root.resolve()):
         raise UserError(f"{out}: the output folder must not be inside the dataset folder {root}")
     config = demo_config(out, root, steps)
-    threads = torch.get_num_threads()
-    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        # The demo's small network runs fastest on one CPU thread: 3.8 steps/s against 0.32 with two threads
-        # on a 2-core machine shared with other jobs (docs/training.md). OMP_NUM_THREADS overrides this.
-        torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    use_threads(threads)  # --threads, else OMP_NUM_THREADS, else one per idle core (diffuseg.runtime)
     try:
         return _stages(config, out, root)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _stages(config: Config, out: Path, root: Path) -> Path:

@@ -198,3 +198,49 @@ def test_uncertainty_by_hand() -> None:
     ent = uncertainty_map(masks, "entropy")
     h = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))
     torch.testing.assert_close(ent, torch.tensor([[[0.0, h, 1.0]]]))
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_do_not_change_results(workers: int) -> None:
+    cases = _cases()
+    ref = _run(cases, batch_size=8, workers=1)
+    _assert_same(ref, _run(cases, batch_size=8, workers=workers))  # cases split inside and across workers
+    _assert_same(ref, _run(cases, batch_size=3, workers=workers))
+
+
+def test_workers_split_rows_at_member_boundaries() -> None:
+    from diffuseg.inference.ensemble import _Pending, _split
+
+    a, b = _Pending("a", torch.zeros(1)), _Pending("b", torch.zeros(1))
+    runs = _split([(a, 0, 5), (b, 0, 3)], 2)
+    assert [[(c.case_id, k0, n) for c, k0, n in run] for run in runs] == [[("a", 0, 4)], [("a", 4, 1), ("b", 0, 3)]]
+    assert len(_split([(a, 0, 1)], 4)) == 1  # never more runs than rows
+
+
+def test_auto_workers_follow_torch_threads() -> None:
+    from diffuseg.inference.ensemble import draw_workers
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert draw_workers(SampleConfig(), torch.device("cpu")) == 2
+        assert draw_workers(SampleConfig(workers=3), torch.device("cpu")) == 3
+        assert draw_workers(SampleConfig(), torch.device("meta")) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_workers_give_the_same_medsegdiff_ensembles() -> None:
+    torch.manual_seed(0)
+    net = medsegdiff("s", 2, base_channels=8)
+    process = DiffusionProcess(DiffusionConfig(timesteps=100))
+    cases = [("case0", torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(0)))]
+    results = []
+    for workers in (1, 2):  # one image: each worker draws a contiguous range of its members, one at a time
+        cfg = SampleConfig(sampler="ddpm", steps=2, samples=5, batch_size=5, micro_batch=1, workers=workers)
+        draw = diffusion_draw(prepare_network(net, cfg, "cpu"), process, cfg)
+        results.append(next(iter(sample_ensembles(draw, cases, cfg))))
+    ref, got = results  # equal up to float rounding, which the batch size of the time embedding's matmuls changes
+    torch.testing.assert_close(got.soft, ref.soft, rtol=0, atol=5e-4)
+    decided = (ref.soft - 0.5).abs() > 1e-3
+    assert torch.equal(got.samples[decided], ref.samples[decided])

@@ -60,9 +60,15 @@ def test_stream_splits_global_batches_between_ranks(monkeypatch):
 
 
 def test_precision_auto_on_cpu(monkeypatch):
+    from diffuseg.training import run
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(run, "native_bf16", lambda device: False)  # e.g. AVX2 only: bf16 would be emulated
     assert resolve_precision("auto", "auto") == "32-true"
     assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(run, "native_bf16", lambda device: True)  # AVX512-BF16 or AMX
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert resolve_precision("32-true", "cpu") == "32-true"
     with pytest.raises(UserError, match=r"train\.precision"):
         resolve_precision("fp8", "auto")
 

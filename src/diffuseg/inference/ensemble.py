@@ -20,6 +20,7 @@ import math
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -84,15 +85,31 @@ class _Pending:
         return sum(m.shape[0] for m in self.masks) == members
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
-    AMX. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
-    ``diffusion-unet`` was 82x slower than fp32 (benchmarks/results/speed.md)."""
+    AMX-BF16. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
+    ``diffusion-unet`` was 82x slower than fp32 (benchmarks/results/speed.md).
+
+    On a CPU, torch's own check (cpuinfo, which also asks whether the OS saves the AVX-512 state) decides; where
+    torch lacks it, the ``avx512_bf16`` / ``amx_bf16`` flags of /proc/cpuinfo do."""
     device = torch.device(device)
     if device.type == "cuda":  # without emulation: pre-Ampere GPUs "support" bf16 only by emulating it
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        avx512 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        if avx512 is not None and amx is not None:
+            return bool(avx512() or amx())
+        return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
     return False
 
 
@@ -211,34 +228,82 @@ def make_draw(
     return counted_pass
 
 
-def _draw(draw: Draw, chunk: list[tuple[_Pending, int, int]], cfg: SampleConfig, device: torch.device) -> None:
-    """Draw the members of ``chunk`` (case, first member, count) in as few calls as the image shapes allow:
-    one call per run of equal shapes; ``members=count`` when every case brings as many, else each row gets
-    its own copy of the image (``members=1``)."""
-    groups: list[list[tuple[_Pending, int, int]]] = []
+Part = list[tuple[_Pending, int, int]]
+"""(case, first member, count) items drawn in one ``draw`` call."""
+
+
+def _split(group: Part, parts: int) -> list[Part]:
+    """``group`` cut into at most ``parts`` runs of about equal rows, at member boundaries (a case's members may
+    fall into two runs, each a contiguous range)."""
+    per = -(-sum(n for _, _, n in group) // max(1, parts))
+    runs: list[Part] = [[]]
+    room = per
+    for case, k0, n in group:
+        while n > 0:
+            if room == 0:
+                runs.append([])
+                room = per
+            take = min(n, room)
+            runs[-1].append((case, k0, take))
+            k0, n, room = k0 + take, n - take, room - take
+    return runs
+
+
+def _draw_part(draw: Draw, part: Part, cfg: SampleConfig, device: torch.device, inner: int | None) -> SampleOutput:
+    """One ``draw`` call for ``part``: ``members=count`` when every case brings as many, else each row gets its
+    own copy of the image (``members=1``). ``inner``: torch threads of this (worker) thread, if set."""
+    if inner is not None:
+        torch.set_num_threads(inner)  # OpenMP's thread count is a per-thread setting
+    counts = [n for _, _, n in part]
+    generators = [
+        g for case, k0, n in part for g in member_generators(cfg.seed, case.case_id, range(k0, k0 + n), device)
+    ]
+    images = torch.stack([case.image for case, _, _ in part]).to(device)
+    if len(set(counts)) == 1:
+        members = counts[0]
+    else:
+        images, members = images.repeat_interleave(torch.tensor(counts, device=device), dim=0), 1
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    with torch.inference_mode(), sampling_precision(device, cfg.precision):
+        return draw(images.contiguous(memory_format=memory), members, generators)
+
+
+def draw_workers(cfg: SampleConfig, device: torch.device) -> int:
+    """Threads that draw a call's members side by side: ``sample.workers``, or for 0 (auto) one per torch
+    thread on a CPU (each then computes with one torch thread) and 1 on other devices."""
+    if cfg.workers > 0:
+        return cfg.workers
+    return torch.get_num_threads() if device.type == "cpu" else 1
+
+
+def _draw(draw: Draw, chunk: Part, cfg: SampleConfig, device: torch.device) -> None:
+    """Draw the members of ``chunk`` (case, first member, count): one call per run of equal image shapes, split
+    over ``draw_workers`` threads of one torch thread each (on a 2-core CPU two such workers beat one worker of
+    two OpenMP threads, which wait for each other at every operator; docs/inference.md)."""
+    groups: list[Part] = []
     for item in chunk:
         if groups and groups[-1][0][0].image.shape == item[0].image.shape:
             groups[-1].append(item)
         else:
             groups.append([item])
-    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    workers = draw_workers(cfg, device)
     for group in groups:
-        counts = [n for _, _, n in group]
-        generators = [
-            g for case, k0, n in group for g in member_generators(cfg.seed, case.case_id, range(k0, k0 + n), device)
-        ]
-        images = torch.stack([case.image for case, _, _ in group]).to(device)
-        if len(set(counts)) == 1:
-            members = counts[0]
+        parts = _split(group, workers) if workers > 1 else [group]
+        if len(parts) == 1:
+            outputs = [_draw_part(draw, group, cfg, device, None)]
         else:
-            images, members = images.repeat_interleave(torch.tensor(counts, device=device), dim=0), 1
-        with torch.inference_mode(), sampling_precision(device, cfg.precision):
-            out = draw(images.contiguous(memory_format=memory), members, generators)
-        start = 0
-        for case, _, n in group:
-            case.masks.append(out.mask[start : start + n].float())  # stays on the device until fused
-            case.soft.append(out.soft[start : start + n].float())
-            start += n
+            threads = torch.get_num_threads()
+            try:
+                with ThreadPoolExecutor(len(parts)) as pool:
+                    outputs = list(pool.map(lambda part: _draw_part(draw, part, cfg, device, 1), parts))
+            finally:
+                torch.set_num_threads(threads)
+        for part, out in zip(parts, outputs):
+            start = 0
+            for case, _, n in part:
+                case.masks.append(out.mask[start : start + n].float())  # stays on the device until fused
+                case.soft.append(out.soft[start : start + n].float())
+                start += n
 
 
 def _finish(case: _Pending, cfg: SampleConfig) -> EnsembleResult:

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diffuseg.config import Config, config_to_dict, remove_stale_temps, save_config
 from diffuseg.errors import UserError
+from diffuseg.inference.ensemble import native_bf16
 from diffuseg.runlock import folder_lock
 from diffuseg.training.callbacks import PeriodicCheckpoint, SampledValidation
 from diffuseg.training.checkpoint import LAST, checkpoint_config, read_checkpoint, save_atomic
@@ -184,13 +185,15 @@ class StepProgressBar(TQDMProgressBar):
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto``: bf16-mixed on GPUs that support it, 16-mixed on older GPUs, 32-true on CPU."""
+    """``auto``: bf16-mixed on GPUs that support it, 16-mixed on older GPUs; on a CPU bf16-mixed where it computes
+    bf16 natively (AVX512-BF16 or AMX: 1.2-1.6x faster steps for MedSegDiff-B at 64-256 px and the demo UNet
+    on a Zen 4 CPU, docs/training.md), else 32-true."""
     if precision not in PRECISIONS:
         raise UserError(f"train.precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
     on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     if precision == "auto":
         if not on_gpu:
-            return "32-true"
+            return "bf16-mixed" if native_bf16("cpu") else "32-true"
         return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
     if precision.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported(including_emulation=False):
         warnings.warn("this GPU has no bf16; training with 16-mixed instead", stacklevel=2)

@@ -1,0 +1,56 @@
+"""The CPU thread policy: --threads, then OMP_NUM_THREADS, then one thread per idle core."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffuseg import runtime
+from diffuseg.errors import UserError
+from diffuseg.runtime import choose_threads
+
+
+@pytest.mark.parametrize(
+    ("requested", "env", "cores", "load", "expected"),
+    [
+        (3, {"OMP_NUM_THREADS": "2"}, 2, 5.0, 3),  # --threads wins over everything, even oversubscribed
+        (None, {"OMP_NUM_THREADS": "4"}, 2, 0.0, 4),  # the environment is honoured as given
+        (None, {"OMP_NUM_THREADS": " 2,1 "}, 8, 0.0, 2),  # nested levels: the outer one
+        (None, {}, 2, 0.0, 2),  # quiet 2-core machine: both cores
+        (None, {}, 2, 0.4, 2),  # a little background noise does not cost a core
+        (None, {}, 2, 0.6, 1),  # another job on one core: one thread
+        (None, {}, 2, 1.0, 1),
+        (None, {}, 2, 7.5, 1),  # far more work than cores: still one thread, never zero
+        (None, {}, 16, 3.2, 13),  # many cores: the idle ones
+        (None, {"OMP_NUM_THREADS": ""}, 4, 0.0, 4),  # set but empty counts as unset
+        (None, {}, 0, 0.0, 1),  # a machine that reports no cores still gets a thread
+        (None, {}, 4, -1.0, 4),  # never more threads than cores
+    ],
+)
+def test_choose_threads(requested, env, cores, load, expected):
+    assert choose_threads(requested, env, cores, load) == expected
+
+
+@pytest.mark.parametrize(("requested", "env"), [(0, {}), (-2, {}), (None, {"OMP_NUM_THREADS": "many"}),
+                                                (None, {"OMP_NUM_THREADS": "0"})])  # fmt: skip
+def test_choose_threads_rejects_bad_counts(requested, env):
+    with pytest.raises(UserError, match="positive whole number"):
+        choose_threads(requested, env, 2, 0.0)
+
+
+def test_use_threads_sets_torch(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        assert runtime.use_threads(2) == 2 and torch.get_num_threads() == 2
+        assert runtime.use_threads() == 1 and torch.get_num_threads() == 1  # unless CUDA: then left alone
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_rejects_bad_threads(capsys):
+    from diffuseg.cli import main
+
+    assert main(["predict", "missing.ckpt", "in", "out", "--threads", "0"]) == 2
+    assert "--threads=0" in capsys.readouterr().err
