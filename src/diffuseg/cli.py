@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", help="Lightning devices, e.g. 1, 4 or auto (sets train.devices; default: auto)")
     t.add_argument("--num-nodes", type=int, metavar="N", help="machines for multi-node training (default: 1)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    t.add_argument("--threads", type=_positive_int, metavar="N", help=THREADS_HELP)
+    t.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     t.add_argument("--steps", type=_positive_int, help="training steps (sets train.steps)")
     t.set_defaults(func=_cmd_train)
 
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"input folder layout when it cannot be detected ({_LAYOUT_HELP}; default: auto)",
     )
     pr.add_argument("--save-samples", action="store_true", help="also write every member under OUTPUT/samples/")
-    pr.add_argument("--threads", type=_positive_int, metavar="N", help=THREADS_HELP)
+    pr.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     pr.add_argument("--overwrite", action="store_true", help="replace another run's predictions in OUTPUT")
     pr.add_argument(
         "--num-parts", type=_positive_int, default=1, metavar="N", help="split the cases into N parts (job arrays)"
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     d.add_argument("--data", default=None, help="a full dataset folder instead of the bundled one")
     d.add_argument("--steps", type=int, default=None, help="training steps (default: the demo preset's)")
-    d.add_argument("--threads", type=_positive_int, metavar="N", help=THREADS_HELP)
+    d.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     d.set_defaults(func=_cmd_demo)
 
     ps = sub.add_parser(

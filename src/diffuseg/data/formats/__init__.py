@@ -56,7 +56,9 @@ _SPECIFIC = (Layout.NNUNET, Layout.LIDC, Layout.BRATS, Layout.MULTI, Layout.CLAS
 def detect_layout(root: Path) -> Layout:
     """The one layout ``root`` looks like; ``UserError`` when none or several match."""
     matches = [name for name in _SPECIFIC if READERS[name].detect(root)]
-    if Layout.MULTI not in matches and PairedReader.detect(root):
+    if Layout.CLASSES in matches:  # a BUSI class folder's numbered masks are lesions, not multi's raters
+        matches = [m for m in matches if m is not Layout.MULTI]
+    elif Layout.MULTI not in matches and PairedReader.detect(root):
         matches.append(Layout.PAIRED)
     if len(matches) > 1:
         raise UserError(
