@@ -54,3 +54,35 @@ def test_cli_rejects_bad_threads(capsys):
 
     assert main(["predict", "missing.ckpt", "in", "out", "--threads", "0"]) == 2
     assert "--threads=0" in capsys.readouterr().err
+
+
+def _stat(user: int, idle: int, iowait: int = 0) -> str:
+    return f"cpu  {user} 0 0 {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+
+
+def test_busy_cores_from_proc_stat_over_an_interval():
+    texts = iter([_stat(100, 100), _stat(150, 150)])  # half of all CPU time busy in between
+    assert runtime.busy_cores(lambda: next(texts), interval=0, cores=2) == pytest.approx(1.0)
+    texts = iter([_stat(100, 100, 50), _stat(100, 180, 70)])  # only idle and iowait: nothing busy
+    assert runtime.busy_cores(lambda: next(texts), interval=0, cores=2) == 0.0
+
+
+def test_busy_cores_without_proc_stat_is_zero():
+    def missing() -> str:
+        raise OSError("no /proc")
+
+    assert runtime.busy_cores(missing, interval=0) == 0.0
+
+
+def test_a_job_that_just_started_costs_a_thread(monkeypatch):
+    """The load average still says 0, but one core is busy now: one thread, not two."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "load_average", lambda: 0.0)
+    monkeypatch.setattr(runtime, "busy_cores", lambda: 1.0)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        assert runtime.use_threads() == 1
+    finally:
+        torch.set_num_threads(before)
