@@ -67,8 +67,9 @@ from diffuseg.inference.ensemble import diffusion_draw, native_bf16, prepare_net
 from diffuseg.inference.fusion import fuse
 from diffuseg.nets.registry import build_network
 
-OFFICIAL_CALL_S = 10.9  # ANCHORS.md: official MedSegDiff-B, one call at 256 px, batch 1, this kind of machine
-OFFICIAL_TRAIN_STEP_S = 86.0  # ANCHORS.md: official MedSegDiff-B, one training step at 256 px, batch 2
+# official MedSegDiff-B, one fp32 call at 256 px, batch 1, one thread: measured by benchmarks/official.py
+# (benchmarks/results/official.md, Zen 4); rerun that script on your machine for a same-machine figure
+OFFICIAL_CALL_S = 5.09
 GOAL_S = 60.0
 NATIVE_BF16 = native_bf16("cpu")  # without it oneDNN emulates bf16: measured once, then skipped
 
@@ -357,7 +358,7 @@ def ladder(s: Settings, net, size: int, fusion_s: float, steps_ref: int = 100) -
     fastest setup."""
     m = s.members
     one = step_seconds(net, size, 1, Setup(""), s.repeats)
-    rungs = [("official MedSegDiff-B (ANCHORS.md), members one after another", OFFICIAL_CALL_S * m, 100, None)]
+    rungs = [("official MedSegDiff-B (results/official.md), members one after another", OFFICIAL_CALL_S * m, 100, None)]
     rungs.append(("ours, members one after another (batch 1), fp32", one * m, steps_ref, None))
     for setup in ladder_setups():
         sec = step_seconds(net, size, m, setup, s.repeats)
@@ -619,13 +620,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if "train" in parts:
         table, _ = training(s)
-        sections.append(
-            (
-                "Training throughput (one AdamW step on DiffusionProcess.loss)",
-                table + f"\nReference: official MedSegDiff-B, {OFFICIAL_TRAIN_STEP_S:.0f} s per step at 256 px, "
-                "batch 2 (ANCHORS.md).\n",
-            )
-        )
+        sections.append(("Training throughput (one AdamW step on DiffusionProcess.loss)", table))
 
     if "profile" in parts:
         name, size, options = s.ens_net
