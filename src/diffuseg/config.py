@@ -416,17 +416,21 @@ def readable_mode(path: str | os.PathLike, folder: bool = False) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
 
 
+def _host() -> str:
+    """This host's name as it stands in temporary names (letters, digits and dashes, at most 32)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
+
+
 def temp_prefix(name: str) -> str:
     """Prefix of a temporary file or folder beside ``name``: ``.NAME.~HOST~PID~``, so a later run can tell the
     temporaries of a dead writer (``remove_stale_temps``) from those of a live one."""
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
-    return f".{name}.~{host}~{os.getpid()}~"
+    return f".{name}.~{_host()}~{os.getpid()}~"
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporaries (``temp_prefix``) in ``folder`` whose writer, a process on this host, is gone
     (killed during a write); returns what was removed. Temporaries of live processes and of other hosts stay."""
-    here = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
+    here = _host()
     removed = []
     folder = Path(folder)
     if not folder.is_dir():

@@ -1,6 +1,6 @@
 """``predict(checkpoint, input, output, overrides)``: ensembles for every case of a dataset, fused, written.
 
-Steps: load the checkpoint (config + EMA network, ``training.checkpoint.load_for_inference``); apply the
+Steps: load the checkpoint (config + EMA network, ``training.checkpoint.inference_model``); apply the
 ``sample.*`` overrides; open INPUT (a dataset folder in any layout ``data.formats`` reads, or image files);
 check that no two cases would write files of one name; for each case, resize the image to the model size,
 draw ``sample.samples`` members ``sample.batch_size`` at a time with per-member seeds, apply relative-area
@@ -110,6 +110,7 @@ class Run:
     """A validated prediction, nothing written yet. ``units``: reader indices per output unit, in order."""
 
     checkpoint: str
+    step: int  # training steps the checkpoint had made
     inputs: list[str | os.PathLike]
     out: Path
     config: Config
@@ -135,7 +136,7 @@ def prepare(
     """Check everything that can be checked before writing: the output folder, the inputs, the checkpoint,
     the overrides, the dataset and its output names. ``cases``: only these case ids (``--split``,
     ``data.splits.split_cases``). ``UserError`` (``DatasetError``) on any problem."""
-    from diffuseg.training.checkpoint import load_for_inference
+    from diffuseg.training.checkpoint import KEY, inference_model, read_checkpoint
 
     inputs = _as_paths(input)
     out = Path(output)
@@ -143,7 +144,8 @@ def prepare(
     for item in inputs:
         if not Path(item).exists():
             raise UserError(f"{item}: input not found")
-    config, net, process = load_for_inference(checkpoint)
+    ckpt = read_checkpoint(checkpoint)  # read (and checked) once: the model and its training step
+    config, net, process = inference_model(ckpt, checkpoint)
     config = apply_overrides(config, overrides)
     reader = select_cases(open_input(inputs, layout, config.data.foreground), cases, str(inputs[0]))
     if reader.problems:
@@ -162,7 +164,18 @@ def prepare(
     for i, e in enumerate(reader.entries):
         units.setdefault(f"v:{e.volume_id}" if e.volume_id is not None else f"c:{e.case_id}", []).append(i)
     return Run(
-        str(checkpoint), inputs, out, config, net, process, reader, device, save_samples, key, list(units.values())
+        str(checkpoint),
+        int(ckpt[KEY].get("global_step", 0)),
+        inputs,
+        out,
+        config,
+        net,
+        process,
+        reader,
+        device,
+        save_samples,
+        key,
+        list(units.values()),
     )
 
 
@@ -243,7 +256,7 @@ def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: co
                         "files": done.get(cid, []),
                     }
         save_config(run.config, run.out / CONFIG_NAME)
-        write_provenance(run.out, run.checkpoint, run.config, run.net)
+        write_provenance(run.out, run.checkpoint, run.step, run.config, run.net)
         manifest.save()
     return manifest
 

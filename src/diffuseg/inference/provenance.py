@@ -20,12 +20,10 @@ from diffuseg.config import Config, write_text_atomic
 PROVENANCE_NAME = "prediction.json"
 
 
-def write_provenance(out: Path, checkpoint: str | os.PathLike, config: Config, net: torch.nn.Module) -> None:
-    """Write ``out/prediction.json`` (atomically) for the prediction of ``net`` from ``checkpoint``."""
+def write_provenance(out: Path, checkpoint: str | os.PathLike, step: int, config: Config, net: torch.nn.Module) -> None:
+    """Write ``out/prediction.json`` (atomically) for the prediction of ``net`` from ``checkpoint`` at ``step``."""
     from diffuseg import __version__
-    from diffuseg.training.checkpoint import KEY, read_checkpoint
 
-    step = read_checkpoint(checkpoint)[KEY].get("global_step", 0)  # memory-mapped: no tensor is read again
     record = {
         "checkpoint": str(Path(checkpoint).resolve()),
         "step": int(step),

@@ -199,7 +199,11 @@ def load_for_inference(path: str | os.PathLike, map_location: Any = "cpu") -> tu
     one pass (the deterministic UNet; ``ema_net(image) -> logits``). Raises ``UserError`` for a missing,
     corrupt or foreign file. Needs no Lightning (``diffuseg predict`` does not import it).
     """
-    ckpt = read_checkpoint(path, map_location)
+    return inference_model(read_checkpoint(path, map_location), path)
+
+
+def inference_model(ckpt: Mapping[str, Any], path: str | os.PathLike) -> tuple[Config, torch.nn.Module, Any]:
+    """``load_for_inference`` on a checkpoint dict already read by ``read_checkpoint`` (from ``path``)."""
     config = checkpoint_config(ckpt, path)
     net = build_network(config)
     weights = prefixed(ckpt["state_dict"], "ema.")
