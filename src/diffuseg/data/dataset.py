@@ -45,7 +45,6 @@ class SegmentationDataset(Dataset):
         arrays: CachedArrays,
         indices: Sequence[int],
         *,
-        in_channels: int,
         annotators: int,
         train: bool,
         augment: Augment | None = None,
@@ -54,7 +53,6 @@ class SegmentationDataset(Dataset):
     ):
         self.arrays = arrays
         self.indices = list(indices)
-        self.in_channels = in_channels
         self.annotators = annotators
         self.train = train
         self.augment = augment if train else None
@@ -149,7 +147,7 @@ def build_datasets(
             "empty masks; check data.foreground (label values counted as foreground) and the mask files",
             file=sys.stderr,
         )
-    common = {"in_channels": cfg.in_channels, "annotators": annotators, "random_crop": cfg.random_crop, "seed": seed}
+    common = {"annotators": annotators, "random_crop": cfg.random_crop, "seed": seed}
     train_set = SegmentationDataset(arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common)
     val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
     return train_set, val_set
