@@ -148,6 +148,7 @@ class MedSegDiff(nn.Module):
         ff_reference_size: int = 256,
         ff_max_size: int = 64,
         out_channels: int = 1,
+        mask_channels: int = 1,
     ):
         super().__init__()
         n = len(stage_blocks)
@@ -165,7 +166,7 @@ class MedSegDiff(nn.Module):
         emb_dim = 4 * channels[0]
         self.time_embed = TimeEmbedding(channels[0], emb_dim)
         self.image_stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
-        self.mask_stem = nn.Conv2d(1, channels[0], 3, padding=1)
+        self.mask_stem = nn.Conv2d(mask_channels, channels[0], 3, padding=1)
 
         def encoder() -> nn.ModuleList:
             return nn.ModuleList(
@@ -244,8 +245,10 @@ def medsegdiff(
     ff_parser: bool = True,
     decoder_blocks: int = 2,
     ff_max_size: int = 64,
+    mask_channels: int = 1,
 ) -> MedSegDiff:
-    """MedSegDiff-S/B/L (``variant`` "s", "b" or "l") with stage widths ``base_channels * channel_mult``."""
+    """MedSegDiff-S/B/L (``variant`` "s", "b" or "l") with stage widths ``base_channels * channel_mult``;
+    ``mask_channels``: channels of the network's x_t input (2 with self-conditioning)."""
     spec = VARIANTS[variant]
     return MedSegDiff(
         in_channels,
@@ -255,4 +258,5 @@ def medsegdiff(
         dynamic_conditioning=dynamic_conditioning,
         ff_parser=ff_parser,
         ff_max_size=ff_max_size,
+        mask_channels=mask_channels,
     )

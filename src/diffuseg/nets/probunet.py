@@ -255,11 +255,12 @@ class ProbUNetDiffusionNet(nn.Module):
         filters: Sequence[int] = DIFFUSION_FILTERS,
         convs_per_block: int = 3,
         time_dim: int = 128,
+        mask_channels: int = 1,
     ):
         super().__init__()
         filters = tuple(filters)
         self.time = TimeEmbedding(filters[0], time_dim)
-        self.unet = NativeUNet(in_channels + 1, filters, convs_per_block, emb_dim=time_dim)
+        self.unet = NativeUNet(in_channels + mask_channels, filters, convs_per_block, emb_dim=time_dim)
         self.out = nn.Conv2d(filters[0], 1, 1)
         self.downsampling = 2 ** (len(filters) - 1)
 

@@ -28,10 +28,13 @@ def diffusion_unet(
     middle_blocks: int = MIDDLE_BLOCKS,
     time_dim: int = TIME_DIM,
     downsample: str = "conv",
+    mask_channels: int = 1,
 ) -> DiffusionUNet:
-    """The ambiguity paper's diffusion UNet (image concatenated with x_t); ``downsample``: conv | centred."""
+    """The ambiguity paper's diffusion UNet (image concatenated with x_t); ``downsample``: conv | centred;
+    ``mask_channels``: channels of the x_t input (2 with self-conditioning)."""
     return DiffusionUNet(
         in_channels,
+        mask_channels=mask_channels,
         channels=tuple(channels),
         num_res_blocks=tuple(num_res_blocks),
         middle_blocks=middle_blocks,

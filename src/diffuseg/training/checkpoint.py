@@ -180,7 +180,10 @@ def build_network(config: Config) -> torch.nn.Module:
     """The network of ``config.model`` (registry name and options), for every method family."""
     from diffuseg.nets.registry import build_network as from_registry
 
-    return from_registry(config.model.name, config.data.in_channels, **dict(config.model.options))
+    options = dict(config.model.options)
+    if config.method is Method.DIFFUSION and config.diffusion.self_condition:
+        options["mask_channels"] = 2 * int(options.get("mask_channels", 1))  # x_t and the earlier estimate
+    return from_registry(config.model.name, config.data.in_channels, **options)
 
 
 def build_process(config: Config) -> Any:

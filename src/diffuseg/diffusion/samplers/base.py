@@ -84,8 +84,9 @@ def walk(
     """Start from noise, call the network at each grid time and let ``update`` take z_t to z_s; the last
     transition (to the data) returns the network's x_hat. image: (B, C, H, W) -> (B * members, 1, H, W)."""
     z = start_noise(image, members, generator)
+    x0 = None  # the previous estimate, which a self-conditioned network sees
     for step in grid(process, steps, spacing):
-        x0 = process.denoise(net, z, step.t, image)
+        x0 = process.denoise(net, z, step.t, image, estimate=x0)
         if step.s == 0.0:
             break
         z = update(z, x0, step)
