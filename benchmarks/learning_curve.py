@@ -155,43 +155,52 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
     return scores | {"eval_min": (time.perf_counter() - start) / 60}
 
 
-def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 12) -> float:
-    """Seconds per training step of ``model`` over ``reference``'s, timed back to back in this process (the
-    same load for both): the ratio that turns a recipe's steps into the papers' recipe's compute."""
+def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> float:
+    """Seconds per training step of ``model`` over ``reference``'s: one step of each in turn on the same batch, in
+    this process, so that both see the same load; the median of the per-pair ratios after two warm-up pairs."""
     from diffuseg.training.module import module_class
     from diffuseg.training.run import build_datasets
 
-    def seconds(m: Model) -> float:
+    def stepper(m: Model):
         config = model_config(b, m, steps)
         train_set, _ = build_datasets(config, Path(config.train.out_dir))
         module = module_class(config.method)(config)
         opt = torch.optim.AdamW(module.net.parameters(), lr=1e-4)
         batch = torch.utils.data.default_collate([train_set[i] for i in range(config.train.batch_size)])
-        image, mask = batch["image"], batch["mask"].float()
-        times = []
-        for i in range(steps):
+
+        def step(i: int) -> float:
             t0 = time.perf_counter()
-            loss = module.loss(image, mask, torch.Generator().manual_seed(i))
+            loss = module.loss(batch["image"], batch["mask"].float(), torch.Generator().manual_seed(i))
             opt.zero_grad()
             loss.backward()
             opt.step()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times[2:]))
+            return time.perf_counter() - t0
 
-    return seconds(model) / seconds(reference)
+        return step
+
+    ours, theirs = stepper(model), stepper(reference)
+    ratios = [ours(i) / theirs(i) for i in range(steps)]
+    return float(np.median(ratios[2:]))
 
 
-def run_task(task: str, quick: bool) -> None:
+def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
     b = QUICK if quick else BUDGET
     out = OUT / f"{task}{'-quick' if quick else ''}.json"
     saved = json.loads(out.read_text()) if out.exists() else {}
     curves: dict[str, Any] = saved.get("curves", {})
     reference = ddti_models(b, quick)[1]
+
+    def save() -> None:
+        OUT.mkdir(parents=True, exist_ok=True)
+        payload = {"task": task, "budget": dataclasses.asdict(b), "sampling": DDTI_SAMPLING, "curves": curves}
+        write_text_atomic(out, json.dumps(payload, indent=1, default=float))
+
     for model in TASKS[task](b, quick):
         curve = curves.setdefault(model.label, {"points": {}, "train_min": 0.0})
-        if task == "ddti-recipes" and "relative_step_cost" not in curve:
+        if task == "ddti-recipes" and (remeasure or "relative_step_cost" not in curve):
             curve["relative_step_cost"] = step_cost(b, model, reference)
             print(model.label, "relative step cost", round(curve["relative_step_cost"], 3), flush=True)
+            save()
         for steps in model.points:
             if str(steps) in curve["points"]:
                 continue
@@ -202,9 +211,7 @@ def run_task(task: str, quick: bool) -> None:
             curve["points"][str(steps)] = point
             print(task, model.label, steps, {k: point.get(k) for k in ("dice", "ged_biased_16", "train_min")},
                   flush=True)  # fmt: skip
-            OUT.mkdir(parents=True, exist_ok=True)
-            payload = {"task": task, "budget": dataclasses.asdict(b), "sampling": DDTI_SAMPLING, "curves": curves}
-            write_text_atomic(out, json.dumps(payload, indent=1, default=float))
+            save()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -212,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", choices=sorted(TASKS), action="append", default=[], help="curves to run")
     parser.add_argument("--quick", action="store_true", help="tiny budget, results in <task>-quick.json")
     parser.add_argument("--report", action="store_true", help="only rebuild learning-curve.md and the plots")
+    parser.add_argument("--remeasure-costs", action="store_true", help="time the recipes' step costs again")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per job on a shared machine)")
     parser.add_argument("--data", type=Path, default=Q.DATA, help="folder holding lidc/ and ddti/ (../shared/data)")
     args = parser.parse_args(argv)
@@ -220,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print_machine(info)
     for task in args.task:
-        run_task(task, args.quick)
+        run_task(task, args.quick, args.remeasure_costs)
     from learning_curve_report import write_report
 
     write_report(OUT, info)
