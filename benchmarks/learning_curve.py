@@ -99,7 +99,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
 
 
 def ddti_recipe_models(b: Q.Budget, quick: bool) -> list[Model]:
-    points = (2,) if quick else (1200,)
+    points = (2, 4) if quick else (600, 1200)
     base = f"model.options.base_channels={b.medsegdiff_base}"
     slug = ("aux", "ambiguity", "selfcond", "recycle")
     return [
@@ -195,15 +195,16 @@ def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
         payload = {"task": task, "budget": dataclasses.asdict(b), "sampling": DDTI_SAMPLING, "curves": curves}
         write_text_atomic(out, json.dumps(payload, indent=1, default=float))
 
-    for model in TASKS[task](b, quick):
+    models = TASKS[task](b, quick)
+    for model in models:
         curve = curves.setdefault(model.label, {"points": {}, "train_min": 0.0})
         if task == "ddti-recipes" and (remeasure or "relative_step_cost" not in curve):
             curve["relative_step_cost"] = step_cost(b, model, reference)
             print(model.label, "relative step cost", round(curve["relative_step_cost"], 3), flush=True)
             save()
-        for steps in model.points:
-            if str(steps) in curve["points"]:
-                continue
+    for steps in sorted({s for m in models for s in m.points}):  # every model at a budget before the next one
+        for model in (m for m in models if steps in m.points and str(steps) not in curves[m.label]["points"]):
+            curve = curves[model.label]
             config = model_config(b, model, steps)
             curve["train_min"] += train_to(config)
             point = evaluate_point(task, b, model, config)
