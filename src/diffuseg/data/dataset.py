@@ -2,8 +2,9 @@
 
 Each item is a dict:
 - ``image`` (C,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``),
-- ``masks`` (K,S,S) float32 {0,1}: every annotator's mask (K fixed within a dataset; missing ones are 0),
-- ``mask`` (1,S,S) float32 {0,1}: the mask of annotator ``annotator``, drawn at random per item and per
+- ``masks`` (K,S,S) float32 atom maps: every annotator's mask (K fixed within a dataset; missing ones are 0);
+  binary {0,1} as always, else 0..L (``data.labels``: the model turns them into ``scheme.one_hot(mask[:, 0])``),
+- ``mask`` (1,S,S) float32 atoms: the mask of annotator ``annotator``, drawn at random per item and per
   step for training (the ambiguity paper's training on a random annotator); for validation drawn once per
   item from (seed, index), so it never changes,
 - ``annotator`` int, ``index`` int, ``case_id`` str, ``patient_id`` str.
@@ -125,7 +126,7 @@ def build_datasets(
     """
     if not cfg.root:
         raise UserError("data.root is empty: give the dataset folder (--data DIR)")
-    reader = open_dataset(cfg.root, cfg.layout, cfg.foreground)
+    reader = open_dataset(cfg.root, cfg.layout, cfg.foreground, cfg.classes)
     if not reader.entries:
         hint = f"; data.layout={cfg.layout} (a preset's choice): try data.layout=auto" if cfg.layout != "auto" else ""
         raise UserError(f"{cfg.root}: no cases found in the {reader.layout} layout{hint}")

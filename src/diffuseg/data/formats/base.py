@@ -123,6 +123,7 @@ class Reader:
         self.root = Path(root)
         self.foreground = tuple(int(v) for v in foreground)
         self.scheme: LabelScheme = label_scheme(classes, self.foreground)
+        self.classes_source = "data.classes"  # where the scheme's classes come from (a file, for dataset classes)
         self.entries: list[Entry] = []
         self.problems: list[str] = []
         self.notes: list[str] = []
@@ -136,7 +137,7 @@ class Reader:
             return
         found = label_scheme(classes, (), where=where)
         if self.scheme.binary:
-            self.scheme = found
+            self.scheme, self.classes_source = found, where
         elif self.scheme != found:
             raise UserError(
                 f"{where}: its labels {_describe_classes(found)} do not match data.classes "
@@ -273,8 +274,8 @@ class Reader:
         unknown = self.scheme.undeclared(label_values(plane))
         if unknown:
             problems.append(
-                f"{path}: label value(s) {_values(sorted(unknown))} not declared in the classes "
-                f"{_describe_classes(self.scheme)}; declare them in data.classes"
+                f"{path}: label value(s) {_values(sorted(unknown))} not declared in {self.classes_source} "
+                f"{_describe_classes(self.scheme)}"
             )
             return None
         return self.scheme.encode(plane)
