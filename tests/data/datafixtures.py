@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
+
+from diffuseg.data.labels import ClassSpec
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -34,6 +37,40 @@ def nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
     return path
+
+
+ACDC = (ClassSpec("RV", (1,)), ClassSpec("Myo", (2,)), ClassSpec("LV", (3,)))
+
+
+def label_map(size: int = 16, seed: int = 0) -> np.ndarray:
+    """Quadrants 0 / 1 / 2 / 3 (top-left, top-right, bottom-left, bottom-right)."""
+    out = np.zeros((size, size), np.uint8)
+    h = size // 2
+    out[:h, h:], out[h:, :h], out[h:, h:] = 1, 2, 3
+    return np.roll(out, seed, axis=1)
+
+
+def h5(path, image, label=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=image)
+        if label is not None:
+            f.create_dataset("label", data=label)
+    return path
+
+
+def ssl4mis(root, size: int = 16):
+    """Two training patients as 2D slices, one validation patient as a 3D volume (D=3), SSL4MIS lists."""
+    for p in (1, 2):
+        for z in (1, 2):
+            h5(root / "data" / f"patient00{p}_frame01_slice_{z}.h5", grey(size, p + z) / 255.0, label_map(size, z))
+    volume = np.stack([label_map(size, z) for z in range(3)])
+    h5(root / "data" / "patient003_frame01.h5", np.random.default_rng(0).random((3, size, size)), volume)
+    (root / "train.list").write_text("patient001_frame01\npatient002_frame01\n")
+    (root / "val.list").write_text("patient003_frame01\n")
+    names = [f"patient00{p}_frame01_slice_{z}" for p in (1, 2) for z in (1, 2)]
+    (root / "train_slices.list").write_text("\n".join(names))
+    return root
 
 
 def disc(size: int, radius: float, value: int = 255) -> np.ndarray:
