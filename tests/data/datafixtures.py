@@ -6,6 +6,7 @@ of problem, with the text that ``verify`` must report for it and the file that t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -166,6 +167,19 @@ def _nifti_geometry(root: Path) -> None:
     nifti(root / "labels" / "vol.nii.gz", (vol > 0.5).astype(np.uint8), shifted)
 
 
+def _dataset_json_mismatch(root: Path) -> None:
+    (root / "imagesTr").mkdir(parents=True)
+    labels = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": labels}))
+    nifti(root / "imagesTr" / "c1_0000.nii.gz", np.random.default_rng(0).random((12, 12)).astype(np.float32))
+    nifti(root / "labelsTr" / "c1.nii.gz", label_map(12) * 2)  # values 2, 4, 6: 4 and 6 are not in dataset.json
+
+
+def _hdf5_label_size(root: Path) -> None:
+    h5(root / "data" / "p1_frame01_slice_1.h5", np.zeros((16, 16), np.float32), label_map(16) // 3)  # binary:
+    h5(root / "data" / "p1_frame01_slice_2.h5", np.zeros((16, 16), np.float32), label_map(8) // 3)  # no note
+
+
 # name -> (builder, text every report must contain, file the problem line must name)
 CORPUS = {
     "corrupt": (_corrupt, "unreadable or corrupt", "images/1_a.png"),
@@ -179,6 +193,8 @@ CORPUS = {
     "empty": (_empty, "empty dataset", ""),
     "unequal_annotators": (_unequal_annotators, "annotator folders of unequal length", "LIDC-IDRI-0001/nodule-0"),
     "nifti_geometry": (_nifti_geometry, "label geometry", "labels/vol.nii.gz"),
+    "dataset_json_mismatch": (_dataset_json_mismatch, "label value(s) {4, 6} not declared in", "labelsTr/c1.nii.gz"),
+    "hdf5_label_size": (_hdf5_label_size, "mask size 8x8 differs from image size 16x16", "p1_frame01_slice_2.h5"),
 }
 
 
