@@ -15,6 +15,7 @@ from diffuseg.config import DataConfig, load_config
 from diffuseg.data.cache import load_cached
 from diffuseg.data.dataset import build_datasets, split_indices
 from diffuseg.data.formats import open_dataset
+from diffuseg.data.formats.brats import BRATS_REGIONS
 from diffuseg.data.labels import ClassSpec
 from diffuseg.data.splits import SplitKind, split_source
 from diffuseg.data.transforms import resize_pair
@@ -107,8 +108,7 @@ def test_nnunet_msd_v1_labels_and_regions(tmp_path):
 @pytest.mark.realdata
 def test_brats_all_labels_with_declared_regions():
     root = shared("brats_sample")
-    regions = (ClassSpec("WT", (1, 2, 4)), ClassSpec("TC", (1, 4)), ClassSpec("ET", (4,)))
-    reader = open_dataset(root, classes=regions)
+    reader = open_dataset(root, classes=BRATS_REGIONS)
     labelled = [i for i, e in enumerate(reader.entries) if e.masks]
     case = reader[labelled[0]]
     import nibabel as nib
