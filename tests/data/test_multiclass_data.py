@@ -141,6 +141,14 @@ def test_ssl4mis_slices_volumes_and_lists(tmp_path):
     assert {reader.entries[i].patient_id for i in val} == {"patient003"}
     named = open_dataset(root, classes=ACDC)
     assert named.scheme.names == ("RV", "Myo", "LV") and not named.notes
+    assert reader.classes_source == "the label values found in the files"
+
+
+def test_ssl4mis_unlabelled_files_for_prediction(tmp_path):
+    h5(tmp_path / "data" / "v.h5", np.random.default_rng(0).random((2, 8, 8)).astype(np.float32))
+    reader = open_dataset(tmp_path)
+    assert reader.layout == "ssl4mis" and len(reader) == 2 and reader.annotators == 0
+    assert reader[1].masks.shape == (0, 8, 8) and reader[1].geometry.slice_index == 1
 
 
 def test_ssl4mis_binary_labels_stay_binary(tmp_path):

@@ -117,6 +117,7 @@ class SSL4MISReader(Reader):
             return
         classes = [ClassSpec(f"class_{int(v)}", (int(v),)) for v in values]
         self.use_dataset_classes(classes, str(self.root))
+        self.classes_source = "the label values found in the files"
         self.notes.append(
             f"{self.root}: data.classes not declared; the label values {', '.join(str(int(v)) for v in values)} "
             f"are taken as classes {', '.join(c.name for c in classes)} (declare data.classes to name them)"
