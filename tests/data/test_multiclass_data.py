@@ -172,6 +172,7 @@ def test_build_datasets_atom_maps_through_the_cache(tmp_path):
     cfg = DataConfig(root=str(root), classes=ACDC, image_size=8, augment=True, cache_dir=str(tmp_path / "cache"))
     train, val = build_datasets(cfg)
     assert len(train) == 4 and len(val) == 3  # the slices of train.list, the volume of val.list
+    assert train.scheme.names == ("RV", "Myo", "LV") and train.scheme.channels == 4
     item = train[0]
     assert item["mask"].shape == (1, 8, 8) and set(item["mask"].unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
     assert len(item["mask"].unique()) == 4  # quadrants survive the resize and any flip or turn

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
 from diffuseg.data.formats import Reader, open_dataset
+from diffuseg.data.labels import LabelScheme, label_scheme
 from diffuseg.data.splits import SplitKind, split_by_patient, split_from_lists, split_source
 from diffuseg.data.transforms import Augment, random_crop, single_thread
 from diffuseg.errors import UserError
@@ -39,7 +40,8 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 class SegmentationDataset(Dataset):
-    """Items of ``arrays`` at ``indices`` (see module doc for the item dict)."""
+    """Items of ``arrays`` at ``indices`` (see module doc for the item dict). ``scheme`` is the label scheme the
+    atom maps follow (the reader's: ``data.classes``, or classes the dataset declares; binary by default)."""
 
     def __init__(
         self,
@@ -51,8 +53,10 @@ class SegmentationDataset(Dataset):
         augment: Augment | None = None,
         random_crop: bool = False,
         seed: int = 0,
+        scheme: LabelScheme | None = None,
     ):
         self.arrays = arrays
+        self.scheme = scheme if scheme is not None else label_scheme()
         self.indices = list(indices)
         self.annotators = annotators
         self.train = train
@@ -148,7 +152,7 @@ def build_datasets(
             "empty masks; check data.foreground (label values counted as foreground) and the mask files",
             file=sys.stderr,
         )
-    common = {"annotators": annotators, "random_crop": cfg.random_crop, "seed": seed}
+    common = {"annotators": annotators, "random_crop": cfg.random_crop, "seed": seed, "scheme": reader.scheme}
     train_set = SegmentationDataset(arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common)
     val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
     return train_set, val_set
