@@ -100,3 +100,13 @@ def test_hdf5_binary_writes_zero_one(tmp_path):
     with h5py.File(tmp_path / "out" / "a_slice_1.h5") as f:
         assert f["label"][()].tolist() == (label_map(8) > 1).astype(np.uint8).tolist()
     assert read_prediction(tmp_path / "out", case).tolist() == case.masks[0].tolist()
+
+
+def test_binary_scheme_keeps_png_scaling(tmp_path):
+    png(tmp_path / "in" / "images" / "a.png", grey(8))
+    png(tmp_path / "in" / "masks" / "a.png", (label_map(8) > 0).astype(np.uint8) * 255)
+    reader = open_dataset(tmp_path / "in")
+    case = reader[0]
+    with PredictionWriter(tmp_path / "out", [tmp_path / "in"], scheme=reader.scheme) as w:
+        w.write(case, case.masks[0].float())
+    assert np.array(Image.open(tmp_path / "out" / "a.png")).tolist() == ((label_map(8) > 0) * 255).tolist()
