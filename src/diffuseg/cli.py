@@ -169,7 +169,7 @@ def _labels(text: str) -> tuple[int, ...]:
 
 # Dataset layouts, ``diffuseg.data.formats.Layout`` (its readers' registry plus auto); kept here so that
 # ``--help`` does not import torch; tests/test_command_line.py checks that the two agree.
-LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "classes", "paired", "nifti", "images")
+LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "classes", "ssl4mis", "paired", "nifti", "images")
 _LAYOUT_HELP = "one of: " + ", ".join(LAYOUTS) + "; see docs/data.md"
 THREADS_HELP = "CPU threads (default: OMP_NUM_THREADS, else one per idle core; docs/inference.md)"
 

@@ -6,11 +6,15 @@ of problem, with the text that ``verify`` must report for it and the file that t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
+
+from diffuseg.data.labels import ClassSpec
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -34,6 +38,40 @@ def nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
     return path
+
+
+ACDC = (ClassSpec("RV", (1,)), ClassSpec("Myo", (2,)), ClassSpec("LV", (3,)))
+
+
+def label_map(size: int = 16, seed: int = 0) -> np.ndarray:
+    """Quadrants 0 / 1 / 2 / 3 (top-left, top-right, bottom-left, bottom-right)."""
+    out = np.zeros((size, size), np.uint8)
+    h = size // 2
+    out[:h, h:], out[h:, :h], out[h:, h:] = 1, 2, 3
+    return np.roll(out, seed, axis=1)
+
+
+def h5(path, image, label=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=image)
+        if label is not None:
+            f.create_dataset("label", data=label)
+    return path
+
+
+def ssl4mis(root, size: int = 16):
+    """Two training patients as 2D slices, one validation patient as a 3D volume (D=3), SSL4MIS lists."""
+    for p in (1, 2):
+        for z in (1, 2):
+            h5(root / "data" / f"patient00{p}_frame01_slice_{z}.h5", grey(size, p + z) / 255.0, label_map(size, z))
+    volume = np.stack([label_map(size, z) for z in range(3)])
+    h5(root / "data" / "patient003_frame01.h5", np.random.default_rng(0).random((3, size, size)), volume)
+    (root / "train.list").write_text("patient001_frame01\npatient002_frame01\n")
+    (root / "val.list").write_text("patient003_frame01\n")
+    names = [f"patient00{p}_frame01_slice_{z}" for p in (1, 2) for z in (1, 2)]
+    (root / "train_slices.list").write_text("\n".join(names))
+    return root
 
 
 def disc(size: int, radius: float, value: int = 255) -> np.ndarray:
@@ -129,6 +167,19 @@ def _nifti_geometry(root: Path) -> None:
     nifti(root / "labels" / "vol.nii.gz", (vol > 0.5).astype(np.uint8), shifted)
 
 
+def _dataset_json_mismatch(root: Path) -> None:
+    (root / "imagesTr").mkdir(parents=True)
+    labels = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": labels}))
+    nifti(root / "imagesTr" / "c1_0000.nii.gz", np.random.default_rng(0).random((12, 12)).astype(np.float32))
+    nifti(root / "labelsTr" / "c1.nii.gz", label_map(12) * 2)  # values 2, 4, 6: 4 and 6 are not in dataset.json
+
+
+def _hdf5_label_size(root: Path) -> None:
+    h5(root / "data" / "p1_frame01_slice_1.h5", np.zeros((16, 16), np.float32), label_map(16) // 3)  # binary:
+    h5(root / "data" / "p1_frame01_slice_2.h5", np.zeros((16, 16), np.float32), label_map(8) // 3)  # no note
+
+
 # name -> (builder, text every report must contain, file the problem line must name)
 CORPUS = {
     "corrupt": (_corrupt, "unreadable or corrupt", "images/1_a.png"),
@@ -142,6 +193,8 @@ CORPUS = {
     "empty": (_empty, "empty dataset", ""),
     "unequal_annotators": (_unequal_annotators, "annotator folders of unequal length", "LIDC-IDRI-0001/nodule-0"),
     "nifti_geometry": (_nifti_geometry, "label geometry", "labels/vol.nii.gz"),
+    "dataset_json_mismatch": (_dataset_json_mismatch, "label value(s) {4, 6} not declared in", "labelsTr/c1.nii.gz"),
+    "hdf5_label_size": (_hdf5_label_size, "mask size 8x8 differs from image size 16x16", "p1_frame01_slice_2.h5"),
 }
 
 

@@ -2,9 +2,11 @@
 
 ``cache_dir/<key>/`` holds ``images.npy`` (N,C,S,S) float16 (C = ``data.in_channels``, converted as
 ``transforms.match_channels`` says), ``masks.npy`` (N,K,S,ceil(S/8)) uint8 (bits
-packed along the last axis), ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient
-ids). ``key`` hashes the reader's layout, foreground labels, size, annotator and channel count, and every source
-file's path, size and modification time, so any change to the data or the settings builds a new cache.
+packed along the last axis) for binary atom maps, or (N,K,S,S) uint8 atom maps (``data.labels``) when the
+reader's scheme has L >= 2 atoms, ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient
+ids). ``key`` hashes the reader's layout, foreground labels, size, annotator and channel count (and its label
+scheme when it is not binary: binary keys and files are those of before), and every source file's path, size and
+modification time, so any change to the data or the settings builds a new cache.
 The folder is written under a temporary name and renamed, so a cache is never half-written. Building
 decodes with ``workers`` processes and runs every ``verify`` check: any problem raises ``DatasetError``.
 """
@@ -38,12 +40,13 @@ class CachedArrays:
     """Preprocessed items; ``images`` and ``masks`` may be memory maps (read lazily)."""
 
     images: np.ndarray  # (N,C,S,S) float16
-    masks: np.ndarray  # (N,K,S,ceil(S/8)) uint8, packed bits
+    masks: np.ndarray  # (N,K,S,ceil(S/8)) uint8, packed bits; (N,K,S,S) uint8 atom maps when atoms >= 2
     counts: np.ndarray  # (N,) int: annotators of each item (masks beyond it are zero)
     case_ids: list[str]
     patients: list[str]
     size: int
     folder: Path | None = None  # the cache folder, when the arrays are memory maps of it
+    atoms: int = 1  # L of the label scheme; 1 = binary, bits packed
 
     def __getstate__(self) -> dict:
         """Pickle memory maps by their folder (DataLoader workers started by spawn re-open them)."""
@@ -62,8 +65,10 @@ class CachedArrays:
         return len(self.case_ids)
 
     def item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (C,S,S) float32, masks (counts[i],S,S) uint8 of item ``i``."""
+        """image (C,S,S) float32, masks (counts[i],S,S) uint8 atom maps of item ``i``."""
         image = torch.from_numpy(np.asarray(self.images[i], dtype=np.float32))
+        if self.atoms >= 2:
+            return image, torch.from_numpy(np.array(self.masks[i][: int(self.counts[i])], dtype=np.uint8))
         bits = np.unpackbits(np.asarray(self.masks[i]), axis=-1, count=self.size)[: int(self.counts[i])]
         return image, torch.from_numpy(np.ascontiguousarray(bits))
 
@@ -72,6 +77,8 @@ def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int
     """Hex digest of the settings and every source file's (path, size, mtime)."""
     h = hashlib.sha256()
     settings = [CACHE_VERSION, reader.layout, list(reader.foreground), size, annotators, in_channels]
+    if not reader.scheme.binary:
+        settings.append(reader.scheme.to_dict())
     h.update(json.dumps(settings).encode())
     seen: set[str] = set()
     for i in indices:
@@ -94,8 +101,9 @@ def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators:
 
 def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int):
     n = len(indices)
+    atoms = reader.scheme.atoms
     images = np.zeros((n, in_channels, size, size), dtype=np.float16)
-    masks = np.zeros((n, annotators, size, (size + 7) // 8), dtype=np.uint8)
+    masks = np.zeros((n, annotators, size, size if atoms >= 2 else (size + 7) // 8), dtype=np.uint8)
     counts = np.zeros(n, dtype=np.int16)
     problems: list[str] = []
     for j, i in enumerate(indices):
@@ -103,10 +111,10 @@ def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, 
         problems.extend(found)
         if case is None:
             continue
-        image, mask = resize_pair(case.image, case.masks[:annotators], size)
+        image, mask = resize_pair(case.image, case.masks[:annotators], size, atoms)
         images[j] = image.numpy()
         counts[j] = mask.shape[0]
-        masks[j, : mask.shape[0]] = np.packbits(mask.numpy().astype(bool), axis=-1)
+        masks[j, : mask.shape[0]] = mask.numpy() if atoms >= 2 else np.packbits(mask.numpy().astype(bool), axis=-1)
     return images, masks, counts, problems
 
 
@@ -155,7 +163,7 @@ def load_cached(
     patients = [reader.entries[i].patient_id for i in indices]
     if cache_dir is None:
         images, masks, counts = decode_all(reader, indices, size, annotators, workers, in_channels=in_channels)
-        return CachedArrays(images, masks, counts, case_ids, patients, size)
+        return CachedArrays(images, masks, counts, case_ids, patients, size, atoms=reader.scheme.atoms)
     folder = Path(cache_dir) / cache_key(reader, indices, size, annotators, in_channels)
     if not (folder / "meta.json").is_file():
         images, masks, counts = decode_all(reader, indices, size, annotators, workers, in_channels=in_channels)
@@ -182,4 +190,5 @@ def load_cached(
         patients,
         size,
         folder,
+        reader.scheme.atoms,
     )

@@ -13,11 +13,12 @@ class Geometry:
 
     ``size`` is the original (H, W) of the 2D item. For NIfTI inputs ``affine`` is the 4x4 matrix of the
     source file and ``spacing`` its voxel sizes. A 2D slice of a 3D volume has ``volume_id``,
-    ``slice_index`` (along the last array axis) and ``volume_shape``; writers re-assemble those slices.
+    ``slice_index`` (along the last array axis; the first for HDF5, whose volumes are (D,H,W)) and
+    ``volume_shape``; writers re-assemble those slices.
     """
 
     size: tuple[int, int]
-    format: str  # file suffix of the image: "png", "gif", "jpg", "tif", "bmp", "npy", "nii", "nii.gz"
+    format: str  # file suffix of the image: "png", "gif", "jpg", "tif", "bmp", "npy", "nii", "nii.gz", "h5"
     sources: tuple[str, ...] = ()  # image file per channel
     mask_sources: tuple[tuple[str, ...], ...] = ()  # per annotator, the files joined into its mask
     affine: tuple[tuple[float, ...], ...] | None = None
@@ -31,7 +32,8 @@ class Geometry:
 
 @dataclass
 class Case:
-    """One item: ``image`` (C,H,W) float32, ``masks`` (K,H,W) uint8 in {0,1}; K = 0 when unlabelled."""
+    """One item: ``image`` (C,H,W) float32, ``masks`` (K,H,W) uint8 atom maps (``data.labels``: {0,1} for
+    binary, 0..L for L declared label values); K = 0 when unlabelled."""
 
     image: torch.Tensor
     masks: torch.Tensor

@@ -2,8 +2,9 @@
 
 Each item is a dict:
 - ``image`` (C,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``),
-- ``masks`` (K,S,S) float32 {0,1}: every annotator's mask (K fixed within a dataset; missing ones are 0),
-- ``mask`` (1,S,S) float32 {0,1}: the mask of annotator ``annotator``, drawn at random per item and per
+- ``masks`` (K,S,S) float32 atom maps: every annotator's mask (K fixed within a dataset; missing ones are 0);
+  binary {0,1} as always, else 0..L (``data.labels``: the model turns them into ``scheme.one_hot(mask[:, 0])``),
+- ``mask`` (1,S,S) float32 atoms: the mask of annotator ``annotator``, drawn at random per item and per
   step for training (the ambiguity paper's training on a random annotator); for validation drawn once per
   item from (seed, index), so it never changes,
 - ``annotator`` int, ``index`` int, ``case_id`` str, ``patient_id`` str.
@@ -26,6 +27,7 @@ from torch.utils.data import Dataset
 from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
 from diffuseg.data.formats import Reader, open_dataset
+from diffuseg.data.labels import LabelScheme, label_scheme
 from diffuseg.data.splits import SplitKind, split_by_patient, split_from_lists, split_source
 from diffuseg.data.transforms import Augment, random_crop, single_thread
 from diffuseg.errors import UserError
@@ -38,7 +40,8 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 class SegmentationDataset(Dataset):
-    """Items of ``arrays`` at ``indices`` (see module doc for the item dict)."""
+    """Items of ``arrays`` at ``indices`` (see module doc for the item dict). ``scheme`` is the label scheme the
+    atom maps follow (the reader's: ``data.classes``, or classes the dataset declares; binary by default)."""
 
     def __init__(
         self,
@@ -50,8 +53,10 @@ class SegmentationDataset(Dataset):
         augment: Augment | None = None,
         random_crop: bool = False,
         seed: int = 0,
+        scheme: LabelScheme | None = None,
     ):
         self.arrays = arrays
+        self.scheme = scheme if scheme is not None else label_scheme()
         self.indices = list(indices)
         self.annotators = annotators
         self.train = train
@@ -125,7 +130,7 @@ def build_datasets(
     """
     if not cfg.root:
         raise UserError("data.root is empty: give the dataset folder (--data DIR)")
-    reader = open_dataset(cfg.root, cfg.layout, cfg.foreground)
+    reader = open_dataset(cfg.root, cfg.layout, cfg.foreground, cfg.classes)
     if not reader.entries:
         hint = f"; data.layout={cfg.layout} (a preset's choice): try data.layout=auto" if cfg.layout != "auto" else ""
         raise UserError(f"{cfg.root}: no cases found in the {reader.layout} layout{hint}")
@@ -147,7 +152,7 @@ def build_datasets(
             "empty masks; check data.foreground (label values counted as foreground) and the mask files",
             file=sys.stderr,
         )
-    common = {"annotators": annotators, "random_crop": cfg.random_crop, "seed": seed}
+    common = {"annotators": annotators, "random_crop": cfg.random_crop, "seed": seed, "scheme": reader.scheme}
     train_set = SegmentationDataset(arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common)
     val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
     return train_set, val_set

@@ -4,7 +4,9 @@ Where the split comes from (``split_source``), first match wins:
 1. ``data.train_patients`` and ``data.val_patients`` (both or neither);
 2. ``train_patients.txt`` and ``val_patients.txt`` in the dataset root (``data.root``);
 3. the same two files in the root's parent folder (e.g. ``--data lidc/LIDC-IDRI-slices`` finds ``lidc/*.txt``);
-4. a seeded split by patient (``data.val_fraction`` of the patients, ``data.split_seed``).
+4. SSL4MIS's ``train.list`` and ``val.list`` in the dataset root (they name cases, ``patient038_frame01``; a
+   case's patient, ``patient038``, goes to that side; ``test.list`` cases are on neither side);
+5. a seeded split by patient (``data.val_fraction`` of the patients, ``data.split_seed``).
 A training run writes what it used to ``RUN/split.json`` (``write_split``): the source and the train and
 validation patient and case ids; ``split_cases`` reads it back for ``predict`` and ``evaluate --split``.
 """
@@ -24,6 +26,7 @@ from diffuseg.config import DataConfig, StrEnum, write_text_atomic
 from diffuseg.errors import UserError
 
 LIST_NAMES = ("train_patients.txt", "val_patients.txt")
+DATASET_LIST_NAMES = ("train.list", "val.list")  # SSL4MIS, one case name per line
 SPLIT_FILE = "split.json"
 
 
@@ -33,6 +36,7 @@ class SplitKind(StrEnum):
     CONFIG = "config"
     ROOT_LISTS = "root_lists"
     PARENT_LISTS = "parent_lists"
+    DATASET_LISTS = "dataset_lists"  # SSL4MIS train.list / val.list
     SEED = "seed"
 
 
@@ -53,7 +57,10 @@ class SplitSource:
             SplitKind.CONFIG: "data.train_patients / data.val_patients",
             SplitKind.ROOT_LISTS: "found in the dataset folder",
             SplitKind.PARENT_LISTS: "found in the dataset's parent folder",
+            SplitKind.DATASET_LISTS: "the dataset's own split, by patient",
         }[self.kind]
+        if self.kind is SplitKind.DATASET_LISTS:
+            return f"case lists {self.train_list} and {self.val_list} ({where})"
         return f"patient lists {self.train_list} and {self.val_list} ({where})"
 
 
@@ -76,6 +83,9 @@ def split_source(cfg: DataConfig) -> SplitSource:
     found = find_patient_lists(cfg.root)
     if found is not None:
         return SplitSource(found[0], str(found[1]), str(found[2]))
+    lists = [Path(cfg.root) / name for name in DATASET_LIST_NAMES]
+    if all(p.is_file() for p in lists):
+        return SplitSource(SplitKind.DATASET_LISTS, str(lists[0]), str(lists[1]))
     return SplitSource(SplitKind.SEED, val_fraction=cfg.val_fraction, seed=cfg.split_seed)
 
 
@@ -165,12 +175,18 @@ def split_by_patient(patients: Sequence[str], val_fraction: float, seed: int) ->
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
-    """One patient id per line; blank lines and ``#`` comments ignored."""
+    """One patient id per line; blank lines and ``#`` comments ignored. An SSL4MIS ``.list`` file names cases
+    (``patient038_frame01``): their patient ids (``patient038``) are returned."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: patient list not found")
     lines = [ln.split("#", 1)[0].strip() for ln in path.read_text().splitlines()]
-    return [ln for ln in lines if ln]
+    ids = [ln for ln in lines if ln]
+    if path.suffix == ".list":
+        from diffuseg.data.formats.ssl4mis import patient_of
+
+        return list(dict.fromkeys(patient_of(name) for name in ids))
+    return ids
 
 
 def split_from_lists(

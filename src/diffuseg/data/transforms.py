@@ -1,7 +1,8 @@
 """Paired transforms on tensors: resizing to the model size, training augmentation, the random crop.
 
-Images are (C,H,W) float, masks (K,H,W) {0,1}; every geometric change is applied to both with the same
-parameters (images bilinear, masks nearest). Every random function takes a ``torch.Generator``.
+Images are (C,H,W) float, masks (K,H,W) atom maps (``data.labels``: {0,1} for binary, 0..L for L declared label
+values); every geometric change is applied to both with the same parameters (images bilinear, masks nearest, so
+atoms stay atoms). Every random function takes a ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -15,21 +16,35 @@ import torch
 import torch.nn.functional as F
 
 
-def resize_pair(image: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def resize_pair(
+    image: torch.Tensor, masks: torch.Tensor, size: int, atoms: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize to ``size`` x ``size`` (aspect ratio not kept; writers resize back to the original size).
 
     image (C,H,W) float -> (C,S,S) bilinear with antialiasing; masks (K,H,W) {0,1} -> (K,S,S) {0,1}: the same
     antialiased bilinear map, foreground where it is >= 0.5. Both commute with flips and 90-degree turns, so
     image and mask stay aligned and no border is favoured (nearest-neighbour halving keeps pixels 1, 3, 5, ...,
-    which shifts the mask a quarter of an output pixel towards the bottom-right of the image).
+    which shifts the mask a quarter of an output pixel towards the bottom-right of the image). Atom maps with
+    ``atoms`` = L >= 2 (values 0..L): the same map on the one-hot over the L + 1 atoms, then the argmax (ties
+    to the lower atom); L = 1 is exactly the binary rule above.
     """
     if image.shape[-2:] == (size, size):
         return image.float(), masks
     img = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
     if masks.shape[0] == 0:
         return img, masks.new_zeros((0, size, size))
+    if atoms >= 2:
+        return img, resize_atoms(masks, size, atoms)
     soft = F.interpolate(masks[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return img, (soft[0] >= 0.5).to(masks.dtype)
+
+
+def resize_atoms(masks: torch.Tensor, size: int, atoms: int) -> torch.Tensor:
+    """Atom maps (K,H,W) with values 0..``atoms`` -> (K,S,S): antialiased bilinear resize of the one-hot over
+    the atoms, then the argmax (ties to the lower atom)."""
+    one_hot = F.one_hot(masks.long(), atoms + 1).movedim(-1, 1).float()  # (K, L+1, H, W)
+    soft = F.interpolate(one_hot, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return soft.argmax(1).to(masks.dtype)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """``diffuseg verify``: read every file of a dataset, collect every problem, then fail once with the list.
 
 Checks: unreadable or corrupt files, images without masks and masks without images, masks of another size
-than their image, masks that are not binary or hold unknown labels, NaN or infinite intensities, an empty
+than their image, masks that are not binary or hold unknown labels (with classes, from ``data.classes`` or the dataset's
+``dataset.json``: every file holding a label value no class declares), NaN or infinite intensities, an empty
 dataset, annotator folders of unequal length, NIfTI image/label geometry (shape, affine) that differs, and
 images whose channel count cannot be turned into ``data.in_channels`` (``transforms.match_channels``).
 ``checked_case`` is the one per-case check: training's cache (``data.cache``) decodes through it too, so a
@@ -19,6 +20,7 @@ from diffuseg.config import DataConfig
 from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats import Reader, open_dataset
 from diffuseg.data.formats.files import RASTER_SUFFIXES
+from diffuseg.data.labels import ClassSpec
 from diffuseg.data.transforms import match_channels
 from diffuseg.errors import DatasetError
 
@@ -65,11 +67,16 @@ def collect_problems(
 
 
 def verify_dataset(
-    root: str | os.PathLike, layout: str = "auto", foreground: Sequence[int] = (), in_channels: int | None = None
+    root: str | os.PathLike,
+    layout: str = "auto",
+    foreground: Sequence[int] = (),
+    in_channels: int | None = None,
+    classes: Sequence[ClassSpec] = (),
 ) -> str:
-    """Check the whole dataset at ``root`` as training with ``data.in_channels=in_channels`` reads it (default:
-    the first case's channel count); return a summary, or raise ``DatasetError`` listing every problem."""
-    reader = open_dataset(root, layout, foreground)
+    """Check the whole dataset at ``root`` as training with ``data.in_channels=in_channels`` and
+    ``data.classes=classes`` reads it (default: the first case's channel count); return a summary, or raise
+    ``DatasetError`` listing every problem."""
+    reader = open_dataset(root, layout, foreground, classes)
     channels = first_channels(reader) if in_channels is None else in_channels
     stats = _Stats()
     problems = collect_problems(reader, in_channels=channels, seen=stats.add)
@@ -118,6 +125,10 @@ def summarize(reader: Reader, in_channels: int = DEFAULT_CHANNELS, stats: _Stats
         + (f", {volumes} volume(s) sliced" if volumes else ""),
         "  annotators per case: " + ", ".join(f"{k} ({n} cases)" for k, n in sorted(annotators.items())),
     ]
+    if not reader.scheme.binary:
+        kind = "exclusive" if reader.scheme.exclusive else "overlapping regions"
+        listing = ", ".join(f"{c.name} {list(c.values)}" for c in reader.scheme.classes)
+        lines.append(f"  label classes ({kind}, from {reader.classes_source}): {listing}")
     if stats is not None and stats.classes:
         lines.append("  classes: " + ", ".join(f"{k} ({n} cases)" for k, n in sorted(stats.classes.items())))
     stored = ""

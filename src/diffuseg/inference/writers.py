@@ -12,6 +12,13 @@ Per case (``Case.geometry`` says how): the fused mask ``OUTPUT/<case>.<ext>``, t
 - NIfTI inputs give NIfTI with the source's affine (same suffix ``.nii``/``.nii.gz``): uint8 masks,
   float32 uncertainty. 2D slices of a 3D volume are collected and written as one volume
   ``OUTPUT/<volume>.<ext>`` once all its slices are in (``close`` writes unfinished ones, missing slices 0).
+- HDF5 inputs (SSL4MIS) give HDF5 with the dataset ``label`` (uint8; the image is not copied) and
+  ``<case>_uncertainty.h5`` with the dataset ``uncertainty`` (float32); volumes (D,H,W) are reassembled along
+  their first axis.
+- Several classes (``scheme``, a non-binary ``data.labels.LabelScheme``): ``fused`` and ``samples`` are atom
+  maps (h,w) int; they are resized back as the one-hot over the atoms, bilinearly, then the argmax, and written
+  as the dataset's own label values (``scheme.to_values``: ACDC 0/1/2/3, BraTS 0/1/2/4), uint8 (uint16 for
+  values above 255) in every format, PNG included (no scaling to 255; binary keeps its {0,255}).
 Two cases that would write files of one name (``x`` and ``x_uncertainty``; ``A`` and ``a``) are refused
 before anything is written (``check_output_names``).
 Every file is written to a temporary name in its folder and renamed. The writer refuses an OUTPUT inside
@@ -32,14 +39,21 @@ import torch.nn.functional as F
 from diffuseg.config import atomic_path
 from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats.base import Entry
+from diffuseg.data.formats.files import HDF5_SUFFIXES
+from diffuseg.data.labels import LabelScheme
 from diffuseg.errors import UserError
 
 UNCERTAINTY_SCALE = 65535  # 16-bit PNG uncertainty = round(u * 65535)
 
 
 def output_format(geometry: Geometry) -> str:
-    """File suffix of the written files: ``png``, ``npy``, ``nii`` or ``nii.gz``."""
-    return geometry.format if geometry.format in ("nii", "nii.gz", "npy") else "png"
+    """File suffix of the written files: ``png``, ``npy``, ``nii``, ``nii.gz`` or ``h5``/``hdf5``."""
+    return geometry.format if geometry.format in ("nii", "nii.gz", "npy", *HDF5_SUFFIXES) else "png"
+
+
+def slice_axis(geometry: Geometry) -> int:
+    """The volume axis a 2D slice of ``geometry`` lies across: 0 for HDF5 (D,H,W), else the last (NIfTI)."""
+    return 0 if geometry.format in HDF5_SUFFIXES else 2
 
 
 def output_name(geometry: Geometry, case_id: str) -> str:
@@ -78,16 +92,27 @@ def prediction_paths(output: str | os.PathLike, case: Case) -> dict[str, Path]:
     return {"mask": Path(output) / f"{name}.{ext}", "uncertainty": Path(output) / f"{name}{UNCERTAINTY}.{ext}"}
 
 
-def read_prediction(output: str | os.PathLike, case: Case, kind: str = "mask") -> np.ndarray:
-    """The written ``mask`` ({0,1} uint8) or ``uncertainty`` (float in [0,1]) of ``case`` at its original size."""
+def read_prediction(
+    output: str | os.PathLike, case: Case, kind: str = "mask", scheme: LabelScheme | None = None
+) -> np.ndarray:
+    """The written ``mask`` ({0,1} uint8; with a non-binary ``scheme``, its atom map uint8, ``UserError`` for a
+    value the scheme does not declare) or ``uncertainty`` (float in [0,1]) of ``case`` at its original size."""
     from diffuseg.data.formats.files import read_file
 
     path = prediction_paths(output, case)[kind]
     if not path.is_file():
         raise UserError(f"{path}: prediction not found for case {case.case_id}")
-    array = read_file(path, as_mask=True).array
+    if path.suffix == ".h5" and kind == "uncertainty":
+        array = _read_hdf5(path, "uncertainty")
+    else:
+        array = read_file(path, as_mask=True).array
     if case.geometry.slice_index is not None:
-        array = array[:, :, case.geometry.slice_index]
+        array = np.take(array, case.geometry.slice_index, axis=slice_axis(case.geometry))
+    if kind == "mask" and scheme is not None and not scheme.binary:
+        unknown = scheme.undeclared(array)
+        if unknown:
+            raise UserError(f"{path}: label value(s) {sorted(unknown)} not declared (classes {list(scheme.names)})")
+        return scheme.encode(array)
     if kind == "mask":
         return (array > 0).astype(np.uint8)
     if path.suffix == ".png":
@@ -119,6 +144,27 @@ def _to_mask(array: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return (_resize(array, size) >= 0.5).astype(np.uint8)
 
 
+def _to_values(atoms: torch.Tensor, size: tuple[int, int], scheme: LabelScheme) -> np.ndarray:
+    """(h,w) atom map -> (H,W) label values: the one-hot over the atoms resized bilinearly, then the argmax."""
+    a = atoms.detach().cpu().long()
+    a = a.reshape(a.shape[-2:])
+    if tuple(a.shape) != tuple(size):
+        one_hot = F.one_hot(a, scheme.atoms + 1).movedim(-1, 0).float()[None]
+        a = F.interpolate(one_hot, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+    values = scheme.to_values(a.numpy())
+    return values.astype(np.uint8 if values.max(initial=0) <= 255 else np.uint16)
+
+
+def _read_hdf5(path: Path, key: str) -> np.ndarray:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return np.asarray(f[key][()])
+    except (OSError, KeyError) as err:
+        raise UserError(f"{path}: no readable dataset {key!r} ({err})") from None
+
+
 @dataclass
 class _Volume:
     geometry: Geometry
@@ -133,8 +179,15 @@ class PredictionWriter:
     (any ``geometry.sources``/``mask_sources``) is ever overwritten.
     """
 
-    def __init__(self, output: str | os.PathLike, inputs: Sequence[str | os.PathLike], save_samples: bool = False):
+    def __init__(
+        self,
+        output: str | os.PathLike,
+        inputs: Sequence[str | os.PathLike],
+        save_samples: bool = False,
+        scheme: LabelScheme | None = None,
+    ):
         self.output = Path(output)
+        self.scheme = scheme if scheme is not None and not scheme.binary else None
         check_output(self.output, inputs)
         self.save_samples = save_samples
         self.written: list[Path] = []
@@ -155,20 +208,29 @@ class PredictionWriter:
         samples: torch.Tensor | None = None,
     ) -> list[Path]:
         """fused (h,w) or (1,h,w) in [0,1]; uncertainty (h,w) in [0,1]; samples (N,h,w) or (N,1,h,w) {0,1}.
+        With several classes (``scheme``), ``fused`` and ``samples`` are atom maps (values 0..L).
 
         Returns the files written now (none for a slice of a volume not yet complete).
         """
         g = case.geometry
         size = (int(g.size[0]), int(g.size[1]))
-        mask = _to_mask(fused, size)
+        if self.scheme is None:
+            to_mask = _to_mask
+        else:
+            scheme = self.scheme
+
+            def to_mask(a, s):
+                return _to_values(a, s, scheme)
+
+        mask = to_mask(fused, size)
         unc = _resize(uncertainty, size).clip(0.0, 1.0) if uncertainty is not None else None
         samp = None
         if self.save_samples and samples is not None:
-            samp = np.stack([_to_mask(s, size) for s in samples.reshape(-1, *samples.shape[-2:])])
+            samp = np.stack([to_mask(s, size) for s in samples.reshape(-1, *samples.shape[-2:])])
         if g.volume_id is not None and g.slice_index is not None and g.volume_shape is not None:
             vol = self._volumes.setdefault(g.volume_id, _Volume(g, output_name(g, case.case_id)))
             vol.slices[g.slice_index] = (mask, unc, samp)
-            if len(vol.slices) == g.volume_shape[2]:
+            if len(vol.slices) == g.volume_shape[slice_axis(g)]:
                 return self._flush(g.volume_id)
             return []
         return self._write_all(g, output_name(g, case.case_id), mask, unc, samp)
@@ -185,16 +247,18 @@ class PredictionWriter:
     def _flush(self, volume_id: str) -> list[Path]:
         vol = self._volumes.pop(volume_id)
         shape = tuple(vol.geometry.volume_shape[:3])
-        mask = np.zeros(shape, np.uint8)
+        dtype = np.result_type(*(s[0].dtype for s in vol.slices.values()))
+        mask = np.zeros(shape, dtype)
         unc = np.zeros(shape, np.float32) if any(s[1] is not None for s in vol.slices.values()) else None
         n_samples = max((len(s[2]) for s in vol.slices.values() if s[2] is not None), default=0)
-        samp = np.zeros((n_samples, *shape), np.uint8) if n_samples else None
+        samp = np.zeros((n_samples, *shape), dtype) if n_samples else None
+        axis = slice_axis(vol.geometry)
         for z, (m, u, s) in vol.slices.items():
-            mask[:, :, z] = m
+            _put(mask, z, m, axis)
             if unc is not None and u is not None:
-                unc[:, :, z] = u
+                _put(unc, z, u, axis)
             if samp is not None and s is not None:
-                samp[: len(s), :, :, z] = s
+                _put(samp[: len(s)], z, s, axis + 1)
         return self._write_all(vol.geometry, vol.name, mask, unc, samp)
 
     def _write_all(self, g: Geometry, name: str, mask, unc, samp) -> list[Path]:
@@ -214,24 +278,45 @@ class PredictionWriter:
             raise UserError(f"{path}: refusing to overwrite an input file; choose another output folder")
         ext = output_format(g)
         with atomic_path(path, suffix=f".tmp.{ext}") as tmp:  # the encoders go by the file ending
-            _encode(tmp, array, g, kind, ext)
+            _encode(tmp, array, g, kind, ext, labels=self.scheme is not None)
         return path
 
 
-def _encode(path: Path, array: np.ndarray, g: Geometry, kind: str, ext: str) -> None:
-    if ext in ("nii", "nii.gz"):
+def _put(volume: np.ndarray, z: int, plane: np.ndarray, axis: int) -> None:
+    """Set slice ``z`` of ``volume`` along ``axis`` (0: HDF5 (D,H,W); 2: NIfTI; +1 for a stack of samples)."""
+    index = [slice(None)] * volume.ndim
+    index[axis] = z
+    volume[tuple(index)] = plane
+
+
+def _mask_dtype(array: np.ndarray) -> np.dtype:
+    """uint8 for masks and label maps up to 255, uint16 above."""
+    return np.dtype(np.uint16 if array.dtype == np.uint16 else np.uint8)
+
+
+def _encode(path: Path, array: np.ndarray, g: Geometry, kind: str, ext: str, labels: bool = False) -> None:
+    if ext in HDF5_SUFFIXES:
+        import h5py
+
+        key = "label" if kind == "mask" else "uncertainty"
+        data = array.astype(_mask_dtype(array)) if kind == "mask" else array.astype(np.float32)
+        with h5py.File(path, "w") as f:
+            f.create_dataset(key, data=data, compression="gzip")
+    elif ext in ("nii", "nii.gz"):
         import nibabel as nib
 
-        data = array.astype(np.uint8) if kind == "mask" else array.astype(np.float32)
+        data = array.astype(_mask_dtype(array)) if kind == "mask" else array.astype(np.float32)
         affine = np.array(g.affine, dtype=np.float64) if g.affine is not None else np.eye(4)
         nib.save(nib.Nifti1Image(data, affine), str(path))
     elif ext == "npy":
         with open(path, "wb") as fh:
-            np.save(fh, array.astype(np.uint8) if kind == "mask" else array.astype(np.float32))
+            np.save(fh, array.astype(_mask_dtype(array)) if kind == "mask" else array.astype(np.float32))
     else:
         from PIL import Image
 
-        if kind == "mask":
+        if kind == "mask" and labels:
+            Image.fromarray(array.astype(_mask_dtype(array))).save(path, format="PNG")
+        elif kind == "mask":
             Image.fromarray((array > 0).astype(np.uint8) * 255).save(path, format="PNG")
         else:
             scaled = np.round(np.clip(array, 0, 1) * UNCERTAINTY_SCALE).astype(np.uint16)

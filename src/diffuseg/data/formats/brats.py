@@ -5,7 +5,9 @@
 and for 3D volumes (``BraTS2021_00000_flair.nii.gz``; sliced along the last axis). The four modalities are
 the channels in the order flair, t1, t1ce, t2 (t1ce also matches ``t1Gd``). Labels {0,1,2,3,4}: the mask is
 the whole tumour (any non-zero label) by default; sub-regions are chosen with ``foreground``, e.g.
-tumour core ``(1, 4)`` (BraTS 2023 labels: ``(1, 3)``) or enhancing tumour ``(4,)``. Cases without ``seg``
+tumour core ``(1, 4)`` (BraTS 2023 labels: ``(1, 3)``) or enhancing tumour ``(4,)``. All labels at once:
+declare ``data.classes``, e.g. the regions ``BRATS_REGIONS`` (WT, TC, ET; written back as 0/1/2/4) or exclusive
+classes (NCR 1, ED 2, ET 4); undeclared values are then problems naming the file. Cases without ``seg``
 (the testing folder) are unlabelled (K = 0). The patient id is the file prefix before the modality.
 """
 
@@ -16,8 +18,11 @@ from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, expand_volumes
 from diffuseg.data.formats.files import NIFTI_SUFFIXES, stem_of, suffix_of
+from diffuseg.data.labels import ClassSpec
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
+# nnU-Net's BraTS regions, labels up to 2021 (2023: NCR 1, ED 2, ET 3)
+BRATS_REGIONS = (ClassSpec("WT", (1, 2, 4)), ClassSpec("TC", (1, 4)), ClassSpec("ET", (4,)))
 LABELS = (1, 2, 3, 4)
 _FILE = re.compile(r"^(?P<prefix>.*?)_(?P<mod>flair|t1ce|t1gd|t1|t2|seg)(?P<rest>(_.*)?)$", re.IGNORECASE)
 

@@ -5,6 +5,13 @@
 ending from ``file_ending`` (default ``.nii.gz``), the allowed labels from ``labels``. 3D volumes are sliced
 along their last axis.
 
+Classes: ``labels`` with two or more foreground labels makes the dataset multi-class (``dataset_classes``):
+v2 ``{"background": 0, "RV": 1, ...}``, v1 / Medical Segmentation Decathlon ``{"0": "background", "1": ...}``,
+and nnU-Net v2 regions ``{"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}`` with
+``regions_class_order`` (the label written for each region, in order). ``data.classes``, when given, must match
+them; ``data.foreground`` keeps the dataset binary (the chosen labels as foreground, as before). One foreground
+label: binary as before.
+
 Several annotators (our extension, ignored by nnU-Net itself): annotator 0 is ``labelsTr/``; annotators 1..
 are sibling folders named ``labelsTr_<anything>`` taken in sorted order (``labelsTr_rater1``, ...), or the
 folders listed in order under the key ``"annotator_folders"`` of ``dataset.json``. Each holds ``CASE.<ext>``.
@@ -18,6 +25,7 @@ from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
 from diffuseg.data.formats.files import stem_of
+from diffuseg.data.labels import ClassSpec
 from diffuseg.errors import UserError
 
 _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
@@ -35,6 +43,38 @@ def _labels(meta: dict) -> tuple[int, ...] | None:
             except (TypeError, ValueError):
                 continue
     return tuple(sorted(v for v in values if v != 0)) or None
+
+
+def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
+    """The classes ``labels`` of a ``dataset.json`` declares (module docstring), or ``None`` for a binary dataset
+    (at most one foreground label) or one without ``labels``; ``UserError`` naming ``where`` for labels that are
+    not label values, or a ``regions_class_order`` that does not give one label per region."""
+    labels = meta.get("labels")
+    if not isinstance(labels, dict):
+        return None
+    v1 = all(str(k).strip().lstrip("-").isdigit() and isinstance(v, str) for k, v in labels.items())
+    pairs = [(str(v), k) for k, v in labels.items()] if v1 else [(str(k), v) for k, v in labels.items()]
+    specs: list[tuple[str, list]] = []
+    for name, value in pairs:
+        values = value if isinstance(value, list) else [value]
+        try:
+            numbers = [int(v) for v in values]
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: labels entry {name!r}: {value!r} is not a label value or list of them") from None
+        if numbers == [0] or name.lower() == "background":
+            continue
+        specs.append((name, numbers))
+    if len(specs) < 2:
+        return None
+    regions = any(isinstance(v, list) for _, v in pairs)
+    order = meta.get("regions_class_order")
+    if regions and order is not None:
+        if not isinstance(order, list) or len(order) != len(specs):
+            raise UserError(
+                f"{where}: regions_class_order {order!r} must list one label per region ({len(specs)} regions)"
+            )
+        return [ClassSpec(name, tuple(values), int(label)) for (name, values), label in zip(specs, order)]
+    return [ClassSpec(name, tuple(values)) for name, values in specs]
 
 
 class NnUNetReader(Reader):
@@ -85,6 +125,10 @@ class NnUNetReader(Reader):
         channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
         n_channels = len(channels) if isinstance(channels, dict) else 1
         labels = _labels(meta)
+        where = str(self.root / "dataset.json")
+        classes = dataset_classes(meta, where)
+        if classes:
+            self.use_dataset_classes(classes, where)
         cases: dict[str, dict[int, Path]] = {}
         for p in sorted((self.root / "imagesTr").glob(f"*{ending}")):
             m = _CHANNEL.match(stem_of(p))
