@@ -18,7 +18,8 @@ Multi-label STAPLE follows Warfield, Zou & Wells, "Simultaneous Truth and Perfor
   ``L = 1`` gives the binary STAPLE; ``vote`` starts from ITK's ``InitializeConfusionMatrixArrayFromVoting``:
   for each rater the histogram of (its label ``s'``, the plurality vote ``s``) over the voxels whose vote is
   not tied, normalised over ``s`` for each ``s'`` (ITK normalises rows, so this start is
-  ``P(vote = s | rater says s')``, not a confusion matrix), then the E-step;
+  ``P(vote = s | rater says s')``, not a confusion matrix), then the E-step. The EM finds a local maximum
+  of the likelihood: the two starts can end at different ones when the raters disagree much;
 - it stops when no entry of any ``theta_j`` moved by more than ``tol`` in one iteration (ITK: ``< 1e-5`` by
   default, computed in float32), or after ``max_iter`` M-steps;
 - an entry ``theta_j(s', s) = 0`` makes label ``s`` impossible wherever rater ``j`` says ``s'`` (exactly 0,
