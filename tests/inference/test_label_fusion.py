@@ -222,3 +222,20 @@ def test_relative_area_per_class_reduces_to_binary() -> None:
     stack = torch.cat([masks, 1 - masks], 1)  # two overlapping-free classes: each class on its own
     out = relative_area_classes(stack, 0.4)
     assert torch.equal(out[:, 1:], relative_area(stack[:, 1:], 0.4))
+
+
+def test_label_staple_float32_close_to_float64() -> None:
+    a = torch.from_numpy(_raters(np.random.default_rng(8), 10, 48, 3, 0.05))[None]
+    want = label_staple(a, 3)
+    got = label_staple(a, 3, dtype=torch.float32)
+    torch.testing.assert_close(got.probability.double(), want.probability, rtol=0, atol=1e-4)
+    assert (got.labels() != want.labels()).sum() <= 2  # only pixels whose two best labels are within rounding
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_label_staple_on_cuda_equals_cpu() -> None:
+    a = torch.from_numpy(np.stack([_raters(np.random.default_rng(s), 9, 32, 3, 0.1) for s in (9, 10)]))
+    cpu = label_staple(a, 3)
+    gpu = label_staple(a.cuda(), 3)
+    torch.testing.assert_close(gpu.probability.cpu(), cpu.probability, rtol=0, atol=1e-9)
+    assert torch.equal(gpu.iterations.cpu(), cpu.iterations)

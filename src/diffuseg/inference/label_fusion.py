@@ -8,7 +8,7 @@ function here gives what its binary counterpart in ``inference.fusion`` gives (t
 each docstring); ``fusion.fuse`` keeps binary calls on the binary path.
 
 Multi-label STAPLE follows Warfield, Zou & Wells, "Simultaneous Truth and Performance Level Estimation
-(STAPLE)", IEEE TMI 23(7), 2004, section II-C (the multi-class EM): one confusion matrix per rater,
+(STAPLE)", IEEE TMI 23(7), 2004, its extension to several labels (the multi-class EM): one confusion matrix per rater,
 ``theta_j(s', s) = P(rater j says s' | true label s)``, and a prior ``f(s)``. Choices the paper leaves open:
 
 - the prior ``f(s)`` is the frequency of label ``s`` over all raters and voxels (constant over space), as in
@@ -77,6 +77,7 @@ def label_frequencies(atoms: torch.Tensor, labels: int, member_dim: int = 1) -> 
 
 def first_argmax(values: torch.Tensor, dim: int) -> torch.Tensor:
     """Argmax over ``dim`` with ties to the lowest index (``torch.argmax`` does not promise which)."""
+    dim = dim % values.dim()
     top = values.amax(dim, keepdim=True)
     index = torch.arange(values.shape[dim], device=values.device).view(-1, *([1] * (values.dim() - dim - 1)))
     return torch.where(values == top, index, values.shape[dim]).amin(dim)
@@ -116,7 +117,7 @@ def mean_argmax(
 class LabelStapleResult:
     """Multi-label STAPLE output for ``B`` cases with ``R`` raters and labels ``0..L``.
 
-    ``probability``: ``(B, L + 1, *spatial)`` posterior ``W_i(s)`` (Warfield et al. eq. 23);
+    ``probability``: ``(B, L + 1, *spatial)`` posterior ``W_i(s)`` (the last E-step);
     ``confusion``: ``(B, R, L + 1, L + 1)`` the final ``theta_j(s', s)``, rater label ``s'`` (rows) given the
     true label ``s`` (columns); ``prior``: ``(B, L + 1)``; ``iterations``: ``(B,)`` M-steps run;
     ``converged``: ``(B,)`` whether the tolerance was met.
@@ -147,7 +148,7 @@ def _vote_start(counts: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, b: 
 
 
 def _m_step(w: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, b: int, r: int) -> torch.Tensor:
-    """Eq. 24: ``theta_j(s', s) = sum_i W_i(s) [D_ij = s'] / sum_i W_i(s)``; an unsupported column is 0."""
+    """M-step: ``theta_j(s', s) = sum_i W_i(s) [D_ij = s'] / sum_i W_i(s)``; an unsupported column is 0."""
     s = w.shape[1]
     num = torch.bmm(d, (w * weight.unsqueeze(1)).transpose(1, 2)).view(b, r, s, s)
     col = num.sum(2, keepdim=True)
@@ -155,7 +156,7 @@ def _m_step(w: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, b: int, r: i
 
 
 def _e_step(theta: torch.Tensor, log_prior: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Eq. 23: ``W_i(s) ∝ f(s) prod_j theta_j(D_ij, s)``, normalised over ``s``, in log space; zero factors are
+    """E-step: ``W_i(s) ∝ f(s) prod_j theta_j(D_ij, s)``, normalised over ``s``, in log space; zero factors are
     counted apart so that they give exactly 0. A voxel with no possible label gets ``W = 0``. -> ``(B, S, U)``."""
     b, r, s, _ = theta.shape
     zero = theta == 0
@@ -179,7 +180,7 @@ def label_staple(
     init: StapleInit | str = StapleInit.MEAN,
     dtype: torch.dtype = torch.float64,
 ) -> LabelStapleResult:
-    """Multi-label STAPLE (Warfield, Zou & Wells 2004, section II-C) of ``atoms`` ``(B, R, *spatial)`` with
+    """Multi-label STAPLE (Warfield, Zou & Wells 2004, several labels) of ``atoms`` ``(B, R, *spatial)`` with
     values ``0..labels``, batched over ``B``; the choices left open are in the module docstring.
 
     As the binary ``fusion.staple``, the EM runs over each case's distinct columns of votes (weighted by how
