@@ -99,24 +99,14 @@ def _mean_offdiag(d: torch.Tensor) -> float:
     return float((d.sum() - d.diagonal().sum()) / (n * (n - 1)))
 
 
-class SampleSet:
-    """N samples ``(N, *S)`` and M annotations ``(M, *S)`` with the intersection counts of every pair,
-    from one matrix product; every set metric below is read off them.
+class IoUSet:
+    """The set metrics read off the IoU matrix ``iou`` ``(N + M, N + M)`` of ``n`` samples followed by ``m``
+    annotations, with the distance ``d = 1 - IoU``. ``SampleSet`` fills it with the binary IoU (two empty
+    masks: IoU 1); ``evaluation.class_metrics.ClassSampleSet`` with the mean IoU over classes."""
 
-    ``d = 1 - IoU`` throughout, and two empty masks are at distance 0 (IoU and Dice 1).
-    """
-
-    def __init__(self, samples: Array, annotations: Array):
-        s, y = as_mask(samples), as_mask(annotations)
-        if s.shape[1:] != y.shape[1:]:
-            raise ValueError(f"samples {tuple(s.shape)} and annotations {tuple(y.shape)} differ in size")
-        self.n, self.m = len(s), len(y)
-        self.pixels = int(np.prod(s.shape[1:]))
-        both = torch.cat([s, y]).reshape(self.n + self.m, -1)
-        inter, sizes, _ = _intersections(both, both)
-        self.inter, self.sizes = inter, sizes
-        self.iou = _iou_from(inter, sizes, sizes)
-        self.union_sensitivity = _union_sensitivity(s, y)
+    n: int
+    m: int
+    iou: torch.Tensor
 
     def _blocks(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         d = 1 - self.iou
@@ -148,6 +138,26 @@ class SampleSet:
         cost = 1 - iou_sy.repeat(size // self.n, size // self.m).numpy()
         rows, cols = linear_sum_assignment(cost)
         return float(1 - cost[rows, cols].mean())
+
+
+class SampleSet(IoUSet):
+    """N samples ``(N, *S)`` and M annotations ``(M, *S)`` with the intersection counts of every pair,
+    from one matrix product; every set metric below is read off them.
+
+    ``d = 1 - IoU`` throughout, and two empty masks are at distance 0 (IoU and Dice 1).
+    """
+
+    def __init__(self, samples: Array, annotations: Array):
+        s, y = as_mask(samples), as_mask(annotations)
+        if s.shape[1:] != y.shape[1:]:
+            raise ValueError(f"samples {tuple(s.shape)} and annotations {tuple(y.shape)} differ in size")
+        self.n, self.m = len(s), len(y)
+        self.pixels = int(np.prod(s.shape[1:]))
+        both = torch.cat([s, y]).reshape(self.n + self.m, -1)
+        inter, sizes, _ = _intersections(both, both)
+        self.inter, self.sizes = inter, sizes
+        self.iou = _iou_from(inter, sizes, sizes)
+        self.union_sensitivity = _union_sensitivity(s, y)
 
     def dice_sy(self) -> torch.Tensor:
         """Dice of every (sample, annotation) pair ``(N, M)``; Dice = 2 IoU / (1 + IoU), exact, empty pairs 1."""

@@ -1,4 +1,5 @@
 """Fusion of several binary masks of one case into one: STAPLE, mean-and-threshold, majority vote.
+(Label maps with several foreground labels: ``inference.label_fusion``; ``fuse(..., labels=L)`` picks it.)
 
 All functions are batched over cases: ``masks`` is ``(B, R, *spatial)`` with ``R`` raters (ensemble members
 or annotators) per case, values in ``{0, 1}`` (bool, integer or float). They run on the input's device.
@@ -198,14 +199,25 @@ def fuse(
     threshold: float = 0.5,
     max_iter: int = 100,
     tol: float = 1e-7,
+    labels: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fuse ``masks`` ``(B, R, *spatial)`` {0, 1} with ``kind`` (staple | mean | vote).
+    """Fuse ``masks`` ``(B, R, *spatial)`` with ``kind`` (staple | mean | vote).
 
-    ``mean`` averages ``soft`` (same shape, in [0, 1]) when given, else the binary masks. Returns
-    ``(fused (B, *spatial) float {0, 1}, consensus probability (B, *spatial) float32)``: STAPLE's
-    posterior ``W``, the mean, or the vote fraction.
+    ``labels == 1`` (binary, the default): ``masks`` in {0, 1}; ``mean`` averages ``soft`` (same shape, in
+    [0, 1]) when given, else the binary masks. Returns ``(fused (B, *spatial) float {0, 1}, consensus
+    probability (B, *spatial) float32)``: STAPLE's posterior ``W``, the mean, or the vote fraction.
+
+    ``labels == L > 1``: ``masks`` are label maps of atoms ``0..L`` (integer) and ``inference.label_fusion``
+    fuses them: ``staple`` is ``label_staple``, ``mean`` is ``mean_argmax`` (of ``soft`` ``(B, R, L + 1,
+    *spatial)`` when given, else of the one-hot label maps), ``vote`` is ``plurality_vote``; ``threshold`` is
+    not used. Returns ``(fused (B, *spatial) int64 atoms, probability (B, L + 1, *spatial) float32)``: the
+    posterior, the mean, or the label frequencies.
     """
     kind = Fusion.parse(kind)
+    if labels != 1:
+        from diffuseg.inference import label_fusion  # it imports rater_patterns from here
+
+        return label_fusion.fuse_labels(kind, masks, labels, soft=soft, max_iter=max_iter, tol=tol)
     if kind is Fusion.STAPLE:
         result = staple(masks, max_iter=max_iter, tol=tol)
         return result.mask(threshold).float(), result.probability.float()

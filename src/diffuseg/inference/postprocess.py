@@ -4,6 +4,8 @@ For the masks ``Y = {y_1, ..., y_N}`` predicted for one image, let ``A_max`` be 
 pixel count) among them. A mask whose area is less than ``tau * A_max`` is replaced by the empty mask; the
 others are kept unchanged. With ``tau = 0`` nothing changes; with ``tau = 1`` only the largest masks survive.
 The paper's example: with ``A_max = 100`` and ``tau = 0.1``, masks of fewer than 10 pixels become empty.
+For several classes the rule is applied to each class on its own (``relative_area_labels`` for label maps,
+``relative_area_classes`` for class-mask stacks).
 """
 
 from __future__ import annotations
@@ -33,3 +35,38 @@ def relative_area(masks: torch.Tensor, tau: float, set_dim: int = 0) -> torch.Te
         return masks
     shape = keep.shape + (1,) * (masks.dim() - keep.dim())
     return masks * keep.reshape(shape).to(masks.dtype)
+
+
+def relative_area_keep_labels(atoms: torch.Tensor, tau: float, labels: int, set_dim: int = 0) -> torch.Tensor:
+    """Eq. 9-10 per class for label maps: which (member, label) pairs survive. ``atoms`` holds atoms
+    ``0..labels`` with the set along ``set_dim`` (``(N, *S)`` or ``(N, 1, H, W)``: 0). Label ``l`` of member
+    ``n`` survives when its area is at least ``tau`` times the largest area of label ``l`` in the set.
+    Returns bool ``atoms.shape[: set_dim + 1] + (labels,)``, column ``l - 1`` for label ``l``."""
+    if labels < 1:
+        raise ValueError(f"labels (L, the number of foreground atoms) must be >= 1, got {labels}")
+    if atoms.is_floating_point():
+        raise ValueError(f"expected integer label maps, got {atoms.dtype}")
+    hot = torch.stack([atoms == label for label in range(1, labels + 1)])  # (L, ..., N, ...): labels lead
+    return relative_area_keep(hot, tau, set_dim + 1).movedim(0, -1)
+
+
+def relative_area_labels(atoms: torch.Tensor, tau: float, labels: int, set_dim: int = 0) -> torch.Tensor:
+    """Eq. 9-10 per class: in each member, every label whose area is below ``tau`` times the largest area of
+    that label in the set becomes background (0); the other pixels are unchanged. Same shape and dtype; returns
+    ``atoms`` itself when ``tau == 0``. With ``labels == 1`` this is ``relative_area``."""
+    keep = relative_area_keep_labels(atoms, tau, labels, set_dim)
+    if tau == 0.0:
+        return atoms
+    shape = keep.shape[:-1] + (1,) * (atoms.dim() - keep.dim() + 1) + (labels,)
+    drop = ~keep.reshape(shape)  # (..., N, 1, ..., 1, L)
+    index = (atoms.long() - 1).clamp_min(0).unsqueeze(-1)
+    dropped = torch.gather(drop.expand(*atoms.shape, labels), -1, index).squeeze(-1) & (atoms > 0)
+    return atoms.masked_fill(dropped, 0)
+
+
+def relative_area_classes(masks: torch.Tensor, tau: float, set_dim: int = 0) -> torch.Tensor:
+    """Eq. 9-10 per class for class-mask stacks (overlapping regions included): ``masks`` ``(N, K, *S)`` with
+    the set along ``set_dim`` and the class axis right after it; class mask ``k`` of member ``n`` is emptied
+    when its area is below ``tau`` times the largest class-``k`` area in the set. Same shape and dtype."""
+    moved = masks.movedim(set_dim + 1, 0)  # classes lead, then the batch axes and the set
+    return relative_area(moved, tau, set_dim + 1).movedim(0, set_dim + 1)
