@@ -1,0 +1,300 @@
+"""Label schemes: which label values of a dataset make which class, and the maps between them.
+
+Three spaces, with their letters kept apart (A annotators, K classes, C network channels, L atoms):
+
+- *label values*: the integers in the files (ACDC 0/1/2/3, BraTS 0/1/2/4).
+- *atoms*: 0 = background, 1..L = the declared label values ``scheme.values`` in declaration order. Readers yield
+  atom maps, the cache stores them, samplers decode into them. Binary (no classes declared) has one atom:
+  1 = foreground (the ``foreground`` values, or any non-zero value when that is empty): today's {0,1} masks.
+- *channels*: what a network sees, ``scheme.one_hot(atoms)`` (..., C, H, W). C = 1 for one class (binary);
+  C = K + 1 for K >= 2 exclusive classes (channel 0 = background, decoded by argmax); C = K for overlapping
+  regions (nnU-Net's region-based training, Isensee et al. 2021; decoded by per-channel threshold and painting).
+
+Classes are EXCLUSIVE when no two share a label value, else overlapping REGIONS (BraTS WT {1,2,4}, TC {1,4},
+ET {4}). The value written for a class (``painted``) is its ``label`` when given; else, for exclusive classes,
+its single value; for regions, its values minus those of every later region (nnU-Net's ``regions_class_order``
+painting: WT -> 2, TC -> 1, ET -> 4, painted in declaration order so later regions overwrite earlier ones).
+A class whose painted set is not exactly one value must give ``label``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffuseg.errors import UserError
+
+__all__ = ["ClassSpec", "LabelScheme", "label_scheme"]
+
+MAX_ATOMS = 255  # atoms are stored as uint8
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One declared class: ``name``, the label ``values`` that make it, and optionally the ``label`` written for it."""
+
+    name: str
+    values: tuple[int, ...]
+    label: int | None = None
+
+
+@dataclass(frozen=True)
+class LabelScheme:
+    """The classes of a dataset and the maps label values <-> atoms <-> channels. Build it with ``label_scheme``.
+
+    ``classes`` is ``()`` for binary (then ``foreground`` holds the foreground values, ``()`` = any non-zero).
+    ``painted[k]`` is the label value written for class k.
+    """
+
+    classes: tuple[ClassSpec, ...] = ()
+    foreground: tuple[int, ...] = ()
+    painted: tuple[int, ...] = ()
+
+    # -- what the scheme is -------------------------------------------------------------------------------------
+
+    @property
+    def binary(self) -> bool:
+        """No classes declared: today's binary behaviour (one class, any non-zero or ``foreground`` values)."""
+        return not self.classes
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Class names, K of them (binary: ``("foreground",)``)."""
+        return tuple(c.name for c in self.classes) if self.classes else ("foreground",)
+
+    @property
+    def exclusive(self) -> bool:
+        """No label value is in two classes (binary counts as exclusive, K = 1)."""
+        return len(self.values) == sum(len(c.values) for c in self.classes) if self.classes else True
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        """The declared label values; atom i (1..L) stands for ``values[i - 1]``. Binary: the ``foreground``
+        values (``()`` = any non-zero), all of them atom 1."""
+        if not self.classes:
+            return self.foreground
+        return tuple(dict.fromkeys(v for c in self.classes for v in c.values))
+
+    @property
+    def atoms(self) -> int:
+        """L, the number of non-background atoms (binary: 1)."""
+        return len(self.values) if self.classes else 1
+
+    @property
+    def channels(self) -> int:
+        """C: 1 for one class; K + 1 for K >= 2 exclusive classes (channel 0 = background); K for regions."""
+        k = len(self.names)
+        if k == 1:
+            return 1
+        return k + 1 if self.exclusive else k
+
+    # -- label values <-> atoms ---------------------------------------------------------------------------------
+
+    def undeclared(self, label_values: np.ndarray | Tensor | Iterable) -> set:
+        """The non-zero values of ``label_values`` (an array, or the distinct values) that no class declares.
+        Binary: always empty (any non-zero value, or the non-``foreground`` values as background, as today)."""
+        if not self.classes:
+            return set()
+        found = _distinct(label_values)
+        declared = set(self.values)
+        return {v for v in found if v != 0 and v not in declared}
+
+    def encode(self, label_values: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        """Label map (any shape, values in the file) -> atom map uint8 of the same shape and type (NumPy or
+        torch). Raises ``ValueError`` naming the undeclared values; readers check ``undeclared`` first."""
+        unknown = self.undeclared(label_values)
+        if unknown:
+            raise ValueError(f"undeclared label value(s) {sorted(unknown)} (declared: {list(self.values)})")
+        is_tensor = isinstance(label_values, Tensor)
+        a = label_values.cpu().numpy() if is_tensor else np.asarray(label_values)
+        if not self.classes:
+            out = (np.isin(a, self.foreground) if self.foreground else a != 0).astype(np.uint8)
+        else:
+            out = np.zeros(a.shape, dtype=np.uint8)
+            for atom, value in enumerate(self.values, start=1):
+                out[a == value] = atom
+        return torch.from_numpy(out) if is_tensor else out
+
+    def to_values(self, atoms: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        """Atom map -> label values in the dataset's own values (int64, same shape and type). Binary: {0, 1}
+        unchanged (writers keep today's scaling, e.g. 255 in PNG)."""
+        lut = np.array((0, *self.values), dtype=np.int64) if self.classes else np.array([0, 1], dtype=np.int64)
+        if isinstance(atoms, Tensor):
+            return torch.from_numpy(lut).to(atoms.device)[atoms.long()]
+        return lut[np.asarray(atoms).astype(np.int64)]
+
+    # -- atoms <-> channels -------------------------------------------------------------------------------------
+
+    def class_masks(self, atoms: Tensor) -> Tensor:
+        """Atom map (..., H, W) int -> per-class masks (..., K, H, W) bool (regions overlap)."""
+        atoms = atoms.long()
+        if not self.classes:
+            return (atoms == 1).unsqueeze(-3)
+        table = self._membership(atoms.device)  # (L + 1, K)
+        return table[atoms].movedim(-1, -3)
+
+    def one_hot(self, atoms: Tensor) -> Tensor:
+        """Atom map (..., H, W) int -> channels (..., C, H, W) float {0, 1}. One class (binary): the foreground
+        channel only, exactly today's mask; K >= 2 exclusive: background channel 0 then one per class; regions:
+        one channel per region. A training batch's ``mask`` (B, 1, H, W) gives (B, 1, C, H, W): pass
+        ``mask[:, 0]``."""
+        masks = self.class_masks(atoms)
+        if self.channels == len(self.names) + 1:
+            masks = torch.cat([(atoms.long() == 0).unsqueeze(-3), masks], dim=-3)
+        return masks.float()
+
+    def decode(self, soft: Tensor, threshold: float = 0.5) -> Tensor:
+        """Channels (..., C, H, W) in [0, 1] -> atom map (..., H, W) int64.
+
+        One class and regions: channel k is on where ``soft > threshold`` (as the samplers threshold today),
+        regions painted in declaration order with their ``painted`` value (later ones overwrite). K >= 2
+        exclusive: argmax over C (``threshold`` unused; ties go to the lower channel, background first)."""
+        if soft.shape[-3] != self.channels:
+            raise ValueError(f"decode: expected {self.channels} channels at dim -3, got shape {tuple(soft.shape)}")
+        if not self.classes:
+            return (soft[..., 0, :, :] > threshold).long()
+        atom_of = [self.values.index(v) + 1 for v in self.painted]
+        if self.channels == len(self.names) + 1:
+            lut = torch.tensor([0, *atom_of], dtype=torch.int64, device=soft.device)
+            return lut[soft.argmax(dim=-3)]
+        out = torch.zeros(soft.shape[:-3] + soft.shape[-2:], dtype=torch.int64, device=soft.device)
+        for k, atom in enumerate(atom_of):
+            out = torch.where(soft[..., k, :, :] > threshold, torch.full_like(out, atom), out)
+        return out
+
+    def _membership(self, device: torch.device) -> Tensor:
+        """(L + 1, K) bool: atom i belongs to class k."""
+        table = torch.zeros((self.atoms + 1, len(self.classes)), dtype=torch.bool, device=device)
+        for k, spec in enumerate(self.classes):
+            for v in spec.values:
+                table[self.values.index(v) + 1, k] = True
+        return table
+
+    # -- provenance ---------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML / JSON) that ``from_dict`` reads back."""
+        return {
+            "classes": [
+                {"name": c.name, "values": list(c.values), **({} if c.label is None else {"label": c.label})}
+                for c in self.classes
+            ],
+            "foreground": list(self.foreground),
+        }
+
+    @staticmethod
+    def from_dict(values: Mapping[str, Any]) -> LabelScheme:
+        return label_scheme(values.get("classes", ()), values.get("foreground", ()))
+
+
+def _distinct(label_values: np.ndarray | Tensor | Iterable) -> set:
+    if isinstance(label_values, Tensor):
+        label_values = label_values.cpu().numpy()
+    found = np.unique(label_values).tolist() if isinstance(label_values, np.ndarray) else list(label_values)
+    return {int(v) if float(v).is_integer() else float(v) for v in found}
+
+
+def _spec(item: ClassSpec | Mapping[str, Any], where: str) -> ClassSpec:
+    """A ``ClassSpec`` from a spec or a mapping ``{name, values[, label]}``, with its own values checked."""
+    if isinstance(item, ClassSpec):
+        name, values, label = item.name, item.values, item.label
+    elif isinstance(item, Mapping):
+        unknown = sorted(set(item) - {"name", "values", "label"})
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed: label, name, values")
+        if "name" not in item or "values" not in item:
+            raise UserError(f"{where}: a class needs a name and values, e.g. {{name: LV, values: [3]}}")
+        name, values, label = item["name"], item["values"], item.get("label")
+    else:
+        raise UserError(f"{where}: expected a mapping {{name, values[, label]}}, got {item!r}")
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"{where}.name: expected a non-empty string, got {name!r}")
+    if isinstance(values, (int, str)) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, Sequence) or not values:
+        raise UserError(f"{where}.values: expected a non-empty list of label values, got {values!r}")
+    out = []
+    for i, v in enumerate(values):
+        out.append(_label_value(v, f"{where}.values[{i}]"))
+    if len(set(out)) != len(out):
+        raise UserError(f"{where}.values: {list(out)} repeats a value")
+    if label is not None:
+        label = _label_value(label, f"{where}.label")
+        if label not in out:
+            raise UserError(f"{where}.label: {label} is not one of the class's values {list(out)}")
+    return ClassSpec(name.strip(), tuple(out), label)
+
+
+def _label_value(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, str, float)):
+        raise UserError(f"{where}: expected a label value (an integer >= 1), got {v!r}")
+    try:
+        number = float(v)
+    except ValueError:
+        raise UserError(f"{where}: expected a label value (an integer >= 1), got {v!r}") from None
+    if not number.is_integer() or number < 1:
+        reason = " (0 is the background)" if number == 0 else ""
+        raise UserError(f"{where}: expected a label value (an integer >= 1), got {v!r}{reason}")
+    return int(number)
+
+
+def label_scheme(
+    classes: Sequence[ClassSpec | Mapping[str, Any]] = (), foreground: Sequence[int] = (), where: str = "data.classes"
+) -> LabelScheme:
+    """The scheme of ``classes`` (``data.classes``; ``()`` = binary with ``foreground`` as today).
+
+    Raises ``UserError`` naming ``where[i]`` and the bad value: a class without name or values, a value < 1 or
+    not an integer, a repeated name, ``label`` outside the class's values, a class whose written value is
+    ambiguous (give ``label``), two classes written with the same value, or ``foreground`` given with classes.
+    """
+    foreground = tuple(int(v) for v in foreground)
+    if isinstance(classes, (Mapping, str)):
+        raise UserError(f"{where}: expected a list of classes {{name, values[, label]}}, got {classes!r}")
+    specs = tuple(_spec(item, f"{where}[{i}]") for i, item in enumerate(classes))
+    if not specs:
+        return LabelScheme(foreground=foreground)
+    if foreground:
+        raise UserError(
+            f"{where}: data.foreground ({list(foreground)}) and data.classes are exclusive; declare the values "
+            "in data.classes"
+        )
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        key = spec.name.casefold()
+        if key == "background":
+            raise UserError(f"{where}[{i}].name: 'background' is implicit (label value 0); do not declare it")
+        if key in seen:
+            raise UserError(f"{where}[{i}].name: {spec.name!r} is also the name of {where}[{seen[key]}]")
+        seen[key] = i
+    all_values = [v for s in specs for v in s.values]
+    exclusive = len(set(all_values)) == len(all_values)
+    if len(set(all_values)) > MAX_ATOMS:
+        raise UserError(f"{where}: {len(set(all_values))} label values declared; at most {MAX_ATOMS}")
+    painted = []
+    for i, spec in enumerate(specs):
+        if spec.label is not None:
+            painted.append(spec.label)
+            continue
+        later = {v for s in specs[i + 1 :] for v in s.values} if not exclusive else set()
+        own = [v for v in spec.values if v not in later]
+        if len(own) != 1:
+            kind = "region" if not exclusive else "class"
+            detail = f"its values {list(spec.values)}" if exclusive else f"values {own} (not in any later region)"
+            raise UserError(
+                f"{where}[{i}]: {kind} {spec.name!r} would be written as one of {detail}; "
+                "give label: V, the value written for it"
+            )
+        painted.append(own[0])
+    for i, value in enumerate(painted):
+        if painted.index(value) != i:
+            j = painted.index(value)
+            raise UserError(
+                f"{where}[{i}]: {specs[i].name!r} would be written as {value}, as {specs[j].name!r} is; "
+                "give each class its own label"
+            )
+    return LabelScheme(classes=specs, painted=tuple(painted))
