@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import tempfile
+import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from diffuseg.data.labels import ClassSpec, label_scheme
 from diffuseg.errors import UserError
 from diffuseg.runlock import process_alive
 
@@ -111,6 +113,8 @@ class DataConfig:
     image_size: int = 256
     in_channels: int = 1
     foreground: tuple[int, ...] = ()  # label values counted as foreground; () = any non-zero
+    # Several classes: [{name: RV, values: [1]}, ...] (data.labels.label_scheme); () = binary as above.
+    classes: tuple[ClassSpec, ...] = ()
     annotators: int = 0  # 0 = as many as the dataset has
     train_patients: str = ""  # file with one patient id per line; empty = split from seed
     val_patients: str = ""
@@ -216,6 +220,13 @@ class Config:
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Convert a YAML value to the field's type, or raise ``UserError`` naming ``where``."""
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation):
+        if value is None:
+            return None
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):
         try:
             return annotation.parse(value)
@@ -276,6 +287,13 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
         raise UserError(
             f"{where or 'top level'}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
         )
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise UserError(f"{where or 'top level'}: missing key(s) {', '.join(missing)}")
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
@@ -512,3 +530,4 @@ def _validate(c: Config) -> None:
     problems = [msg for ok, msg in checks if not ok]
     if problems:
         raise UserError("; ".join(problems))
+    label_scheme(c.data.classes, c.data.foreground)  # names the bad class and value

@@ -3,13 +3,15 @@
 Layouts: ``lidc`` (LIDC-IDRI-slices, 4 annotators), ``brats`` (MedSegDiff's BraTS folders, NIfTI),
 ``nnunet`` (nnU-Net raw, several annotators as an extension), ``multi`` (one mask folder or suffix per
 annotator), ``paired`` (images and masks by stem, incl. DDTI and NIfTI volumes; alias ``nifti``) and
-``classes`` (one folder per class of images with suffixed masks, e.g. BUSI; lesion masks joined) and
-``images`` (unlabelled images, for prediction).
+``classes`` (one folder per class of images with suffixed masks, e.g. BUSI; lesion masks joined), ``ssl4mis``
+(HDF5 files with ``image`` and ``label``, 2D slices and 3D volumes, e.g. ACDC) and ``images`` (unlabelled
+images, for prediction).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from diffuseg.data.formats.lidc import LIDCReader
 from diffuseg.data.formats.multi import MultiAnnotatorReader
 from diffuseg.data.formats.nnunet import NnUNetReader
 from diffuseg.data.formats.paired import ImagesReader, PairedReader
+from diffuseg.data.formats.ssl4mis import SSL4MISReader
+from diffuseg.data.labels import ClassSpec
 from diffuseg.errors import UserError
 
 __all__ = ["Entry", "Layout", "Reader", "images_from_files", "open_dataset", "open_input"]
@@ -34,6 +38,7 @@ class Layout(StrEnum):
     NNUNET = "nnunet"
     MULTI = "multi"
     CLASSES = "classes"
+    SSL4MIS = "ssl4mis"
     PAIRED = "paired"
     NIFTI = "nifti"
     IMAGES = "images"
@@ -45,12 +50,13 @@ READERS: dict[Layout, type[Reader]] = {
     Layout.BRATS: BraTSReader,
     Layout.MULTI: MultiAnnotatorReader,
     Layout.CLASSES: ClassFoldersReader,
+    Layout.SSL4MIS: SSL4MISReader,
     Layout.PAIRED: PairedReader,
     Layout.NIFTI: PairedReader,
     Layout.IMAGES: ImagesReader,
 }
 # ``multi`` is a more specific ``paired`` (several mask folders or numbered suffixes): when both match, multi wins.
-_SPECIFIC = (Layout.NNUNET, Layout.LIDC, Layout.BRATS, Layout.MULTI, Layout.CLASSES)
+_SPECIFIC = (Layout.NNUNET, Layout.LIDC, Layout.BRATS, Layout.MULTI, Layout.CLASSES, Layout.SSL4MIS)
 
 
 def detect_layout(root: Path) -> Layout:
@@ -75,12 +81,17 @@ def detect_layout(root: Path) -> Layout:
     )
 
 
-def open_dataset(root: str | os.PathLike, layout: str = "auto", foreground: Sequence[int] = ()) -> Reader:
-    """Open the dataset at ``root`` (a folder) in ``layout`` (or detect it).
+def open_dataset(
+    root: str | os.PathLike, layout: str = "auto", foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()
+) -> Reader:
+    """Open the dataset at ``root`` (a folder) in ``layout`` (or detect it), its label maps read as ``classes``
+    (``data.classes``; ``()`` = binary with ``foreground``, unless the dataset declares classes itself).
 
     Returns a ``Reader``: ``len()``, ``reader[i] -> Case``, ``reader.check(i) -> (case, problems)``,
-    ``reader.entries`` (undecoded), ``reader.problems`` (structural problems found while scanning).
-    Raises ``UserError`` for a missing folder, an unknown or ambiguous layout.
+    ``reader.entries`` (undecoded), ``reader.problems`` (structural problems found while scanning),
+    ``reader.scheme`` (the ``LabelScheme`` its atom maps follow), ``reader.notes`` (choices made for the user,
+    printed to stderr here). Raises ``UserError`` for a missing folder, an unknown or ambiguous layout, bad
+    classes or classes that contradict the dataset's.
     """
     path = Path(root)
     if not path.exists():
@@ -94,10 +105,12 @@ def open_dataset(root: str | os.PathLike, layout: str = "auto", foreground: Sequ
     if chosen == Layout.AUTO:
         chosen = detect_layout(path)
     try:
-        reader = READERS[chosen](path, foreground=foreground)
+        reader = READERS[chosen](path, foreground=foreground, classes=classes)
     except OSError as err:
         raise UserError(f"{path}: cannot read the folder ({err})") from None
     reader.layout = str(chosen)
+    for note in reader.notes:
+        print(f"note: {note}", file=sys.stderr)
     return reader
 
 
@@ -113,8 +126,13 @@ def images_from_files(paths: Sequence[str | os.PathLike]) -> Reader:
     return ImagesReader(root, files=files)
 
 
-def open_input(paths: Sequence[str | os.PathLike], layout: str = "auto", foreground: Sequence[int] = ()) -> Reader:
+def open_input(
+    paths: Sequence[str | os.PathLike],
+    layout: str = "auto",
+    foreground: Sequence[int] = (),
+    classes: Sequence[ClassSpec] = (),
+) -> Reader:
     """A dataset folder (one path) or single image files (one or more) as ``predict`` receives them."""
     if len(paths) == 1 and Path(paths[0]).is_dir():
-        return open_dataset(paths[0], layout, foreground)
+        return open_dataset(paths[0], layout, foreground, classes)
     return images_from_files(paths)

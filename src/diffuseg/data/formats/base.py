@@ -1,7 +1,8 @@
 """What every layout reader shares: entries found on disk, and decoding an entry into a ``Case``.
 
-A reader only *finds* files (``scan``); decoding, slicing of volumes, binarising of labels and every
-per-file check live here, so all layouts report problems the same way.
+A reader only *finds* files (``scan``); decoding, slicing of volumes, turning label maps into atom maps
+(``data.labels``: binary {0,1} as before, or one atom per declared label value) and every per-file check live
+here, so all layouts report problems the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from diffuseg.data.formats.files import (
     read_file,
     suffix_of,
 )
+from diffuseg.data.labels import ClassSpec, LabelScheme, label_scheme
 from diffuseg.errors import UserError
 
 
@@ -65,7 +67,9 @@ class _FileCache:
         data = read_file(path, as_mask=as_mask)
         bad = int(data.array.size - np.isfinite(data.array).sum()) if data.array.dtype.kind == "f" else 0
         normalised = None
-        if not as_mask:
+        if not as_mask and data.prescaled:
+            normalised = data.array.astype(np.float32)
+        elif not as_mask:
             channel_axis = _channel_axis(data)
             normalised = normalize_intensity(data.array, channel_axis)
         self.items[key] = (data, normalised, bad)
@@ -78,14 +82,28 @@ def _channel_axis(data: FileData) -> int | None:
     a = data.array
     if data.affine is not None:  # NIfTI: (X,Y), (X,Y,Z) or (X,Y,Z,C)
         return 3 if a.ndim == 4 else None
+    if data.slice_axis == 0:  # HDF5 volume (D,H,W): one channel
+        return None
     return 2 if a.ndim == 3 else None  # rasters (H,W,C); .npy (H,W,C) too
 
 
 def _plane(data: FileData, array: np.ndarray, slice_index: int | None) -> np.ndarray:
-    """The 2D plane (H,W) or (H,W,C) of an entry: slice ``slice_index`` (default 0) of a NIfTI volume."""
+    """The 2D plane (H,W) or (H,W,C) of an entry: slice ``slice_index`` (default 0) of a NIfTI volume (last
+    axis) or an HDF5 volume (first axis)."""
+    z = 0 if slice_index is None else slice_index
+    if data.slice_axis == 0 and array.ndim == 3:
+        return array[z]
     if data.affine is not None and array.ndim >= 3:
-        return array[:, :, 0 if slice_index is None else slice_index]
+        return array[:, :, z]
     return array
+
+
+def _lacks_slice(data: FileData, slice_index: int | None) -> bool:
+    """Whether an entry asks for a slice the file does not have."""
+    if slice_index is None:
+        return False
+    axis = 0 if data.slice_axis == 0 else 2
+    return data.array.ndim < 3 or slice_index >= data.array.shape[axis]
 
 
 class Reader:
@@ -93,17 +111,37 @@ class Reader:
 
     A layout defines ``detect(root) -> bool`` (does ``root`` look like this layout?) and ``scan()``, which
     fills ``entries`` and ``problems``; construction scans.
+
+    ``classes`` (``data.classes``) and ``foreground`` make the ``scheme`` (``data.labels.label_scheme``) that
+    turns label maps into atom maps. A layout whose files declare classes (nnU-Net's ``dataset.json``) sets
+    them in ``scan`` through ``use_dataset_classes``; ``notes`` holds what a reader chose on the user's behalf.
     """
 
     layout = "base"
 
-    def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = ()):
+    def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()):
         self.root = Path(root)
         self.foreground = tuple(int(v) for v in foreground)
+        self.scheme: LabelScheme = label_scheme(classes, self.foreground)
         self.entries: list[Entry] = []
         self.problems: list[str] = []
+        self.notes: list[str] = []
         self._files = _FileCache()
         self.scan()
+
+    def use_dataset_classes(self, classes: Sequence[ClassSpec], where: str) -> None:
+        """Take the classes the dataset declares (file ``where``) unless the config declares its own, which must
+        then match them (else ``UserError`` naming ``where``). Binary by ``data.foreground`` wins over them."""
+        if self.foreground:
+            return
+        found = label_scheme(classes, (), where=where)
+        if self.scheme.binary:
+            self.scheme = found
+        elif self.scheme != found:
+            raise UserError(
+                f"{where}: its labels {_describe_classes(found)} do not match data.classes "
+                f"{_describe_classes(self.scheme)}; remove data.classes or make it match"
+            )
 
     @staticmethod
     def detect(root: Path) -> bool:
@@ -157,7 +195,7 @@ class Reader:
                 continue
             if bad:
                 problems.append(f"{path}: {bad} NaN or infinite intensity value(s)")
-            if entry.slice_index is not None and (data.array.ndim < 3 or entry.slice_index >= data.array.shape[2]):
+            if _lacks_slice(data, entry.slice_index):
                 problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
                 continue
             plane = _plane(data, normalised, entry.slice_index)
@@ -204,7 +242,7 @@ class Reader:
                     f"{path}: label geometry {_describe(data)} differs from image {first[0].name} {_describe(first[1])}"
                 )
                 continue
-            if entry.slice_index is not None and (data.array.ndim < 3 or entry.slice_index >= data.array.shape[2]):
+            if _lacks_slice(data, entry.slice_index):
                 problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
                 continue
             plane = _plane(data, data.array, entry.slice_index)
@@ -216,10 +254,30 @@ class Reader:
                     f"{'x'.join(map(str, size))} ({entry.images[0].name})"
                 )
                 continue
-            binary = self._binarise(path, plane, entry.labels, problems)
-            if binary is not None:
-                out |= binary
+            if self.scheme.binary:
+                binary = self._binarise(path, plane, entry.labels, problems)
+                if binary is not None:
+                    out |= binary
+                continue
+            atoms = self._atoms(path, plane, problems)
+            if atoms is not None:  # several files of one annotator (lesions): later files win where they label
+                out = np.where(atoms > 0, atoms, out)
         return out
+
+    def _atoms(self, path: Path, plane: np.ndarray, problems: list[str]) -> np.ndarray | None:
+        """Atom map (H,W) uint8 of one label map under a multi-class ``scheme``; ``None`` with a problem when a
+        value is not declared or the file cannot hold exact label values."""
+        if suffix_of(path) in LOSSY_SUFFIXES:
+            problems.append(f"{path}: a JPEG label map cannot hold exact class values; store it as PNG")
+            return None
+        unknown = self.scheme.undeclared(label_values(plane))
+        if unknown:
+            problems.append(
+                f"{path}: label value(s) {_values(sorted(unknown))} not declared in the classes "
+                f"{_describe_classes(self.scheme)}; declare them in data.classes"
+            )
+            return None
+        return self.scheme.encode(plane)
 
     def _binarise(self, path: Path, plane: np.ndarray, labels, problems: list[str]) -> np.ndarray | None:
         """Foreground of one label map: the chosen ``foreground`` labels, or any non-zero value."""
@@ -271,6 +329,10 @@ def _describe(data: FileData) -> str:
         return shape
     origin = ", ".join(f"{v:g}" for v in data.affine[:3, 3])
     return f"{shape}, spacing {data.spacing}, origin ({origin})"
+
+
+def _describe_classes(scheme: LabelScheme) -> str:
+    return "{" + ", ".join(f"{c.name}: {list(c.values)}" for c in scheme.classes) + "}" if scheme.classes else "{}"
 
 
 def _values(values) -> str:

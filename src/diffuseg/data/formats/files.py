@@ -1,4 +1,4 @@
-"""Decoding one file: 2D rasters (PNG, JPG, GIF, TIFF, BMP), NumPy arrays and NIfTI images.
+"""Decoding one file: 2D rasters (PNG, JPG, GIF, TIFF, BMP), NumPy arrays, NIfTI images and SSL4MIS HDF5 files.
 
 Every reader goes through here, so every format error ends as a ``UserError`` naming the file.
 Arrays keep their stored dtype; intensity scaling is ``normalize_intensity``'s job.
@@ -19,6 +19,7 @@ RASTER_SUFFIXES = ("png", "jpg", "jpeg", "gif", "tif", "tiff", "bmp")
 NIFTI_SUFFIXES = ("nii", "nii.gz")
 IMAGE_SUFFIXES = (*RASTER_SUFFIXES, "npy", *NIFTI_SUFFIXES)
 LOSSY_SUFFIXES = ("jpg", "jpeg")
+HDF5_SUFFIXES = ("h5", "hdf5")  # SSL4MIS: datasets ``image`` and ``label`` in one file (``formats.ssl4mis``)
 _NUMBER = re.compile(r"(\d+)")
 
 
@@ -53,6 +54,8 @@ class FileData:
     array: np.ndarray
     affine: np.ndarray | None = None  # 4x4, NIfTI only
     spacing: tuple[float, ...] | None = None
+    slice_axis: int | None = None  # the axis 2D items are cut along: 2 for NIfTI, 0 for HDF5 volumes (D,H,W)
+    prescaled: bool = False  # intensities already in [0, 1] (SSL4MIS scales each volume): kept as stored
 
 
 def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
@@ -64,6 +67,8 @@ def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
             return _read_nifti(path)
         if suffix == "npy":
             return FileData(np.load(path, allow_pickle=False))
+        if suffix in HDF5_SUFFIXES:
+            return _read_hdf5(path, as_mask)
         if suffix in RASTER_SUFFIXES:
             return FileData(_read_raster(path, as_mask))
     except UserError:
@@ -107,7 +112,21 @@ def _read_nifti(path: Path) -> FileData:
     img = nib.load(str(path))
     array = np.asanyarray(img.dataobj)
     zooms = tuple(float(z) for z in img.header.get_zooms()[: min(3, array.ndim)])
-    return FileData(array, affine=np.asarray(img.affine, dtype=np.float64), spacing=zooms)
+    return FileData(array, affine=np.asarray(img.affine, dtype=np.float64), spacing=zooms, slice_axis=2)
+
+
+def _read_hdf5(path: Path, as_mask: bool) -> FileData:
+    """Dataset ``label`` (``as_mask``) or ``image`` of an SSL4MIS file: (H,W) a slice, (D,H,W) a volume."""
+    import h5py
+
+    key = "label" if as_mask else "image"
+    with h5py.File(path, "r") as f:
+        if key not in f or not isinstance(f[key], h5py.Dataset):
+            raise UserError(f"{path}: no dataset {key!r} (found: {', '.join(sorted(f)) or 'none'})")
+        array = np.asarray(f[key][()])
+    floats = array.dtype.kind == "f" and array.size > 0 and bool(np.isfinite(array).all())
+    prescaled = not as_mask and floats and float(array.min()) >= 0.0 and float(array.max()) <= 1.0
+    return FileData(array, slice_axis=0 if array.ndim == 3 else None, prescaled=prescaled)
 
 
 def label_values(plane: np.ndarray) -> list:

@@ -122,9 +122,9 @@ class ImagesReader(Reader):
 
     layout = "images"
 
-    def __init__(self, root, foreground=(), files: list[Path] | None = None):
+    def __init__(self, root, foreground=(), classes=(), files: list[Path] | None = None):
         self._given = files  # explicit image files (``images_from_files``), else the folder is listed
-        super().__init__(root, foreground)
+        super().__init__(root, foreground, classes)
 
     @staticmethod
     def detect(root: Path) -> bool:

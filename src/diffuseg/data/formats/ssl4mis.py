@@ -1,0 +1,123 @@
+"""The SSL4MIS HDF5 layout (Luo et al.'s semi-supervised segmentation code; its ACDC release).
+
+``ROOT/data/*.h5`` (also ``ROOT/data/slices/*.h5``, or ``*.h5`` in ``ROOT`` itself), each file holding the
+datasets ``image`` (float, SSL4MIS scales each volume to [0, 1]; kept as stored when it is in [0, 1], else
+normalised as every other format) and, when labelled, ``label`` (integer label map of the same shape). A 2D
+file (H,W) is one item, its stem the case id (``patient003_frame01_slice_1``). A 3D file (D,H,W) is a volume
+cut along its first axis into D items ``<stem>_z0000`` ... with ``Geometry.volume_id`` / ``slice_index`` /
+``volume_shape`` (D,H,W), which writers use to reassemble it. The patient id is the stem without
+``_slice_N`` and ``_frameNN`` (``patient003``), so both cardiac phases of a patient stay on one side of a split.
+
+Splits: ``train.list`` / ``val.list`` (and ``test.list``) beside ``data/`` name the cases (volumes,
+``patient038_frame01``) of each side; ``data.splits`` reads them by patient. ``train_slices.list`` names the
+2D slices of the training cases. When a case is stored both as a volume and as slices, the slices are read for
+a case of ``train.list`` and the volume otherwise.
+
+Classes: the files say nothing about what the label values mean (ACDC: 1 right ventricle, 2 myocardium,
+3 left ventricle). Declare them in ``data.classes`` (the ACDC presets do). Without declared classes (and
+without ``data.foreground``), a dataset whose label maps hold one non-zero value is binary as any other; one
+with several takes each distinct non-zero value V as an exclusive class named ``class_V``, and says so in
+``reader.notes``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from diffuseg.data.formats.base import Entry, Reader
+from diffuseg.data.formats.files import label_values, natural_key, stem_of
+from diffuseg.data.labels import ClassSpec
+
+LISTS = ("train.list", "val.list", "test.list")
+SLICE_LIST = "train_slices.list"
+_SLICE = re.compile(r"^(?P<volume>.+)_slice_(?P<z>\d+)$")
+_PATIENT = re.compile(r"^(?P<patient>.+?)(_frame\d+)?(_slice_\d+)?$")
+
+
+def patient_of(name: str) -> str:
+    """``patient003_frame01_slice_1`` and ``patient003_frame02`` -> ``patient003``."""
+    m = _PATIENT.match(name)
+    return m.group("patient") if m else name
+
+
+def hdf5_files(root: Path) -> list[Path]:
+    """The ``.h5`` files of the layout: ``root/data/``, ``root/data/slices/`` or ``root`` itself."""
+    folders = [root / "data", root / "data" / "slices"] if (root / "data").is_dir() else [root]
+    found = [p for f in folders if f.is_dir() for p in f.iterdir() if p.suffix.lower() == ".h5" and p.is_file()]
+    return sorted(found, key=lambda p: natural_key(p.name))
+
+
+def read_list(path: Path) -> list[str]:
+    """Case names of an SSL4MIS list file (one per line; blank lines skipped)."""
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+
+class SSL4MISReader(Reader):
+    layout = "ssl4mis"
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        return bool(hdf5_files(root)) and ((root / "data").is_dir() or any((root / n).is_file() for n in LISTS))
+
+    def scan(self) -> None:
+        import h5py
+
+        train = set(read_list(self.root / "train.list"))
+        shapes: dict[Path, tuple[tuple[int, ...], bool]] = {}
+        for p in hdf5_files(self.root):
+            try:
+                with h5py.File(p, "r") as f:
+                    if "image" not in f:
+                        self.problems.append(f"{p}: no dataset 'image' (found: {', '.join(sorted(f)) or 'none'})")
+                        continue
+                    shapes[p] = (tuple(int(s) for s in f["image"].shape), "label" in f)
+            except OSError as err:
+                self.problems.append(f"{p}: unreadable or corrupt HDF5 file ({err})")
+        sliced = {m.group("volume") for p in shapes if (m := _SLICE.match(stem_of(p)))}
+        volumes = {stem_of(p) for p, (shape, _) in shapes.items() if len(shape) == 3}
+        entries: list[Entry] = []
+        for p, (shape, labelled) in shapes.items():
+            stem = stem_of(p)
+            masks = ((p,),) if labelled else ()
+            m = _SLICE.match(stem)
+            volume = m.group("volume") if m else stem
+            if len(shape) == 3:
+                if stem in sliced and stem in train:
+                    continue  # a training case stored both ways: its slices are read
+                entries += [
+                    Entry(f"{stem}_z{z:04d}", patient_of(stem), (p,), masks, z, stem, shape) for z in range(shape[0])
+                ]
+            elif len(shape) == 2:
+                if volume not in train and volume in volumes:
+                    continue  # a case outside train.list stored both ways: its volume is read
+                entries.append(Entry(stem, patient_of(stem), (p,), masks))
+            else:
+                self.problems.append(f"{p}: image of shape {shape}; expected (H,W) or a volume (D,H,W)")
+        self.entries = entries
+        if self.scheme.binary and not self.foreground:
+            self._classes_from_values()
+
+    def _classes_from_values(self) -> None:
+        """Without declared classes: each distinct non-zero label value of the files becomes a class ``class_V``
+        when there are several (one value: binary, as for every other layout)."""
+        import h5py
+
+        found: set = set()
+        for path in dict.fromkeys(files[0] for e in self.entries for files in e.masks):
+            try:
+                with h5py.File(path, "r") as f:
+                    found.update(label_values(np.asarray(f["label"][()])))
+            except (OSError, KeyError):
+                continue  # decoding the entry reports the file
+        values = sorted(v for v in found if v != 0 and float(v).is_integer() and v > 0)
+        if len(values) < 2:
+            return
+        classes = [ClassSpec(f"class_{int(v)}", (int(v),)) for v in values]
+        self.use_dataset_classes(classes, str(self.root))
+        self.notes.append(
+            f"{self.root}: data.classes not declared; the label values {', '.join(str(int(v)) for v in values)} "
+            f"are taken as classes {', '.join(c.name for c in classes)} (declare data.classes to name them)"
+        )
