@@ -124,12 +124,6 @@ def build_network(
     constructor = _constructor(name)
     allowed = allowed_options(name)
     params = inspect.signature(constructor).parameters.values()
-    structural = sorted(set(options) & set(STRUCTURAL))
-    if structural:
-        raise UserError(
-            f"model {name}: {', '.join(structural)} cannot be set in model.options; the channel counts come from "
-            "data.in_channels and data.classes"
-        )
     if not any(p.kind is p.VAR_KEYWORD for p in params):
         unknown = sorted(set(options) - set(allowed))
         if unknown:

@@ -186,10 +186,17 @@ def scheme_of(config: Config) -> LabelScheme:
 def build_network(config: Config) -> torch.nn.Module:
     """The network of ``config.model`` (registry name and options), for every method family, with
     ``data.in_channels`` image channels and C = ``scheme_of(config).channels`` mask / output channels."""
+    from diffuseg.nets.registry import STRUCTURAL
     from diffuseg.nets.registry import build_network as from_registry
 
-    channels = scheme_of(config).channels
-    return from_registry(config.model.name, config.data.in_channels, channels, **dict(config.model.options))
+    options = dict(config.model.options)
+    fixed = sorted(set(options) & set(STRUCTURAL))
+    if fixed:
+        raise UserError(
+            f"model.options: {', '.join(fixed)} cannot be set there; the channel counts come from data.in_channels "
+            "and data.classes"
+        )
+    return from_registry(config.model.name, config.data.in_channels, scheme_of(config).channels, **options)
 
 
 def build_process(config: Config) -> Any:
