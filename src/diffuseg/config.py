@@ -148,6 +148,10 @@ class DiffusionConfig:
     weighting: Weighting = Weighting.SNR  # SNR on ||x - x_hat||^2 is MedSegDiff's eps-MSE (eq. 7)
     sigmoid_bias: float = -3.0
     time_sampler: TimeSampler = TimeSampler.UNIFORM
+    # recipes beyond the papers (diffusion.recipes; issue 14), off in the papers' presets
+    aux_weight: float = 0.0  # lambda of the auxiliary Dice + BCE loss on x_hat_0
+    self_condition: bool = False  # Chen, Zhang & Hinton 2022 (Analog Bits)
+    recycle: bool = False  # Fu et al. 2023 (recycling training)
 
 
 @dataclass(frozen=True)
@@ -512,6 +516,7 @@ def _validate(c: Config) -> None:
         (c.diffusion.timesteps >= 2, "diffusion.timesteps must be >= 2"),
         (c.diffusion.input_scale > 0, "diffusion.input_scale must be > 0"),
         (c.diffusion.logsnr_min < c.diffusion.logsnr_max, "diffusion.logsnr_min must be < logsnr_max"),
+        (c.diffusion.aux_weight >= 0, "diffusion.aux_weight must be >= 0 (0: no auxiliary loss)"),
         (c.train.steps >= 1, "train.steps must be >= 1"),
         (c.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (c.train.lr > 0, "train.lr must be > 0"),

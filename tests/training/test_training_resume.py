@@ -49,15 +49,19 @@ def _crash_after(step: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(callbacks.PeriodicCheckpoint, "on_train_batch_end", crashing)
 
 
-def test_resume_after_crash_equals_uninterrupted_run(tiny_config, monkeypatch):
-    full = train(tiny_config(name="full"))
+RECIPES = ("diffusion.self_condition=true", "diffusion.recycle=true", "diffusion.aux_weight=0.5")
+
+
+@pytest.mark.parametrize("extra", [(), RECIPES], ids=["papers", "issue-14-recipes"])
+def test_resume_after_crash_equals_uninterrupted_run(tiny_config, monkeypatch, extra):
+    full = train(tiny_config(*extra, name="full"))
     with monkeypatch.context() as m:
         _crash_after(3, m)
         with pytest.raises(Crash):
-            train(tiny_config(name="resumed"))
-    ckpt = read_checkpoint(Path(tiny_config(name="resumed").train.out_dir) / "checkpoints" / "last.ckpt")
+            train(tiny_config(*extra, name="resumed"))
+    ckpt = read_checkpoint(Path(tiny_config(*extra, name="resumed").train.out_dir) / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 3
-    resumed = train(tiny_config(name="resumed"), resume=True)
+    resumed = train(tiny_config(*extra, name="resumed"), resume=True)
     a, b = full / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt"
     assert read_checkpoint(b)["global_step"] == 6
     _assert_same_weights(a, b)  # raw and EMA weights

@@ -2,7 +2,9 @@
 
 Masks in {0, 1} are mapped to x0 in {-1, 1}. Input scaling lives in the schedule (a logSNR shift, see
 ``schedules``), which is the same as scaling x0 by b and renormalising to unit variance.
-The network is any ``net(x_t, t, image) -> prediction`` of type ``cfg.prediction``.
+The network is any ``net(x_t, t, image) -> prediction`` of type ``cfg.prediction``; with
+``cfg.self_condition`` its x_t input also carries an earlier estimate of x0 (``recipes``). The recipes beyond
+the papers (auxiliary loss, self-conditioning, recycling) are in ``recipes`` and off by default.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import Tensor
 
 from diffuseg.config import DiffusionConfig
 from diffuseg.diffusion import parameterization as param
+from diffuseg.diffusion import recipes
 from diffuseg.diffusion.noise import randn
 from diffuseg.diffusion.schedules import make_schedule
 from diffuseg.diffusion.weighting import log_data_space_factor, log_weight, sample_uniform_times
@@ -50,7 +53,8 @@ class DiffusionProcess:
         return _col(alpha, x0) * x0 + _col(sigma, x0) * noise
 
     def loss(self, net: Network, masks01: Tensor, image: Tensor, generator: torch.Generator) -> Tensor:
-        """E_t[w(lambda_t) ||x0 - x_hat||^2] (eq. 8), computed on the network's own target for stability.
+        """E_t[w(lambda_t) ||x0 - x_hat||^2] (eq. 8), computed on the network's own target for stability,
+        plus ``aux_weight`` times the auxiliary loss on x_hat when that is on (``recipes``).
 
         masks01: (B, 1, H, W) in {0, 1}; image: (B, C, H, W). Returns a scalar.
         """
@@ -60,15 +64,48 @@ class DiffusionProcess:
         t = self.schedule.quantize(u)
         noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         lam = self.schedule.logsnr(t)
-        alpha, sigma = torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
-        z = _col(alpha, x0) * x0 + _col(sigma, x0) * noise
-        pred = net(z, t.to(device=x0.device, dtype=torch.float32), image)
-        tgt = param.target(self.prediction, x0, noise, _col(alpha, x0), _col(sigma, x0))
+        alpha, sigma = _col(torch.sigmoid(lam).sqrt(), x0), _col(torch.sigmoid(-lam).sqrt(), x0)
+        t_in = t.to(device=x0.device, dtype=torch.float32)
+        z = alpha * x0 + sigma * noise
+        if self.cfg.recycle:
+            z = recipes.recycled_z(self._recycle_estimate(net, x0, image, generator), alpha, sigma, noise)
+            noise = recipes.implied_noise(z, x0, alpha, sigma)
+        pred = net(self._net_input(net, z, t_in, image, (alpha, sigma), generator), t_in, image)
+        tgt = param.target(self.prediction, x0, noise, alpha, sigma)
         mse = (pred.float() - tgt).pow(2).flatten(1).mean(dim=1)
         log_factor = log_weight(self.cfg.weighting, lam, self.cfg.sigmoid_bias) + log_data_space_factor(
             self.prediction, lam
         )
-        return (log_factor.exp().to(mse) * mse).mean()
+        loss = (log_factor.exp().to(mse) * mse).mean()
+        if self.cfg.aux_weight > 0:
+            x_hat = param.to_x0(self.prediction, pred.float(), z, alpha, sigma)
+            loss = loss + self.cfg.aux_weight * recipes.aux_loss(x_hat, x0, torch.sigmoid(lam))
+        return loss
+
+    def _net_input(
+        self, net: Network, z: Tensor, t: Tensor, image: Tensor, coef: tuple[Tensor, Tensor], generator: torch.Generator
+    ) -> Tensor:
+        """z, or with self-conditioning z and a detached first-pass estimate (or zeros) on channels;
+        ``coef``: (alpha_t, sigma_t) as columns for z's rows."""
+        if not self.cfg.self_condition:
+            return z
+        alpha, sigma = coef
+
+        def first_pass(zin: Tensor) -> Tensor:
+            return param.to_x0(self.prediction, net(zin, t, image).float(), z, alpha, sigma).clamp(-1.0, 1.0)
+
+        return recipes.self_condition_input(z, recipes.self_condition_estimate(first_pass, z, generator))
+
+    @torch.no_grad()
+    def _recycle_estimate(self, net: Network, x0: Tensor, image: Tensor, generator: torch.Generator) -> Tensor:
+        """Recycling's first pass: the ground truth noised to t = 1 (fresh noise), denoised without gradient."""
+        noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
+        t_max = torch.ones(x0.shape[0], dtype=torch.float64)
+        alpha, sigma = (_col(v, x0) for v in self.schedule.alpha_sigma(t_max))
+        z = alpha * x0 + sigma * noise
+        t_in = t_max.to(device=x0.device, dtype=torch.float32)
+        zin = recipes.self_condition_input(z, None) if self.cfg.self_condition else z
+        return param.to_x0(self.prediction, net(zin, t_in, image).float(), z, alpha, sigma).clamp(-1.0, 1.0)
 
     def predict_x0(self, pred: Tensor, z: Tensor, t: float, clip: bool = True) -> Tensor:
         """x_hat from a network output at a single time t shared by the batch; clipped to [-1, 1]."""
@@ -76,7 +113,11 @@ class DiffusionProcess:
         x0 = param.to_x0(self.prediction, pred.to(z.dtype), z, alpha, sigma)
         return x0.clamp(-1.0, 1.0) if clip else x0
 
-    def denoise(self, net: Network, z: Tensor, t: float, image: Tensor, clip: bool = True) -> Tensor:
-        """One network call at time t for all rows of z (rows grouped by image); returns x_hat."""
+    def denoise(
+        self, net: Network, z: Tensor, t: float, image: Tensor, clip: bool = True, estimate: Tensor | None = None
+    ) -> Tensor:
+        """One network call at time t for all rows of z (rows grouped by image); returns x_hat. ``estimate``:
+        the previous step's x_hat, which the network sees with self-conditioning (zero when None)."""
         t_in = torch.full((z.shape[0],), t, device=z.device, dtype=torch.float32)
-        return self.predict_x0(net(z, t_in, image), z, t, clip)
+        zin = recipes.self_condition_input(z, estimate) if self.cfg.self_condition else z
+        return self.predict_x0(net(zin, t_in, image), z, t, clip)

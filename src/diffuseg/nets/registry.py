@@ -34,7 +34,9 @@ def diffusion_unet(
     mask_channels: int = 1,
     out_channels: int = 1,
 ) -> DiffusionUNet:
-    """The ambiguity paper's diffusion UNet (image concatenated with x_t); ``downsample``: conv | centred."""
+    """The ambiguity paper's diffusion UNet (image concatenated with x_t); ``downsample``: conv | centred;
+    ``mask_channels`` / ``out_channels``: channels of x_t and of the prediction (C classes; x_t 2C with
+    self-conditioning)."""
     return DiffusionUNet(
         in_channels,
         mask_channels=mask_channels,

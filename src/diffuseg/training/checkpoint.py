@@ -196,7 +196,11 @@ def build_network(config: Config) -> torch.nn.Module:
             f"model.options: {', '.join(fixed)} cannot be set there; the channel counts come from data.in_channels "
             "and data.classes"
         )
-    return from_registry(config.model.name, config.data.in_channels, scheme_of(config).channels, **options)
+    channels = scheme_of(config).channels
+    mask_channels = None  # the registry's default: C, for the networks that read x_t
+    if config.method is Method.DIFFUSION and config.diffusion.self_condition:
+        mask_channels = 2 * channels  # x_t and the earlier estimate
+    return from_registry(config.model.name, config.data.in_channels, channels, mask_channels, **options)
 
 
 def build_process(config: Config) -> Any:

@@ -100,8 +100,9 @@ def walk(
     transition (to the data) returns the network's x_hat. image: (B, in_channels, H, W) -> label maps
     (B * members, 1, H, W) and soft (B * members, C, H, W), C = ``scheme.channels`` (binary: 1)."""
     z = start_noise(image, members, generator, 1 if scheme is None else scheme.channels)
+    x0 = None  # the previous estimate, which a self-conditioned network sees
     for step in grid(process, steps, spacing):
-        x0 = process.denoise(net, z, step.t, image)
+        x0 = process.denoise(net, z, step.t, image, estimate=x0)
         if step.s == 0.0:
             break
         z = update(z, x0, step)

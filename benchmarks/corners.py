@@ -1,0 +1,108 @@
+"""Does a trained model favour one corner? (issue 17, item 3) Counts over several training seeds.
+
+    .venv/bin/python benchmarks/corners.py --seeds 8               # the demo preset, 8 seeds -> results/corners.md
+    .venv/bin/python benchmarks/corners.py --seeds 2 --steps 20    # smoke check
+
+Each seed trains the ``demo`` preset on the bundled LIDC subset (``train.seed`` = seed; everything else as
+``diffuseg demo``), draws ``sample.samples`` masks for each held-out slice (the demo's validation patients)
+and counts, per corner, the samples with any foreground in the corner square of side 1/8 of the image. If the
+model treats the corners alike, the four counts summed over seeds are draws of one multinomial with equal
+probabilities; the chi-square test of that (3 degrees of freedom) is reported with its p-value, and the
+per-seed counts show whether one corner wins across seeds or only within one model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality as Q
+from common import RESULTS, machine, markdown_table, print_machine, write_markdown
+
+from diffuseg.config import load_config, write_text_atomic
+from diffuseg.demo import DEMO_DATA, demo_config
+from diffuseg.errors import UserError
+
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def corner_hits(masks: torch.Tensor, fraction: float = 1 / 8) -> np.ndarray:
+    """masks (N, H, W) {0, 1} -> (4,) how many masks have foreground in each corner square (order ``CORNERS``)."""
+    h, w = masks.shape[-2:]
+    a, b = max(1, round(h * fraction)), max(1, round(w * fraction))
+    squares = (masks[:, :a, :b], masks[:, :a, -b:], masks[:, -a:, :b], masks[:, -a:, -b:])
+    return np.array([int(s.flatten(1).any(1).sum()) for s in squares])
+
+
+def run_seed(seed: int, steps: int | None, out: Path) -> dict:
+    config = demo_config(out / f"seed-{seed}", DEMO_DATA, steps)
+    config = load_config("demo", [*_overrides(config), f"train.seed={seed}", f"sample.seed={seed}"])
+    ckpt, train_min = Q.ensure_trained(config)
+    cases = Q.val_cases(config, 10_000)
+    results = Q.draw_members(ckpt, cases)
+    samples = torch.cat([r.samples[:, 0] for r in results])
+    fused = torch.cat([r.fused for r in results])
+    return {"samples": corner_hits(samples).tolist(), "fused": corner_hits(fused).tolist(),
+            "n_samples": int(samples.shape[0]), "n_fused": int(fused.shape[0]), "train_min": train_min}  # fmt: skip
+
+
+def _overrides(config) -> list[str]:
+    d, t = config.data, config.train
+    extra = [f"data.root={d.root}", f"train.out_dir={t.out_dir}", f"data.cache_dir={d.cache_dir}",
+             f"train.steps={t.steps}", "train.precision=32-true"]  # fmt: skip
+    if d.train_patients:
+        extra += [f"data.train_patients={d.train_patients}", f"data.val_patients={d.val_patients}"]
+    return extra
+
+
+def report(rows: dict[int, dict], info: dict) -> Path:
+    sections = []
+    for kind in ("samples", "fused"):
+        table = [[seed, *r[kind], r[f"n_{kind}"]] for seed, r in sorted(rows.items())]
+        total = np.sum([r[kind] for r in rows.values()], axis=0)
+        table.append(["all", *total.tolist(), sum(r[f"n_{kind}"] for r in rows.values())])
+        body = markdown_table(["seed", *CORNERS, f"{kind} in all"], table)
+        if total.sum() > 0:
+            chi2, p = stats.chisquare(total)
+            body += f"\nChi-square against equal corners: {chi2:.2f} (3 d.o.f.), p = {p:.3g}.\n"
+        sections.append((f"{kind.capitalize()} with foreground in a corner square (side 1/8)", body))
+    path = RESULTS / "corners.md"
+    write_markdown(path, "Corner symmetry of the trained demo model", info, sections)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=8, help="training seeds 0..N-1")
+    parser.add_argument("--steps", type=int, help="training steps (default: the demo preset's)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    info = machine()
+    print_machine(info)
+    out = Path(__file__).resolve().parents[1] / "runs" / "corners"
+    saved = RESULTS / "corners" / "counts.json"
+    rows = {int(k): v for k, v in json.loads(saved.read_text()).items()} if saved.exists() and not args.steps else {}
+    for seed in range(args.seeds):
+        if seed not in rows:
+            rows[seed] = run_seed(seed, args.steps, out)
+            print("seed", seed, rows[seed], flush=True)
+            if not args.steps:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(saved, json.dumps(rows, indent=1))
+    print("wrote", report(rows, info))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,243 @@
+"""Learning curves (issue 14): validation quality against training compute, diffusion against the baselines.
+
+    .venv/bin/python benchmarks/learning_curve.py --task ddti              # UNet and MedSegDiff-B, 600/1200/2400 steps
+    .venv/bin/python benchmarks/learning_curve.py --task lidc              # UNet, Prob. UNet, diffusion UNet
+    .venv/bin/python benchmarks/learning_curve.py --task ddti-recipes      # issue 14's recipes on MedSegDiff-B
+    .venv/bin/python benchmarks/learning_curve.py --report                 # rebuild learning-curve.md and plots
+    .venv/bin/python benchmarks/learning_curve.py --task ddti --quick      # smoke check, tiny budget
+
+Every model trains once through ``diffuseg.training.run.train`` with a constant learning rate after warm-up
+(``train.decay_steps=0``), so training to budget 2 resumes from budget 1 and equals one run to budget 2 bit for
+bit (the resume guarantee); after each budget the checkpoint is scored on validation patients only (DDTI: a
+seeded 20 % of patients, split by patient; LIDC: ``val_patients.txt``), as ``benchmarks/quality.py`` scores
+(same networks, sizes and cases as its ``long`` budget). Compute is reported three ways: optimiser steps,
+images seen (steps x batch) and the wall-clock minutes each model trained; a recipe whose step costs more
+(self-conditioning and recycling add a forward pass) also gets its cost per step relative to the papers'
+recipe, timed back to back in this process (``step_cost``), so that "equal compute" can be read off the curve.
+
+Results land in ``benchmarks/results/learning-curve/<task>.json`` after every point (a rerun skips finished
+points and resumes unfinished training) and ``learning-curve.md`` plus ``learning-curve-<task>.png`` are
+rebuilt from every finished task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality as Q
+from common import RESULTS, machine, print_machine
+
+from diffuseg.config import Config, write_text_atomic
+from diffuseg.errors import UserError
+from diffuseg.training.checkpoint import LAST, read_checkpoint
+from diffuseg.training.run import train
+
+OUT = RESULTS / "learning-curve"
+BUDGET = Q.BUDGETS["long"]  # sizes, widths and evaluation cases of quality.py's long budget
+QUICK = Q.BUDGETS["quick"]
+
+# (sampler, steps, grid) of the DDTI ensembles: 25 members, DDPM on the 5-step quadratic grid, which matched
+# the 100-step ensemble within 0.5 Dice points at the long budget (results/quality-long.md, few-step table)
+DDTI_SAMPLING = dict(sampler="ddpm", steps=5, spacing="quadratic", fusion="staple")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """One curve: a label, a preset, its overrides, and the steps at which it is scored."""
+
+    label: str
+    run: str
+    preset: str
+    extra: tuple[str, ...]
+    points: tuple[int, ...]
+    family: str  # "unet" (one deterministic mask), "diffusion", "latent"
+
+
+def _constant_lr(warmup: int) -> list[str]:
+    return ["train.decay_steps=0", f"train.warmup_steps={warmup}"]
+
+
+def ddti_models(b: Q.Budget, quick: bool) -> list[Model]:
+    points = (2, 4) if quick else (600, 1200, 2400)
+    base = f"model.options.base_channels={b.medsegdiff_base}"
+    ch = Q.list_option("model.options.channels", b.lidc_channels)
+    return [
+        Model("deterministic UNet", "lc-ddti-unet", "unet-ddti", (ch, *_constant_lr(60)), points, "unet"),
+        Model(
+            "MedSegDiff-B (paper recipe)",
+            "lc-ddti-medsegdiff",
+            "medsegdiff-b-ddti",
+            (base, *_constant_lr(60)),
+            points,
+            "diffusion",
+        ),
+    ]
+
+
+# Issue 14's recipes on MedSegDiff-B: each differs from the paper's recipe in the overrides named here only.
+RECIPES: dict[str, tuple[str, ...]] = {
+    "+ aux. loss on x_hat_0 (lambda 1)": ("diffusion.aux_weight=1.0",),
+    "+ ambiguity-paper process (cosine, b 0.1, v-pred, truncated SNR)": (  # the lidc-central preset's process
+        "diffusion.schedule=continuous_cosine",
+        "diffusion.input_scale=0.1",
+        "diffusion.prediction=v",
+        "diffusion.weighting=truncated_snr",
+    ),
+    "+ self-conditioning": ("diffusion.self_condition=true",),
+    "+ recycling": ("diffusion.recycle=true", "diffusion.prediction=x"),
+}
+
+
+def ddti_recipe_models(b: Q.Budget, quick: bool) -> list[Model]:
+    points = (2, 4) if quick else (600, 1200)
+    base = f"model.options.base_channels={b.medsegdiff_base}"
+    slug = ("aux", "ambiguity", "selfcond", "recycle")
+    return [
+        Model(label, f"lc-ddti-{s}", "medsegdiff-b-ddti", (base, *_constant_lr(60), *extra), points, "diffusion")
+        for s, (label, extra) in zip(slug, RECIPES.items())
+    ]
+
+
+def lidc_models(b: Q.Budget, quick: bool) -> list[Model]:
+    """The three models of quality.py's LIDC table at lr 1e-3, the rate at which all three did best."""
+    points = (2, 4) if quick else (750, 1500, 3000)
+    ch = Q.list_option("model.options.channels", b.lidc_channels)
+    probunet = ("method=probunet", "model.name=probunet", Q.list_option("model.options.filters", b.probunet_filters))
+    lr = ("train.lr=0.001", *_constant_lr(150))
+    return [
+        Model("deterministic UNet", "lc-lidc-unet", "unet-lidc", (ch, "data.augment=false", *lr), points, "unet"),
+        Model("Prob. UNet (AA)", "lc-lidc-probunet", "lidc-central", (*probunet, *lr), points, "latent"),
+        Model("diffusion (ambiguity paper)", "lc-lidc-diffusion", "lidc-central", (ch, *lr), points, "diffusion"),
+    ]
+
+
+TASKS = {"ddti": ddti_models, "ddti-recipes": ddti_recipe_models, "lidc": lidc_models}
+
+
+# --------------------------------------------------------------------------------------------- one curve
+def model_config(b: Q.Budget, model: Model, steps: int) -> Config:
+    return Q.make_config(b, model.run, model.preset, steps, [*model.extra, f"train.ckpt_every={steps}"])
+
+
+def train_to(config: Config) -> float:
+    """Train (or resume) ``config`` to ``train.steps``; minutes spent now."""
+    ckpt = Path(config.train.out_dir) / "checkpoints" / LAST
+    start = time.perf_counter()
+    if ckpt.exists():
+        if int(read_checkpoint(ckpt)["diffuseg"]["global_step"]) < config.train.steps:
+            train(config, resume=True)
+    else:
+        train(config)
+    return (time.perf_counter() - start) / 60
+
+
+def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict[str, Any]:
+    """Scores of the checkpoint at ``config.train.steps`` on the task's validation cases."""
+    ckpt = Path(config.train.out_dir) / "checkpoints" / LAST
+    start = time.perf_counter()
+    if task.startswith("ddti"):
+        cases = Q.val_cases(config, b.ddti_cases)
+        sampling = {"samples": 1} if model.family == "unet" else {"samples": b.members, **DDTI_SAMPLING}
+        scores = Q.score(Q.draw_members(ckpt, cases, **sampling), cases, ged_sizes=())
+    else:
+        cases = Q.val_cases(config, b.lidc_cases)
+        scores = Q.score(Q.draw_members(ckpt, cases, samples=b.samples), cases)
+    return scores | {"eval_min": (time.perf_counter() - start) / 60}
+
+
+def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> float:
+    """Seconds per training step of ``model`` over ``reference``'s: one step of each in turn on the same batch, in
+    this process, so that both see the same load; the median of the per-pair ratios after two warm-up pairs."""
+    from diffuseg.training.module import module_class
+    from diffuseg.training.run import build_datasets
+
+    def stepper(m: Model):
+        config = model_config(b, m, steps)
+        train_set, _ = build_datasets(config, Path(config.train.out_dir))
+        module = module_class(config.method)(config)
+        opt = torch.optim.AdamW(module.net.parameters(), lr=1e-4)
+        batch = torch.utils.data.default_collate([train_set[i] for i in range(config.train.batch_size)])
+
+        def step(i: int) -> float:
+            t0 = time.perf_counter()
+            loss = module.loss(batch["image"], batch["mask"].float(), torch.Generator().manual_seed(i))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return time.perf_counter() - t0
+
+        return step
+
+    ours, theirs = stepper(model), stepper(reference)
+    ratios = [ours(i) / theirs(i) for i in range(steps)]
+    return float(np.median(ratios[2:]))
+
+
+def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
+    b = QUICK if quick else BUDGET
+    out = OUT / f"{task}{'-quick' if quick else ''}.json"
+    saved = json.loads(out.read_text()) if out.exists() else {}
+    curves: dict[str, Any] = saved.get("curves", {})
+    reference = ddti_models(b, quick)[1]
+
+    def save() -> None:
+        OUT.mkdir(parents=True, exist_ok=True)
+        payload = {"task": task, "budget": dataclasses.asdict(b), "sampling": DDTI_SAMPLING, "curves": curves}
+        write_text_atomic(out, json.dumps(payload, indent=1, default=float))
+
+    models = TASKS[task](b, quick)
+    for model in models:
+        curve = curves.setdefault(model.label, {"points": {}, "train_min": 0.0})
+        if task == "ddti-recipes" and (remeasure or "relative_step_cost" not in curve):
+            curve["relative_step_cost"] = step_cost(b, model, reference)
+            print(model.label, "relative step cost", round(curve["relative_step_cost"], 3), flush=True)
+            save()
+    for steps in sorted({s for m in models for s in m.points}):  # every model at a budget before the next one
+        for model in (m for m in models if steps in m.points and str(steps) not in curves[m.label]["points"]):
+            curve = curves[model.label]
+            config = model_config(b, model, steps)
+            curve["train_min"] += train_to(config)
+            point = evaluate_point(task, b, model, config)
+            point |= {"steps": steps, "images": steps * config.train.batch_size, "train_min": curve["train_min"]}
+            curve["points"][str(steps)] = point
+            print(task, model.label, steps, {k: point.get(k) for k in ("dice", "ged_biased_16", "train_min")},
+                  flush=True)  # fmt: skip
+            save()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), action="append", default=[], help="curves to run")
+    parser.add_argument("--quick", action="store_true", help="tiny budget, results in <task>-quick.json")
+    parser.add_argument("--report", action="store_true", help="only rebuild learning-curve.md and the plots")
+    parser.add_argument("--remeasure-costs", action="store_true", help="time the recipes' step costs again")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per job on a shared machine)")
+    parser.add_argument("--data", type=Path, default=Q.DATA, help="folder holding lidc/ and ddti/ (../shared/data)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    Q.DATA = args.data
+    info = machine()
+    print_machine(info)
+    for task in args.task:
+        run_task(task, args.quick, args.remeasure_costs)
+    from learning_curve_report import write_report
+
+    write_report(OUT, info)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as err:  # missing data, a bad config value: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
