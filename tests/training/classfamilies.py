@@ -25,13 +25,15 @@ FAMILIES = {
 }
 
 
-def make_config(family: str, classes: list | tuple = ACDC) -> Config:
+def make_config(family: str, classes: list | tuple = ACDC, **diffusion: object) -> Config:
+    """The tiny config of ``family`` over ``classes`` (``()``: binary), with ``diffusion.*`` settings."""
     method, name, options = FAMILIES[family]
     return config_from_dict(
         {
             "method": method,
             "model": {"name": name, "options": options},
             "data": {"image_size": SIZE, "classes": list(classes)},
+            "diffusion": diffusion,
             "sample": {"steps": 2, "samples": 2, "batch_size": 2},
         }
     )

@@ -34,6 +34,28 @@ def test_one_training_step_of_every_family_gives_a_finite_loss_and_gradients(fam
     assert sum(float(g.abs().sum()) for g in grads) > 0
 
 
+@pytest.mark.parametrize("family", ["medsegdiff", "diffusion-unet", "probunet-unet"])
+def test_diffusion_recipes_run_over_classes(family):
+    """Self-conditioning (x_t input of 2C channels), the auxiliary loss and recycling with C = 4: a finite loss,
+    gradients, and a sampler that draws label maps from the 2C-channel network."""
+    torch.manual_seed(0)
+    config = make_config(family, ACDC, self_condition=True, aux_weight=0.5, recycle=True)
+    module = module_class(config.method)(config)
+    prediction = module.net(torch.zeros(2, 8, SIZE, SIZE), torch.full((2,), 0.5), torch.zeros(2, 1, SIZE, SIZE))
+    assert prediction.shape == (2, 4, SIZE, SIZE)  # x_t and the estimate: 2C = 8 channels in, C out
+    batch = tiny_batch()
+    for seed in (0, 1, 2, 3):  # self-conditioning's coin falls both ways
+        loss = module.loss(
+            batch["image"], module.scheme.one_hot(batch["mask"][:, 0]), torch.Generator().manual_seed(seed)
+        )
+        assert torch.isfinite(loss)
+        loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in module.net.parameters() if p.grad is not None)
+    gens = [torch.Generator().manual_seed(k) for k in range(4)]
+    out = module.draw(module.ema, batch["image"], 2, gens)
+    assert out.shape == (4, 1, SIZE, SIZE) and set(out.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+
+
 def test_the_training_target_is_the_one_hot_of_the_batch_label_maps():
     module = module_class("deterministic")(make_config("unet"))
     mask = tiny_batch()["mask"]
