@@ -27,9 +27,11 @@ import torch
 from torch import Tensor
 
 from diffuseg.config import Config, Method, SampleConfig, Uncertainty
+from diffuseg.data.labels import LabelScheme, label_scheme
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers import SampleOutput
 from diffuseg.diffusion.samplers import sample as run_sampler
+from diffuseg.diffusion.samplers.base import to_mask
 from diffuseg.inference.fusion import fuse
 from diffuseg.inference.postprocess import relative_area_keep
 from diffuseg.nets.latent import Generators
@@ -135,13 +137,26 @@ def sampling_precision(device: torch.device, precision: str) -> contextlib.Abstr
 
 
 Draw = Callable[[Tensor, int, list], SampleOutput]
-"""``draw(images (B, C, H, W), members, generators) -> SampleOutput`` with ``B * members`` rows, image-major,
-row ``i`` drawn from ``generators[i]``."""
+"""``draw(images (B, in_channels, H, W), members, generators) -> SampleOutput`` with ``B * members`` rows,
+image-major, row ``i`` drawn from ``generators[i]``: ``mask`` (B * members, 1, H, W) float32 label maps of atoms
+(``LabelScheme.decode``; binary {0, 1}) and ``soft`` (B * members, C, H, W) in [0, 1], one map per channel."""
 
 
-def diffusion_draw(net: Network, process: DiffusionProcess, cfg: SampleConfig) -> Draw:
+def class_probabilities(logits: Tensor, scheme: LabelScheme | None = None) -> Tensor:
+    """Logits (N, C, H, W) of a one-pass network -> per-channel probabilities (N, C, H, W) float32: a softmax over
+    C for exclusive classes with C >= 2 channels (channel 0 = background), else a sigmoid per channel (binary,
+    overlapping regions; ``scheme=None`` is binary)."""
+    logits = logits.float()
+    if scheme is not None and scheme.exclusive and logits.shape[1] > 1:
+        return torch.softmax(logits, dim=1)
+    return torch.sigmoid(logits)
+
+
+def diffusion_draw(
+    net: Network, process: DiffusionProcess, cfg: SampleConfig, scheme: LabelScheme | None = None
+) -> Draw:
     """The diffusion sampler ``cfg.sampler`` with ``cfg.steps``, ``spacing``, ``eta``, ``ddpm_variance``,
-    ``threshold``."""
+    ``threshold``, over the C channels of ``scheme`` (None: binary)."""
 
     def draw(images: Tensor, members: int, generators: list) -> SampleOutput:
         return run_sampler(
@@ -156,6 +171,7 @@ def diffusion_draw(net: Network, process: DiffusionProcess, cfg: SampleConfig) -
             eta=cfg.eta,
             ddpm_variance=cfg.ddpm_variance,
             threshold=cfg.threshold,
+            scheme=scheme,
         )
 
     return draw
@@ -163,10 +179,17 @@ def diffusion_draw(net: Network, process: DiffusionProcess, cfg: SampleConfig) -
 
 @torch.no_grad()
 def latent_sample(
-    net: torch.nn.Module, image: Tensor, members: int, *, generator: Generators, threshold: float = 0.5
+    net: torch.nn.Module,
+    image: Tensor,
+    members: int,
+    *,
+    generator: Generators,
+    threshold: float = 0.5,
+    scheme: LabelScheme | None = None,
 ) -> SampleOutput:
-    """``members`` masks per image from a Prob. UNet's or PHiSeg's prior: image (B, C, H, W) -> ``SampleOutput``
-    with ``mask`` (B * members, 1, H, W) in {0, 1} and ``soft`` = sigmoid(logits), rows image-major.
+    """``members`` masks per image from a Prob. UNet's or PHiSeg's prior: image (B, in_channels, H, W) ->
+    ``SampleOutput`` with ``soft`` = ``class_probabilities(logits, scheme)`` (B * members, C, H, W) and ``mask``
+    its label map (B * members, 1, H, W) (binary: sigmoid, thresholded to {0, 1}), rows image-major.
 
     ``generator`` is one ``torch.Generator`` or one per output row (row b * members + k from generator
     b * members + k), so a member's mask does not depend on the batch it is drawn in. The image-only parts
@@ -174,8 +197,8 @@ def latent_sample(
     """
     if not isinstance(net, ProbUNet | PHiSeg):
         raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
-    soft = torch.sigmoid(net.sample_logits(image, members, generator).float())
-    return SampleOutput(mask=(soft > threshold).float(), soft=soft)
+    soft = class_probabilities(net.sample_logits(image, members, generator), scheme)
+    return SampleOutput(mask=to_mask(soft, threshold, scheme), soft=soft)
 
 
 def steps_per_member(config: Config) -> int:
@@ -192,30 +215,32 @@ def make_draw(
 ) -> Draw:
     """The member-drawing function of ``config.method``'s family, as ``predict`` and sampled validation use it:
     a diffusion sampler (``diffusion_draw``), the prior of a latent-variable baseline (``latent_sample``), or
-    one pass of the deterministic UNet (``sigmoid(net(image))`` repeated ``members`` times).
+    one pass of the deterministic UNet (``class_probabilities(net(image))`` repeated ``members`` times), each
+    over the classes of ``config.data`` (``Draw``: label maps and per-channel soft maps).
 
     ``progress(rows)`` is called with the member-steps done: after every network call of a diffusion sampler
     (its row count, a Python int: no host synchronisation), after every draw of the one-pass families."""
     s = config.sample
+    scheme = label_scheme(config.data.classes, config.data.foreground)  # as training.checkpoint.scheme_of
     if config.method is Method.DIFFUSION:
         if progress is None:
-            return diffusion_draw(net, process, s)
+            return diffusion_draw(net, process, s, scheme)
 
         def counted(z: Tensor, t: Tensor, image: Tensor) -> Tensor:
             out = net(z, t, image)
             progress(z.shape[0])
             return out
 
-        return diffusion_draw(counted, process, s)
+        return diffusion_draw(counted, process, s, scheme)
     if config.method in (Method.PROBUNET, Method.PHISEG):
         one_pass = lambda images, members, gens: latent_sample(  # noqa: E731
-            net, images, members, generator=gens, threshold=s.threshold
+            net, images, members, generator=gens, threshold=s.threshold, scheme=scheme
         )
     else:
 
         def one_pass(images: Tensor, members: int, gens: list) -> SampleOutput:
-            soft = torch.sigmoid(net(images).float()).repeat_interleave(members, dim=0)
-            return SampleOutput(mask=(soft > s.threshold).float(), soft=soft)
+            soft = class_probabilities(net(images), scheme).repeat_interleave(members, dim=0)
+            return SampleOutput(mask=to_mask(soft, s.threshold, scheme), soft=soft)
 
     if progress is None:
         return one_pass

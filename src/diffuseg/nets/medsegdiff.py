@@ -126,8 +126,12 @@ def _parts(images: int, members: int, rows: int) -> Iterator[tuple[slice, slice,
 
 
 class MedSegDiff(nn.Module):
-    """Dual-encoder ResUNet of MedSegDiff. forward(x_t (B*K,1,H,W), t (B*K,), image (B,C,H,W)) -> (B*K,1,H,W).
+    """Dual-encoder ResUNet of MedSegDiff.
 
+    forward(x_t (B*K, mask_channels, H, W), t (B*K,), image (B, in_channels, H, W)) -> (B*K, out_channels, H, W),
+    K ensemble members per image. For C classes (``LabelScheme.channels``) the mask encoder reads the C-channel
+    x_t and the head predicts C channels; ``mask_channels`` and ``out_channels`` are separate so that x_t can
+    carry more than the prediction (e.g. a self-conditioning estimate). Binary: both 1, as in the paper.
     H and W must be divisible by 2^(len(stage_blocks) - 1). ``channels[s]`` is the width of stage s.
     FF-Parser filters are stored at the skip's size for a ``ff_reference_size`` input, at most
     ``ff_max_size`` per side (see ``ffparser``); any other size resamples them.
@@ -156,6 +160,9 @@ class MedSegDiff(nn.Module):
             raise ValueError(f"need >= 4 stages and one width per stage, got {stage_blocks} and {channels}")
         if min(channels) < 1 or min(stage_blocks) < 1 or decoder_blocks < 1 or ff_max_size < 1:
             raise ValueError("widths, block counts and ff_max_size must be >= 1")
+        if mask_channels < 1 or out_channels < 1:
+            raise ValueError(f"mask_channels and out_channels must be >= 1, got {mask_channels}, {out_channels}")
+        self.mask_channels, self.out_channels = mask_channels, out_channels
         self.num_stages = n
         self.stage_blocks = tuple(stage_blocks)
         self.channels = tuple(channels)
@@ -219,7 +226,8 @@ class MedSegDiff(nn.Module):
     def _member_stages(
         self, x_t: torch.Tensor, emb: torch.Tensor, shared: list[torch.Tensor], members: int
     ) -> torch.Tensor:
-        """Everything that depends on x_t: (B*K, 1, H, W) rows, ``shared`` per-image features -> (B*K, 1, H, W)."""
+        """Everything that depends on x_t: (B*K, mask_channels, H, W) rows, ``shared`` per-image features
+        -> (B*K, out_channels, H, W)."""
         h_mask = self.mask_stem(x_t)
         h_img = shared[0]
         skips = []
@@ -245,10 +253,11 @@ def medsegdiff(
     ff_parser: bool = True,
     decoder_blocks: int = 2,
     ff_max_size: int = 64,
+    out_channels: int = 1,
     mask_channels: int = 1,
 ) -> MedSegDiff:
     """MedSegDiff-S/B/L (``variant`` "s", "b" or "l") with stage widths ``base_channels * channel_mult``;
-    ``mask_channels``: channels of the network's x_t input (2 with self-conditioning)."""
+    ``mask_channels`` / ``out_channels``: channels of x_t and of the prediction (C classes; binary 1)."""
     spec = VARIANTS[variant]
     return MedSegDiff(
         in_channels,
@@ -258,5 +267,6 @@ def medsegdiff(
         dynamic_conditioning=dynamic_conditioning,
         ff_parser=ff_parser,
         ff_max_size=ff_max_size,
+        out_channels=out_channels,
         mask_channels=mask_channels,
     )

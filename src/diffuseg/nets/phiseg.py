@@ -10,8 +10,10 @@ During training the prior is conditioned on the posterior's samples, so KL(q_l |
 The likelihood decodes the latents alone: each z_l is brought to resolution 2^-l of the image, combined
 top-down with the coarser levels, and mapped to logits s_l (nearest-upsampled to the image). The prediction
 at level l is the sum s_l + ... + s_{L-1} (the "residual" outputs of the paper, section 2.2); the sample is
-the sum over all levels. Masks are binary here: one logit channel (a sigmoid), where the reference code
-uses a two-class softmax, which is the same model.
+the sum over all levels. Logits have ``out_channels`` = C channels (``LabelScheme.channels``): for a binary
+mask one logit channel (a sigmoid), where the reference code uses a two-class softmax, which is the same model;
+for K >= 2 exclusive classes C = K + 1 logits under a softmax (the reference code's categorical likelihood);
+for overlapping regions one sigmoid channel per region (``training.latent_module``).
 
 Defaults are the paper's LIDC setting (``phiseg_7_5``): 7 resolution levels, 5 latent levels, n0 = 32,
 zdim = 2; the image size must be divisible by 2 ** (resolution_levels - 1).
@@ -112,9 +114,9 @@ class HierarchicalEncoder(nn.Module):
 
 
 class Likelihood(nn.Module):
-    """Decoder p(y | z_0..z_{L-1}): latents -> per-level logits, each (N, 1, H, W) (residual parts)."""
+    """Decoder p(y | z_0..z_{L-1}): latents -> per-level logits, each (N, out_channels, H, W) (residual parts)."""
 
-    def __init__(self, channels: list[int], latent_levels: int, zdim: int):
+    def __init__(self, channels: list[int], latent_levels: int, zdim: int, out_channels: int = 1):
         super().__init__()
         offset = len(channels) - latent_levels
         self.post_z = nn.ModuleList()
@@ -133,7 +135,7 @@ class Likelihood(nn.Module):
             self.ups.append(conv_unit(above, c))
             self.post_c.append(nn.Sequential(conv_unit(2 * c, out), conv_unit(out, out)))
         outs = [channels[lvl + offset] for lvl in range(latent_levels - 1)] + [channels[latent_levels - 1]]
-        self.out = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in outs)
+        self.out = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in outs)
 
     def forward(self, z: list[Tensor], size: tuple[int, int]) -> list[Tensor]:
         levels = len(z)
@@ -151,6 +153,8 @@ class PHiSeg(nn.Module):
 
     ``kl_weight`` and ``exponential_weighting`` (KL of level l weighted by 4^l) are the loss settings of
     the reference code; they are kept here so that one ``model.options`` mapping describes the model.
+    ``out_channels`` is C, the channels of the class one-hot (binary: 1): the posterior reads the image and
+    the one-hot, the likelihood returns C logit channels.
     """
 
     def __init__(
@@ -162,8 +166,12 @@ class PHiSeg(nn.Module):
         zdim: int = 2,
         kl_weight: float = 1.0,
         exponential_weighting: bool = True,
+        out_channels: int = 1,
     ):
         super().__init__()
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be >= 1, got {out_channels}")
+        self.out_channels = out_channels
         self.kl_weight, self.exponential_weighting = float(kl_weight), bool(exponential_weighting)
         if not 1 <= latent_levels <= resolution_levels <= len(CHANNEL_MULTIPLIERS):
             raise ValueError(
@@ -174,11 +182,12 @@ class PHiSeg(nn.Module):
         self.latent_levels = latent_levels
         self.downsampling = 2 ** (resolution_levels - 1)
         self.prior_net = HierarchicalEncoder(in_channels, channels, latent_levels, zdim, n0)
-        self.posterior_net = HierarchicalEncoder(in_channels + 1, channels, latent_levels, zdim, n0)
-        self.likelihood = Likelihood(channels, latent_levels, zdim)
+        self.posterior_net = HierarchicalEncoder(in_channels + out_channels, channels, latent_levels, zdim, n0)
+        self.likelihood = Likelihood(channels, latent_levels, zdim, out_channels)
 
     def posterior(self, image: Tensor, mask: Tensor, generator: Generators) -> Hierarchy:
-        """q(z | x, y) with one sample per image; the mask (B, 1, H, W) in {0, 1} enters as mask - 0.5."""
+        """q(z | x, y) with one sample per image; the mask (B, out_channels, H, W), the one-hot {0, 1} of one
+        annotation (binary: the mask), enters as mask - 0.5."""
         x = torch.cat([image, mask.to(image.dtype) - 0.5], dim=1)
         return self.posterior_net.hierarchy(self.posterior_net.features(x), generator)
 
@@ -189,14 +198,15 @@ class PHiSeg(nn.Module):
         return self.prior_net.hierarchy(self.prior_net.features(image), generator, condition, samples)
 
     def decode(self, z: list[Tensor], size: tuple[int, int]) -> list[Tensor]:
-        """Per-level residual logits s_0..s_{L-1}, each (N, 1, H, W); the level-l prediction is sum_{j>=l} s_j."""
+        """Per-level residual logits s_0..s_{L-1}, each (N, out_channels, H, W); the level-l prediction is
+        sum_{j>=l} s_j."""
         return self.likelihood(z, size)
 
     def forward(self, image: Tensor, z: list[Tensor]) -> Tensor:
-        """Logits (N, 1, H, W) for given latents: the sum of all levels' outputs."""
+        """Logits (N, out_channels, H, W) for given latents: the sum of all levels' outputs."""
         return torch.stack(self.decode(z, tuple(image.shape[-2:]))).sum(0)
 
     def sample_logits(self, image: Tensor, n: int, generator: Generators) -> Tensor:
-        """n prior samples per image: (B * n, 1, H, W) logits, image-major; per-row generators allowed."""
+        """n prior samples per image: (B * n, out_channels, H, W) logits, image-major; per-row generators allowed."""
         z = self.prior(image, generator, samples=n).z
         return torch.stack(self.decode(z, tuple(image.shape[-2:]))).sum(0)

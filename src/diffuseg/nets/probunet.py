@@ -125,14 +125,14 @@ class LatentEncoder(nn.Module):
 
 class Fcomb(nn.Module):
     """Latent broadcast and 1x1 convolutions (Kohl et al. 2018, f_comb): features (N, F, H, W), z (N, L)
-    -> logits (N, 1, H, W). ``convs`` 1x1 layers in all; BatchNorm before each middle one (Bhat et al.)."""
+    -> logits (N, out_channels, H, W). ``convs`` 1x1 layers in all; BatchNorm before each middle one (Bhat et al.)."""
 
-    def __init__(self, channels: int, latent_dim: int, convs: int = 4):
+    def __init__(self, channels: int, latent_dim: int, convs: int = 4, out_channels: int = 1):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(channels + latent_dim, channels, 1), nn.ReLU()]
         for _ in range(convs - 2):
             layers += [nn.BatchNorm2d(channels), nn.Conv2d(channels, channels, 1), nn.ReLU()]
-        layers.append(nn.Conv2d(channels, 1, 1))
+        layers.append(nn.Conv2d(channels, out_channels, 1))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, features: Tensor, z: Tensor) -> Tensor:
@@ -164,6 +164,9 @@ class ProbUNet(nn.Module):
     ``native`` or ``diffusion-unet`` (with ``backbone_options`` for the latter, e.g. its channels).
     ``beta`` (the KL weight) and ``kl_samples`` (Monte-Carlo draws for mixture KLs) are loss settings,
     kept here so that one ``model.options`` mapping describes the model (``training.latent_module``).
+    ``out_channels`` is C, the channels of the class one-hot (binary: 1): the posterior reads the image and the
+    C-channel one-hot of an annotation, ``fcomb`` returns C logit channels (a softmax over them for exclusive
+    classes with C >= 3, a sigmoid per channel otherwise; ``training.latent_module``).
     """
 
     def __init__(
@@ -181,9 +184,13 @@ class ProbUNet(nn.Module):
         backbone_options: Mapping[str, Any] | None = None,
         beta: float = 1.0,
         kl_samples: int = 1000,
+        out_channels: int = 1,
     ):
         super().__init__()
         self.beta, self.kl_samples = float(beta), int(kl_samples)
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be >= 1, got {out_channels}")
+        self.out_channels = out_channels
         self.kind = LatentKind.parse(kind)
         dim, k = LATENT_PRESETS[self.kind]
         self.latent_dim = latent_dim or dim
@@ -205,8 +212,8 @@ class ProbUNet(nn.Module):
         else:
             raise ValueError(f"backbone {backbone!r} is not one of: native, diffusion-unet")
         self.prior_net = LatentEncoder(in_channels, filters, convs_per_block, head())
-        self.posterior_net = LatentEncoder(in_channels + 1, filters, convs_per_block, head())
-        self.fcomb = Fcomb(self.unet.out_channels, self.latent_dim, fcomb_convs)
+        self.posterior_net = LatentEncoder(in_channels + out_channels, filters, convs_per_block, head())
+        self.fcomb = Fcomb(self.unet.out_channels, self.latent_dim, fcomb_convs, out_channels)
         self.downsampling = 2 ** (len(filters) - 1)
         if backbone == "diffusion-unet":
             self.downsampling = max(self.downsampling, self.unet.net.downsampling)
@@ -216,7 +223,8 @@ class ProbUNet(nn.Module):
         return self.prior_net(image)
 
     def posterior(self, image: Tensor, mask: Tensor) -> Latent:
-        """q(z | x, y): image (B, C, H, W), mask (B, 1, H, W) in {0, 1} -> batch of B latents."""
+        """q(z | x, y): image (B, in_channels, H, W), mask (B, out_channels, H, W): the one-hot {0, 1} of one
+        annotation (binary: the mask) -> batch of B latents."""
         return self.posterior_net(torch.cat([image, mask.to(image.dtype)], dim=1))
 
     def features(self, image: Tensor) -> Tensor:
@@ -224,16 +232,17 @@ class ProbUNet(nn.Module):
         return self.unet(image)
 
     def decode(self, features: Tensor, z: Tensor) -> Tensor:
-        """features (B, F, H, W), z (B * n, L) image-major -> logits (B * n, 1, H, W)."""
+        """features (B, F, H, W), z (B * n, L) image-major -> logits (B * n, out_channels, H, W)."""
         n = z.shape[0] // features.shape[0]
         return self.fcomb(features.repeat_interleave(n, 0) if n > 1 else features, z)
 
     def forward(self, image: Tensor, z: Tensor) -> Tensor:
-        """Logits for given latents: image (B, C, H, W), z (B * n, L) image-major -> (B * n, 1, H, W)."""
+        """Logits for given latents: image (B, in_channels, H, W), z (B * n, L) image-major
+        -> (B * n, out_channels, H, W)."""
         return self.decode(self.features(image), z)
 
     def sample_logits(self, image: Tensor, n: int, generator: Generators) -> Tensor:
-        """n prior samples per image: (B * n, 1, H, W) logits; row b * n + k uses generator[b * n + k]
+        """n prior samples per image: (B * n, out_channels, H, W) logits; row b * n + k uses generator[b * n + k]
         when a list is given."""
         z = self.prior(image).rsample(n, generator)
         return self.decode(self.features(image), z)
@@ -246,7 +255,8 @@ class ProbUNetDiffusionNet(nn.Module):
     after the first convolution of every block; a 1x1 convolution gives the prediction. The default
     filters (32, 64, 128, 192, 320) follow the authors' released code (6,378,017 parameters for one
     image channel); ``filters=(32, 64, 128, 256)`` is the Prob. UNet's own UNet.
-    forward: x_t (B*K, 1, H, W), t (B*K,) in [0, 1], image (B, C, H, W) -> (B*K, 1, H, W).
+    forward: x_t (B*K, mask_channels, H, W), t (B*K,) in [0, 1], image (B, in_channels, H, W)
+    -> (B*K, out_channels, H, W); for C classes ``mask_channels = out_channels = C`` (binary: 1).
     """
 
     def __init__(
@@ -256,12 +266,16 @@ class ProbUNetDiffusionNet(nn.Module):
         convs_per_block: int = 3,
         time_dim: int = 128,
         mask_channels: int = 1,
+        out_channels: int = 1,
     ):
         super().__init__()
+        if mask_channels < 1 or out_channels < 1:
+            raise ValueError(f"mask_channels and out_channels must be >= 1, got {mask_channels}, {out_channels}")
         filters = tuple(filters)
+        self.mask_channels, self.out_channels = mask_channels, out_channels
         self.time = TimeEmbedding(filters[0], time_dim)
         self.unet = NativeUNet(in_channels + mask_channels, filters, convs_per_block, emb_dim=time_dim)
-        self.out = nn.Conv2d(filters[0], 1, 1)
+        self.out = nn.Conv2d(filters[0], out_channels, 1)
         self.downsampling = 2 ** (len(filters) - 1)
 
     def forward(self, x_t: Tensor, t: Tensor, image: Tensor) -> Tensor:

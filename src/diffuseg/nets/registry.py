@@ -1,8 +1,11 @@
 """Network registry: an explicit name -> constructor table, and ``describe`` for ``diffuseg info``.
 
-A constructor is called as ``constructor(in_channels, **options)``; the options it accepts are its keyword
-parameters, so an unknown option is reported with the allowed ones before anything is built. To add a
-network, add one line to ``NETWORKS`` (and, if the paper reports one, its parameter count to ``PAPER_PARAMS``).
+A constructor is called as ``constructor(in_channels, out_channels=C, [mask_channels=...,] **options)``; the
+options it accepts are its keyword parameters, so an unknown option is reported with the allowed ones before
+anything is built. The channel counts (``STRUCTURAL``) come from the data (image channels, C classes of the
+label scheme), never from ``model.options``; ``mask_channels`` (the channels of x_t) is passed to the
+constructors that take one, the diffusion networks. To add a network, add one line to ``NETWORKS`` (and, if
+the paper reports one, its parameter count to ``PAPER_PARAMS``).
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ def diffusion_unet(
     time_dim: int = TIME_DIM,
     downsample: str = "conv",
     mask_channels: int = 1,
+    out_channels: int = 1,
 ) -> DiffusionUNet:
     """The ambiguity paper's diffusion UNet (image concatenated with x_t); ``downsample``: conv | centred;
-    ``mask_channels``: channels of the x_t input (2 with self-conditioning)."""
+    ``mask_channels`` / ``out_channels``: channels of x_t and of the prediction (C classes; x_t 2C with
+    self-conditioning)."""
     return DiffusionUNet(
         in_channels,
         mask_channels=mask_channels,
+        out_channels=out_channels,
         channels=tuple(channels),
         num_res_blocks=tuple(num_res_blocks),
         middle_blocks=middle_blocks,
@@ -49,10 +55,12 @@ def segmentation_unet(
     num_res_blocks: Sequence[int] = NUM_RES_BLOCKS,
     middle_blocks: int = MIDDLE_BLOCKS,
     downsample: str = "conv",
+    out_channels: int = 1,
 ) -> SegmentationUNet:
     """The deterministic baseline: the same backbone without x_t and t, ``forward(image) -> logits``."""
     return SegmentationUNet(
         in_channels,
+        out_channels=out_channels,
         channels=tuple(channels),
         num_res_blocks=tuple(num_res_blocks),
         middle_blocks=middle_blocks,
@@ -88,10 +96,19 @@ PAPER_PARAMS: dict[str, str] = {
 }
 
 
+STRUCTURAL = ("in_channels", "mask_channels", "out_channels")
+"""Constructor parameters set from the data, not from ``model.options``."""
+
+
 def allowed_options(name: str) -> list[str]:
-    """Keyword options the constructor of ``name`` accepts."""
+    """Keyword options the constructor of ``name`` accepts (``model.options``; the ``STRUCTURAL`` ones excluded)."""
     params = inspect.signature(_constructor(name)).parameters.values()
-    return [p.name for p in params if p.name != "in_channels" and p.kind is not p.VAR_KEYWORD]
+    return [p.name for p in params if p.name not in STRUCTURAL and p.kind is not p.VAR_KEYWORD]
+
+
+def takes_mask(name: str) -> bool:
+    """Whether the network ``name`` reads a noisy mask x_t (a diffusion network with a ``mask_channels``)."""
+    return "mask_channels" in inspect.signature(_constructor(name)).parameters
 
 
 def _constructor(name: str) -> Callable[..., nn.Module]:
@@ -100,8 +117,12 @@ def _constructor(name: str) -> Callable[..., nn.Module]:
     return NETWORKS[name]
 
 
-def build_network(name: str, in_channels: int, **options: Any) -> nn.Module:
-    """Build the network ``name`` for ``in_channels`` image channels; ``UserError`` on a bad name or option."""
+def build_network(
+    name: str, in_channels: int, out_channels: int = 1, mask_channels: int | None = None, **options: Any
+) -> nn.Module:
+    """Build the network ``name`` for ``in_channels`` image channels and ``out_channels`` = C predicted channels
+    (``LabelScheme.channels``; binary 1); a diffusion network reads x_t of ``mask_channels`` channels (default
+    ``out_channels``), the others take none. ``UserError`` on a bad name, option or channel count."""
     constructor = _constructor(name)
     allowed = allowed_options(name)
     params = inspect.signature(constructor).parameters.values()
@@ -111,10 +132,16 @@ def build_network(name: str, in_channels: int, **options: Any) -> nn.Module:
             raise UserError(
                 f"model {name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}"
             )
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise UserError(f"model {name}: in_channels must be a positive integer, got {in_channels!r}")
+    channels = {"out_channels": out_channels}
+    if takes_mask(name):
+        channels["mask_channels"] = out_channels if mask_channels is None else mask_channels
+    elif mask_channels is not None:
+        raise UserError(f"model {name}: takes no noisy mask, so mask_channels={mask_channels} has no meaning")
+    for key, value in {"in_channels": in_channels, **channels}.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"model {name}: {key} must be a positive integer, got {value!r}")
     try:
-        return constructor(in_channels, **options)
+        return constructor(in_channels, **channels, **options)
     except (ValueError, TypeError, KeyError) as err:
         raise UserError(f"model {name}: invalid options {options}: {err}") from None
 

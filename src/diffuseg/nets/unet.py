@@ -9,7 +9,8 @@ block's output is kept and joined to its mirror decoder block by concatenation. 
 (sinusoidal, linear, SiLU, linear) enters every residual block.
 
 Deterministic baseline: the same backbone without x_t and without time, ``forward(image) -> logits``,
-trained with ``dice_bce_loss`` (Dice + binary cross-entropy) so tables can show what diffusion adds.
+trained with ``segmentation_loss`` (Dice + cross-entropy; binary: ``dice_bce_loss``) so tables can show what
+diffusion adds.
 
 With concatenated conditioning every layer sees x_t, so nothing is shared between ensemble members
 except the (cheap) repetition of the image.
@@ -52,11 +53,13 @@ class _Level(nn.Module):
 
 
 class DiffusionUNet(nn.Module):
-    """UNet of supplement 7.3. forward(x_t (B*K, 1, H, W), t (B*K,), image (B, C, H, W)) -> (B*K, 1, H, W).
+    """UNet of supplement 7.3.
 
-    H and W must be divisible by 2^(len(channels) - 1) = 8. ``mask_channels=0`` and
-    ``time_embedding=False`` give the plain segmentation backbone (``features(image)``); ``head=False``
-    leaves out the output layer, and ``out_channels`` is then the feature width ``channels[0]``.
+    forward(x_t (B*K, mask_channels, H, W), t (B*K,), image (B, in_channels, H, W)) -> (B*K, out_channels, H, W)
+    for K ensemble members per image; for C classes ``mask_channels = out_channels = C`` (binary: 1), kept
+    apart so that x_t can carry more than the prediction. H and W must be divisible by 2^(len(channels) - 1) = 8.
+    ``mask_channels=0`` and ``time_embedding=False`` give the plain segmentation backbone (``features(image)``);
+    ``head=False`` leaves out the output layer, and ``out_channels`` is then the feature width ``channels[0]``.
     ``time_dim`` is the width of the time embedding (sinusoids of width ``channels[0]``, then the MLP).
     ``downsample`` is ``blocks.DownsampleKind``: ``conv`` (the paper's strided convolution) or ``centred``.
     """
@@ -158,7 +161,8 @@ class DiffusionUNet(nn.Module):
 class SegmentationUNet(nn.Module):
     """Deterministic baseline: the diffusion UNet's backbone without x_t and t.
 
-    forward(image (B, C, H, W)) -> logits (B, 1, H, W); train with ``dice_bce_loss``.
+    forward(image (B, in_channels, H, W)) -> logits (B, out_channels, H, W), ``out_channels`` = C classes
+    (binary: 1); train with ``segmentation_loss``.
     """
 
     def __init__(self, in_channels: int = 1, **options: Any):
@@ -186,3 +190,38 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.
     flat = target.flatten(1)
     dice = (2.0 * (prob * flat).sum(1) + smooth) / (prob.sum(1) + flat.sum(1) + smooth)
     return (1.0 - dice).mean() + F.binary_cross_entropy_with_logits(logits, target)
+
+
+def _soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float) -> torch.Tensor:
+    """1 - (2 |p*y| + s) / (|p| + |y| + s) per image and channel of (B, C, H, W) maps, averaged (a scalar)."""
+    p, y = prob.flatten(2), target.flatten(2)
+    dice = (2.0 * (p * y).sum(2) + smooth) / (p.sum(2) + y.sum(2) + smooth)
+    return (1.0 - dice).mean()
+
+
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, exclusive: bool = True, smooth: float = 1.0
+) -> torch.Tensor:
+    """The deterministic UNet's loss for C channels (nnU-Net's Dice + cross-entropy, Isensee et al. 2021), a scalar.
+
+    logits, target: (B, C, H, W); target is ``LabelScheme.one_hot`` of the label map ({0, 1}).
+    - C = 1 (binary): ``dice_bce_loss`` exactly.
+    - exclusive classes, C = K + 1 >= 3 (channel 0 = background): softmax cross-entropy, the mean over pixels of
+      -log softmax(logits)[true class], plus the soft Dice loss of p = softmax(logits) per image and foreground
+      channel 1..K (the background left out, as nnU-Net does), averaged over images and classes.
+    - overlapping regions (``exclusive=False``): sigmoid BCE (mean over all pixels and channels) plus the soft
+      Dice loss per image and region, averaged: ``dice_bce_loss`` channel by channel.
+    ``smooth`` s as in ``dice_bce_loss``: an empty class predicted empty costs no Dice.
+    """
+    if logits.shape != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
+    if logits.shape[1] == 1:
+        return dice_bce_loss(logits, target, smooth)
+    logits = logits.float()
+    target = target.float()
+    if not exclusive:
+        return _soft_dice_loss(torch.sigmoid(logits), target, smooth) + F.binary_cross_entropy_with_logits(
+            logits, target
+        )
+    cross_entropy = F.cross_entropy(logits, target.argmax(1))
+    return _soft_dice_loss(torch.softmax(logits, 1)[:, 1:], target[:, 1:], smooth) + cross_entropy

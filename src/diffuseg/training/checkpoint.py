@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from diffuseg.config import Config, Method, atomic_path, config_from_dict, config_to_dict
+from diffuseg.data.labels import LabelScheme, label_scheme
 from diffuseg.errors import UserError
 
 FORMAT_VERSION = 1
@@ -176,14 +177,30 @@ def prefixed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, t
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+def scheme_of(config: Config) -> LabelScheme:
+    """The label scheme of ``config.data``: ``data.classes``, or binary with ``data.foreground`` when none are
+    declared (every checkpoint written before classes existed)."""
+    return label_scheme(config.data.classes, config.data.foreground)
+
+
 def build_network(config: Config) -> torch.nn.Module:
-    """The network of ``config.model`` (registry name and options), for every method family."""
+    """The network of ``config.model`` (registry name and options), for every method family, with
+    ``data.in_channels`` image channels and C = ``scheme_of(config).channels`` mask / output channels."""
+    from diffuseg.nets.registry import STRUCTURAL
     from diffuseg.nets.registry import build_network as from_registry
 
     options = dict(config.model.options)
+    fixed = sorted(set(options) & set(STRUCTURAL))
+    if fixed:
+        raise UserError(
+            f"model.options: {', '.join(fixed)} cannot be set there; the channel counts come from data.in_channels "
+            "and data.classes"
+        )
+    channels = scheme_of(config).channels
+    mask_channels = None  # the registry's default: C, for the networks that read x_t
     if config.method is Method.DIFFUSION and config.diffusion.self_condition:
-        options["mask_channels"] = 2 * int(options.get("mask_channels", 1))  # x_t and the earlier estimate
-    return from_registry(config.model.name, config.data.in_channels, **options)
+        mask_channels = 2 * channels  # x_t and the earlier estimate
+    return from_registry(config.model.name, config.data.in_channels, channels, mask_channels, **options)
 
 
 def build_process(config: Config) -> Any:

@@ -9,6 +9,11 @@
   w_l = 4^l when ``exponential_weighting`` (the reference code's default) and the prior of every level
   conditioned on the posterior's samples of the coarser ones (eqs. 5-6 of the paper).
 
+Classes: the posterior sees the annotation as its one-hot (B, C, H, W) and the likelihood is categorical for
+K >= 2 exclusive classes (softmax cross-entropy over the C = K + 1 logit channels, summed over pixels, as
+PHiSeg's reference code; Kohl et al. 2018 likewise use a softmax), Bernoulli per channel otherwise (binary:
+the BCE above; overlapping regions: one BCE per region channel) - ``reconstruction_nll``.
+
 Each training step uses one annotator per image, drawn at random per item and step by the training data
 (``data.dataset``), and the posterior sees that annotation. Prediction draws z from the prior
 (``inference.ensemble.latent_sample``, which returns the diffusion samplers' ``SampleOutput``), so ensembles
@@ -35,21 +40,38 @@ def _bce_per_image(logits: Tensor, target: Tensor) -> Tensor:
     return bce / logits.shape[0]
 
 
-def probunet_loss(net: ProbUNet, image: Tensor, target: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-    """Negative ELBO of the Prob. UNet for images (B, C, H, W) and one mask each (B, 1, H, W) in {0, 1}.
+def reconstruction_nll(logits: Tensor, target: Tensor, exclusive: bool = True) -> Tensor:
+    """-log p(y | z) summed over pixels and averaged over the batch (a scalar); logits, target (B, C, H, W).
+
+    Exclusive classes with C >= 2 channels: categorical, -log softmax(logits)[true class] per pixel (``target`` a
+    one-hot). Otherwise (binary C = 1, overlapping regions): Bernoulli per channel, ``_bce_per_image``."""
+    if exclusive and logits.shape[1] > 1:
+        nll = F.cross_entropy(logits.float(), target.argmax(1), reduction="sum")
+        return nll / logits.shape[0]
+    return _bce_per_image(logits, target)
+
+
+def probunet_loss(
+    net: ProbUNet, image: Tensor, target: Tensor, generator: torch.Generator, exclusive: bool = True
+) -> dict[str, Tensor]:
+    """Negative ELBO of the Prob. UNet for images (B, in_channels, H, W) and one annotation each, its one-hot
+    (B, C, H, W) {0, 1} (binary: the mask (B, 1, H, W)); ``exclusive``: the classes' (``reconstruction_nll``).
 
     Returns ``{"loss", "reconstruction", "kl"}`` (scalars); loss = reconstruction + net.beta * kl.
     """
     posterior = net.posterior(image, target)
     prior = net.prior(image)
     z = posterior.rsample(1, generator)
-    reconstruction = _bce_per_image(net.decode(net.features(image), z), target)
+    reconstruction = reconstruction_nll(net.decode(net.features(image), z), target, exclusive)
     kl_term = kl(posterior, prior, generator, net.kl_samples).mean()
     return {"loss": reconstruction + net.beta * kl_term, "reconstruction": reconstruction, "kl": kl_term}
 
 
-def phiseg_loss(net: PHiSeg, image: Tensor, target: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-    """PHiSeg's loss for images (B, C, H, W) and one mask each (B, 1, H, W) in {0, 1}.
+def phiseg_loss(
+    net: PHiSeg, image: Tensor, target: Tensor, generator: torch.Generator, exclusive: bool = True
+) -> dict[str, Tensor]:
+    """PHiSeg's loss for images (B, in_channels, H, W) and one annotation each, its one-hot (B, C, H, W) {0, 1}
+    (binary: the mask (B, 1, H, W)); ``exclusive``: the classes' (``reconstruction_nll``).
 
     Returns ``{"loss", "reconstruction", "kl"}``; ``kl`` is the weighted sum over levels.
     """
@@ -60,7 +82,7 @@ def phiseg_loss(net: PHiSeg, image: Tensor, target: Tensor, generator: torch.Gen
     accumulated = torch.zeros_like(parts[0])
     for level in reversed(range(len(parts))):
         accumulated = accumulated + parts[level]
-        reconstruction = reconstruction + _bce_per_image(accumulated, target)
+        reconstruction = reconstruction + reconstruction_nll(accumulated, target, exclusive)
     kl_term = image.new_zeros((), dtype=torch.float32)
     for level, (mq, sq, mp, sp) in enumerate(zip(posterior.mu, posterior.sigma, prior.mu, prior.sigma)):
         weight = 4.0**level if net.exponential_weighting else 1.0
@@ -69,12 +91,14 @@ def phiseg_loss(net: PHiSeg, image: Tensor, target: Tensor, generator: torch.Gen
     return {"loss": reconstruction + net.kl_weight * kl_term, "reconstruction": reconstruction, "kl": kl_term}
 
 
-def latent_loss(net: nn.Module, image: Tensor, target: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-    """The loss of ``net``'s family (Prob. UNet or PHiSeg)."""
+def latent_loss(
+    net: nn.Module, image: Tensor, target: Tensor, generator: torch.Generator, exclusive: bool = True
+) -> dict[str, Tensor]:
+    """The loss of ``net``'s family (Prob. UNet or PHiSeg); ``target`` (B, C, H, W) one-hot."""
     if isinstance(net, ProbUNet):
-        return probunet_loss(net, image, target, generator)
+        return probunet_loss(net, image, target, generator, exclusive)
     if isinstance(net, PHiSeg):
-        return phiseg_loss(net, image, target, generator)
+        return phiseg_loss(net, image, target, generator, exclusive)
     raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
 
 
@@ -82,7 +106,7 @@ class LatentModule(SegmentationModule):
     """Training of a latent-variable baseline; logs the reconstruction and KL terms beside the loss."""
 
     def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
-        parts = latent_loss(self.net, image, target, generator)
+        parts = latent_loss(self.net, image, target, generator, self.scheme.exclusive)
         size = image.shape[0]
         self.log("reconstruction", parts["reconstruction"].detach(), on_step=True, batch_size=size)
         self.log("kl", parts["kl"].detach(), on_step=True, batch_size=size)

@@ -2,10 +2,12 @@
 
 ``SegmentationModule`` holds what every family shares: the network ``net`` and its EMA copy ``ema`` (the
 EMA model is what validates and predicts), AdamW with linear warm-up and cosine decay, a guard that stops
-the run on a non-finite loss, and the checkpoint metadata. Batches hold ``image`` (B, C, H, W) and ``mask``
-(B, 1, H, W) {0, 1}: one annotator per item, drawn at random per item and step by the training data
-(``training.run``). Every family builds its network from ``config.model`` and draws masks as ``predict`` does
-(``checkpoint.build_network``, ``inference.ensemble.make_draw``); a family adds its training loss:
+the run on a non-finite loss, and the checkpoint metadata. Batches hold ``image`` (B, in_channels, H, W) and
+``mask`` (B, 1, H, W), a label map of atoms (binary: {0, 1}): one annotator per item, drawn at random per item
+and step by the training data (``training.run``). A family's loss sees the mask as the one-hot of the label
+scheme, ``scheme.one_hot``: (B, C, H, W) {0, 1} (binary: C = 1, the mask itself). Every family builds its
+network from ``config.model`` and draws masks as ``predict`` does (``checkpoint.build_network``,
+``inference.ensemble.make_draw``); a family adds its training loss:
 
     MODULES = {Method.DIFFUSION: DiffusionModule, Method.DETERMINISTIC: DeterministicModule}
 
@@ -68,6 +70,7 @@ class SegmentationModule(L.LightningModule):
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
+        self.scheme = ckpt_io.scheme_of(config)
         self.net = ckpt_io.build_network(config)
         self.process = ckpt_io.build_process(config)  # DiffusionProcess for diffusion methods, else None
         if config.train.channels_last:
@@ -78,11 +81,13 @@ class SegmentationModule(L.LightningModule):
 
     # --- what a family defines -------------------------------------------------------------------
     def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
-        """Scalar training loss for images ``(B, C, H, W)`` and one mask per item ``(B, 1, H, W)`` {0, 1}."""
+        """Scalar training loss for images ``(B, in_channels, H, W)`` and one annotation per item, its one-hot
+        ``target`` ``(B, C, H, W)`` {0, 1} (binary: the mask ``(B, 1, H, W)``)."""
         raise NotImplementedError
 
     def draw(self, net: nn.Module, image: Tensor, members: int, generators: list[torch.Generator]) -> Tensor:
-        """``members`` masks per image with ``net``: ``(B * members, 1, H, W)`` {0, 1}, rows image-major, row
+        """``members`` label maps per image with ``net``: ``(B * members, 1, H, W)`` float atoms (binary {0, 1}),
+        rows image-major, row
         ``i`` from ``generators[i]``; the family's ``inference.ensemble.make_draw``, as ``predict`` draws."""
         from diffuseg.inference.ensemble import make_draw
 
@@ -98,7 +103,7 @@ class SegmentationModule(L.LightningModule):
         image = batch["image"]
         if self.config.train.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        loss = self.loss(image, batch["mask"].float(), gen)
+        loss = self.loss(image, self.scheme.one_hot(batch["mask"][:, 0]), gen)
         self._guard(loss)
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=image.shape[0])
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=image.shape[0])
@@ -168,14 +173,15 @@ class DiffusionModule(SegmentationModule):
 
 
 class DeterministicModule(SegmentationModule):
-    """The deterministic UNet baseline: ``net(image) -> logits`` trained with Dice + BCE."""
+    """The deterministic UNet baseline: ``net(image) -> logits`` trained with ``nets.unet.segmentation_loss``
+    (binary: Dice + BCE; exclusive classes: softmax cross-entropy + Dice; regions: BCE + Dice per channel)."""
 
     method = Method.DETERMINISTIC
 
     def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
-        from diffuseg.nets.unet import dice_bce_loss
+        from diffuseg.nets.unet import segmentation_loss
 
-        return dice_bce_loss(self.net(image), target)
+        return segmentation_loss(self.net(image), target, self.scheme.exclusive)
 
 
 MODULES: dict[Method, type[SegmentationModule]] = {

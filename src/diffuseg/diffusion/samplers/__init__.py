@@ -3,7 +3,8 @@
 ``sample(kind, net, image, process, steps, *, generator, members=1, **options) -> SampleOutput``.
 ``generator`` is a ``torch.Generator`` or one generator per output row (B * members rows).
 Options: ``spacing`` (linear or quadratic time grid), ``eta`` (DDIM), ``ddpm_variance`` (DDPM: posterior or
-beta), ``threshold``; a sampler ignores the options of the others, so one call site serves all three.
+beta), ``threshold``, ``scheme`` (the ``LabelScheme`` of C classes; None: binary); a sampler ignores the options
+of the others, so one call site serves all three.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 All samplers walk the schedule's grid t_0 = 1 > t_1 > ... > t_S = 0, call the network at t_0..t_{S-1}
 (S network evaluations) and return the last data estimate x_hat, i.e. the step to t = 0 lands on the
 denoised mask (alpha = 1, sigma = 0 there). Coefficients are Python floats: every row shares t.
+
+Classes: x_t has C channels, the one-hot of the label scheme scaled to {-1, 1} (``LabelScheme.channels``;
+binary C = 1), and the soft estimate is decoded into a label map of atoms by ``LabelScheme.decode`` (argmax for
+exclusive classes, per-channel threshold for regions). Without a scheme (``scheme=None``) a sampler is binary.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ import torch
 from torch import Tensor
 
 from diffuseg.config import Spacing
+from diffuseg.data.labels import LabelScheme
 from diffuseg.diffusion.noise import Generators, randn
 from diffuseg.diffusion.process import DiffusionProcess, Network, x0_to_soft
 
 
 @dataclass(frozen=True)
 class SampleOutput:
-    """mask: (N, 1, H, W) float in {0, 1}; soft: (N, 1, H, W) in [0, 1], the value before thresholding."""
+    """mask: (N, 1, H, W) float32 label map of atoms (``LabelScheme.decode``; binary: {0, 1}, ``soft > threshold``);
+    soft: (N, C, H, W) in [0, 1], the per-channel estimate (x_hat + 1) / 2 before decoding (binary: C = 1)."""
 
     mask: Tensor
     soft: Tensor
@@ -59,10 +65,18 @@ def grid(process: DiffusionProcess, steps: int, spacing: Spacing | str = Spacing
     return [Step(times[i], times[i + 1], lams[i], lams[i + 1]) for i in range(len(times) - 1)]
 
 
-def start_noise(image: Tensor, members: int, generator: Generators) -> Tensor:
-    """z_1 ~ N(0, I) of shape (B * members, 1, H, W), rows grouped by image."""
+def start_noise(image: Tensor, members: int, generator: Generators, channels: int = 1) -> Tensor:
+    """z_1 ~ N(0, I) of shape (B * members, channels, H, W), rows grouped by image (``channels`` = C)."""
     b, _, h, w = image.shape
-    return randn((b * members, 1, h, w), generator, device=image.device, dtype=torch.float32)
+    return randn((b * members, channels, h, w), generator, device=image.device, dtype=torch.float32)
+
+
+def to_mask(soft: Tensor, threshold: float, scheme: LabelScheme | None = None) -> Tensor:
+    """soft (N, C, H, W) in [0, 1] -> label map (N, 1, H, W) float32 of atoms: ``scheme.decode`` (argmax over C for
+    exclusive classes, ``soft > threshold`` per channel for regions); ``scheme=None``: binary, ``soft > threshold``."""
+    if scheme is None:
+        return (soft > threshold).float()
+    return scheme.decode(soft, threshold).unsqueeze(1).float()
 
 
 Update = Callable[[Tensor, Tensor, "Step"], Tensor]
@@ -80,10 +94,12 @@ def walk(
     threshold: float,
     update: Update,
     spacing: Spacing | str = Spacing.LINEAR,
+    scheme: LabelScheme | None = None,
 ) -> SampleOutput:
     """Start from noise, call the network at each grid time and let ``update`` take z_t to z_s; the last
-    transition (to the data) returns the network's x_hat. image: (B, C, H, W) -> (B * members, 1, H, W)."""
-    z = start_noise(image, members, generator)
+    transition (to the data) returns the network's x_hat. image: (B, in_channels, H, W) -> label maps
+    (B * members, 1, H, W) and soft (B * members, C, H, W), C = ``scheme.channels`` (binary: 1)."""
+    z = start_noise(image, members, generator, 1 if scheme is None else scheme.channels)
     x0 = None  # the previous estimate, which a self-conditioned network sees
     for step in grid(process, steps, spacing):
         x0 = process.denoise(net, z, step.t, image, estimate=x0)
@@ -91,4 +107,4 @@ def walk(
             break
         z = update(z, x0, step)
     soft = x0_to_soft(x0.float())
-    return SampleOutput(mask=(soft > threshold).float(), soft=soft)
+    return SampleOutput(mask=to_mask(soft, threshold, scheme), soft=soft)

@@ -11,6 +11,7 @@ import math
 from torch import Tensor
 
 from diffuseg.config import Spacing
+from diffuseg.data.labels import LabelScheme
 from diffuseg.diffusion.noise import Generators, randn
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
@@ -27,9 +28,11 @@ def sample(
     eta: float = 0.0,
     threshold: float = 0.5,
     spacing: Spacing | str = Spacing.LINEAR,
+    scheme: LabelScheme | None = None,
     **_: object,
 ) -> SampleOutput:
-    """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image."""
+    """image: (B, in_channels, H, W) -> ``SampleOutput`` (see ``walk``), rows grouped by image.
+    ``scheme``: the classes (None: binary)."""
 
     def update(z: Tensor, x0: Tensor, step: Step) -> Tensor:
         alpha_t, sigma_t = step.alpha_sigma(at_s=False)
@@ -39,4 +42,4 @@ def sample(
         z_s = alpha_s * x0 + math.sqrt(max(sigma_s**2 - c**2, 0.0)) * eps
         return z_s + c * randn(z.shape, generator, device=z.device, dtype=z.dtype) if c > 0 else z_s
 
-    return walk(net, image, process, steps, generator, members, threshold, update, spacing)
+    return walk(net, image, process, steps, generator, members, threshold, update, spacing, scheme)

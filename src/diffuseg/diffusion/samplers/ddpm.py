@@ -15,6 +15,7 @@ import math
 from torch import Tensor
 
 from diffuseg.config import DDPMVariance, Spacing
+from diffuseg.data.labels import LabelScheme
 from diffuseg.diffusion.noise import Generators, randn
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
@@ -31,9 +32,11 @@ def sample(
     ddpm_variance: DDPMVariance = DDPMVariance.POSTERIOR,
     threshold: float = 0.5,
     spacing: Spacing | str = Spacing.LINEAR,
+    scheme: LabelScheme | None = None,
     **_: object,
 ) -> SampleOutput:
-    """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image."""
+    """image: (B, in_channels, H, W) -> ``SampleOutput`` (see ``walk``), rows grouped by image.
+    ``scheme``: the classes (None: binary)."""
 
     def update(z: Tensor, x0: Tensor, step: Step) -> Tensor:
         alpha_t, sigma_t = step.alpha_sigma(at_s=False)
@@ -43,4 +46,4 @@ def sample(
         var = sigma2_ts * sigma_s**2 / sigma_t**2 if ddpm_variance == DDPMVariance.POSTERIOR else sigma2_ts
         return mean + math.sqrt(var) * randn(z.shape, generator, device=z.device, dtype=z.dtype)
 
-    return walk(net, image, process, steps, generator, members, threshold, update, spacing)
+    return walk(net, image, process, steps, generator, members, threshold, update, spacing, scheme)

@@ -13,6 +13,7 @@ import math
 from torch import Tensor
 
 from diffuseg.config import Spacing
+from diffuseg.data.labels import LabelScheme
 from diffuseg.diffusion.noise import Generators
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
@@ -28,9 +29,11 @@ def sample(
     members: int = 1,
     threshold: float = 0.5,
     spacing: Spacing | str = Spacing.LINEAR,
+    scheme: LabelScheme | None = None,
     **_: object,
 ) -> SampleOutput:
-    """image: (B, C, H, W) -> masks (B * members, 1, H, W), rows grouped by image. Deterministic given z_1."""
+    """image: (B, in_channels, H, W) -> ``SampleOutput`` (see ``walk``), rows grouped by image.
+    ``scheme``: the classes (None: binary). Deterministic given z_1."""
     history: list[tuple[Tensor, float]] = []  # (x_hat, h) of the previous step
 
     def update(z: Tensor, x0: Tensor, step: Step) -> Tensor:
@@ -45,4 +48,4 @@ def sample(
         history[:] = [(x0, h)]
         return (sigma_s / sigma_t) * z - alpha_s * math.expm1(-h) * d
 
-    return walk(net, image, process, steps, generator, members, threshold, update, spacing)
+    return walk(net, image, process, steps, generator, members, threshold, update, spacing, scheme)

@@ -1,0 +1,74 @@
+"""``make_draw`` over C classes: every family returns label maps of atoms and per-channel soft maps; binary
+draws are today's (``scheme=None``) bit for bit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffuseg.data.labels import label_scheme
+from diffuseg.diffusion.samplers import sample
+from diffuseg.inference.ensemble import class_probabilities, latent_sample, make_draw
+from diffuseg.training import checkpoint as ckpt_io
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from classfamilies import ACDC, BRATS, FAMILIES, SIZE, make_config
+
+
+def _draw(family: str, classes, members: int = 3):
+    torch.manual_seed(0)
+    config = make_config(family, classes)
+    net = ckpt_io.build_network(config).eval()
+    draw = make_draw(config, net, ckpt_io.build_process(config))
+    image = torch.randn(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    gens = [torch.Generator().manual_seed(k) for k in range(2 * members)]
+    with torch.inference_mode():
+        return config, net, image, draw(image, members, gens)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("classes", [ACDC, BRATS], ids=["exclusive", "regions"])
+def test_every_family_draws_label_maps_and_class_soft_maps(family, classes):
+    config, _, _, out = _draw(family, classes)
+    scheme = label_scheme(classes)
+    assert out.soft.shape == (6, scheme.channels, SIZE, SIZE) and out.mask.shape == (6, 1, SIZE, SIZE)
+    assert out.mask.dtype == torch.float32
+    assert set(out.mask.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    assert torch.equal(out.mask, scheme.decode(out.soft, config.sample.threshold).unsqueeze(1).float())
+    assert float(out.soft.min()) >= 0.0 and float(out.soft.max()) <= 1.0
+    if scheme.exclusive and config.method != "diffusion":  # one-pass families: a distribution over C
+        torch.testing.assert_close(out.soft.sum(1), torch.ones(6, SIZE, SIZE))
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_binary_draws_are_todays(family):
+    """The binary config draws what the code before classes drew: the sampler without a scheme, sigmoid
+    thresholded at ``sample.threshold`` for the one-pass families."""
+    config, net, image, out = _draw(family, ())
+    gens = [torch.Generator().manual_seed(k) for k in range(6)]
+    s = config.sample
+    with torch.inference_mode():
+        if config.method == "diffusion":
+            process = ckpt_io.build_process(config)
+            old = sample(s.sampler, net, image, process, s.steps, generator=gens, members=3, threshold=s.threshold)
+            old_soft, old_mask = old.soft, old.mask
+        elif config.method == "deterministic":
+            old_soft = torch.sigmoid(net(image).float()).repeat_interleave(3, dim=0)
+            old_mask = (old_soft > s.threshold).float()
+        else:
+            old = latent_sample(net, image, 3, generator=gens, threshold=s.threshold)
+            old_soft = torch.sigmoid(net.sample_logits(image, 3, [torch.Generator().manual_seed(k) for k in range(6)]))
+            assert torch.equal(old.soft, old_soft)
+            old_mask = (old_soft > s.threshold).float()
+    assert out.soft.shape == out.mask.shape == (6, 1, SIZE, SIZE)
+    assert torch.equal(out.soft, old_soft) and torch.equal(out.mask, old_mask)
+
+
+def test_class_probabilities_softmax_for_classes_sigmoid_otherwise():
+    logits = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(class_probabilities(logits, label_scheme(ACDC)), logits.softmax(1))
+    torch.testing.assert_close(class_probabilities(logits[:, :3], label_scheme(BRATS)), logits[:, :3].sigmoid())
+    torch.testing.assert_close(class_probabilities(logits[:, :1]), logits[:, :1].sigmoid())
