@@ -56,7 +56,8 @@ class DiffusionProcess:
         """E_t[w(lambda_t) ||x0 - x_hat||^2] (eq. 8), computed on the network's own target for stability,
         plus ``aux_weight`` times the auxiliary loss on x_hat when that is on (``recipes``).
 
-        masks01: (B, 1, H, W) in {0, 1}; image: (B, C, H, W). Returns a scalar.
+        masks01: (B, C, H, W) in {0, 1}, C mask channels (the one-hot classes; 1 for binary);
+        image: (B, C_in, H, W). Returns a scalar.
         """
         x0 = masks_to_x0(masks01)
         batch = x0.shape[0]

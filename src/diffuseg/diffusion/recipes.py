@@ -31,15 +31,16 @@ from torch import Tensor
 def aux_loss(x_hat: Tensor, x0: Tensor, weight: Tensor, smooth: float = 1.0) -> Tensor:
     """Soft Dice + BCE between the soft mask p = (x_hat + 1) / 2 clipped to [0, 1] and the target (x0 + 1) / 2.
 
-    x_hat, x0: (B, C, H, W), x0 in {-1, 1}; weight: (B,) per row. Per row, Dice loss
-    1 - (2 |p y| + s) / (|p| + |y| + s) with s = ``smooth`` (two empty masks: 0) plus the mean BCE over its
-    pixels; the weighted mean over rows. Exactly 0 for a perfect estimate (p = y in {0, 1}). Returns a scalar.
+    x_hat, x0: (B, C, H, W), x0 in {-1, 1}; weight: (B,) per row. Per row, the Dice loss
+    1 - (2 |p y| + s) / (|p| + |y| + s) of each channel with s = ``smooth`` (two empty masks: 0), averaged over
+    the C channels, plus the mean BCE over the row's pixels; the weighted mean over rows. Exactly 0 for a
+    perfect estimate (p = y in {0, 1}). Returns a scalar.
     """
     p = ((x_hat.float() + 1.0) * 0.5).clamp(0.0, 1.0)
     y = (x0.float() + 1.0) * 0.5
-    pf, yf = p.flatten(1), y.flatten(1)
-    dice = (2.0 * (pf * yf).sum(1) + smooth) / (pf.sum(1) + yf.sum(1) + smooth)
-    bce = F.binary_cross_entropy(pf, yf, reduction="none").mean(1)
+    pf, yf = p.flatten(2), y.flatten(2)  # (B, C, H * W)
+    dice = ((2.0 * (pf * yf).sum(2) + smooth) / (pf.sum(2) + yf.sum(2) + smooth)).mean(1)
+    bce = F.binary_cross_entropy(pf, yf, reduction="none").mean((1, 2))
     return (weight.to(dice) * (1.0 - dice + bce)).mean()
 
 
