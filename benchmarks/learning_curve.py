@@ -108,6 +108,25 @@ def ddti_recipe_models(b: Q.Budget, quick: bool) -> list[Model]:
     ]
 
 
+# Recipes combined, after the screening at 600 steps (learning-curve.md, ddti-recipes): the ambiguity paper's
+# process, which gained most, with the auxiliary loss, which gained too.
+COMBOS: dict[str, tuple[str, ...]] = {
+    "+ ambiguity-paper process + aux. loss (lambda 1)": (
+        *RECIPES["+ ambiguity-paper process (cosine, b 0.1, v-pred, truncated SNR)"],
+        *RECIPES["+ aux. loss on x_hat_0 (lambda 1)"],
+    ),
+}
+
+
+def ddti_combo_models(b: Q.Budget, quick: bool) -> list[Model]:
+    points = (2, 4) if quick else (600, 1200)
+    base = f"model.options.base_channels={b.medsegdiff_base}"
+    return [
+        Model(label, f"lc-ddti-combo{i}", "medsegdiff-b-ddti", (base, *_constant_lr(60), *extra), points, "diffusion")
+        for i, (label, extra) in enumerate(COMBOS.items())
+    ]
+
+
 def lidc_models(b: Q.Budget, quick: bool) -> list[Model]:
     """The three models of quality.py's LIDC table at lr 1e-3, the rate at which all three did best."""
     points = (2, 4) if quick else (750, 1500, 3000)
@@ -121,7 +140,13 @@ def lidc_models(b: Q.Budget, quick: bool) -> list[Model]:
     ]
 
 
-TASKS = {"ddti": ddti_models, "ddti-recipes": ddti_recipe_models, "lidc": lidc_models}
+TASKS = {"ddti": ddti_models, "ddti-recipes": ddti_recipe_models, "ddti-combo": ddti_combo_models, "lidc": lidc_models}
+
+
+def reference_model(task: str, b: Q.Budget, quick: bool) -> Model:
+    """The model whose training step the task's step costs are relative to: MedSegDiff-B with the papers'
+    recipe on DDTI, the ambiguity paper's diffusion UNet on LIDC."""
+    return lidc_models(b, quick)[2] if task == "lidc" else ddti_models(b, quick)[1]
 
 
 # --------------------------------------------------------------------------------------------- one curve
@@ -188,7 +213,7 @@ def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
     out = OUT / f"{task}{'-quick' if quick else ''}.json"
     saved = json.loads(out.read_text()) if out.exists() else {}
     curves: dict[str, Any] = saved.get("curves", {})
-    reference = ddti_models(b, quick)[1]
+    reference = reference_model(task, b, quick)
 
     def save() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
@@ -198,7 +223,9 @@ def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
     models = TASKS[task](b, quick)
     for model in models:
         curve = curves.setdefault(model.label, {"points": {}, "train_min": 0.0})
-        if task == "ddti-recipes" and (remeasure or "relative_step_cost" not in curve):
+        if model == reference:
+            curve["relative_step_cost"] = 1.0
+        elif remeasure or "relative_step_cost" not in curve:
             curve["relative_step_cost"] = step_cost(b, model, reference)
             print(model.label, "relative step cost", round(curve["relative_step_cost"], 3), flush=True)
             save()
