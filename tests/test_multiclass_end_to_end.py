@@ -67,7 +67,9 @@ def test_train_medsegdiff_acdc_then_predict_the_validation_volume(acdc_like, tmp
     assert label.shape == shape == (3, 16, 16) and set(np.unique(label)) <= {0, 1, 2, 3}
     with h5py.File(out / f"{VOLUME}_uncertainty.h5", "r") as f:
         u = np.asarray(f["uncertainty"][()])
+        per_class = [np.asarray(f[f"uncertainty_{name}"][()]) for name in ("RV", "Myo", "LV")]
     assert u.shape == shape and u.min() >= 0.0 and u.max() <= 1.0
+    assert all(m.shape == shape and m.min() >= 0.0 and m.max() <= 0.25 for m in per_class)  # f (1 - f)
     samples = sorted((out / "samples").glob("*.h5"))
     assert len(samples) == 3 and all(set(np.unique(_label(s))) <= {0, 1, 2, 3} for s in samples)
     record = json.loads((out / "prediction.json").read_text())

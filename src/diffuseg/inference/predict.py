@@ -299,7 +299,7 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
                 case = pending.popleft()
                 if case.case_id != result.case_id:  # sample_ensembles yields in input order
                     raise RuntimeError(f"ensemble of {result.case_id} arrived for case {case.case_id}")
-                files = writer.write(case, result.fused, result.uncertainty, result.samples)
+                files = writer.write(case, result.fused, result.uncertainty, result.samples, result.class_uncertainty)
                 written += 1
                 bar.set_postfix_str(f"{written}/{len(indices)} cases", refresh=False)
                 if files:
