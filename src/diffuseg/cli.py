@@ -99,7 +99,9 @@ def _cmd_report(a: argparse.Namespace) -> None:
 def _cmd_verify(a: argparse.Namespace) -> None:
     from diffuseg.data.verify import verify_dataset
 
-    summary = verify_dataset(a.dataset, layout=a.layout, foreground=a.foreground, in_channels=a.in_channels)
+    summary = verify_dataset(
+        a.dataset, layout=a.layout, foreground=a.foreground, in_channels=a.in_channels, classes=a.classes
+    )
     print(summary)
 
 
@@ -165,6 +167,24 @@ def _labels(text: str) -> tuple[int, ...]:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected label values like 1,4, got {text!r}") from None
+
+
+def _classes(text: str) -> tuple[dict, ...]:
+    """``RV=1,Myo=2,LV=3`` (or regions, ``WT=1+2+4,TC=1+4,ET=4``) -> class specs ``{name, values}`` as in
+    ``data.classes``; ``data.labels.label_scheme`` checks them further."""
+    specs = []
+    for item in (x.strip() for x in text.split(",")):
+        name, _, values = item.partition("=")
+        try:
+            numbers = [int(v) for v in values.split("+")]
+        except ValueError:
+            numbers = []
+        if not name.strip() or not numbers:
+            raise argparse.ArgumentTypeError(
+                f"expected classes like RV=1,Myo=2,LV=3 (NAME=VALUE, several values joined by +), got {item!r}"
+            )
+        specs.append({"name": name.strip(), "values": numbers})
+    return tuple(specs)
 
 
 # Dataset layouts, ``diffuseg.data.formats.Layout`` (its readers' registry plus auto); kept here so that
@@ -324,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_labels,
         default=(),
         help="label values counted as foreground, e.g. 1,4 (default: any non-zero value)",
+    )
+    v.add_argument(
+        "--classes",
+        type=_classes,
+        default=(),
+        metavar="NAME=V,...",
+        help="check as training with these data.classes, e.g. RV=1,Myo=2,LV=3 (regions: WT=1+2+4,TC=1+4,ET=4); "
+        "every file with a label value not declared is named (default: binary, or the classes the dataset "
+        "declares)",
     )
     v.add_argument(
         "--in-channels", type=_positive_int, help="check as training with data.in_channels=N (default: first image's)"

@@ -20,6 +20,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "medsegdiff": ("MedSegDiff (Wu et al., MIDL 2023): variants S / B / L per dataset", ()),
     "ablation": ("MedSegDiff Table 2 ablation (variant B)", ("MedSegDiff Table 2 ablation, ",)),
     "lidc": ("Diffusion for ambiguous segmentation, LIDC (the ambiguity paper)", ("The ambiguity paper's ",)),
+    "diffusion": ("The ambiguity paper's diffusion UNet on other data", ("The ambiguity paper's ",)),
     "probunet": (
         "Baselines of the ambiguity paper: Prob. UNet (Kohl et al. 2018), Gen. Prob. UNet (Bhat et al. 2022)",
         ("Table 4 of the ambiguity paper: ", "Table 4 of the ambiguity paper, "),

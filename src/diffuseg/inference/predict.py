@@ -6,7 +6,11 @@ check that no two cases would write files of one name; for each case, resize the
 draw ``sample.samples`` members ``sample.batch_size`` at a time with per-member seeds, apply relative-area
 post-processing, fuse (``staple`` | ``mean`` | ``vote``) and compute the uncertainty map
 (``inference.ensemble``); write the fused mask, the uncertainty and, with ``save_samples``, every member in
-the input's own format and geometry (``inference.writers``).
+the input's own format and geometry (``inference.writers``). With several classes (the checkpoint's
+``data.classes``) the input is read with those classes, the fused mask and samples are label maps written in
+the dataset's own label values (ACDC 0/1/2/3, BraTS 0/1/2/4; HDF5 in, HDF5 ``label`` out; slices of a volume
+reassembled), the uncertainty is the normalised entropy of the members' labels, and ``prediction.json`` and
+the manifest (its config) record the classes.
 
 Nothing is written before the run is known to be valid. Then, under the folder's lock, the run is compared
 with the one OUTPUT already holds (``inference.manifest``): the same run resumes (finished cases are
@@ -46,6 +50,7 @@ from diffuseg.config import (
 from diffuseg.data.case import Case
 from diffuseg.data.formats import Reader, open_input
 from diffuseg.data.formats.files import is_image_file, stem_of
+from diffuseg.data.labels import label_scheme
 from diffuseg.data.splits import select_cases
 from diffuseg.data.transforms import model_input
 from diffuseg.data.verify import is_colour
@@ -147,7 +152,8 @@ def prepare(
     ckpt = read_checkpoint(checkpoint)  # read (and checked) once: the model and its training step
     config, net, process = inference_model(ckpt, checkpoint)
     config = apply_overrides(config, overrides)
-    reader = select_cases(open_input(inputs, layout, config.data.foreground), cases, str(inputs[0]))
+    d = config.data
+    reader = select_cases(open_input(inputs, layout, d.foreground, d.classes), cases, str(inputs[0]))
     if reader.problems:
         raise DatasetError(str(inputs[0]), reader.problems)
     if len(reader) == 0:
@@ -284,16 +290,16 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     draw = make_draw(config, net, run.process, progress=bar.update)  # member-steps: moves within a case
     pending: deque[Case] = deque()
     written = 0
+    scheme = label_scheme(config.data.classes, config.data.foreground)  # as make_draw decodes
     try:
-        with PredictionWriter(run.out, run.inputs, save_samples=run.save_samples) as writer:
-            results = sample_ensembles(
-                draw, _model_inputs(run.reader, indices, config, pending), config.sample, device=run.device
-            )
+        with PredictionWriter(run.out, run.inputs, save_samples=run.save_samples, scheme=scheme) as writer:
+            inputs = _model_inputs(run.reader, indices, config, pending)
+            results = sample_ensembles(draw, inputs, config.sample, device=run.device, scheme=scheme)
             for result in results:
                 case = pending.popleft()
                 if case.case_id != result.case_id:  # sample_ensembles yields in input order
                     raise RuntimeError(f"ensemble of {result.case_id} arrived for case {case.case_id}")
-                files = writer.write(case, result.fused, result.uncertainty, result.samples)
+                files = writer.write(case, result.fused, result.uncertainty, result.samples, result.class_uncertainty)
                 written += 1
                 bar.set_postfix_str(f"{written}/{len(indices)} cases", refresh=False)
                 if files:

@@ -13,8 +13,9 @@ Per case (``Case.geometry`` says how): the fused mask ``OUTPUT/<case>.<ext>``, t
   float32 uncertainty. 2D slices of a 3D volume are collected and written as one volume
   ``OUTPUT/<volume>.<ext>`` once all its slices are in (``close`` writes unfinished ones, missing slices 0).
 - HDF5 inputs (SSL4MIS) give HDF5 with the dataset ``label`` (uint8; the image is not copied) and
-  ``<case>_uncertainty.h5`` with the dataset ``uncertainty`` (float32); volumes (D,H,W) are reassembled along
-  their first axis.
+  ``<case>_uncertainty.h5`` with the dataset ``uncertainty`` (float32) and, with several classes, one dataset
+  ``uncertainty_<class name>`` per class (the per-class maps; the other formats hold the one map only); volumes
+  (D,H,W) are reassembled along their first axis.
 - Several classes (``scheme``, a non-binary ``data.labels.LabelScheme``): ``fused`` and ``samples`` are atom
   maps (h,w) int; they are resized back as the one-hot over the atoms, bilinearly, then the argmax, and written
   as the dataset's own label values (``scheme.to_values``: ACDC 0/1/2/3, BraTS 0/1/2/4), uint8 (uint16 for
@@ -169,7 +170,9 @@ def _read_hdf5(path: Path, key: str) -> np.ndarray:
 class _Volume:
     geometry: Geometry
     name: str
-    slices: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = field(default_factory=dict)
+    slices: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]] = field(
+        default_factory=dict
+    )
 
 
 class PredictionWriter:
@@ -206,9 +209,12 @@ class PredictionWriter:
         fused: torch.Tensor,
         uncertainty: torch.Tensor | None = None,
         samples: torch.Tensor | None = None,
+        class_uncertainty: torch.Tensor | None = None,
     ) -> list[Path]:
         """fused (h,w) or (1,h,w) in [0,1]; uncertainty (h,w) in [0,1]; samples (N,h,w) or (N,1,h,w) {0,1}.
-        With several classes (``scheme``), ``fused`` and ``samples`` are atom maps (values 0..L).
+        With several classes (``scheme``), ``fused`` and ``samples`` are atom maps (values 0..L), and
+        ``class_uncertainty`` (K,h,w) in [0,1], one map per class, is written beside the uncertainty where the
+        format holds several maps in one file (HDF5); elsewhere it is not written.
 
         Returns the files written now (none for a slice of a volume not yet complete).
         """
@@ -224,16 +230,19 @@ class PredictionWriter:
 
         mask = to_mask(fused, size)
         unc = _resize(uncertainty, size).clip(0.0, 1.0) if uncertainty is not None else None
+        per_class = None
+        if self.scheme is not None and class_uncertainty is not None and output_format(g) in HDF5_SUFFIXES:
+            per_class = np.stack([_resize(m, size).clip(0.0, 1.0) for m in class_uncertainty])
         samp = None
         if self.save_samples and samples is not None:
             samp = np.stack([to_mask(s, size) for s in samples.reshape(-1, *samples.shape[-2:])])
         if g.volume_id is not None and g.slice_index is not None and g.volume_shape is not None:
             vol = self._volumes.setdefault(g.volume_id, _Volume(g, output_name(g, case.case_id)))
-            vol.slices[g.slice_index] = (mask, unc, samp)
+            vol.slices[g.slice_index] = (mask, unc, samp, per_class)
             if len(vol.slices) == g.volume_shape[slice_axis(g)]:
                 return self._flush(g.volume_id)
             return []
-        return self._write_all(g, output_name(g, case.case_id), mask, unc, samp)
+        return self._write_all(g, output_name(g, case.case_id), mask, unc, samp, per_class)
 
     def close(self) -> list[Path]:
         """Write every volume still open (missing slices are 0); returns the files written."""
@@ -252,33 +261,40 @@ class PredictionWriter:
         unc = np.zeros(shape, np.float32) if any(s[1] is not None for s in vol.slices.values()) else None
         n_samples = max((len(s[2]) for s in vol.slices.values() if s[2] is not None), default=0)
         samp = np.zeros((n_samples, *shape), dtype) if n_samples else None
+        n_classes = max((len(s[3]) for s in vol.slices.values() if s[3] is not None), default=0)
+        per_class = np.zeros((n_classes, *shape), np.float32) if n_classes and unc is not None else None
         axis = slice_axis(vol.geometry)
-        for z, (m, u, s) in vol.slices.items():
+        for z, (m, u, s, c) in vol.slices.items():
             _put(mask, z, m, axis)
             if unc is not None and u is not None:
                 _put(unc, z, u, axis)
             if samp is not None and s is not None:
                 _put(samp[: len(s)], z, s, axis + 1)
-        return self._write_all(vol.geometry, vol.name, mask, unc, samp)
+            if per_class is not None and c is not None:
+                _put(per_class, z, c, axis + 1)
+        return self._write_all(vol.geometry, vol.name, mask, unc, samp, per_class)
 
-    def _write_all(self, g: Geometry, name: str, mask, unc, samp) -> list[Path]:
+    def _write_all(self, g: Geometry, name: str, mask, unc, samp, per_class=None) -> list[Path]:
         ext = output_format(g)
         out = [self._save(self.output / f"{name}.{ext}", mask, g, "mask")]
         if unc is not None:
-            out.append(self._save(self.output / f"{name}{UNCERTAINTY}.{ext}", unc, g, "uncertainty"))
+            extra = {}
+            if per_class is not None and self.scheme is not None:
+                extra = {f"uncertainty_{n.replace('/', '_')}": m for n, m in zip(self.scheme.names, per_class)}
+            out.append(self._save(self.output / f"{name}{UNCERTAINTY}.{ext}", unc, g, "uncertainty", extra))
         if samp is not None:
             for k, s in enumerate(samp):
                 out.append(self._save(self.output / "samples" / f"{name}_s{k:03d}.{ext}", s, g, "mask"))
         self.written += out
         return out
 
-    def _save(self, path: Path, array: np.ndarray, g: Geometry, kind: str) -> Path:
+    def _save(self, path: Path, array: np.ndarray, g: Geometry, kind: str, extra: dict | None = None) -> Path:
         sources = {Path(p).resolve() for p in g.sources} | {Path(p).resolve() for f in g.mask_sources for p in f}
         if path.resolve() in sources:
             raise UserError(f"{path}: refusing to overwrite an input file; choose another output folder")
         ext = output_format(g)
         with atomic_path(path, suffix=f".tmp.{ext}") as tmp:  # the encoders go by the file ending
-            _encode(tmp, array, g, kind, ext, labels=self.scheme is not None)
+            _encode(tmp, array, g, kind, ext, labels=self.scheme is not None, extra=extra or {})
         return path
 
 
@@ -294,7 +310,10 @@ def _mask_dtype(array: np.ndarray) -> np.dtype:
     return np.dtype(np.uint16 if array.dtype == np.uint16 else np.uint8)
 
 
-def _encode(path: Path, array: np.ndarray, g: Geometry, kind: str, ext: str, labels: bool = False) -> None:
+def _encode(
+    path: Path, array: np.ndarray, g: Geometry, kind: str, ext: str, labels: bool = False, extra: dict | None = None
+) -> None:
+    """Write ``array`` to ``path`` in format ``ext``; ``extra``: more float maps by dataset name (HDF5 only)."""
     if ext in HDF5_SUFFIXES:
         import h5py
 
@@ -302,6 +321,8 @@ def _encode(path: Path, array: np.ndarray, g: Geometry, kind: str, ext: str, lab
         data = array.astype(_mask_dtype(array)) if kind == "mask" else array.astype(np.float32)
         with h5py.File(path, "w") as f:
             f.create_dataset(key, data=data, compression="gzip")
+            for name, values in (extra or {}).items():
+                f.create_dataset(name, data=values.astype(np.float32), compression="gzip")
     elif ext in ("nii", "nii.gz"):
         import nibabel as nib
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
+from diffuseg.data.labels import LabelScheme
+from diffuseg.evaluation.class_metrics import class_dice, class_ged, class_mean
 from diffuseg.evaluation.metrics import ged, pairwise_dice
 from diffuseg.inference.ensemble import resolve_sample_precision, sampling_precision, use_micro_batch
 from diffuseg.training.checkpoint import LAST
@@ -37,8 +40,9 @@ class PeriodicCheckpoint(L.Callback):
 class SampledValidation(L.Callback):
     """Every ``every`` steps, draws masks for the first ``cases`` validation items with the EMA network.
 
-    Logs ``val/dice``: mean Dice of each sample against each annotator (two empty masks score 1), and with
-    several annotators ``val/ged``: GED with d = 1 - IoU between ``members`` samples and the annotators,
+    Logs ``val/dice``: mean Dice of each sample against each annotator (two empty masks score 1; several
+    classes: the mean over classes of the per-class Dice), and with several annotators ``val/ged``: GED with
+    d = 1 - IoU (several classes: 1 - mean IoU over the classes present) between ``members`` samples and the annotators,
     the estimator that includes i = j pairs (as in the papers' tables). Member k of case c is seeded from
     ``(sample.seed, c, k)``, so every validation draws the same noise and the curves are comparable. It
     runs on rank 0 only; its generators are its own, so training draws are unaffected.
@@ -86,10 +90,26 @@ class SampledValidation(L.Callback):
                 truth = item["masks"]
                 if truth.shape[0] == 0:
                     continue
-                dices.append(float(pairwise_dice(sample, truth).mean()))
-                if truth.shape[0] > 1 and members > 1:
-                    geds.append(ged(sample, truth, unbiased=False))
+                dice, distance = _scores(sample, truth, module.scheme, members)
+                dices.append(dice)
+                if distance is not None:
+                    geds.append(distance)
         out = {"dice": sum(dices) / len(dices) if dices else math.nan}
         if geds:
             out["ged"] = sum(geds) / len(geds)
         return out
+
+
+def _scores(sample: Tensor, truth: Tensor, scheme: LabelScheme, members: int) -> tuple[float, float | None]:
+    """(mean Dice, GED or None) of one case's ``members`` drawn label maps ``sample`` (members, H, W) against its
+    annotations ``truth`` (A, H, W), both atom maps. Binary: ``pairwise_dice`` and ``ged`` of the masks, as
+    always. Several classes: Dice per class (``class_dice``; a class empty in both scores 1) averaged over the
+    classes (``class_mean``) and the (sample, annotator) pairs; GED with ``d = 1 - mIoU`` over the classes present
+    in either mask (``class_ged``). GED only with several annotators and members."""
+    several = truth.shape[0] > 1 and members > 1
+    if scheme.binary:
+        return float(pairwise_dice(sample, truth).mean()), ged(sample, truth, unbiased=False) if several else None
+    s, t = scheme.class_masks(sample.long()), scheme.class_masks(truth.long())  # (members, K, H, W), (A, K, H, W)
+    pairs = class_dice(s[:, None].expand(-1, len(t), -1, -1, -1), t[None].expand(len(s), -1, -1, -1, -1))
+    dice = float(class_mean(pairs).mean())
+    return dice, class_ged(s, t, unbiased=False) if several else None

@@ -16,6 +16,7 @@ its own slice of every global batch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -35,6 +36,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from diffuseg.config import Config, config_to_dict, remove_stale_temps, save_config
+from diffuseg.data.labels import LabelScheme
 from diffuseg.errors import UserError
 from diffuseg.inference.ensemble import native_bf16
 from diffuseg.runlock import folder_lock
@@ -237,21 +239,35 @@ def check_resumable(stored: Config, given: Config, path: Path) -> None:
         )
 
 
-def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, int]:
-    """(start step, stream position) of the run; checks the checkpoint when resuming."""
+def with_dataset_classes(config: Config, scheme: LabelScheme) -> Config:
+    """``config`` with ``data.classes`` set to the classes of ``scheme`` (the reader's) when the config declares
+    none and the dataset does (nnU-Net ``dataset.json``, SSL4MIS label values): the checkpoint's resolved config
+    then rebuilds the network of C channels and predicts without the dataset. Else ``config`` itself."""
+    if config.data.classes or scheme.binary:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, classes=scheme.classes))
+
+
+def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, int, Config]:
+    """(start step, stream position, config) of the run; checks the checkpoint when resuming. A resumed run whose
+    config declares no classes takes the checkpoint's (classes a run took from its dataset, ``with_dataset_classes``),
+    which the dataset must still match."""
     if not resume:
         if ckpt_path.exists():
             raise UserError(
                 f"{ckpt_path}: the run folder already holds a checkpoint; continue it with --resume, "
                 "or choose another --out"
             )
-        return 0, 0
+        return 0, 0, config
     if not ckpt_path.exists():
         raise UserError(f"{ckpt_path}: no checkpoint to resume from (start the run without --resume)")
     ckpt = read_checkpoint(ckpt_path)
-    check_resumable(checkpoint_config(ckpt, ckpt_path), config, ckpt_path)
+    stored = checkpoint_config(ckpt, ckpt_path)
+    if not config.data.classes and stored.data.classes:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, classes=stored.data.classes))
+    check_resumable(stored, config, ckpt_path)
     meta = ckpt["diffuseg"]
-    return int(meta["global_step"]), int(meta["sampler_position"])
+    return int(meta["global_step"]), int(meta["sampler_position"]), config
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -327,8 +343,12 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
-def _prepare(config: Config, run_dir: Path) -> tuple[L.LightningModule, Any, Any, str]:
-    """Create the run folder, build the module and the checked, cached data; write ``config.yaml``."""
+def _prepare(config: Config, run_dir: Path) -> tuple[Config, L.LightningModule, Any, Any, str]:
+    """Create the run folder, build the module and the checked, cached data; write ``config.yaml``.
+
+    Returns the run's resolved config (``with_dataset_classes``: the classes the dataset declares when the config
+    declares none), its module, the data and the precision. The module is built before the data, so that a bad
+    model fails at once, and built again (from the same seed) when the dataset brings classes of its own."""
     t = config.train
     _make_folder(run_dir)
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -336,10 +356,17 @@ def _prepare(config: Config, run_dir: Path) -> tuple[L.LightningModule, Any, Any
     module = module_class(config.method)(config)
     check_image_size(config, module.net)
     train_set, val_set = build_datasets(config, run_dir)
+    resolved = with_dataset_classes(config, train_set.scheme)
+    if resolved is not config:
+        names = ", ".join(f"{c.name}={'+'.join(map(str, c.values))}" for c in resolved.data.classes)
+        print(f"classes from the dataset: {names} (recorded as data.classes in config.yaml and the checkpoints)")
+        config = resolved
+        L.seed_everything(t.seed, workers=True, verbose=False)  # the weights a run declaring these classes gets
+        module = module_class(config.method)(config)
     params = sum(p.numel() for p in module.net.parameters())
     print(f"model {config.model.name}: {params / 1e6:.2f} M parameters")
     save_config(config, run_dir / "config.yaml")
-    return module, train_set, val_set, precision
+    return config, module, train_set, val_set, precision
 
 
 def _fit(
@@ -421,7 +448,7 @@ def train(config: Config, resume: bool = False) -> Path:
     t = config.train
     run_dir = Path(t.out_dir)
     ckpt_path = run_dir / "checkpoints" / LAST
-    start_step, position = _resume_state(config, ckpt_path, resume)
+    start_step, position, config = _resume_state(config, ckpt_path, resume)
     if start_step >= t.steps:
         print(f"{ckpt_path}: already at step {start_step} of train.steps={t.steps}; nothing to do")
         return run_dir
@@ -432,7 +459,7 @@ def train(config: Config, resume: bool = False) -> Path:
             _make_folder(run_dir)
             lock.enter_context(folder_lock(run_dir, "train"))
         try:
-            module, train_set, val_set, precision = _prepare(config, run_dir)
+            config, module, train_set, val_set, precision = _prepare(config, run_dir)
         except BaseException:  # bad data, model or config: leave no half-made run folder behind
             lock.close()
             if created is not None and primary:

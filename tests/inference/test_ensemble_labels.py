@@ -1,0 +1,130 @@
+"""Ensembles of label maps (``inference.ensemble`` with a scheme of L >= 2 atoms): per-class relative area, label
+fusion with or without the members' soft maps, label entropy and per-class maps; binary schemes take today's path."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from diffuseg.config import SampleConfig
+from diffuseg.data.labels import label_scheme
+from diffuseg.inference.ensemble import _finish, _Pending, relative_area_members, uncertainty_map
+
+ACDC = [{"name": "RV", "values": [1]}, {"name": "Myo", "values": [2]}, {"name": "LV", "values": [3]}]
+BRATS = [{"name": "WT", "values": [1, 2, 4]}, {"name": "TC", "values": [1, 4]}, {"name": "ET", "values": [4]}]
+
+
+def _quadrants() -> torch.Tensor:
+    """A 4x4 atom map: quadrants 0 / 1 / 2 / 3."""
+    a = torch.zeros(4, 4, dtype=torch.long)
+    a[:2, 2:], a[2:, :2], a[2:, 2:] = 1, 2, 3
+    return a
+
+
+def _case(atoms: torch.Tensor, soft: torch.Tensor | None = None, channels: int = 4) -> _Pending:
+    """A finished ``_Pending`` of N members ``atoms`` (N, H, W); soft defaults to the one-hot of the atoms."""
+    if soft is None:
+        soft = torch.nn.functional.one_hot(atoms, channels).movedim(-1, 1).float()
+    return _Pending("c", torch.zeros(1, 4, 4), masks=[atoms[:, None].float()], soft=[soft])
+
+
+def _cfg(**kw) -> SampleConfig:
+    return dataclasses.replace(SampleConfig(), **kw)
+
+
+@pytest.mark.parametrize("fusion", ["staple", "mean", "vote"])
+def test_identical_members_fuse_to_themselves_with_zero_uncertainty(fusion):
+    atoms = _quadrants().expand(3, 4, 4).clone()
+    result = _finish(_case(atoms), _cfg(fusion=fusion), label_scheme(ACDC))
+    assert torch.equal(result.fused, _quadrants()[None].float())
+    assert result.samples.shape == (3, 1, 4, 4) and result.probability.shape == (4, 4, 4)
+    assert torch.equal(result.uncertainty, torch.zeros(1, 4, 4))
+    assert result.class_uncertainty.shape == (3, 4, 4) and not result.class_uncertainty.any()
+
+
+def test_label_entropy_and_class_maps_by_hand():
+    """Pixel (0, 0): the 4 members say 0, 1, 2, 3 (entropy log 4 / log 4 = 1); elsewhere two say 1, two say 0
+    (normalised entropy log 2 / log 4 = 0.5); RV's member frequency is 1/4 at (0, 0) and 1/2 elsewhere."""
+    atoms = torch.zeros(4, 4, 4, dtype=torch.long)
+    atoms[:2] = 1
+    atoms[:, 0, 0] = torch.tensor([0, 1, 2, 3])
+    result = _finish(_case(atoms), _cfg(uncertainty="variance"), label_scheme(ACDC))
+    expected = torch.full((1, 4, 4), 0.5)
+    expected[0, 0, 0] = 1.0
+    torch.testing.assert_close(result.uncertainty, expected)
+    rv = torch.full((4, 4), 0.25)  # f (1 - f) with f = 1/2
+    rv[0, 0] = 0.25 * 0.75
+    torch.testing.assert_close(result.class_uncertainty[0], rv)
+    entropy = _finish(_case(atoms), _cfg(uncertainty="entropy"), label_scheme(ACDC)).class_uncertainty[0, 1, 1]
+    assert math.isclose(float(entropy), 1.0, abs_tol=1e-6)  # binary entropy of f = 1/2, in bits
+    torch.testing.assert_close(uncertainty_map(atoms[:, None].float(), "variance", label_scheme(ACDC)), expected)
+
+
+def test_mean_fusion_averages_the_members_soft_maps_for_one_value_classes():
+    """Every member's label map says RV, but the soft maps lean to LV: ``mean`` follows the soft maps, ``vote``
+    the label maps; regions fuse the label maps (their channels are not atoms)."""
+    atoms = torch.ones(3, 4, 4, dtype=torch.long)
+    soft = torch.zeros(3, 4, 4, 4)
+    soft[:, 1], soft[:, 3] = 0.3, 0.7
+    scheme = label_scheme(ACDC)
+    assert torch.equal(_finish(_case(atoms, soft), _cfg(fusion="mean"), scheme).fused, torch.full((1, 4, 4), 3.0))
+    assert torch.equal(_finish(_case(atoms, soft), _cfg(fusion="vote"), scheme).fused, torch.ones(1, 4, 4))
+    regions = label_scheme(BRATS)  # atoms 1, 2, 3 = label values 1, 2, 4; C = 3 channels
+    fused = _finish(_case(atoms, torch.rand(3, 3, 4, 4)), _cfg(fusion="mean"), regions).fused
+    assert torch.equal(fused, torch.ones(1, 4, 4))
+
+
+def test_relative_area_per_class_drops_small_classes_to_background():
+    """Member 1's LV covers 1 pixel, member 0's 4: with tau = 0.5 member 1 loses its LV (to background, soft
+    mass moved to channel 0), keeps RV and Myo; member 0 is unchanged."""
+    scheme = label_scheme(ACDC)
+    a0 = _quadrants()
+    a1 = _quadrants()
+    a1[2:, 2:] = 0
+    a1[3, 3] = 3
+    atoms = torch.stack([a0, a1])
+    soft = torch.nn.functional.one_hot(atoms, 4).movedim(-1, 1).float()
+    out, kept_soft, masks = relative_area_members(atoms, soft, scheme, 0.5)
+    assert torch.equal(out[0], a0)
+    expected = a1.clone()
+    expected[3, 3] = 0
+    assert torch.equal(out[1], expected)
+    torch.testing.assert_close(kept_soft.sum(1), torch.ones(2, 4, 4))  # still a distribution per pixel
+    assert float(kept_soft[1, 3, 3, 3]) == 0.0 and float(kept_soft[1, 0, 3, 3]) == 1.0
+    assert torch.equal(masks, scheme.class_masks(out))
+    fused = _finish(_case(atoms), _cfg(fusion="vote", relative_area=0.5), scheme)
+    assert torch.equal(fused.samples[:, 0].long(), out)
+
+
+def test_relative_area_for_regions_repaints_in_order():
+    """BraTS regions: atoms 1, 2, 3 are label values 1 (TC only), 2 (WT only), 4 (ET). Member 1's ET (one pixel)
+    is dropped at tau = 0.5 (1 < 0.5 * 4): that pixel stays in WT and TC, so it is painted TC's value 1 (atom 1)."""
+    scheme = label_scheme(BRATS)
+    a = torch.zeros(2, 4, 4, dtype=torch.long)
+    a[0, :2, :2] = 3  # ET, area 4 (also WT and TC)
+    a[1, 0, 0] = 3  # ET, area 1
+    a[1, 1, 1] = 1  # TC (and WT): member 1's TC has area 2 and survives, its WT area 3
+    a[1, 3, 3] = 2  # WT only
+    out, soft, _ = relative_area_members(a, torch.ones(2, 3, 4, 4), scheme, 0.5)
+    assert torch.equal(out[0], a[0])
+    assert int(out[1, 0, 0]) == 1 and int(out[1, 1, 1]) == 1 and int(out[1, 3, 3]) == 2
+    assert int((out[1] > 0).sum()) == 3
+    assert torch.equal(soft[1, 2], torch.zeros(4, 4)) and torch.equal(soft[1, :2], torch.ones(2, 4, 4))
+
+
+@pytest.mark.parametrize("fusion", ["staple", "mean", "vote"])
+@pytest.mark.parametrize("tau", [0.0, 0.5])
+def test_a_binary_scheme_takes_todays_path_bit_for_bit(fusion, tau):
+    g = torch.Generator().manual_seed(0)
+    soft = torch.rand(5, 1, 8, 8, generator=g)
+    masks = (soft > 0.5).float()
+    cfg = _cfg(fusion=fusion, relative_area=tau)
+    for scheme in (label_scheme(), label_scheme([{"name": "tumour", "values": [1]}])):
+        new = _finish(_Pending("c", torch.zeros(1, 8, 8), masks=[masks], soft=[soft]), cfg, scheme)
+        old = _finish(_Pending("c", torch.zeros(1, 8, 8), masks=[masks], soft=[soft]), cfg)
+        for name in ("samples", "soft", "fused", "probability", "uncertainty"):
+            assert torch.equal(getattr(new, name), getattr(old, name)), name
+        assert new.class_uncertainty is None
