@@ -11,6 +11,14 @@ manifests (``inference.manifest``) say the run is unfinished is refused.
 "summary": {metric: {"mean", "std", "median", "min", "max", "n", "n_undefined"}}, "volumes": [...],
 "volume_summary": {...}, "missing": {...}, "pred", "gt", "layout", "spacing_unit"}``, plus ``results.csv``
 with one row per case. Both are written atomically.
+
+Several classes (``data.classes``: ``--classes``, else ``PRED/config.yaml``, else the classes the dataset
+declares): predictions and ground truth are label maps in the dataset's own values, scored per class
+(``evaluation.class_metrics``): ``"<metric>/<class>"`` for every class and ``"<metric>"`` their mean over the
+classes (NaN classes left out); GED, diversity and Hungarian IoU use ``d = 1 - mean IoU over the classes present
+in either mask``; calibration is pooled per class. ``results.json`` then also holds ``classes`` (the scheme),
+``class_names`` and ``regions`` (True when the classes overlap: the per-class metrics are region metrics).
+Binary runs give exactly the keys and values they always did.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import torch
 from diffuseg.config import EvalConfig, write_text_atomic
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import (
+    HDF5_SUFFIXES,
     LOSSY_SUFFIXES,
     is_image_file,
     label_values,
@@ -41,8 +50,10 @@ from diffuseg.data.formats.files import (
     stem_of,
     suffix_of,
 )
+from diffuseg.data.labels import ClassSpec, LabelScheme
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
+from diffuseg.evaluation import class_metrics as CM
 from diffuseg.evaluation import metrics as M
 
 UNCERTAINTY_SUFFIX = "_uncertainty"
@@ -63,7 +74,7 @@ def find_predictions(pred_dir: str | os.PathLike) -> dict[str, PredictionFiles]:
     root = Path(pred_dir)
     if not root.is_dir():
         raise UserError(f"{root}: prediction folder not found")
-    top = sorted(p for p in root.iterdir() if is_image_file(p))
+    top = sorted(p for p in root.iterdir() if _is_prediction_file(p))
     found = {stem_of(p): PredictionFiles(p) for p in top if not stem_of(p).endswith(UNCERTAINTY_SUFFIX)}
     if not found:
         raise UserError(f"{root}: no predicted masks here (expected <case>.png, <case>.nii.gz, ... as predict writes)")
@@ -74,13 +85,18 @@ def find_predictions(pred_dir: str | os.PathLike) -> dict[str, PredictionFiles]:
     samples_dir = root / "samples"
     if samples_dir.is_dir():
         for p in sorted(samples_dir.rglob("*"), key=lambda q: natural_key(str(q))):
-            if not is_image_file(p):
+            if not _is_prediction_file(p):
                 continue
             case = _sample_case(p, samples_dir, found)
             if case is None:
                 raise UserError(f"{p}: sample of no predicted case (expected samples/<case>/... or <case>_<k>)")
             found[case].samples.append(p)
     return found
+
+
+def _is_prediction_file(path: Path) -> bool:
+    """An image file, or an HDF5 file (``predict`` writes HDF5 for SSL4MIS input)."""
+    return is_image_file(path) or (path.is_file() and suffix_of(path) in HDF5_SUFFIXES)
 
 
 def check_complete(pred_dir: Path) -> None:
@@ -125,19 +141,41 @@ def _read_mask(path: Path) -> np.ndarray:
     return array != 0
 
 
+def _read_labels(path: Path, scheme: LabelScheme) -> np.ndarray:
+    """A predicted label map (the dataset's own values, as ``predict`` writes them for several classes) as an
+    atom map uint8 of ``scheme``; ``UserError`` for a lossy file, a non-integer value or an undeclared value."""
+    data = read_file(path, as_mask=True)
+    array = data.array
+    if array.ndim == 3 and array.shape[2] == 1 and data.affine is not None:
+        array = array[:, :, 0]
+    if suffix_of(path) in LOSSY_SUFFIXES:
+        raise UserError(f"{path}: a label map cannot be scored from a lossy JPEG; write it as PNG (predict does)")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
+            raise UserError(f"{path}: predicted label map holds non-integer values (a probability map?)")
+        array = array.astype(np.int64)
+    unknown = scheme.undeclared(label_values(array))
+    if unknown:
+        shown = ", ".join(str(v) for v in sorted(unknown)[:5]) + (", ..." if len(unknown) > 5 else "")
+        declared = ", ".join(f"{c.name}={'+'.join(map(str, c.values))}" for c in scheme.classes)
+        raise UserError(f"{path}: label value(s) {shown} not declared by the classes ({declared})")
+    return scheme.encode(array)
+
+
 class _PredVolumes:
     """The last few decoded prediction files, so the slices of one predicted volume (its fused mask and
-    every sample) decode each file once."""
+    every sample) decode each file once. ``read``: path -> array (``_read_mask``, or ``_read_labels``)."""
 
-    def __init__(self, size: int = 2) -> None:
+    def __init__(self, size: int = 2, read=_read_mask) -> None:
         self.size = size
+        self.read = read
         self.items: OrderedDict[Path, np.ndarray] = OrderedDict()
 
     def get(self, path: Path) -> np.ndarray:
         if path in self.items:
             self.items.move_to_end(path)
             return self.items[path]
-        self.items[path] = _read_mask(path)
+        self.items[path] = self.read(path)
         while len(self.items) > self.size:
             self.items.popitem(last=False)
         return self.items[path]
@@ -194,6 +232,89 @@ def case_metrics(
     return out
 
 
+def class_case_metrics(
+    scheme: LabelScheme,
+    fused: torch.Tensor,
+    annotations: torch.Tensor,
+    samples: torch.Tensor | None = None,
+    spacing: Sequence[float] | None = None,
+    ged_sizes: Sequence[int] = (4, 16),
+    bins: int = 10,
+    percentile: float = 95.0,
+) -> dict[str, float]:
+    """``case_metrics`` of every class of ``scheme``, for one 2D (or 3D) case of atom maps: ``fused`` ``(*S)``,
+    ``annotations`` ``(A, *S)``, ``samples`` ``(N, *S)`` or None.
+
+    Returns ``"<metric>/<class>"`` per class and ``"<metric>"`` the mean over the classes (``class_metrics.
+    combine_classes``: NaN classes left out); with samples, GED (all sizes), diversity and Hungarian IoU are
+    those of ``class_metrics.class_set_metrics``: ``d = 1 - mean IoU over the classes present in either mask``.
+    Overlapping regions are scored on their region masks (region metrics). One class: exactly ``case_metrics``.
+    """
+    dims = fused.dim()
+    fused_cm = class_masks(scheme, fused, dims)  # (K, *S)
+    ann_cm = class_masks(scheme, annotations, dims)  # (A, K, *S)
+    s_cm = None if samples is None or len(samples) == 0 else class_masks(scheme, samples, dims)
+    per = {
+        name: case_metrics(
+            fused_cm[k], ann_cm[:, k], None if s_cm is None else s_cm[:, k], spacing, ged_sizes, bins, percentile
+        )
+        for k, name in enumerate(scheme.names)
+    }
+    row = CM.combine_classes(per)
+    if s_cm is not None and len(scheme.names) > 1:
+        row |= CM.class_set_metrics(s_cm, ann_cm, ged_sizes)
+    return row
+
+
+def class_masks(scheme: LabelScheme, atoms: torch.Tensor, dims: int = 2) -> torch.Tensor:
+    """``scheme.class_masks`` for atom maps of any spatial rank: ``(..., *S)`` with ``dims`` spatial axes (2, or 3
+    for a volume) -> ``(..., K, *S)`` bool."""
+    lead, spatial = atoms.shape[: atoms.dim() - dims], atoms.shape[atoms.dim() - dims :]
+    flat = scheme.class_masks(atoms.reshape(*lead, 1, -1))  # (..., K, 1, P)
+    return flat.reshape(*lead, len(scheme.names), *spatial)
+
+
+def scheme_classes(pred: str | os.PathLike, classes: Sequence | str | None) -> tuple[tuple, tuple[int, ...]]:
+    """The ``(classes, foreground)`` to read PRED and GT with: ``classes`` when given (``ClassSpec``s, mappings, or
+    the ``--classes`` text ``parse_classes`` reads), else ``data.classes`` and ``data.foreground`` of
+    ``PRED/config.yaml`` (the resolved config ``predict`` writes), else ``((), ())``: binary, unless the dataset
+    declares classes itself (nnU-Net ``dataset.json``, SSL4MIS label values)."""
+    if isinstance(classes, str):
+        return parse_classes(classes), ()
+    if classes:
+        return tuple(classes), ()
+    path = Path(pred) / "config.yaml"
+    if not path.is_file():
+        return (), ()
+    import yaml
+
+    try:
+        data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as err:
+        raise UserError(f"{path}: unreadable config ({err}); pass the classes with --classes") from None
+    found = data.get("classes") or ()
+    foreground = data.get("foreground") or ()
+    if not isinstance(found, (list, tuple)) or not isinstance(foreground, (list, tuple)):
+        raise UserError(f"{path}: data.classes and data.foreground must be lists; pass the classes with --classes")
+    return tuple(found), tuple(int(v) for v in foreground)
+
+
+def parse_classes(text: str) -> tuple[ClassSpec, ...]:
+    """``--classes`` text -> class specs: ``NAME=V[+V...]`` separated by commas, e.g. ``RV=1,Myo=2,LV=3`` or the
+    BraTS regions ``WT=1+2+4,TC=1+4,ET=4`` (``data.labels.label_scheme`` checks them)."""
+    specs = []
+    for item in (t.strip() for t in text.split(",")):
+        name, sep, values = item.partition("=")
+        try:
+            numbers = tuple(int(v) for v in values.split("+"))
+        except ValueError:
+            numbers = ()
+        if not sep or not name.strip() or not numbers:
+            raise UserError(f"--classes: {item!r} is not NAME=V[+V...] (e.g. RV=1,Myo=2,LV=3 or WT=1+2+4,TC=1+4,ET=4)")
+        specs.append(ClassSpec(name.strip(), numbers))
+    return tuple(specs)
+
+
 @dataclass
 class _Volume:
     spacing: tuple[float, ...] | None
@@ -209,20 +330,24 @@ def evaluate(
     eval_config: EvalConfig | None = None,
     quiet: bool = False,
     cases: Collection[str] | None = None,
+    classes: Sequence | str | None = None,
 ) -> dict[str, Any]:
     """Score PRED against GT, write ``results.json`` (default ``PRED/results.json``) and ``results.csv``
     beside it, print a summary table, and return the results dict.
 
     ``eval_config`` (default ``EvalConfig()``) sets the GED sample counts, the HD percentile and the
     calibration bins. ``cases``: score only these ground-truth case ids (``data.splits.split_cases``,
-    ``--split``), so cases outside them are not listed as missing."""
+    ``--split``), so cases outside them are not listed as missing. ``classes``: see ``scheme_classes``
+    (default: ``PRED/config.yaml``'s ``data.classes``)."""
     from diffuseg.data.splits import select_cases
 
     cfg = eval_config or EvalConfig()
     ged_sizes, bins, percentile = cfg.ged_samples, cfg.calibration_bins, cfg.hd95_percentile
     check_complete(Path(pred))
     predictions = find_predictions(pred)
-    reader = select_cases(open_dataset(gt, layout), cases, str(gt))
+    declared, foreground = scheme_classes(pred, classes)
+    reader = select_cases(open_dataset(gt, layout, foreground, declared), cases, str(gt))
+    scheme: LabelScheme = reader.scheme
     if len(reader) == 0:
         raise UserError(f"{gt}: no ground-truth cases found")
     gt_ids = {e.case_id for e in reader.entries}
@@ -241,12 +366,18 @@ def evaluate(
     missing_gt = sorted(set(predictions) - gt_ids - volume_ids)
 
     acc = M.MetricAccumulator()
+    names = scheme.names
     calibration = {
         "all": torch.zeros(bins, 3, dtype=torch.float64),
         "foreground": torch.zeros(bins, 3, dtype=torch.float64),
     }
+    if not scheme.binary:
+        calibration |= {
+            f"{kind}/{n}": torch.zeros(bins, 3, dtype=torch.float64) for kind in ("all", "foreground") for n in names
+        }
     volumes: dict[str, _Volume] = {}
-    cache = _PredVolumes(size=2 + max(len(f.samples) for f in predictions.values()))
+    read = _read_mask if scheme.binary else (lambda path: _read_labels(path, scheme))
+    cache = _PredVolumes(size=2 + max(len(f.samples) for f in predictions.values()), read=read)
     spacing_known = False
     problems: list[str] = []  # every unreadable, non-binary or wrongly sized prediction, reported at once
     with single_thread():  # many small tensor ops: one thread is several times faster than two
@@ -264,20 +395,25 @@ def evaluate(
                 continue
             spacing = case.geometry.spacing[:2] if case.geometry.spacing else None
             spacing_known |= spacing is not None
-            masks = case.masks.bool()
             sample_t = None if samples is None else torch.from_numpy(samples)
-            acc.add(
-                case.case_id,
-                case_metrics(torch.from_numpy(fused), masks, sample_t, spacing, ged_sizes, bins, percentile),
-            )
-            if sample_t is not None:
-                _add_calibration(calibration, sample_t, masks, bins)
+            if scheme.binary:
+                masks = case.masks.bool()
+                values = case_metrics(torch.from_numpy(fused), masks, sample_t, spacing, ged_sizes, bins, percentile)
+                if sample_t is not None:
+                    _add_calibration(calibration, sample_t, masks, bins)
+            else:
+                masks = case.masks
+                fused_t = torch.from_numpy(fused)
+                values = class_case_metrics(scheme, fused_t, masks, sample_t, spacing, ged_sizes, bins, percentile)
+                if sample_t is not None:
+                    _add_class_calibration(calibration, scheme, sample_t, masks, bins)
+            acc.add(case.case_id, values)
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
                 vol.slices[entry.slice_index] = (fused, masks.numpy())
         if problems:
             raise DatasetError(str(pred), problems)
-        volume_rows = _volume_metrics(volumes, percentile)
+        volume_rows = _volume_metrics(volumes, percentile, scheme)
 
     missing_gt = sorted(set(missing_gt))
     vol_acc = M.MetricAccumulator()
@@ -303,6 +439,8 @@ def evaluate(
         "calibration_bins": bins,
         "hd_percentile": percentile,
     }
+    if not scheme.binary:
+        results |= {"classes": scheme.to_dict()["classes"], "class_names": list(names), "regions": not scheme.exclusive}
     target = Path(out) if out is not None else Path(pred) / "results.json"
     write_results(results, target)
     if not quiet:
@@ -320,6 +458,20 @@ def _add_calibration(sums: dict[str, torch.Tensor], samples: torch.Tensor, masks
     sums["foreground"] += M.calibration_bins(p[keep], q[keep], bins)
 
 
+def _add_class_calibration(
+    sums: dict[str, torch.Tensor], scheme: LabelScheme, samples: torch.Tensor, masks: torch.Tensor, bins: int
+) -> None:
+    """Per class k: the bins of the members' frequency of k against the annotators' (``class_metrics.
+    class_calibration_bins``), over all pixels (``all/<k>``) and the pixels any sample or annotator marks as k
+    (``foreground/<k>``); ``all`` and ``foreground`` pool every (pixel, class) pair of every class."""
+    s_cm, y_cm = class_masks(scheme, samples), class_masks(scheme, masks)
+    for kind, only in (("all", False), ("foreground", True)):
+        per = CM.class_calibration_bins(s_cm, y_cm, bins, foreground_only=only)
+        for k, name in enumerate(scheme.names):
+            sums[f"{kind}/{name}"] += per[k]
+        sums[kind] += per.sum(0)
+
+
 def _load_prediction(
     predictions: dict[str, PredictionFiles], case, volume_id: str | None, slice_index: int | None, cache: _PredVolumes
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -334,17 +486,19 @@ def _load_prediction(
         return fused, None
     samples = []
     for p in files.samples:
-        samples.append(_plane(cache.get(p) if sliced else _read_mask(p), p, z))
+        samples.append(_plane(cache.get(p) if sliced else cache.read(p), p, z))
         _check_size(p, samples[-1].shape, case)
     return fused, np.stack(samples)
 
 
 def _plane(array: np.ndarray, path: Path, slice_index: int | None) -> np.ndarray:
+    """Slice ``slice_index`` of a predicted volume: along the first axis for HDF5 (D,H,W), else the last (NIfTI)."""
     if slice_index is None:
         return array
-    if array.ndim != 3 or slice_index >= array.shape[2]:
+    axis = 0 if suffix_of(path) in HDF5_SUFFIXES else 2
+    if array.ndim != 3 or slice_index >= array.shape[axis]:
         raise UserError(f"{path}: has no slice {slice_index} (shape {'x'.join(map(str, array.shape))})")
-    return np.ascontiguousarray(array[:, :, slice_index])
+    return np.ascontiguousarray(np.take(array, slice_index, axis=axis))
 
 
 def _check_size(path: Path, shape: tuple[int, ...], case) -> None:
@@ -357,8 +511,11 @@ def _check_size(path: Path, shape: tuple[int, ...], case) -> None:
         )
 
 
-def _volume_metrics(volumes: dict[str, _Volume], percentile: float) -> list[dict[str, float | str]]:
-    """3D Dice, IoU and HD95 (mm, with the volume's spacing) per volume whose slices were all scored."""
+def _volume_metrics(
+    volumes: dict[str, _Volume], percentile: float, scheme: LabelScheme | None = None
+) -> list[dict[str, float | str]]:
+    """3D Dice, IoU and HD95 (mm, with the volume's spacing) per volume whose slices were all scored; per class
+    and their mean over classes (``class_case_metrics``) for a non-binary ``scheme`` (ACDC reports these)."""
     rows: list[dict[str, float | str]] = []
     for vid, vol in sorted(volumes.items()):
         zs = sorted(vol.slices)
@@ -368,7 +525,10 @@ def _volume_metrics(volumes: dict[str, _Volume], percentile: float) -> list[dict
         k = min(vol.slices[z][1].shape[0] for z in zs)
         masks = torch.from_numpy(np.stack([vol.slices[z][1][:k] for z in zs], axis=-1))
         spacing = vol.spacing[:3] if vol.spacing and len(vol.spacing) >= 3 else None
-        values = case_metrics(fused, masks, None, spacing, percentile=percentile)
+        if scheme is None or scheme.binary:
+            values = case_metrics(fused, masks, None, spacing, percentile=percentile)
+        else:
+            values = class_case_metrics(scheme, fused, masks, None, spacing, percentile=percentile)
         rows.append({"case": vid, "slices": len(zs), **values})
     return rows
 
