@@ -300,18 +300,23 @@ def scheme_classes(pred: str | os.PathLike, classes: Sequence | str | None) -> t
 
 
 def parse_classes(text: str) -> tuple[ClassSpec, ...]:
-    """``--classes`` text -> class specs: ``NAME=V[+V...]`` separated by commas, e.g. ``RV=1,Myo=2,LV=3`` or the
-    BraTS regions ``WT=1+2+4,TC=1+4,ET=4`` (``data.labels.label_scheme`` checks them)."""
+    """``--classes`` text -> class specs: ``NAME=V[+V...][:LABEL]`` separated by commas, e.g. ``RV=1,Myo=2,LV=3``
+    or the BraTS regions ``WT=1+2+4,TC=1+4,ET=4`` (``LABEL``: the value written for a region whose own value is
+    ambiguous; ``data.labels.label_scheme`` checks them)."""
     specs = []
     for item in (t.strip() for t in text.split(",")):
-        name, sep, values = item.partition("=")
+        name, sep, rest = item.partition("=")
+        values, colon, label = rest.partition(":")
         try:
             numbers = tuple(int(v) for v in values.split("+"))
+            written = int(label) if colon else None
         except ValueError:
             numbers = ()
         if not sep or not name.strip() or not numbers:
-            raise UserError(f"--classes: {item!r} is not NAME=V[+V...] (e.g. RV=1,Myo=2,LV=3 or WT=1+2+4,TC=1+4,ET=4)")
-        specs.append(ClassSpec(name.strip(), numbers))
+            raise UserError(
+                f"--classes: {item!r} is not NAME=V[+V...][:LABEL] (e.g. RV=1,Myo=2,LV=3 or WT=1+2+4,TC=1+4,ET=4)"
+            )
+        specs.append(ClassSpec(name.strip(), numbers, written))
     return tuple(specs)
 
 
