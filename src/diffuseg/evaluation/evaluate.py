@@ -50,11 +50,17 @@ from diffuseg.data.formats.files import (
     stem_of,
     suffix_of,
 )
-from diffuseg.data.labels import ClassSpec, LabelScheme
+from diffuseg.data.labels import LabelScheme
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation import class_metrics as CM
 from diffuseg.evaluation import metrics as M
+from diffuseg.evaluation.labelmaps import (
+    add_class_calibration,
+    class_masks,
+    read_label_map,
+    scheme_classes,
+)
 
 UNCERTAINTY_SUFFIX = "_uncertainty"
 _SAMPLE_INDEX = re.compile(r"^(.*?)[_-](?:sample|s)?[_-]?(\d+)$")
@@ -141,30 +147,9 @@ def _read_mask(path: Path) -> np.ndarray:
     return array != 0
 
 
-def _read_labels(path: Path, scheme: LabelScheme) -> np.ndarray:
-    """A predicted label map (the dataset's own values, as ``predict`` writes them for several classes) as an
-    atom map uint8 of ``scheme``; ``UserError`` for a lossy file, a non-integer value or an undeclared value."""
-    data = read_file(path, as_mask=True)
-    array = data.array
-    if array.ndim == 3 and array.shape[2] == 1 and data.affine is not None:
-        array = array[:, :, 0]
-    if suffix_of(path) in LOSSY_SUFFIXES:
-        raise UserError(f"{path}: a label map cannot be scored from a lossy JPEG; write it as PNG (predict does)")
-    if array.dtype.kind == "f":
-        if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
-            raise UserError(f"{path}: predicted label map holds non-integer values (a probability map?)")
-        array = array.astype(np.int64)
-    unknown = scheme.undeclared(label_values(array))
-    if unknown:
-        shown = ", ".join(str(v) for v in sorted(unknown)[:5]) + (", ..." if len(unknown) > 5 else "")
-        declared = ", ".join(f"{c.name}={'+'.join(map(str, c.values))}" for c in scheme.classes)
-        raise UserError(f"{path}: label value(s) {shown} not declared by the classes ({declared})")
-    return scheme.encode(array)
-
-
 class _PredVolumes:
     """The last few decoded prediction files, so the slices of one predicted volume (its fused mask and
-    every sample) decode each file once. ``read``: path -> array (``_read_mask``, or ``_read_labels``)."""
+    every sample) decode each file once. ``read``: path -> array (``_read_mask``, or ``labelmaps.read_label_map``)."""
 
     def __init__(self, size: int = 2, read=_read_mask) -> None:
         self.size = size
@@ -266,60 +251,6 @@ def class_case_metrics(
     return row
 
 
-def class_masks(scheme: LabelScheme, atoms: torch.Tensor, dims: int = 2) -> torch.Tensor:
-    """``scheme.class_masks`` for atom maps of any spatial rank: ``(..., *S)`` with ``dims`` spatial axes (2, or 3
-    for a volume) -> ``(..., K, *S)`` bool."""
-    lead, spatial = atoms.shape[: atoms.dim() - dims], atoms.shape[atoms.dim() - dims :]
-    flat = scheme.class_masks(atoms.reshape(*lead, 1, -1))  # (..., K, 1, P)
-    return flat.reshape(*lead, len(scheme.names), *spatial)
-
-
-def scheme_classes(pred: str | os.PathLike, classes: Sequence | str | None) -> tuple[tuple, tuple[int, ...]]:
-    """The ``(classes, foreground)`` to read PRED and GT with: ``classes`` when given (``ClassSpec``s, mappings, or
-    the ``--classes`` text ``parse_classes`` reads), else ``data.classes`` and ``data.foreground`` of
-    ``PRED/config.yaml`` (the resolved config ``predict`` writes), else ``((), ())``: binary, unless the dataset
-    declares classes itself (nnU-Net ``dataset.json``, SSL4MIS label values)."""
-    if isinstance(classes, str):
-        return parse_classes(classes), ()
-    if classes:
-        return tuple(classes), ()
-    path = Path(pred) / "config.yaml"
-    if not path.is_file():
-        return (), ()
-    import yaml
-
-    try:
-        data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as err:
-        raise UserError(f"{path}: unreadable config ({err}); pass the classes with --classes") from None
-    found = data.get("classes") or ()
-    foreground = data.get("foreground") or ()
-    if not isinstance(found, (list, tuple)) or not isinstance(foreground, (list, tuple)):
-        raise UserError(f"{path}: data.classes and data.foreground must be lists; pass the classes with --classes")
-    return tuple(found), tuple(int(v) for v in foreground)
-
-
-def parse_classes(text: str) -> tuple[ClassSpec, ...]:
-    """``--classes`` text -> class specs: ``NAME=V[+V...][:LABEL]`` separated by commas, e.g. ``RV=1,Myo=2,LV=3``
-    or the BraTS regions ``WT=1+2+4,TC=1+4,ET=4`` (``LABEL``: the value written for a region whose own value is
-    ambiguous; ``data.labels.label_scheme`` checks them)."""
-    specs = []
-    for item in (t.strip() for t in text.split(",")):
-        name, sep, rest = item.partition("=")
-        values, colon, label = rest.partition(":")
-        try:
-            numbers = tuple(int(v) for v in values.split("+"))
-            written = int(label) if colon else None
-        except ValueError:
-            numbers = ()
-        if not sep or not name.strip() or not numbers:
-            raise UserError(
-                f"--classes: {item!r} is not NAME=V[+V...][:LABEL] (e.g. RV=1,Myo=2,LV=3 or WT=1+2+4,TC=1+4,ET=4)"
-            )
-        specs.append(ClassSpec(name.strip(), numbers, written))
-    return tuple(specs)
-
-
 @dataclass
 class _Volume:
     spacing: tuple[float, ...] | None
@@ -381,7 +312,7 @@ def evaluate(
             f"{kind}/{n}": torch.zeros(bins, 3, dtype=torch.float64) for kind in ("all", "foreground") for n in names
         }
     volumes: dict[str, _Volume] = {}
-    read = _read_mask if scheme.binary else (lambda path: _read_labels(path, scheme))
+    read = _read_mask if scheme.binary else (lambda path: read_label_map(path, scheme))
     cache = _PredVolumes(size=2 + max(len(f.samples) for f in predictions.values()), read=read)
     spacing_known = False
     problems: list[str] = []  # every unreadable, non-binary or wrongly sized prediction, reported at once
@@ -411,7 +342,7 @@ def evaluate(
                 fused_t = torch.from_numpy(fused)
                 values = class_case_metrics(scheme, fused_t, masks, sample_t, spacing, ged_sizes, bins, percentile)
                 if sample_t is not None:
-                    _add_class_calibration(calibration, scheme, sample_t, masks, bins)
+                    add_class_calibration(calibration, scheme, sample_t, masks, bins)
             acc.add(case.case_id, values)
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
@@ -461,20 +392,6 @@ def _add_calibration(sums: dict[str, torch.Tensor], samples: torch.Tensor, masks
     sums["all"] += M.calibration_bins(p, q, bins)
     keep = s.any(0) | y.any(0)
     sums["foreground"] += M.calibration_bins(p[keep], q[keep], bins)
-
-
-def _add_class_calibration(
-    sums: dict[str, torch.Tensor], scheme: LabelScheme, samples: torch.Tensor, masks: torch.Tensor, bins: int
-) -> None:
-    """Per class k: the bins of the members' frequency of k against the annotators' (``class_metrics.
-    class_calibration_bins``), over all pixels (``all/<k>``) and the pixels any sample or annotator marks as k
-    (``foreground/<k>``); ``all`` and ``foreground`` pool every (pixel, class) pair of every class."""
-    s_cm, y_cm = class_masks(scheme, samples), class_masks(scheme, masks)
-    for kind, only in (("all", False), ("foreground", True)):
-        per = CM.class_calibration_bins(s_cm, y_cm, bins, foreground_only=only)
-        for k, name in enumerate(scheme.names):
-            sums[f"{kind}/{name}"] += per[k]
-        sums[kind] += per.sum(0)
 
 
 def _load_prediction(
