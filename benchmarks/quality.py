@@ -167,13 +167,12 @@ def acdc_overrides(b: Budget) -> list[str]:
     return [f"data.root={DATA / 'acdc'}", "data.layout=ssl4mis"]
 
 
-def make_config(b: Budget, name: str, preset: str, steps: int, extra: list[str]) -> Config:
-    if "lidc" in preset:
-        data = lidc_overrides(b)
-    elif "acdc" in preset:
-        data = acdc_overrides(b)
-    else:
-        data = ddti_overrides(b)
+def make_config(
+    b: Budget, name: str, preset: str, steps: int, extra: list[str], data: list[str] | None = None
+) -> Config:
+    """``preset`` at budget ``b``; ``data``: the dataset's overrides (default: LIDC or DDTI by the preset's name)."""
+    if data is None:
+        data = lidc_overrides(b) if "lidc" in preset else ddti_overrides(b)
     return load_config(preset, [*data, *budget_overrides(b, name, steps), *extra])
 
 
@@ -478,7 +477,9 @@ def acdc_models(b: Budget) -> dict[str, Config]:
     models = {}
     for label, key, extra in (("MedSegDiff-B", "medsegdiff", [base]), ("deterministic UNet", "unet", [ch])):
         preset, classes = acdc_preset(ACDC_PRESETS[key])
-        models[label] = make_config(b, f"acdc-{key}", preset, b.acdc_train_steps, [*classes, *extra])
+        models[label] = make_config(
+            b, f"acdc-{key}", preset, b.acdc_train_steps, [*classes, *extra], data=acdc_overrides(b)
+        )
     return models
 
 
@@ -562,7 +563,7 @@ def acdc_classes(b: Budget) -> None:
         row["per_volume"] = per_volume
         rows[label] = row
         print("acdc", label, {k: round(row[k]["mean"], 4) for k in keys if k.startswith("dice")}, flush=True)
-    save_part("acdc-classes", {"budget": dataclasses.asdict(b), "rows": rows, "classes": list(scheme.names)})
+    save_part("acdc", {"budget": dataclasses.asdict(b), "rows": rows, "classes": list(scheme.names)})
 
 
 PARTS: dict[str, Callable[[Budget], None]] = {
