@@ -202,3 +202,15 @@ def test_real_acdc_volume_scored_against_itself(tmp_path):
     assert vol["case"] == name and vol["slices"] == label.shape[0]
     assert [vol[f"dice/{n}"] for n in ("RV", "Myo", "LV")] == [1.0, 1.0, 1.0]
     assert vol["hd95"] == 0.0
+
+
+def test_binary_run_reads_the_ground_truth_with_its_foreground(tmp_path):
+    """A binary run trained on one label of a multi-label map (``data.foreground``, e.g. REFUGE's cup) is scored
+    against that label, as it was trained, not against every non-zero value."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    png(gt / "images" / "a.png", np.full((8, 8), 100))
+    png(gt / "masks" / "a.png", truth())
+    png(pred / "a.png", (truth() == 2) * 255)
+    (pred / "config.yaml").write_text("data:\n  foreground: [2]\n")
+    res = evaluate(pred, gt, quiet=True)
+    assert res["cases"][0]["dice"] == 1.0 and "classes" not in res
