@@ -477,9 +477,8 @@ def acdc_models(b: Budget) -> dict[str, Config]:
     models = {}
     for label, key, extra in (("MedSegDiff-B", "medsegdiff", [base]), ("deterministic UNet", "unet", [ch])):
         preset, classes = acdc_preset(ACDC_PRESETS[key])
-        models[label] = make_config(
-            b, f"acdc-{key}", preset, b.acdc_train_steps, [*classes, *extra], data=acdc_overrides(b)
-        )
+        run = f"acdc-{preset}"  # by preset: a run of the DDTI fallback is never reused for the ACDC preset
+        models[label] = make_config(b, run, preset, b.acdc_train_steps, [*classes, *extra], data=acdc_overrides(b))
     return models
 
 

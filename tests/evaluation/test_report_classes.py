@@ -63,3 +63,24 @@ def test_report_with_three_classes(tmp_path):
     for colour in CLASS_COLOURS[:3]:  # the legend patches are drawn in the exact colours
         rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(pixels.astype(int) - rgb).sum(1) == 0).any(), colour
+
+
+def test_report_of_hdf5_volumes_with_uncertainty(tmp_path):
+    import h5py
+
+    gt, pred = tmp_path / "acdc", tmp_path / "pred"
+    (gt / "data").mkdir(parents=True)
+    pred.mkdir()
+    label = np.stack([heart(32, 0), heart(32, 1), np.zeros((32, 32), np.uint8)])
+    with h5py.File(gt / "data" / "p1_frame01.h5", "w") as f:
+        f["image"] = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+        f["label"] = label
+    with h5py.File(pred / "p1_frame01.h5", "w") as f:
+        f["label"] = np.stack([heart(32, 1), heart(32, 1), np.zeros((32, 32), np.uint8)])
+    with h5py.File(pred / "p1_frame01_uncertainty.h5", "w") as f:
+        f["uncertainty"] = np.full((3, 32, 32), 0.25, np.float32)
+    evaluate(pred, gt, quiet=True, classes="RV=1,Myo=2,LV=3")
+    text = write_report(pred).read_text()
+    assert "Per class over volumes (3D)" in text
+    assert text.count('<img class="case"') == 3  # every slice's figure, the uncertainty read from the HDF5 file
+    assert "no readable dataset" not in text and "left out" not in text.split("Cases")[1][:400]

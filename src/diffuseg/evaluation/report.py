@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from diffuseg.config import atomic_path, write_text_atomic
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.formats.files import read_file
+from diffuseg.data.formats.files import HDF5_SUFFIXES, read_file, suffix_of
 from diffuseg.data.labels import LabelScheme
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import PredictionFiles, _plane, _read_mask, find_predictions
@@ -473,6 +473,8 @@ def _tidy(ax, title: str) -> None:
 
 def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray]) -> np.ndarray | None:
     """The saved uncertainty map (uint8 scaled to [0, 1]); else the samples' variance p(1 - p)."""
+    if files.uncertainty is not None and suffix_of(files.uncertainty) in HDF5_SUFFIXES:  # dataset "uncertainty"
+        return _plane(_hdf5_uncertainty(files.uncertainty), files.uncertainty, slice_index).astype(np.float64)
     if files.uncertainty is not None:
         data = read_file(files.uncertainty)
         array = data.array
@@ -485,6 +487,17 @@ def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[
         p = np.mean(samples, axis=0)
         return p * (1 - p)
     return None
+
+
+def _hdf5_uncertainty(path: Path) -> np.ndarray:
+    """The dataset ``uncertainty`` (float in [0, 1]) of an HDF5 uncertainty map as ``predict`` writes it."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return np.asarray(f["uncertainty"][()], dtype=np.float64)
+    except (OSError, KeyError) as err:
+        raise UserError(f"{path}: no readable dataset 'uncertainty' ({err})") from None
 
 
 def _case_table(rows: list[dict], limit: int = 500) -> str:
