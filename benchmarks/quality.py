@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/quality.py --queue lidc               # LIDC: empty floor, main comparison, Fig. 6
     .venv/bin/python benchmarks/quality.py --queue table3             # LIDC: Table 3 (12 small models)
     .venv/bin/python benchmarks/quality.py --queue ddti               # DDTI: Tables 2, 4, 5 and the UNet
+    .venv/bin/python benchmarks/quality.py --budget long --queue acdc # ACDC: per-class 3D Dice, MedSegDiff vs UNet
     .venv/bin/python benchmarks/quality.py --report                   # rebuild quality.md from finished parts
     .venv/bin/python benchmarks/quality.py --budget long --queue ddti # 3-4x the training -> quality-long.md
 
@@ -11,7 +12,8 @@ Each part trains through ``diffuseg.training.run.train`` (a run folder under ``r
 when its checkpoint is already at the target step), draws ensembles through ``inference.ensemble`` with the
 checkpoint's own family (``inference.predict.make_draw``), and scores with ``evaluation.evaluate.case_metrics``
 on the validation patients only (LIDC: ``val_patients.txt``; DDTI: a seeded 20 % of patients, the patient
-being the number before the first ``_``). Results land in ``benchmarks/results/quality/<part>.json`` as each
+being the number before the first ``_``; ACDC: the dataset's ``val.list`` volumes, per class with
+``evaluation.evaluate.class_case_metrics``). Results land in ``benchmarks/results/quality/<part>.json`` as each
 part finishes, and ``quality.md`` (with plots) is rebuilt from every finished part.
 
 The budget (``BUDGETS``) is stated in the report: resolution, training steps and images seen, network widths,
@@ -79,6 +81,8 @@ class Budget:
     table4: tuple[tuple[str, int, str], ...]  # (sampler, steps, spacing)
     table4_members: int
     fast: tuple[tuple[str, int, str], ...]  # 25-member ensembles against the first (the 100-step reference)
+    acdc_train_steps: int  # ACDC models (as the DDTI models of the budget)
+    acdc_volumes: int  # ACDC validation volumes scored (val.list has 20)
 
 
 BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(Budget))
@@ -93,6 +97,7 @@ BUDGETS = {
                 ("ddim", 25, L), ("dpm_solver", 10, L), ("dpm_solver", 20, L)),
         table4_members=4,
         fast=(("ddpm", 100, L), ("ddpm", 10, L), ("ddpm", 5, L), ("ddpm", 5, Q)),
+        acdc_train_steps=300, acdc_volumes=20,
     ),
     # 3-4x the training of "full" (LIDC 1,500 steps, Table 3 600, DDTI 1,200), Tables 2 and 5 with the paper's
     # DDPM sampler, Table 4 with 5-step samplers and the quadratic grid
@@ -107,6 +112,7 @@ BUDGETS = {
                 ("ddim", 5, Q), ("dpm_solver", 5, Q)),
         table4_members=4,
         fast=(("ddpm", 100, L), ("ddpm", 10, L), ("ddpm", 5, L), ("ddpm", 5, Q), ("ddpm", 4, Q)),
+        acdc_train_steps=1200, acdc_volumes=20,
     ),
     "quick": Budget(
         name="quick", size=32, batch=2, main_steps=2, ddti_train_steps=2, table3_steps=1,
@@ -115,6 +121,7 @@ BUDGETS = {
         ddti_cases=3, samples=4, members=5, table2_members=2, ddti_sampler="ddpm", ddti_steps=2,
         table4=(("ddpm", 3, L), ("ddim", 2, L), ("dpm_solver", 2, Q)), table4_members=2,
         fast=(("ddpm", 3, L), ("ddpm", 2, Q)),
+        acdc_train_steps=2, acdc_volumes=1,
     ),
 }  # fmt: skip
 
@@ -152,8 +159,20 @@ def budget_overrides(b: Budget, name: str, steps: int) -> list[str]:
     ]
 
 
-def make_config(b: Budget, name: str, preset: str, steps: int, extra: list[str]) -> Config:
-    data = lidc_overrides(b) if "lidc" in preset else ddti_overrides(b)
+ACDC_CLASSES = "[{name: RV, values: [1]}, {name: Myo, values: [2]}, {name: LV, values: [3]}]"
+
+
+def acdc_overrides(b: Budget) -> list[str]:
+    """The SSL4MIS ACDC release; train.list / val.list give the split (by patient)."""
+    return [f"data.root={DATA / 'acdc'}", "data.layout=ssl4mis"]
+
+
+def make_config(
+    b: Budget, name: str, preset: str, steps: int, extra: list[str], data: list[str] | None = None
+) -> Config:
+    """``preset`` at budget ``b``; ``data``: the dataset's overrides (default: LIDC or DDTI by the preset's name)."""
+    if data is None:
+        data = lidc_overrides(b) if "lidc" in preset else ddti_overrides(b)
     return load_config(preset, [*data, *budget_overrides(b, name, steps), *extra])
 
 
@@ -436,6 +455,116 @@ def ddti_precision(b: Budget) -> None:
                                      "members": b.members, "threads": torch.get_num_threads()})  # fmt: skip
 
 
+# --------------------------------------------------------------------------------------------- ACDC
+ACDC_PRESETS = {"medsegdiff": "medsegdiff-b-acdc", "unet": "unet-acdc"}
+ACDC_FALLBACK = {"medsegdiff-b-acdc": "medsegdiff-b-ddti", "unet-acdc": "unet-ddti"}
+
+
+def acdc_preset(name: str) -> tuple[str, list[str]]:
+    """The ACDC preset ``name`` and no extra overrides when it is bundled; else its DDTI counterpart with the
+    ACDC classes (``data.classes``), which is all the ACDC presets change."""
+    from diffuseg.presets import preset_files
+
+    if name in preset_files():
+        return name, []
+    return ACDC_FALLBACK[name], [f"data.classes={ACDC_CLASSES}"]
+
+
+def acdc_models(b: Budget) -> dict[str, Config]:
+    """MedSegDiff-B and the deterministic UNet at the DDTI models' budget (same resolution, widths, steps)."""
+    base = f"model.options.base_channels={b.medsegdiff_base}"
+    ch = list_option("model.options.channels", b.lidc_channels)
+    models = {}
+    for label, key, extra in (("MedSegDiff-B", "medsegdiff", [base]), ("deterministic UNet", "unet", [ch])):
+        preset, classes = acdc_preset(ACDC_PRESETS[key])
+        run = f"acdc-{preset}"  # by preset: a run of the DDTI fallback is never reused for the ACDC preset
+        models[label] = make_config(b, run, preset, b.acdc_train_steps, [*classes, *extra], data=acdc_overrides(b))
+    return models
+
+
+def acdc_volumes(config: Config, n: int) -> dict[str, list[tuple[str, torch.Tensor, torch.Tensor]]]:
+    """The first ``n`` validation volumes (``val.list``, natural order), each its slices in order: (case id,
+    image, masks (A, S, S) atom maps at the model's resolution)."""
+    import re
+
+    from diffuseg.data.formats.files import natural_key
+
+    _, val = build_datasets(config, Path(config.train.out_dir))
+    by_volume: dict[str, list[tuple[int, int]]] = {}
+    for i, cid in enumerate(val.case_ids):
+        m = re.fullmatch(r"(.+)_z(\d+)", cid)
+        if m is None:
+            raise UserError(f"{cid}: not a slice of an ACDC validation volume (expected <volume>_zNNNN)")
+        by_volume.setdefault(m.group(1), []).append((int(m.group(2)), i))
+    chosen = sorted(by_volume, key=natural_key)[:n]
+    out = {}
+    for vid in chosen:
+        items = [val[i] for _, i in sorted(by_volume[vid])]
+        out[vid] = [(it["case_id"], it["image"], it["masks"]) for it in items]
+    return out
+
+
+def draw_label_maps(ckpt: Path, cases, members: int, fusion: str, **sample: Any) -> list[torch.Tensor]:
+    """Per case the fused label map (S, S) atoms of ``members`` members drawn with the checkpoint's family
+    (``make_draw``, member seeds as ``predict``'s); ``fusion`` over the members' label maps
+    (``inference.label_fusion``; mean = the argmax of the mean class probabilities)."""
+    from diffuseg.data.labels import label_scheme
+    from diffuseg.inference.ensemble import member_generators
+
+    config, net, process = load_for_inference(ckpt)
+    config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, samples=members, **sample))
+    scheme = label_scheme(config.data.classes, config.data.foreground)
+    draw = make_draw(config, prepare_network(net, config.sample, "cpu"), process)
+    fused = []
+    for cid, image, _ in cases:
+        gens = member_generators(config.sample.seed, cid, range(members), torch.device("cpu"))
+        with torch.no_grad():
+            out = draw(image[None], members, gens)
+        atoms = out.mask[:, 0].long()  # (members, S, S)
+        if members == 1:
+            fused.append(atoms[0])
+            continue
+        soft = out.soft[None].float() if scheme.exclusive and fusion == "mean" else None
+        fused.append(fuse(fusion, atoms[None], soft=soft, labels=scheme.atoms)[0][0])
+    return fused
+
+
+def acdc_classes(b: Budget) -> None:
+    """ACDC's table: 3D Dice per validation volume of RV, Myo and LV (and their mean), plus 3D IoU and HD95 (voxels
+    at the model's resolution: the HDF5 files carry no spacing), for MedSegDiff-B (an ensemble of
+    ``table2_members`` members fused by multi-label STAPLE) and the deterministic UNet (one pass), trained alike.
+    Scored at the model's resolution (``b.size`` px) on every slice of each volume, stacked in 3D
+    (``evaluation.evaluate.class_case_metrics``); per-slice 2D Dice means too."""
+    from diffuseg.data.labels import label_scheme
+    from diffuseg.evaluation.evaluate import class_case_metrics
+
+    rows = {}
+    for label, config in acdc_models(b).items():
+        ckpt, train_min = ensure_trained(config)
+        volumes = acdc_volumes(config, b.acdc_volumes)
+        scheme = label_scheme(config.data.classes, config.data.foreground)
+        members = 1 if "UNet" in label else b.table2_members
+        start = time.perf_counter()
+        per_volume, per_slice = [], []
+        for vid, cases in volumes.items():
+            fused = draw_label_maps(ckpt, cases, members, "staple", sampler=b.ddti_sampler, steps=b.ddti_steps)
+            truth = [masks[:1].long() for _, _, masks in cases]  # (1, S, S) per slice: one annotator
+            volume = class_case_metrics(scheme, torch.stack(fused), torch.stack(truth, dim=1))
+            per_volume.append({"volume": vid, "slices": len(cases)} | volume)
+            per_slice += [class_case_metrics(scheme, f, t) for f, t in zip(fused, truth)]
+        keys = [k for k in per_volume[0] if k not in ("volume", "slices")]
+        row = {k: M.summarize([v[k] for v in per_volume]) for k in keys}
+        row["slice_dice"] = {
+            k: M.summarize([s[k] for s in per_slice])["mean"] for k in per_slice[0] if k.startswith("dice")
+        }
+        row |= {"volumes": len(per_volume), "slices": len(per_slice), "members": members, "train_min": train_min}
+        row["eval_min"] = (time.perf_counter() - start) / 60
+        row["per_volume"] = per_volume
+        rows[label] = row
+        print("acdc", label, {k: round(row[k]["mean"], 4) for k in keys if k.startswith("dice")}, flush=True)
+    save_part("acdc", {"budget": dataclasses.asdict(b), "rows": rows, "classes": list(scheme.names)})
+
+
 PARTS: dict[str, Callable[[Budget], None]] = {
     "lidc-floor": lidc_floor,
     "lidc-main": lidc_main,
@@ -446,11 +575,13 @@ PARTS: dict[str, Callable[[Budget], None]] = {
     "ddti-table4": ddti_table4,
     "ddti-fast": ddti_fast,
     "ddti-precision": ddti_precision,
+    "acdc": acdc_classes,
 }
 QUEUES = {
     "lidc": ("lidc-floor", "lidc-main", "lidc-fig6"),
     "table3": ("lidc-table3",),
     "ddti": ("ddti-table2", "ddti-table5", "ddti-table4", "ddti-fast", "ddti-precision"),
+    "acdc": ("acdc",),
     "all": tuple(PARTS),
 }
 
@@ -466,7 +597,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--part", choices=sorted(PARTS), action="append", default=[], help="run one part")
     parser.add_argument("--report", action="store_true", help="only rebuild quality.md from finished parts")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per queue on a shared machine)")
-    parser.add_argument("--data", type=Path, default=DATA, help="folder holding lidc/ and ddti/ (../shared/data)")
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="folder holding lidc/, ddti/ and acdc/ (../shared/data)"
+    )
     parser.add_argument("--out", help="results/OUT/ and results/OUT.md instead of quality[-BUDGET]")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -86,7 +86,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.evaluate import evaluate
 
-    evaluate(a.pred, a.gt, out=a.out, layout=a.layout, cases=_split_cases(a, None))
+    evaluate(a.pred, a.gt, out=a.out, layout=a.layout, cases=_split_cases(a, None), classes=a.classes)
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
@@ -315,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LAYOUTS,
         metavar="LAYOUT",
         help=f"ground-truth layout ({_LAYOUT_HELP}; default: auto)",
+    )
+    e.add_argument(
+        "--classes",
+        default=None,
+        help="classes of the label maps, NAME=V[+V...] comma-separated, e.g. RV=1,Myo=2,LV=3 or WT=1+2+4,TC=1+4,ET=4 "
+        "(default: data.classes of PRED/config.yaml, else the dataset's own; none: binary)",
     )
     _add_split_options(e, "score only the cases of that side of the run's split (RUN/split.json; needs --run)")
     e.set_defaults(func=_cmd_evaluate)

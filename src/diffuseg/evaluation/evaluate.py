@@ -11,6 +11,14 @@ manifests (``inference.manifest``) say the run is unfinished is refused.
 "summary": {metric: {"mean", "std", "median", "min", "max", "n", "n_undefined"}}, "volumes": [...],
 "volume_summary": {...}, "missing": {...}, "pred", "gt", "layout", "spacing_unit"}``, plus ``results.csv``
 with one row per case. Both are written atomically.
+
+Several classes (``data.classes``: ``--classes``, else ``PRED/config.yaml``, else the classes the dataset
+declares): predictions and ground truth are label maps in the dataset's own values, scored per class
+(``evaluation.class_metrics``): ``"<metric>/<class>"`` for every class and ``"<metric>"`` their mean over the
+classes (NaN classes left out); GED, diversity and Hungarian IoU use ``d = 1 - mean IoU over the classes present
+in either mask``; calibration is pooled per class. ``results.json`` then also holds ``classes`` (the scheme),
+``class_names`` and ``regions`` (True when the classes overlap: the per-class metrics are region metrics).
+Binary runs give exactly the keys and values they always did.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import torch
 from diffuseg.config import EvalConfig, write_text_atomic
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import (
+    HDF5_SUFFIXES,
     LOSSY_SUFFIXES,
     is_image_file,
     label_values,
@@ -41,9 +50,17 @@ from diffuseg.data.formats.files import (
     stem_of,
     suffix_of,
 )
+from diffuseg.data.labels import LabelScheme
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
+from diffuseg.evaluation import class_metrics as CM
 from diffuseg.evaluation import metrics as M
+from diffuseg.evaluation.labelmaps import (
+    add_class_calibration,
+    class_masks,
+    read_label_map,
+    scheme_classes,
+)
 
 UNCERTAINTY_SUFFIX = "_uncertainty"
 _SAMPLE_INDEX = re.compile(r"^(.*?)[_-](?:sample|s)?[_-]?(\d+)$")
@@ -63,7 +80,7 @@ def find_predictions(pred_dir: str | os.PathLike) -> dict[str, PredictionFiles]:
     root = Path(pred_dir)
     if not root.is_dir():
         raise UserError(f"{root}: prediction folder not found")
-    top = sorted(p for p in root.iterdir() if is_image_file(p))
+    top = sorted(p for p in root.iterdir() if _is_prediction_file(p))
     found = {stem_of(p): PredictionFiles(p) for p in top if not stem_of(p).endswith(UNCERTAINTY_SUFFIX)}
     if not found:
         raise UserError(f"{root}: no predicted masks here (expected <case>.png, <case>.nii.gz, ... as predict writes)")
@@ -74,13 +91,18 @@ def find_predictions(pred_dir: str | os.PathLike) -> dict[str, PredictionFiles]:
     samples_dir = root / "samples"
     if samples_dir.is_dir():
         for p in sorted(samples_dir.rglob("*"), key=lambda q: natural_key(str(q))):
-            if not is_image_file(p):
+            if not _is_prediction_file(p):
                 continue
             case = _sample_case(p, samples_dir, found)
             if case is None:
                 raise UserError(f"{p}: sample of no predicted case (expected samples/<case>/... or <case>_<k>)")
             found[case].samples.append(p)
     return found
+
+
+def _is_prediction_file(path: Path) -> bool:
+    """An image file, or an HDF5 file (``predict`` writes HDF5 for SSL4MIS input)."""
+    return is_image_file(path) or (path.is_file() and suffix_of(path) in HDF5_SUFFIXES)
 
 
 def check_complete(pred_dir: Path) -> None:
@@ -127,17 +149,18 @@ def _read_mask(path: Path) -> np.ndarray:
 
 class _PredVolumes:
     """The last few decoded prediction files, so the slices of one predicted volume (its fused mask and
-    every sample) decode each file once."""
+    every sample) decode each file once. ``read``: path -> array (``_read_mask``, or ``labelmaps.read_label_map``)."""
 
-    def __init__(self, size: int = 2) -> None:
+    def __init__(self, size: int = 2, read=_read_mask) -> None:
         self.size = size
+        self.read = read
         self.items: OrderedDict[Path, np.ndarray] = OrderedDict()
 
     def get(self, path: Path) -> np.ndarray:
         if path in self.items:
             self.items.move_to_end(path)
             return self.items[path]
-        self.items[path] = _read_mask(path)
+        self.items[path] = self.read(path)
         while len(self.items) > self.size:
             self.items.popitem(last=False)
         return self.items[path]
@@ -194,6 +217,40 @@ def case_metrics(
     return out
 
 
+def class_case_metrics(
+    scheme: LabelScheme,
+    fused: torch.Tensor,
+    annotations: torch.Tensor,
+    samples: torch.Tensor | None = None,
+    spacing: Sequence[float] | None = None,
+    ged_sizes: Sequence[int] = (4, 16),
+    bins: int = 10,
+    percentile: float = 95.0,
+) -> dict[str, float]:
+    """``case_metrics`` of every class of ``scheme``, for one 2D (or 3D) case of atom maps: ``fused`` ``(*S)``,
+    ``annotations`` ``(A, *S)``, ``samples`` ``(N, *S)`` or None.
+
+    Returns ``"<metric>/<class>"`` per class and ``"<metric>"`` the mean over the classes (``class_metrics.
+    combine_classes``: NaN classes left out); with samples, GED (all sizes), diversity and Hungarian IoU are
+    those of ``class_metrics.class_set_metrics``: ``d = 1 - mean IoU over the classes present in either mask``.
+    Overlapping regions are scored on their region masks (region metrics). One class: exactly ``case_metrics``.
+    """
+    dims = fused.dim()
+    fused_cm = class_masks(scheme, fused, dims)  # (K, *S)
+    ann_cm = class_masks(scheme, annotations, dims)  # (A, K, *S)
+    s_cm = None if samples is None or len(samples) == 0 else class_masks(scheme, samples, dims)
+    per = {
+        name: case_metrics(
+            fused_cm[k], ann_cm[:, k], None if s_cm is None else s_cm[:, k], spacing, ged_sizes, bins, percentile
+        )
+        for k, name in enumerate(scheme.names)
+    }
+    row = CM.combine_classes(per)
+    if s_cm is not None and len(scheme.names) > 1:
+        row |= CM.class_set_metrics(s_cm, ann_cm, ged_sizes)
+    return row
+
+
 @dataclass
 class _Volume:
     spacing: tuple[float, ...] | None
@@ -209,20 +266,24 @@ def evaluate(
     eval_config: EvalConfig | None = None,
     quiet: bool = False,
     cases: Collection[str] | None = None,
+    classes: Sequence | str | None = None,
 ) -> dict[str, Any]:
     """Score PRED against GT, write ``results.json`` (default ``PRED/results.json``) and ``results.csv``
     beside it, print a summary table, and return the results dict.
 
     ``eval_config`` (default ``EvalConfig()``) sets the GED sample counts, the HD percentile and the
     calibration bins. ``cases``: score only these ground-truth case ids (``data.splits.split_cases``,
-    ``--split``), so cases outside them are not listed as missing."""
+    ``--split``), so cases outside them are not listed as missing. ``classes``: see ``scheme_classes``
+    (default: ``PRED/config.yaml``'s ``data.classes``)."""
     from diffuseg.data.splits import select_cases
 
     cfg = eval_config or EvalConfig()
     ged_sizes, bins, percentile = cfg.ged_samples, cfg.calibration_bins, cfg.hd95_percentile
     check_complete(Path(pred))
     predictions = find_predictions(pred)
-    reader = select_cases(open_dataset(gt, layout), cases, str(gt))
+    declared, foreground = scheme_classes(pred, classes)
+    reader = select_cases(open_dataset(gt, layout, foreground, declared), cases, str(gt))
+    scheme: LabelScheme = reader.scheme
     if len(reader) == 0:
         raise UserError(f"{gt}: no ground-truth cases found")
     gt_ids = {e.case_id for e in reader.entries}
@@ -241,12 +302,18 @@ def evaluate(
     missing_gt = sorted(set(predictions) - gt_ids - volume_ids)
 
     acc = M.MetricAccumulator()
+    names = scheme.names
     calibration = {
         "all": torch.zeros(bins, 3, dtype=torch.float64),
         "foreground": torch.zeros(bins, 3, dtype=torch.float64),
     }
+    if not scheme.binary:
+        calibration |= {
+            f"{kind}/{n}": torch.zeros(bins, 3, dtype=torch.float64) for kind in ("all", "foreground") for n in names
+        }
     volumes: dict[str, _Volume] = {}
-    cache = _PredVolumes(size=2 + max(len(f.samples) for f in predictions.values()))
+    read = _read_mask if scheme.binary else (lambda path: read_label_map(path, scheme))
+    cache = _PredVolumes(size=2 + max(len(f.samples) for f in predictions.values()), read=read)
     spacing_known = False
     problems: list[str] = []  # every unreadable, non-binary or wrongly sized prediction, reported at once
     with single_thread():  # many small tensor ops: one thread is several times faster than two
@@ -264,20 +331,25 @@ def evaluate(
                 continue
             spacing = case.geometry.spacing[:2] if case.geometry.spacing else None
             spacing_known |= spacing is not None
-            masks = case.masks.bool()
             sample_t = None if samples is None else torch.from_numpy(samples)
-            acc.add(
-                case.case_id,
-                case_metrics(torch.from_numpy(fused), masks, sample_t, spacing, ged_sizes, bins, percentile),
-            )
-            if sample_t is not None:
-                _add_calibration(calibration, sample_t, masks, bins)
+            if scheme.binary:
+                masks = case.masks.bool()
+                values = case_metrics(torch.from_numpy(fused), masks, sample_t, spacing, ged_sizes, bins, percentile)
+                if sample_t is not None:
+                    _add_calibration(calibration, sample_t, masks, bins)
+            else:
+                masks = case.masks
+                fused_t = torch.from_numpy(fused)
+                values = class_case_metrics(scheme, fused_t, masks, sample_t, spacing, ged_sizes, bins, percentile)
+                if sample_t is not None:
+                    add_class_calibration(calibration, scheme, sample_t, masks, bins)
+            acc.add(case.case_id, values)
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
                 vol.slices[entry.slice_index] = (fused, masks.numpy())
         if problems:
             raise DatasetError(str(pred), problems)
-        volume_rows = _volume_metrics(volumes, percentile)
+        volume_rows = _volume_metrics(volumes, percentile, scheme)
 
     missing_gt = sorted(set(missing_gt))
     vol_acc = M.MetricAccumulator()
@@ -303,6 +375,8 @@ def evaluate(
         "calibration_bins": bins,
         "hd_percentile": percentile,
     }
+    if not scheme.binary:
+        results |= {"classes": scheme.to_dict()["classes"], "class_names": list(names), "regions": not scheme.exclusive}
     target = Path(out) if out is not None else Path(pred) / "results.json"
     write_results(results, target)
     if not quiet:
@@ -334,17 +408,19 @@ def _load_prediction(
         return fused, None
     samples = []
     for p in files.samples:
-        samples.append(_plane(cache.get(p) if sliced else _read_mask(p), p, z))
+        samples.append(_plane(cache.get(p) if sliced else cache.read(p), p, z))
         _check_size(p, samples[-1].shape, case)
     return fused, np.stack(samples)
 
 
 def _plane(array: np.ndarray, path: Path, slice_index: int | None) -> np.ndarray:
+    """Slice ``slice_index`` of a predicted volume: along the first axis for HDF5 (D,H,W), else the last (NIfTI)."""
     if slice_index is None:
         return array
-    if array.ndim != 3 or slice_index >= array.shape[2]:
+    axis = 0 if suffix_of(path) in HDF5_SUFFIXES else 2
+    if array.ndim != 3 or slice_index >= array.shape[axis]:
         raise UserError(f"{path}: has no slice {slice_index} (shape {'x'.join(map(str, array.shape))})")
-    return np.ascontiguousarray(array[:, :, slice_index])
+    return np.ascontiguousarray(np.take(array, slice_index, axis=axis))
 
 
 def _check_size(path: Path, shape: tuple[int, ...], case) -> None:
@@ -357,8 +433,11 @@ def _check_size(path: Path, shape: tuple[int, ...], case) -> None:
         )
 
 
-def _volume_metrics(volumes: dict[str, _Volume], percentile: float) -> list[dict[str, float | str]]:
-    """3D Dice, IoU and HD95 (mm, with the volume's spacing) per volume whose slices were all scored."""
+def _volume_metrics(
+    volumes: dict[str, _Volume], percentile: float, scheme: LabelScheme | None = None
+) -> list[dict[str, float | str]]:
+    """3D Dice, IoU and HD95 (mm, with the volume's spacing) per volume whose slices were all scored; per class
+    and their mean over classes (``class_case_metrics``) for a non-binary ``scheme`` (ACDC reports these)."""
     rows: list[dict[str, float | str]] = []
     for vid, vol in sorted(volumes.items()):
         zs = sorted(vol.slices)
@@ -368,7 +447,10 @@ def _volume_metrics(volumes: dict[str, _Volume], percentile: float) -> list[dict
         k = min(vol.slices[z][1].shape[0] for z in zs)
         masks = torch.from_numpy(np.stack([vol.slices[z][1][:k] for z in zs], axis=-1))
         spacing = vol.spacing[:3] if vol.spacing and len(vol.spacing) >= 3 else None
-        values = case_metrics(fused, masks, None, spacing, percentile=percentile)
+        if scheme is None or scheme.binary:
+            values = case_metrics(fused, masks, None, spacing, percentile=percentile)
+        else:
+            values = class_case_metrics(scheme, fused, masks, None, spacing, percentile=percentile)
         rows.append({"case": vid, "slices": len(zs), **values})
     return rows
 

@@ -27,10 +27,13 @@ from matplotlib.figure import Figure
 
 from diffuseg.config import atomic_path, write_text_atomic
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.formats.files import read_file
+from diffuseg.data.formats.files import HDF5_SUFFIXES, read_file, suffix_of
+from diffuseg.data.labels import LabelScheme
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import PredictionFiles, _plane, _read_mask, find_predictions
 from diffuseg.evaluation.headline import UNCERTAINTY_SCALE, headline, main_metrics, primary_metric, run_info
+from diffuseg.evaluation.labelmaps import read_label_map
+from diffuseg.evaluation.report_classes import class_table, figure_legend, legend_html, overlay_classes, scheme_of
 
 # What each metric means, for the summary table (higher is better unless said otherwise).
 METRIC_HELP: dict[str, str] = {
@@ -88,6 +91,9 @@ def save_figure(fig, path: str | os.PathLike) -> None:
 
 
 def metric_help(name: str) -> str:
+    if "/" in name:
+        base, cls = name.split("/", 1)
+        return f"{metric_help(base)} (class {cls})".lstrip()
     if name in METRIC_HELP:
         return METRIC_HELP[name]
     for prefix in ("ged_biased_", "ged_"):
@@ -154,15 +160,26 @@ def write_report(
     chosen = list(cases) if cases else choose_cases(results["cases"], primary, max_cases)
     run = run_info(results)
     main = main_metrics(summary)
-    parts = [
-        _title(),
-        headline(results, run),
+    scheme = scheme_of(results)
+    names = list(scheme.names) if scheme is not None else []
+    parts = [_title(), headline(results, run)]
+    if scheme is not None:  # several classes: legend and per-class tables; the summary tables without "<m>/<class>"
+        note = "<p class='muted'>Dice, IoU, HD95 and the other metrics below are means over the classes; GED, "
+        note += "diversity and Hungarian IoU use d = 1 - mean IoU over the classes present in either mask.</p>"
+        parts += [legend_html(names, bool(results.get("regions"))), note]
+        parts.append(class_table(results.get("volume_summary") or {}, names, "Per class over volumes (3D)"))
+        parts.append(class_table(summary, names, "Per class over cases"))
+    per_class = {k for k in summary if "/" in k}
+    parts += [
         _summary_table({k: summary[k] for k in main}, "Main metrics over cases"),
-        _summary_table({k: v for k, v in summary.items() if k not in main}, "Other metrics over cases"),
+        _summary_table(
+            {k: v for k, v in summary.items() if k not in main and k not in per_class}, "Other metrics over cases"
+        ),
         _header(results, results_path),
     ]
     if results.get("volume_summary"):
-        parts.append(_summary_table(results["volume_summary"], "Summary over volumes (3D)"))
+        volume = {k: v for k, v in results["volume_summary"].items() if "/" not in k}
+        parts.append(_summary_table(volume, "Summary over volumes (3D)"))
     dist = _distribution_figure(results["cases"], figures / "distributions.png")
     if dist is not None:
         parts.append(
@@ -175,7 +192,7 @@ def write_report(
             "pooled over every case; the diagonal is perfect calibration.</p>\n"
             f'<img class="half" src="figures/{cal.name}" alt="calibration">'
         )
-    parts.append(_case_section(results, chosen, primary, figures, max_samples, run.uncertainty))
+    parts.append(_case_section(results, chosen, primary, figures, max_samples, run.uncertainty, scheme))
     parts.append(_case_table(results["cases"]))
     write_text_atomic(page, _page("\n".join(parts)))
     return page
@@ -287,21 +304,32 @@ def _calibration_figure(calibration: dict, path: Path) -> Path | None:
 
 
 def _case_section(
-    results: dict, chosen: list[str], primary: str, figures: Path, max_samples: int, uncertainty: str | None
+    results: dict,
+    chosen: list[str],
+    primary: str,
+    figures: Path,
+    max_samples: int,
+    uncertainty: str | None,
+    scheme: LabelScheme | None = None,
 ) -> str:
     if not chosen:
         return ""
     try:
         predictions = find_predictions(results["pred"])
-        reader = open_dataset(results["gt"], results.get("layout", "auto"))
+        classes = results.get("classes") or ()
+        reader = open_dataset(results["gt"], results.get("layout", "auto"), classes=classes)
     except (UserError, KeyError) as err:
         return f"<h2>Cases</h2>\n<p class='muted'>Case figures left out: {html.escape(str(err))}</p>"
     index = {e.case_id: i for i, e in enumerate(reader.entries)}
     rows = {r["case"]: r for r in results["cases"]}
     blocks = [
         f"<h2>Cases</h2>\n<p class='muted'>Chosen by {html.escape(primary)}: best, quartiles, worst. "
-        "Outlines: annotators in blue/green/purple/orange, prediction in red; each view is cropped around "
-        "the marked pixels.</p>"
+        + (
+            "Each class in its colour (legend above); "
+            if scheme is not None
+            else "Outlines: annotators in blue/green/purple/orange, prediction in red; "
+        )
+        + "each view is cropped around the marked pixels.</p>"
     ]
     for k, case_id in enumerate(chosen):
         if case_id not in index:
@@ -316,14 +344,15 @@ def _case_section(
         path = figures / f"case_{k:02d}.png"
         try:
             plane = entry.slice_index if sliced else None
-            _case_figure(reader.load(index[case_id]), files, plane, max_samples, path, uncertainty)
+            _case_figure(reader.load(index[case_id]), files, plane, max_samples, path, uncertainty, scheme)
         except UserError as err:
             blocks.append(f"<p class='muted'>{html.escape(case_id)}: {html.escape(str(err))}</p>")
             continue
         row = rows.get(case_id, {})
-        stats = ", ".join(
-            f"{m} {_fmt(row.get(m))}" for m in ("dice", "iou", "hd95", "ged", "ged_biased", "diversity") if m in row
-        )
+        shown = ("dice", "iou", "hd95", "ged", "ged_biased", "diversity")
+        if scheme is not None:
+            shown += tuple(f"dice/{n}" for n in scheme.names)
+        stats = ", ".join(f"{m} {_fmt(row.get(m))}" for m in shown if m in row)
         blocks.append(
             f"<h3>{html.escape(case_id)}</h3>\n<p class='stats'>{html.escape(stats)}</p>\n"
             f'<img class="case" src="figures/{path.name}" alt="{html.escape(case_id)}">'
@@ -332,19 +361,31 @@ def _case_section(
 
 
 def _case_figure(
-    case, files: PredictionFiles, slice_index: int | None, max_samples: int, path: Path, kind: str | None = None
+    case,
+    files: PredictionFiles,
+    slice_index: int | None,
+    max_samples: int,
+    path: Path,
+    kind: str | None = None,
+    scheme: LabelScheme | None = None,
 ) -> None:
     """Image | each annotator | fused | uncertainty (with its colour bar) on the first row, the samples after
     them when all fit in one row of 8, else on the rows below; each overlaid on the image. ``kind`` is the
-    prediction's ``sample.uncertainty`` (None: not recorded)."""
+    prediction's ``sample.uncertainty`` (None: not recorded). With several classes (``scheme``) the masks are
+    label maps, every class drawn in its colour, with the legend below."""
     image = case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy()
-    masks = case.masks.numpy().astype(bool)
-    fused = _plane(_read_mask(files.fused), files.fused, slice_index)
-    every_sample = [_plane(_read_mask(p), p, slice_index) for p in files.samples]
-    uncertainty = _uncertainty(files, slice_index, every_sample)
+    if scheme is None:
+        masks = case.masks.numpy().astype(bool)
+        fused = _plane(_read_mask(files.fused), files.fused, slice_index)
+        every_sample = [_plane(_read_mask(p), p, slice_index) for p in files.samples]
+    else:
+        masks = case.masks.numpy()
+        fused = _plane(read_label_map(files.fused, scheme), files.fused, slice_index)
+        every_sample = [_plane(read_label_map(p, scheme), p, slice_index) for p in files.samples]
+    uncertainty = _uncertainty(files, slice_index, every_sample if scheme is None else [])
     if files.uncertainty is None:
         kind = "variance"  # computed here from the samples
-    box = _crop_box([*masks, fused, *every_sample], image.shape)
+    box = _crop_box([m != 0 for m in (*masks, fused, *every_sample)], image.shape)
     image, masks, fused = image[box], masks[(slice(None), *box)], fused[box]
     samples = [m[box] for m in every_sample[:max_samples]]
     first: list[tuple[str, np.ndarray | None, str | None]] = [("image", None, None)]
@@ -364,7 +405,9 @@ def _case_figure(
     for where, rows, slot, (title, mask, colour) in placed:
         ax = where.add_subplot(rows, cols, slot + 1)
         ax.imshow(image, cmap="gray", interpolation="nearest")
-        if mask is not None and mask.shape == image.shape:
+        if mask is not None and mask.shape == image.shape and scheme is not None:
+            overlay_classes(ax, mask, scheme)
+        elif mask is not None and mask.shape == image.shape:
             _overlay(ax, mask, colour)
             if title == "fused":
                 for m, c in zip(masks, _ANNOTATOR_COLOURS):
@@ -372,6 +415,8 @@ def _case_figure(
         _tidy(ax, title if mask is None or mask.any() else f"{title} (empty)")
     if uncertainty is not None:
         _uncertainty_panel(top.add_subplot(1, cols, len(first) + 1), top, image, uncertainty[box], kind)
+    if scheme is not None:
+        figure_legend(fig, scheme)
     save_figure(fig, path)
 
 
@@ -428,6 +473,8 @@ def _tidy(ax, title: str) -> None:
 
 def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray]) -> np.ndarray | None:
     """The saved uncertainty map (uint8 scaled to [0, 1]); else the samples' variance p(1 - p)."""
+    if files.uncertainty is not None and suffix_of(files.uncertainty) in HDF5_SUFFIXES:  # dataset "uncertainty"
+        return _plane(_hdf5_uncertainty(files.uncertainty), files.uncertainty, slice_index).astype(np.float64)
     if files.uncertainty is not None:
         data = read_file(files.uncertainty)
         array = data.array
@@ -440,6 +487,17 @@ def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[
         p = np.mean(samples, axis=0)
         return p * (1 - p)
     return None
+
+
+def _hdf5_uncertainty(path: Path) -> np.ndarray:
+    """The dataset ``uncertainty`` (float in [0, 1]) of an HDF5 uncertainty map as ``predict`` writes it."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return np.asarray(f["uncertainty"][()], dtype=np.float64)
+    except (OSError, KeyError) as err:
+        raise UserError(f"{path}: no readable dataset 'uncertainty' ({err})") from None
 
 
 def _case_table(rows: list[dict], limit: int = 500) -> str:
@@ -481,7 +539,9 @@ code {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; 
 .card {{ border: 1px solid #ddd; border-radius: 8px; padding: 10px 16px; min-width: 170px; background: #fafafa; }}
 .card .label {{ color: #555; font-weight: 600; }} .card .value {{ font-size: 30px; font-weight: 700;
      font-variant-numeric: tabular-nums; }} .card .sub {{ color: #666; font-size: 12px; }}
-.scroll {{ overflow-x: auto; }} table.cases td {{ font-size: 12px; padding: 2px 6px; }}
+.scroll {{ overflow-x: auto; }} .legend {{ margin: 10px 0; }} .class-item {{ margin-right: 14px; }}
+.swatch {{ display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 5px;
+     vertical-align: -1px; }} table.cases td {{ font-size: 12px; padding: 2px 6px; }}
 </style></head><body>
 {body}
 </body></html>
