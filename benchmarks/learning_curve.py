@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         run_task(task, args.quick, args.remeasure_costs)
     from learning_curve_report import write_report
 
-    write_report(OUT, info)
+    write_report(OUT, info, args.quick)
 
 
 if __name__ == "__main__":

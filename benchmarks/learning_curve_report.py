@@ -1,4 +1,9 @@
-"""Build ``learning-curve.md`` and its plots from the finished points of ``learning_curve.py`` (JSON files)."""
+"""Build ``learning-curve.md`` and its plots from the finished points of ``learning_curve.py`` (JSON files).
+
+One section per dataset gathers the curves of its tasks (e.g. ``ddti``, ``ddti-recipes``, ``ddti-combo``): a
+table of every point and plots of the validation scores against training compute, counted in optimiser steps
+of the task's reference model (steps x ``relative_step_cost``), so that curves at equal x had equal compute.
+"""
 
 from __future__ import annotations
 
@@ -9,60 +14,65 @@ from typing import Any
 
 from common import line_plot, markdown_table, write_markdown
 
-# (key in a point, column / axis label, as percent?) per task
+# (key in a point, label, as percent?) per dataset; the first ones are plotted
 METRICS = {
     "ddti": (("dice", "Dice %", True), ("iou", "IoU %", True), ("hd95", "HD95 (px at 64 px)", False)),
-    "lidc": (("ged_biased_16", "GED@16", False), ("dice", "Dice (fused vs annotators)", False),
-             ("hungarian_iou", "HM-IoU", False), ("diversity", "diversity", False)),
+    "lidc": (("ged_biased_16", "GED@16", False), ("dice", "Dice", False), ("hungarian_iou", "HM-IoU", False),
+             ("diversity", "diversity", False)),
 }  # fmt: skip
-
-
-def _metrics(task: str):
-    return METRICS["lidc" if task.startswith("lidc") else "ddti"]
+PLOTTED = {"ddti": ("dice",), "lidc": ("ged_biased_16", "dice")}
+REFERENCE = {"ddti": "MedSegDiff-B, papers' recipe", "lidc": "the ambiguity paper's diffusion UNet"}
 
 
 def _value(point: Mapping[str, Any], key: str, percent: bool) -> float:
-    v = float(point.get(key, float("nan")))
+    v = point.get(key)
+    v = float("nan") if v is None else float(v)
     return 100 * v if percent else v
 
 
-def task_section(task: str, data: Mapping[str, Any], out: Path) -> str:
-    metrics = _metrics(task)
-    headers = ["model", "steps", "images seen", "train min (cumulative)", *(m[1] for m in metrics), "eval min"]
-    rows, series = [], {}
-    for label, curve in data["curves"].items():
+def dataset_section(dataset: str, curves: Mapping[str, Mapping[str, Any]], out: Path, suffix: str = "") -> str:
+    metrics = METRICS[dataset]
+    headers = ["model", "step cost", "steps", "compute (ref. steps)", "images seen", "train min (cumulative)",
+               *(m[1] for m in metrics), "eval min"]  # fmt: skip
+    rows, points_of = [], {}
+    for label, curve in curves.items():
         points = sorted(curve["points"].values(), key=lambda p: p["steps"])
         cost = curve.get("relative_step_cost")
-        shown = label if cost is None else f"{label} (step cost x{cost:.2f})"
+        points_of[label] = (points, cost or 1.0)
         for p in points:
-            rows.append([shown, p["steps"], p["images"], p["train_min"], *(_value(p, k, pc) for k, _, pc in metrics),
-                         p["eval_min"]])  # fmt: skip
-        key, _, percent = metrics[0]
-        compute = [p["steps"] * (cost or 1.0) for p in points]
-        series[shown] = (compute, [_value(p, key, percent) for p in points])
+            rows.append([label, cost, p["steps"], p["steps"] * (cost or 1.0), p["images"], p["train_min"],
+                         *(_value(p, k, pc) for k, _, pc in metrics), p["eval_min"]])  # fmt: skip
     body = markdown_table(headers, rows, digits=3)
-    ylabel = metrics[0][1]
-    figure = line_plot(out.parent / f"learning-curve-{task}.png", series, xlabel="training compute (paper-recipe "
-                       "steps of batch 8; a recipe's steps x its step cost)", ylabel=ylabel,
-                       title=f"{task}: validation {ylabel} against training", logx=True)  # fmt: skip
-    body += f"\n![{task}]({figure.name})\n"
-    if task.startswith("lidc"):
-        dice = {label: (c, [_value(p, "dice", False) for p in sorted(cv["points"].values(), key=lambda p: p["steps"])])
-                for (label, (c, _)), cv in zip(series.items(), data["curves"].values())}  # fmt: skip
-        figure = line_plot(out.parent / f"learning-curve-{task}-dice.png", dice, xlabel="training steps (batch 8)",
-                           ylabel="Dice", title=f"{task}: validation Dice against training", logx=True)  # fmt: skip
-        body += f"\n![{task} Dice]({figure.name})\n"
+    body += (
+        f"\nStep cost: seconds per training step relative to {REFERENCE[dataset]}, timed one step of each in turn "
+        "(empty: not timed; taken as 1). Train minutes are wall-clock on a machine shared with the other curves' "
+        "jobs, so they are not comparable between rows; compute is.\n"
+    )
+    for key in PLOTTED[dataset]:
+        _, ylabel, percent = next(m for m in metrics if m[0] == key)
+        series = {
+            label: ([p["steps"] * cost for p in pts], [_value(p, key, percent) for p in pts])
+            for label, (pts, cost) in points_of.items()
+            if pts
+        }
+        figure = line_plot(out.parent / f"{out.name}-{dataset}-{key}{suffix}.png", series, ylabel=ylabel,
+                           xlabel=f"training compute (steps of {REFERENCE[dataset]}, batch 8)",
+                           title=f"{dataset.upper()} validation {ylabel} against training compute")  # fmt: skip
+        body += f"\n![{dataset} {key}]({figure.name})\n"
     return body
 
 
-def write_report(out: Path, info: Mapping[str, str]) -> Path | None:
-    """``out``.md from every ``out/*.json``; None when nothing has finished yet."""
-    files = sorted(out.glob("*.json")) if out.exists() else []
+def write_report(out: Path, info: Mapping[str, str], quick: bool = False) -> Path | None:
+    """``out``.md from every ``out/*.json`` (``--quick``: ``out/*-quick.json`` to ``out``-quick.md); None when
+    nothing has finished yet."""
+    files = [f for f in sorted(out.glob("*.json")) if f.stem.endswith("-quick") == quick] if out.exists() else []
     if not files:
         return None
-    sections = []
+    by_dataset: dict[str, dict[str, Any]] = {}
     for f in files:
-        data = json.loads(f.read_text())
-        sections.append((f"{f.stem}", task_section(f.stem, data, out)))
-    path = out.parent / f"{out.name}.md"
+        dataset = "lidc" if f.stem.startswith("lidc") else "ddti"  # tasks are named <dataset>[-<what>][-quick]
+        by_dataset.setdefault(dataset, {}).update(json.loads(f.read_text())["curves"])
+    suffix = "-quick" if quick else ""
+    sections = [(name.upper(), dataset_section(name, c, out, suffix)) for name, c in sorted(by_dataset.items())]
+    path = out.parent / f"{out.name}{suffix}.md"
     return write_markdown(path, "Learning curves (issue 14)", info, sections)
