@@ -24,9 +24,15 @@ _LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "ged": "GED"}
 _LOWER_BETTER = ("hd95", "ged")
 
 # What the uncertainty map holds, per ``sample.uncertainty``: (title, colour-bar label, top of its range).
+LABEL_ENTROPY = "label_entropy"  # the uncertainty map of a multi-class prediction (inference.label_fusion)
 UNCERTAINTY_SCALE: dict[str, tuple[str, str, float]] = {
     Uncertainty.VARIANCE.value: ("variance of the samples, f (1 - f)", "f (1 - f), f = share of samples", 0.25),
     Uncertainty.ENTROPY.value: ("entropy of the samples, in bits", "entropy of f, bits", 1.0),
+    LABEL_ENTROPY: (
+        "normalised entropy of the members' labels",
+        "normalised entropy of the labels",
+        1.0,
+    ),
 }
 
 
@@ -135,7 +141,8 @@ def _sampling_line(run: RunInfo) -> str:
     else:
         sampler = f"{str(s.sampler).upper().replace('_', '-')}, {s.steps} steps ({s.spacing} spacing)"
     area = f"relative-area post-processing {s.relative_area:g}" if s.relative_area else "no post-processing"
-    title = UNCERTAINTY_SCALE.get(str(s.uncertainty), (str(s.uncertainty), "", 1.0))[0]
+    kind = LABEL_ENTROPY if len(run.config.data.classes) > 1 else str(s.uncertainty)
+    title = UNCERTAINTY_SCALE.get(kind, (kind, "", 1.0))[0]
     return html.escape(
         f"Sampling: {sampler}; {s.samples} member(s) fused by {s.fusion}; {area}; "
         f"uncertainty: {title}; seed {s.seed}; precision {s.precision}"

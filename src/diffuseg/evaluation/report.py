@@ -31,7 +31,14 @@ from diffuseg.data.formats.files import HDF5_SUFFIXES, read_file, suffix_of
 from diffuseg.data.labels import LabelScheme
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import PredictionFiles, _plane, _read_mask, find_predictions
-from diffuseg.evaluation.headline import UNCERTAINTY_SCALE, headline, main_metrics, primary_metric, run_info
+from diffuseg.evaluation.headline import (
+    LABEL_ENTROPY,
+    UNCERTAINTY_SCALE,
+    headline,
+    main_metrics,
+    primary_metric,
+    run_info,
+)
 from diffuseg.evaluation.labelmaps import read_label_map
 from diffuseg.evaluation.report_classes import class_table, figure_legend, legend_html, overlay_classes, scheme_of
 
@@ -385,6 +392,8 @@ def _case_figure(
     uncertainty = _uncertainty(files, slice_index, every_sample if scheme is None else [])
     if files.uncertainty is None:
         kind = "variance"  # computed here from the samples
+    elif scheme is not None:
+        kind = LABEL_ENTROPY  # the written map of a multi-class prediction
     box = _crop_box([m != 0 for m in (*masks, fused, *every_sample)], image.shape)
     image, masks, fused = image[box], masks[(slice(None), *box)], fused[box]
     samples = [m[box] for m in every_sample[:max_samples]]
