@@ -159,9 +159,6 @@ def budget_overrides(b: Budget, name: str, steps: int) -> list[str]:
     ]
 
 
-ACDC_CLASSES = "[{name: RV, values: [1]}, {name: Myo, values: [2]}, {name: LV, values: [3]}]"
-
-
 def acdc_overrides(b: Budget) -> list[str]:
     """The SSL4MIS ACDC release; train.list / val.list give the split (by patient)."""
     return [f"data.root={DATA / 'acdc'}", "data.layout=ssl4mis"]
@@ -456,30 +453,30 @@ def ddti_precision(b: Budget) -> None:
 
 
 # --------------------------------------------------------------------------------------------- ACDC
-ACDC_PRESETS = {"medsegdiff": "medsegdiff-b-acdc", "unet": "unet-acdc"}
-ACDC_FALLBACK = {"medsegdiff-b-acdc": "medsegdiff-b-ddti", "unet-acdc": "unet-ddti"}
-
-
-def acdc_preset(name: str) -> tuple[str, list[str]]:
-    """The ACDC preset ``name`` and no extra overrides when it is bundled; else its DDTI counterpart with the
-    ACDC classes (``data.classes``), which is all the ACDC presets change."""
-    from diffuseg.presets import preset_files
-
-    if name in preset_files():
-        return name, []
-    return ACDC_FALLBACK[name], [f"data.classes={ACDC_CLASSES}"]
+# The ambiguity paper's process (lidc-central's), the recipe that gained most for MedSegDiff-B on DDTI (issue 14,
+# benchmarks/results/learning-curve.md; the preset medsegdiff-b-ddti-plus)
+AMBIGUITY_PROCESS = [
+    "diffusion.schedule=continuous_cosine",
+    "diffusion.input_scale=0.1",
+    "diffusion.prediction=v",
+    "diffusion.weighting=truncated_snr",
+]
 
 
 def acdc_models(b: Budget) -> dict[str, Config]:
-    """MedSegDiff-B and the deterministic UNet at the DDTI models' budget (same resolution, widths, steps)."""
+    """MedSegDiff-B (the paper's process and the ambiguity paper's) and the deterministic UNet at the DDTI models'
+    budget (same resolution, widths, steps), from the bundled ACDC presets."""
     base = f"model.options.base_channels={b.medsegdiff_base}"
     ch = list_option("model.options.channels", b.lidc_channels)
-    models = {}
-    for label, key, extra in (("MedSegDiff-B", "medsegdiff", [base]), ("deterministic UNet", "unet", [ch])):
-        preset, classes = acdc_preset(ACDC_PRESETS[key])
-        run = f"acdc-{preset}"  # by preset: a run of the DDTI fallback is never reused for the ACDC preset
-        models[label] = make_config(b, run, preset, b.acdc_train_steps, [*classes, *extra], data=acdc_overrides(b))
-    return models
+    rows = (
+        ("MedSegDiff-B", "medsegdiff-b-acdc", "", [base]),
+        ("MedSegDiff-B + the ambiguity paper's process", "medsegdiff-b-acdc", "-ambiguity", [base, *AMBIGUITY_PROCESS]),
+        ("deterministic UNet", "unet-acdc", "", [ch]),
+    )
+    return {
+        label: make_config(b, f"acdc-{preset}{run}", preset, b.acdc_train_steps, extra, data=acdc_overrides(b))
+        for label, preset, run, extra in rows
+    }
 
 
 def acdc_volumes(config: Config, n: int) -> dict[str, list[tuple[str, torch.Tensor, torch.Tensor]]]:
@@ -538,8 +535,11 @@ def acdc_classes(b: Budget) -> None:
     from diffuseg.data.labels import label_scheme
     from diffuseg.evaluation.evaluate import class_case_metrics
 
-    rows = {}
+    done = OUT / "acdc.json"
+    rows = json.loads(done.read_text())["rows"] if done.exists() else {}  # rows of an earlier run are kept
     for label, config in acdc_models(b).items():
+        if label in rows:
+            continue
         ckpt, train_min = ensure_trained(config)
         volumes = acdc_volumes(config, b.acdc_volumes)
         scheme = label_scheme(config.data.classes, config.data.foreground)
@@ -562,7 +562,7 @@ def acdc_classes(b: Budget) -> None:
         row["per_volume"] = per_volume
         rows[label] = row
         print("acdc", label, {k: round(row[k]["mean"], 4) for k in keys if k.startswith("dice")}, flush=True)
-    save_part("acdc", {"budget": dataclasses.asdict(b), "rows": rows, "classes": list(scheme.names)})
+        save_part("acdc", {"budget": dataclasses.asdict(b), "rows": rows, "classes": list(scheme.names)})
 
 
 PARTS: dict[str, Callable[[Budget], None]] = {
