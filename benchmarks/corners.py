@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/corners.py --seeds 8               # the demo preset, 8 seeds -> results/corners.md
     .venv/bin/python benchmarks/corners.py --seeds 2 --steps 20    # smoke check
+    .venv/bin/python benchmarks/corners.py --seeds 1 --flip-data   # every item mirrored left-right, train and test
 
 Each seed trains the ``demo`` preset on the bundled LIDC subset (``train.seed`` = seed; everything else as
 ``diffuseg demo``), draws ``sample.samples`` masks for each held-out slice (the demo's validation patients)
@@ -62,7 +63,7 @@ def _overrides(config) -> list[str]:
     return extra
 
 
-def report(rows: dict[int, dict], info: dict) -> Path:
+def report(rows: dict[int, dict], info: dict, name: str = "corners") -> Path:
     sections = []
     for kind in ("samples", "fused"):
         table = [[seed, *r[kind], r[f"n_{kind}"]] for seed, r in sorted(rows.items())]
@@ -73,9 +74,24 @@ def report(rows: dict[int, dict], info: dict) -> Path:
             chi2, p = stats.chisquare(total)
             body += f"\nChi-square against equal corners: {chi2:.2f} (3 d.o.f.), p = {p:.3g}.\n"
         sections.append((f"{kind.capitalize()} with foreground in a corner square (side 1/8)", body))
-    path = RESULTS / "corners.md"
-    write_markdown(path, "Corner symmetry of the trained demo model", info, sections)
+    path = RESULTS / f"{name}.md"
+    title = "Corner symmetry of the trained demo model" + (", every item mirrored left-right" if "flip" in name else "")
+    write_markdown(path, title, info, sections)
     return path
+
+
+def flip_every_item() -> None:
+    """Mirror every dataset item (image and masks) left-right, for training and held-out slices alike: if the
+    corner preference came from the data, it would move to the other side."""
+    from diffuseg.data import dataset
+
+    item = dataset.SegmentationDataset._item
+
+    def mirrored(self, index: int) -> dict:
+        out = item(self, index)
+        return out | {k: out[k].flip(-1).contiguous() for k in ("image", "masks", "mask")}
+
+    dataset.SegmentationDataset._item = mirrored
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,12 +99,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=8, help="training seeds 0..N-1")
     parser.add_argument("--steps", type=int, help="training steps (default: the demo preset's)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--flip-data", action="store_true", help="mirror every item left-right (runs/corners-flipped)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine()
     print_machine(info)
-    out = Path(__file__).resolve().parents[1] / "runs" / "corners"
-    saved = RESULTS / "corners" / "counts.json"
+    name = "corners-flipped" if args.flip_data else "corners"
+    if args.flip_data:
+        flip_every_item()
+    out = Path(__file__).resolve().parents[1] / "runs" / name
+    saved = RESULTS / name / "counts.json"
     rows = {int(k): v for k, v in json.loads(saved.read_text()).items()} if saved.exists() and not args.steps else {}
     for seed in range(args.seeds):
         if seed not in rows:
@@ -97,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             if not args.steps:
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 write_text_atomic(saved, json.dumps(rows, indent=1))
-    print("wrote", report(rows, info))
+    print("wrote", report(rows, info, name))
 
 
 if __name__ == "__main__":
