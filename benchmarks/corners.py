@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality as Q
 from common import RESULTS, machine, markdown_table, print_machine, write_markdown
 
-from diffuseg.config import load_config, write_text_atomic
+from diffuseg.config import write_text_atomic
 from diffuseg.demo import DEMO_DATA, demo_config
 from diffuseg.errors import UserError
 
@@ -43,8 +43,8 @@ def corner_hits(masks: torch.Tensor, fraction: float = 1 / 8) -> np.ndarray:
 
 
 def run_seed(seed: int, steps: int | None, out: Path) -> dict:
-    config = demo_config(out / f"seed-{seed}", DEMO_DATA, steps)
-    config = load_config("demo", [*_overrides(config), f"train.seed={seed}", f"sample.seed={seed}"])
+    extra = [f"train.seed={seed}", f"sample.seed={seed}", "train.precision=32-true"]
+    config = demo_config(out / f"seed-{seed}", DEMO_DATA, steps, extra)
     ckpt, train_min = Q.ensure_trained(config)
     cases = Q.val_cases(config, 10_000)
     results = Q.draw_members(ckpt, cases)
@@ -52,15 +52,6 @@ def run_seed(seed: int, steps: int | None, out: Path) -> dict:
     fused = torch.cat([r.fused for r in results])
     return {"samples": corner_hits(samples).tolist(), "fused": corner_hits(fused).tolist(),
             "n_samples": int(samples.shape[0]), "n_fused": int(fused.shape[0]), "train_min": train_min}  # fmt: skip
-
-
-def _overrides(config) -> list[str]:
-    d, t = config.data, config.train
-    extra = [f"data.root={d.root}", f"train.out_dir={t.out_dir}", f"data.cache_dir={d.cache_dir}",
-             f"train.steps={t.steps}", "train.precision=32-true"]  # fmt: skip
-    if d.train_patients:
-        extra += [f"data.train_patients={d.train_patients}", f"data.val_patients={d.val_patients}"]
-    return extra
 
 
 def report(rows: dict[int, dict], info: dict, name: str = "corners") -> Path:

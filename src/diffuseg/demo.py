@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -31,8 +32,9 @@ DEMO_DATA = Path(__file__).resolve().parent / "demo_data" / "lidc"
 HELD_OUT = 24  # held-out slices predicted and scored
 
 
-def demo_config(out_dir: Path, data: Path, steps: int | None) -> Config:
-    """The ``demo`` preset pointed at ``data`` and ``out_dir/run``; patient lists from the data root if any."""
+def demo_config(out_dir: Path, data: Path, steps: int | None, extra: Sequence[str] = ()) -> Config:
+    """The ``demo`` preset pointed at ``data`` and ``out_dir/run``; patient lists from the data root if any;
+    ``extra``: further dotted overrides (e.g. ``train.seed=1``)."""
     overrides = [f"data.root={data}", f"train.out_dir={out_dir / 'run'}", f"data.cache_dir={out_dir / 'cache'}"]
     if (data / "train_patients.txt").is_file() and (data / "val_patients.txt").is_file():
         overrides += [
@@ -41,7 +43,7 @@ def demo_config(out_dir: Path, data: Path, steps: int | None) -> Config:
         ]
     if steps is not None:
         overrides.append(f"train.steps={steps}")
-    return load_config("demo", overrides)
+    return load_config("demo", [*overrides, *extra])
 
 
 def held_out_copy(config: Config, dest: Path, limit: int | None = None) -> int:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from diffuseg.config import atomic_path, write_text_atomic
@@ -40,7 +39,14 @@ from diffuseg.evaluation.headline import (
     run_info,
 )
 from diffuseg.evaluation.labelmaps import read_label_map
-from diffuseg.evaluation.report_classes import class_table, figure_legend, legend_html, overlay_classes, scheme_of
+from diffuseg.evaluation.report_classes import (
+    class_table,
+    figure_legend,
+    legend_html,
+    overlay_classes,
+    overlay_mask,
+    scheme_of,
+)
 
 # What each metric means, for the summary table (higher is better unless said otherwise).
 METRIC_HELP: dict[str, str] = {
@@ -417,7 +423,7 @@ def _case_figure(
         if mask is not None and mask.shape == image.shape and scheme is not None:
             overlay_classes(ax, mask, scheme)
         elif mask is not None and mask.shape == image.shape:
-            _overlay(ax, mask, colour)
+            overlay_mask(ax, mask, colour)
             if title == "fused":
                 for m, c in zip(masks, _ANNOTATOR_COLOURS):
                     ax.contour(m.astype(float), levels=[0.5], colors=[c], linewidths=0.8)
@@ -459,19 +465,6 @@ def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 4
     centre = ((rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2)
     starts = [int(np.clip(c - side // 2, 0, n - side)) for c, n in zip(centre, shape)]
     return slice(starts[0], starts[0] + side), slice(starts[1], starts[1] + side)
-
-
-def _overlay(ax, mask: np.ndarray, colour: str) -> None:
-    ax.imshow(
-        np.ma.masked_where(~mask, mask.astype(float)),
-        cmap=ListedColormap([colour]),
-        alpha=0.45,
-        interpolation="nearest",
-        vmin=0,
-        vmax=1,
-    )
-    if mask.any():
-        ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.0)
 
 
 def _tidy(ax, title: str) -> None:

@@ -89,22 +89,26 @@ def _cell(s: dict | None) -> str:
     return f"{s['mean']:.4f} &plusmn; {s['std']:.4f} <span class='muted'>(n={s['n']})</span>"
 
 
+def overlay_mask(ax, mask: np.ndarray, colour: str, alpha: float = 0.45) -> None:
+    """The boolean ``mask`` (H,W) filled in ``colour`` over what ``ax`` shows, and outlined when not empty."""
+    ax.imshow(
+        np.ma.masked_where(~mask, mask.astype(float)),
+        cmap=ListedColormap([colour]),
+        alpha=alpha,
+        interpolation="nearest",
+        vmin=0,
+        vmax=1,
+    )
+    if mask.any():
+        ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.0)
+
+
 def overlay_classes(ax, atoms: np.ndarray, scheme: LabelScheme) -> None:
     """Each class of the atom map ``atoms`` (H,W) filled and outlined in its colour (regions overlap)."""
     masks = scheme.class_masks(torch.from_numpy(np.asarray(atoms).astype(np.int64))).numpy()
     for k, mask in enumerate(masks):
-        if not mask.any():
-            continue
-        colour = class_colour(k)
-        ax.imshow(
-            np.ma.masked_where(~mask, mask.astype(float)),
-            cmap=ListedColormap([colour]),
-            alpha=0.4,
-            interpolation="nearest",
-            vmin=0,
-            vmax=1,
-        )
-        ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.0)
+        if mask.any():
+            overlay_mask(ax, mask, class_colour(k), alpha=0.4)
 
 
 def figure_legend(fig, scheme: LabelScheme) -> None:
