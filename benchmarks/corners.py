@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     info = machine()
     print_machine(info)
-    name = "corners-flipped" if args.flip_data else "corners"
+    # a smoke check (--steps) trains in its own runs and writes its own page, never over the real ones
+    name = ("corners-flipped" if args.flip_data else "corners") + ("-smoke" if args.steps else "")
     if args.flip_data:
         flip_every_item()
     out = Path(__file__).resolve().parents[1] / "runs" / name
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         if seed not in rows:
             rows[seed] = run_seed(seed, args.steps, out)
             print("seed", seed, rows[seed], flush=True)
-            if not args.steps:
+            if not args.steps:  # a smoke check's counts are not kept
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 write_text_atomic(saved, json.dumps(rows, indent=1))
     print("wrote", report(rows, info, name))
