@@ -90,12 +90,21 @@ class DiffusionProcess:
         ``coef``: (alpha_t, sigma_t) as columns for z's rows."""
         if not self.cfg.self_condition:
             return z
-        alpha, sigma = coef
 
         def first_pass(zin: Tensor) -> Tensor:
-            return param.to_x0(self.prediction, net(zin, t, image).float(), z, alpha, sigma).clamp(-1.0, 1.0)
+            return self._clipped_x0(net, zin, z, t, image, coef)
 
         return recipes.self_condition_input(z, recipes.self_condition_estimate(first_pass, z, generator))
+
+    def _with_estimate(self, z: Tensor, estimate: Tensor | None) -> Tensor:
+        """The network's x_t input: z, and with self-conditioning the estimate (zero when None) beside it."""
+        return recipes.self_condition_input(z, estimate) if self.cfg.self_condition else z
+
+    def _clipped_x0(
+        self, net: Network, zin: Tensor, z: Tensor, t: Tensor, image: Tensor, coef: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """x_hat in [-1, 1] from one call on the input ``zin`` of z (per-row ``coef`` = (alpha_t, sigma_t))."""
+        return param.to_x0(self.prediction, net(zin, t, image).float(), z, *coef).clamp(-1.0, 1.0)
 
     @torch.no_grad()
     def _recycle_estimate(self, net: Network, x0: Tensor, image: Tensor, generator: torch.Generator) -> Tensor:
@@ -105,8 +114,7 @@ class DiffusionProcess:
         alpha, sigma = (_col(v, x0) for v in self.schedule.alpha_sigma(t_max))
         z = alpha * x0 + sigma * noise
         t_in = t_max.to(device=x0.device, dtype=torch.float32)
-        zin = recipes.self_condition_input(z, None) if self.cfg.self_condition else z
-        return param.to_x0(self.prediction, net(zin, t_in, image).float(), z, alpha, sigma).clamp(-1.0, 1.0)
+        return self._clipped_x0(net, self._with_estimate(z, None), z, t_in, image, (alpha, sigma))
 
     def predict_x0(self, pred: Tensor, z: Tensor, t: float, clip: bool = True) -> Tensor:
         """x_hat from a network output at a single time t shared by the batch; clipped to [-1, 1]."""
@@ -120,5 +128,4 @@ class DiffusionProcess:
         """One network call at time t for all rows of z (rows grouped by image); returns x_hat. ``estimate``:
         the previous step's x_hat, which the network sees with self-conditioning (zero when None)."""
         t_in = torch.full((z.shape[0],), t, device=z.device, dtype=torch.float32)
-        zin = recipes.self_condition_input(z, estimate) if self.cfg.self_condition else z
-        return self.predict_x0(net(zin, t_in, image), z, t, clip)
+        return self.predict_x0(net(self._with_estimate(z, estimate), t_in, image), z, t, clip)
