@@ -2,7 +2,10 @@
 
 A stride-2 3x3 convolution (``downsample=conv``, the papers' UNets) samples pixels 0, 2, ..., H-2: it reads the
 top and left borders through its padding and never the bottom and right ones, so no network built with it can
-treat the four corners alike; ``downsample=centred`` (2x2 average, then a 3x3 convolution) can.
+treat the four corners alike; ``downsample=centred`` (2x2 average, then a 3x3 convolution) can. With
+``padding=reflect`` a border pixel also sees what an interior pixel sees: a constant input gives a constant
+output, where zero padding marks every border pixel. The augmentation draws the 8 symmetries of the square
+equally often, so training shows the network each corner alike.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffuseg.data.transforms import resize_pair, rotate_pair
+from diffuseg.data.transforms import Augment, resize_pair, rotate_pair
 from diffuseg.nets.blocks import Downsample, Upsample
 from diffuseg.nets.unet import DiffusionUNet
 
@@ -21,6 +24,15 @@ TRANSFORMS = {
     "rot180": lambda x: x.flip(-2, -1),
     "transpose": lambda x: x.transpose(-1, -2),
 }
+
+
+# the 7 symmetries of the square other than the identity
+SYMMETRIES = (
+    *TRANSFORMS.values(),
+    lambda x: x.transpose(-1, -2).flip(-1, -2),  # anti-transpose
+    lambda x: torch.rot90(x, 1, (-2, -1)),
+    lambda x: torch.rot90(x, -1, (-2, -1)),
+)
 
 
 def symmetrise(net: nn.Module) -> nn.Module:
@@ -38,15 +50,16 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+def _tiny_unet(**options) -> DiffusionUNet:
+    return DiffusionUNet(1, channels=[8, 8, 16], num_res_blocks=[1, 1, 1], middle_blocks=1, time_dim=16, **options)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
-def test_centred_unet_treats_corners_alike(name):
+def test_centred_unet_treats_corners_alike(name, padding):
     torch.manual_seed(0)
     tf = TRANSFORMS[name]
-    net = symmetrise(
-        DiffusionUNet(
-            1, channels=[8, 8, 16], num_res_blocks=[1, 1, 1], middle_blocks=1, time_dim=16, downsample="centred"
-        )
-    ).eval()
+    net = symmetrise(_tiny_unet(downsample="centred", padding=padding)).eval()
     image, x_t, t = torch.rand(2, 1, 32, 32), torch.randn(2, 1, 32, 32), torch.tensor([0.3, 0.8])
     with torch.no_grad():
         assert _relative_error(net(tf(x_t), t, tf(image)), tf(net(x_t, t, image))) < 1e-4
@@ -78,3 +91,47 @@ def test_resize_and_rotation_commute_with_flips(name):
         img, msk = rotate_pair(image, masks, 10.0)
         img_t, msk_t = rotate_pair(tf(image), tf(masks), 10.0)
         assert torch.allclose(img_t, tf(img), atol=1e-5) and (msk_t != tf(msk)).float().mean() < 0.01
+
+
+def test_reflect_padding_leaves_no_mark_at_the_border():
+    torch.manual_seed(0)
+    image, x_t, t = torch.full((1, 1, 32, 32), 0.3), torch.full((1, 1, 32, 32), -0.7), torch.tensor([0.5])
+    with torch.no_grad():
+        out = {p: _tiny_unet(downsample="centred", padding=p).eval()(x_t, t, image)[0, 0] for p in ("zeros", "reflect")}
+    assert (out["reflect"] - out["reflect"][16, 16]).abs().max() < 1e-5  # every pixel, corners included
+    assert (out["zeros"][0, 0] - out["zeros"][16, 16]).abs() > 1e-3  # zero padding: the corner differs
+
+
+def test_padding_keeps_the_parameters():
+    zeros, reflect = _tiny_unet(padding="zeros"), _tiny_unet(padding="reflect")
+    shapes = {k: v.shape for k, v in zeros.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in reflect.state_dict().items()}
+    reflect.load_state_dict(zeros.state_dict())  # one checkpoint format for both
+
+
+def test_augmentation_draws_every_symmetry_of_the_square_equally():
+    augment = Augment(rotation=0.0, contrast=0.0, brightness=0.0, gamma=0.0)
+    image = torch.arange(16.0).reshape(1, 4, 4)  # no two symmetries give the same image
+    variants = [tf(image) for tf in (lambda x: x, *SYMMETRIES)]
+    g, counts = torch.Generator().manual_seed(0), [0] * len(variants)
+    draws = 4000
+    for _ in range(draws):
+        out, _ = augment(image, image.new_zeros((0, 4, 4), dtype=torch.uint8), g)
+        counts[next(i for i, v in enumerate(variants) if torch.equal(out, v))] += 1
+    assert min(counts) > 0.8 * draws / 8 and max(counts) < 1.2 * draws / 8, counts
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_medsegdiff_with_centred_downsampling_and_reflect_padding_treats_corners_alike(name):
+    from diffuseg.nets.medsegdiff import MedSegDiff
+
+    torch.manual_seed(0)
+    tf = TRANSFORMS[name]
+    options = {"downsample": "centred", "padding": "reflect"}  # FF-Parser as initialised: the identity
+    net = symmetrise(MedSegDiff(1, [1, 1, 1, 1], [8, 8, 16, 16], decoder_blocks=1, **options)).eval()
+    image, x_t, t = torch.rand(2, 1, 32, 32), torch.randn(4, 1, 32, 32), torch.tensor([0.3, 0.3, 0.8, 0.8])
+    with torch.no_grad():
+        assert _relative_error(net(tf(x_t), t, tf(image)), tf(net(x_t, t, image))) < 1e-4
+        if name != "transpose":  # the strided conv treats a transpose alike, not the flips
+            paper = symmetrise(MedSegDiff(1, [1, 1, 1, 1], [8, 8, 16, 16], decoder_blocks=1)).eval()
+            assert _relative_error(paper(tf(x_t), t, tf(image)), tf(paper(x_t, t, image))) > 0.1

@@ -64,19 +64,40 @@ class TimeEmbedding(nn.Module):
         return self.mlp(sinusoidal_embedding(t, self.base_dim).to(self.mlp[0].weight.dtype))
 
 
+class Padding(StrEnum):
+    """What a 3x3 convolution reads beyond the border of its map.
+
+    ``zeros`` (the papers' networks, Nichol & Dhariwal 2021): zeros, so a corner pixel reads 5 of its 9 taps
+    from zeros and an edge pixel 3, at every layer; the network behaves differently there, and what it does
+    at the 4 corner pixels of an image is learnt from those 4 pixels alone. On the demo preset this was the
+    cause of one-pixel false-positive masks in the image corners (docs/networks.md). ``reflect``: the map
+    mirrored about its border pixels (torch ``padding_mode="reflect"``), so border pixels see the statistics
+    of the interior; it needs at least 2 pixels per side at the lowest resolution. Same parameters.
+    """
+
+    ZEROS = "zeros"
+    REFLECT = "reflect"
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, padding: Padding | str = Padding.ZEROS) -> nn.Conv2d:
+    """3x3 convolution, one pixel of ``padding`` (``Padding``) per side: (N, in_ch, H, W) -> (N, out_ch, H/s, W/s)."""
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, padding_mode=str(Padding.parse(padding)))
+
+
 class ResBlock(nn.Module):
     """(GN, SiLU, conv3x3) -> + time projection -> (GN, SiLU, conv3x3), plus a residual connection.
 
     forward: x (N, in_ch, H, W), emb (N, emb_dim) or None -> (N, out_ch, H, W).
     ``emb_dim=None`` builds a block without time input (the deterministic baseline). The time projection
     is (SiLU, linear) on the shared embedding, i.e. the per-block end of the paper's "linear, SiLU, linear".
+    ``padding``: see ``Padding``.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None, padding: Padding | str = Padding.ZEROS):
         super().__init__()
-        self.in_layers = nn.Sequential(group_norm(in_ch), nn.SiLU(), nn.Conv2d(in_ch, out_ch, 3, padding=1))
+        self.in_layers = nn.Sequential(group_norm(in_ch), nn.SiLU(), conv3x3(in_ch, out_ch, padding=padding))
         self.emb_proj = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_ch)) if emb_dim else None
-        self.out_layers = nn.Sequential(group_norm(out_ch), nn.SiLU(), nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.out_layers = nn.Sequential(group_norm(out_ch), nn.SiLU(), conv3x3(out_ch, out_ch, padding=padding))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,13 +143,19 @@ class DownsampleKind(StrEnum):
 
 
 class Downsample(nn.Module):
-    """(N, C, H, W) -> (N, out_ch, H/2, W/2) by ``kind`` (see ``DownsampleKind``)."""
+    """(N, C, H, W) -> (N, out_ch, H/2, W/2) by ``kind`` (see ``DownsampleKind``), the conv padded by ``padding``."""
 
-    def __init__(self, channels: int, out_ch: int | None = None, kind: DownsampleKind | str = DownsampleKind.CONV):
+    def __init__(
+        self,
+        channels: int,
+        out_ch: int | None = None,
+        kind: DownsampleKind | str = DownsampleKind.CONV,
+        padding: Padding | str = Padding.ZEROS,
+    ):
         super().__init__()
         self.kind = DownsampleKind.parse(kind)
         stride = 2 if self.kind is DownsampleKind.CONV else 1
-        self.conv = nn.Conv2d(channels, out_ch or channels, 3, stride=stride, padding=1)
+        self.conv = conv3x3(channels, out_ch or channels, stride, padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind is DownsampleKind.CENTRED:
@@ -139,14 +166,14 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Nearest-neighbour x2 then 3x3 convolution: (N, C, H, W) -> (N, out_ch, 2H, 2W)."""
 
-    def __init__(self, channels: int, out_ch: int | None = None):
+    def __init__(self, channels: int, out_ch: int | None = None, padding: Padding | str = Padding.ZEROS):
         super().__init__()
-        self.conv = nn.Conv2d(channels, out_ch or channels, 3, padding=1)
+        self.conv = conv3x3(channels, out_ch or channels, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def output_head(channels: int, out_ch: int = 1) -> nn.Sequential:
+def output_head(channels: int, out_ch: int = 1, padding: Padding | str = Padding.ZEROS) -> nn.Sequential:
     """(GN, SiLU, conv3x3) to the prediction channels: (N, channels, H, W) -> (N, out_ch, H, W)."""
-    return nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_ch, 3, padding=1))
+    return nn.Sequential(group_norm(channels), nn.SiLU(), conv3x3(channels, out_ch, padding=padding))

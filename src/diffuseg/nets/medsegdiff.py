@@ -36,7 +36,16 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from diffuseg.nets.blocks import Downsample, ResBlock, TimeEmbedding, Upsample, output_head
+from diffuseg.nets.blocks import (
+    Downsample,
+    DownsampleKind,
+    Padding,
+    ResBlock,
+    TimeEmbedding,
+    Upsample,
+    conv3x3,
+    output_head,
+)
 from diffuseg.nets.ffparser import FFParser
 
 # Variants (section 3.2: S, B, L use 4x, 5x, 6x downsampling). Widths tuned towards Table 3 (13, 25, 41 M).
@@ -48,12 +57,22 @@ VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
 
 
 class EncoderStage(nn.Module):
-    """Optional strided-conv downsampling, then ``blocks`` residual blocks. (N, cin, H, W) -> (N, cout, H', W')."""
+    """Optional downsampling (``kind``: ``blocks.DownsampleKind``), then ``blocks`` residual blocks, every 3x3
+    convolution padded by ``padding``. (N, cin, H, W) -> (N, cout, H', W')."""
 
-    def __init__(self, cin: int, cout: int, blocks: int, emb_dim: int, downsample: bool):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        blocks: int,
+        emb_dim: int,
+        downsample: bool,
+        kind: DownsampleKind | str = DownsampleKind.CONV,
+        padding: Padding | str = Padding.ZEROS,
+    ):
         super().__init__()
-        self.down = Downsample(cin) if downsample else nn.Identity()
-        self.blocks = nn.ModuleList(ResBlock(cin if i == 0 else cout, cout, emb_dim) for i in range(blocks))
+        self.down = Downsample(cin, kind=kind, padding=padding) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList(ResBlock(cin if i == 0 else cout, cout, emb_dim, padding) for i in range(blocks))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         x = self.down(x)
@@ -65,10 +84,12 @@ class EncoderStage(nn.Module):
 class DecoderStage(nn.Module):
     """Upsample (N, cin, H, W) to (N, cout, 2H, 2W), concatenate the skip (N, cout, 2H, 2W), residual blocks."""
 
-    def __init__(self, cin: int, cout: int, blocks: int, emb_dim: int):
+    def __init__(self, cin: int, cout: int, blocks: int, emb_dim: int, padding: Padding | str = Padding.ZEROS):
         super().__init__()
-        self.up = Upsample(cin, cout)
-        self.blocks = nn.ModuleList(ResBlock(2 * cout if i == 0 else cout, cout, emb_dim) for i in range(blocks))
+        self.up = Upsample(cin, cout, padding)
+        self.blocks = nn.ModuleList(
+            ResBlock(2 * cout if i == 0 else cout, cout, emb_dim, padding) for i in range(blocks)
+        )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.up(x), skip], dim=1)
@@ -133,6 +154,8 @@ class MedSegDiff(nn.Module):
     x_t and the head predicts C channels; ``mask_channels`` and ``out_channels`` are separate so that x_t can
     carry more than the prediction (e.g. a self-conditioning estimate). Binary: both 1, as in the paper.
     H and W must be divisible by 2^(len(stage_blocks) - 1). ``channels[s]`` is the width of stage s.
+    ``downsample`` (``blocks.DownsampleKind``) and ``padding`` (``blocks.Padding``) default to the paper's
+    strided convolution and zero padding; ``centred`` and ``reflect`` treat the four corners alike.
     FF-Parser filters are stored at the skip's size for a ``ff_reference_size`` input, at most
     ``ff_max_size`` per side (see ``ffparser``); any other size resamples them.
     """
@@ -153,8 +176,11 @@ class MedSegDiff(nn.Module):
         ff_max_size: int = 64,
         out_channels: int = 1,
         mask_channels: int = 1,
+        downsample: DownsampleKind | str = DownsampleKind.CONV,
+        padding: Padding | str = Padding.ZEROS,
     ):
         super().__init__()
+        self.padding = padding = Padding.parse(padding)
         n = len(stage_blocks)
         if n < 4 or len(channels) != n:
             raise ValueError(f"need >= 4 stages and one width per stage, got {stage_blocks} and {channels}")
@@ -172,27 +198,31 @@ class MedSegDiff(nn.Module):
         self.shared_until = self.fusion_stages[0] if dynamic_conditioning else n - 2
         emb_dim = 4 * channels[0]
         self.time_embed = TimeEmbedding(channels[0], emb_dim)
-        self.image_stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
-        self.mask_stem = nn.Conv2d(mask_channels, channels[0], 3, padding=1)
+        self.image_stem = conv3x3(in_channels, channels[0], padding=padding)
+        self.mask_stem = conv3x3(mask_channels, channels[0], padding=padding)
+
+        def stage(s: int) -> EncoderStage:
+            return EncoderStage(
+                channels[max(s - 1, 0)], channels[s], stage_blocks[s], emb_dim, s > 0, downsample, padding
+            )
 
         def encoder() -> nn.ModuleList:
-            return nn.ModuleList(
-                EncoderStage(channels[max(s - 1, 0)], channels[s], stage_blocks[s], emb_dim, s > 0)
-                for s in range(n - 1)
-            )
+            return nn.ModuleList(stage(s) for s in range(n - 1))
 
         self.image_encoder = encoder()
         self.mask_encoder = encoder()
         self.fusion = nn.ModuleDict({str(s): AttentiveFusion(channels[s]) for s in self.fusion_stages})
-        self.last_stage = EncoderStage(channels[n - 2], channels[n - 1], stage_blocks[n - 1], emb_dim, True)
+        self.last_stage = EncoderStage(
+            channels[n - 2], channels[n - 1], stage_blocks[n - 1], emb_dim, True, downsample, padding
+        )
         self.skip_filters = nn.ModuleList(
             FFParser(channels[s], (min(ff_max_size, ff_reference_size >> s),) * 2) if ff_parser else nn.Identity()
             for s in range(n - 1)
         )
         self.decoder = nn.ModuleList(
-            DecoderStage(channels[s + 1], channels[s], decoder_blocks, emb_dim) for s in reversed(range(n - 1))
+            DecoderStage(channels[s + 1], channels[s], decoder_blocks, emb_dim, padding) for s in reversed(range(n - 1))
         )
-        self.head = output_head(channels[0], out_channels)
+        self.head = output_head(channels[0], out_channels, padding)
 
     def structure(self) -> str:
         """One line for ``diffuseg info``: blocks and widths per stage, where Dy-Cond and FF-Parser are."""
@@ -253,10 +283,13 @@ def medsegdiff(
     ff_parser: bool = True,
     decoder_blocks: int = 2,
     ff_max_size: int = 64,
+    downsample: str = "conv",
+    padding: str = "zeros",
     out_channels: int = 1,
     mask_channels: int = 1,
 ) -> MedSegDiff:
     """MedSegDiff-S/B/L (``variant`` "s", "b" or "l") with stage widths ``base_channels * channel_mult``;
+    ``downsample``: conv | centred, ``padding``: zeros | reflect (``blocks``; the paper's: conv, zeros);
     ``mask_channels`` / ``out_channels``: channels of x_t and of the prediction (C classes; binary 1)."""
     spec = VARIANTS[variant]
     return MedSegDiff(
@@ -269,4 +302,6 @@ def medsegdiff(
         ff_max_size=ff_max_size,
         out_channels=out_channels,
         mask_channels=mask_channels,
+        downsample=downsample,
+        padding=padding,
     )

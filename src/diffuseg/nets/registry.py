@@ -31,12 +31,13 @@ def diffusion_unet(
     middle_blocks: int = MIDDLE_BLOCKS,
     time_dim: int = TIME_DIM,
     downsample: str = "conv",
+    padding: str = "zeros",
     mask_channels: int = 1,
     out_channels: int = 1,
 ) -> DiffusionUNet:
     """The ambiguity paper's diffusion UNet (image concatenated with x_t); ``downsample``: conv | centred;
-    ``mask_channels`` / ``out_channels``: channels of x_t and of the prediction (C classes; x_t 2C with
-    self-conditioning)."""
+    ``padding``: zeros | reflect (``blocks.Padding``); ``mask_channels`` / ``out_channels``: channels of x_t
+    and of the prediction (C classes; x_t 2C with self-conditioning)."""
     return DiffusionUNet(
         in_channels,
         mask_channels=mask_channels,
@@ -46,6 +47,7 @@ def diffusion_unet(
         middle_blocks=middle_blocks,
         time_dim=time_dim,
         downsample=downsample,
+        padding=padding,
     )
 
 
@@ -55,9 +57,11 @@ def segmentation_unet(
     num_res_blocks: Sequence[int] = NUM_RES_BLOCKS,
     middle_blocks: int = MIDDLE_BLOCKS,
     downsample: str = "conv",
+    padding: str = "zeros",
     out_channels: int = 1,
 ) -> SegmentationUNet:
-    """The deterministic baseline: the same backbone without x_t and t, ``forward(image) -> logits``."""
+    """The deterministic baseline: the same backbone without x_t and t, ``forward(image) -> logits``;
+    ``downsample`` and ``padding`` as for ``diffusion_unet``."""
     return SegmentationUNet(
         in_channels,
         out_channels=out_channels,
@@ -65,6 +69,7 @@ def segmentation_unet(
         num_res_blocks=tuple(num_res_blocks),
         middle_blocks=middle_blocks,
         downsample=downsample,
+        padding=padding,
     )
 
 

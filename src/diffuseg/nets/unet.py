@@ -29,9 +29,11 @@ from diffuseg.nets.blocks import (
     Attention,
     Downsample,
     DownsampleKind,
+    Padding,
     ResBlock,
     TimeEmbedding,
     Upsample,
+    conv3x3,
     output_head,
 )
 
@@ -46,9 +48,9 @@ TIME_DIM = 384
 class _Level(nn.Module):
     """Residual blocks of one resolution, each followed by attention when ``attention`` is set."""
 
-    def __init__(self, in_chs: Sequence[int], out_ch: int, emb_dim: int | None, attention: bool):
+    def __init__(self, in_chs: Sequence[int], out_ch: int, emb_dim: int | None, attention: bool, padding: Padding):
         super().__init__()
-        self.blocks = nn.ModuleList(ResBlock(c, out_ch, emb_dim) for c in in_chs)
+        self.blocks = nn.ModuleList(ResBlock(c, out_ch, emb_dim, padding) for c in in_chs)
         self.attn = nn.ModuleList(Attention(out_ch) if attention else nn.Identity() for _ in in_chs)
 
 
@@ -61,7 +63,8 @@ class DiffusionUNet(nn.Module):
     ``mask_channels=0`` and ``time_embedding=False`` give the plain segmentation backbone (``features(image)``);
     ``head=False`` leaves out the output layer, and ``out_channels`` is then the feature width ``channels[0]``.
     ``time_dim`` is the width of the time embedding (sinusoids of width ``channels[0]``, then the MLP).
-    ``downsample`` is ``blocks.DownsampleKind``: ``conv`` (the paper's strided convolution) or ``centred``.
+    ``downsample`` is ``blocks.DownsampleKind``: ``conv`` (the paper's strided convolution) or ``centred``;
+    ``padding`` is ``blocks.Padding`` of every 3x3 convolution: ``zeros`` (the paper's) or ``reflect``.
     """
 
     def __init__(
@@ -76,8 +79,10 @@ class DiffusionUNet(nn.Module):
         time_dim: int = TIME_DIM,
         out_channels: int = 1,
         downsample: DownsampleKind | str = DownsampleKind.CONV,
+        padding: Padding | str = Padding.ZEROS,
     ):
         super().__init__()
+        self.padding = Padding.parse(padding)
         if len(channels) != len(num_res_blocks) or len(channels) < 2:
             raise ValueError(f"one block count per level needed, got {channels} and {num_res_blocks}")
         if min(channels) < 1 or min(num_res_blocks) < 1 or middle_blocks < 0 or time_dim < 1:
@@ -89,19 +94,19 @@ class DiffusionUNet(nn.Module):
         self.num_res_blocks = tuple(num_res_blocks)
         emb_dim = time_dim if time_embedding else None
         self.time_embed = TimeEmbedding(channels[0], emb_dim) if emb_dim else None
-        self.stem = nn.Conv2d(in_channels + mask_channels, channels[0], 3, padding=1)
+        self.stem = conv3x3(in_channels + mask_channels, channels[0], padding=self.padding)
 
         self.down = nn.ModuleList()
         self.downsamplers = nn.ModuleList()
         skip_chs = []
         prev = channels[0]
         for lvl, (ch, n) in enumerate(zip(channels, num_res_blocks)):
-            self.down.append(_Level([prev] + [ch] * (n - 1), ch, emb_dim, lvl == levels - 1))
+            self.down.append(_Level([prev] + [ch] * (n - 1), ch, emb_dim, lvl == levels - 1, self.padding))
             skip_chs += [ch] * n
             prev = ch
             if lvl < levels - 1:
-                self.downsamplers.append(Downsample(ch, kind=downsample))
-        self.middle = _Level([prev] * middle_blocks, prev, emb_dim, True)
+                self.downsamplers.append(Downsample(ch, kind=downsample, padding=self.padding))
+        self.middle = _Level([prev] * middle_blocks, prev, emb_dim, True, self.padding)
 
         self.up = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
@@ -111,11 +116,11 @@ class DiffusionUNet(nn.Module):
             for _ in range(n):
                 in_chs.append(prev + skip_chs.pop())
                 prev = ch
-            self.up.append(_Level(in_chs, ch, emb_dim, lvl == levels - 1))
+            self.up.append(_Level(in_chs, ch, emb_dim, lvl == levels - 1, self.padding))
             if lvl > 0:
-                self.upsamplers.append(Upsample(ch, channels[lvl - 1]))
+                self.upsamplers.append(Upsample(ch, channels[lvl - 1], self.padding))
                 prev = channels[lvl - 1]
-        self.head = output_head(channels[0], out_channels) if head else None
+        self.head = output_head(channels[0], out_channels, self.padding) if head else None
         self.out_channels = out_channels if head else channels[0]
 
     def structure(self) -> str:
@@ -169,6 +174,7 @@ class SegmentationUNet(nn.Module):
         super().__init__()
         self.net = DiffusionUNet(in_channels, mask_channels=0, time_embedding=False, **options)
         self.downsampling = self.net.downsampling
+        self.padding = self.net.padding
 
     def structure(self) -> str:
         return self.net.structure()
