@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/corners.py --seeds 2 --steps 20    # smoke check
     .venv/bin/python benchmarks/corners.py --seeds 1 --flip-data   # every item mirrored left-right, train and test
     .venv/bin/python benchmarks/corners.py --seeds 4 --mirror-init # every initial kernel mirrored left-right
-    .venv/bin/python benchmarks/corners.py --seeds 8 --set model.options.padding=reflect   # another preset option
+    .venv/bin/python benchmarks/corners.py --seeds 8 --set model.options.padding=partial   # another preset option
 
 Each seed trains the ``demo`` preset on the bundled LIDC subset (``train.seed`` = seed; everything else as
 ``diffuseg demo``), draws ``sample.samples`` masks for each held-out slice (the demo's validation patients)

@@ -44,19 +44,10 @@ def test_image_size_not_divisible_by_downsampling(synthetic, tmp_path, capsys):
     assert not (run / "checkpoints").exists()
 
 
-def test_reflect_padding_on_too_small_an_image(synthetic, tmp_path, capsys):
-    run = tmp_path / "run"
-    args = ["train", "demo", "--data", str(synthetic), "--out", str(run), "data.image_size=8"]
-    assert main([*args, "model.options.padding=reflect"]) == 2  # 8 px downsampled 8x: 1 pixel per side
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and "padding: reflect" in err and ">= 16" in err and "Traceback" not in err
-    assert not (run / "checkpoints").exists()
-
-
 def test_unknown_padding_is_refused(tmp_path, capsys):
     assert main(["train", "demo", "--out", str(tmp_path / "run"), "model.options.padding=circular"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "'circular' is not one of: zeros, reflect" in err
+    assert err.startswith("error:") and "'circular' is not one of: zeros, partial" in err
 
 
 @pytest.mark.slow

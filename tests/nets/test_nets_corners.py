@@ -2,10 +2,9 @@
 
 A stride-2 3x3 convolution (``downsample=conv``, the papers' UNets) samples pixels 0, 2, ..., H-2: it reads the
 top and left borders through its padding and never the bottom and right ones, so no network built with it can
-treat the four corners alike; ``downsample=centred`` (2x2 average, then a 3x3 convolution) can. With
-``padding=reflect`` a border pixel also sees what an interior pixel sees: a constant input gives a constant
-output, where zero padding marks every border pixel. The augmentation draws the 8 symmetries of the square
-equally often, so training shows the network each corner alike.
+treat the four corners alike; ``downsample=centred`` (2x2 average, then a 3x3 convolution) can, with zero or
+partial-convolution padding. The augmentation draws the 8 symmetries of the square equally often, so training
+shows the network each corner alike.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 
 from diffuseg.data.transforms import Augment, resize_pair, rotate_pair
-from diffuseg.nets.blocks import Downsample, Upsample
+from diffuseg.nets.blocks import Downsample, PartialPadConv2d, Upsample, conv3x3
 from diffuseg.nets.unet import DiffusionUNet
 
 TRANSFORMS = {
@@ -54,7 +53,7 @@ def _tiny_unet(**options) -> DiffusionUNet:
     return DiffusionUNet(1, channels=[8, 8, 16], num_res_blocks=[1, 1, 1], middle_blocks=1, time_dim=16, **options)
 
 
-@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+@pytest.mark.parametrize("padding", ["zeros", "partial"])
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 def test_centred_unet_treats_corners_alike(name, padding):
     torch.manual_seed(0)
@@ -93,20 +92,35 @@ def test_resize_and_rotation_commute_with_flips(name):
         assert torch.allclose(img_t, tf(img), atol=1e-5) and (msk_t != tf(msk)).float().mean() < 0.01
 
 
-def test_reflect_padding_leaves_no_mark_at_the_border():
-    torch.manual_seed(0)
-    image, x_t, t = torch.full((1, 1, 32, 32), 0.3), torch.full((1, 1, 32, 32), -0.7), torch.tensor([0.5])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_partial_padding_rescales_the_border_to_the_interior(stride):
+    zeros, partial = conv3x3(1, 1, stride, "zeros"), conv3x3(1, 1, stride, "partial")
+    assert isinstance(partial, PartialPadConv2d)
     with torch.no_grad():
-        out = {p: _tiny_unet(downsample="centred", padding=p).eval()(x_t, t, image)[0, 0] for p in ("zeros", "reflect")}
-    assert (out["reflect"] - out["reflect"][16, 16]).abs().max() < 1e-5  # every pixel, corners included
-    assert (out["zeros"][0, 0] - out["zeros"][16, 16]).abs() > 1e-3  # zero padding: the corner differs
+        for conv in (zeros, partial):
+            conv.weight.fill_(1.0 / 9)
+            conv.bias.fill_(0.5)
+        x = torch.full((1, 1, 8, 8), 2.0)
+        assert torch.allclose(partial(x), torch.full_like(partial(x), 2.5))  # a uniform kernel: flat everywhere
+        corner = 2.0 * 4 / 9 + 0.5  # zero padding: 4 of the 9 taps of output (0, 0) fall inside
+        assert torch.isclose(zeros(x)[0, 0, 0, 0], torch.tensor(corner))
+        x = torch.randn(2, 1, 8, 8)
+        assert torch.allclose(partial(x)[..., 1:-1, 1:-1], zeros(x)[..., 1:-1, 1:-1], atol=1e-6)  # interior: unchanged
+
+
+def test_partial_padding_under_bf16_autocast_and_channels_last():
+    net = _tiny_unet(downsample="centred", padding="partial").to(memory_format=torch.channels_last)
+    x_t = torch.randn(2, 1, 32, 32).to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x_t, torch.tensor([0.3, 0.8]), torch.rand(2, 1, 32, 32))
+    assert out.shape == (2, 1, 32, 32) and torch.isfinite(out.float()).all()
 
 
 def test_padding_keeps_the_parameters():
-    zeros, reflect = _tiny_unet(padding="zeros"), _tiny_unet(padding="reflect")
+    zeros, partial = _tiny_unet(padding="zeros"), _tiny_unet(padding="partial")
     shapes = {k: v.shape for k, v in zeros.state_dict().items()}
-    assert shapes == {k: v.shape for k, v in reflect.state_dict().items()}
-    reflect.load_state_dict(zeros.state_dict())  # one checkpoint format for both
+    assert shapes == {k: v.shape for k, v in partial.state_dict().items()}
+    partial.load_state_dict(zeros.state_dict())  # one checkpoint format for both
 
 
 def test_augmentation_draws_every_symmetry_of_the_square_equally():
@@ -122,12 +136,12 @@ def test_augmentation_draws_every_symmetry_of_the_square_equally():
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
-def test_medsegdiff_with_centred_downsampling_and_reflect_padding_treats_corners_alike(name):
+def test_medsegdiff_with_centred_downsampling_and_partial_padding_treats_corners_alike(name):
     from diffuseg.nets.medsegdiff import MedSegDiff
 
     torch.manual_seed(0)
     tf = TRANSFORMS[name]
-    options = {"downsample": "centred", "padding": "reflect"}  # FF-Parser as initialised: the identity
+    options = {"downsample": "centred", "padding": "partial"}  # FF-Parser as initialised: the identity
     net = symmetrise(MedSegDiff(1, [1, 1, 1, 1], [8, 8, 16, 16], decoder_blocks=1, **options)).eval()
     image, x_t, t = torch.rand(2, 1, 32, 32), torch.randn(4, 1, 32, 32), torch.tensor([0.3, 0.3, 0.8, 0.8])
     with torch.no_grad():

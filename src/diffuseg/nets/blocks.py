@@ -67,21 +67,49 @@ class TimeEmbedding(nn.Module):
 class Padding(StrEnum):
     """What a 3x3 convolution reads beyond the border of its map.
 
-    ``zeros`` (the papers' networks, Nichol & Dhariwal 2021): zeros, so a corner pixel reads 5 of its 9 taps
-    from zeros and an edge pixel 3, at every layer; the network behaves differently there, and what it does
-    at the 4 corner pixels of an image is learnt from those 4 pixels alone. On the demo preset this was the
-    cause of one-pixel false-positive masks in the image corners (docs/networks.md). ``reflect``: the map
-    mirrored about its border pixels (torch ``padding_mode="reflect"``), so border pixels see the statistics
-    of the interior; it needs at least 2 pixels per side at the lowest resolution. Same parameters.
+    ``zeros`` (the papers' networks, Nichol & Dhariwal 2021): zeros. A corner pixel reads 5 of its 9 taps
+    from them and an edge pixel 3, at every layer, so the network computes something else there, and what it
+    computes at the 4 corner pixels of an image is learnt from those pixels alone. A short-trained model gets
+    them wrong: the demo's put foreground in the corner pixel of up to 8 % of its samples, in whichever corner
+    its training happened to leave worst (docs/networks.md). ``partial``: partial-convolution padding (Liu
+    et al. 2018, arXiv:1811.11718), ``PartialPadConv2d``: zeros, with the sum over the taps that fall inside
+    rescaled to all 9, so border pixels respond on the interior's scale. Same parameters and state dict.
     """
 
     ZEROS = "zeros"
-    REFLECT = "reflect"
+    PARTIAL = "partial"
+
+
+class PartialPadConv2d(nn.Conv2d):
+    """Zero-padded convolution rescaled where it reads padding (Liu et al. 2018, "Partial convolution based
+    padding", arXiv:1811.11718): out = conv(x, no bias) * taps / valid taps + bias, so a border pixel's response
+    has the scale of an interior one. Same parameters and state dict as ``nn.Conv2d``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._ratios: dict[tuple, torch.Tensor] = {}
+
+    def _ratio(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(1, 1, H', W') taps / valid taps for input ``x``'s size, cached per size, device and dtype."""
+        key = (*x.shape[-2:], x.device, dtype)
+        if key not in self._ratios:
+            ones = torch.ones(1, 1, *x.shape[-2:], device=x.device)
+            kernel = torch.ones(1, 1, *self.kernel_size, device=x.device)
+            valid = F.conv2d(ones, kernel, stride=self.stride, padding=self.padding)
+            self._ratios[key] = (kernel.numel() / valid).to(dtype)
+        return self._ratios[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(x, self.weight, None, self.stride, self.padding)
+        out = out * self._ratio(x, out.dtype)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1).to(out.dtype)
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, padding: Padding | str = Padding.ZEROS) -> nn.Conv2d:
     """3x3 convolution, one pixel of ``padding`` (``Padding``) per side: (N, in_ch, H, W) -> (N, out_ch, H/s, W/s)."""
-    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, padding_mode=str(Padding.parse(padding)))
+    padding = Padding.parse(padding)
+    conv = PartialPadConv2d if padding is Padding.PARTIAL else nn.Conv2d
+    return conv(in_ch, out_ch, 3, stride=stride, padding=1)
 
 
 class ResBlock(nn.Module):

@@ -155,7 +155,7 @@ class MedSegDiff(nn.Module):
     carry more than the prediction (e.g. a self-conditioning estimate). Binary: both 1, as in the paper.
     H and W must be divisible by 2^(len(stage_blocks) - 1). ``channels[s]`` is the width of stage s.
     ``downsample`` (``blocks.DownsampleKind``) and ``padding`` (``blocks.Padding``) default to the paper's
-    strided convolution and zero padding; ``centred`` and ``reflect`` treat the four corners alike.
+    strided convolution and zero padding (``centred`` treats the four corners alike; ``partial``: see there).
     FF-Parser filters are stored at the skip's size for a ``ff_reference_size`` input, at most
     ``ff_max_size`` per side (see ``ffparser``); any other size resamples them.
     """
@@ -289,7 +289,7 @@ def medsegdiff(
     mask_channels: int = 1,
 ) -> MedSegDiff:
     """MedSegDiff-S/B/L (``variant`` "s", "b" or "l") with stage widths ``base_channels * channel_mult``;
-    ``downsample``: conv | centred, ``padding``: zeros | reflect (``blocks``; the paper's: conv, zeros);
+    ``downsample``: conv | centred, ``padding``: zeros | partial (``blocks``; the paper's: conv, zeros);
     ``mask_channels`` / ``out_channels``: channels of x_t and of the prediction (C classes; binary 1)."""
     spec = VARIANTS[variant]
     return MedSegDiff(

@@ -36,7 +36,7 @@ def diffusion_unet(
     out_channels: int = 1,
 ) -> DiffusionUNet:
     """The ambiguity paper's diffusion UNet (image concatenated with x_t); ``downsample``: conv | centred;
-    ``padding``: zeros | reflect (``blocks.Padding``); ``mask_channels`` / ``out_channels``: channels of x_t
+    ``padding``: zeros | partial (``blocks.Padding``); ``mask_channels`` / ``out_channels``: channels of x_t
     and of the prediction (C classes; x_t 2C with self-conditioning)."""
     return DiffusionUNet(
         in_channels,

@@ -64,7 +64,7 @@ class DiffusionUNet(nn.Module):
     ``head=False`` leaves out the output layer, and ``out_channels`` is then the feature width ``channels[0]``.
     ``time_dim`` is the width of the time embedding (sinusoids of width ``channels[0]``, then the MLP).
     ``downsample`` is ``blocks.DownsampleKind``: ``conv`` (the paper's strided convolution) or ``centred``;
-    ``padding`` is ``blocks.Padding`` of every 3x3 convolution: ``zeros`` (the paper's) or ``reflect``.
+    ``padding`` is ``blocks.Padding`` of every 3x3 convolution: ``zeros`` (the paper's) or ``partial``.
     """
 
     def __init__(

@@ -288,20 +288,13 @@ class _DropAdverts(logging.Filter):
 
 
 def check_image_size(config: Config, net: torch.nn.Module) -> None:
-    """``UserError`` unless ``data.image_size`` is divisible by the network's downsampling factor (and, with
-    ``padding: reflect``, leaves at least 2 pixels per side at the lowest resolution)."""
+    """``UserError`` unless ``data.image_size`` is divisible by the network's downsampling factor."""
     factor = getattr(net, "downsampling", None)
     size = config.data.image_size
     if factor and size % factor:
         raise UserError(
             f"data.image_size={size} does not fit model {config.model.name}: it downsamples {factor}x, so the "
             f"image size must be a multiple of {factor} (e.g. {max(factor, size // factor * factor)})"
-        )
-    if factor and str(getattr(net, "padding", "zeros")) == "reflect" and size // factor < 2:
-        raise UserError(
-            f"data.image_size={size} is too small for model {config.model.name} with padding: reflect: it "
-            f"downsamples {factor}x, and reflection needs at least 2 pixels per side at the lowest resolution "
-            f"(data.image_size >= {2 * factor})"
         )
 
 
