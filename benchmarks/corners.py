@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/corners.py --seeds 1 --flip-data   # every item mirrored left-right, train and test
     .venv/bin/python benchmarks/corners.py --seeds 4 --mirror-init # every initial kernel mirrored left-right
     .venv/bin/python benchmarks/corners.py --seeds 8 --set model.options.padding=partial   # another preset option
+    .venv/bin/python benchmarks/corners.py --seeds 4 --fill        # scores and x_hat for seeds saved without them
 
 Each seed trains the ``demo`` preset on the bundled LIDC subset (``train.seed`` = seed; everything else as
 ``diffuseg demo``), draws ``sample.samples`` masks for each held-out slice (the demo's validation patients)
@@ -19,15 +20,18 @@ training treats the corners alike, each seed's four counts are as likely as any 
 the symmetries of the square (flips, turns, transposes). The randomisation test draws one symmetry per seed
 at random 100,000 times and reports how often the pooled chi-square is at least the one observed.
 Dice, HD95 (fused mask against each annotator, mean over slices) and GED over the 8 samples are reported per
-seed beside the counts, so that a change meant to remove corner foreground is seen at its cost in accuracy.
+seed beside the counts, so that a change meant to remove corner foreground is seen at its cost in accuracy,
+and so is the network's estimate x_hat at the 4 corner pixels at the sampler's first and last step: how sure
+the model is that a corner is background before and after the noise has been removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +44,9 @@ from common import RESULTS, machine, markdown_table, print_machine, write_markdo
 
 from diffuseg.config import write_text_atomic
 from diffuseg.demo import DEMO_DATA, demo_config
+from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.errors import UserError
+from diffuseg.training.checkpoint import LAST
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 # The 8 symmetries of the square as permutations of CORNERS: identity, flips left-right and up-down, turn by
@@ -56,6 +62,7 @@ SYMMETRIES = (
     (2, 0, 3, 1),
 )
 SCORES = ("dice", "hd95", "ged_biased_8")
+COUNTED = ("samples", "fused", "n_samples", "n_fused", "train_min")  # what a --fill keeps
 
 
 def corner_hits(masks: torch.Tensor, fraction: float = 1 / 8) -> np.ndarray:
@@ -80,18 +87,39 @@ def symmetry_test(counts: np.ndarray, draws: int = 100_000, seed: int = 0) -> fl
     return float((chi_square(totals) >= chi_square(counts.sum(0)) - 1e-9).mean())
 
 
+@contextlib.contextmanager
+def recording_corner_estimates(store: list[torch.Tensor]) -> Iterator[None]:
+    """While active, every sampler step appends the mean over its rows of x_hat at the 4 corner pixels
+    (order ``CORNERS``; -1 is background, +1 foreground) to ``store``."""
+    denoise = DiffusionProcess.denoise
+
+    def recording(self, *args, **kwargs):
+        x0 = denoise(self, *args, **kwargs)
+        store.append(x0[:, 0, [0, 0, -1, -1], [0, -1, 0, -1]].float().mean(0))
+        return x0
+
+    DiffusionProcess.denoise = recording
+    try:
+        yield
+    finally:
+        DiffusionProcess.denoise = denoise
+
+
 def run_seed(seed: int, steps: int | None, out: Path, overrides: list[str]) -> dict:
     extra = [f"train.seed={seed}", f"sample.seed={seed}", "train.precision=32-true", *overrides]
     config = demo_config(out / f"seed-{seed}", DEMO_DATA, steps, extra)
     ckpt, train_min = Q.ensure_trained(config)
     cases = Q.val_cases(config, 10_000)
-    results = Q.draw_members(ckpt, cases)
+    estimates: list[torch.Tensor] = []
+    with recording_corner_estimates(estimates):
+        results = Q.draw_members(ckpt, cases)
+    corner_x0 = torch.stack(estimates).view(-1, config.sample.steps, 4).mean(0)  # (steps, 4), calls by step
     samples = torch.cat([r.samples[:, 0] for r in results])
     fused = torch.cat([r.fused for r in results])
     scores = Q.score(results, cases, ged_sizes=(8,))
     return {"samples": corner_hits(samples).tolist(), "fused": corner_hits(fused).tolist(),
             "n_samples": int(samples.shape[0]), "n_fused": int(fused.shape[0]), "train_min": train_min,
-            "scores": {k: scores[k] for k in SCORES}}  # fmt: skip
+            "scores": {k: scores[k] for k in SCORES}, "corner_x0": corner_x0.tolist()}  # fmt: skip
 
 
 def report(rows: dict[int, dict], info: dict, name: str = "corners", overrides: Sequence[str] = ()) -> Path:
@@ -113,9 +141,17 @@ def report(rows: dict[int, dict], info: dict, name: str = "corners", overrides: 
     if scored:
         table = [[seed, *(f"{v[k]:.4f}" for k in SCORES)] for seed, v in scored.items()]
         values = np.array([[v[k] for k in SCORES] for v in scored.values()])
-        table.append(["mean ± sd", *(f"{m:.4f} ± {sd:.4f}" for m, sd in zip(values.mean(0), values.std(0, ddof=1)))])
+        if len(values) > 1:
+            spread = zip(values.mean(0), values.std(0, ddof=1))
+            table.append(["mean ± sd", *(f"{m:.4f} ± {sd:.4f}" for m, sd in spread)])
         sections.append(("Accuracy on the held-out slices (fused Dice and HD95 in pixels, GED over 8 samples)",
                          markdown_table(["seed", *SCORES], table)))  # fmt: skip
+    probed = {seed: np.array(r["corner_x0"]) for seed, r in sorted(rows.items()) if "corner_x0" in r}
+    if probed:
+        table = [[seed, *(f"{v:.3f}" for v in x[0]), *(f"{v:.3f}" for v in x[-1])] for seed, x in probed.items()]
+        heads = [f"{c}, first step" for c in CORNERS] + [f"{c}, last step" for c in CORNERS]
+        sections.append(("The network's x_hat at the corner pixels (mean over all samples; -1 is background)",
+                         markdown_table(["seed", *heads], table)))  # fmt: skip
     path = RESULTS / f"{name}.md"
     title = "Corner symmetry of the trained demo model"
     title += ", every item mirrored left-right" if "flipped" in name else ""
@@ -166,13 +202,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flip-data", action="store_true", help="mirror every item left-right (runs/corners-flipped)")
     parser.add_argument("--mirror-init", action="store_true", help="mirror every initial kernel left-right")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a further override")
+    parser.add_argument(
+        "--fill", action="store_true", help="add scores and corner estimates to saved seeds whose run is still there"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine()
     print_machine(info)
     # a smoke check (--steps) trains in its own runs and writes its own page, never over the real ones
     name = "corners" + ("-flipped" if args.flip_data else "") + ("-mirrored-init" if args.mirror_init else "")
-    name += "".join("-" + o.rpartition(".")[2].replace("=", "-") for o in args.set)
+    name += "".join(f"-{key.rpartition('.')[2]}-{value}" for key, _, value in (o.partition("=") for o in args.set))
     name += "-smoke" if args.steps else ""
     if args.flip_data:
         flip_every_item()
@@ -182,9 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     saved = RESULTS / name / "counts.json"
     rows = {int(k): v for k, v in json.loads(saved.read_text()).items()} if saved.exists() and not args.steps else {}
     for seed in range(args.seeds):
-        if seed not in rows:
+        trained = (out / f"seed-{seed}" / "run" / "checkpoints" / LAST).exists()
+        if seed in rows and args.fill and trained and not {"scores", "corner_x0"} <= set(rows[seed]):
+            rows[seed] = run_seed(seed, args.steps, out, args.set) | {k: rows[seed][k] for k in COUNTED}
+        elif seed not in rows:
             rows[seed] = run_seed(seed, args.steps, out, args.set)
-            print("seed", seed, rows[seed], flush=True)
+            print("seed", seed, {k: v for k, v in rows[seed].items() if k != "corner_x0"}, flush=True)
             if not args.steps:  # a smoke check's counts are not kept
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 write_text_atomic(saved, json.dumps(rows, indent=1))
