@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/corners.py --seeds 4 --mirror-init # every initial kernel mirrored left-right
     .venv/bin/python benchmarks/corners.py --seeds 8 --set model.options.padding=partial   # another preset option
     .venv/bin/python benchmarks/corners.py --seeds 4 --fill        # scores and x_hat for seeds saved without them
+    .venv/bin/python benchmarks/corners.py --seeds 4 --sampler-steps 50   # the same models, a finer sampler
 
 Each seed trains the ``demo`` preset on the bundled LIDC subset (``train.seed`` = seed; everything else as
 ``diffuseg demo``), draws ``sample.samples`` masks for each held-out slice (the demo's validation patients)
@@ -105,15 +106,16 @@ def recording_corner_estimates(store: list[torch.Tensor]) -> Iterator[None]:
         DiffusionProcess.denoise = denoise
 
 
-def run_seed(seed: int, steps: int | None, out: Path, overrides: list[str]) -> dict:
+def run_seed(seed: int, steps: int | None, out: Path, overrides: list[str], sampler_steps: int | None = None) -> dict:
     extra = [f"train.seed={seed}", f"sample.seed={seed}", "train.precision=32-true", *overrides]
     config = demo_config(out / f"seed-{seed}", DEMO_DATA, steps, extra)
     ckpt, train_min = Q.ensure_trained(config)
     cases = Q.val_cases(config, 10_000)
+    sampler_steps = sampler_steps or config.sample.steps
     estimates: list[torch.Tensor] = []
     with recording_corner_estimates(estimates):
-        results = Q.draw_members(ckpt, cases)
-    corner_x0 = torch.stack(estimates).view(-1, config.sample.steps, 4).mean(0)  # (steps, 4), calls by step
+        results = Q.draw_members(ckpt, cases, steps=sampler_steps)
+    corner_x0 = torch.stack(estimates).view(-1, sampler_steps, 4).mean(0)  # (steps, 4), calls by step
     samples = torch.cat([r.samples[:, 0] for r in results])
     fused = torch.cat([r.fused for r in results])
     scores = Q.score(results, cases, ged_sizes=(8,))
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flip-data", action="store_true", help="mirror every item left-right (runs/corners-flipped)")
     parser.add_argument("--mirror-init", action="store_true", help="mirror every initial kernel left-right")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a further override")
+    parser.add_argument("--sampler-steps", type=int, help="sampler steps (default: the preset's); same trained runs")
     parser.add_argument(
         "--fill", action="store_true", help="add scores and corner estimates to saved seeds whose run is still there"
     )
@@ -213,23 +216,29 @@ def main(argv: list[str] | None = None) -> None:
     name = "corners" + ("-flipped" if args.flip_data else "") + ("-mirrored-init" if args.mirror_init else "")
     name += "".join(f"-{key.rpartition('.')[2]}-{value}" for key, _, value in (o.partition("=") for o in args.set))
     name += "-smoke" if args.steps else ""
+    runs = name  # the trained models; another sampler reuses them
+    name += f"-sampler-steps-{args.sampler_steps}" if args.sampler_steps else ""
     if args.flip_data:
         flip_every_item()
     if args.mirror_init:
         mirror_every_initial_kernel()
-    out = Path(__file__).resolve().parents[1] / "runs" / name
+    out = Path(__file__).resolve().parents[1] / "runs" / runs
     saved = RESULTS / name / "counts.json"
     rows = {int(k): v for k, v in json.loads(saved.read_text()).items()} if saved.exists() and not args.steps else {}
     for seed in range(args.seeds):
         trained = (out / f"seed-{seed}" / "run" / "checkpoints" / LAST).exists()
         if seed in rows and args.fill and trained and not {"scores", "corner_x0"} <= set(rows[seed]):
-            rows[seed] = run_seed(seed, args.steps, out, args.set) | {k: rows[seed][k] for k in COUNTED}
+            rows[seed] = run_seed(seed, args.steps, out, args.set, args.sampler_steps) | {
+                k: rows[seed][k] for k in COUNTED
+            }
         elif seed not in rows:
-            rows[seed] = run_seed(seed, args.steps, out, args.set)
-            print("seed", seed, {k: v for k, v in rows[seed].items() if k != "corner_x0"}, flush=True)
-            if not args.steps:  # a smoke check's counts are not kept
-                saved.parent.mkdir(parents=True, exist_ok=True)
-                write_text_atomic(saved, json.dumps(rows, indent=1))
+            rows[seed] = run_seed(seed, args.steps, out, args.set, args.sampler_steps)
+        else:
+            continue
+        print("seed", seed, {k: v for k, v in rows[seed].items() if k != "corner_x0"}, flush=True)
+        if not args.steps:  # a smoke check's counts are not kept
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(saved, json.dumps(rows, indent=1))
     print("wrote", report(rows, info, name, args.set))
 
 

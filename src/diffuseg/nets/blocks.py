@@ -101,8 +101,9 @@ class PartialPadConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.conv2d(x, self.weight, None, self.stride, self.padding)
-        out = out * self._ratio(x, out.dtype)
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1).to(out.dtype)
+        if self.bias is None:
+            return out * self._ratio(x, out.dtype)
+        return torch.addcmul(self.bias.view(1, -1, 1, 1).to(out.dtype), out, self._ratio(x, out.dtype))
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, padding: Padding | str = Padding.ZEROS) -> nn.Conv2d:
