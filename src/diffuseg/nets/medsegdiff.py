@@ -180,7 +180,7 @@ class MedSegDiff(nn.Module):
         padding: Padding | str = Padding.ZEROS,
     ):
         super().__init__()
-        self.padding = padding = Padding.parse(padding)
+        padding = Padding.parse(padding)
         n = len(stage_blocks)
         if n < 4 or len(channels) != n:
             raise ValueError(f"need >= 4 stages and one width per stage, got {stage_blocks} and {channels}")

@@ -82,7 +82,7 @@ class DiffusionUNet(nn.Module):
         padding: Padding | str = Padding.ZEROS,
     ):
         super().__init__()
-        self.padding = Padding.parse(padding)
+        padding = Padding.parse(padding)
         if len(channels) != len(num_res_blocks) or len(channels) < 2:
             raise ValueError(f"one block count per level needed, got {channels} and {num_res_blocks}")
         if min(channels) < 1 or min(num_res_blocks) < 1 or middle_blocks < 0 or time_dim < 1:
@@ -94,19 +94,19 @@ class DiffusionUNet(nn.Module):
         self.num_res_blocks = tuple(num_res_blocks)
         emb_dim = time_dim if time_embedding else None
         self.time_embed = TimeEmbedding(channels[0], emb_dim) if emb_dim else None
-        self.stem = conv3x3(in_channels + mask_channels, channels[0], padding=self.padding)
+        self.stem = conv3x3(in_channels + mask_channels, channels[0], padding=padding)
 
         self.down = nn.ModuleList()
         self.downsamplers = nn.ModuleList()
         skip_chs = []
         prev = channels[0]
         for lvl, (ch, n) in enumerate(zip(channels, num_res_blocks)):
-            self.down.append(_Level([prev] + [ch] * (n - 1), ch, emb_dim, lvl == levels - 1, self.padding))
+            self.down.append(_Level([prev] + [ch] * (n - 1), ch, emb_dim, lvl == levels - 1, padding))
             skip_chs += [ch] * n
             prev = ch
             if lvl < levels - 1:
-                self.downsamplers.append(Downsample(ch, kind=downsample, padding=self.padding))
-        self.middle = _Level([prev] * middle_blocks, prev, emb_dim, True, self.padding)
+                self.downsamplers.append(Downsample(ch, kind=downsample, padding=padding))
+        self.middle = _Level([prev] * middle_blocks, prev, emb_dim, True, padding)
 
         self.up = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
@@ -116,11 +116,11 @@ class DiffusionUNet(nn.Module):
             for _ in range(n):
                 in_chs.append(prev + skip_chs.pop())
                 prev = ch
-            self.up.append(_Level(in_chs, ch, emb_dim, lvl == levels - 1, self.padding))
+            self.up.append(_Level(in_chs, ch, emb_dim, lvl == levels - 1, padding))
             if lvl > 0:
-                self.upsamplers.append(Upsample(ch, channels[lvl - 1], self.padding))
+                self.upsamplers.append(Upsample(ch, channels[lvl - 1], padding))
                 prev = channels[lvl - 1]
-        self.head = output_head(channels[0], out_channels, self.padding) if head else None
+        self.head = output_head(channels[0], out_channels, padding) if head else None
         self.out_channels = out_channels if head else channels[0]
 
     def structure(self) -> str:
@@ -174,7 +174,6 @@ class SegmentationUNet(nn.Module):
         super().__init__()
         self.net = DiffusionUNet(in_channels, mask_channels=0, time_embedding=False, **options)
         self.downsampling = self.net.downsampling
-        self.padding = self.net.padding
 
     def structure(self) -> str:
         return self.net.structure()
