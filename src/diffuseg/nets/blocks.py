@@ -95,12 +95,12 @@ class PartialPadConv2d(nn.Conv2d):
         if key not in self._ratios:
             ones = torch.ones(1, 1, *x.shape[-2:], device=x.device)
             kernel = torch.ones(1, 1, *self.kernel_size, device=x.device)
-            valid = F.conv2d(ones, kernel, stride=self.stride, padding=self.padding)
+            valid = F.conv2d(ones, kernel, stride=self.stride, padding=self.padding, dilation=self.dilation)
             self._ratios[key] = (kernel.numel() / valid).to(dtype)
         return self._ratios[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(x, self.weight, None, self.stride, self.padding)
+        out = self._conv_forward(x, self.weight, None)  # nn.Conv2d's own call: stride, dilation, groups
         if self.bias is None:
             return out * self._ratio(x, out.dtype)
         return torch.addcmul(self.bias.view(1, -1, 1, 1).to(out.dtype), out, self._ratio(x, out.dtype))
