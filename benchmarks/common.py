@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from diffuseg.config import atomic_path, write_text_atomic
+from diffuseg.files import atomic_path, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

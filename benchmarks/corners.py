@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality as Q
 from common import RESULTS, machine, markdown_table, print_machine, write_markdown
 
-from diffuseg.config import write_text_atomic
+from diffuseg.checkpoint import LAST
 from diffuseg.demo import DEMO_DATA, demo_config
 from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.errors import UserError
-from diffuseg.training.checkpoint import LAST
+from diffuseg.files import write_text_atomic
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 # The 8 symmetries of the square as permutations of CORNERS: identity, flips left-right and up-down, turn by

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 import torch
 from scipy.ndimage import gaussian_filter
 
-from diffuseg.config import write_text_atomic
+from diffuseg.files import write_text_atomic
 from diffuseg.inference.fusion import staple
 
 

@@ -33,12 +33,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, markdown_table, print_machine, write_markdown
 
+from diffuseg.checkpoint import LAST, read_checkpoint
 from diffuseg.config import Config, DiffusionConfig, SampleConfig, load_config
 from diffuseg.demo import DEMO_DATA
 from diffuseg.diffusion.process import DiffusionProcess
-from diffuseg.inference.ensemble import diffusion_draw, make_draw, prepare_network, sample_ensembles
+from diffuseg.inference.ensemble import prepare_network, sample_ensembles
+from diffuseg.methods import diffusion_draw, load_for_inference, make_draw
 from diffuseg.nets.registry import build_network
-from diffuseg.training.checkpoint import LAST, load_for_inference, read_checkpoint
 from diffuseg.training.run import build_datasets, train
 
 REPO = Path(__file__).resolve().parents[1]

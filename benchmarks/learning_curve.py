@@ -37,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality as Q
 from common import RESULTS, machine, print_machine
 
-from diffuseg.config import Config, write_text_atomic
+from diffuseg.checkpoint import LAST, read_checkpoint
+from diffuseg.config import Config
 from diffuseg.errors import UserError
-from diffuseg.training.checkpoint import LAST, read_checkpoint
+from diffuseg.files import write_text_atomic
 from diffuseg.training.run import train
 
 OUT = RESULTS / "learning-curve"

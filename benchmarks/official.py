@@ -40,9 +40,8 @@ from common import RESULTS, load_average, machine, markdown_table, print_machine
 from diffuseg.config import DiffusionConfig
 from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.diffusion.samplers import sample as run_sampler
-from diffuseg.inference.ensemble import native_bf16
 from diffuseg.nets.registry import build_network
-from diffuseg.runtime import use_threads
+from diffuseg.runtime import native_bf16, use_threads
 
 B_FLAGS = dict(
     num_channels=128, class_cond=False, num_res_blocks=2, num_heads=1, learn_sigma=True,

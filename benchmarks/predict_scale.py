@@ -36,8 +36,8 @@ MODEL = [
 
 
 def make_checkpoint(path: Path, steps: int, samples: int) -> None:
+    from diffuseg.checkpoint import metadata, save_atomic
     from diffuseg.config import load_config
-    from diffuseg.training.checkpoint import metadata, save_atomic
     from diffuseg.training.module import DiffusionModule
 
     sample = [f"sample.steps={steps}", f"sample.samples={samples}", f"sample.batch_size={samples}"]

@@ -39,14 +39,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, print_machine
 
-from diffuseg.config import Config, load_config, write_text_atomic
+from diffuseg.checkpoint import LAST, read_checkpoint
+from diffuseg.config import Config, load_config
 from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.evaluate import case_metrics
+from diffuseg.files import write_text_atomic
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.inference.fusion import fuse
 from diffuseg.inference.predict import make_draw
-from diffuseg.training.checkpoint import LAST, load_for_inference, read_checkpoint
+from diffuseg.methods import load_for_inference
 from diffuseg.training.run import build_datasets, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -505,12 +507,11 @@ def draw_label_maps(ckpt: Path, cases, members: int, fusion: str, **sample: Any)
     """Per case the fused label map (S, S) atoms of ``members`` members drawn with the checkpoint's family
     (``make_draw``, member seeds as ``predict``'s); ``fusion`` over the members' label maps
     (``inference.label_fusion``; mean = the argmax of the mean class probabilities)."""
-    from diffuseg.data.labels import label_scheme
     from diffuseg.inference.ensemble import member_generators
 
     config, net, process = load_for_inference(ckpt)
     config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, samples=members, **sample))
-    scheme = label_scheme(config.data.classes, config.data.foreground)
+    scheme = config.data.scheme
     draw = make_draw(config, prepare_network(net, config.sample, "cpu"), process)
     fused = []
     for cid, image, _ in cases:
@@ -532,7 +533,6 @@ def acdc_classes(b: Budget) -> None:
     ``table2_members`` members fused by multi-label STAPLE) and the deterministic UNet (one pass), trained alike.
     Scored at the model's resolution (``b.size`` px) on every slice of each volume, stacked in 3D
     (``evaluation.evaluate.class_case_metrics``); per-slice 2D Dice means too."""
-    from diffuseg.data.labels import label_scheme
     from diffuseg.evaluation.evaluate import class_case_metrics
 
     done = OUT / "acdc.json"
@@ -542,7 +542,7 @@ def acdc_classes(b: Budget) -> None:
             continue
         ckpt, train_min = ensure_trained(config)
         volumes = acdc_volumes(config, b.acdc_volumes)
-        scheme = label_scheme(config.data.classes, config.data.foreground)
+        scheme = config.data.scheme
         members = 1 if "UNet" in label else b.table2_members
         start = time.perf_counter()
         per_volume, per_slice = [], []

@@ -61,11 +61,14 @@ from common import (
     write_markdown,
 )
 
-from diffuseg.config import DiffusionConfig, Fusion, SampleConfig, SamplerKind
+from diffuseg.config import DiffusionConfig, SampleConfig
 from diffuseg.diffusion.process import DiffusionProcess
-from diffuseg.inference.ensemble import diffusion_draw, native_bf16, prepare_network, sample_ensembles
+from diffuseg.enums import Fusion, SamplerKind
+from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.inference.fusion import fuse
+from diffuseg.methods import diffusion_draw
 from diffuseg.nets.registry import build_network
+from diffuseg.runtime import native_bf16
 
 # official MedSegDiff-B, one fp32 call at 256 px, batch 1, one thread: measured by benchmarks/official.py
 # (benchmarks/results/official.md, Zen 4); rerun that script on your machine for a same-machine figure

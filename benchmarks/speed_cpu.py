@@ -22,10 +22,13 @@ from pathlib import Path
 import torch
 from common import load_average, markdown_table, time_call
 
-from diffuseg.config import DiffusionConfig, SampleConfig, SamplerKind
+from diffuseg.config import DiffusionConfig, SampleConfig
 from diffuseg.diffusion.process import DiffusionProcess
-from diffuseg.inference.ensemble import diffusion_draw, native_bf16, prepare_network, sample_ensembles
+from diffuseg.enums import SamplerKind
+from diffuseg.inference.ensemble import prepare_network, sample_ensembles
+from diffuseg.methods import diffusion_draw
 from diffuseg.nets.registry import build_network
+from diffuseg.runtime import native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 DDTI_IMAGE = REPO / ".." / "shared" / "data" / "ddti" / "cropped" / "100_1(1).png"

@@ -88,8 +88,8 @@ def test_unwritable_run_folder(synthetic, tmp_path, capsys):
 
 
 def test_atomic_write_into_unwritable_folder_is_a_user_error(tmp_path):
-    from diffuseg.config import write_text_atomic
     from diffuseg.errors import UserError
+    from diffuseg.files import write_text_atomic
 
     target = _file_in_the_way(tmp_path) / "results.json"
     with pytest.raises(UserError, match="cannot write here"):
@@ -279,8 +279,8 @@ def test_malformed_preset_sections(yaml_text, message, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from diffuseg.checkpoint import metadata, save_atomic
     from diffuseg.config import load_config
-    from diffuseg.training.checkpoint import metadata, save_atomic
     from diffuseg.training.module import DiffusionModule
 
     config = load_config("lidc-central", ["data.image_size=16", TINY_UNET, "sample.steps=2", "sample.samples=2"])

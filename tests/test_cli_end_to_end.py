@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from diffuseg.checkpoint import read_checkpoint
 from diffuseg.cli import main
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.synthetic import SyntheticSpec, write_synthetic
-from diffuseg.training.checkpoint import read_checkpoint
 
 TINY = [
     "data.image_size=16",

@@ -61,7 +61,8 @@ def test_version(capsys):
 
 
 def test_layout_choices_are_the_readers_registry(capsys):
-    from diffuseg.data.formats import READERS, Layout
+    from diffuseg.data.formats import READERS
+    from diffuseg.enums import Layout
 
     assert set(LAYOUTS) == {str(m) for m in Layout} == {"auto", *(str(k) for k in READERS)}
     with pytest.raises(SystemExit) as exit_info:
@@ -122,7 +123,7 @@ def _message(call) -> str:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny diffusion UNet in the training package's checkpoint format."""
-    from diffuseg.training.checkpoint import metadata, save_atomic
+    from diffuseg.checkpoint import metadata, save_atomic
     from diffuseg.training.module import DiffusionModule
 
     config = load_config("lidc-central", TINY)

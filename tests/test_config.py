@@ -1,15 +1,8 @@
 import pytest
 import yaml
 
-from diffuseg.config import (
-    Config,
-    PredictionType,
-    SamplerKind,
-    config_from_dict,
-    config_to_dict,
-    load_config,
-    save_config,
-)
+from diffuseg.config import Config, config_from_dict, config_to_dict, load_config, save_config
+from diffuseg.enums import PredictionType, SamplerKind
 from diffuseg.errors import UserError
 
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from diffuseg.config import atomic_path, load_config, remove_stale_temps, temp_prefix, write_text_atomic
+from diffuseg.config import load_config
 from diffuseg.errors import UserError
+from diffuseg.files import atomic_path, remove_stale_temps, temp_prefix, write_text_atomic
 
 TINY = [
     "data.image_size=16",
@@ -59,8 +60,8 @@ def test_atomic_files_and_cache_folders_follow_the_umask(tmp_path, umask, mask, 
 
 
 def test_every_prediction_file_is_readable_under_umask_022(tmp_path, umask):
+    from diffuseg.checkpoint import metadata, save_atomic
     from diffuseg.inference.predict import predict
-    from diffuseg.training.checkpoint import metadata, save_atomic
     from diffuseg.training.module import DiffusionModule
 
     umask(0o022)
@@ -78,7 +79,7 @@ def test_every_prediction_file_is_readable_under_umask_022(tmp_path, umask):
 
 
 def _tiny_checkpoint(path: Path) -> Path:
-    from diffuseg.training.checkpoint import metadata, save_atomic
+    from diffuseg.checkpoint import metadata, save_atomic
     from diffuseg.training.module import DiffusionModule
 
     config = load_config("lidc-central", TINY)
@@ -87,7 +88,7 @@ def _tiny_checkpoint(path: Path) -> Path:
 
 
 def test_a_checkpoint_with_flipped_bytes_is_refused(tmp_path):
-    from diffuseg.training.checkpoint import load_for_inference
+    from diffuseg.methods import load_for_inference
 
     good = _tiny_checkpoint(tmp_path / "good.ckpt")
     load_for_inference(good)  # the intact file loads
@@ -137,7 +138,7 @@ def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_pa
 def test_a_writer_killed_inside_atomic_path_leaves_a_temp_the_next_run_removes(tmp_path):
     code = (
         "import os, sys\n"
-        "from diffuseg.config import atomic_path\n"
+        "from diffuseg.files import atomic_path\n"
         f"with atomic_path({str(tmp_path / 'x.json')!r}) as tmp:\n"
         "    tmp.write_text('half')\n"
         "    os._exit(9)\n"  # as if killed: no clean-up runs

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
+from diffuseg.checkpoint import checkpoint_config, read_checkpoint
 from diffuseg.cli import main
-from diffuseg.training.checkpoint import checkpoint_config, read_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 from datafixtures import SHARED, h5, label_map, ssl4mis

@@ -171,7 +171,7 @@ def _labels(text: str) -> tuple[int, ...]:
 
 def _classes(text: str) -> tuple[dict, ...]:
     """``RV=1,Myo=2,LV=3`` (or regions, ``WT=1+2+4,TC=1+4,ET=4``) -> class specs ``{name, values}`` as in
-    ``data.classes``; ``data.labels.label_scheme`` checks them further."""
+    ``data.classes``; ``labels.label_scheme`` checks them further."""
     specs = []
     for item in (x.strip() for x in text.split(",")):
         name, _, values = item.partition("=")

@@ -7,101 +7,34 @@ YAML stored with a run or a checkpoint reproduces it exactly. Unknown keys and b
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import os
-import re
-import shutil
-import socket
-import tempfile
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from diffuseg.data.labels import ClassSpec, label_scheme
+from diffuseg.enums import (
+    DDPMVariance,
+    Fusion,
+    Method,
+    PredictionType,
+    SamplerKind,
+    ScheduleKind,
+    Spacing,
+    StrEnum,
+    TimeSampler,
+    Uncertainty,
+    Weighting,
+)
 from diffuseg.errors import UserError
-from diffuseg.runlock import process_alive
-
-
-class StrEnum(str, enum.Enum):
-    """A string choice; parsing an unknown value raises ``ValueError`` naming the allowed ones."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    @classmethod
-    def parse(cls, value: str | StrEnum) -> StrEnum:
-        try:
-            return cls(str(value).lower().replace("-", "_"))
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise ValueError(f"{value!r} is not one of: {allowed}") from None
-
-
-class Method(StrEnum):
-    DIFFUSION = "diffusion"
-    DETERMINISTIC = "deterministic"
-    PROBUNET = "probunet"
-    PHISEG = "phiseg"
-
-
-class ScheduleKind(StrEnum):
-    LINEAR = "linear"  # discrete DDPM betas (Ho et al. 2020)
-    COSINE = "cosine"  # discrete cosine betas (Nichol & Dhariwal 2021)
-    CONTINUOUS_COSINE = "continuous_cosine"  # VP cosine logSNR (the ambiguity paper, eq. 4)
-    CONTINUOUS_LINEAR = "continuous_linear"  # VP linear beta(t) (Song et al. 2021)
-
-
-class PredictionType(StrEnum):
-    EPS = "eps"
-    X = "x"
-    V = "v"
-
-
-class Weighting(StrEnum):
-    SNR = "snr"
-    TRUNCATED_SNR = "truncated_snr"
-    SNR_PLUS_ONE = "snr_plus_one"
-    UNIFORM = "uniform"
-    SIGMOID = "sigmoid"
-
-
-class TimeSampler(StrEnum):
-    UNIFORM = "uniform"
-    LOW_DISCREPANCY = "low_discrepancy"
-
-
-class SamplerKind(StrEnum):
-    DDPM = "ddpm"
-    DDIM = "ddim"
-    DPM_SOLVER = "dpm_solver"
-
-
-class Spacing(StrEnum):
-    LINEAR = "linear"  # sampling times evenly spaced in t
-    QUADRATIC = "quadratic"  # t_k ~ (k / S)^2: denser near the data (Song et al. 2021, DDIM, App. D.2)
-
-
-class DDPMVariance(StrEnum):
-    POSTERIOR = "posterior"  # beta-tilde, Ho et al. 2020
-    BETA = "beta"  # the larger choice sigma_t^2 = beta_t
-
-
-class Fusion(StrEnum):
-    STAPLE = "staple"
-    MEAN = "mean"
-    VOTE = "vote"
-
-
-class Uncertainty(StrEnum):
-    VARIANCE = "variance"
-    ENTROPY = "entropy"
+from diffuseg.files import write_text_atomic
+from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
 
 
 @dataclass(frozen=True)
@@ -113,7 +46,7 @@ class DataConfig:
     image_size: int = 256
     in_channels: int = 1
     foreground: tuple[int, ...] = ()  # label values counted as foreground; () = any non-zero
-    # Several classes: [{name: RV, values: [1]}, ...] (data.labels.label_scheme); () = binary as above.
+    # Several classes: [{name: RV, values: [1]}, ...] (labels.label_scheme); () = binary as above.
     classes: tuple[ClassSpec, ...] = ()
     annotators: int = 0  # 0 = as many as the dataset has
     train_patients: str = ""  # file with one patient id per line; empty = split from seed
@@ -125,6 +58,12 @@ class DataConfig:
     cache_dir: str = ""  # empty = <run>/cache
     num_workers: int = 0
     max_cases: int = 0  # 0 = all; a cap for quick runs and demos
+
+    @property
+    def scheme(self) -> LabelScheme:
+        """What a mask is: ``classes``, or binary with ``foreground`` when none are declared (every checkpoint
+        written before classes existed)."""
+        return label_scheme(self.classes, self.foreground)
 
 
 @dataclass(frozen=True)
@@ -423,90 +362,6 @@ def save_config(config: Config, path: str | os.PathLike) -> None:
     write_text_atomic(Path(path), yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-def _umask() -> int:
-    """The process's umask: from ``/proc/self/status`` on Linux (without changing it, so safe beside other
-    threads), elsewhere by setting it and putting it back."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def readable_mode(path: str | os.PathLike, folder: bool = False) -> None:
-    """Give ``path`` the mode a plain ``open`` / ``mkdir`` would: 0666 (folders 0777) less the umask.
-
-    ``tempfile`` makes its files 0600 and folders 0700, which a rename keeps: without this, every atomically
-    written file would be unreadable to colleagues and web servers under the usual umask 022."""
-    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
-
-
-def _host() -> str:
-    """This host's name as it stands in temporary names (letters, digits and dashes, at most 32)."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
-
-
-def temp_prefix(name: str) -> str:
-    """Prefix of a temporary file or folder beside ``name``: ``.NAME.~HOST~PID~``, so a later run can tell the
-    temporaries of a dead writer (``remove_stale_temps``) from those of a live one."""
-    return f".{name}.~{_host()}~{os.getpid()}~"
-
-
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries (``temp_prefix``) in ``folder`` whose writer, a process on this host, is gone
-    (killed during a write); returns what was removed. Temporaries of live processes and of other hosts stay."""
-    here = _host()
-    removed = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for entry in folder.iterdir():
-        match = _TEMP_NAME.match(entry.name)
-        if match is None or match["host"] != here or process_alive(int(match["pid"])):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        removed.append(entry)
-    return removed
-
-
-_TEMP_NAME = re.compile(r"^\..+\.~(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)~")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary file beside ``path`` (``temp_prefix`` + random + ``suffix``, same folder, which is created)
-    to write; renamed over ``path`` (``os.replace``) when the block ends, deleted when it raises. Nothing
-    half-written; the file gets the mode the umask gives (``readable_mode``)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=suffix)
-    except OSError as err:
-        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from None
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        try:
-            readable_mode(tmp)
-            os.replace(tmp, path)
-        except OSError as err:
-            raise UserError(f"{path}: cannot write here ({err.strerror or err})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through ``atomic_path``."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
 def _validate(c: Config) -> None:
     """Range checks a dataclass cannot express."""
     checks = [
@@ -535,4 +390,4 @@ def _validate(c: Config) -> None:
     problems = [msg for ok, msg in checks if not ok]
     if problems:
         raise UserError("; ".join(problems))
-    label_scheme(c.data.classes, c.data.foreground)  # names the bad class and value
+    _ = c.data.scheme  # names the bad class and value

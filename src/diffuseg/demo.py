@@ -106,10 +106,10 @@ def run_demo(
 
 def _stages(config: Config, out: Path, root: Path) -> Path:
     """The four stages of the demo, timed; returns the report page."""
+    from diffuseg.checkpoint import LAST
     from diffuseg.evaluation.evaluate import evaluate
     from diffuseg.evaluation.report import write_report
     from diffuseg.inference.predict import predict
-    from diffuseg.training.checkpoint import LAST
     from diffuseg.training.run import train
 
     ckpt = Path(config.train.out_dir) / "checkpoints" / LAST

@@ -1,4 +1,6 @@
-"""How many CPU threads torch uses for train, predict and demo: a policy that cannot stall.
+"""The machine as diffuseg uses it: how many CPU threads torch gets, and whether the device computes bf16.
+
+Threads for train, predict and demo follow a policy that cannot stall.
 
 OpenMP threads of one torch operator wait for each other at its end, so a thread whose core is busy with
 another process holds up every other thread: on a 2-core machine with the other core busy, two threads made a
@@ -15,8 +17,10 @@ network call several times slower than one (docs/inference.md, "Threads"). The p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -100,3 +104,52 @@ def use_threads(requested: int | None = None) -> int:
     n = choose_threads(requested, os.environ, usable_cores(), load)
     torch.set_num_threads(n)
     return n
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
+    AMX-BF16. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
+    ``diffusion-unet`` was 82x slower than fp32 (benchmarks/results/speed.md).
+
+    On a CPU, torch's own check (cpuinfo, which also asks whether the OS saves the AVX-512 state) decides; where
+    torch lacks it, the ``avx512_bf16`` / ``amx_bf16`` flags of /proc/cpuinfo do."""
+    device = torch.device(device)
+    if device.type == "cuda":  # without emulation: pre-Ampere GPUs "support" bf16 only by emulating it
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        avx512 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        if avx512 is not None and amx is not None:
+            return bool(avx512() or amx())
+        return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+    return False
+
+
+def resolve_sample_precision(precision: str, device: torch.device | str) -> str:
+    """``sample.precision`` as it runs on ``device``: ``auto`` is ``bf16`` where ``native_bf16``, else ``32``.
+    ``bf16`` asked for where it is only emulated still runs, after a warning that it is slow."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "32"
+    if precision == "bf16" and not native_bf16(device):
+        warnings.warn(
+            f"sample.precision=bf16: this {torch.device(device).type} has no native bf16, so bf16 is emulated "
+            "and sampling runs many times slower than in fp32; use sample.precision=auto or 32",
+            stacklevel=2,
+        )
+    return precision
+
+
+def sampling_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``bf16`` (and ``auto`` where ``native_bf16``), else nothing (fp32)."""
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -11,7 +11,8 @@ from torch.distributions import (
     kl_divergence,
 )
 
-from diffuseg.nets.latent import Latent, LatentHead, LatentKind, kl
+from diffuseg.enums import LatentKind
+from diffuseg.nets.latent import Latent, LatentHead, kl
 
 KINDS = [("aa", 1), ("aa_mix", 3), ("fc", 1), ("fc_mix", 3)]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from diffuseg.inference.ensemble import latent_sample as sample
+from diffuseg.methods import latent_sample as sample
 from diffuseg.nets.phiseg import PHiSeg
 from diffuseg.training.latent_module import phiseg_loss
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffuseg.inference.ensemble import latent_sample as sample
+from diffuseg.methods import latent_sample as sample
 from diffuseg.nets.latent import kl
 from diffuseg.nets.probunet import ProbUNet, ProbUNetDiffusionNet
 from diffuseg.nets.registry import build_network

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffuseg.data.labels import ClassSpec
+from diffuseg.labels import ClassSpec
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 

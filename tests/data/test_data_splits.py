@@ -11,15 +11,8 @@ from datafixtures import lidc
 from diffuseg.config import DataConfig
 from diffuseg.data.dataset import split_indices
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.splits import (
-    SplitKind,
-    find_patient_lists,
-    run_folder,
-    select_cases,
-    split_cases,
-    split_source,
-    write_split,
-)
+from diffuseg.data.splits import find_patient_lists, run_folder, select_cases, split_cases, split_source, write_split
+from diffuseg.enums import SplitKind
 from diffuseg.errors import UserError
 
 

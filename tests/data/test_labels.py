@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffuseg.data.labels import ClassSpec, LabelScheme, label_scheme
 from diffuseg.errors import UserError
+from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
 
 ACDC = [{"name": "RV", "values": [1]}, {"name": "Myo", "values": [2]}, {"name": "LV", "values": [3]}]
 BRATS = [

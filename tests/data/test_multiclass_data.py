@@ -16,11 +16,12 @@ from diffuseg.data.cache import load_cached
 from diffuseg.data.dataset import build_datasets, split_indices
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.brats import BRATS_REGIONS
-from diffuseg.data.labels import ClassSpec
-from diffuseg.data.splits import SplitKind, split_source
+from diffuseg.data.splits import split_source
 from diffuseg.data.transforms import resize_pair
 from diffuseg.data.verify import verify_dataset
+from diffuseg.enums import SplitKind
 from diffuseg.errors import DatasetError, UserError
+from diffuseg.labels import ClassSpec
 
 # -- config ---------------------------------------------------------------------------------------------------
 

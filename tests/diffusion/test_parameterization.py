@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from diffuseg.config import DiffusionConfig, PredictionType, ScheduleKind
+from diffuseg.config import DiffusionConfig
 from diffuseg.diffusion import parameterization as P
 from diffuseg.diffusion.process import DiffusionProcess
+from diffuseg.enums import PredictionType, ScheduleKind
 
 KINDS = list(PredictionType)
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from diffuseg.config import DiffusionConfig, PredictionType, ScheduleKind
+from diffuseg.config import DiffusionConfig
 from diffuseg.diffusion import parameterization as param
 from diffuseg.diffusion import recipes
 from diffuseg.diffusion.process import DiffusionProcess, masks_to_x0
 from diffuseg.diffusion.samplers import ddim, ddpm
+from diffuseg.enums import PredictionType, ScheduleKind
 
 
 def _masks(seed: int = 0) -> torch.Tensor:

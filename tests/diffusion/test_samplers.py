@@ -3,10 +3,11 @@ import math
 import pytest
 import torch
 
-from diffuseg.config import DDPMVariance, DiffusionConfig, PredictionType, SamplerKind, ScheduleKind, Spacing
+from diffuseg.config import DiffusionConfig
 from diffuseg.diffusion import parameterization as P
 from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.diffusion.samplers import sample
+from diffuseg.enums import DDPMVariance, PredictionType, SamplerKind, ScheduleKind, Spacing
 
 H = W = 16
 

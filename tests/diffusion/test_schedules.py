@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from diffuseg.config import DiffusionConfig, ScheduleKind, Spacing
+from diffuseg.config import DiffusionConfig
 from diffuseg.diffusion.schedules import Discrete, linear_betas, make_schedule
+from diffuseg.enums import ScheduleKind, Spacing
 
 ALL = list(ScheduleKind)
 

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from diffuseg.config import DiffusionConfig, PredictionType, ScheduleKind, TimeSampler, Weighting
+from diffuseg.config import DiffusionConfig
 from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.diffusion.weighting import sample_uniform_times, weight
+from diffuseg.enums import PredictionType, ScheduleKind, TimeSampler, Weighting
 
 LAMS = [-6.0, -1.0, 0.0, 0.5, 4.0]
 

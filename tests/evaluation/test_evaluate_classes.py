@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from diffuseg.cli import main
-from diffuseg.data.labels import label_scheme
 from diffuseg.errors import UserError
 from diffuseg.evaluation import class_metrics as CM
 from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.evaluation.labelmaps import class_masks, parse_classes
+from diffuseg.labels import label_scheme
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 ACDC_YAML = (

@@ -10,19 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+from diffuseg import runtime
 from diffuseg.config import DiffusionConfig, SampleConfig
 from diffuseg.diffusion.process import DiffusionProcess
-from diffuseg.inference import ensemble
-from diffuseg.inference.ensemble import (
-    diffusion_draw,
-    member_seed,
-    native_bf16,
-    prepare_network,
-    resolve_sample_precision,
-    sample_ensembles,
-    uncertainty_map,
-)
+from diffuseg.inference.ensemble import member_seed, prepare_network, sample_ensembles, uncertainty_map
+from diffuseg.methods import diffusion_draw
 from diffuseg.nets.medsegdiff import medsegdiff
+from diffuseg.runtime import native_bf16, resolve_sample_precision
 
 
 class TinyNet(nn.Module):
@@ -130,12 +124,12 @@ def test_memory_format_is_its_own_setting() -> None:
 
 
 def test_precision_auto_is_bf16_only_where_the_device_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ensemble, "native_bf16", lambda device: False)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
     assert resolve_sample_precision("auto", "cpu") == "32"
     assert resolve_sample_precision("32", "cpu") == "32"
     with pytest.warns(UserWarning, match="no native bf16"):
         assert resolve_sample_precision("bf16", "cpu") == "bf16"  # asked for: it still runs, slowly
-    monkeypatch.setattr(ensemble, "native_bf16", lambda device: True)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_sample_precision("auto", "cpu") == "bf16"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffuseg.data.labels import label_scheme
+from diffuseg import methods
 from diffuseg.diffusion.samplers import sample
-from diffuseg.inference.ensemble import class_probabilities, latent_sample, make_draw
-from diffuseg.training import checkpoint as ckpt_io
+from diffuseg.labels import label_scheme
+from diffuseg.methods import class_probabilities, latent_sample, make_draw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from classfamilies import ACDC, BRATS, FAMILIES, SIZE, make_config
@@ -21,8 +21,8 @@ from classfamilies import ACDC, BRATS, FAMILIES, SIZE, make_config
 def _draw(family: str, classes, members: int = 3):
     torch.manual_seed(0)
     config = make_config(family, classes)
-    net = ckpt_io.build_network(config).eval()
-    draw = make_draw(config, net, ckpt_io.build_process(config))
+    net = methods.build_network(config).eval()
+    draw = make_draw(config, net, methods.build_process(config))
     image = torch.randn(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     gens = [torch.Generator().manual_seed(k) for k in range(2 * members)]
     with torch.inference_mode():
@@ -52,7 +52,7 @@ def test_binary_draws_are_todays(family):
     s = config.sample
     with torch.inference_mode():
         if config.method == "diffusion":
-            process = ckpt_io.build_process(config)
+            process = methods.build_process(config)
             old = sample(s.sampler, net, image, process, s.steps, generator=gens, members=3, threshold=s.threshold)
             old_soft, old_mask = old.soft, old.mask
         elif config.method == "deterministic":

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from diffuseg.config import SampleConfig
-from diffuseg.data.labels import label_scheme
 from diffuseg.inference.ensemble import _finish, _Pending, relative_area_members, uncertainty_map
+from diffuseg.labels import label_scheme
 
 ACDC = [{"name": "RV", "values": [1]}, {"name": "Myo", "values": [2]}, {"name": "LV", "values": [3]}]
 BRATS = [{"name": "WT", "values": [1, 2, 4]}, {"name": "TC", "values": [1, 4]}, {"name": "ET", "values": [4]}]

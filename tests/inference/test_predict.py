@@ -28,7 +28,7 @@ SIZES = {"a": (20, 24), "b": (16, 16), "c": (12, 30)}
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A diffuseg checkpoint of an untrained tiny diffusion UNet, in the training package's format."""
-    from diffuseg.training.checkpoint import metadata, save_atomic
+    from diffuseg.checkpoint import metadata, save_atomic
     from diffuseg.training.module import DiffusionModule
 
     config = load_config("lidc-central", TINY)
@@ -71,9 +71,9 @@ def test_writes_masks_uncertainty_samples_and_config(checkpoint: Path, images: P
 def test_config_records_the_precision_that_ran(
     checkpoint: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from diffuseg.inference import ensemble
+    from diffuseg import runtime
 
-    monkeypatch.setattr(ensemble, "native_bf16", lambda device: False)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
     predict(checkpoint, images, tmp_path / "pred", ["sample.precision=auto"])
     assert yaml.safe_load((tmp_path / "pred" / "config.yaml").read_text())["sample"]["precision"] == "32"
 

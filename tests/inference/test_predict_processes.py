@@ -33,7 +33,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_T
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(checkpoint, input folder, the uninterrupted single run's output)."""
-    from diffuseg.training.checkpoint import metadata, save_atomic
+    from diffuseg.checkpoint import metadata, save_atomic
     from diffuseg.training.module import DiffusionModule
 
     root = tmp_path_factory.mktemp("procs")

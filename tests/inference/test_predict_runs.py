@@ -28,7 +28,7 @@ NAMES = ("a", "b", "c", "d", "e")
 
 
 def _checkpoint(path: Path, seed: int) -> Path:
-    from diffuseg.training.checkpoint import metadata, save_atomic
+    from diffuseg.checkpoint import metadata, save_atomic
     from diffuseg.training.module import DiffusionModule
 
     config = load_config("lidc-central", TINY)
@@ -222,8 +222,8 @@ def test_paired_layout_reports_duplicate_stems(tmp_path: Path) -> None:
 
 
 def test_progress_counts_member_steps() -> None:
-    from diffuseg.inference.ensemble import make_draw, sample_ensembles
-    from diffuseg.training.checkpoint import build_network, build_process
+    from diffuseg.inference.ensemble import sample_ensembles
+    from diffuseg.methods import build_network, build_process, make_draw
 
     config = load_config("lidc-central", [*TINY, "sample.steps=4", "sample.samples=5", "sample.batch_size=2"])
     net = build_network(config).eval()

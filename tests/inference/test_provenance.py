@@ -25,7 +25,7 @@ TINY = [
 
 @pytest.mark.usefixtures("one_thread")
 def test_predict_records_checkpoint_step_and_network(tmp_path: Path) -> None:
-    from diffuseg.training.checkpoint import metadata, save_atomic
+    from diffuseg.checkpoint import metadata, save_atomic
     from diffuseg.training.module import DiffusionModule
 
     config = load_config("lidc-central", TINY)

@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from datafixtures import ACDC, grey, h5, label_map, nifti, png, ssl4mis
 
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.labels import ClassSpec, label_scheme
 from diffuseg.data.transforms import resize_pair
 from diffuseg.inference.writers import PredictionWriter, prediction_paths, read_prediction
+from diffuseg.labels import ClassSpec, label_scheme
 
 
 def test_png_label_values_round_trip_through_the_model_size(tmp_path):

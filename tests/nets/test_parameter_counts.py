@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from diffuseg.config import load_config
+from diffuseg.methods import build_network as build_from_config
 from diffuseg.nets.registry import build_network
-from diffuseg.training.checkpoint import build_network as build_from_config
 
 
 def count(net: torch.nn.Module) -> int:

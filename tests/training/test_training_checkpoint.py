@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from diffuseg.checkpoint import FORMAT_VERSION, capture_rng, read_checkpoint, restore_rng, save_atomic
 from diffuseg.config import config_to_dict
 from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.errors import UserError
-from diffuseg.training.checkpoint import (
-    FORMAT_VERSION,
-    capture_rng,
-    load_for_inference,
-    read_checkpoint,
-    restore_rng,
-    save_atomic,
-)
+from diffuseg.methods import load_for_inference
 from diffuseg.training.run import train
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from classfamilies import ACDC, BRATS, FAMILIES, SIZE, UNET, make_config, tiny_batch
 
+from diffuseg import methods
 from diffuseg.config import config_from_dict, config_to_dict
 from diffuseg.errors import UserError
-from diffuseg.training import checkpoint as ckpt_io
 from diffuseg.training.module import module_class
 
 
@@ -73,16 +73,16 @@ def test_a_checkpointed_config_rebuilds_the_same_network(family):
     for classes in (ACDC, ()):
         torch.manual_seed(0)
         config = make_config(family, classes)
-        net = ckpt_io.build_network(config)
+        net = methods.build_network(config)
         stored = config_to_dict(config)
         if not classes:
             del stored["data"]["classes"]  # as every checkpoint from before
-        rebuilt = ckpt_io.build_network(config_from_dict(stored))
+        rebuilt = methods.build_network(config_from_dict(stored))
         rebuilt.load_state_dict(net.state_dict())  # strict: same keys and shapes
-        assert ckpt_io.scheme_of(config_from_dict(stored)).channels == (4 if classes else 1)
+        assert config_from_dict(stored).data.scheme.channels == (4 if classes else 1)
 
 
 def test_channel_counts_in_model_options_are_refused():
     config = config_from_dict({"model": {"name": "diffusion-unet", "options": {**UNET, "out_channels": 4}}})
     with pytest.raises(UserError, match="out_channels cannot be set there"):
-        ckpt_io.build_network(config)
+        methods.build_network(config)

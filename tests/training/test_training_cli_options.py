@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tinydata import tiny_overrides
 
+from diffuseg.checkpoint import read_checkpoint
 from diffuseg.cli import main
-from diffuseg.training.checkpoint import read_checkpoint
 from diffuseg.training.run import train
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from tinydata import tiny_overrides
 
-from diffuseg.training.checkpoint import read_checkpoint
+from diffuseg.checkpoint import read_checkpoint
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from diffuseg.config import temp_prefix
 from diffuseg.errors import UserError
+from diffuseg.files import temp_prefix
 from diffuseg.runlock import folder_lock
 from diffuseg.training.run import primary_process, train
 

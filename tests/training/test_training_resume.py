@@ -14,10 +14,10 @@ import pytest
 import torch
 from tinydata import tiny_overrides
 
+from diffuseg.checkpoint import read_checkpoint
 from diffuseg.cli import main
 from diffuseg.errors import UserError
 from diffuseg.training import callbacks
-from diffuseg.training.checkpoint import read_checkpoint
 from diffuseg.training.module import DiffusionModule, NonFiniteLossError
 from diffuseg.training.run import train
 

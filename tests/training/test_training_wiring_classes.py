@@ -8,8 +8,8 @@ import math
 import torch
 
 from diffuseg.config import config_from_dict
-from diffuseg.data.labels import label_scheme
 from diffuseg.evaluation.metrics import ged, pairwise_dice
+from diffuseg.labels import label_scheme
 from diffuseg.training.callbacks import _scores
 from diffuseg.training.run import with_dataset_classes
 

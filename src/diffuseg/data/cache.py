@@ -2,7 +2,7 @@
 
 ``cache_dir/<key>/`` holds ``images.npy`` (N,C,S,S) float16 (C = ``data.in_channels``, converted as
 ``transforms.match_channels`` says), ``masks.npy`` (N,K,S,ceil(S/8)) uint8 (bits
-packed along the last axis) for binary atom maps, or (N,K,S,S) uint8 atom maps (``data.labels``) when the
+packed along the last axis) for binary atom maps, or (N,K,S,S) uint8 atom maps (``labels``) when the
 reader's scheme has L >= 2 atoms, ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient
 ids). ``key`` hashes the reader's layout, foreground labels, size, annotator and channel count (and its label
 scheme when it is not binary: binary keys and files are those of before), and every source file's path, size and
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffuseg.config import readable_mode, temp_prefix
 from diffuseg.data.formats import Reader
 from diffuseg.data.transforms import resize_pair, single_thread
 from diffuseg.data.verify import checked_case
 from diffuseg.errors import DatasetError
+from diffuseg.files import readable_mode, temp_prefix
 
 CACHE_VERSION = 2  # 2: masks resized by a thresholded antialiased resize (1: nearest neighbour)
 

@@ -32,7 +32,7 @@ class Geometry:
 
 @dataclass
 class Case:
-    """One item: ``image`` (C,H,W) float32, ``masks`` (K,H,W) uint8 atom maps (``data.labels``: {0,1} for
+    """One item: ``image`` (C,H,W) float32, ``masks`` (K,H,W) uint8 atom maps (``labels``: {0,1} for
     binary, 0..L for L declared label values); K = 0 when unlabelled."""
 
     image: torch.Tensor

@@ -3,7 +3,7 @@
 Each item is a dict:
 - ``image`` (C,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``),
 - ``masks`` (K,S,S) float32 atom maps: every annotator's mask (K fixed within a dataset; missing ones are 0);
-  binary {0,1} as always, else 0..L (``data.labels``: the model turns them into ``scheme.one_hot(mask[:, 0])``),
+  binary {0,1} as always, else 0..L (``labels``: the model turns them into ``scheme.one_hot(mask[:, 0])``),
 - ``mask`` (1,S,S) float32 atoms: the mask of annotator ``annotator``, drawn at random per item and per
   step for training (the ambiguity paper's training on a random annotator); for validation drawn once per
   item from (seed, index), so it never changes,
@@ -27,10 +27,11 @@ from torch.utils.data import Dataset
 from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
 from diffuseg.data.formats import Reader, open_dataset
-from diffuseg.data.labels import LabelScheme, label_scheme
-from diffuseg.data.splits import SplitKind, split_by_patient, split_from_lists, split_source
+from diffuseg.data.splits import split_by_patient, split_from_lists, split_source
 from diffuseg.data.transforms import Augment, random_crop, single_thread
+from diffuseg.enums import SplitKind
 from diffuseg.errors import UserError
+from diffuseg.labels import LabelScheme, label_scheme
 
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:

@@ -22,22 +22,14 @@ from typing import Any
 
 import torch
 
-from diffuseg.config import DataConfig, StrEnum, write_text_atomic
+from diffuseg.config import DataConfig
+from diffuseg.enums import SplitKind
 from diffuseg.errors import UserError
+from diffuseg.files import write_text_atomic
 
 LIST_NAMES = ("train_patients.txt", "val_patients.txt")
 DATASET_LIST_NAMES = ("train.list", "val.list")  # SSL4MIS, one case name per line
 SPLIT_FILE = "split.json"
-
-
-class SplitKind(StrEnum):
-    """Where a split comes from: patient lists named in the config, found beside the data, or a seed."""
-
-    CONFIG = "config"
-    ROOT_LISTS = "root_lists"
-    PARENT_LISTS = "parent_lists"
-    DATASET_LISTS = "dataset_lists"  # SSL4MIS train.list / val.list
-    SEED = "seed"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Paired transforms on tensors: resizing to the model size, training augmentation, the random crop.
 
-Images are (C,H,W) float, masks (K,H,W) atom maps (``data.labels``: {0,1} for binary, 0..L for L declared label
+Images are (C,H,W) float, masks (K,H,W) atom maps (``labels``: {0,1} for binary, 0..L for L declared label
 values); every geometric change is applied to both with the same parameters (images bilinear, masks nearest, so
 atoms stay atoms). Every random function takes a ``torch.Generator``.
 """

@@ -20,9 +20,9 @@ from diffuseg.config import DataConfig
 from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats import Reader, open_dataset
 from diffuseg.data.formats.files import RASTER_SUFFIXES
-from diffuseg.data.labels import ClassSpec
 from diffuseg.data.transforms import match_channels
 from diffuseg.errors import DatasetError
+from diffuseg.labels import ClassSpec
 
 DEFAULT_CHANNELS = DataConfig().in_channels  # what training uses when data.in_channels is not set
 

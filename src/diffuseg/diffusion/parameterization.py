@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from diffuseg.config import PredictionType
+from diffuseg.enums import PredictionType
 
 
 def target(kind: PredictionType, x0: Tensor, eps: Tensor, alpha, sigma) -> Tensor:

@@ -20,7 +20,8 @@ import math
 import torch
 from torch import Tensor
 
-from diffuseg.config import DiffusionConfig, ScheduleKind, Spacing
+from diffuseg.config import DiffusionConfig
+from diffuseg.enums import ScheduleKind, Spacing
 
 DTYPE = torch.float64
 _POWER = {Spacing.LINEAR: 1.0, Spacing.QUADRATIC: 2.0}  # sampling grid: t_k = (1 - k / S) ** power

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffuseg.config import PredictionType, TimeSampler, Weighting
+from diffuseg.enums import PredictionType, TimeSampler, Weighting
 
 
 def log_weight(kind: Weighting, logsnr: Tensor, sigmoid_bias: float = -3.0) -> Tensor:

@@ -2,7 +2,7 @@
 sample-based metrics with a distance over classes.
 
 Inputs are class-mask stacks ``(..., K, *S)`` bool (or {0, 1}): one mask per class, as
-``data.labels.LabelScheme.class_masks(atoms)`` gives them; exclusive classes do not overlap, overlapping
+``labels.LabelScheme.class_masks(atoms)`` gives them; exclusive classes do not overlap, overlapping
 regions (BraTS whole tumour / tumour core / enhancing tumour) do, and region metrics are these per-class
 metrics on the region masks. ``K`` counts foreground classes only: background is not scored. Masks are
 binarised as in ``evaluation.metrics`` (``as_mask``). With ``K = 1`` every function gives exactly its binary
@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from diffuseg.config import StrEnum
+from diffuseg.enums import ClassAverage
 from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.metrics import Array, IoUSet, as_mask
 
@@ -41,11 +41,6 @@ with the distance over classes, instead of a mean of per-class values."""
 
 COUNTS = ("samples",)
 """Keys that count something shared by every class: ``combine_classes`` keeps them as they are."""
-
-
-class ClassAverage(StrEnum):
-    PRESENT = "present"
-    ALL = "all"
 
 
 def _stack(x: Array, name: str) -> torch.Tensor:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffuseg.config import EvalConfig, write_text_atomic
+from diffuseg.config import EvalConfig
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import (
     HDF5_SUFFIXES,
@@ -50,7 +50,6 @@ from diffuseg.data.formats.files import (
     stem_of,
     suffix_of,
 )
-from diffuseg.data.labels import LabelScheme
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation import class_metrics as CM
@@ -61,6 +60,8 @@ from diffuseg.evaluation.labelmaps import (
     read_label_map,
     scheme_classes,
 )
+from diffuseg.files import write_text_atomic
+from diffuseg.labels import LabelScheme
 
 UNCERTAINTY_SUFFIX = "_uncertainty"
 _SAMPLE_INDEX = re.compile(r"^(.*?)[_-](?:sample|s)?[_-]?(\d+)$")

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffuseg.config import Config, Method, Uncertainty, load_config
+from diffuseg.config import Config, load_config
+from diffuseg.enums import Method, Uncertainty
 from diffuseg.errors import UserError
 from diffuseg.inference.provenance import read_provenance
 from diffuseg.presets import matching_presets

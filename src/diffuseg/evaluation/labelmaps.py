@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from diffuseg.data.formats.files import LOSSY_SUFFIXES, label_values, read_file, suffix_of
-from diffuseg.data.labels import ClassSpec, LabelScheme
 from diffuseg.errors import UserError
 from diffuseg.evaluation import class_metrics as CM
+from diffuseg.labels import ClassSpec, LabelScheme
 
 __all__ = ["add_class_calibration", "class_masks", "parse_classes", "read_label_map", "scheme_classes"]
 
@@ -58,7 +58,7 @@ def scheme_classes(pred: str | os.PathLike, classes: Sequence | str | None) -> t
 def parse_classes(text: str) -> tuple[ClassSpec, ...]:
     """``--classes`` text -> class specs: ``NAME=V[+V...][:LABEL]`` separated by commas, e.g. ``RV=1,Myo=2,LV=3``
     or the BraTS regions ``WT=1+2+4,TC=1+4,ET=4`` (``LABEL``: the value written for a region whose own value is
-    ambiguous; ``data.labels.label_scheme`` checks them)."""
+    ambiguous; ``labels.label_scheme`` checks them)."""
     specs = []
     for item in (t.strip() for t in text.split(",")):
         name, sep, rest = item.partition("=")

@@ -24,10 +24,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from diffuseg.config import atomic_path, write_text_atomic
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import HDF5_SUFFIXES, read_file, suffix_of
-from diffuseg.data.labels import LabelScheme
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import PredictionFiles, _plane, _read_mask, find_predictions
 from diffuseg.evaluation.headline import (
@@ -47,6 +45,8 @@ from diffuseg.evaluation.report_classes import (
     overlay_mask,
     scheme_of,
 )
+from diffuseg.files import atomic_path, write_text_atomic
+from diffuseg.labels import LabelScheme
 
 # What each metric means, for the summary table (higher is better unless said otherwise).
 METRIC_HELP: dict[str, str] = {

@@ -15,7 +15,7 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from diffuseg.data.labels import LabelScheme, label_scheme
+from diffuseg.labels import LabelScheme, label_scheme
 
 CLASS_COLOURS = (
     "#1f77b4",

@@ -11,7 +11,7 @@ ambiguity paper) -> fusion (``sample.fusion``: STAPLE, mean or vote) and an unce
 frequency ``f`` (the fraction of members marking a pixel): ``variance`` ``f (1 - f)`` (the members' own
 Bernoulli variance, in [0, 0.25]) or ``entropy`` ``-f log2 f - (1 - f) log2 (1 - f)`` (bits, in [0, 1]).
 
-Several classes (a label scheme with L >= 2 atoms, ``data.labels``): the members are label maps of atoms;
+Several classes (a label scheme with L >= 2 atoms, ``labels``): the members are label maps of atoms;
 relative-area post-processing runs per class (a class of a member smaller than ``tau`` times that class's
 largest area in the ensemble is dropped: to background for exclusive classes, regions repainted in order);
 fusion is ``inference.label_fusion`` (multi-label STAPLE, argmax of the mean one-hot or of the members' soft
@@ -22,30 +22,25 @@ maps, plurality vote); the uncertainty map is the normalised entropy of the memb
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
-import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from diffuseg.config import Config, Method, SampleConfig, Uncertainty
-from diffuseg.data.labels import LabelScheme, label_scheme
-from diffuseg.diffusion.process import DiffusionProcess, Network
+from diffuseg.config import SampleConfig
 from diffuseg.diffusion.samplers import SampleOutput
-from diffuseg.diffusion.samplers import sample as run_sampler
-from diffuseg.diffusion.samplers.base import to_mask
+from diffuseg.enums import Uncertainty
 from diffuseg.inference.fusion import fuse
 from diffuseg.inference.label_fusion import class_uncertainty, normalised_entropy
 from diffuseg.inference.postprocess import relative_area_keep
-from diffuseg.nets.latent import Generators
-from diffuseg.nets.phiseg import PHiSeg
-from diffuseg.nets.probunet import ProbUNet
+from diffuseg.labels import LabelScheme
+from diffuseg.methods import Draw
+from diffuseg.runtime import sampling_precision
 
 
 @dataclass(frozen=True)
@@ -106,172 +101,6 @@ class _Pending:
 
     def done(self, members: int) -> bool:
         return sum(m.shape[0] for m in self.masks) == members
-
-
-def _cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
-    AMX-BF16. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
-    ``diffusion-unet`` was 82x slower than fp32 (benchmarks/results/speed.md).
-
-    On a CPU, torch's own check (cpuinfo, which also asks whether the OS saves the AVX-512 state) decides; where
-    torch lacks it, the ``avx512_bf16`` / ``amx_bf16`` flags of /proc/cpuinfo do."""
-    device = torch.device(device)
-    if device.type == "cuda":  # without emulation: pre-Ampere GPUs "support" bf16 only by emulating it
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":
-        avx512 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-        if avx512 is not None and amx is not None:
-            return bool(avx512() or amx())
-        return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
-    return False
-
-
-def resolve_sample_precision(precision: str, device: torch.device | str) -> str:
-    """``sample.precision`` as it runs on ``device``: ``auto`` is ``bf16`` where ``native_bf16``, else ``32``.
-    ``bf16`` asked for where it is only emulated still runs, after a warning that it is slow."""
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "32"
-    if precision == "bf16" and not native_bf16(device):
-        warnings.warn(
-            f"sample.precision=bf16: this {torch.device(device).type} has no native bf16, so bf16 is emulated "
-            "and sampling runs many times slower than in fp32; use sample.precision=auto or 32",
-            stacklevel=2,
-        )
-    return precision
-
-
-def sampling_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``bf16`` (and ``auto`` where ``native_bf16``), else nothing (fp32)."""
-    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-Draw = Callable[[Tensor, int, list], SampleOutput]
-"""``draw(images (B, in_channels, H, W), members, generators) -> SampleOutput`` with ``B * members`` rows,
-image-major, row ``i`` drawn from ``generators[i]``: ``mask`` (B * members, 1, H, W) float32 label maps of atoms
-(``LabelScheme.decode``; binary {0, 1}) and ``soft`` (B * members, C, H, W) in [0, 1], one map per channel."""
-
-
-def class_probabilities(logits: Tensor, scheme: LabelScheme | None = None) -> Tensor:
-    """Logits (N, C, H, W) of a one-pass network -> per-channel probabilities (N, C, H, W) float32: a softmax over
-    C for exclusive classes with C >= 2 channels (channel 0 = background), else a sigmoid per channel (binary,
-    overlapping regions; ``scheme=None`` is binary)."""
-    logits = logits.float()
-    if scheme is not None and scheme.exclusive and logits.shape[1] > 1:
-        return torch.softmax(logits, dim=1)
-    return torch.sigmoid(logits)
-
-
-def diffusion_draw(
-    net: Network, process: DiffusionProcess, cfg: SampleConfig, scheme: LabelScheme | None = None
-) -> Draw:
-    """The diffusion sampler ``cfg.sampler`` with ``cfg.steps``, ``spacing``, ``eta``, ``ddpm_variance``,
-    ``threshold``, over the C channels of ``scheme`` (None: binary)."""
-
-    def draw(images: Tensor, members: int, generators: list) -> SampleOutput:
-        return run_sampler(
-            cfg.sampler,
-            net,
-            images,
-            process,
-            cfg.steps,
-            generator=generators,
-            members=members,
-            spacing=cfg.spacing,
-            eta=cfg.eta,
-            ddpm_variance=cfg.ddpm_variance,
-            threshold=cfg.threshold,
-            scheme=scheme,
-        )
-
-    return draw
-
-
-@torch.no_grad()
-def latent_sample(
-    net: torch.nn.Module,
-    image: Tensor,
-    members: int,
-    *,
-    generator: Generators,
-    threshold: float = 0.5,
-    scheme: LabelScheme | None = None,
-) -> SampleOutput:
-    """``members`` masks per image from a Prob. UNet's or PHiSeg's prior: image (B, in_channels, H, W) ->
-    ``SampleOutput`` with ``soft`` = ``class_probabilities(logits, scheme)`` (B * members, C, H, W) and ``mask``
-    its label map (B * members, 1, H, W) (binary: sigmoid, thresholded to {0, 1}), rows image-major.
-
-    ``generator`` is one ``torch.Generator`` or one per output row (row b * members + k from generator
-    b * members + k), so a member's mask does not depend on the batch it is drawn in. The image-only parts
-    (Prob. UNet's UNet and prior net, PHiSeg's prior encoder) run once per image.
-    """
-    if not isinstance(net, ProbUNet | PHiSeg):
-        raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
-    soft = class_probabilities(net.sample_logits(image, members, generator), scheme)
-    return SampleOutput(mask=to_mask(soft, threshold, scheme), soft=soft)
-
-
-def steps_per_member(config: Config) -> int:
-    """Network steps of one member as ``make_draw``'s ``progress`` counts them: ``sample.steps`` for diffusion,
-    1 for the one-pass families."""
-    return config.sample.steps if config.method is Method.DIFFUSION else 1
-
-
-def make_draw(
-    config: Config,
-    net: torch.nn.Module,
-    process: DiffusionProcess | None,
-    progress: Callable[[int], None] | None = None,
-) -> Draw:
-    """The member-drawing function of ``config.method``'s family, as ``predict`` and sampled validation use it:
-    a diffusion sampler (``diffusion_draw``), the prior of a latent-variable baseline (``latent_sample``), or
-    one pass of the deterministic UNet (``class_probabilities(net(image))`` repeated ``members`` times), each
-    over the classes of ``config.data`` (``Draw``: label maps and per-channel soft maps).
-
-    ``progress(rows)`` is called with the member-steps done: after every network call of a diffusion sampler
-    (its row count, a Python int: no host synchronisation), after every draw of the one-pass families."""
-    s = config.sample
-    scheme = label_scheme(config.data.classes, config.data.foreground)  # as training.checkpoint.scheme_of
-    if config.method is Method.DIFFUSION:
-        if progress is None:
-            return diffusion_draw(net, process, s, scheme)
-
-        def counted(z: Tensor, t: Tensor, image: Tensor) -> Tensor:
-            out = net(z, t, image)
-            progress(z.shape[0])
-            return out
-
-        return diffusion_draw(counted, process, s, scheme)
-    if config.method in (Method.PROBUNET, Method.PHISEG):
-        one_pass = lambda images, members, gens: latent_sample(  # noqa: E731
-            net, images, members, generator=gens, threshold=s.threshold, scheme=scheme
-        )
-    else:
-
-        def one_pass(images: Tensor, members: int, gens: list) -> SampleOutput:
-            soft = class_probabilities(net(images), scheme).repeat_interleave(members, dim=0)
-            return SampleOutput(mask=to_mask(soft, s.threshold, scheme), soft=soft)
-
-    if progress is None:
-        return one_pass
-
-    def counted_pass(images: Tensor, members: int, gens: list) -> SampleOutput:
-        out = one_pass(images, members, gens)
-        progress(images.shape[0] * members)
-        return out
-
-    return counted_pass
 
 
 Part = list[tuple[_Pending, int, int]]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffuseg.config import Fusion
+from diffuseg.enums import Fusion
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Fusion of several label maps of one case: multi-label STAPLE, plurality vote, argmax of the mean one-hot,
 and the uncertainty of the members' labels.
 
-A label map holds atoms ``0..L`` (0 = background; ``data.labels.LabelScheme`` maps label values to atoms).
+A label map holds atoms ``0..L`` (0 = background; ``labels.LabelScheme`` maps label values to atoms).
 Fusion functions are batched over cases: ``atoms`` is ``(B, R, *spatial)`` integer with ``R`` raters
 (ensemble members or annotators) per case; they run on the input's device. With ``L = 1`` (binary) every
 function here gives what its binary counterpart in ``inference.fusion`` gives (ties and ``W = 0.5`` aside, see
@@ -38,13 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from diffuseg.config import Fusion, StrEnum, Uncertainty
+from diffuseg.enums import Fusion, StapleInit, Uncertainty
 from diffuseg.inference.fusion import rater_patterns
-
-
-class StapleInit(StrEnum):
-    MEAN = "mean"
-    VOTE = "vote"
 
 
 def check_atoms(atoms: torch.Tensor, labels: int, spatial_from: int = 2) -> torch.Tensor:

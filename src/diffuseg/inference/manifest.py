@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffuseg.config import write_text_atomic
 from diffuseg.errors import UserError
+from diffuseg.files import write_text_atomic
 
 FORMAT = 1
 MANIFEST = "manifest.json"

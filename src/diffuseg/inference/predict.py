@@ -1,6 +1,6 @@
 """``predict(checkpoint, input, output, overrides)``: ensembles for every case of a dataset, fused, written.
 
-Steps: load the checkpoint (config + EMA network, ``training.checkpoint.inference_model``); apply the
+Steps: load the checkpoint (config + EMA network, ``methods.inference_model``); apply the
 ``sample.*`` overrides; open INPUT (a dataset folder in any layout ``data.formats`` reads, or image files);
 check that no two cases would write files of one name; for each case, resize the image to the model size,
 draw ``sample.samples`` members ``sample.batch_size`` at a time with per-member seeds, apply relative-area
@@ -38,34 +38,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from diffuseg.config import (
-    Config,
-    config_from_dict,
-    config_to_dict,
-    merge,
-    parse_overrides,
-    remove_stale_temps,
-    save_config,
-)
+from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
 from diffuseg.data.case import Case
 from diffuseg.data.formats import Reader, open_input
 from diffuseg.data.formats.files import is_image_file, stem_of
-from diffuseg.data.labels import label_scheme
 from diffuseg.data.splits import select_cases
 from diffuseg.data.transforms import model_input
 from diffuseg.data.verify import is_colour
 from diffuseg.errors import DatasetError, UserError
-from diffuseg.inference.ensemble import (
-    make_draw,
-    prepare_network,
-    resolve_sample_precision,
-    sample_ensembles,
-    steps_per_member,
-)
+from diffuseg.files import remove_stale_temps
+from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.inference.manifest import Manifest, RunKey, file_sha256, manifest_name, read_manifests
 from diffuseg.inference.provenance import write_provenance
 from diffuseg.inference.writers import UNCERTAINTY, PredictionWriter, check_output, check_output_names
+from diffuseg.methods import make_draw, steps_per_member
 from diffuseg.runlock import folder_lock, holder_of
+from diffuseg.runtime import resolve_sample_precision
 
 CONFIG_NAME = "config.yaml"
 SETUP_LOCK = ".diffuseg-predict-setup.lock"  # held for a part's set-up only
@@ -141,7 +129,8 @@ def prepare(
     """Check everything that can be checked before writing: the output folder, the inputs, the checkpoint,
     the overrides, the dataset and its output names. ``cases``: only these case ids (``--split``,
     ``data.splits.split_cases``). ``UserError`` (``DatasetError``) on any problem."""
-    from diffuseg.training.checkpoint import KEY, inference_model, read_checkpoint
+    from diffuseg.checkpoint import KEY, read_checkpoint
+    from diffuseg.methods import inference_model
 
     inputs = _as_paths(input)
     out = Path(output)
@@ -290,7 +279,7 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     draw = make_draw(config, net, run.process, progress=bar.update)  # member-steps: moves within a case
     pending: deque[Case] = deque()
     written = 0
-    scheme = label_scheme(config.data.classes, config.data.foreground)  # as make_draw decodes
+    scheme = config.data.scheme
     try:
         with PredictionWriter(run.out, run.inputs, save_samples=run.save_samples, scheme=scheme) as writer:
             inputs = _model_inputs(run.reader, indices, config, pending)

@@ -4,7 +4,7 @@ The report's headline reads it beside ``OUTPUT/config.yaml`` (the resolved confi
 included). Fields: ``checkpoint`` (absolute path), ``step`` (training steps the checkpoint had made),
 ``network`` (registry name), ``parameters`` (count), ``run_folder`` (``train.out_dir`` of the run),
 ``diffuseg`` (version); with several classes also ``classes`` (``[{name, values[, label]}, ...]``, the label
-values each class is written with in the label maps: ``data.labels.LabelScheme.to_dict``). No time stamp: a
+values each class is written with in the label maps: ``labels.LabelScheme.to_dict``). No time stamp: a
 rerun writes the same bytes.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from diffuseg.config import Config, write_text_atomic
-from diffuseg.data.labels import label_scheme
+from diffuseg.config import Config
+from diffuseg.files import write_text_atomic
 
 PROVENANCE_NAME = "prediction.json"
 
@@ -35,7 +35,7 @@ def write_provenance(out: Path, checkpoint: str | os.PathLike, step: int, config
         "run_folder": config.train.out_dir,
         "diffuseg": __version__,
     }
-    scheme = label_scheme(config.data.classes, config.data.foreground)
+    scheme = config.data.scheme
     if not scheme.binary:
         record["classes"] = scheme.to_dict()["classes"]
     write_text_atomic(out / PROVENANCE_NAME, json.dumps(record, indent=1) + "\n")

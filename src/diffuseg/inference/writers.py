@@ -16,7 +16,7 @@ Per case (``Case.geometry`` says how): the fused mask ``OUTPUT/<case>.<ext>``, t
   ``<case>_uncertainty.h5`` with the dataset ``uncertainty`` (float32) and, with several classes, one dataset
   ``uncertainty_<class name>`` per class (the per-class maps; the other formats hold the one map only); volumes
   (D,H,W) are reassembled along their first axis.
-- Several classes (``scheme``, a non-binary ``data.labels.LabelScheme``): ``fused`` and ``samples`` are atom
+- Several classes (``scheme``, a non-binary ``labels.LabelScheme``): ``fused`` and ``samples`` are atom
   maps (h,w) int; they are resized back as the one-hot over the atoms, bilinearly, then the argmax, and written
   as the dataset's own label values (``scheme.to_values``: ACDC 0/1/2/3, BraTS 0/1/2/4), uint8 (uint16 for
   values above 255) in every format, PNG included (no scaling to 255; binary keeps its {0,255}).
@@ -37,12 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffuseg.config import atomic_path
 from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats.base import Entry
 from diffuseg.data.formats.files import HDF5_SUFFIXES
-from diffuseg.data.labels import LabelScheme
 from diffuseg.errors import UserError
+from diffuseg.files import atomic_path
+from diffuseg.labels import LabelScheme
 
 UNCERTAINTY_SCALE = 65535  # 16-bit PNG uncertainty = round(u * 65535)
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuseg.config import StrEnum
+from diffuseg.enums import DownsampleKind, Padding
 
 TIME_SCALE = 1000.0  # t in [0, 1] is scaled to the DDPM step range before the sinusoids
 
@@ -62,22 +62,6 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.mlp(sinusoidal_embedding(t, self.base_dim).to(self.mlp[0].weight.dtype))
-
-
-class Padding(StrEnum):
-    """What a 3x3 convolution reads beyond the border of its map.
-
-    ``zeros`` (the papers' networks, Nichol & Dhariwal 2021): zeros. A corner pixel reads 5 of its 9 taps
-    from them and an edge pixel 3, at every layer, so the network computes something else there, and what it
-    computes at the 4 corner pixels of an image is learnt from those pixels alone. A short-trained model gets
-    them wrong: the demo's put foreground in the corner pixel of up to 8 % of its samples, in whichever corner
-    its training happened to leave worst (docs/networks.md). ``partial``: partial-convolution padding (Liu
-    et al. 2018, arXiv:1811.11718), ``PartialPadConv2d``: zeros, with the sum over the taps that fall inside
-    rescaled to all 9, so border pixels respond on the interior's scale. Same parameters and state dict.
-    """
-
-    ZEROS = "zeros"
-    PARTIAL = "partial"
 
 
 class PartialPadConv2d(nn.Conv2d):
@@ -154,21 +138,6 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(qkv[:, 0:1], qkv[:, 1:2], qkv[:, 2:3])  # one head
         out = out[:, 0].transpose(1, 2).reshape(n, c, h, w)
         return x + self.proj(out)
-
-
-class DownsampleKind(StrEnum):
-    """How a level halves its resolution.
-
-    ``conv``: 3x3 convolution with stride 2 and padding 1 (Nichol & Dhariwal 2021, the papers' UNets). On an
-    even size its outputs sit on input pixels 0, 2, ..., H-2: the top and left borders are read through zero
-    padding, the bottom and right ones never, and each level shifts the map half a pixel towards the top-left,
-    so the four corners are not treated alike. ``centred``: 2x2 average pooling, then a 3x3 convolution with
-    padding 1: outputs sit at the centre of each 2x2 cell, the map commutes with flips and 90-degree turns
-    (for flip-symmetric kernels), with the same parameter count and a similar cost.
-    """
-
-    CONV = "conv"
-    CENTRED = "centred"
 
 
 class Downsample(nn.Module):

@@ -31,24 +31,9 @@ from torch.distributions import (
     kl_divergence,
 )
 
-from diffuseg.config import StrEnum
+from diffuseg.enums import LatentKind
 
 Generators = torch.Generator | Sequence[torch.Generator]
-
-
-class LatentKind(StrEnum):
-    AA = "aa"
-    AA_MIX = "aa_mix"
-    FC = "fc"
-    FC_MIX = "fc_mix"
-
-    @property
-    def is_mixture(self) -> bool:
-        return self in (LatentKind.AA_MIX, LatentKind.FC_MIX)
-
-    @property
-    def full_covariance(self) -> bool:
-        return self in (LatentKind.FC, LatentKind.FC_MIX)
 
 
 def _noise(shape: Sequence[int], generator: Generators, device: torch.device, uniform: bool = False) -> Tensor:

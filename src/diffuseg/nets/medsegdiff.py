@@ -36,16 +36,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from diffuseg.nets.blocks import (
-    Downsample,
-    DownsampleKind,
-    Padding,
-    ResBlock,
-    TimeEmbedding,
-    Upsample,
-    conv3x3,
-    output_head,
-)
+from diffuseg.enums import DownsampleKind, Padding
+from diffuseg.nets.blocks import Downsample, ResBlock, TimeEmbedding, Upsample, conv3x3, output_head
 from diffuseg.nets.ffparser import FFParser
 
 # Variants (section 3.2: S, B, L use 4x, 5x, 6x downsampling). Widths tuned towards Table 3 (13, 25, 41 M).

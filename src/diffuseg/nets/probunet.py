@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffuseg.enums import LatentKind
 from diffuseg.nets.blocks import TimeEmbedding
-from diffuseg.nets.latent import Generators, Latent, LatentHead, LatentKind
+from diffuseg.nets.latent import Generators, Latent, LatentHead
 from diffuseg.nets.unet import DiffusionUNet
 
 FILTERS = (32, 64, 128, 256)

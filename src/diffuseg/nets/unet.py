@@ -25,17 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuseg.nets.blocks import (
-    Attention,
-    Downsample,
-    DownsampleKind,
-    Padding,
-    ResBlock,
-    TimeEmbedding,
-    Upsample,
-    conv3x3,
-    output_head,
-)
+from diffuseg.enums import DownsampleKind, Padding
+from diffuseg.nets.blocks import Attention, Downsample, ResBlock, TimeEmbedding, Upsample, conv3x3, output_head
 
 CHANNELS = (32, 32, 64, 128)
 NUM_RES_BLOCKS = (1, 2, 3, 4)

@@ -11,11 +11,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffuseg.data.labels import LabelScheme
+from diffuseg.checkpoint import LAST
 from diffuseg.evaluation.class_metrics import class_dice, class_ged, class_mean
 from diffuseg.evaluation.metrics import ged, pairwise_dice
-from diffuseg.inference.ensemble import resolve_sample_precision, sampling_precision, use_micro_batch
-from diffuseg.training.checkpoint import LAST
+from diffuseg.inference.ensemble import use_micro_batch
+from diffuseg.labels import LabelScheme
+from diffuseg.runtime import resolve_sample_precision, sampling_precision
 from diffuseg.training.module import SegmentationModule, step_seed
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 
-from diffuseg.config import Method
+from diffuseg.enums import Method
 from diffuseg.nets.latent import kl
 from diffuseg.nets.phiseg import PHiSeg
 from diffuseg.nets.probunet import ProbUNet

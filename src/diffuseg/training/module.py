@@ -31,9 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from diffuseg.config import Config, Method
+from diffuseg import checkpoint as ckpt_io
+from diffuseg.config import Config
+from diffuseg.enums import Method
 from diffuseg.errors import UserError
-from diffuseg.training import checkpoint as ckpt_io
+from diffuseg.methods import build_network, build_process
 
 
 class NonFiniteLossError(UserError):
@@ -70,9 +72,9 @@ class SegmentationModule(L.LightningModule):
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
-        self.scheme = ckpt_io.scheme_of(config)
-        self.net = ckpt_io.build_network(config)
-        self.process = ckpt_io.build_process(config)  # DiffusionProcess for diffusion methods, else None
+        self.scheme = config.data.scheme
+        self.net = build_network(config)
+        self.process = build_process(config)  # DiffusionProcess for diffusion methods, else None
         if config.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
@@ -89,7 +91,7 @@ class SegmentationModule(L.LightningModule):
         """``members`` label maps per image with ``net``: ``(B * members, 1, H, W)`` float atoms (binary {0, 1}),
         rows image-major, row
         ``i`` from ``generators[i]``; the family's ``inference.ensemble.make_draw``, as ``predict`` draws."""
-        from diffuseg.inference.ensemble import make_draw
+        from diffuseg.methods import make_draw
 
         return make_draw(self.config, net, self.process)(image, members, generators).mask
 

@@ -35,13 +35,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from diffuseg.config import Config, config_to_dict, remove_stale_temps, save_config
-from diffuseg.data.labels import LabelScheme
+from diffuseg.checkpoint import LAST, checkpoint_config, read_checkpoint, save_atomic
+from diffuseg.config import Config, config_to_dict, save_config
 from diffuseg.errors import UserError
-from diffuseg.inference.ensemble import native_bf16
+from diffuseg.files import remove_stale_temps
+from diffuseg.labels import LabelScheme
 from diffuseg.runlock import folder_lock
+from diffuseg.runtime import native_bf16
 from diffuseg.training.callbacks import PeriodicCheckpoint, SampledValidation
-from diffuseg.training.checkpoint import LAST, checkpoint_config, read_checkpoint, save_atomic
 from diffuseg.training.module import module_class, step_seed
 
 # Fields that may change between a run and its resumption; any other difference is refused.

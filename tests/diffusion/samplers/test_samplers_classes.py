@@ -15,12 +15,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffuseg.config import DiffusionConfig, PredictionType, SamplerKind, ScheduleKind
-from diffuseg.data.labels import LabelScheme, label_scheme
+from diffuseg.config import DiffusionConfig
 from diffuseg.diffusion import parameterization as P
 from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.diffusion.samplers import sample
 from diffuseg.diffusion.samplers.base import start_noise, to_mask
+from diffuseg.enums import PredictionType, SamplerKind, ScheduleKind
+from diffuseg.labels import LabelScheme, label_scheme
 
 H = W = 32
 ACDC = label_scheme([{"name": "RV", "values": [1]}, {"name": "Myo", "values": [2]}, {"name": "LV", "values": [3]}])

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from diffuseg.config import StrEnum
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.brats import BraTSReader
 from diffuseg.data.formats.classes import ClassFoldersReader
@@ -25,23 +24,11 @@ from diffuseg.data.formats.multi import MultiAnnotatorReader
 from diffuseg.data.formats.nnunet import NnUNetReader
 from diffuseg.data.formats.paired import ImagesReader, PairedReader
 from diffuseg.data.formats.ssl4mis import SSL4MISReader
-from diffuseg.data.labels import ClassSpec
+from diffuseg.enums import Layout
 from diffuseg.errors import UserError
+from diffuseg.labels import ClassSpec
 
 __all__ = ["Entry", "Layout", "Reader", "images_from_files", "open_dataset", "open_input"]
-
-
-class Layout(StrEnum):
-    AUTO = "auto"
-    LIDC = "lidc"
-    BRATS = "brats"
-    NNUNET = "nnunet"
-    MULTI = "multi"
-    CLASSES = "classes"
-    SSL4MIS = "ssl4mis"
-    PAIRED = "paired"
-    NIFTI = "nifti"
-    IMAGES = "images"
 
 
 READERS: dict[Layout, type[Reader]] = {

@@ -1,7 +1,7 @@
 """What every layout reader shares: entries found on disk, and decoding an entry into a ``Case``.
 
 A reader only *finds* files (``scan``); decoding, slicing of volumes, turning label maps into atom maps
-(``data.labels``: binary {0,1} as before, or one atom per declared label value) and every per-file check live
+(``labels``: binary {0,1} as before, or one atom per declared label value) and every per-file check live
 here, so all layouts report problems the same way.
 """
 
@@ -26,8 +26,8 @@ from diffuseg.data.formats.files import (
     read_file,
     suffix_of,
 )
-from diffuseg.data.labels import ClassSpec, LabelScheme, label_scheme
 from diffuseg.errors import UserError
+from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class Reader:
     A layout defines ``detect(root) -> bool`` (does ``root`` look like this layout?) and ``scan()``, which
     fills ``entries`` and ``problems``; construction scans.
 
-    ``classes`` (``data.classes``) and ``foreground`` make the ``scheme`` (``data.labels.label_scheme``) that
+    ``classes`` (``data.classes``) and ``foreground`` make the ``scheme`` (``labels.label_scheme``) that
     turns label maps into atom maps. A layout whose files declare classes (nnU-Net's ``dataset.json``) sets
     them in ``scan`` through ``use_dataset_classes``; ``notes`` holds what a reader chose on the user's behalf.
     """

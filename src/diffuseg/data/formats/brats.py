@@ -18,7 +18,7 @@ from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, expand_volumes
 from diffuseg.data.formats.files import NIFTI_SUFFIXES, stem_of, suffix_of
-from diffuseg.data.labels import ClassSpec
+from diffuseg.labels import ClassSpec
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 # nnU-Net's BraTS regions, labels up to 2021 (2023: NCR 1, ED 2, ET 3)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
 from diffuseg.data.formats.files import stem_of
-from diffuseg.data.labels import ClassSpec
 from diffuseg.errors import UserError
+from diffuseg.labels import ClassSpec
 
 _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
 

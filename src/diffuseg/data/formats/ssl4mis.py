@@ -29,7 +29,7 @@ import numpy as np
 
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.files import label_values, natural_key, stem_of
-from diffuseg.data.labels import ClassSpec
+from diffuseg.labels import ClassSpec
 
 LISTS = ("train.list", "val.list", "test.list")
 SLICE_LIST = "train_slices.list"

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from diffuseg.config import SamplerKind
 from diffuseg.diffusion.noise import Generators
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers import ddim, ddpm, dpm_solver
 from diffuseg.diffusion.samplers.base import SampleOutput
+from diffuseg.enums import SamplerKind
 
 SAMPLERS = {
     SamplerKind.DDPM: ddpm.sample,

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diffuseg.config import Spacing
-from diffuseg.data.labels import LabelScheme
 from diffuseg.diffusion.noise import Generators, randn
 from diffuseg.diffusion.process import DiffusionProcess, Network, x0_to_soft
+from diffuseg.enums import Spacing
+from diffuseg.labels import LabelScheme
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import math
 
 from torch import Tensor
 
-from diffuseg.config import Spacing
-from diffuseg.data.labels import LabelScheme
 from diffuseg.diffusion.noise import Generators
 from diffuseg.diffusion.process import DiffusionProcess, Network
 from diffuseg.diffusion.samplers.base import SampleOutput, Step, walk
+from diffuseg.enums import Spacing
+from diffuseg.labels import LabelScheme
 
 
 def sample(

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffuseg.config import Config, Method, atomic_path, config_from_dict, config_to_dict
-from diffuseg.data.labels import LabelScheme, label_scheme
+from diffuseg.config import Config, config_from_dict, config_to_dict
 from diffuseg.errors import UserError
+from diffuseg.files import atomic_path
 
 FORMAT_VERSION = 1
 KEY = "diffuseg"
@@ -175,62 +175,3 @@ def checkpoint_config(ckpt: Mapping[str, Any], path: str | os.PathLike = "") -> 
 def prefixed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of ``state_dict`` under ``prefix`` with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
-def scheme_of(config: Config) -> LabelScheme:
-    """The label scheme of ``config.data``: ``data.classes``, or binary with ``data.foreground`` when none are
-    declared (every checkpoint written before classes existed)."""
-    return label_scheme(config.data.classes, config.data.foreground)
-
-
-def build_network(config: Config) -> torch.nn.Module:
-    """The network of ``config.model`` (registry name and options), for every method family, with
-    ``data.in_channels`` image channels and C = ``scheme_of(config).channels`` mask / output channels."""
-    from diffuseg.nets.registry import STRUCTURAL
-    from diffuseg.nets.registry import build_network as from_registry
-
-    options = dict(config.model.options)
-    fixed = sorted(set(options) & set(STRUCTURAL))
-    if fixed:
-        raise UserError(
-            f"model.options: {', '.join(fixed)} cannot be set there; the channel counts come from data.in_channels "
-            "and data.classes"
-        )
-    channels = scheme_of(config).channels
-    mask_channels = None  # the registry's default: C, for the networks that read x_t
-    if config.method is Method.DIFFUSION and config.diffusion.self_condition:
-        mask_channels = 2 * channels  # x_t and the earlier estimate
-    return from_registry(config.model.name, config.data.in_channels, channels, mask_channels, **options)
-
-
-def build_process(config: Config) -> Any:
-    """What a predictor needs besides the network: a ``DiffusionProcess`` for diffusion methods, else ``None``."""
-    if config.method is not Method.DIFFUSION:
-        return None
-    from diffuseg.diffusion.process import DiffusionProcess
-
-    return DiffusionProcess(config.diffusion)
-
-
-def load_for_inference(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Config, torch.nn.Module, Any]:
-    """``(config, ema_net, process)`` from a checkpoint: the EMA network in eval mode, ready to predict.
-
-    ``process`` is a ``DiffusionProcess`` for diffusion methods and ``None`` for methods that predict in
-    one pass (the deterministic UNet; ``ema_net(image) -> logits``). Raises ``UserError`` for a missing,
-    corrupt or foreign file. Needs no Lightning (``diffuseg predict`` does not import it).
-    """
-    return inference_model(read_checkpoint(path, map_location), path)
-
-
-def inference_model(ckpt: Mapping[str, Any], path: str | os.PathLike) -> tuple[Config, torch.nn.Module, Any]:
-    """``load_for_inference`` on a checkpoint dict already read by ``read_checkpoint`` (from ``path``)."""
-    config = checkpoint_config(ckpt, path)
-    net = build_network(config)
-    weights = prefixed(ckpt["state_dict"], "ema.")
-    try:
-        net.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise UserError(f"{path}: EMA weights do not fit the network {config.model.name} ({first})") from None
-    net.eval().requires_grad_(False)
-    return config, net, build_process(config)

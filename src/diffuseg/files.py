@@ -1,0 +1,100 @@
+"""Files written safely: atomic writes (a temporary beside the target, renamed over it), temporaries named by
+host and process so a later run can remove those of a dead writer, and the modes the umask gives."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from diffuseg.errors import UserError
+from diffuseg.runlock import process_alive
+
+
+def _umask() -> int:
+    """The process's umask: from ``/proc/self/status`` on Linux (without changing it, so safe beside other
+    threads), elsewhere by setting it and putting it back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def readable_mode(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open`` / ``mkdir`` would: 0666 (folders 0777) less the umask.
+
+    ``tempfile`` makes its files 0600 and folders 0700, which a rename keeps: without this, every atomically
+    written file would be unreadable to colleagues and web servers under the usual umask 022."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
+def _host() -> str:
+    """This host's name as it stands in temporary names (letters, digits and dashes, at most 32)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of a temporary file or folder beside ``name``: ``.NAME.~HOST~PID~``, so a later run can tell the
+    temporaries of a dead writer (``remove_stale_temps``) from those of a live one."""
+    return f".{name}.~{_host()}~{os.getpid()}~"
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries (``temp_prefix``) in ``folder`` whose writer, a process on this host, is gone
+    (killed during a write); returns what was removed. Temporaries of live processes and of other hosts stay."""
+    here = _host()
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or match["host"] != here or process_alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+_TEMP_NAME = re.compile(r"^\..+\.~(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)~")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside ``path`` (``temp_prefix`` + random + ``suffix``, same folder, which is created)
+    to write; renamed over ``path`` (``os.replace``) when the block ends, deleted when it raises. Nothing
+    half-written; the file gets the mode the umask gives (``readable_mode``)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=suffix)
+    except OSError as err:
+        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from None
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        try:
+            readable_mode(tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            raise UserError(f"{path}: cannot write here ({err.strerror or err})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

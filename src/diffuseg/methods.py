@@ -1,0 +1,194 @@
+"""The method table: for each family of ``config.method``, how its network, its process and its member-drawing
+function are built. Training, prediction, sampled validation and the benchmarks all build through here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffuseg.checkpoint import checkpoint_config, prefixed, read_checkpoint
+from diffuseg.config import Config, SampleConfig
+from diffuseg.diffusion.process import DiffusionProcess, Network
+from diffuseg.diffusion.samplers import SampleOutput
+from diffuseg.diffusion.samplers import sample as run_sampler
+from diffuseg.diffusion.samplers.base import to_mask
+from diffuseg.enums import Method
+from diffuseg.errors import UserError
+from diffuseg.labels import LabelScheme
+from diffuseg.nets.latent import Generators
+from diffuseg.nets.phiseg import PHiSeg
+from diffuseg.nets.probunet import ProbUNet
+from diffuseg.nets.registry import STRUCTURAL
+from diffuseg.nets.registry import build_network as from_registry
+
+
+def build_network(config: Config) -> torch.nn.Module:
+    """The network of ``config.model`` (registry name and options), for every method family, with
+    ``data.in_channels`` image channels and C = ``config.data.scheme.channels`` mask / output channels."""
+
+    options = dict(config.model.options)
+    fixed = sorted(set(options) & set(STRUCTURAL))
+    if fixed:
+        raise UserError(
+            f"model.options: {', '.join(fixed)} cannot be set there; the channel counts come from data.in_channels "
+            "and data.classes"
+        )
+    channels = config.data.scheme.channels
+    mask_channels = None  # the registry's default: C, for the networks that read x_t
+    if config.method is Method.DIFFUSION and config.diffusion.self_condition:
+        mask_channels = 2 * channels  # x_t and the earlier estimate
+    return from_registry(config.model.name, config.data.in_channels, channels, mask_channels, **options)
+
+
+def build_process(config: Config) -> Any:
+    """What a predictor needs besides the network: a ``DiffusionProcess`` for diffusion methods, else ``None``."""
+    if config.method is not Method.DIFFUSION:
+        return None
+    from diffuseg.diffusion.process import DiffusionProcess
+
+    return DiffusionProcess(config.diffusion)
+
+
+def load_for_inference(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Config, torch.nn.Module, Any]:
+    """``(config, ema_net, process)`` from a checkpoint: the EMA network in eval mode, ready to predict.
+
+    ``process`` is a ``DiffusionProcess`` for diffusion methods and ``None`` for methods that predict in
+    one pass (the deterministic UNet; ``ema_net(image) -> logits``). Raises ``UserError`` for a missing,
+    corrupt or foreign file. Needs no Lightning (``diffuseg predict`` does not import it).
+    """
+    return inference_model(read_checkpoint(path, map_location), path)
+
+
+def inference_model(ckpt: Mapping[str, Any], path: str | os.PathLike) -> tuple[Config, torch.nn.Module, Any]:
+    """``load_for_inference`` on a checkpoint dict already read by ``read_checkpoint`` (from ``path``)."""
+    config = checkpoint_config(ckpt, path)
+    net = build_network(config)
+    weights = prefixed(ckpt["state_dict"], "ema.")
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise UserError(f"{path}: EMA weights do not fit the network {config.model.name} ({first})") from None
+    net.eval().requires_grad_(False)
+    return config, net, build_process(config)
+
+
+Draw = Callable[[Tensor, int, list], SampleOutput]
+"""``draw(images (B, in_channels, H, W), members, generators) -> SampleOutput`` with ``B * members`` rows,
+image-major, row ``i`` drawn from ``generators[i]``: ``mask`` (B * members, 1, H, W) float32 label maps of atoms
+(``LabelScheme.decode``; binary {0, 1}) and ``soft`` (B * members, C, H, W) in [0, 1], one map per channel."""
+
+
+def class_probabilities(logits: Tensor, scheme: LabelScheme | None = None) -> Tensor:
+    """Logits (N, C, H, W) of a one-pass network -> per-channel probabilities (N, C, H, W) float32: a softmax over
+    C for exclusive classes with C >= 2 channels (channel 0 = background), else a sigmoid per channel (binary,
+    overlapping regions; ``scheme=None`` is binary)."""
+    logits = logits.float()
+    if scheme is not None and scheme.exclusive and logits.shape[1] > 1:
+        return torch.softmax(logits, dim=1)
+    return torch.sigmoid(logits)
+
+
+def diffusion_draw(
+    net: Network, process: DiffusionProcess, cfg: SampleConfig, scheme: LabelScheme | None = None
+) -> Draw:
+    """The diffusion sampler ``cfg.sampler`` with ``cfg.steps``, ``spacing``, ``eta``, ``ddpm_variance``,
+    ``threshold``, over the C channels of ``scheme`` (None: binary)."""
+
+    def draw(images: Tensor, members: int, generators: list) -> SampleOutput:
+        return run_sampler(
+            cfg.sampler,
+            net,
+            images,
+            process,
+            cfg.steps,
+            generator=generators,
+            members=members,
+            spacing=cfg.spacing,
+            eta=cfg.eta,
+            ddpm_variance=cfg.ddpm_variance,
+            threshold=cfg.threshold,
+            scheme=scheme,
+        )
+
+    return draw
+
+
+@torch.no_grad()
+def latent_sample(
+    net: torch.nn.Module,
+    image: Tensor,
+    members: int,
+    *,
+    generator: Generators,
+    threshold: float = 0.5,
+    scheme: LabelScheme | None = None,
+) -> SampleOutput:
+    """``members`` masks per image from a Prob. UNet's or PHiSeg's prior: image (B, in_channels, H, W) ->
+    ``SampleOutput`` with ``soft`` = ``class_probabilities(logits, scheme)`` (B * members, C, H, W) and ``mask``
+    its label map (B * members, 1, H, W) (binary: sigmoid, thresholded to {0, 1}), rows image-major.
+
+    ``generator`` is one ``torch.Generator`` or one per output row (row b * members + k from generator
+    b * members + k), so a member's mask does not depend on the batch it is drawn in. The image-only parts
+    (Prob. UNet's UNet and prior net, PHiSeg's prior encoder) run once per image.
+    """
+    if not isinstance(net, ProbUNet | PHiSeg):
+        raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
+    soft = class_probabilities(net.sample_logits(image, members, generator), scheme)
+    return SampleOutput(mask=to_mask(soft, threshold, scheme), soft=soft)
+
+
+def steps_per_member(config: Config) -> int:
+    """Network steps of one member as ``make_draw``'s ``progress`` counts them: ``sample.steps`` for diffusion,
+    1 for the one-pass families."""
+    return config.sample.steps if config.method is Method.DIFFUSION else 1
+
+
+def make_draw(
+    config: Config,
+    net: torch.nn.Module,
+    process: DiffusionProcess | None,
+    progress: Callable[[int], None] | None = None,
+) -> Draw:
+    """The member-drawing function of ``config.method``'s family, as ``predict`` and sampled validation use it:
+    a diffusion sampler (``diffusion_draw``), the prior of a latent-variable baseline (``latent_sample``), or
+    one pass of the deterministic UNet (``class_probabilities(net(image))`` repeated ``members`` times), each
+    over the classes of ``config.data`` (``Draw``: label maps and per-channel soft maps).
+
+    ``progress(rows)`` is called with the member-steps done: after every network call of a diffusion sampler
+    (its row count, a Python int: no host synchronisation), after every draw of the one-pass families."""
+    s = config.sample
+    scheme = config.data.scheme
+    if config.method is Method.DIFFUSION:
+        if progress is None:
+            return diffusion_draw(net, process, s, scheme)
+
+        def counted(z: Tensor, t: Tensor, image: Tensor) -> Tensor:
+            out = net(z, t, image)
+            progress(z.shape[0])
+            return out
+
+        return diffusion_draw(counted, process, s, scheme)
+    if config.method in (Method.PROBUNET, Method.PHISEG):
+        one_pass = lambda images, members, gens: latent_sample(  # noqa: E731
+            net, images, members, generator=gens, threshold=s.threshold, scheme=scheme
+        )
+    else:
+
+        def one_pass(images: Tensor, members: int, gens: list) -> SampleOutput:
+            soft = class_probabilities(net(images), scheme).repeat_interleave(members, dim=0)
+            return SampleOutput(mask=to_mask(soft, s.threshold, scheme), soft=soft)
+
+    if progress is None:
+        return one_pass
+
+    def counted_pass(images: Tensor, members: int, gens: list) -> SampleOutput:
+        out = one_pass(images, members, gens)
+        progress(images.shape[0] * members)
+        return out
+
+    return counted_pass
