@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from diffuseg.files import atomic_path, write_text_atomic
+from diffuseg.runtime import cpu_flags, load_averages
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -34,27 +35,15 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def load_average() -> str:
     """The 1/5/15-minute load averages as text ("n/a" where the OS has none)."""
-    try:
-        return "/".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
+    loads = load_averages()
+    return "/".join(f"{v:.1f}" for v in loads) if loads else "n/a"
 
 
 def machine() -> dict[str, str]:
     """A description of this machine and software, for the header of every result file."""
-    flags = _cpu_flags()
+    flags = cpu_flags()
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile") if f in flags]
     return {
         "date (UTC)": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
@@ -166,7 +155,16 @@ def line_plot(
     logy: bool = False,
     hline: tuple[float, str] | None = None,
 ) -> Path:
-    """One line per ``label -> (xs, ys)``; an optional horizontal reference line ``(y, label)``."""
+    """A line plot written to ``path`` (PNG, atomically); returns ``path``.
+
+    Args:
+        path: the PNG file.
+        series: one line per ``label -> (xs, ys)``.
+        xlabel, ylabel, title: the axes' labels and the title.
+        logx: a log x axis, ticked at the measured x values.
+        logy: a log y axis.
+        hline: a horizontal reference line ``(y, label)``, or None.
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (xs, ys) in series.items():
@@ -196,7 +194,16 @@ def bar_plot(
     logy: bool = False,
     hline: tuple[float, str] | None = None,
 ) -> Path:
-    """Horizontal-label bar chart with the value written on each bar."""
+    """A bar chart with the value written on each bar, written to ``path`` (PNG, atomically); returns ``path``.
+
+    Args:
+        path: the PNG file.
+        labels: one label per bar, under it.
+        values: the bars' heights.
+        ylabel, title: the y axis' label and the title.
+        logy: a log y axis.
+        hline: a horizontal reference line ``(y, label)``, or None.
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
     bars = ax.bar(range(len(labels)), values, color="tab:blue")

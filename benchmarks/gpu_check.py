@@ -34,13 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, markdown_table, print_machine, write_markdown
 
 from diffuseg.checkpoint import LAST, read_checkpoint
-from diffuseg.config import Config, DiffusionConfig, SampleConfig, load_config
+from diffuseg.config import Config, DiffusionConfig, SampleConfig
 from diffuseg.demo import DEMO_DATA
 from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.methods import diffusion_draw, load_for_inference, make_draw
 from diffuseg.nets.registry import build_network
-from diffuseg.training.run import build_datasets, train
+from diffuseg.presets import load_config
+from diffuseg.training.run import train
+from diffuseg.training.stream import build_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -204,7 +204,7 @@ def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> f
     """Seconds per training step of ``model`` over ``reference``'s: one step of each in turn on the same batch, in
     this process, so that both see the same load; the median of the per-pair ratios after two warm-up pairs."""
     from diffuseg.training.module import module_class
-    from diffuseg.training.run import build_datasets
+    from diffuseg.training.stream import build_datasets
 
     def stepper(m: Model):
         config = model_config(b, m, steps)

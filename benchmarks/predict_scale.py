@@ -37,7 +37,7 @@ MODEL = [
 
 def make_checkpoint(path: Path, steps: int, samples: int) -> None:
     from diffuseg.checkpoint import metadata, save_atomic
-    from diffuseg.config import load_config
+    from diffuseg.presets import load_config
     from diffuseg.training.module import DiffusionModule
 
     sample = [f"sample.steps={steps}", f"sample.samples={samples}", f"sample.batch_size={samples}"]

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, print_machine
 
 from diffuseg.checkpoint import LAST, read_checkpoint
-from diffuseg.config import Config, load_config
+from diffuseg.config import Config
 from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.evaluate import case_metrics
@@ -49,7 +49,9 @@ from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.inference.fusion import fuse
 from diffuseg.inference.predict import make_draw
 from diffuseg.methods import load_for_inference
-from diffuseg.training.run import build_datasets, train
+from diffuseg.presets import load_config
+from diffuseg.training.run import train
+from diffuseg.training.stream import build_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"

@@ -280,7 +280,7 @@ def test_malformed_preset_sections(yaml_text, message, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from diffuseg.checkpoint import metadata, save_atomic
-    from diffuseg.config import load_config
+    from diffuseg.presets import load_config
     from diffuseg.training.module import DiffusionModule
 
     config = load_config("lidc-central", ["data.image_size=16", TINY_UNET, "sample.steps=2", "sample.samples=2"])

@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 from diffuseg import __version__
-from diffuseg.cli import LAYOUTS, build_parser, main, split_predict_positionals
-from diffuseg.config import load_config, parse_overrides
+from diffuseg.cli import LAYOUTS, PREDICT_OPTIONS, TRAIN_OPTIONS, build_parser, main, split_predict_positionals
+from diffuseg.config import Role, parse_overrides, role_of
 from diffuseg.errors import UserError
+from diffuseg.presets import load_config
 
 TINY = [
     "data.image_size=16",
@@ -146,3 +147,10 @@ def test_predict_several_input_files(checkpoint: Path, tmp_path: Path, capsys) -
     assert (out / "a.png").is_file() and (out / "b.png").is_file()
     assert main(["predict", str(checkpoint), str(files[0]), "sample.steps=1"]) == 2  # no output folder
     assert "then the output folder" in capsys.readouterr().err
+
+
+def test_the_options_of_train_and_predict_set_run_control_fields():
+    subs = _subparsers(build_parser())
+    for name, table in (("train", TRAIN_OPTIONS), ("predict", PREDICT_OPTIONS)):
+        assert set(table) <= {action.dest for action in subs[name]._actions}
+        assert all(role_of(key) is Role.RUN for key in table.values())

@@ -1,9 +1,10 @@
 import pytest
 import yaml
 
-from diffuseg.config import Config, config_from_dict, config_to_dict, load_config, save_config
+from diffuseg.config import Config, Role, config_from_dict, config_to_dict, role_fields, role_of, save_config
 from diffuseg.enums import PredictionType, SamplerKind
 from diffuseg.errors import UserError
+from diffuseg.presets import load_config
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
@@ -72,3 +73,44 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and "config file not found" in err and "Traceback" not in err
+
+
+# The hand-kept lists the field roles replaced: presets._NOT_THE_RECIPE (None: the whole section) and
+# training.run.RESUMABLE (a trailing dot: every field of the section).
+OLD_NOT_THE_RECIPE = {
+    "data": ("root", "cache_dir", "num_workers", "max_cases", "train_patients", "val_patients"),
+    "train": ("steps", "out_dir", "devices", "num_nodes", "accelerator", "log_every", "val_every", "val_cases",
+              "ckpt_every"),
+    "sample": None,
+    "eval": None,
+}  # fmt: skip
+OLD_RESUMABLE = (
+    "train.steps", "train.out_dir", "train.devices", "train.num_nodes", "train.accelerator", "train.log_every",
+    "train.val_every", "train.val_cases", "train.ckpt_every", "data.root", "data.cache_dir", "data.num_workers",
+    "sample.", "eval.",
+)  # fmt: skip
+
+
+def _leaves(values: dict, prefix: str = "") -> list[str]:
+    """The dotted keys of a config dict's values."""
+    out: list[str] = []
+    for key, value in values.items():
+        out += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return out
+
+
+def test_field_roles_give_the_lists_they_replaced():
+    not_recipe = {
+        f"{s}.*" if keys is None else f"{s}.{k}" for s, keys in OLD_NOT_THE_RECIPE.items() for k in keys or [""]
+    }
+    assert set(role_fields(Role.RUN)) | set(role_fields(Role.CASES)) == not_recipe
+    assert set(role_fields(Role.RUN)) == {f"{r}*" if r.endswith(".") else r for r in OLD_RESUMABLE}
+    assert not set(role_fields(Role.RUN)) & set(role_fields(Role.CASES))
+    resumable = {
+        k
+        for k in _leaves(config_to_dict(Config()))
+        if any(k == r or (r.endswith(".") and k.startswith(r)) for r in OLD_RESUMABLE)
+    }
+    assert {k for k in _leaves(config_to_dict(Config())) if role_of(k) is Role.RUN} == resumable
+    assert role_of("model.options.channels") is Role.RECIPE and role_of("method") is Role.RECIPE
+    assert role_of("sample.seed") is Role.RUN and role_of("data.max_cases") is Role.CASES

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from diffuseg.config import load_config
 from diffuseg.errors import UserError
 from diffuseg.files import atomic_path, remove_stale_temps, temp_prefix, write_text_atomic
+from diffuseg.presets import load_config
 
 TINY = [
     "data.image_size=16",

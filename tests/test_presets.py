@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from diffuseg.config import load_config
-from diffuseg.presets import describe, matching_presets, preset_files, short
+from diffuseg.presets import describe, load_config, matching_presets, preset_files, recipe, short
 
 
 def test_description_is_the_first_clause_of_the_header(tmp_path):
@@ -26,3 +25,11 @@ def test_a_run_config_is_recognised_as_its_preset():
     assert matching_presets(run) == ["lidc-central"]
     assert matching_presets(load_config("lidc-central", ["train.lr=0.5"])) == []
     assert matching_presets(load_config("medsegdiff-b-ddti")) == ["ablation-ffparser-ddti", "medsegdiff-b-ddti"]
+
+
+def test_the_recipe_leaves_out_run_control_and_the_cases():
+    values = recipe(load_config("lidc-central"))
+    assert "sample" not in values and "eval" not in values
+    cases_and_run = {"root", "cache_dir", "num_workers", "max_cases", "train_patients", "val_patients"}
+    assert not cases_and_run & set(values["data"]) and {"layout", "image_size"} <= set(values["data"])
+    assert "steps" not in values["train"] and "out_dir" not in values["train"] and "lr" in values["train"]

@@ -12,21 +12,31 @@ from collections.abc import Sequence
 
 from diffuseg.errors import UserError
 
+# train's options and the fields they set, all run control (config.Role.RUN): a run keeps its preset's recipe
+TRAIN_OPTIONS = {
+    "data": "data.root",
+    "out": "train.out_dir",
+    "devices": "train.devices",
+    "num_nodes": "train.num_nodes",
+    "steps": "train.steps",
+}
+# predict's options and the sample.* fields they set
+PREDICT_OPTIONS = {
+    "samples": "sample.samples",
+    "sampler": "sample.sampler",
+    "steps": "sample.steps",
+    "fusion": "sample.fusion",
+    "relative_area": "sample.relative_area",
+    "seed": "sample.seed",
+    "batch_size": "sample.batch_size",
+}
+
 
 def _cmd_train(a: argparse.Namespace) -> None:
-    from diffuseg.config import load_config
+    from diffuseg.presets import load_config
 
-    overrides = list(a.overrides)
-    if a.data:
-        overrides.append(f"data.root={a.data}")
-    if a.out:
-        overrides.append(f"train.out_dir={a.out}")
-    if a.devices:
-        overrides.append(f"train.devices={a.devices}")
-    if a.num_nodes:
-        overrides.append(f"train.num_nodes={a.num_nodes}")
-    if a.steps:
-        overrides.append(f"train.steps={a.steps}")
+    options = [f"{key}={getattr(a, dest)}" for dest, key in TRAIN_OPTIONS.items() if getattr(a, dest)]
+    overrides = [*a.overrides, *options]
     config = load_config(a.config, overrides)
     from diffuseg.runtime import use_threads
     from diffuseg.training.run import train  # heavy import after the config is known to be good
@@ -56,17 +66,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
 
     use_threads(a.threads)
     a.input, a.output, overrides = split_predict_positionals([*a.input, a.output, *a.overrides])
-    for key, value in (
-        ("samples", a.samples),
-        ("sampler", a.sampler),
-        ("steps", a.steps),
-        ("fusion", a.fusion),
-        ("relative_area", a.relative_area),
-        ("seed", a.seed),
-        ("batch_size", a.batch_size),
-    ):
-        if value is not None:
-            overrides.append(f"sample.{key}={value}")
+    overrides += [f"{key}={getattr(a, dest)}" for dest, key in PREDICT_OPTIONS.items() if getattr(a, dest) is not None]
     args = dict(
         save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite, cases=_split_cases(a, a.checkpoint)
     )

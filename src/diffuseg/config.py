@@ -1,14 +1,20 @@
-"""Configuration: one frozen dataclass per concern, YAML load/save and dotted command-line overrides.
+"""Configuration: one frozen dataclass per concern, YAML load/save, dotted command-line overrides and the role
+of each field.
 
 A ``Config`` is fully resolved: every field has a value, and ``save_config`` writes all of them, so the
 YAML stored with a run or a checkpoint reproduces it exactly. Unknown keys and bad values raise
-``UserError`` naming the file (or override) and the key.
+``UserError`` naming the file (or override) and the key. Named presets are found by ``presets.load_config``.
+
+Each field has a ``Role`` (``role`` in the field's metadata, else its section's, else the recipe): what makes
+two runs the same experiment (``presets.recipe``) and what a resumed run may change (``training.run``) are
+read from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import os
 import types
 import typing
@@ -37,11 +43,24 @@ from diffuseg.files import write_text_atomic
 from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
 
 
+class Role(StrEnum):
+    """What a config field is to a run, kept as ``metadata={"role": ...}`` of the field or of its section."""
+
+    RECIPE = "recipe"  # what makes two runs the same experiment: the default
+    CASES = "cases"  # which cases the run uses: not the recipe, but fixed for the life of a run
+    RUN = "run"  # where the data and outputs are, how long and on what it runs, sampling and evaluation
+
+
+ROLE = "role"
+_CASES = {ROLE: Role.CASES}
+_RUN = {ROLE: Role.RUN}
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data is and how items are prepared. ``layout`` is a reader name or ``auto``."""
 
-    root: str = ""
+    root: str = field(default="", metadata=_RUN)
     layout: str = "auto"
     image_size: int = 256
     in_channels: int = 1
@@ -49,15 +68,15 @@ class DataConfig:
     # Several classes: [{name: RV, values: [1]}, ...] (labels.label_scheme); () = binary as above.
     classes: tuple[ClassSpec, ...] = ()
     annotators: int = 0  # 0 = as many as the dataset has
-    train_patients: str = ""  # file with one patient id per line; empty = split from seed
-    val_patients: str = ""
+    train_patients: str = field(default="", metadata=_CASES)  # one patient id per line; empty = split from seed
+    val_patients: str = field(default="", metadata=_CASES)
     val_fraction: float = 0.2
     split_seed: int = 0
     augment: bool = True
     random_crop: bool = False  # the ambiguity paper's random-crop LIDC variant
-    cache_dir: str = ""  # empty = <run>/cache
-    num_workers: int = 0
-    max_cases: int = 0  # 0 = all; a cap for quick runs and demos
+    cache_dir: str = field(default="", metadata=_RUN)  # empty = <run>/cache
+    num_workers: int = field(default=0, metadata=_RUN)
+    max_cases: int = field(default=0, metadata=_CASES)  # 0 = all; a cap for quick runs and demos
 
     @property
     def scheme(self) -> LabelScheme:
@@ -87,7 +106,7 @@ class DiffusionConfig:
     weighting: Weighting = Weighting.SNR  # SNR on ||x - x_hat||^2 is MedSegDiff's eps-MSE (eq. 7)
     sigmoid_bias: float = -3.0
     time_sampler: TimeSampler = TimeSampler.UNIFORM
-    # recipes beyond the papers (diffusion.recipes; issue 14), off in the papers' presets
+    # recipes beyond the papers (diffusion.recipes), off in the papers' presets
     aux_weight: float = 0.0  # lambda of the auxiliary Dice + BCE loss on x_hat_0
     self_condition: bool = False  # Chen, Zhang & Hinton 2022 (Analog Bits)
     recycle: bool = False  # Fu et al. 2023 (recycling training)
@@ -97,9 +116,9 @@ class DiffusionConfig:
 class TrainConfig:
     """Optimisation and run control."""
 
-    out_dir: str = "runs/default"
+    out_dir: str = field(default="runs/default", metadata=_RUN)
     seed: int = 0
-    steps: int = 1000
+    steps: int = field(default=1000, metadata=_RUN)
     batch_size: int = 8
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -108,13 +127,13 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     precision: str = "32-true"  # Lightning precision, e.g. bf16-mixed
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_nodes: int = 1
-    log_every: int = 10
-    val_every: int = 0  # steps between sampled validations; 0 = never
-    val_cases: int = 8
-    ckpt_every: int = 500
+    accelerator: str = field(default="auto", metadata=_RUN)
+    devices: str = field(default="auto", metadata=_RUN)
+    num_nodes: int = field(default=1, metadata=_RUN)
+    log_every: int = field(default=10, metadata=_RUN)
+    val_every: int = field(default=0, metadata=_RUN)  # steps between sampled validations; 0 = never
+    val_cases: int = field(default=8, metadata=_RUN)
+    ckpt_every: int = field(default=500, metadata=_RUN)
     channels_last: bool = False
 
 
@@ -156,8 +175,36 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig, metadata=_RUN)
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata=_RUN)
+
+
+@functools.cache
+def role_fields(role: Role) -> tuple[str, ...]:
+    """The dotted names of the fields of ``role`` in ``Config`` order; a section whose metadata gives the role
+    is one name, ``section.*`` (``("data.root", ..., "train.steps", ..., "sample.*", "eval.*")``)."""
+    hints = typing.get_type_hints(Config)
+    names: list[str] = []
+    for section in dataclasses.fields(Config):
+        kind, own = hints[section.name], section.metadata.get(ROLE, Role.RECIPE)
+        if not dataclasses.is_dataclass(kind):
+            names += [section.name] if own is role else []
+        elif ROLE in section.metadata:
+            names += [f"{section.name}.*"] if own is role else []
+        else:
+            names += [f"{section.name}.{f.name}" for f in dataclasses.fields(kind) if f.metadata.get(ROLE, own) is role]
+    return tuple(names)
+
+
+def role_of(key: str) -> Role:
+    """The role of a dotted key of a config: a field (``train.steps``), a field of a section (``sample.seed``) or
+    a key inside a mapping field (``model.options.channels``)."""
+    for role in (Role.RUN, Role.CASES):
+        for name in role_fields(role):
+            prefix = name[:-1] if name.endswith(".*") else f"{name}."
+            if key == name or key.startswith(prefix):
+                return role
+    return Role.RECIPE
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -322,39 +369,6 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     return values
-
-
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML preset (``path`` may name a file or a bundled preset) and apply dotted overrides."""
-    values: dict[str, Any] = {}
-    where = "overrides"
-    if path is not None:
-        resolved = resolve_preset(path)
-        values = read_yaml(resolved)
-        where = f"{resolved} with overrides" if overrides else str(resolved)  # the bad key may be either's
-    updates = parse_overrides(overrides)
-    try:
-        return config_from_dict(merge(values, updates))
-    except UserError as err:
-        raise UserError(f"{where}: {err}") from None
-
-
-def resolve_preset(path: str | os.PathLike) -> Path:
-    """A path to a YAML file, or the name of a preset in ``configs/`` (with or without ``.yaml``)."""
-    candidate = Path(path)
-    if candidate.is_file():
-        return candidate
-    name = candidate.name if candidate.suffix == ".yaml" else f"{candidate.name}.yaml"
-    for folder in preset_dirs():
-        if (folder / name).is_file():
-            return folder / name
-    raise UserError(f"{path}: config file not found (nor a preset of that name; see `diffuseg presets`)")
-
-
-def preset_dirs() -> list[Path]:
-    """Folders searched for named presets: the repository's ``configs/`` and the installed copy."""
-    here = Path(__file__).resolve()
-    return [p for p in (here.parents[2] / "configs", here.parent / "configs") if p.is_dir()]
 
 
 def save_config(config: Config, path: str | os.PathLike) -> None:

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from diffuseg.config import Config, load_config
+from diffuseg.config import Config
 from diffuseg.errors import UserError
+from diffuseg.presets import load_config
 from diffuseg.runtime import use_threads
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data" / "lidc"

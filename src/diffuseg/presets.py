@@ -1,4 +1,5 @@
-"""The bundled YAML presets with a one-line description each, for ``diffuseg presets``.
+"""The bundled YAML presets: finding one by name (``load_config``), a one-line description of each for
+``diffuseg presets``, and which presets a run's config is.
 
 A preset's description is the first line of its header comment, cut to its first clause (up to a ``;``
 outside brackets, or, when the line runs on into the next, up to its last ``:``).
@@ -6,11 +7,23 @@ outside brackets, or, when the line runs on into the next, up to its last ``:``)
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from diffuseg.config import Config, config_to_dict, load_config, preset_dirs
+from diffuseg.config import (
+    Config,
+    Role,
+    config_from_dict,
+    config_to_dict,
+    merge,
+    parse_overrides,
+    read_yaml,
+    role_fields,
+)
 from diffuseg.errors import UserError
 
 # Families by the name's first word, in the order listed: a title, and the lead phrases the title makes
@@ -31,15 +44,37 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
 _ASIDE = re.compile(r"\s*\((?:[^()]*\s){2,}[^()]*\)")  # a bracketed aside of three or more words
 
 
-# Settings a run may change without leaving its preset: where the data, its split and the outputs are, how
-# long and on what it runs, and the sampling and evaluation settings.
-_NOT_THE_RECIPE = {
-    "data": ("root", "cache_dir", "num_workers", "max_cases", "train_patients", "val_patients"),
-    "train": ("steps", "out_dir", "devices", "num_nodes", "accelerator", "log_every", "val_every", "val_cases",
-              "ckpt_every"),
-    "sample": None,
-    "eval": None,
-}  # fmt: skip
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML preset (``path`` may name a file or a bundled preset) and apply dotted overrides."""
+    values: dict[str, Any] = {}
+    where = "overrides"
+    if path is not None:
+        resolved = resolve_preset(path)
+        values = read_yaml(resolved)
+        where = f"{resolved} with overrides" if overrides else str(resolved)  # the bad key may be either's
+    updates = parse_overrides(overrides)
+    try:
+        return config_from_dict(merge(values, updates))
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def resolve_preset(path: str | os.PathLike) -> Path:
+    """A path to a YAML file, or the name of a preset in ``configs/`` (with or without ``.yaml``)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    name = candidate.name if candidate.suffix == ".yaml" else f"{candidate.name}.yaml"
+    for folder in preset_dirs():
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"{path}: config file not found (nor a preset of that name; see `diffuseg presets`)")
+
+
+def preset_dirs() -> list[Path]:
+    """Folders searched for named presets: the repository's ``configs/`` and the installed copy."""
+    here = Path(__file__).resolve()
+    return [p for p in (here.parents[2] / "configs", here.parent / "configs") if p.is_dir()]
 
 
 def preset_files() -> dict[str, Path]:
@@ -117,14 +152,15 @@ def format_presets(width: int | None = None) -> str:
 
 
 def recipe(config: Config) -> dict:
-    """``config`` as a dict without the settings of ``_NOT_THE_RECIPE``: what makes two runs the same experiment."""
+    """``config`` as a dict without the fields whose role is not ``Role.RECIPE`` (where the data, the cases and the
+    outputs are, how long and on what it runs, sampling and evaluation): what makes two runs the same experiment."""
     values = config_to_dict(config)
-    for section, keys in _NOT_THE_RECIPE.items():
-        if keys is None:
+    for name in (*role_fields(Role.RUN), *role_fields(Role.CASES)):
+        section, _, key = name.partition(".")
+        if key == "*":
             values.pop(section, None)
         else:
-            for key in keys:
-                values.get(section, {}).pop(key, None)
+            values.get(section, {}).pop(key, None)
     return values
 
 

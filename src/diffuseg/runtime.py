@@ -65,12 +65,18 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def load_averages() -> tuple[float, float, float] | None:
+    """The 1-, 5- and 15-minute load averages, or None where the system does not report them."""
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):
+        return None
+
+
 def load_average() -> float:
     """The 1-minute load average, or 0 where the system does not report one."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
+    loads = load_averages()
+    return loads[0] if loads else 0.0
 
 
 def _cpu_times(text: str) -> tuple[int, int]:
@@ -106,7 +112,7 @@ def use_threads(requested: int | None = None) -> int:
     return n
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
@@ -130,7 +136,7 @@ def native_bf16(device: torch.device | str) -> bool:
         amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
         if avx512 is not None and amx is not None:
             return bool(avx512() or amx())
-        return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+        return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
     return False
 
 

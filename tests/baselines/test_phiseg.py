@@ -6,7 +6,7 @@ from torch.distributions import Normal, kl_divergence
 
 from diffuseg.methods import latent_sample as sample
 from diffuseg.nets.phiseg import PHiSeg
-from diffuseg.training.latent_module import phiseg_loss
+from diffuseg.training.latent_loss import phiseg_loss
 
 
 def tiny(**options) -> PHiSeg:

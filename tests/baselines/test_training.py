@@ -5,7 +5,7 @@ import torch
 
 from diffuseg.nets.phiseg import PHiSeg
 from diffuseg.nets.probunet import ProbUNet
-from diffuseg.training.latent_module import latent_loss
+from diffuseg.training.latent_loss import latent_loss
 
 
 def build(name: str) -> torch.nn.Module:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from datafixtures import ACDC, grey, h5, label_map, nifti, png, shared, ssl4mis
 
-from diffuseg.config import DataConfig, load_config
+from diffuseg.config import DataConfig
 from diffuseg.data.cache import load_cached
 from diffuseg.data.dataset import build_datasets, split_indices
 from diffuseg.data.formats import open_dataset
@@ -22,6 +22,7 @@ from diffuseg.data.verify import verify_dataset
 from diffuseg.enums import SplitKind
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.labels import ClassSpec
+from diffuseg.presets import load_config
 
 # -- config ---------------------------------------------------------------------------------------------------
 

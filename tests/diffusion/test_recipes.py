@@ -67,8 +67,8 @@ def test_aux_weight_adds_the_weighted_aux_loss_to_the_diffusion_loss():
 
 
 def test_aux_weight_must_not_be_negative():
-    from diffuseg.config import load_config
     from diffuseg.errors import UserError
+    from diffuseg.presets import load_config
 
     with pytest.raises(UserError, match="aux_weight"):
         load_config("medsegdiff-b-ddti", ["diffusion.aux_weight=-1"])

@@ -112,7 +112,8 @@ def test_cli_report(evaluated, tmp_path, capsys):
 
 def one_annotator(root: Path, samples: int, uncertainty: str = "variance", recorded: bool = True) -> Path:
     """Paired images and masks (one annotator) and predictions as ``diffuseg predict`` writes them."""
-    from diffuseg.config import load_config, save_config
+    from diffuseg.config import save_config
+    from diffuseg.presets import load_config
 
     gt, pred = root / "gt", root / "pred"
     rng = np.random.default_rng(1)

@@ -11,9 +11,9 @@ import yaml
 from PIL import Image
 
 from diffuseg.cli import main
-from diffuseg.config import load_config
 from diffuseg.errors import UserError
 from diffuseg.inference.predict import predict
+from diffuseg.presets import load_config
 
 TINY = [
     "data.image_size=16",

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffuseg.config import load_config
+from diffuseg.presets import load_config
 
 TINY = [
     "data.image_size=16",

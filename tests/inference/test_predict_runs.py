@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from diffuseg.config import load_config
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.inference import predict as predict_module
 from diffuseg.inference.predict import predict
 from diffuseg.inference.writers import PredictionWriter
+from diffuseg.presets import load_config
 
 TINY = [
     "data.image_size=16",

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from diffuseg.config import load_config
 from diffuseg.inference.predict import predict
 from diffuseg.inference.provenance import PROVENANCE_NAME, read_provenance
+from diffuseg.presets import load_config
 
 TINY = [
     "data.image_size=16",

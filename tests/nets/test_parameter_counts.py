@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from diffuseg.config import load_config
 from diffuseg.methods import build_network as build_from_config
 from diffuseg.nets.registry import build_network
+from diffuseg.presets import load_config
 
 
 def count(net: torch.nn.Module) -> int:

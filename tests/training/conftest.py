@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from tinydata import make_lidc_like, tiny_overrides
 
-from diffuseg.config import Config, load_config
+from diffuseg.config import Config
+from diffuseg.presets import load_config
 
 
 @pytest.fixture(autouse=True)

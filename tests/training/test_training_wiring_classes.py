@@ -1,5 +1,5 @@
-"""Training wiring for several classes: the dataset's classes recorded in the run's config, and sampled validation
-scoring label maps by the mean over classes of the per-class Dice (binary exactly as before)."""
+"""Sampled validation over several classes: label maps scored by the mean over classes of the per-class Dice
+(binary exactly as before)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import math
 
 import torch
 
-from diffuseg.config import config_from_dict
 from diffuseg.evaluation.metrics import ged, pairwise_dice
 from diffuseg.labels import label_scheme
 from diffuseg.training.callbacks import _scores
-from diffuseg.training.run import with_dataset_classes
 
 ACDC = [{"name": "RV", "values": [1]}, {"name": "Myo", "values": [2]}, {"name": "LV", "values": [3]}]
 
@@ -20,17 +18,6 @@ def _quadrants() -> torch.Tensor:
     a = torch.zeros(4, 4)
     a[:2, 2:], a[2:, :2], a[2:, 2:] = 1, 2, 3
     return a
-
-
-def test_dataset_classes_enter_a_config_that_declares_none():
-    binary = config_from_dict({})
-    declared = config_from_dict({"data": {"classes": ACDC}})
-    scheme = label_scheme(ACDC)
-    assert with_dataset_classes(binary, label_scheme()) is binary
-    assert with_dataset_classes(declared, scheme) is declared
-    resolved = with_dataset_classes(binary, scheme)
-    assert resolved.data.classes == scheme.classes and resolved.model == binary.model
-    assert config_from_dict({"data": {"classes": ACDC}}).data.classes == resolved.data.classes
 
 
 def test_validation_scores_label_maps_per_class_by_hand():

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffuseg.config import Config, load_config
+from diffuseg.config import Config
 from diffuseg.enums import Method, Uncertainty
 from diffuseg.errors import UserError
 from diffuseg.inference.provenance import read_provenance
-from diffuseg.presets import matching_presets
+from diffuseg.presets import load_config, matching_presets
 
 # The metrics a reader looks at first, in this order; GED (and GED at N samples) only where defined.
 MAIN_METRICS = ("dice", "iou", "hd95", "ged")

@@ -13,7 +13,7 @@ at level l is the sum s_l + ... + s_{L-1} (the "residual" outputs of the paper, 
 the sum over all levels. Logits have ``out_channels`` = C channels (``LabelScheme.channels``): for a binary
 mask one logit channel (a sigmoid), where the reference code uses a two-class softmax, which is the same model;
 for K >= 2 exclusive classes C = K + 1 logits under a softmax (the reference code's categorical likelihood);
-for overlapping regions one sigmoid channel per region (``training.latent_module``).
+for overlapping regions one sigmoid channel per region (``training.latent_loss``).
 
 Defaults are the paper's LIDC setting (``phiseg_7_5``): 7 resolution levels, 5 latent levels, n0 = 32,
 zdim = 2; the image size must be divisible by 2 ** (resolution_levels - 1).

@@ -164,10 +164,10 @@ class ProbUNet(nn.Module):
     ``latent_dim``. ``temperature`` is the Gumbel-softmax temperature of mixtures. ``backbone`` is
     ``native`` or ``diffusion-unet`` (with ``backbone_options`` for the latter, e.g. its channels).
     ``beta`` (the KL weight) and ``kl_samples`` (Monte-Carlo draws for mixture KLs) are loss settings,
-    kept here so that one ``model.options`` mapping describes the model (``training.latent_module``).
+    kept here so that one ``model.options`` mapping describes the model (``training.latent_loss``).
     ``out_channels`` is C, the channels of the class one-hot (binary: 1): the posterior reads the image and the
     C-channel one-hot of an annotation, ``fcomb`` returns C logit channels (a softmax over them for exclusive
-    classes with C >= 3, a sigmoid per channel otherwise; ``training.latent_module``).
+    classes with C >= 3, a sigmoid per channel otherwise; ``training.latent_loss``).
     """
 
     def __init__(

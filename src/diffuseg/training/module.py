@@ -1,18 +1,13 @@
-"""LightningModules, one per method family, behind one base class.
+"""LightningModules, one per method family, behind one base class, in one table (``MODULES``).
 
 ``SegmentationModule`` holds what every family shares: the network ``net`` and its EMA copy ``ema`` (the
 EMA model is what validates and predicts), AdamW with linear warm-up and cosine decay, a guard that stops
 the run on a non-finite loss, and the checkpoint metadata. Batches hold ``image`` (B, in_channels, H, W) and
 ``mask`` (B, 1, H, W), a label map of atoms (binary: {0, 1}): one annotator per item, drawn at random per item
-and step by the training data (``training.run``). A family's loss sees the mask as the one-hot of the label
+and step by the training data (``training.stream``). A family's loss sees the mask as the one-hot of the label
 scheme, ``scheme.one_hot``: (B, C, H, W) {0, 1} (binary: C = 1, the mask itself). Every family builds its
-network from ``config.model`` and draws masks as ``predict`` does (``checkpoint.build_network``,
-``inference.ensemble.make_draw``); a family adds its training loss:
-
-    MODULES = {Method.DIFFUSION: DiffusionModule, Method.DETERMINISTIC: DeterministicModule}
-
-A family in another module (Prob. UNet, PHiSeg: ``training.latent_module``) subclasses ``SegmentationModule``,
-registers itself in ``MODULES`` and is named in ``FAMILY_MODULES`` so that it is imported when asked for.
+network from ``config.model`` and draws masks as ``predict`` does (``methods.build_network``,
+``methods.make_draw``); a family adds its training loss.
 
 Randomness. Every random draw of a training step (diffusion time, noise) comes from a generator seeded
 from ``(train.seed, rank, global_step)``, so a step's draws do not depend on the history of the run: a
@@ -22,7 +17,6 @@ resumed run draws exactly what the uninterrupted one would have drawn.
 from __future__ import annotations
 
 import copy
-import importlib
 import math
 from typing import Any, ClassVar
 
@@ -35,7 +29,8 @@ from diffuseg import checkpoint as ckpt_io
 from diffuseg.config import Config
 from diffuseg.enums import Method
 from diffuseg.errors import UserError
-from diffuseg.methods import build_network, build_process
+from diffuseg.methods import build_network, build_process, make_draw
+from diffuseg.training.latent_loss import latent_loss
 
 
 class NonFiniteLossError(UserError):
@@ -89,10 +84,8 @@ class SegmentationModule(L.LightningModule):
 
     def draw(self, net: nn.Module, image: Tensor, members: int, generators: list[torch.Generator]) -> Tensor:
         """``members`` label maps per image with ``net``: ``(B * members, 1, H, W)`` float atoms (binary {0, 1}),
-        rows image-major, row
-        ``i`` from ``generators[i]``; the family's ``inference.ensemble.make_draw``, as ``predict`` draws."""
-        from diffuseg.methods import make_draw
-
+        rows image-major, row ``i`` from ``generators[i]``; the family's ``methods.make_draw``, as ``predict``
+        draws."""
         return make_draw(self.config, net, self.process)(image, members, generators).mask
 
     # --- training --------------------------------------------------------------------------------
@@ -186,23 +179,38 @@ class DeterministicModule(SegmentationModule):
         return segmentation_loss(self.net(image), target, self.scheme.exclusive)
 
 
+class LatentModule(SegmentationModule):
+    """Training of a latent-variable baseline (``training.latent_loss``); logs the reconstruction and KL terms
+    beside the loss."""
+
+    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
+        parts = latent_loss(self.net, image, target, generator, self.scheme.exclusive)
+        size = image.shape[0]
+        self.log("reconstruction", parts["reconstruction"].detach(), on_step=True, batch_size=size)
+        self.log("kl", parts["kl"].detach(), on_step=True, batch_size=size)
+        return parts["loss"]
+
+
+class ProbUNetModule(LatentModule):
+    """``method: probunet``: Prob. UNet (AA) and the Gen. Prob. UNet (AA-mix, FC, FC-mix)."""
+
+    method = Method.PROBUNET
+
+
+class PHiSegModule(LatentModule):
+    """``method: phiseg``."""
+
+    method = Method.PHISEG
+
+
 MODULES: dict[Method, type[SegmentationModule]] = {
     Method.DIFFUSION: DiffusionModule,
     Method.DETERMINISTIC: DeterministicModule,
-}
-# Families defined in their own modules, imported when first asked for (importing registers them in MODULES).
-FAMILY_MODULES: dict[Method, str] = {
-    Method.PROBUNET: "diffuseg.training.latent_module",
-    Method.PHISEG: "diffuseg.training.latent_module",
+    Method.PROBUNET: ProbUNetModule,
+    Method.PHISEG: PHiSegModule,
 }
 
 
 def module_class(method: Method | str) -> type[SegmentationModule]:
-    """The LightningModule class for ``method``; ``UserError`` when that family has no trainer yet."""
-    method = Method.parse(method)
-    if method not in MODULES and method in FAMILY_MODULES:
-        importlib.import_module(FAMILY_MODULES[method])
-    if method not in MODULES:
-        known = ", ".join(str(m) for m in MODULES)
-        raise UserError(f"method {method}: no training module for it (available: {known})")
-    return MODULES[method]
+    """The LightningModule class for ``method`` (``ValueError`` naming the methods for an unknown one)."""
+    return MODULES[Method.parse(method)]

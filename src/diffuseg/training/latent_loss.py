@@ -1,4 +1,4 @@
-"""Training losses, sampling and LightningModules of the latent-variable baselines.
+"""Training losses of the latent-variable baselines (their LightningModules: ``training.module``).
 
 - Prob. UNet family (Kohl et al. 2018; Bhat et al. 2022), ``method: probunet``: the negative ELBO
   ``sum_pixels BCE(f(x, z), y) / B + beta * KL(q(z | x, y) || p(z | x))`` averaged over the batch, with
@@ -10,14 +10,14 @@
   conditioned on the posterior's samples of the coarser ones (eqs. 5-6 of the paper).
 
 Classes: the posterior sees the annotation as its one-hot (B, C, H, W) and the likelihood is categorical for
-K >= 2 exclusive classes (softmax cross-entropy over the C = K + 1 logit channels, summed over pixels, as
-PHiSeg's reference code; Kohl et al. 2018 likewise use a softmax), Bernoulli per channel otherwise (binary:
-the BCE above; overlapping regions: one BCE per region channel) - ``reconstruction_nll``.
+two or more exclusive classes (softmax cross-entropy over the C logit channels, background included, summed
+over pixels, as PHiSeg's reference code; Kohl et al. 2018 likewise use a softmax), Bernoulli per channel
+otherwise (binary: the BCE above; overlapping regions: one BCE per region channel) - ``reconstruction_nll``.
 
 Each training step uses one annotator per image, drawn at random per item and step by the training data
 (``data.dataset``), and the posterior sees that annotation. Prediction draws z from the prior
-(``inference.ensemble.latent_sample``, which returns the diffusion samplers' ``SampleOutput``), so ensembles
-and ``diffuseg predict`` treat both families alike.
+(``methods.latent_sample``, which returns the diffusion samplers' ``SampleOutput``), so ensembles and
+``diffuseg predict`` treat both families alike.
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 
-from diffuseg.enums import Method
 from diffuseg.nets.latent import kl
 from diffuseg.nets.phiseg import PHiSeg
 from diffuseg.nets.probunet import ProbUNet
-from diffuseg.training.module import MODULES, SegmentationModule
 
 
 def _bce_per_image(logits: Tensor, target: Tensor) -> Tensor:
@@ -54,10 +52,15 @@ def reconstruction_nll(logits: Tensor, target: Tensor, exclusive: bool = True) -
 def probunet_loss(
     net: ProbUNet, image: Tensor, target: Tensor, generator: torch.Generator, exclusive: bool = True
 ) -> dict[str, Tensor]:
-    """Negative ELBO of the Prob. UNet for images (B, in_channels, H, W) and one annotation each, its one-hot
-    (B, C, H, W) {0, 1} (binary: the mask (B, 1, H, W)); ``exclusive``: the classes' (``reconstruction_nll``).
+    """Negative ELBO of the Prob. UNet for one annotation per image: ``{"loss", "reconstruction", "kl"}``
+    (scalars); loss = reconstruction + net.beta * kl.
 
-    Returns ``{"loss", "reconstruction", "kl"}`` (scalars); loss = reconstruction + net.beta * kl.
+    Args:
+        net: the Prob. UNet (any kind).
+        image: images (B, in_channels, H, W).
+        target: one annotation per image as its one-hot (B, C, H, W) {0, 1} (binary: the mask (B, 1, H, W)).
+        generator: the step's generator (posterior and Monte-Carlo KL draws).
+        exclusive: whether the classes exclude each other (``reconstruction_nll``).
     """
     posterior = net.posterior(image, target)
     prior = net.prior(image)
@@ -70,10 +73,15 @@ def probunet_loss(
 def phiseg_loss(
     net: PHiSeg, image: Tensor, target: Tensor, generator: torch.Generator, exclusive: bool = True
 ) -> dict[str, Tensor]:
-    """PHiSeg's loss for images (B, in_channels, H, W) and one annotation each, its one-hot (B, C, H, W) {0, 1}
-    (binary: the mask (B, 1, H, W)); ``exclusive``: the classes' (``reconstruction_nll``).
+    """PHiSeg's loss for one annotation per image: ``{"loss", "reconstruction", "kl"}`` (scalars); ``kl`` is the
+    weighted sum over levels.
 
-    Returns ``{"loss", "reconstruction", "kl"}``; ``kl`` is the weighted sum over levels.
+    Args:
+        net: the PHiSeg network.
+        image: images (B, in_channels, H, W).
+        target: one annotation per image as its one-hot (B, C, H, W) {0, 1} (binary: the mask (B, 1, H, W)).
+        generator: the step's generator (posterior and prior draws).
+        exclusive: whether the classes exclude each other (``reconstruction_nll``).
     """
     posterior = net.posterior(image, target, generator)
     prior = net.prior(image, generator, condition=posterior.z)
@@ -94,36 +102,17 @@ def phiseg_loss(
 def latent_loss(
     net: nn.Module, image: Tensor, target: Tensor, generator: torch.Generator, exclusive: bool = True
 ) -> dict[str, Tensor]:
-    """The loss of ``net``'s family (Prob. UNet or PHiSeg); ``target`` (B, C, H, W) one-hot."""
+    """The loss of ``net``'s family, ``probunet_loss`` or ``phiseg_loss``: ``{"loss", "reconstruction", "kl"}``.
+
+    Args:
+        net: the Prob. UNet or PHiSeg.
+        image: images (B, in_channels, H, W).
+        target: one annotation per image as its one-hot (B, C, H, W) {0, 1} (binary: the mask (B, 1, H, W)).
+        generator: the step's generator (posterior and KL draws).
+        exclusive: whether the classes exclude each other (``reconstruction_nll``).
+    """
     if isinstance(net, ProbUNet):
         return probunet_loss(net, image, target, generator, exclusive)
     if isinstance(net, PHiSeg):
         return phiseg_loss(net, image, target, generator, exclusive)
     raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
-
-
-class LatentModule(SegmentationModule):
-    """Training of a latent-variable baseline; logs the reconstruction and KL terms beside the loss."""
-
-    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
-        parts = latent_loss(self.net, image, target, generator, self.scheme.exclusive)
-        size = image.shape[0]
-        self.log("reconstruction", parts["reconstruction"].detach(), on_step=True, batch_size=size)
-        self.log("kl", parts["kl"].detach(), on_step=True, batch_size=size)
-        return parts["loss"]
-
-
-class ProbUNetModule(LatentModule):
-    """``method: probunet``: Prob. UNet (AA) and the Gen. Prob. UNet (AA-mix, FC, FC-mix)."""
-
-    method = Method.PROBUNET
-
-
-class PHiSegModule(LatentModule):
-    """``method: phiseg``."""
-
-    method = Method.PHISEG
-
-
-MODULES[Method.PROBUNET] = ProbUNetModule
-MODULES[Method.PHISEG] = PHiSegModule

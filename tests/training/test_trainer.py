@@ -1,13 +1,18 @@
-"""The training bar: global step out of train.steps from the first step, and after a resume."""
+"""The Trainer of a run: the precision ``auto`` resolves to, and the training bar (global step out of train.steps
+from the first step, and after a resume)."""
 
 from __future__ import annotations
 
 import io
 
 import pytest
+import torch
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
-from diffuseg.training.run import StepProgressBar, train
+from diffuseg.errors import UserError
+from diffuseg.training import trainer
+from diffuseg.training.run import train
+from diffuseg.training.trainer import StepProgressBar, resolve_precision
 
 
 @pytest.fixture
@@ -51,3 +56,25 @@ def test_bar_rate_covers_only_this_session():
     bar.close()
     assert (info["n"], info["initial"], info["total"]) == (5, 3, 10)
     assert info["rate"] is None  # so format_meter computes (n - initial) / elapsed
+
+
+def test_precision_auto_on_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(trainer, "native_bf16", lambda device: False)  # e.g. AVX2 only: bf16 would be emulated
+    assert resolve_precision("auto", "auto") == "32-true"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(trainer, "native_bf16", lambda device: True)  # AVX512-BF16 or AMX
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert resolve_precision("32-true", "cpu") == "32-true"
+    with pytest.raises(UserError, match=r"train\.precision"):
+        resolve_precision("fp8", "auto")
+
+
+def test_precision_auto_on_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision("auto", "auto") == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    assert resolve_precision("auto", "gpu") == "16-mixed"
+    with pytest.warns(UserWarning, match="no bf16"):
+        assert resolve_precision("bf16-mixed", "auto") == "16-mixed"
