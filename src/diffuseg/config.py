@@ -80,8 +80,7 @@ class DataConfig:
 
     @property
     def scheme(self) -> LabelScheme:
-        """What a mask is: ``classes``, or binary with ``foreground`` when none are declared (every checkpoint
-        written before classes existed)."""
+        """What a mask is: ``classes``, or binary with ``foreground`` when none are declared."""
         return label_scheme(self.classes, self.foreground)
 
 
