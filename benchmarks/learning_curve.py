@@ -154,7 +154,55 @@ def lidc_recipe_models(b: Q.Budget, quick: bool) -> list[Model]:
                   "diffusion")]  # fmt: skip
 
 
+# Training aligned with sampling (Fu et al. 2023, arXiv:2303.06040) on the ambiguity paper's process: x_0 through
+# logits with Dice + CE, training on the sampler's 5-step quadratic grid, recycling from pure noise.
+ALIGNED: dict[str, tuple[str, ...]] = {
+    "+ logits (Dice + CE)": ("diffusion.prediction=logits", "diffusion.weighting=uniform"),
+    "+ logits + the sampler's grid": (
+        "diffusion.prediction=logits",
+        "diffusion.weighting=uniform",
+        "diffusion.train_grid=5",
+        "diffusion.train_grid_spacing=quadratic",
+    ),
+    "+ logits + grid + recycling from noise": (
+        "diffusion.prediction=logits",
+        "diffusion.weighting=uniform",
+        "diffusion.train_grid=5",
+        "diffusion.train_grid_spacing=quadratic",
+        "diffusion.recycle=true",
+        "diffusion.recycle_from=noise",
+    ),
+}
+
+
+def acdc_models(b: Q.Budget, quick: bool) -> list[Model]:
+    """ACDC (3 exclusive classes): the UNet, MedSegDiff-B with the ambiguity paper's process, and that model
+    trained aligned with sampling."""
+    points = (2, 4) if quick else (300, 600, 1200)
+    base = f"model.options.base_channels={b.medsegdiff_base}"
+    ch = Q.list_option("model.options.channels", b.lidc_channels)
+    diffusion = (base, *_constant_lr(60), *Q.AMBIGUITY_PROCESS)
+    return [
+        Model("deterministic UNet", "lc-acdc-unet", "unet-acdc", (ch, *_constant_lr(60)), points, "unet"),
+        Model(
+            "MedSegDiff-B + ambiguity process", "lc-acdc-ambiguity", "medsegdiff-b-acdc", diffusion, points, "diffusion"
+        ),
+        *(
+            Model(
+                f"MedSegDiff-B + ambiguity process {label}",
+                f"lc-acdc-aligned{i}",
+                "medsegdiff-b-acdc",
+                (*diffusion, *extra),
+                points,
+                "diffusion",
+            )
+            for i, (label, extra) in enumerate(ALIGNED.items())
+        ),
+    ]
+
+
 TASKS = {
+    "acdc": acdc_models,
     "ddti": ddti_models,
     "ddti-recipes": ddti_recipe_models,
     "ddti-combo": ddti_combo_models,
@@ -165,13 +213,16 @@ TASKS = {
 
 def reference_model(task: str, b: Q.Budget, quick: bool) -> Model:
     """The model whose training step the task's step costs are relative to: MedSegDiff-B with the papers'
-    recipe on DDTI, the ambiguity paper's diffusion UNet on LIDC."""
+    recipe on DDTI, the ambiguity paper's diffusion UNet on LIDC, MedSegDiff-B with that process on ACDC."""
+    if task.startswith("acdc"):
+        return acdc_models(b, quick)[1]
     return lidc_models(b, quick)[2] if task.startswith("lidc") else ddti_models(b, quick)[1]
 
 
 # --------------------------------------------------------------------------------------------- one curve
 def model_config(b: Q.Budget, model: Model, steps: int) -> Config:
-    return Q.make_config(b, model.run, model.preset, steps, [*model.extra, f"train.ckpt_every={steps}"])
+    data = Q.acdc_overrides(b) if model.preset.endswith("-acdc") else None
+    return Q.make_config(b, model.run, model.preset, steps, [*model.extra, f"train.ckpt_every={steps}"], data=data)
 
 
 def train_to(config: Config) -> float:
@@ -190,7 +241,9 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
     """Scores of the checkpoint at ``config.train.steps`` on the task's validation cases."""
     ckpt = Path(config.train.out_dir) / "checkpoints" / LAST
     start = time.perf_counter()
-    if task.startswith("ddti"):
+    if task.startswith("acdc"):
+        scores = acdc_scores(b, model, config, ckpt)
+    elif task.startswith("ddti"):
         cases = Q.val_cases(config, b.ddti_cases)
         sampling = {"samples": 1} if model.family == "unet" else {"samples": b.members, **DDTI_SAMPLING}
         scores = Q.score(Q.draw_members(ckpt, cases, **sampling), cases, ged_sizes=())
@@ -198,6 +251,22 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
         cases = Q.val_cases(config, b.lidc_cases)
         scores = Q.score(Q.draw_members(ckpt, cases, samples=b.samples), cases)
     return scores | {"eval_min": (time.perf_counter() - start) / 60}
+
+
+def acdc_scores(b: Q.Budget, model: Model, config: Config, ckpt: Path) -> dict[str, float]:
+    """Mean over ``b.acdc_volumes`` validation volumes of the per-volume 3D Dice (and IoU, HD95) of each class
+    and their mean; a diffusion model's label maps fused from ``b.members`` members by multi-label STAPLE."""
+    from diffuseg.evaluation.evaluate import class_case_metrics
+
+    scheme = config.data.scheme
+    members = 1 if model.family == "unet" else b.members
+    sampling = {k: v for k, v in DDTI_SAMPLING.items() if k != "fusion"}
+    per_volume = []
+    for cases in Q.acdc_volumes(config, b.acdc_volumes).values():
+        fused = Q.draw_label_maps(ckpt, cases, members, DDTI_SAMPLING["fusion"], **sampling)
+        truth = torch.stack([masks[:1].long() for _, _, masks in cases], dim=1)  # (1, slices, S, S)
+        per_volume.append(class_case_metrics(scheme, torch.stack(fused), truth))
+    return {k: float(np.nanmean([v[k] for v in per_volume])) for k in per_volume[0]}
 
 
 def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> float:
@@ -215,7 +284,8 @@ def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> f
 
         def step(i: int) -> float:
             t0 = time.perf_counter()
-            loss = module.loss(batch["image"], batch["mask"].float(), torch.Generator().manual_seed(i))
+            target = module.scheme.one_hot(batch["mask"][:, 0])  # as the training step feeds it
+            loss = module.loss(batch["image"], target, torch.Generator().manual_seed(i))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -16,12 +16,18 @@ from common import line_plot, markdown_table, write_markdown
 
 # (key in a point, label, as percent?) per dataset; the first ones are plotted
 METRICS = {
+    "acdc": (("dice", "mean 3D Dice %", True), ("dice/RV", "RV %", True), ("dice/Myo", "Myo %", True),
+             ("dice/LV", "LV %", True)),
     "ddti": (("dice", "Dice %", True), ("iou", "IoU %", True), ("hd95", "HD95 (px at 64 px)", False)),
     "lidc": (("ged_biased_16", "GED@16", False), ("dice", "Dice", False), ("hungarian_iou", "HM-IoU", False),
              ("diversity", "diversity", False)),
 }  # fmt: skip
-PLOTTED = {"ddti": ("dice",), "lidc": ("ged_biased_16", "dice")}
-REFERENCE = {"ddti": "MedSegDiff-B, papers' recipe", "lidc": "the ambiguity paper's diffusion UNet"}
+PLOTTED = {"acdc": ("dice",), "ddti": ("dice",), "lidc": ("ged_biased_16", "dice")}
+REFERENCE = {
+    "acdc": "MedSegDiff-B with the ambiguity paper's process",
+    "ddti": "MedSegDiff-B, papers' recipe",
+    "lidc": "the ambiguity paper's diffusion UNet",
+}
 
 
 def _value(point: Mapping[str, Any], key: str, percent: bool) -> float:
@@ -70,7 +76,7 @@ def write_report(out: Path, info: Mapping[str, str], quick: bool = False) -> Pat
         return None
     by_dataset: dict[str, dict[str, Any]] = {}
     for f in files:
-        dataset = "lidc" if f.stem.startswith("lidc") else "ddti"  # tasks are named <dataset>[-<what>][-quick]
+        dataset = f.stem.split("-")[0]  # tasks are named <dataset>[-<what>][-quick]
         by_dataset.setdefault(dataset, {}).update(json.loads(f.read_text())["curves"])
     suffix = "-quick" if quick else ""
     sections = [(name.upper(), dataset_section(name, c, out, suffix)) for name, c in sorted(by_dataset.items())]

@@ -30,6 +30,7 @@ from diffuseg.enums import (
     Fusion,
     Method,
     PredictionType,
+    RecycleStart,
     SamplerKind,
     ScheduleKind,
     Spacing,
@@ -109,6 +110,9 @@ class DiffusionConfig:
     aux_weight: float = 0.0  # lambda of the auxiliary Dice + BCE loss on x_hat_0
     self_condition: bool = False  # Chen, Zhang & Hinton 2022 (Analog Bits)
     recycle: bool = False  # Fu et al. 2023 (recycling training)
+    recycle_from: RecycleStart = RecycleStart.TRUTH  # noise: the first pass starts from pure noise
+    train_grid: int = 0  # > 0: train only at the times of this many-step sampling grid (Fu et al. 2023)
+    train_grid_spacing: Spacing = Spacing.LINEAR  # where that grid's steps sit, as sample.spacing
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,11 @@ def _validate(c: Config) -> None:
         (c.diffusion.input_scale > 0, "diffusion.input_scale must be > 0"),
         (c.diffusion.logsnr_min < c.diffusion.logsnr_max, "diffusion.logsnr_min must be < logsnr_max"),
         (c.diffusion.aux_weight >= 0, "diffusion.aux_weight must be >= 0 (0: no auxiliary loss)"),
+        (c.diffusion.train_grid >= 0, "diffusion.train_grid must be >= 0 (0: every time)"),
+        (
+            c.diffusion.prediction != PredictionType.LOGITS or c.diffusion.weighting == Weighting.UNIFORM,
+            "diffusion.prediction=logits trains with Dice + CE on every row alike: set diffusion.weighting=uniform",
+        ),
         (c.train.steps >= 1, "train.steps must be >= 1"),
         (c.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (c.train.lr > 0, "train.lr must be > 0"),

@@ -39,6 +39,14 @@ class PredictionType(StrEnum):
     EPS = "eps"
     X = "x"
     V = "v"
+    LOGITS = "logits"  # per-channel logits of x_0, trained with Dice + CE (Fu et al. 2023, arXiv:2303.06040)
+
+
+class RecycleStart(StrEnum):
+    """Where recycling's gradient-free first pass starts (``diffusion.recipes``)."""
+
+    TRUTH = "truth"  # the ground truth noised to t = 1
+    NOISE = "noise"  # pure noise, as the sampler's first step (Fu et al. 2023, ImgX-DiffSeg)
 
 
 class Weighting(StrEnum):

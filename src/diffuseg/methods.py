@@ -50,7 +50,7 @@ def build_process(config: Config) -> Any:
         return None
     from diffuseg.diffusion.process import DiffusionProcess
 
-    return DiffusionProcess(config.diffusion)
+    return DiffusionProcess(config.diffusion, exclusive=config.data.scheme.exclusive)
 
 
 def load_for_inference(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Config, torch.nn.Module, Any]:

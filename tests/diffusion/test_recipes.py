@@ -128,7 +128,7 @@ def test_without_self_conditioning_the_network_sees_one_channel():
 
 
 # --------------------------------------------------------------------------------------------- recycling
-@pytest.mark.parametrize("prediction", list(PredictionType))
+@pytest.mark.parametrize("prediction", [p for p in PredictionType if p != PredictionType.LOGITS])
 def test_recycling_noises_the_models_own_estimate_and_targets_the_ground_truth(prediction):
     """Net returning a constant x-estimate c: the first pass (at t = 1, no gradient) gives x_hat = c, the second
     input is alpha_t c + sigma_t eps; the loss is the x-space error against the true x0 at that t."""
@@ -174,3 +174,88 @@ def test_implied_noise_round_trip():
     z = alpha * x0 + sigma * eps
     assert torch.allclose(recipes.implied_noise(z, x0, alpha, sigma), eps, atol=1e-6)
     assert torch.allclose(param.to_x0(PredictionType.EPS, eps, z, alpha, sigma), x0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------- aligned training
+def test_recycling_from_noise_starts_its_first_pass_at_pure_noise_without_gradient():
+    """The first pass's input does not depend on the mask (pure noise at t = 1, as the sampler starts), runs
+    without gradient, and is the generator's first normal draw after the times."""
+    cfg = DiffusionConfig(schedule=ScheduleKind.CONTINUOUS_COSINE, prediction=PredictionType.X, recycle=True,
+                          recycle_from="noise")  # fmt: skip
+    process = DiffusionProcess(cfg)
+    seen = []
+    for masks in (_masks(0), 1.0 - _masks(0)):
+        net = Recorder()
+        process.loss(net, masks, torch.zeros(3, 1, 8, 8), torch.Generator().manual_seed(4))
+        assert net.grad_enabled == [False, True]
+        seen.append(net.inputs[0])
+    assert torch.equal(seen[0], seen[1])  # the truth does not reach the first pass
+    gen = torch.Generator().manual_seed(4)
+    process.train_times(3, gen)
+    torch.randn((3, 1, 8, 8), generator=gen)  # the noise of the second input is drawn first
+    assert torch.equal(seen[0], torch.randn((3, 1, 8, 8), generator=gen))
+
+
+def test_recycling_from_the_truth_lets_the_first_pass_see_the_truth():
+    cfg = DiffusionConfig(schedule=ScheduleKind.LINEAR, timesteps=10, prediction=PredictionType.X, recycle=True)
+    inputs = []
+    for masks in (_masks(0), 1.0 - _masks(0)):
+        net = Recorder()
+        DiffusionProcess(cfg).loss(net, masks, torch.zeros(3, 1, 8, 8), torch.Generator().manual_seed(4))
+        inputs.append(net.inputs[0])
+    assert not torch.equal(inputs[0], inputs[1])
+
+
+@pytest.mark.parametrize("schedule", [ScheduleKind.LINEAR, ScheduleKind.CONTINUOUS_COSINE])
+@pytest.mark.parametrize("recycle", [False, True])
+def test_training_on_the_grid_draws_only_the_samplers_times(schedule, recycle):
+    cfg = DiffusionConfig(schedule=schedule, timesteps=1000, train_grid=5, train_grid_spacing="quadratic",
+                          recycle=recycle, recycle_from="noise", prediction=PredictionType.X)  # fmt: skip
+    process = DiffusionProcess(cfg)
+    grid = process.schedule.sampling_times(5, "quadratic")[:-1]
+    expected = set(grid[1:] if recycle else grid)  # recycling from noise leaves out the top step
+    drawn = process.train_times(4000, torch.Generator().manual_seed(0))
+    assert set(drawn.tolist()) == expected
+    counts = torch.bincount(torch.tensor([sorted(expected).index(t) for t in drawn.tolist()]))
+    assert counts.min() > 4000 / len(expected) * 0.85  # each about equally often
+
+
+def test_recycling_from_noise_never_trains_the_top_discrete_step():
+    cfg = DiffusionConfig(schedule=ScheduleKind.LINEAR, timesteps=4, recycle=True, recycle_from="noise")
+    drawn = DiffusionProcess(cfg).train_times(4000, torch.Generator().manual_seed(0))
+    assert set(drawn.tolist()) == {0.25, 0.5, 0.75}  # steps 1..3 of 4, never t = 1
+    plain = DiffusionProcess(dataclasses.replace(cfg, recycle=False)).train_times(4000, torch.Generator())
+    assert set(plain.tolist()) == {0.25, 0.5, 0.75, 1.0}
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_logits_train_with_the_unets_dice_and_cross_entropy(exclusive):
+    from diffuseg.nets.unet import segmentation_loss
+
+    channels = 3 if exclusive else 1
+    target = torch.nn.functional.one_hot(torch.randint(channels, (2, 8, 8), generator=torch.Generator()), channels)
+    target = target.movedim(-1, 1).float()
+
+    class Logits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out = nn.Parameter(torch.randn(2, channels, 8, 8, generator=torch.Generator().manual_seed(1)))
+
+        def forward(self, x_t, t, image):
+            return self.out
+
+    net = Logits()
+    cfg = DiffusionConfig(prediction=PredictionType.LOGITS, weighting="uniform")
+    loss = DiffusionProcess(cfg, exclusive=exclusive).loss(net, target, torch.zeros(2, 1, 8, 8), torch.Generator())
+    torch.testing.assert_close(loss, segmentation_loss(net.out, target, exclusive))
+    loss.backward()
+    assert net.out.grad is not None and net.out.grad.abs().sum() > 0
+
+
+def test_logits_need_the_uniform_weighting():
+    from diffuseg.config import load_config
+    from diffuseg.errors import UserError
+
+    with pytest.raises(UserError, match="weighting=uniform"):
+        load_config("medsegdiff-b-ddti", ["diffusion.prediction=logits"])
+    assert load_config("medsegdiff-b-ddti", ["diffusion.prediction=logits", "diffusion.weighting=uniform"])

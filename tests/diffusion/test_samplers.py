@@ -31,6 +31,8 @@ class Oracle(torch.nn.Module):
         x0 = self.x0.repeat_interleave(k, dim=0).to(z)
         alpha, sigma = (float(v) for v in self.process.schedule.alpha_sigma(float(t[0])))
         self.seen.append((float(t[0]), z.clone(), alpha, sigma, x0))
+        if self.process.prediction == PredictionType.LOGITS:
+            return 30.0 * x0  # sigmoid(+-30): x_hat = x0 to 1e-13
         eps = (z - alpha * x0) / sigma
         return P.target(self.process.prediction, x0, eps, alpha, sigma)
 

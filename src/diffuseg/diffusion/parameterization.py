@@ -1,16 +1,26 @@
-"""Prediction types eps, x and v, and exact conversions among them (the ambiguity paper, section 3.3).
+"""Prediction types eps, x, v and logits, and exact conversions among them (the ambiguity paper, section 3.3).
 
 With z = alpha x + sigma eps and alpha^2 + sigma^2 = 1 (Salimans & Ho 2022):
     v = alpha eps - sigma x,   x = alpha z - sigma v,   eps = sigma z + alpha v,
     x = (z - sigma eps) / alpha,   eps = (z - alpha x) / sigma.
-``alpha`` and ``sigma`` broadcast against the tensors (scalars or shape (B, 1, 1, 1)).
+``logits``: the network outputs per-channel logits of the mask and x = 2 p - 1 with p their sigmoid, or their
+softmax over the C + 1 channels of exclusive classes (Fu et al. 2023, arXiv:2303.06040); it has no regression
+target: it trains with Dice + CE (``process``). ``alpha`` and ``sigma`` broadcast against the tensors (scalars or
+shape (B, 1, 1, 1)).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from diffuseg.enums import PredictionType
+
+
+def logits_to_x0(logits: Tensor, exclusive: bool) -> Tensor:
+    """(N, C, H, W) logits -> x in [-1, 1]: 2 p - 1, p = softmax over C when ``exclusive`` and C > 1, else sigmoid."""
+    p = torch.softmax(logits, dim=1) if exclusive and logits.shape[1] > 1 else torch.sigmoid(logits)
+    return 2.0 * p - 1.0
 
 
 def target(kind: PredictionType, x0: Tensor, eps: Tensor, alpha, sigma) -> Tensor:
@@ -21,33 +31,34 @@ def target(kind: PredictionType, x0: Tensor, eps: Tensor, alpha, sigma) -> Tenso
         return x0
     if kind == PredictionType.V:
         return alpha * eps - sigma * x0
-    raise ValueError(f"unknown prediction type {kind!r}")
+    raise ValueError(f"prediction type {kind!r} has no regression target")
 
 
-def to_x0(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma) -> Tensor:
-    """The data estimate x_hat implied by a prediction of type ``kind`` at z."""
+def to_x0(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma, exclusive: bool = False) -> Tensor:
+    """The data estimate x_hat implied by a prediction of type ``kind`` at z (``exclusive``: see ``logits_to_x0``)."""
     if kind == PredictionType.EPS:
         return (z - sigma * pred) / alpha
     if kind == PredictionType.X:
         return pred
     if kind == PredictionType.V:
         return alpha * z - sigma * pred
+    if kind == PredictionType.LOGITS:
+        return logits_to_x0(pred, exclusive)
     raise ValueError(f"unknown prediction type {kind!r}")
 
 
-def to_eps(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma) -> Tensor:
+def to_eps(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma, exclusive: bool = False) -> Tensor:
     """The noise estimate eps_hat implied by a prediction of type ``kind`` at z."""
     if kind == PredictionType.EPS:
         return pred
-    if kind == PredictionType.X:
-        return (z - alpha * pred) / sigma
     if kind == PredictionType.V:
         return sigma * z + alpha * pred
-    raise ValueError(f"unknown prediction type {kind!r}")
+    return (z - alpha * to_x0(kind, pred, z, alpha, sigma, exclusive)) / sigma
 
 
-def to_v(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma) -> Tensor:
+def to_v(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma, exclusive: bool = False) -> Tensor:
     """The velocity estimate v_hat = alpha eps_hat - sigma x_hat implied by a prediction of type ``kind``."""
     if kind == PredictionType.V:
         return pred
-    return alpha * to_eps(kind, pred, z, alpha, sigma) - sigma * to_x0(kind, pred, z, alpha, sigma)
+    x_hat = to_x0(kind, pred, z, alpha, sigma, exclusive)
+    return alpha * to_eps(kind, pred, z, alpha, sigma, exclusive) - sigma * x_hat

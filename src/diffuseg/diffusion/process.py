@@ -4,7 +4,8 @@ Masks in {0, 1} are mapped to x0 in {-1, 1}. Input scaling lives in the schedule
 ``schedules``), which is the same as scaling x0 by b and renormalising to unit variance.
 The network is any ``net(x_t, t, image) -> prediction`` of type ``cfg.prediction``; with
 ``cfg.self_condition`` its x_t input also carries an earlier estimate of x0 (``recipes``). The recipes beyond
-the papers (auxiliary loss, self-conditioning, recycling) are in ``recipes`` and off by default.
+the papers (auxiliary loss, self-conditioning, recycling, logits with Dice + CE, training on the sampler's grid)
+are in ``recipes`` and off by default.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from diffuseg.diffusion import recipes
 from diffuseg.diffusion.noise import randn
 from diffuseg.diffusion.schedules import make_schedule
 from diffuseg.diffusion.weighting import log_data_space_factor, log_weight, sample_uniform_times
+from diffuseg.enums import PredictionType, RecycleStart
+from diffuseg.nets.unet import segmentation_loss
 
 Network = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -40,12 +43,35 @@ def _col(values: Tensor, like: Tensor) -> Tensor:
 
 
 class DiffusionProcess:
-    """Schedule + prediction type + loss weighting, independent of any network."""
+    """Schedule + prediction type + loss weighting, independent of any network. ``exclusive``: the C + 1 channels
+    are exclusive classes (a ``logits`` network's x_hat is then a softmax over them, not a sigmoid per channel)."""
 
-    def __init__(self, cfg: DiffusionConfig):
+    def __init__(self, cfg: DiffusionConfig, exclusive: bool = False):
         self.cfg = cfg
         self.schedule = make_schedule(cfg)
         self.prediction = cfg.prediction
+        self.exclusive = exclusive
+
+    def to_x0(self, pred: Tensor, z: Tensor, alpha, sigma) -> Tensor:
+        """The data estimate x_hat implied by the network's output ``pred`` at z (``parameterization.to_x0``)."""
+        return param.to_x0(self.prediction, pred, z, alpha, sigma, self.exclusive)
+
+    def train_times(self, batch: int, generator: torch.Generator) -> Tensor:
+        """(batch,) float64 training times: every time of the schedule (``cfg.time_sampler``), or with
+        ``cfg.train_grid`` = S only the S network times of the sampler's grid, each equally likely. Recycling from
+        pure noise leaves out the top time (the grid's first step, the discrete schedule's step T), whose input
+        the first pass already is (ImgX-DiffSeg, Fu et al. 2023)."""
+        top_out = self.cfg.recycle and self.cfg.recycle_from == RecycleStart.NOISE
+        if self.cfg.train_grid:
+            times = self.schedule.sampling_times(self.cfg.train_grid, self.cfg.train_grid_spacing)[:-1]
+            times = times[1:] if top_out and len(times) > 1 else times
+            index = torch.randint(len(times), (batch,), generator=generator)
+            return torch.tensor(times, dtype=torch.float64)[index]
+        u = sample_uniform_times(batch, generator, self.cfg.time_sampler)
+        steps = self.schedule.discrete_steps or 0  # None for continuous schedules
+        if top_out and steps > 1:
+            u = u * (steps - 1) / steps  # quantizes to the steps 1 .. T - 1
+        return self.schedule.quantize(u)
 
     def add_noise(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """z_t = alpha(t) x0 + sigma(t) eps (eq. 1); t has shape (B,)."""
@@ -60,9 +86,7 @@ class DiffusionProcess:
         image: (B, C_in, H, W). Returns a scalar.
         """
         x0 = masks_to_x0(masks01)
-        batch = x0.shape[0]
-        u = sample_uniform_times(batch, generator, self.cfg.time_sampler)
-        t = self.schedule.quantize(u)
+        t = self.train_times(x0.shape[0], generator)
         noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         lam = self.schedule.logsnr(t)
         alpha, sigma = _col(torch.sigmoid(lam).sqrt(), x0), _col(torch.sigmoid(-lam).sqrt(), x0)
@@ -72,6 +96,8 @@ class DiffusionProcess:
             z = recipes.recycled_z(self._recycle_estimate(net, x0, image, generator), alpha, sigma, noise)
             noise = recipes.implied_noise(z, x0, alpha, sigma)
         pred = net(self._net_input(net, z, t_in, image, (alpha, sigma), generator), t_in, image)
+        if self.prediction == PredictionType.LOGITS:
+            return self._logits_loss(pred, masks01, z, lam, alpha, sigma)
         tgt = param.target(self.prediction, x0, noise, alpha, sigma)
         mse = (pred.float() - tgt).pow(2).flatten(1).mean(dim=1)
         log_factor = log_weight(self.cfg.weighting, lam, self.cfg.sigmoid_bias) + log_data_space_factor(
@@ -79,8 +105,19 @@ class DiffusionProcess:
         )
         loss = (log_factor.exp().to(mse) * mse).mean()
         if self.cfg.aux_weight > 0:
-            x_hat = param.to_x0(self.prediction, pred.float(), z, alpha, sigma)
+            x_hat = self.to_x0(pred.float(), z, alpha, sigma)
             loss = loss + self.cfg.aux_weight * recipes.aux_loss(x_hat, x0, torch.sigmoid(lam))
+        return loss
+
+    def _logits_loss(
+        self, logits: Tensor, masks01: Tensor, z: Tensor, lam: Tensor, alpha: Tensor, sigma: Tensor
+    ) -> Tensor:
+        """Dice + CE of the network's logits against the masks (the deterministic UNet's loss), plus the auxiliary
+        loss when ``aux_weight`` > 0."""
+        loss = segmentation_loss(logits, masks01, self.exclusive)
+        if self.cfg.aux_weight > 0:
+            x_hat = self.to_x0(logits.float(), z, alpha, sigma)
+            loss = loss + self.cfg.aux_weight * recipes.aux_loss(x_hat, masks_to_x0(masks01), torch.sigmoid(lam))
         return loss
 
     def _net_input(
@@ -104,22 +141,23 @@ class DiffusionProcess:
         self, net: Network, zin: Tensor, z: Tensor, t: Tensor, image: Tensor, coef: tuple[Tensor, Tensor]
     ) -> Tensor:
         """x_hat in [-1, 1] from one call on the input ``zin`` of z (per-row ``coef`` = (alpha_t, sigma_t))."""
-        return param.to_x0(self.prediction, net(zin, t, image).float(), z, *coef).clamp(-1.0, 1.0)
+        return self.to_x0(net(zin, t, image).float(), z, *coef).clamp(-1.0, 1.0)
 
     @torch.no_grad()
     def _recycle_estimate(self, net: Network, x0: Tensor, image: Tensor, generator: torch.Generator) -> Tensor:
-        """Recycling's first pass: the ground truth noised to t = 1 (fresh noise), denoised without gradient."""
+        """Recycling's first pass at t = 1, denoised without gradient, from the ground truth noised to t = 1
+        (fresh noise; ``recycle_from: truth``) or from pure noise as the sampler starts (``noise``)."""
         noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         t_max = torch.ones(x0.shape[0], dtype=torch.float64)
         alpha, sigma = (_col(v, x0) for v in self.schedule.alpha_sigma(t_max))
-        z = alpha * x0 + sigma * noise
+        z = noise if self.cfg.recycle_from == RecycleStart.NOISE else alpha * x0 + sigma * noise
         t_in = t_max.to(device=x0.device, dtype=torch.float32)
         return self._clipped_x0(net, self._with_estimate(z, None), z, t_in, image, (alpha, sigma))
 
     def predict_x0(self, pred: Tensor, z: Tensor, t: float, clip: bool = True) -> Tensor:
         """x_hat from a network output at a single time t shared by the batch; clipped to [-1, 1]."""
         alpha, sigma = (float(v) for v in self.schedule.alpha_sigma(t))
-        x0 = param.to_x0(self.prediction, pred.to(z.dtype), z, alpha, sigma)
+        x0 = self.to_x0(pred.to(z.dtype), z, alpha, sigma)
         return x0.clamp(-1.0, 1.0) if clip else x0
 
     def denoise(

@@ -57,6 +57,9 @@ class ExactDenoiser(torch.nn.Module):
         dist2 = (zz - alpha * self.vertices).pow(2).sum(-1)  # (N, H, W, A)
         logits = self.pi[region].log() - dist2 / (2 * sigma**2)
         x0 = (logits.softmax(-1)[..., None] * self.vertices).sum(-2).movedim(-1, 1)  # (N, C, H, W)
+        if self.process.prediction == PredictionType.LOGITS:  # logits whose sigmoid / softmax is E[one-hot | z_t]
+            p = ((x0 + 1.0) / 2.0).clamp(1e-12, 1.0 - 1e-12)
+            return (p.log() if self.process.exclusive else torch.logit(p)).float()
         eps = (z.double() - alpha * x0) / sigma
         return P.target(self.process.prediction, x0, eps, alpha, sigma).float()
 
@@ -71,7 +74,7 @@ def frequencies(atoms: torch.Tensor, count: int) -> torch.Tensor:
 @pytest.mark.parametrize("prediction", list(PredictionType))
 @pytest.mark.parametrize("kind", list(SamplerKind))
 def test_exact_denoiser_recovers_the_class_frequencies(kind, prediction, schedule):
-    process = DiffusionProcess(DiffusionConfig(schedule=schedule, prediction=prediction))
+    process = DiffusionProcess(DiffusionConfig(schedule=schedule, prediction=prediction), exclusive=True)
     image = region_image(2)
     gens = [torch.Generator().manual_seed(k) for k in range(8)]
     out = sample(kind, ExactDenoiser(process, ACDC, PI), image, process, 25, generator=gens, members=4, scheme=ACDC)
@@ -82,10 +85,11 @@ def test_exact_denoiser_recovers_the_class_frequencies(kind, prediction, schedul
     torch.testing.assert_close(frequencies(out.mask, 4), PI, rtol=0, atol=0.035)
 
 
+@pytest.mark.parametrize("prediction", ["v", "logits"])
 @pytest.mark.parametrize("kind", list(SamplerKind))
-def test_exact_denoiser_recovers_region_frequencies(kind):
+def test_exact_denoiser_recovers_region_frequencies(kind, prediction):
     """Overlapping regions (C = K = 3, decoded by per-channel threshold and painting) give the atoms' frequencies."""
-    process = DiffusionProcess(DiffusionConfig(schedule=ScheduleKind.CONTINUOUS_COSINE, prediction="v"))
+    process = DiffusionProcess(DiffusionConfig(schedule=ScheduleKind.CONTINUOUS_COSINE, prediction=prediction))
     gens = [torch.Generator().manual_seed(10 + k) for k in range(8)]
     net = ExactDenoiser(process, BRATS, PI)
     out = sample(kind, net, region_image(2), process, 25, generator=gens, members=4, scheme=BRATS)
