@@ -253,7 +253,7 @@ def test_logits_train_with_the_unets_dice_and_cross_entropy(exclusive):
 
 
 def test_logits_need_the_uniform_weighting():
-    from diffuseg.config import load_config
+    from diffuseg.presets import load_config
     from diffuseg.errors import UserError
 
     with pytest.raises(UserError, match="weighting=uniform"):
