@@ -93,8 +93,8 @@ def draw_workers(cfg: SampleConfig, device: torch.device) -> int:
 
 def _draw(draw: Draw, chunk: Part, cfg: SampleConfig, device: torch.device) -> None:
     """Draw the members of ``chunk`` (case, first member, count): one call per run of equal image shapes, split
-    over ``draw_workers`` threads of one torch thread each (on a 2-core CPU two such workers beat one worker of
-    two OpenMP threads, which wait for each other at every operator; docs/inference.md)."""
+    over ``draw_workers`` threads of one torch thread each (OpenMP threads of one worker wait for each other at
+    every operator; the measurements are in docs/inference.md)."""
     groups: list[Part] = []
     for item in chunk:
         if groups and groups[-1][0][0].image.shape == item[0].image.shape:
