@@ -24,7 +24,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from diffuseg.files import write_text_atomic
-from diffuseg.inference.fusion import staple
+from diffuseg.inference.fusion.staple import staple
 
 
 def realistic_ensemble(rng: np.random.Generator, members: int, size: int) -> np.ndarray:

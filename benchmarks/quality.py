@@ -9,12 +9,13 @@
     .venv/bin/python benchmarks/quality.py --budget long --queue ddti # 3-4x the training -> quality-long.md
 
 Each part trains through ``diffuseg.training.run.train`` (a run folder under ``runs/bench-<budget>/``, reused
-when its checkpoint is already at the target step), draws ensembles through ``inference.ensemble`` with the
-checkpoint's own family (``inference.predict.make_draw``), and scores with ``evaluation.evaluate.case_metrics``
-on the validation patients only (LIDC: ``val_patients.txt``; DDTI: a seeded 20 % of patients, the patient
-being the number before the first ``_``; ACDC: the dataset's ``val.list`` volumes, per class with
-``evaluation.evaluate.class_case_metrics``). Results land in ``benchmarks/results/quality/<part>.json`` as each
-part finishes, and ``quality.md`` (with plots) is rebuilt from every finished part.
+when its checkpoint is already at the target step), draws ensembles as ``predict`` draws them
+(``inference.ensemble``: the checkpoint's own family, ``methods.make_draw``, and ``predict``'s member seeds),
+and scores with ``evaluation.evaluate.case_metrics`` on the validation patients only (LIDC: ``val_patients.txt``;
+DDTI: a seeded 20 % of patients, the patient being the number before the first ``_``; ACDC: the dataset's
+``val.list`` volumes, per class with ``evaluation.evaluate.class_case_metrics``). Results land in
+``benchmarks/results/quality/<part>.json`` as each part finishes, and ``quality.md`` (with plots) is rebuilt
+from every finished part.
 
 The budget (``BUDGETS``) is stated in the report: resolution, training steps and images seen, network widths,
 evaluation cases, members and sampler steps, and the CPU minutes each part took.
@@ -45,10 +46,9 @@ from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.evaluate import case_metrics
 from diffuseg.files import write_text_atomic
-from diffuseg.inference.ensemble import prepare_network, sample_ensembles
+from diffuseg.inference.ensemble import draw_members, prepare_network, sample_ensembles
 from diffuseg.inference.fusion import fuse
-from diffuseg.inference.predict import make_draw
-from diffuseg.methods import load_for_inference
+from diffuseg.methods import Draw, load_for_inference, make_draw
 from diffuseg.presets import load_config
 from diffuseg.training.run import train
 from diffuseg.training.stream import build_datasets
@@ -203,14 +203,24 @@ def val_cases(config: Config, n: int) -> list[tuple[str, torch.Tensor, torch.Ten
     return [(it["case_id"], it["image"], it["masks"]) for it in items]
 
 
-def draw_members(ckpt: Path, cases, **sample: Any) -> list[Any]:
-    """One ``EnsembleResult`` per case, drawn with the checkpoint's family and ``sample`` overrides."""
+def load_draw(ckpt: Path, **sample: Any) -> tuple[Config, Draw]:
+    """The checkpoint's config with ``sample`` overrides, and its member-drawing function on the CPU
+    (``methods.make_draw``, the network prepared as ``predict`` prepares it)."""
     config, net, process = load_for_inference(ckpt)
-    samples = sample.get("samples", config.sample.samples)
-    sample.setdefault("batch_size", max(samples, (64 // samples) * samples))
     config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, **sample))
-    draw = make_draw(config, prepare_network(net, config.sample, "cpu"), process)
-    return list(sample_ensembles(draw, [(cid, image) for cid, image, _ in cases], config.sample))
+    return config, make_draw(config, prepare_network(net, config.sample, "cpu"), process)
+
+
+def ensembles(ckpt: Path, cases, **sample: Any) -> list[Any]:
+    """One ``EnsembleResult`` per case, drawn and finished as ``predict`` does (``inference.ensemble.
+    sample_ensembles``, ``predict``'s member seeds) with the checkpoint's family and ``sample`` overrides;
+    ``samples`` members per case, by default as many whole cases per call as fit in 64 rows."""
+    config, draw = load_draw(ckpt, **sample)
+    if "batch_size" not in sample:
+        n = config.sample.samples
+        config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, batch_size=max(n, 64 // n * n)))
+    images = [(cid, image) for cid, image, _ in cases]
+    return list(sample_ensembles(draw, images, config.sample, scheme=config.data.scheme))
 
 
 def score(results, cases, ged_sizes=(4, 16)) -> dict[str, float]:
@@ -260,7 +270,7 @@ def lidc_main(b: Budget) -> None:
         ckpt, train_min = ensure_trained(config)
         cases = val_cases(config, b.lidc_cases)
         start = time.perf_counter()
-        results = draw_members(ckpt, cases, samples=b.samples)
+        results = ensembles(ckpt, cases, samples=b.samples)
         rows[label] = score(results, cases) | {"train_min": train_min, "eval_min": (time.perf_counter() - start) / 60}
         rows[label]["params"] = sum(p.numel() for p in load_for_inference(ckpt)[1].parameters())
         print(label, {k: rows[label].get(k) for k in ("ged_biased_16", "dice", "hungarian_iou")}, flush=True)
@@ -290,7 +300,7 @@ def lidc_fig6(b: Budget) -> None:
     curves: dict[str, dict[int, dict]] = {}
     for sampler in ("ddpm", "ddim"):
         for steps in b.fig6_steps:
-            results = draw_members(ckpt, cases, samples=4, sampler=sampler, steps=steps)
+            results = ensembles(ckpt, cases, samples=4, sampler=sampler, steps=steps)
             curves.setdefault(sampler, {})[steps] = score(results, cases, ged_sizes=(4,))
             print("fig6", sampler, steps, curves[sampler][steps]["ged_biased_4"], flush=True)
     save_part("lidc-fig6", {"budget": dataclasses.asdict(b), "curves": curves})
@@ -313,7 +323,7 @@ def lidc_table3(b: Budget) -> None:
             config = make_config(b, f"lidc-t3-{key}", f"lidc-central-{key}", b.table3_steps, [ch])
             ckpt, train_min = ensure_trained(config)
             cases = val_cases(config, b.table3_cases)
-            cells[key] = score(draw_members(ckpt, cases, samples=4), cases, ged_sizes=(4,))
+            cells[key] = score(ensembles(ckpt, cases, samples=4), cases, ged_sizes=(4,))
             cells[key]["train_min"] = train_min
             print("table3", key, cells[key]["ged_biased_4"], cells[key]["dice"], flush=True)
             save_part("lidc-table3", {"budget": dataclasses.asdict(b), "cells": cells, "complete": False})
@@ -340,9 +350,7 @@ def ddti_table2(b: Budget) -> None:
         cases = val_cases(config, b.ddti_cases)
         members = 1 if "UNet" in label else b.table2_members
         start = time.perf_counter()
-        results = draw_members(
-            ckpt, cases, samples=members, sampler=b.ddti_sampler, steps=b.ddti_steps, fusion="staple"
-        )
+        results = ensembles(ckpt, cases, samples=members, sampler=b.ddti_sampler, steps=b.ddti_steps, fusion="staple")
         rows[label] = score(results, cases, ged_sizes=()) | {
             "train_min": train_min,
             "eval_min": (time.perf_counter() - start) / 60,
@@ -368,7 +376,7 @@ def ddti_table5(b: Budget) -> None:
     config = ddti_models(b)["(c) + FF-Parser (MedSegDiff)"]
     ckpt, _ = ensure_trained(config)
     cases = val_cases(config, b.ddti_cases)
-    results = draw_members(ckpt, cases, samples=b.members, sampler=b.ddti_sampler, steps=b.ddti_steps)
+    results = ensembles(ckpt, cases, samples=b.members, sampler=b.ddti_sampler, steps=b.ddti_steps)
     rows = {}
     for n in sorted({1, min(5, b.members), b.members}):
         groups = [list(range(g * n, (g + 1) * n)) for g in range(b.members // n)]
@@ -397,7 +405,7 @@ def _sampler_rows(b: Budget, part: str, settings, members: int, n_cases: int) ->
         if label in rows:
             continue
         start = time.perf_counter()
-        results = draw_members(
+        results = ensembles(
             ckpt, cases, samples=members, sampler=sampler, steps=steps, spacing=spacing, fusion="staple"
         )
         seconds = time.perf_counter() - start
@@ -435,7 +443,7 @@ def ddti_precision(b: Budget) -> None:
     fp32: dict[tuple, list] = {}
     for sampler, steps, spacing, precision in PRECISION_SETTINGS:
         start = time.perf_counter()
-        results = draw_members(ckpt, cases, samples=b.members, sampler=sampler, steps=steps, spacing=spacing,
+        results = ensembles(ckpt, cases, samples=b.members, sampler=sampler, steps=steps, spacing=spacing,
                                fusion="staple", precision=precision)  # fmt: skip
         seconds = time.perf_counter() - start
         label = f"{sampler_label(sampler, steps, spacing)} {'bf16' if precision == 'bf16' else 'fp32'}"
@@ -506,25 +514,18 @@ def acdc_volumes(config: Config, n: int) -> dict[str, list[tuple[str, torch.Tens
 
 
 def draw_label_maps(ckpt: Path, cases, members: int, fusion: str, **sample: Any) -> list[torch.Tensor]:
-    """Per case the fused label map (S, S) atoms of ``members`` members drawn with the checkpoint's family
-    (``make_draw``, member seeds as ``predict``'s); ``fusion`` over the members' label maps
-    (``inference.label_fusion``; mean = the argmax of the mean class probabilities)."""
-    from diffuseg.inference.ensemble import member_generators
-
-    config, net, process = load_for_inference(ckpt)
-    config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, samples=members, **sample))
+    """Per case the fused label map (S, S) atoms of ``members`` members drawn as ``predict`` draws them
+    (``inference.ensemble.draw_members``: the checkpoint's family, ``predict``'s member seeds); ``fusion`` over the
+    members' label maps (``inference.fusion.fuse``; mean = the argmax of the mean class probabilities)."""
+    config, draw = load_draw(ckpt, samples=members, **sample)
     scheme = config.data.scheme
-    draw = make_draw(config, prepare_network(net, config.sample, "cpu"), process)
     fused = []
-    for cid, image, _ in cases:
-        gens = member_generators(config.sample.seed, cid, range(members), torch.device("cpu"))
-        with torch.no_grad():
-            out = draw(image[None], members, gens)
-        atoms = out.mask[:, 0].long()  # (members, S, S)
+    for drawn in draw_members(draw, [(cid, image) for cid, image, _ in cases], config.sample):
+        atoms = drawn.masks[:, 0].long()  # (members, S, S)
         if members == 1:
             fused.append(atoms[0])
             continue
-        soft = out.soft[None].float() if scheme.exclusive and fusion == "mean" else None
+        soft = drawn.soft[None].float() if scheme.exclusive and fusion == "mean" else None
         fused.append(fuse(fusion, atoms[None], soft=soft, labels=scheme.atoms)[0][0])
     return fused
 

@@ -1,13 +1,17 @@
-"""The CPU thread policy: --threads, then OMP_NUM_THREADS, then one thread per idle core."""
+"""The CPU thread policy: --threads, then OMP_NUM_THREADS, then one thread per idle core; bf16 where the device
+computes it natively."""
 
 from __future__ import annotations
+
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from diffuseg import runtime
 from diffuseg.errors import UserError
-from diffuseg.runtime import choose_threads
+from diffuseg.runtime import choose_threads, native_bf16, resolve_sample_precision
 
 
 @pytest.mark.parametrize(
@@ -86,3 +90,26 @@ def test_a_job_that_just_started_costs_a_thread(monkeypatch):
         assert runtime.use_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_precision_auto_is_bf16_only_where_the_device_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
+    assert resolve_sample_precision("auto", "cpu") == "32"
+    assert resolve_sample_precision("32", "cpu") == "32"
+    with pytest.warns(UserWarning, match="no native bf16"):
+        assert resolve_sample_precision("bf16", "cpu") == "bf16"  # asked for: it still runs, slowly
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_sample_precision("auto", "cpu") == "bf16"
+        assert resolve_sample_precision("bf16", "cpu") == "bf16"
+
+
+def test_native_bf16_follows_the_cpu_flags() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = next(
+        (line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), []
+    )
+    assert native_bf16("cpu") == ("avx512_bf16" in flags or "amx_tile" in flags)

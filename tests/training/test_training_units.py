@@ -19,7 +19,10 @@ def test_sampled_validation_splits_members_as_predict_does(monkeypatch, micro_ba
     overrides = ["data.image_size=32", "model.options.base_channels=4", "sample.sampler=ddpm", "sample.steps=2"]
     config = load_config("medsegdiff-s-ddti", [*overrides, f"sample.micro_batch={micro_batch}"])
     module = module_class(config.method)(config)
-    items = [{"image": torch.randn(1, 32, 32), "masks": (torch.rand(1, 32, 32) > 0.5).float()} for _ in range(2)]
+    items = [
+        {"case_id": f"c{i}", "image": torch.randn(1, 32, 32), "masks": (torch.rand(1, 32, 32) > 0.5).float()}
+        for i in range(2)
+    ]
     rows = []
     member_stages = MedSegDiff._member_stages
 

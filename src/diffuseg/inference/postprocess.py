@@ -5,12 +5,15 @@ pixel count) among them. A mask whose area is less than ``tau * A_max`` is repla
 others are kept unchanged. With ``tau = 0`` nothing changes; with ``tau = 1`` only the largest masks survive.
 The paper's example: with ``A_max = 100`` and ``tau = 0.1``, masks of fewer than 10 pixels become empty.
 For several classes the rule is applied to each class on its own (``relative_area_labels`` for label maps,
-``relative_area_classes`` for class-mask stacks).
+``relative_area_classes`` for class-mask stacks, ``relative_area_members`` for an ensemble's label maps and soft
+maps under a label scheme).
 """
 
 from __future__ import annotations
 
 import torch
+
+from diffuseg.labels import LabelScheme
 
 
 def relative_area_keep(masks: torch.Tensor, tau: float, set_dim: int = 0) -> torch.Tensor:
@@ -70,3 +73,33 @@ def relative_area_classes(masks: torch.Tensor, tau: float, set_dim: int = 0) -> 
     when its area is below ``tau`` times the largest class-``k`` area in the set. Same shape and dtype."""
     moved = masks.movedim(set_dim + 1, 0)  # classes lead, then the batch axes and the set
     return relative_area(moved, tau, set_dim + 1).movedim(0, set_dim + 1)
+
+
+def relative_area_members(
+    atoms: torch.Tensor, soft: torch.Tensor, scheme: LabelScheme, tau: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 9-10 for each class of ``scheme`` on its own, over the ``K`` members of one case: ``atoms`` ``(K, H, W)``
+    int label maps and ``soft`` ``(K, channels, H, W)`` -> (atoms, soft, class masks ``(K, classes, H, W)`` bool) after
+    dropping, in each member, every class whose area is below ``tau`` times the largest area of that class among
+    the members (one class for binary).
+
+    The dropped class's pixels become background (exclusive classes) or the label map is repainted from the kept
+    region masks in declaration order (regions, as ``LabelScheme.decode`` paints). Soft maps with a background
+    channel (one more than the classes) move the dropped class's mass to it, so each member's soft map stays a
+    distribution; soft maps of one channel per class (binary, regions) lose the dropped class's channel."""
+    masks = scheme.class_masks(atoms)  # (K, classes, H, W)
+    keep = relative_area_keep(masks.movedim(1, 0), tau, set_dim=1).T  # (K, classes)
+    masks = masks & keep[:, :, None, None]
+    drop = (~keep).to(soft.dtype)[:, :, None, None]
+    if soft.shape[1] == len(scheme.names) + 1:
+        moved = (soft[:, 1:] * drop).sum(1)
+        soft = torch.cat([soft[:, :1] + moved[:, None], soft[:, 1:] * (1 - drop)], dim=1)
+    else:
+        soft = soft * (1 - drop)
+    if scheme.exclusive:
+        return torch.where(masks.any(1), atoms, torch.zeros_like(atoms)), soft, masks
+    repainted = torch.zeros_like(atoms)
+    for k, value in enumerate(scheme.painted):
+        atom = torch.full_like(atoms, scheme.values.index(value) + 1)
+        repainted = torch.where(masks[:, k], atom, repainted)
+    return repainted, soft, scheme.class_masks(repainted)

@@ -127,8 +127,18 @@ def prepare(
     cases: Collection[str] | None = None,
 ) -> Run:
     """Check everything that can be checked before writing: the output folder, the inputs, the checkpoint,
-    the overrides, the dataset and its output names. ``cases``: only these case ids (``--split``,
-    ``data.splits.split_cases``). ``UserError`` (``DatasetError``) on any problem."""
+    the overrides, the dataset and its output names. ``UserError`` (``DatasetError``) on any problem.
+
+    Args:
+        checkpoint: the checkpoint file to predict with.
+        input: a dataset folder or image file(s).
+        output: the prediction folder.
+        overrides: dotted ``sample.*`` overrides, e.g. ``sample.steps=10``.
+        save_samples: also write every member.
+        layout: the input's layout (``data.formats``), ``auto`` to detect it.
+        device: where to sample (default: the first CUDA device when there is one, else the CPU).
+        cases: only these case ids (``--split``, ``data.splits.split_cases``); ``None``: all.
+    """
     from diffuseg.checkpoint import KEY, read_checkpoint
     from diffuseg.methods import inference_model
 
@@ -206,7 +216,7 @@ def _refuse_or_remove(run: Run, others: list[Manifest], overwrite: bool) -> None
 
 def _refuse_unrecorded(run: Run, overwrite: bool) -> None:
     """``UserError`` when OUTPUT, holding no manifest of this run, has a file at one of its output names (a
-    prediction from before manifests, or a file of the user's), unless ``overwrite``."""
+    prediction written without a manifest, or a file of the user's), unless ``overwrite``."""
     if overwrite or not run.out.is_dir():
         return
     names = {(e.volume_id or e.case_id).casefold() for e in run.reader.entries}
@@ -221,7 +231,15 @@ def _refuse_unrecorded(run: Run, overwrite: bool) -> None:
 
 def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: contextlib.ExitStack) -> Manifest:
     """Take part ``part_id``'s lock (held until ``stack`` closes), check or clear OUTPUT, write
-    ``config.yaml`` and the part's manifest; returns the manifest (cases done elsewhere marked done)."""
+    ``config.yaml`` and the part's manifest; returns the manifest (cases done elsewhere marked done).
+
+    Args:
+        run: the validated prediction (``prepare``).
+        part_id: this part, ``0 <= part_id < num_parts``.
+        num_parts: the parts the output units are spread over (unit j goes to part ``j % num_parts``).
+        overwrite: replace another run that OUTPUT holds instead of refusing.
+        stack: holds the part's lock until it closes.
+    """
     with folder_lock(run.out, "predict set-up", SETUP_LOCK, wait=SETUP_WAIT):
         stack.enter_context(
             folder_lock(run.out, f"predict part {part_id} of {num_parts}", part_lock_name(part_id, num_parts))
@@ -320,11 +338,23 @@ def predict(
     """Predict every case of ``input`` (of part ``part_id`` of ``num_parts``) into ``output``; returns the
     number of cases predicted now (those done by an earlier run of the same command are skipped).
 
-    ``input``: a dataset folder or image file(s). ``output`` must not be inside an input folder; input files
-    are never overwritten. ``cases``: predict only these case ids (``--split``). Raises ``UserError`` for a
-    missing, corrupt or foreign checkpoint, bad overrides, unreadable inputs (``DatasetError`` lists every
-    structural problem), clashing output names, a bad output
-    folder, or an output folder that holds another run (unless ``overwrite``).
+    Raises ``UserError`` for a missing, corrupt or foreign checkpoint, bad overrides, unreadable inputs
+    (``DatasetError`` lists every structural problem), clashing output names, a bad output folder, or an output
+    folder that holds another run (unless ``overwrite``).
+
+    Args:
+        checkpoint: the checkpoint file; it holds the config and the EMA weights.
+        input: a dataset folder (any layout ``data.formats`` reads) or image file(s).
+        output: the prediction folder; not inside an input folder (input files are never overwritten).
+        overrides: dotted ``sample.*`` overrides, e.g. ``sample.steps=10``; any other key is refused.
+        save_samples: also write every member (``OUTPUT/samples``).
+        layout: the input's layout, ``auto`` to detect it.
+        overwrite: replace another run that ``output`` holds (its recorded files are deleted first).
+        num_parts: the parts the output units are spread over (nnU-Net's sharding).
+        part_id: the part this call predicts, ``0 <= part_id < num_parts``.
+        device: where to sample (default: the first CUDA device when there is one, else the CPU).
+        show_progress: show a progress bar of member-steps.
+        cases: only these case ids (``--split``); ``None``: every case.
     """
     check_part(part_id, num_parts)
     run = prepare(checkpoint, input, output, overrides, save_samples, layout, device, cases)

@@ -24,7 +24,15 @@ PROVENANCE_NAME = "prediction.json"
 
 
 def write_provenance(out: Path, checkpoint: str | os.PathLike, step: int, config: Config, net: torch.nn.Module) -> None:
-    """Write ``out/prediction.json`` (atomically) for the prediction of ``net`` from ``checkpoint`` at ``step``."""
+    """Write ``out/prediction.json`` (atomically) for the prediction of ``net`` from ``checkpoint`` at ``step``.
+
+    Args:
+        out: the prediction folder.
+        checkpoint: the checkpoint predicted with (recorded as an absolute path).
+        step: training steps the checkpoint had made.
+        config: the resolved config (network name, run folder, classes).
+        net: the network (its parameter count).
+    """
     from diffuseg import __version__
 
     record = {
@@ -42,7 +50,7 @@ def write_provenance(out: Path, checkpoint: str | os.PathLike, step: int, config
 
 
 def read_provenance(folder: str | os.PathLike) -> dict[str, Any]:
-    """``folder/prediction.json`` as a dict; ``{}`` when it is missing or unreadable (older folders)."""
+    """``folder/prediction.json`` as a dict; ``{}`` when it is missing or unreadable."""
     try:
         record = json.loads((Path(folder) / PROVENANCE_NAME).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):

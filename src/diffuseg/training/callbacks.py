@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,11 @@ from torch.utils.data import Dataset
 from diffuseg.checkpoint import LAST
 from diffuseg.evaluation.class_metrics import class_dice, class_ged, class_mean
 from diffuseg.evaluation.metrics import ged, pairwise_dice
-from diffuseg.inference.ensemble import use_micro_batch
+from diffuseg.inference.ensemble import draw_members, use_micro_batch
 from diffuseg.labels import LabelScheme
-from diffuseg.runtime import resolve_sample_precision, sampling_precision
-from diffuseg.training.module import SegmentationModule, step_seed
+from diffuseg.methods import make_draw
+from diffuseg.runtime import resolve_sample_precision
+from diffuseg.training.module import SegmentationModule
 
 
 class PeriodicCheckpoint(L.Callback):
@@ -44,9 +47,18 @@ class SampledValidation(L.Callback):
     Logs ``val/dice``: mean Dice of each sample against each annotator (two empty masks score 1; several
     classes: the mean over classes of the per-class Dice), and with several annotators ``val/ged``: GED with
     d = 1 - IoU (several classes: 1 - mean IoU over the classes present) between ``members`` samples and the annotators,
-    the estimator that includes i = j pairs (as in the papers' tables). Member k of case c is seeded from
-    ``(sample.seed, c, k)``, so every validation draws the same noise and the curves are comparable. It
-    runs on rank 0 only; its generators are its own, so training draws are unaffected.
+    the estimator that includes i = j pairs (as in the papers' tables). Members are drawn as ``predict`` draws
+    them (``inference.ensemble.draw_members``, without post-processing): member k of case c from
+    ``(sample.seed, c, k)``, so a case's validation members are ``predict``'s first members of that case and
+    every validation draws the same noise (the curves are comparable). It runs on rank 0 only; its
+    generators are its own, so training draws are unaffected.
+
+    Args:
+        dataset: the validation items (``image``, ``masks`` (A, H, W), ``case_id``).
+        every: optimiser steps between two validations; 0 turns it off.
+        cases: how many of the first items to draw for.
+        members: members per case when a batch has several annotators (else 1).
+        batch_size: items per ``draw`` call.
     """
 
     def __init__(self, dataset: Dataset, every: int, cases: int, members: int = 4, batch_size: int = 8):
@@ -70,28 +82,13 @@ class SampledValidation(L.Callback):
     @torch.no_grad()
     def evaluate(self, module: SegmentationModule) -> dict[str, float]:
         """Mean Dice (and GED with several annotators) over the validation cases."""
-        cfg = module.config
-        net = module.ema
-        use_micro_batch(net, cfg.sample.micro_batch)  # as predict runs the per-member part (speed only)
         dices, geds = [], []
-        for start in range(0, self.cases, self.batch_size):
-            items = [self.dataset[i] for i in range(start, min(start + self.batch_size, self.cases))]
-            image = torch.stack([it["image"] for it in items]).to(module.device)
-            multi = any(it["masks"].shape[0] > 1 for it in items)
-            members = self.members if multi else 1
-            gens = [
-                torch.Generator().manual_seed(step_seed(cfg.sample.seed, start + i, k))
-                for i in range(len(items))
-                for k in range(members)
-            ]
-            with sampling_precision(module.device, resolve_sample_precision(cfg.sample.precision, module.device)):
-                masks = module.draw(net, image, members, gens).float().cpu()
-            masks = masks.view(len(items), members, *masks.shape[-2:])
-            for sample, item in zip(masks, items):
+        for items, drawn in self.draw(module):
+            for sample, item in zip(drawn, items):
                 truth = item["masks"]
                 if truth.shape[0] == 0:
                     continue
-                dice, distance = _scores(sample, truth, module.scheme, members)
+                dice, distance = _scores(sample, truth, module.scheme, sample.shape[0])
                 dices.append(dice)
                 if distance is not None:
                     geds.append(distance)
@@ -99,6 +96,24 @@ class SampledValidation(L.Callback):
         if geds:
             out["ged"] = sum(geds) / len(geds)
         return out
+
+    def draw(self, module: SegmentationModule) -> Iterator[tuple[list[dict], list[Tensor]]]:
+        """The validation cases ``batch_size`` at a time with their members, drawn with the EMA network:
+        ``(items, [members (K, H, W) float atom maps on the CPU per item])``, ``K = members`` for a batch with
+        several annotators, else 1, all of a batch in one ``draw`` call."""
+        cfg = module.config
+        use_micro_batch(module.ema, cfg.sample.micro_batch)  # as predict runs the per-member part (speed only)
+        draw = make_draw(cfg, module.ema, module.process)
+        precision = resolve_sample_precision(cfg.sample.precision, module.device)
+        for start in range(0, self.cases, self.batch_size):
+            items = [self.dataset[i] for i in range(start, min(start + self.batch_size, self.cases))]
+            members = self.members if any(it["masks"].shape[0] > 1 for it in items) else 1
+            sample = dataclasses.replace(
+                cfg.sample, samples=members, batch_size=len(items) * members, precision=precision
+            )
+            cases = [(it["case_id"], it["image"]) for it in items]
+            drawn = draw_members(draw, cases, sample, device=module.device)
+            yield items, [m.masks[:, 0].float().cpu() for m in drawn]
 
 
 def _scores(sample: Tensor, truth: Tensor, scheme: LabelScheme, members: int) -> tuple[float, float | None]:

@@ -1,8 +1,7 @@
-"""Fusion of several binary masks of one case into one: STAPLE, mean-and-threshold, majority vote.
-(Label maps with several foreground labels: ``inference.label_fusion``; ``fuse(..., labels=L)`` picks it.)
+"""Binary STAPLE: the consensus of several binary masks of one case (label maps: ``fusion.label_staple``).
 
-All functions are batched over cases: ``masks`` is ``(B, R, *spatial)`` with ``R`` raters (ensemble members
-or annotators) per case, values in ``{0, 1}`` (bool, integer or float). They run on the input's device.
+Batched over cases: ``masks`` is ``(B, R, *spatial)`` with ``R`` raters (ensemble members or annotators) per
+case, values in ``{0, 1}`` (bool, integer or float). It runs on the input's device.
 
 STAPLE follows Warfield, Zou & Wells, "Simultaneous Truth and Performance Level Estimation (STAPLE)",
 IEEE TMI 23(7), 2004: expectation-maximisation over one sensitivity ``p_j`` and one specificity ``q_j`` per
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffuseg.enums import Fusion
+from diffuseg.inference.fusion.raters import check_masks, distinct_columns
 
 
 @dataclass(frozen=True)
@@ -51,35 +50,6 @@ class StapleResult:
         return (self.probability >= threshold).to(self.probability.dtype)
 
 
-def _check(masks: torch.Tensor) -> torch.Tensor:
-    if masks.dim() < 3:
-        raise ValueError(f"expected masks of shape (B, R, *spatial), got {tuple(masks.shape)}")
-    if masks.shape[1] < 1:
-        raise ValueError("expected at least one rater per case")
-    return masks
-
-
-_WORD_BITS = 30  # raters packed per integer word when finding the distinct rater patterns
-
-
-def rater_patterns(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The distinct columns of one case's votes ``d`` ``(R, N)`` bool.
-
-    Returns ``(patterns (R, U) bool, counts (U,) long, inverse (N,) long)`` with ``d == patterns[:, inverse]``.
-    Each column is read as a binary number (30 raters at a time, folded into the ids found so far).
-    """
-    r, n = d.shape
-    ids = torch.zeros(n, dtype=torch.long, device=d.device)
-    for start in range(0, r, _WORD_BITS):
-        key = ids  # fewer than 2^33 distinct ids before the shift: the key fits in 63 bits
-        for j in range(start, min(start + _WORD_BITS, r)):
-            key = key * 2 + d[j]
-        _, ids = torch.unique(key, return_inverse=True)
-    counts = torch.bincount(ids)
-    first = torch.empty_like(counts).scatter_(0, ids, torch.arange(n, device=d.device))
-    return d[:, first], counts, ids
-
-
 def staple(
     masks: torch.Tensor,
     *,
@@ -98,8 +68,15 @@ def staple(
     go on, so a case's result does not depend on which cases share its batch. In float32 the tolerance is at
     least ``4 * eps`` (about 5e-7), which rounding lets it reach. Host synchronisation: once
     per case to find its patterns, then only the convergence test every ``check_every`` iterations.
+
+    Args:
+        masks: ``(B, R, *spatial)`` raters' masks in {0, 1}.
+        max_iter: EM iterations at most.
+        tol: stop when no ``p_j`` or ``q_j`` moved by more than this in one iteration.
+        dtype: the dtype the EM runs in.
+        check_every: iterations between two convergence tests (each one a host synchronisation).
     """
-    _check(masks)
+    check_masks(masks)
     if max_iter < 1:
         raise ValueError("max_iter must be >= 1")
     b, r = masks.shape[:2]
@@ -107,14 +84,7 @@ def staple(
     flat = masks.reshape(b, r, -1)
     votes = flat > 0.5 if flat.is_floating_point() else flat != 0
     n = votes.shape[-1]
-    found = [rater_patterns(votes[i]) for i in range(b)]
-    u = max(c.numel() for _, c, _ in found)
-    d = torch.zeros(b, r, u, dtype=dtype, device=votes.device)  # (B, R, U) distinct columns, zero-padded
-    weight = torch.zeros(b, u, dtype=dtype, device=votes.device)  # (B, U) voxels per column; 0 for padding
-    for i, (pat, cnt, _) in enumerate(found):
-        d[i, :, : cnt.numel()] = pat.to(dtype)
-        weight[i, : cnt.numel()] = cnt.to(dtype)
-    inverse = torch.stack([inv for _, _, inv in found])  # (B, N)
+    d, weight, inverse = distinct_columns(votes, dtype)  # (B, R, U), (B, U), (B, N)
 
     eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
     lim = -math.log(tiny) - 8.0  # exp(-lim) is a normal number
@@ -168,59 +138,3 @@ def staple(
         iterations=iterations,
         converged=converged,
     )
-
-
-def mean_threshold(masks: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over raters, then ``mean >= threshold``; ``masks`` ``(B, R, *spatial)`` in [0, 1], binary or soft.
-
-    Returns ``(fused (B, *spatial) float {0, 1}, mean (B, *spatial) float)``.
-    """
-    _check(masks)
-    mean = masks.float().mean(1)
-    return (mean >= threshold).float(), mean
-
-
-def majority_vote(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Strict majority: foreground where more than half of the ``R`` raters say so (a tie is background).
-
-    ``masks`` ``(B, R, *spatial)`` in {0, 1}. Returns ``(fused (B, *spatial) float {0, 1}, vote fraction)``.
-    """
-    _check(masks)
-    votes = (masks > 0.5).sum(1)
-    r = masks.shape[1]
-    return (2 * votes > r).float(), votes.float() / r
-
-
-def fuse(
-    kind: Fusion | str,
-    masks: torch.Tensor,
-    *,
-    soft: torch.Tensor | None = None,
-    threshold: float = 0.5,
-    max_iter: int = 100,
-    tol: float = 1e-7,
-    labels: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fuse ``masks`` ``(B, R, *spatial)`` with ``kind`` (staple | mean | vote).
-
-    ``labels == 1`` (binary, the default): ``masks`` in {0, 1}; ``mean`` averages ``soft`` (same shape, in
-    [0, 1]) when given, else the binary masks. Returns ``(fused (B, *spatial) float {0, 1}, consensus
-    probability (B, *spatial) float32)``: STAPLE's posterior ``W``, the mean, or the vote fraction.
-
-    ``labels == L > 1``: ``masks`` are label maps of atoms ``0..L`` (integer) and ``inference.label_fusion``
-    fuses them: ``staple`` is ``label_staple``, ``mean`` is ``mean_argmax`` (of ``soft`` ``(B, R, L + 1,
-    *spatial)`` when given, else of the one-hot label maps), ``vote`` is ``plurality_vote``; ``threshold`` is
-    not used. Returns ``(fused (B, *spatial) int64 atoms, probability (B, L + 1, *spatial) float32)``: the
-    posterior, the mean, or the label frequencies.
-    """
-    kind = Fusion.parse(kind)
-    if labels != 1:
-        from diffuseg.inference import label_fusion  # it imports rater_patterns from here
-
-        return label_fusion.fuse_labels(kind, masks, labels, soft=soft, max_iter=max_iter, tol=tol)
-    if kind is Fusion.STAPLE:
-        result = staple(masks, max_iter=max_iter, tol=tol)
-        return result.mask(threshold).float(), result.probability.float()
-    if kind is Fusion.MEAN:
-        return mean_threshold(masks if soft is None else soft, threshold)
-    return majority_vote(masks)

@@ -1,5 +1,6 @@
-"""Ensembles of label maps (``inference.ensemble`` with a scheme of L >= 2 atoms): per-class relative area, label
-fusion with or without the members' soft maps, label entropy and per-class maps; binary schemes take today's path."""
+"""Finishing an ensemble: per-class relative area, label fusion with or without the members' soft maps, label
+entropy and per-class maps; one class (binary, or one class of one value) gives what the binary algorithms give,
+bit for bit."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diffuseg.config import SampleConfig
-from diffuseg.inference.ensemble import _finish, _Pending, relative_area_members, uncertainty_map
+from diffuseg.inference.finish import Members, finish
+from diffuseg.inference.fusion.staple import staple
+from diffuseg.inference.fusion.votes import majority_vote, mean_threshold
+from diffuseg.inference.postprocess import relative_area_keep, relative_area_members
+from diffuseg.inference.uncertainty import uncertainty_map
 from diffuseg.labels import label_scheme
 
 ACDC = [{"name": "RV", "values": [1]}, {"name": "Myo", "values": [2]}, {"name": "LV", "values": [3]}]
@@ -24,11 +31,11 @@ def _quadrants() -> torch.Tensor:
     return a
 
 
-def _case(atoms: torch.Tensor, soft: torch.Tensor | None = None, channels: int = 4) -> _Pending:
-    """A finished ``_Pending`` of N members ``atoms`` (N, H, W); soft defaults to the one-hot of the atoms."""
+def _case(atoms: torch.Tensor, soft: torch.Tensor | None = None, channels: int = 4) -> Members:
+    """The drawn ``Members`` of K label maps ``atoms`` (K, H, W); soft defaults to the one-hot of the atoms."""
     if soft is None:
         soft = torch.nn.functional.one_hot(atoms, channels).movedim(-1, 1).float()
-    return _Pending("c", torch.zeros(1, 4, 4), masks=[atoms[:, None].float()], soft=[soft])
+    return Members("c", atoms[:, None].float(), soft)
 
 
 def _cfg(**kw) -> SampleConfig:
@@ -38,7 +45,7 @@ def _cfg(**kw) -> SampleConfig:
 @pytest.mark.parametrize("fusion", ["staple", "mean", "vote"])
 def test_identical_members_fuse_to_themselves_with_zero_uncertainty(fusion):
     atoms = _quadrants().expand(3, 4, 4).clone()
-    result = _finish(_case(atoms), _cfg(fusion=fusion), label_scheme(ACDC))
+    result = finish(_case(atoms), _cfg(fusion=fusion), label_scheme(ACDC))
     assert torch.equal(result.fused, _quadrants()[None].float())
     assert result.samples.shape == (3, 1, 4, 4) and result.probability.shape == (4, 4, 4)
     assert torch.equal(result.uncertainty, torch.zeros(1, 4, 4))
@@ -51,14 +58,14 @@ def test_label_entropy_and_class_maps_by_hand():
     atoms = torch.zeros(4, 4, 4, dtype=torch.long)
     atoms[:2] = 1
     atoms[:, 0, 0] = torch.tensor([0, 1, 2, 3])
-    result = _finish(_case(atoms), _cfg(uncertainty="variance"), label_scheme(ACDC))
+    result = finish(_case(atoms), _cfg(uncertainty="variance"), label_scheme(ACDC))
     expected = torch.full((1, 4, 4), 0.5)
     expected[0, 0, 0] = 1.0
     torch.testing.assert_close(result.uncertainty, expected)
     rv = torch.full((4, 4), 0.25)  # f (1 - f) with f = 1/2
     rv[0, 0] = 0.25 * 0.75
     torch.testing.assert_close(result.class_uncertainty[0], rv)
-    entropy = _finish(_case(atoms), _cfg(uncertainty="entropy"), label_scheme(ACDC)).class_uncertainty[0, 1, 1]
+    entropy = finish(_case(atoms), _cfg(uncertainty="entropy"), label_scheme(ACDC)).class_uncertainty[0, 1, 1]
     assert math.isclose(float(entropy), 1.0, abs_tol=1e-6)  # binary entropy of f = 1/2, in bits
     torch.testing.assert_close(uncertainty_map(atoms[:, None].float(), "variance", label_scheme(ACDC)), expected)
 
@@ -70,10 +77,10 @@ def test_mean_fusion_averages_the_members_soft_maps_for_one_value_classes():
     soft = torch.zeros(3, 4, 4, 4)
     soft[:, 1], soft[:, 3] = 0.3, 0.7
     scheme = label_scheme(ACDC)
-    assert torch.equal(_finish(_case(atoms, soft), _cfg(fusion="mean"), scheme).fused, torch.full((1, 4, 4), 3.0))
-    assert torch.equal(_finish(_case(atoms, soft), _cfg(fusion="vote"), scheme).fused, torch.ones(1, 4, 4))
+    assert torch.equal(finish(_case(atoms, soft), _cfg(fusion="mean"), scheme).fused, torch.full((1, 4, 4), 3.0))
+    assert torch.equal(finish(_case(atoms, soft), _cfg(fusion="vote"), scheme).fused, torch.ones(1, 4, 4))
     regions = label_scheme(BRATS)  # atoms 1, 2, 3 = label values 1, 2, 4; C = 3 channels
-    fused = _finish(_case(atoms, torch.rand(3, 3, 4, 4)), _cfg(fusion="mean"), regions).fused
+    fused = finish(_case(atoms, torch.rand(3, 3, 4, 4)), _cfg(fusion="mean"), regions).fused
     assert torch.equal(fused, torch.ones(1, 4, 4))
 
 
@@ -95,24 +102,8 @@ def test_relative_area_per_class_drops_small_classes_to_background():
     torch.testing.assert_close(kept_soft.sum(1), torch.ones(2, 4, 4))  # still a distribution per pixel
     assert float(kept_soft[1, 3, 3, 3]) == 0.0 and float(kept_soft[1, 0, 3, 3]) == 1.0
     assert torch.equal(masks, scheme.class_masks(out))
-    fused = _finish(_case(atoms), _cfg(fusion="vote", relative_area=0.5), scheme)
+    fused = finish(_case(atoms), _cfg(fusion="vote", relative_area=0.5), scheme)
     assert torch.equal(fused.samples[:, 0].long(), out)
-
-
-def test_relative_area_for_regions_repaints_in_order():
-    """BraTS regions: atoms 1, 2, 3 are label values 1 (TC only), 2 (WT only), 4 (ET). Member 1's ET (one pixel)
-    is dropped at tau = 0.5 (1 < 0.5 * 4): that pixel stays in WT and TC, so it is painted TC's value 1 (atom 1)."""
-    scheme = label_scheme(BRATS)
-    a = torch.zeros(2, 4, 4, dtype=torch.long)
-    a[0, :2, :2] = 3  # ET, area 4 (also WT and TC)
-    a[1, 0, 0] = 3  # ET, area 1
-    a[1, 1, 1] = 1  # TC (and WT): member 1's TC has area 2 and survives, its WT area 3
-    a[1, 3, 3] = 2  # WT only
-    out, soft, _ = relative_area_members(a, torch.ones(2, 3, 4, 4), scheme, 0.5)
-    assert torch.equal(out[0], a[0])
-    assert int(out[1, 0, 0]) == 1 and int(out[1, 1, 1]) == 1 and int(out[1, 3, 3]) == 2
-    assert int((out[1] > 0).sum()) == 3
-    assert torch.equal(soft[1, 2], torch.zeros(4, 4)) and torch.equal(soft[1, :2], torch.ones(2, 4, 4))
 
 
 @pytest.mark.parametrize("fusion", ["staple", "mean", "vote"])
@@ -123,8 +114,56 @@ def test_a_binary_scheme_takes_todays_path_bit_for_bit(fusion, tau):
     masks = (soft > 0.5).float()
     cfg = _cfg(fusion=fusion, relative_area=tau)
     for scheme in (label_scheme(), label_scheme([{"name": "tumour", "values": [1]}])):
-        new = _finish(_Pending("c", torch.zeros(1, 8, 8), masks=[masks], soft=[soft]), cfg, scheme)
-        old = _finish(_Pending("c", torch.zeros(1, 8, 8), masks=[masks], soft=[soft]), cfg)
+        new = finish(Members("c", masks, soft), cfg, scheme)
+        old = finish(Members("c", masks, soft), cfg)
         for name in ("samples", "soft", "fused", "probability", "uncertainty"):
             assert torch.equal(getattr(new, name), getattr(old, name)), name
         assert new.class_uncertainty is None
+
+
+def _binary_reference(masks: torch.Tensor, soft: torch.Tensor, cfg: SampleConfig) -> dict[str, torch.Tensor]:
+    """The one-class finishing written out with the binary algorithms alone: each member kept or emptied (masks
+    and soft) by its area, the binary fusion of the foreground channel, the member-frequency uncertainty."""
+    if cfg.relative_area > 0:
+        keep = relative_area_keep(masks, cfg.relative_area).float().view(-1, 1, 1, 1)
+        masks, soft = masks * keep, soft * keep
+    votes, probabilities = masks[None, :, 0], soft[None, :, 0]
+    if cfg.fusion == "staple":
+        result = staple(votes)
+        fused, probability = result.mask(cfg.threshold).float(), result.probability.float()
+    elif cfg.fusion == "mean":
+        fused, probability = mean_threshold(probabilities, cfg.threshold)
+    else:
+        fused, probability = majority_vote(votes)
+    f = (masks > 0.5).float().mean(0)
+    g = 1.0 - f
+    uncertainty = f * g if cfg.uncertainty == "variance" else -(torch.xlogy(f, f) + torch.xlogy(g, g)) / math.log(2)
+    return {"samples": masks, "soft": soft, "fused": fused, "probability": probability, "uncertainty": uncertainty}
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    k=st.integers(1, 7),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    fusion=st.sampled_from(["staple", "mean", "vote"]),
+    tau=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
+    threshold=st.sampled_from([0.3, 0.5, 0.7]),
+    kind=st.sampled_from(["variance", "entropy"]),
+    one_class=st.booleans(),
+)
+def test_one_class_finishing_is_the_binary_algorithms_bit_for_bit(
+    seed, k, h, w, fusion, tau, threshold, kind, one_class
+):
+    """Random members (each of its own density, soft maps on a 0.1 grid so that ties with the threshold occur):
+    ``finish`` of a binary scheme, or of one class of one value, equals ``_binary_reference`` in every output."""
+    g = torch.Generator().manual_seed(seed)
+    soft = (torch.rand(k, 1, h, w, generator=g) * 10).round() / 10
+    masks = (torch.rand(k, 1, h, w, generator=g) < torch.rand(k, 1, 1, 1, generator=g)).float()
+    cfg = _cfg(fusion=fusion, relative_area=tau, threshold=threshold, uncertainty=kind)
+    scheme = label_scheme([{"name": "tumour", "values": [1]}]) if one_class else label_scheme()
+    got = finish(Members("c", masks, soft), cfg, scheme)
+    for name, want in _binary_reference(masks, soft, cfg).items():
+        assert torch.equal(getattr(got, name), want), name
+    assert got.class_uncertainty is None

@@ -1,4 +1,4 @@
-"""STAPLE against SimpleITK's STAPLEImageFilter, degenerate cases, and vote / mean by hand."""
+"""Binary STAPLE against SimpleITK's STAPLEImageFilter, and its degenerate cases."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from raterdata import binary_raters
 
-from diffuseg.inference.fusion import fuse, majority_vote, mean_threshold, rater_patterns, staple
+from diffuseg.inference.fusion.staple import staple
 
 sitk = pytest.importorskip("SimpleITK")
 
@@ -27,23 +28,11 @@ def _sitk_staple(masks: np.ndarray) -> tuple[np.ndarray, list[float], list[float
     )
 
 
-def _raters(rng: np.random.Generator, r: int, size: int, flip: float) -> np.ndarray:
-    """``r`` jittered ellipses with a few flipped pixels: disagreeing but plausible raters."""
-    yy, xx = np.mgrid[:size, :size]
-    out = []
-    for _ in range(r):
-        cx, cy = size / 2 + rng.normal(0, size / 40, 2)
-        rx, ry = size / 5 + rng.normal(0, size / 50, 2)
-        m = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
-        out.append(m ^ (rng.random((size, size)) < flip))
-    return np.stack(out).astype(np.uint8)
-
-
 @pytest.mark.parametrize(
     ("r", "flip", "seed"), [(5, 0.0, 0), (8, 0.02, 1), (25, 0.01, 2), (3, 0.1, 3), (1, 0.05, 4), (70, 0.01, 5)]
 )
 def test_staple_matches_simpleitk(r: int, flip: float, seed: int) -> None:
-    masks = _raters(np.random.default_rng(seed), r, 48, flip)
+    masks = binary_raters(np.random.default_rng(seed), r, 48, flip)
     want, sens, spec, its = _sitk_staple(masks)
     got = staple(torch.from_numpy(masks)[None], max_iter=50)
     np.testing.assert_allclose(got.probability[0].numpy(), want, atol=1e-8)
@@ -54,23 +43,14 @@ def test_staple_matches_simpleitk(r: int, flip: float, seed: int) -> None:
     assert np.array_equal(got.mask()[0].numpy() > 0, want >= 0.5)
 
 
-@pytest.mark.parametrize("r", [1, 7, 30, 31, 64])
-def test_rater_patterns_reconstruct_the_votes(r: int) -> None:
-    votes = torch.from_numpy(_raters(np.random.default_rng(r), r, 24, 0.05)).reshape(r, -1) > 0
-    patterns, counts, inverse = rater_patterns(votes)
-    assert torch.equal(patterns[:, inverse], votes)
-    assert counts.sum().item() == votes.shape[1]
-    assert torch.unique(patterns, dim=1).shape[1] == patterns.shape[1]  # distinct
-
-
 def test_staple_prior_is_mean_foreground_fraction() -> None:
-    masks = _raters(np.random.default_rng(4), 6, 32, 0.01)
+    masks = binary_raters(np.random.default_rng(4), 6, 32, 0.01)
     got = staple(torch.from_numpy(masks)[None])
     assert got.prior[0].item() == pytest.approx(masks.mean())
 
 
 def test_staple_float32_close_to_simpleitk() -> None:
-    masks = _raters(np.random.default_rng(5), 10, 64, 0.01)
+    masks = binary_raters(np.random.default_rng(5), 10, 64, 0.01)
     want, *_ = _sitk_staple(masks)
     got = staple(torch.from_numpy(masks)[None], dtype=torch.float32)
     np.testing.assert_allclose(got.probability[0].double().numpy(), want, atol=1e-4)
@@ -78,7 +58,7 @@ def test_staple_float32_close_to_simpleitk() -> None:
 
 def test_staple_batch_equals_one_by_one() -> None:
     rng = np.random.default_rng(6)
-    cases = [_raters(rng, 7, 32, f) for f in (0.0, 0.05, 0.2)]
+    cases = [binary_raters(rng, 7, 32, f) for f in (0.0, 0.05, 0.2)]
     batch = staple(torch.from_numpy(np.stack(cases)))
     for i, case in enumerate(cases):
         one = staple(torch.from_numpy(case)[None])
@@ -104,7 +84,7 @@ def test_staple_all_empty_and_all_full() -> None:
 
 
 def test_staple_3d_and_bool_input() -> None:
-    masks = torch.from_numpy(_raters(np.random.default_rng(7), 4, 16, 0.05)).reshape(1, 4, 4, 8, 8) > 0
+    masks = torch.from_numpy(binary_raters(np.random.default_rng(7), 4, 16, 0.05)).reshape(1, 4, 4, 8, 8) > 0
     got = staple(masks)
     assert got.probability.shape == (1, 4, 8, 8)
 
@@ -114,35 +94,10 @@ def test_staple_rejects_bad_shape() -> None:
         staple(torch.zeros(4, 4))
 
 
-def test_vote_and_mean_by_hand() -> None:
-    # three raters of a 1x4 image: votes per pixel 0, 1, 2, 3
-    masks = torch.tensor([[[[0, 1, 1, 1]], [[0, 0, 1, 1]], [[0, 0, 0, 1]]]], dtype=torch.float32)
-    fused, frac = majority_vote(masks)
-    assert fused.tolist() == [[[0.0, 0.0, 1.0, 1.0]]]
-    assert frac[0, 0, 1].item() == pytest.approx(1 / 3)
-    fused, _ = mean_threshold(masks, threshold=0.3)
-    assert fused.tolist() == [[[0.0, 1.0, 1.0, 1.0]]]
-    # a tie of two raters: the vote says background, mean >= 0.5 says foreground
-    tie = torch.tensor([[[[1.0]], [[0.0]]]])
-    assert majority_vote(tie)[0].item() == 0.0
-    assert mean_threshold(tie)[0].item() == 1.0
-
-
-def test_fuse_mean_uses_soft_when_given() -> None:
-    masks = torch.tensor([[[[1.0]], [[0.0]]]])
-    soft = torch.tensor([[[[0.6]], [[0.2]]]])
-    assert fuse("mean", masks, soft=soft)[0].item() == 0.0
-    assert fuse("mean", masks)[0].item() == 1.0
-    fused, prob = fuse("staple", masks.expand(1, 2, 3, 3).contiguous())
-    assert fused.shape == prob.shape == (1, 3, 3)
-    with pytest.raises(ValueError, match="staple"):
-        fuse("average", masks)
-
-
 @pytest.mark.realdata
 def test_staple_matches_simpleitk_on_lidc_annotators() -> None:
     """The 4 LIDC annotators of real slices (with their real disagreement) fused by both implementations."""
-    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "lidc"
+    root = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "lidc"
     if not root.is_dir():
         pytest.skip(f"real data not found at {root}")
     from diffuseg.data.formats import open_dataset

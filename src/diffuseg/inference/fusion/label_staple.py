@@ -1,11 +1,9 @@
-"""Fusion of several label maps of one case: multi-label STAPLE, plurality vote, argmax of the mean one-hot,
-and the uncertainty of the members' labels.
+"""Multi-label STAPLE: the consensus of several label maps of one case (binary masks: ``fusion.staple``).
 
 A label map holds atoms ``0..L`` (0 = background; ``labels.LabelScheme`` maps label values to atoms).
-Fusion functions are batched over cases: ``atoms`` is ``(B, R, *spatial)`` integer with ``R`` raters
-(ensemble members or annotators) per case; they run on the input's device. With ``L = 1`` (binary) every
-function here gives what its binary counterpart in ``inference.fusion`` gives (ties and ``W = 0.5`` aside, see
-each docstring); ``fusion.fuse`` keeps binary calls on the binary path.
+Batched over cases: ``atoms`` is ``(B, R, *spatial)`` integer with ``R`` raters (ensemble members or
+annotators) per case; it runs on the input's device. With ``L = 1`` it gives what the binary ``fusion.staple``
+gives (``W = 0.5`` aside, see below); ``fusion.fuse`` keeps binary calls on the binary one.
 
 Multi-label STAPLE follows Warfield, Zou & Wells, "Simultaneous Truth and Performance Level Estimation
 (STAPLE)", IEEE TMI 23(7), 2004, its extension to several labels (the multi-class EM): one confusion matrix per rater,
@@ -38,74 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
-from diffuseg.enums import Fusion, StapleInit, Uncertainty
-from diffuseg.inference.fusion import rater_patterns
-
-
-def check_atoms(atoms: torch.Tensor, labels: int, spatial_from: int = 2) -> torch.Tensor:
-    """``atoms`` as int64, after checking it is an integer (or bool) tensor of values ``0..labels`` with at least
-    one axis before the spatial ones start at ``spatial_from``."""
-    if atoms.dim() <= spatial_from:
-        raise ValueError(f"expected label maps with {spatial_from} leading axes, got shape {tuple(atoms.shape)}")
-    if atoms.is_floating_point() or atoms.is_complex():
-        raise ValueError(f"expected integer label maps (atoms 0..{labels}), got {atoms.dtype}")
-    if labels < 1:
-        raise ValueError(f"labels (L, the number of foreground atoms) must be >= 1, got {labels}")
-    atoms = atoms.long()
-    if atoms.numel() and (int(atoms.min()) < 0 or int(atoms.max()) > labels):
-        raise ValueError(f"label maps hold values outside 0..{labels}: {int(atoms.min())}..{int(atoms.max())}")
-    return atoms
-
-
-def one_hot(atoms: torch.Tensor, labels: int, dim: int) -> torch.Tensor:
-    """``(..., *spatial)`` atoms ``0..labels`` -> bool one-hot with a new axis of ``labels + 1`` at ``dim``."""
-    out = torch.nn.functional.one_hot(atoms.long(), labels + 1).bool()
-    return out.movedim(-1, dim if dim >= 0 else atoms.dim() + 1 + dim)
-
-
-def label_frequencies(atoms: torch.Tensor, labels: int, member_dim: int = 1) -> torch.Tensor:
-    """The fraction of members giving each label: ``(..., K, ...)`` with members at ``member_dim`` ->
-    ``(..., L + 1, ...)`` float32, the label axis where the members were; sums to 1 over it."""
-    atoms = check_atoms(atoms, labels, member_dim + 1)
-    return one_hot(atoms, labels, member_dim + 1).float().mean(member_dim)
-
-
-def first_argmax(values: torch.Tensor, dim: int) -> torch.Tensor:
-    """Argmax over ``dim`` with ties to the lowest index (``torch.argmax`` does not promise which)."""
-    dim = dim % values.dim()
-    top = values.amax(dim, keepdim=True)
-    index = torch.arange(values.shape[dim], device=values.device).view(-1, *([1] * (values.dim() - dim - 1)))
-    return torch.where(values == top, index, values.shape[dim]).amin(dim)
-
-
-def plurality_vote(atoms: torch.Tensor, labels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The label most raters give: ``atoms`` ``(B, R, *spatial)`` -> ``(fused (B, *spatial) int64, label
-    frequencies (B, L + 1, *spatial) float32)``. A tie goes to the lowest tied label, so background wins every
-    tie it is part of; at ``L = 1`` this is ``fusion.majority_vote`` (strict majority, a tie is background)."""
-    freq = label_frequencies(atoms, labels, 1)
-    return first_argmax(freq, 1), freq
-
-
-def mean_argmax(
-    atoms: torch.Tensor, labels: int, soft: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Argmax of the mean one-hot (or of the mean ``soft``): ``(fused (B, *spatial) int64, mean (B, L + 1,
-    *spatial) float32)``, ties to the lowest label.
-
-    ``soft`` ``(B, R, L + 1, *spatial)``: per-member probabilities over the atoms (exclusive classes: the
-    network's softmax channels, channel 0 = background); without it the members' one-hot label maps are
-    averaged, which makes this the plurality vote. Overlapping regions have no probability per atom: decode
-    their mean soft channels with ``LabelScheme.decode`` instead."""
-    if soft is None:
-        return plurality_vote(atoms, labels)
-    check_atoms(atoms, labels)
-    if soft.shape[:2] != atoms.shape[:2] or soft.shape[2] != labels + 1 or soft.shape[3:] != atoms.shape[2:]:
-        raise ValueError(
-            f"soft {tuple(soft.shape)} does not match label maps {tuple(atoms.shape)} with {labels + 1} labels "
-            "(expected (B, R, L + 1, *spatial))"
-        )
-    mean = soft.float().mean(1)
-    return first_argmax(mean, 1), mean
+from diffuseg.enums import StapleInit
+from diffuseg.inference.fusion.raters import check_atoms, distinct_columns, first_argmax, one_hot
 
 
 @dataclass(frozen=True)
@@ -182,6 +114,14 @@ def label_staple(
     many voxels have them), each iteration is a few batched matrix products in ``dtype``, and a case that has
     converged is frozen while the others go on, so a case's result does not depend on its batch. ``max_iter``
     counts M-steps (with ``init="vote"`` ITK's iterations, each one E-step and one M-step).
+
+    Args:
+        atoms: ``(B, R, *spatial)`` integer label maps of atoms ``0..labels``.
+        labels: L, the number of foreground atoms (``LabelScheme.atoms``).
+        max_iter: M-steps at most.
+        tol: stop when no entry of any ``theta_j`` moved by more than this in one iteration.
+        init: the start, ``mean`` or ``vote`` (module docstring).
+        dtype: the dtype the EM runs in.
     """
     init = StapleInit.parse(init)
     atoms = check_atoms(atoms, labels)
@@ -191,16 +131,9 @@ def label_staple(
     spatial, s = atoms.shape[2:], labels + 1
     hot = one_hot(atoms.reshape(b, r, -1), labels, 2).reshape(b, r * s, -1)  # (B, R * S, N)
     n = hot.shape[-1]
-    found = [rater_patterns(hot[i]) for i in range(b)]
-    u = max(c.numel() for _, c, _ in found)
-    d = torch.zeros(b, r * s, u, dtype=dtype, device=atoms.device)
-    weight = torch.zeros(b, u, dtype=dtype, device=atoms.device)
-    for i, (pat, cnt, _) in enumerate(found):
-        d[i, :, : cnt.numel()] = pat.to(dtype)
-        weight[i, : cnt.numel()] = cnt.to(dtype)
-    inverse = torch.stack([inv for _, _, inv in found])  # (B, N)
+    d, weight, inverse = distinct_columns(hot, dtype)  # (B, R * S, U), (B, U), (B, N)
 
-    counts = d.view(b, r, s, u).sum(1)  # (B, S, U) raters per label
+    counts = d.view(b, r, s, -1).sum(1)  # (B, S, U) raters per label
     freq = counts / r
     prior = (freq * weight.unsqueeze(1)).sum(-1) / n  # (B, S)
     log_prior = torch.log(prior)
@@ -227,47 +160,3 @@ def label_staple(
     return LabelStapleResult(
         probability=probability, confusion=theta, prior=prior, iterations=iterations, converged=converged
     )
-
-
-def normalised_entropy(atoms: torch.Tensor, labels: int, member_dim: int = 0) -> torch.Tensor:
-    """``-sum_s f(s) log f(s) / log(L + 1)`` of the members' label frequencies ``f``: ``atoms`` with the ``K``
-    members at ``member_dim`` (``(K, *spatial)`` or ``(K, 1, H, W)``: 0) -> the map without that axis, float32
-    in [0, 1]: 0 where all members agree, 1 where the ``L + 1`` labels are equally frequent (which needs
-    ``K >= L + 1``). At ``L = 1`` it is the binary entropy in bits (``Uncertainty.ENTROPY`` of
-    ``inference.ensemble.uncertainty_map``)."""
-    f = label_frequencies(atoms, labels, member_dim)
-    return (-torch.xlogy(f, f).sum(member_dim) / math.log(labels + 1)).clamp(0.0, 1.0)
-
-
-def class_uncertainty(masks: torch.Tensor, kind: Uncertainty | str, member_dim: int = 0) -> torch.Tensor:
-    """Per-class maps: the binary uncertainty ``kind`` of each class's member frequency ``f_k``. ``masks``
-    ``(K, C_k, *spatial)`` class masks (bool, or {0, 1}) with members at ``member_dim`` (``LabelScheme.
-    class_masks`` of each member, or ``one_hot`` for label maps) -> ``(C_k, *spatial)`` float32:
-    ``variance`` ``f (1 - f)`` in [0, 0.25] or ``entropy`` ``-f log2 f - (1 - f) log2 (1 - f)`` in [0, 1]
-    (bits). One class is exactly ``inference.ensemble.uncertainty_map`` of ``(K, 1, H, W)``."""
-    m = masks if masks.dtype == torch.bool else (masks > 0.5 if masks.is_floating_point() else masks != 0)
-    f = m.float().mean(member_dim)
-    if Uncertainty.parse(kind) is Uncertainty.VARIANCE:
-        return f * (1.0 - f)
-    g = 1.0 - f
-    return -(torch.xlogy(f, f) + torch.xlogy(g, g)) / math.log(2.0)
-
-
-def fuse_labels(
-    kind: Fusion | str,
-    atoms: torch.Tensor,
-    labels: int,
-    *,
-    soft: torch.Tensor | None = None,
-    max_iter: int = 100,
-    tol: float = 1e-7,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fusion.fuse`` for label maps: ``atoms`` ``(B, R, *spatial)`` -> ``(fused (B, *spatial) int64,
-    probability (B, L + 1, *spatial) float32)`` by ``label_staple``, ``mean_argmax`` or ``plurality_vote``."""
-    kind = Fusion.parse(kind)
-    if kind is Fusion.STAPLE:
-        result = label_staple(atoms, labels, max_iter=max_iter, tol=tol)
-        return result.labels(), result.probability.float()
-    if kind is Fusion.MEAN:
-        return mean_argmax(atoms, labels, soft)
-    return plurality_vote(atoms, labels)

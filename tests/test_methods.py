@@ -14,7 +14,7 @@ from diffuseg.diffusion.samplers import sample
 from diffuseg.labels import label_scheme
 from diffuseg.methods import class_probabilities, latent_sample, make_draw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "training"))
 from classfamilies import ACDC, BRATS, FAMILIES, SIZE, make_config
 
 
