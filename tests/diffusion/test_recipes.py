@@ -253,8 +253,8 @@ def test_logits_train_with_the_unets_dice_and_cross_entropy(exclusive):
 
 
 def test_logits_need_the_uniform_weighting():
-    from diffuseg.presets import load_config
     from diffuseg.errors import UserError
+    from diffuseg.presets import load_config
 
     with pytest.raises(UserError, match="weighting=uniform"):
         load_config("medsegdiff-b-ddti", ["diffusion.prediction=logits"])
