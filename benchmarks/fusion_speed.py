@@ -25,6 +25,7 @@ from scipy.ndimage import gaussian_filter
 
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.fusion.staple import staple
+from diffuseg.runtime import load_averages
 
 
 def realistic_ensemble(rng: np.random.Generator, members: int, size: int) -> np.ndarray:
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="benchmarks/results/fusion.md")
     a = p.parse_args(argv)
     device = torch.device(a.device)
-    load = os.getloadavg()
+    load = load_averages()
     rng = np.random.default_rng(0)
     cases = [realistic_ensemble(rng, a.members, a.size) for _ in range(a.cases)]
     defaults = torch.get_num_threads(), sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()

@@ -11,6 +11,7 @@ from classfamilies import ACDC, BRATS, FAMILIES, SIZE, UNET, make_config, tiny_b
 from diffuseg import methods
 from diffuseg.config import config_from_dict, config_to_dict
 from diffuseg.errors import UserError
+from diffuseg.methods import make_draw
 from diffuseg.training.module import module_class
 
 
@@ -52,7 +53,7 @@ def test_diffusion_recipes_run_over_classes(family):
         loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in module.net.parameters() if p.grad is not None)
     gens = [torch.Generator().manual_seed(k) for k in range(4)]
-    out = module.draw(module.ema, batch["image"], 2, gens)
+    out = make_draw(module.config, module.ema, module.process)(batch["image"], 2, gens).mask
     assert out.shape == (4, 1, SIZE, SIZE) and set(out.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
 
 

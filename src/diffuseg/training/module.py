@@ -6,8 +6,8 @@ the run on a non-finite loss, and the checkpoint metadata. Batches hold ``image`
 ``mask`` (B, 1, H, W), a label map of atoms (binary: {0, 1}): one annotator per item, drawn at random per item
 and step by the training data (``training.stream``). A family's loss sees the mask as the one-hot of the label
 scheme, ``scheme.one_hot``: (B, C, H, W) {0, 1} (binary: C = 1, the mask itself). Every family builds its
-network from ``config.model`` and draws masks as ``predict`` does (``methods.build_network``,
-``methods.make_draw``); a family adds its training loss.
+network from ``config.model`` (``methods.build_network``); sampled validation draws masks as ``predict``
+does (``methods.make_draw``). A family adds its training loss.
 
 Randomness. Every random draw of a training step (diffusion time, noise) comes from a generator seeded
 from ``(train.seed, rank, global_step)``, so a step's draws do not depend on the history of the run: a
@@ -23,13 +23,13 @@ from typing import Any, ClassVar
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from diffuseg import checkpoint as ckpt_io
 from diffuseg.config import Config
 from diffuseg.enums import Method
 from diffuseg.errors import UserError
-from diffuseg.methods import build_network, build_process, make_draw
+from diffuseg.methods import build_network, build_process
 from diffuseg.training.latent_loss import latent_loss
 
 
@@ -81,12 +81,6 @@ class SegmentationModule(L.LightningModule):
         """Scalar training loss for images ``(B, in_channels, H, W)`` and one annotation per item, its one-hot
         ``target`` ``(B, C, H, W)`` {0, 1} (binary: the mask ``(B, 1, H, W)``)."""
         raise NotImplementedError
-
-    def draw(self, net: nn.Module, image: Tensor, members: int, generators: list[torch.Generator]) -> Tensor:
-        """``members`` label maps per image with ``net``: ``(B * members, 1, H, W)`` float atoms (binary {0, 1}),
-        rows image-major, row ``i`` from ``generators[i]``; the family's ``methods.make_draw``, as ``predict``
-        draws."""
-        return make_draw(self.config, net, self.process)(image, members, generators).mask
 
     # --- training --------------------------------------------------------------------------------
     def step_generator(self) -> torch.Generator:
