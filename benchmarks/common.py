@@ -56,8 +56,16 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
         "load average at start (1/5/15 min)": load_average(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command(),
     }
+
+
+def command() -> str:
+    """This process's command line as it is typed in the repository root (``.venv/bin/python benchmarks/...``)."""
+    script = Path(sys.argv[0]).resolve()
+    repo = Path(__file__).resolve().parents[1]
+    shown = script.relative_to(repo) if script.is_relative_to(repo) else script.name
+    return " ".join([".venv/bin/python", str(shown), *sys.argv[1:]])
 
 
 def machine_markdown(info: Mapping[str, str]) -> str:

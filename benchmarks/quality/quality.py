@@ -1,12 +1,12 @@
 """The papers' tables at a scale this machine can afford, on real data (issue 8, quality part).
 
-    .venv/bin/python benchmarks/quality.py --quick                    # smoke check: every part, tiny budget
-    .venv/bin/python benchmarks/quality.py --queue lidc               # LIDC: empty floor, main comparison, Fig. 6
-    .venv/bin/python benchmarks/quality.py --queue table3             # LIDC: Table 3 (12 small models)
-    .venv/bin/python benchmarks/quality.py --queue ddti               # DDTI: Tables 2, 4, 5 and the UNet
-    .venv/bin/python benchmarks/quality.py --budget long --queue acdc # ACDC: per-class 3D Dice, MedSegDiff vs UNet
-    .venv/bin/python benchmarks/quality.py --report                   # rebuild quality.md from finished parts
-    .venv/bin/python benchmarks/quality.py --budget long --queue ddti # 3-4x the training -> quality-long.md
+    .venv/bin/python benchmarks/quality/quality.py --quick                    # smoke check: every part, tiny budget
+    .venv/bin/python benchmarks/quality/quality.py --queue lidc  # LIDC: empty floor, main comparison, Fig. 6
+    .venv/bin/python benchmarks/quality/quality.py --queue table3             # LIDC: Table 3 (12 small models)
+    .venv/bin/python benchmarks/quality/quality.py --queue ddti               # DDTI: Tables 2, 4, 5 and the UNet
+    .venv/bin/python benchmarks/quality/quality.py --budget long --queue acdc # ACDC: per-class 3D Dice vs the UNet
+    .venv/bin/python benchmarks/quality/quality.py --report                   # rebuild quality.md from finished parts
+    .venv/bin/python benchmarks/quality/quality.py --budget long --queue ddti # 3-4x the training -> quality-long.md
 
 Each part trains through ``diffuseg.training.run.train`` (a run folder under ``runs/bench-<budget>/``, reused
 when its checkpoint is already at the target step), draws ensembles as ``predict`` draws them
@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 from common import RESULTS, machine, print_machine
 
 from diffuseg.checkpoint import LAST, read_checkpoint
@@ -53,7 +54,7 @@ from diffuseg.presets import load_config
 from diffuseg.training.run import train
 from diffuseg.training.stream import build_datasets
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / ".." / "shared" / "data"
 OUT = RESULTS / "quality"
 

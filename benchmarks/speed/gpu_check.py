@@ -1,7 +1,7 @@
 """The GPU path checked end to end in one script (issue 18), under 10 minutes on one GPU.
 
-    .venv/bin/python benchmarks/gpu_check.py                 # on a machine with a CUDA GPU -> results/gpu-check.md
-    .venv/bin/python benchmarks/gpu_check.py --cpu-dry-run   # the same steps on the CPU, tiny: checks the script
+    .venv/bin/python benchmarks/speed/gpu_check.py  # on a machine with a CUDA GPU -> results/gpu-check.md
+    .venv/bin/python benchmarks/speed/gpu_check.py --cpu-dry-run   # the same steps on the CPU, tiny: checks the script
 
 Steps, each a row of the result (ok / FAILED / skipped, with what was measured):
 1. train the demo preset (``diffusion-unet`` on the bundled LIDC slices) a few steps with ``bf16-mixed`` on one
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 from common import RESULTS, machine, markdown_table, print_machine, write_markdown
 
 from diffuseg.checkpoint import LAST, read_checkpoint
@@ -44,7 +45,7 @@ from diffuseg.presets import load_config
 from diffuseg.training.run import train
 from diffuseg.training.stream import build_datasets
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def demo_overrides(out: Path, steps: int, gpu: bool) -> list[str]:

@@ -1,6 +1,6 @@
 """Time loading a dataset through ``build_datasets``: cold (decode + write the cache) and cached.
 
-    .venv/bin/python benchmarks/data_loading.py ../shared/data/lidc --size 128 --workers 2
+    .venv/bin/python benchmarks/speed/data_loading.py ../shared/data/lidc --size 128 --workers 2
 
 Prints seconds for: the cold build, the cached build, and one pass over every training item
 (cached arrays + augmentation + annotator draw), on the machine's cores as they are.

@@ -7,8 +7,8 @@ the whole user command ``python -m diffuseg.cli predict CKPT IMAGES OUT --device
 checks that every run's predictions are byte-identical to the 1-process run's. On a machine with N GPUs the
 same command runs one process per GPU. Writes ``results/predict-scale.md`` (``--quick``: ``-quick.md``).
 
-    .venv/bin/python benchmarks/predict_scale.py                    # 24 images, --devices 1,2
-    .venv/bin/python benchmarks/predict_scale.py --devices 1,2,4,8  # on a GPU machine
+    .venv/bin/python benchmarks/speed/predict_scale.py                    # 24 images, --devices 1,2
+    .venv/bin/python benchmarks/speed/predict_scale.py --devices 1,2,4,8  # on a GPU machine
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 from common import RESULTS, load_average, machine, markdown_table, print_machine, write_markdown
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data" / "ddti"
 MODEL = [
     "data.image_size=64",

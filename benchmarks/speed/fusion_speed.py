@@ -4,7 +4,7 @@ Inputs are realistic ensembles: per case, 25 masks of 256 x 256 drawn around one
 with a smoothly wobbling border), each member moved, scaled and given its own smooth border noise, as a
 sampler's members differ. Usage:
 
-    .venv/bin/python benchmarks/fusion_speed.py [--cases 8] [--members 25] [--size 256] [--device cpu]
+    .venv/bin/python benchmarks/speed/fusion_speed.py [--cases 8] [--members 25] [--size 256] [--device cpu]
                                                [--threads 1,2] [--out benchmarks/results/fusion.md]
 """
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# STAPLE speed: diffuseg (torch, batched EM) vs SimpleITK STAPLEImageFilter",
         "",
-        f"Command: `.venv/bin/python benchmarks/fusion_speed.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"Command: `.venv/bin/python benchmarks/speed/fusion_speed.py {' '.join(sys.argv[1:] if argv is None else argv)}`",  # noqa: E501
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
         f" on `{device}`, SimpleITK {sitk.Version_VersionString()}; load average before the run {load[0]:.2f}"

@@ -2,9 +2,9 @@
 # The user's path, timed end to end (process start, checkpoint load, sampling, STAPLE, writing):
 # a 256 px MedSegDiff-B checkpoint from one training step (speed does not depend on the weights), then
 # `diffuseg predict` of one DDTI image as a fused 25-member ensemble, for a few sampler settings.
-#   benchmarks/predict_cli.sh > benchmarks/results/logs/predict-cli.log 2>&1     # about 5 minutes on 2 cores
+#   benchmarks/speed/predict_cli.sh > benchmarks/results/logs/predict-cli.log 2>&1     # about 5 minutes on 2 cores
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 run=runs/predict-cli
 rm -rf "$run"
 mkdir -p "$run"

@@ -1,15 +1,15 @@
 """Learning curves (issue 14): validation quality against training compute, diffusion against the baselines.
 
-    .venv/bin/python benchmarks/learning_curve.py --task ddti              # UNet and MedSegDiff-B, 600/1200/2400 steps
-    .venv/bin/python benchmarks/learning_curve.py --task lidc              # UNet, Prob. UNet, diffusion UNet
-    .venv/bin/python benchmarks/learning_curve.py --task ddti-recipes      # issue 14's recipes on MedSegDiff-B
-    .venv/bin/python benchmarks/learning_curve.py --report                 # rebuild learning-curve.md and plots
-    .venv/bin/python benchmarks/learning_curve.py --task ddti --quick      # smoke check, tiny budget
+    .venv/bin/python benchmarks/quality/learning_curve.py --task ddti  # UNet and MedSegDiff-B, 600/1200/2400 steps
+    .venv/bin/python benchmarks/quality/learning_curve.py --task lidc              # UNet, Prob. UNet, diffusion UNet
+    .venv/bin/python benchmarks/quality/learning_curve.py --task ddti-recipes      # issue 14's recipes on MedSegDiff-B
+    .venv/bin/python benchmarks/quality/learning_curve.py --report                 # rebuild learning-curve.md and plots
+    .venv/bin/python benchmarks/quality/learning_curve.py --task ddti --quick      # smoke check, tiny budget
 
 Every model trains once through ``diffuseg.training.run.train`` with a constant learning rate after warm-up
 (``train.decay_steps=0``), so training to budget 2 resumes from budget 1 and equals one run to budget 2 bit for
 bit (the resume guarantee); after each budget the checkpoint is scored on validation patients only (DDTI: a
-seeded 20 % of patients, split by patient; LIDC: ``val_patients.txt``), as ``benchmarks/quality.py`` scores
+seeded 20 % of patients, split by patient; LIDC: ``val_patients.txt``), as ``benchmarks/quality/quality.py`` scores
 (same networks, sizes and cases as its ``long`` budget). Compute is reported three ways: optimiser steps,
 images seen (steps x batch) and the wall-clock minutes each model trained; a recipe whose step costs more
 (self-conditioning and recycling add a forward pass) also gets its cost per step relative to the papers'
@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import quality as Q
 from common import RESULTS, machine, print_machine
 

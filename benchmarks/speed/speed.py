@@ -1,7 +1,7 @@
 """Speed of diffuseg's networks, ensembles and training on this machine (issue 8, speed part).
 
-    .venv/bin/python benchmarks/speed.py --quick    # smoke check, tiny networks, seconds
-    .venv/bin/python benchmarks/speed.py            # the full measurement (about 50 minutes on 2 cores)
+    .venv/bin/python benchmarks/speed/speed.py --quick    # smoke check, tiny networks, seconds
+    .venv/bin/python benchmarks/speed/speed.py            # the full measurement (about 50 minutes on 2 cores)
 
 Writes ``benchmarks/results/speed.md`` (``speed-quick.md`` with ``--quick``) and PNG plots beside it.
 
@@ -47,7 +47,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import speed_cpu
 from common import (
     RESULTS,
@@ -70,7 +71,7 @@ from diffuseg.methods import diffusion_draw
 from diffuseg.nets.registry import build_network
 from diffuseg.runtime import native_bf16
 
-# official MedSegDiff-B, one fp32 call at 256 px, batch 1, one thread: measured by benchmarks/official.py
+# official MedSegDiff-B, one fp32 call at 256 px, batch 1, one thread: measured by benchmarks/speed/official.py
 # (benchmarks/results/official.md, Zen 4); rerun that script on your machine for a same-machine figure
 OFFICIAL_CALL_S = 5.09
 GOAL_S = 60.0

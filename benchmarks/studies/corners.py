@@ -1,12 +1,12 @@
 """Does a trained model favour one corner? (issue 17, item 3) Counts over several training seeds.
 
-    .venv/bin/python benchmarks/corners.py --seeds 8               # the demo preset, 8 seeds -> results/corners.md
-    .venv/bin/python benchmarks/corners.py --seeds 2 --steps 20    # smoke check
-    .venv/bin/python benchmarks/corners.py --seeds 1 --flip-data   # every item mirrored left-right, train and test
-    .venv/bin/python benchmarks/corners.py --seeds 4 --mirror-init # every initial kernel mirrored left-right
-    .venv/bin/python benchmarks/corners.py --seeds 8 --set model.options.padding=partial   # another preset option
-    .venv/bin/python benchmarks/corners.py --seeds 4 --fill        # scores and x_hat for seeds saved without them
-    .venv/bin/python benchmarks/corners.py --seeds 4 --sampler-steps 50   # the same models, a finer sampler
+    .venv/bin/python benchmarks/studies/corners.py --seeds 8  # the demo preset, 8 seeds -> results/corners.md
+    .venv/bin/python benchmarks/studies/corners.py --seeds 2 --steps 20    # smoke check
+    .venv/bin/python benchmarks/studies/corners.py --seeds 1 --flip-data #every item mirrored left-right, train and test
+    .venv/bin/python benchmarks/studies/corners.py --seeds 4 --mirror-init # every initial kernel mirrored left-right
+    .venv/bin/python benchmarks/studies/corners.py --seeds 8 --set model.options.padding=partial #another preset option
+    .venv/bin/python benchmarks/studies/corners.py --seeds 4 --fill  # scores and x_hat for seeds saved without them
+    .venv/bin/python benchmarks/studies/corners.py --seeds 4 --sampler-steps 50   # the same models, a finer sampler
 
 Each seed trains the ``demo`` preset on the bundled LIDC subset (``train.seed`` = seed; everything else as
 ``diffuseg demo``), draws ``sample.samples`` masks for each held-out slice (the demo's validation patients)
@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "quality"))  # quality/ modules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import quality as Q
 from common import RESULTS, machine, markdown_table, print_machine, write_markdown
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         flip_every_item()
     if args.mirror_init:
         mirror_every_initial_kernel()
-    out = Path(__file__).resolve().parents[1] / "runs" / runs
+    out = Path(__file__).resolve().parents[2] / "runs" / runs
     saved = RESULTS / name / "counts.json"
     rows = {int(k): v for k, v in json.loads(saved.read_text()).items()} if saved.exists() and not args.steps else {}
     for seed in range(args.seeds):

@@ -1,7 +1,7 @@
 """What ``padding: partial`` costs against the papers' zero padding (issue 17, item 3), per network call.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/padding_speed.py            # -> results/padding-speed.md
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/padding_speed.py --quick    # smoke check, tiny sizes
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speed/padding_speed.py            # -> results/padding-speed.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speed/padding_speed.py --quick    # smoke check, tiny sizes
 
 For each network (the demo preset's UNet at 64 px with its 8 members, the ambiguity paper's diffusion UNet at
 128 px with 16 members, MedSegDiff-B at 256 px with 5 members) it times a sampling call (no autograd) and a
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 from common import RESULTS, machine, markdown_table, print_machine, time_call, write_markdown
 
 from diffuseg.errors import UserError

@@ -30,7 +30,7 @@ from diffuseg.methods import diffusion_draw
 from diffuseg.nets.registry import build_network
 from diffuseg.runtime import native_bf16
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DDTI_IMAGE = REPO / ".." / "shared" / "data" / "ddti" / "cropped" / "100_1(1).png"
 NATIVE = native_bf16("cpu")
 

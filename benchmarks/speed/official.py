@@ -1,7 +1,7 @@
 """The official MedSegDiff code next to ours, in one process (issue 18): network call and one sampling step.
 
-    .venv/bin/python benchmarks/official.py --official PATH/TO/MedSegDiff         # -> results/official.md
-    .venv/bin/python benchmarks/official.py --official PATH --quick                        # 64 px smoke check
+    .venv/bin/python benchmarks/speed/official.py --official PATH/TO/MedSegDiff         # -> results/official.md
+    .venv/bin/python benchmarks/speed/official.py --official PATH --quick                        # 64 px smoke check
 
 ``PATH`` is a local checkout of the official MedSegDiff repository (its ``guided_diffusion`` package is imported
 from there; nothing of it is copied here). Its network is built with the README's MedSegDiff-B flags
@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 from common import RESULTS, load_average, machine, markdown_table, print_machine, time_call, write_markdown
 
 from diffuseg.config import DiffusionConfig
