@@ -147,10 +147,17 @@ def calibration_sums(scheme: LabelScheme, bins: int) -> dict[str, torch.Tensor]:
 def add_calibration(
     sums: dict[str, torch.Tensor], scheme: LabelScheme, members: torch.Tensor, annotations: torch.Tensor, bins: int
 ) -> None:
-    """Pool one case into ``sums`` (``calibration_sums``): per class c, the bins of the members' frequency of c
-    against the annotators' (``class_metrics.class_calibration_bins``), over all pixels (``all/<c>``) and the
-    pixels any member or annotator marks as c (``foreground/<c>``); ``all`` and ``foreground`` pool every
-    (pixel, class) pair. ``members`` ``(K, *S)``, ``annotations`` ``(A, *S)``: atom maps."""
+    """Pool one case into ``sums``: per class c, the bins of the members' frequency of c against the annotators'
+    (``class_metrics.class_calibration_bins``), over all pixels (``all/<c>``) and the pixels any member or
+    annotator marks as c (``foreground/<c>``); ``all`` and ``foreground`` pool every (pixel, class) pair.
+
+    Args:
+        sums: the pooled sums so far (``calibration_sums``), added to in place.
+        scheme: the label scheme (binary: ``all`` and ``foreground`` only).
+        members: ``(K, *S)`` atom maps.
+        annotations: ``(A, *S)`` atom maps.
+        bins: calibration bins.
+    """
     dims = annotations.dim() - 1
     s_cm, y_cm = class_masks(scheme, members, dims), class_masks(scheme, annotations, dims)
     for kind, only in zip(CALIBRATION_KINDS, (False, True)):

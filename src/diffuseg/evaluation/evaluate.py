@@ -143,13 +143,10 @@ def evaluate(
                 continue
             spacing = case.geometry.spacing[:2] if case.geometry.spacing else None
             spacing_known |= spacing is not None
-            members = None if samples is None else torch.from_numpy(samples)
-            fused_t = torch.from_numpy(fused)[None]
-            values = case_metrics(
-                None if members is None else members[:, None], fused_t, case.masks[:, None], scheme, cfg, spacing
-            )
+            members = None if samples is None else torch.from_numpy(samples)[:, None]  # (K, 1, H, W)
+            values = case_metrics(members, torch.from_numpy(fused)[None], case.masks[:, None], scheme, cfg, spacing)
             if members is not None:
-                add_calibration(calibration, scheme, members, case.masks, cfg.calibration_bins)
+                add_calibration(calibration, scheme, members[:, 0], case.masks, cfg.calibration_bins)
             acc.add(case.case_id, values)
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))

@@ -110,10 +110,14 @@ def write_report(
     max_cases: int = 5,
     max_samples: int = 8,
 ) -> Path:
-    """Write the HTML report for ``source`` (results.json or a folder with one); returns the page's path.
+    """Write the HTML report for ``source``; returns the page's path.
 
-    ``out`` is the report folder (default ``report/`` beside results.json) or an ``.html`` path.
-    ``cases`` picks the case figures by id; by default best, quartiles and worst by the primary metric.
+    Args:
+        source: a ``results.json``, or a folder holding one (``find_results``).
+        out: the report folder (default ``report/`` beside results.json) or an ``.html`` path.
+        cases: the cases to draw, by id; by default best, quartiles and worst by the primary metric.
+        max_cases: how many cases are chosen by default.
+        max_samples: the most samples drawn per case.
     """
     results_path = find_results(source)
     results = load_results(results_path)

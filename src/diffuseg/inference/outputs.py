@@ -91,7 +91,7 @@ def prediction_files(folder: str | os.PathLike, name: str, ext: str, samples: in
     )
 
 
-def is_prediction_file(path: Path) -> bool:
+def _is_prediction_file(path: Path) -> bool:
     """An image file, or an HDF5 file (``predict`` writes HDF5 for SSL4MIS input)."""
     return is_image_file(path) or (path.is_file() and suffix_of(path) in HDF5_SUFFIXES)
 
@@ -101,7 +101,7 @@ def find_predictions(folder: str | os.PathLike) -> dict[str, PredictionFiles]:
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"{root}: prediction folder not found")
-    top = sorted(p for p in root.iterdir() if is_prediction_file(p))
+    top = sorted(p for p in root.iterdir() if _is_prediction_file(p))
     found = {stem_of(p): PredictionFiles(p) for p in top if not stem_of(p).endswith(UNCERTAINTY)}
     if not found:
         raise UserError(f"{root}: no predicted masks here (expected <case>.png, <case>.nii.gz, ... as predict writes)")
@@ -112,7 +112,7 @@ def find_predictions(folder: str | os.PathLike) -> dict[str, PredictionFiles]:
     samples_dir = root / SAMPLES
     if samples_dir.is_dir():
         for p in sorted(samples_dir.rglob("*"), key=lambda q: natural_key(str(q))):
-            if not is_prediction_file(p):
+            if not _is_prediction_file(p):
                 continue
             case = _sample_case(p, samples_dir, found)
             if case is None:
@@ -193,13 +193,13 @@ def read_uncertainty(path: Path, slice_index: int | None = None) -> np.ndarray:
     """An uncertainty map as float64 in [0, 1] (``plane`` ``slice_index`` of a volume): 8- and 16-bit PNGs
     hold ``round(u * 255)`` or ``round(u * UNCERTAINTY_SCALE)``; HDF5 the dataset ``uncertainty``."""
     if suffix_of(path) in HDF5_SUFFIXES:
-        return plane(read_hdf5(path, UNCERTAINTY_DATASET), path, slice_index).astype(np.float64)
+        return plane(_read_hdf5(path, UNCERTAINTY_DATASET), path, slice_index).astype(np.float64)
     data = read_file(path)
     array = plane(_squeeze(data.array, data.affine), path, slice_index).astype(np.float64)
     return array / {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): float(UNCERTAINTY_SCALE)}.get(data.array.dtype, 1.0)
 
 
-def read_hdf5(path: Path, key: str) -> np.ndarray:
+def _read_hdf5(path: Path, key: str) -> np.ndarray:
     """The dataset ``key`` of an HDF5 file; ``UserError`` naming the file when it is unreadable or missing."""
     import h5py
 

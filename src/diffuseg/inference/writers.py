@@ -145,12 +145,16 @@ class PredictionWriter:
         samples: torch.Tensor | None = None,
         class_uncertainty: torch.Tensor | None = None,
     ) -> list[Path]:
-        """fused (h,w) or (1,h,w) in [0,1]; uncertainty (h,w) in [0,1]; samples (N,h,w) or (N,1,h,w) {0,1}.
-        With several classes (``scheme``), ``fused`` and ``samples`` are atom maps (values 0..L), and
-        ``class_uncertainty`` (K,h,w) in [0,1], one map per class, is written beside the uncertainty where the
-        format holds several maps in one file (HDF5); elsewhere it is not written.
+        """Write one case (or keep it, a slice of a volume not yet complete); returns the files written now.
 
-        Returns the files written now (none for a slice of a volume not yet complete).
+        Args:
+            case: the input case; its ``geometry`` says where and how its files go.
+            fused: ``(h, w)`` or ``(1, h, w)`` in [0, 1]; with several classes (``scheme``) an atom map (0..L).
+            uncertainty: ``(h, w)`` in [0, 1], or None.
+            samples: ``(K, h, w)`` or ``(K, 1, h, w)`` {0, 1} (atom maps with several classes), written with
+                ``save_samples`` only.
+            class_uncertainty: ``(C, h, w)`` in [0, 1], one map per class, written beside the uncertainty where
+                the format holds several maps in one file (HDF5); elsewhere not written.
         """
         g = case.geometry
         size = (int(g.size[0]), int(g.size[1]))
