@@ -257,7 +257,7 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
 def acdc_scores(b: Q.Budget, model: Model, config: Config, ckpt: Path) -> dict[str, float]:
     """Mean over ``b.acdc_volumes`` validation volumes of the per-volume 3D Dice (and IoU, HD95) of each class
     and their mean; a diffusion model's label maps fused from ``b.members`` members by multi-label STAPLE."""
-    from diffuseg.evaluation.evaluate import class_case_metrics
+    from diffuseg.evaluation.case_metrics import case_metrics
 
     scheme = config.data.scheme
     members = 1 if model.family == "unet" else b.members
@@ -266,7 +266,7 @@ def acdc_scores(b: Q.Budget, model: Model, config: Config, ckpt: Path) -> dict[s
     for cases in Q.acdc_volumes(config, b.acdc_volumes).values():
         fused = Q.draw_label_maps(ckpt, cases, members, DDTI_SAMPLING["fusion"], **sampling)
         truth = torch.stack([masks[:1].long() for _, _, masks in cases], dim=1)  # (1, slices, S, S)
-        per_volume.append(class_case_metrics(scheme, torch.stack(fused), truth))
+        per_volume.append(case_metrics(None, torch.stack(fused)[None], truth[:, None], scheme))
     return {k: float(np.nanmean([v[k] for v in per_volume])) for k in per_volume[0]}
 
 

@@ -11,11 +11,10 @@
 Each part trains through ``diffuseg.training.run.train`` (a run folder under ``runs/bench-<budget>/``, reused
 when its checkpoint is already at the target step), draws ensembles as ``predict`` draws them
 (``inference.ensemble``: the checkpoint's own family, ``methods.make_draw``, and ``predict``'s member seeds),
-and scores with ``evaluation.evaluate.case_metrics`` on the validation patients only (LIDC: ``val_patients.txt``;
-DDTI: a seeded 20 % of patients, the patient being the number before the first ``_``; ACDC: the dataset's
-``val.list`` volumes, per class with ``evaluation.evaluate.class_case_metrics``). Results land in
-``benchmarks/results/quality/<part>.json`` as each part finishes, and ``quality.md`` (with plots) is rebuilt
-from every finished part.
+and scores with ``evaluation.case_metrics.case_metrics`` on the validation patients only (LIDC:
+``val_patients.txt``; DDTI: a seeded 20 % of patients, the patient being the number before the first ``_``;
+ACDC: the dataset's ``val.list`` volumes, per class). Results land in ``benchmarks/results/quality/<part>.json``
+as each part finishes, and ``quality.md`` (with plots) is rebuilt from every finished part.
 
 The budget (``BUDGETS``) is stated in the report: resolution, training steps and images seen, network widths,
 evaluation cases, members and sampler steps, and the CPU minutes each part took.
@@ -42,13 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 from common import RESULTS, machine, print_machine
 
 from diffuseg.checkpoint import LAST, read_checkpoint
-from diffuseg.config import Config
+from diffuseg.config import Config, EvalConfig
 from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
-from diffuseg.evaluation.evaluate import case_metrics
+from diffuseg.evaluation.case_metrics import case_metrics
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.ensemble import draw_members, prepare_network, sample_ensembles
 from diffuseg.inference.fusion import fuse
+from diffuseg.labels import LabelScheme
 from diffuseg.methods import Draw, load_for_inference, make_draw
 from diffuseg.presets import load_config
 from diffuseg.training.run import train
@@ -227,7 +227,7 @@ def ensembles(ckpt: Path, cases, **sample: Any) -> list[Any]:
 def score(results, cases, ged_sizes=(4, 16)) -> dict[str, float]:
     """Mean of ``case_metrics`` over cases (NaNs left out), plus how many cases were scored."""
     rows = [
-        case_metrics(r.fused[0], masks.bool(), r.samples[:, 0], ged_sizes=ged_sizes)
+        case_metrics(r.samples, r.fused, masks.bool()[:, None], LabelScheme(), EvalConfig(ged_samples=tuple(ged_sizes)))
         for r, (_, _, masks) in zip(results, cases)
     ]
     keys = sorted({k for row in rows for k in row})
@@ -536,9 +536,7 @@ def acdc_classes(b: Budget) -> None:
     at the model's resolution: the HDF5 files carry no spacing), for MedSegDiff-B (an ensemble of
     ``table2_members`` members fused by multi-label STAPLE) and the deterministic UNet (one pass), trained alike.
     Scored at the model's resolution (``b.size`` px) on every slice of each volume, stacked in 3D
-    (``evaluation.evaluate.class_case_metrics``); per-slice 2D Dice means too."""
-    from diffuseg.evaluation.evaluate import class_case_metrics
-
+    (``evaluation.case_metrics.case_metrics``); per-slice 2D Dice means too."""
     done = OUT / "acdc.json"
     rows = json.loads(done.read_text())["rows"] if done.exists() else {}  # rows of an earlier run are kept
     for label, config in acdc_models(b).items():
@@ -553,9 +551,9 @@ def acdc_classes(b: Budget) -> None:
         for vid, cases in volumes.items():
             fused = draw_label_maps(ckpt, cases, members, "staple", sampler=b.ddti_sampler, steps=b.ddti_steps)
             truth = [masks[:1].long() for _, _, masks in cases]  # (1, S, S) per slice: one annotator
-            volume = class_case_metrics(scheme, torch.stack(fused), torch.stack(truth, dim=1))
+            volume = case_metrics(None, torch.stack(fused)[None], torch.stack(truth, dim=1)[:, None], scheme)
             per_volume.append({"volume": vid, "slices": len(cases)} | volume)
-            per_slice += [class_case_metrics(scheme, f, t) for f, t in zip(fused, truth)]
+            per_slice += [case_metrics(None, f[None], t[:, None], scheme) for f, t in zip(fused, truth)]
         keys = [k for k in per_volume[0] if k not in ("volume", "slices")]
         row = {k: M.summarize([v[k] for v in per_volume]) for k in keys}
         row["slice_dice"] = {

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from diffuseg.config import EvalConfig
 from diffuseg.evaluation import class_metrics as C
 from diffuseg.evaluation import metrics as M
-from diffuseg.evaluation.evaluate import case_metrics
+from diffuseg.evaluation.case_metrics import case_metrics
+from diffuseg.labels import LabelScheme
+
+FOUR = EvalConfig(ged_samples=(4,))  # GED at 4 members
 
 PRED = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 3]])
 GT = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 3, 3, 3]])
@@ -123,7 +127,7 @@ def test_one_class_is_the_binary_metric_exactly(seed: int) -> None:
         C.class_calibration_bins(samples, annotations)[0],
         M.calibration_bins(samples[:, 0].double().mean(0), annotations[:, 0].double().mean(0)),
     )
-    want = case_metrics(fused[0], annotations[:, 0], samples[:, 0], ged_sizes=(4,))
+    want = case_metrics(samples, fused, annotations, LabelScheme(), FOUR)
     got = C.combine_classes({"foreground": want}) | C.class_set_metrics(samples, annotations, (4,))
     assert got == pytest.approx(want, nan_ok=True) and list(got) == list(want)
 
@@ -133,7 +137,10 @@ def test_case_metrics_over_classes() -> None:
     atoms = torch.randint(0, 4, (6, 8, 8), generator=g)
     samples, annotations, fused = classes(atoms[:4]), classes(atoms[4:]), classes(atoms[0])
     names = ("RV", "Myo", "LV")
-    per = {n: case_metrics(fused[k], annotations[:, k], samples[:, k], ged_sizes=(4,)) for k, n in enumerate(names)}
+    per = {
+        n: case_metrics(samples[:, k : k + 1], fused[k : k + 1], annotations[:, k : k + 1], LabelScheme(), FOUR)
+        for k, n in enumerate(names)
+    }
     row = C.combine_classes(per) | C.class_set_metrics(samples, annotations, (4,))
     dice = C.class_dice(fused[None], annotations).mean(0)  # per class, mean over the 2 annotators
     assert [row[f"dice/{n}"] for n in names] == pytest.approx(dice.tolist())

@@ -14,7 +14,7 @@ image diagonal). The mean over classes leaves NaN classes out (MONAI's ``do_metr
 NaN only when every class is; the per-class values keep the NaN, so a missed class stays visible.
 
 Sample-based metrics (GED, diversity, Hungarian-matched IoU) use ``d(x, y) = 1 - mIoU(x, y)``. ``mIoU`` is, by
-default (``average="present"``, the definition of issue 15), the mean IoU over the classes present in either
+default (``average="present"``), the mean IoU over the classes present in either
 ``x`` or ``y``; when no class is present in either, ``d = 0`` (two empty masks are identical).
 ``average="all"`` is what the CCDM code computes (Zbinden et al. 2023, "Stochastic segmentation with
 conditional categorical diffusion models", ICCV; ``batched_distance`` in
@@ -36,7 +36,7 @@ from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.metrics import Array, IoUSet, as_mask
 
 SET_METRICS = ("ged", "ged_biased", "diversity", "hungarian_iou")
-"""Keys of ``evaluate.case_metrics`` (and ``ged_<n>``, ``ged_biased_<n>``) that ``class_set_metrics`` gives
+"""Keys of ``case_metrics.case_metrics`` (and ``ged_<n>``, ``ged_biased_<n>``) that ``class_set_metrics`` gives
 with the distance over classes, instead of a mean of per-class values."""
 
 COUNTS = ("samples",)
@@ -70,9 +70,16 @@ def class_hd95(
     pooled: bool = False,
     one_empty: str = "nan",
 ) -> torch.Tensor:
-    """``metrics.hd95`` per class: ``pred``, ``gt`` ``(K, *S)`` with ``S`` 2D or 3D (a whole volume, with its
-    ``spacing`` in mm per axis) -> ``(K,)`` float64. Both empty: 0; exactly one empty: ``one_empty`` (NaN, or
-    ``"diagonal"``: the image diagonal in mm)."""
+    """``metrics.hd95`` per class -> ``(K,)`` float64. Both empty: 0; exactly one empty: ``one_empty``.
+
+    Args:
+        pred: ``(K, *S)`` class masks, ``S`` 2D or 3D (a whole volume).
+        gt: ``(K, *S)`` class masks.
+        spacing: mm per spatial axis (default 1).
+        percentile: the percentile of the surface distances.
+        pooled: both directions' distances together (medpy), else the larger directed percentile (MONAI).
+        one_empty: ``"nan"``, or ``"diagonal"``: the image diagonal in mm.
+    """
     p, g = _stack(pred, "pred"), _stack(gt, "gt")
     if p.shape != g.shape:
         raise ValueError(f"class_hd95: shapes differ, {tuple(p.shape)} vs {tuple(g.shape)}")
@@ -153,7 +160,7 @@ def class_set_metrics(
     """The ``SET_METRICS`` of one case with the distance over classes: ``ged``, ``ged_biased``, ``ged_<n>`` and
     ``ged_biased_<n>`` for each ``n`` in ``ged_sizes`` that the N samples allow, ``diversity``,
     ``hungarian_iou``. ``samples`` ``(N, K, *S)``, ``annotations`` ``(M, K, *S)``; keys as
-    ``evaluate.case_metrics``, so that with ``K = 1`` the values are exactly its own."""
+    ``case_metrics.case_metrics``, so that with ``K = 1`` the values are exactly its own."""
     sets = ClassSampleSet(samples, annotations, average)
     out = {"ged": sets.ged(unbiased=True), "ged_biased": sets.ged(unbiased=False)}
     for n in ged_sizes:
@@ -179,7 +186,7 @@ def class_calibration_bins(
     samples: Array, annotations: Array, bins: int = 10, foreground_only: bool = False
 ) -> torch.Tensor:
     """Per-class ``metrics.calibration_bins`` ``(K, bins, 3)``, to pool over cases (``metrics.ece_from_bins``
-    of ``sums[k]``) as ``evaluate`` pools the binary ones; ``foreground_only`` as in ``class_ece``."""
+    of ``sums[k]``, ``case_metrics.add_calibration``); ``foreground_only`` as in ``class_ece``."""
     s, y = _stack(samples, "samples"), _stack(annotations, "annotations")
     out = []
     for k in range(s.shape[1]):
@@ -192,8 +199,8 @@ def class_calibration_bins(
 
 
 def combine_classes(per_class: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """One case's metrics per class (``{class name: metrics of that class's masks}``, e.g. ``evaluate.
-    case_metrics`` on each class) -> one flat dict: ``"<metric>/<class>"`` for every class and metric, and
+    """One case's metrics per class (``{class name: metrics of that class's masks}``, as ``case_metrics``
+    scores each class) -> one flat dict: ``"<metric>/<class>"`` for every class and metric, and
     ``"<metric>"`` the mean over the classes (``class_mean``: NaN classes left out); ``COUNTS`` keys are kept
     as they are. With one class the dict is returned unchanged (no per-class keys): the binary results.
     Pair it with ``class_set_metrics``, whose values replace the means of the ``SET_METRICS``."""

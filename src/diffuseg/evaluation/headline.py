@@ -16,6 +16,7 @@ from typing import Any
 from diffuseg.config import Config
 from diffuseg.enums import Method, Uncertainty
 from diffuseg.errors import UserError
+from diffuseg.inference.outputs import CONFIG_NAME
 from diffuseg.inference.provenance import read_provenance
 from diffuseg.presets import load_config, matching_presets
 
@@ -25,8 +26,8 @@ _LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "ged": "GED"}
 _LOWER_BETTER = ("hd95", "ged")
 
 # What the uncertainty map holds, per ``sample.uncertainty``: (title, colour-bar label, top of its range).
-LABEL_ENTROPY = "label_entropy"  # the uncertainty map of a multi-class prediction (inference.label_fusion)
-UNCERTAINTY_SCALE: dict[str, tuple[str, str, float]] = {
+LABEL_ENTROPY = "label_entropy"  # the uncertainty map of a multi-class prediction
+UNCERTAINTY_KINDS: dict[str, tuple[str, str, float]] = {
     Uncertainty.VARIANCE.value: ("variance of the samples, f (1 - f)", "f (1 - f), f = share of samples", 0.25),
     Uncertainty.ENTROPY.value: ("entropy of the samples, in bits", "entropy of f, bits", 1.0),
     LABEL_ENTROPY: (
@@ -53,7 +54,7 @@ class RunInfo:
 def run_info(results: dict) -> RunInfo:
     """The prediction folder's ``config.yaml`` and ``prediction.json`` named by ``results["pred"]``."""
     folder = Path(results.get("pred", ""))
-    path = folder / "config.yaml"
+    path = folder / CONFIG_NAME
     try:
         config = load_config(path) if path.is_file() else None
     except UserError:  # written by another version or tool: the headline says it is not recorded
@@ -143,7 +144,7 @@ def _sampling_line(run: RunInfo) -> str:
         sampler = f"{str(s.sampler).upper().replace('_', '-')}, {s.steps} steps ({s.spacing} spacing)"
     area = f"relative-area post-processing {s.relative_area:g}" if s.relative_area else "no post-processing"
     kind = LABEL_ENTROPY if len(run.config.data.classes) > 1 else str(s.uncertainty)
-    title = UNCERTAINTY_SCALE.get(kind, (kind, "", 1.0))[0]
+    title = UNCERTAINTY_KINDS.get(kind, (kind, "", 1.0))[0]
     return html.escape(
         f"Sampling: {sampler}; {s.samples} member(s) fused by {s.fusion}; {area}; "
         f"uncertainty: {title}; seed {s.seed}; precision {s.precision}"

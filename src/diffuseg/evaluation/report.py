@@ -1,11 +1,12 @@
 """``diffuseg report``: an HTML page with the summary table, per-case distributions and case figures.
 
 ``write_report(source)`` takes a ``results.json`` written by ``evaluate`` (or a folder holding one) and
-writes ``report/index.html`` beside it with PNG figures (matplotlib, Agg) under ``report/figures/``: a
+writes ``report/index.html`` beside it with PNG figures (``evaluation.figures``) under ``report/figures/``: a
 headline (model, checkpoint and step, sampling settings, the main metrics; ``evaluation.headline``), the
 main and the other metrics' summary tables, the distribution of each metric over the cases, and for a few
 chosen cases (best, quartiles, worst by GED where it is defined, else by Dice) the image, each annotator's
-mask, the fused mask, the uncertainty map with its colour bar, and the samples. The case figures reopen the
+mask, the fused mask, the uncertainty map with its colour bar, and the samples. With several classes (the
+``classes`` of ``results.json``) it adds a legend of the class colours and per-class tables. The case figures reopen the
 prediction and ground-truth folders named in ``results.json``; when those are gone the page says so and
 keeps the rest.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -22,31 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.formats.files import HDF5_SUFFIXES, read_file, suffix_of
 from diffuseg.errors import UserError
-from diffuseg.evaluation.evaluate import PredictionFiles, _plane, _read_mask, find_predictions
-from diffuseg.evaluation.headline import (
-    LABEL_ENTROPY,
-    UNCERTAINTY_SCALE,
-    headline,
-    main_metrics,
-    primary_metric,
-    run_info,
-)
-from diffuseg.evaluation.labelmaps import read_label_map
-from diffuseg.evaluation.report_classes import (
-    class_table,
-    figure_legend,
-    legend_html,
-    overlay_classes,
-    overlay_mask,
-    scheme_of,
-)
-from diffuseg.files import atomic_path, write_text_atomic
-from diffuseg.labels import LabelScheme
+from diffuseg.evaluation.evaluate import RESULTS_NAME
+from diffuseg.evaluation.figures import calibration_figure, case_figure, class_colour, distribution_figure
+from diffuseg.evaluation.headline import headline, main_metrics, primary_metric, run_info
+from diffuseg.files import write_text_atomic
+from diffuseg.inference.outputs import find_predictions
+from diffuseg.labels import LabelScheme, label_scheme
 
 # What each metric means, for the summary table (higher is better unless said otherwise).
 METRIC_HELP: dict[str, str] = {
@@ -75,32 +59,6 @@ METRIC_HELP: dict[str, str] = {
     "ece_foreground": "the same over pixels any sample or annotator marks; lower is better",
     "slices": "slices in the volume",
 }
-_ANNOTATOR_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
-_PRED_COLOUR = "#d62728"
-_DISTRIBUTION_ORDER = (
-    "dice",
-    "iou",
-    "hd95",
-    "ged",
-    "ged_biased",
-    "ged_16",
-    "ged_biased_16",
-    "sample_dice",
-    "diversity",
-    "hungarian_iou",
-    "ci",
-    "ncc",
-    "ece",
-    "dice_majority",
-)
-
-
-def save_figure(fig, path: str | os.PathLike) -> None:
-    """``fig.savefig`` through ``atomic_path`` (temp file with the umask's mode, then rename); the format is
-    taken from ``path``'s ending."""
-    path = Path(path)
-    with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or None)
 
 
 def metric_help(name: str) -> str:
@@ -123,9 +81,9 @@ def find_results(source: str | os.PathLike) -> Path:
         return path
     if not path.is_dir():
         raise UserError(f"{path}: no such results.json or run folder")
-    if (path / "results.json").is_file():
-        return path / "results.json"
-    found = sorted(path.glob("*/results.json"))
+    if (path / RESULTS_NAME).is_file():
+        return path / RESULTS_NAME
+    found = sorted(path.glob(f"*/{RESULTS_NAME}"))
     if len(found) == 1:
         return found[0]
     if found:
@@ -152,10 +110,14 @@ def write_report(
     max_cases: int = 5,
     max_samples: int = 8,
 ) -> Path:
-    """Write the HTML report for ``source`` (results.json or a folder with one); returns the page's path.
+    """Write the HTML report for ``source``; returns the page's path.
 
-    ``out`` is the report folder (default ``report/`` beside results.json) or an ``.html`` path.
-    ``cases`` picks the case figures by id; by default best, quartiles and worst by the primary metric.
+    Args:
+        source: a ``results.json``, or a folder holding one (``find_results``).
+        out: the report folder (default ``report/`` beside results.json) or an ``.html`` path.
+        cases: the cases to draw, by id; by default best, quartiles and worst by the primary metric.
+        max_cases: how many cases are chosen by default.
+        max_samples: the most samples drawn per case.
     """
     results_path = find_results(source)
     results = load_results(results_path)
@@ -174,9 +136,9 @@ def write_report(
     run = run_info(results)
     main = main_metrics(summary)
     scheme = scheme_of(results)
-    names = list(scheme.names) if scheme is not None else []
+    names = list(scheme.names)
     parts = [_title(), headline(results, run)]
-    if scheme is not None:  # several classes: legend and per-class tables; the summary tables without "<m>/<class>"
+    if not scheme.binary:  # legend and per-class tables; the summary tables without "<m>/<class>"
         note = "<p class='muted'>Dice, IoU, HD95 and the other metrics below are means over the classes; GED, "
         note += "diversity and Hungarian IoU use d = 1 - mean IoU over the classes present in either mask.</p>"
         parts += [legend_html(names, bool(results.get("regions"))), note]
@@ -193,12 +155,12 @@ def write_report(
     if results.get("volume_summary"):
         volume = {k: v for k, v in results["volume_summary"].items() if "/" not in k}
         parts.append(_summary_table(volume, "Summary over volumes (3D)"))
-    dist = _distribution_figure(results["cases"], figures / "distributions.png")
+    dist = distribution_figure(results["cases"], figures / "distributions.png")
     if dist is not None:
         parts.append(
             f'<h2>Per-case distributions</h2>\n<img class="wide" src="figures/{dist.name}" alt="distributions">'
         )
-    cal = _calibration_figure(results.get("calibration") or {}, figures / "calibration.png")
+    cal = calibration_figure(results.get("calibration") or {}, figures / "calibration.png")
     if cal is not None:
         parts.append(
             "<h2>Calibration</h2>\n<p class='muted'>Per-pixel sample frequency against the annotators' frequency, "
@@ -270,52 +232,6 @@ def _summary_table(summary: dict, title: str) -> str:
     return f"<h2>{html.escape(title)}</h2>\n<table class='summary'>{head}\n" + "\n".join(body) + "</table>"
 
 
-def _distribution_figure(rows: list[dict], path: Path) -> Path | None:
-    """One small panel per metric: a histogram of its per-case values with the mean marked."""
-    names = [n for n in _DISTRIBUTION_ORDER if any(isinstance(r.get(n), (int, float)) for r in rows)]
-    if not names:
-        return None
-    cols = min(4, len(names))
-    nrows = math.ceil(len(names) / cols)
-    fig = Figure(figsize=(3.6 * cols, 2.6 * nrows), dpi=110, layout="constrained")
-    for i, name in enumerate(names):
-        ax = fig.add_subplot(nrows, cols, i + 1)
-        values = np.array([r[name] for r in rows if isinstance(r.get(name), (int, float))], dtype=float)
-        lo, hi = float(values.min()), float(values.max())
-        if hi - lo < 1e-9:  # one value: a single bar around it
-            lo, hi = lo - 0.5, hi + 0.5
-        bins = min(30, max(5, len(values) // 3))
-        ax.hist(values, bins=bins, range=(lo, hi), color="#4c72b0", edgecolor="white")
-        ax.axvline(values.mean(), color=_PRED_COLOUR, linewidth=1.5)
-        ax.set_title(f"{name}  (mean {values.mean():.3f}, n={len(values)})", fontsize=9)
-        ax.tick_params(labelsize=8)
-    save_figure(fig, path)
-    return path
-
-
-def _calibration_figure(calibration: dict, path: Path) -> Path | None:
-    """Reliability diagram (mean annotator frequency per bin of sample frequency) and pixels per bin."""
-    curves = {k: np.asarray(v["bins"], dtype=float) for k, v in calibration.items() if v.get("ece") is not None}
-    if not curves:
-        return None
-    fig = Figure(figsize=(9.0, 3.6), dpi=110, layout="constrained")
-    rel, cnt = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    rel.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
-    for (name, sums), colour in zip(curves.items(), ("#4c72b0", _PRED_COLOUR)):
-        used = sums[:, 0] > 0
-        mean_p, mean_q = sums[used, 1] / sums[used, 0], sums[used, 2] / sums[used, 0]
-        ece = calibration[name]["ece"]
-        rel.plot(mean_p, mean_q, marker="o", color=colour, label=f"{name} pixels (ECE {ece:.3f})")
-        edges = np.linspace(0, 1, len(sums) + 1)
-        cnt.bar(edges[:-1], sums[:, 0], width=1 / len(sums), align="edge", alpha=0.5, color=colour, label=name)
-    rel.set(xlabel="sample frequency", ylabel="annotator frequency", xlim=(0, 1), ylim=(0, 1))
-    rel.legend(fontsize=8)
-    cnt.set(xlabel="sample frequency", ylabel="pixels", yscale="log")
-    cnt.legend(fontsize=8)
-    save_figure(fig, path)
-    return path
-
-
 def _case_section(
     results: dict,
     chosen: list[str],
@@ -323,7 +239,7 @@ def _case_section(
     figures: Path,
     max_samples: int,
     uncertainty: str | None,
-    scheme: LabelScheme | None = None,
+    scheme: LabelScheme,
 ) -> str:
     if not chosen:
         return ""
@@ -339,7 +255,7 @@ def _case_section(
         f"<h2>Cases</h2>\n<p class='muted'>Chosen by {html.escape(primary)}: best, quartiles, worst. "
         + (
             "Each class in its colour (legend above); "
-            if scheme is not None
+            if not scheme.binary
             else "Outlines: annotators in blue/green/purple/orange, prediction in red; "
         )
         + "each view is cropped around the marked pixels.</p>"
@@ -357,14 +273,12 @@ def _case_section(
         path = figures / f"case_{k:02d}.png"
         try:
             plane = entry.slice_index if sliced else None
-            _case_figure(reader.load(index[case_id]), files, plane, max_samples, path, uncertainty, scheme)
+            case_figure(reader.load(index[case_id]), files, plane, max_samples, path, uncertainty, scheme)
         except UserError as err:
             blocks.append(f"<p class='muted'>{html.escape(case_id)}: {html.escape(str(err))}</p>")
             continue
         row = rows.get(case_id, {})
-        shown = ("dice", "iou", "hd95", "ged", "ged_biased", "diversity")
-        if scheme is not None:
-            shown += tuple(f"dice/{n}" for n in scheme.names)
+        shown = ("dice", "iou", "hd95", "ged", "ged_biased", "diversity", *(f"dice/{n}" for n in scheme.names))
         stats = ", ".join(f"{m} {_fmt(row.get(m))}" for m in shown if m in row)
         blocks.append(
             f"<h3>{html.escape(case_id)}</h3>\n<p class='stats'>{html.escape(stats)}</p>\n"
@@ -373,133 +287,61 @@ def _case_section(
     return "\n".join(blocks)
 
 
-def _case_figure(
-    case,
-    files: PredictionFiles,
-    slice_index: int | None,
-    max_samples: int,
-    path: Path,
-    kind: str | None = None,
-    scheme: LabelScheme | None = None,
-) -> None:
-    """Image | each annotator | fused | uncertainty (with its colour bar) on the first row, the samples after
-    them when all fit in one row of 8, else on the rows below; each overlaid on the image. ``kind`` is the
-    prediction's ``sample.uncertainty`` (None: not recorded). With several classes (``scheme``) the masks are
-    label maps, every class drawn in its colour, with the legend below."""
-    image = case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy()
-    if scheme is None:
-        masks = case.masks.numpy().astype(bool)
-        fused = _plane(_read_mask(files.fused), files.fused, slice_index)
-        every_sample = [_plane(_read_mask(p), p, slice_index) for p in files.samples]
-    else:
-        masks = case.masks.numpy()
-        fused = _plane(read_label_map(files.fused, scheme), files.fused, slice_index)
-        every_sample = [_plane(read_label_map(p, scheme), p, slice_index) for p in files.samples]
-    uncertainty = _uncertainty(files, slice_index, every_sample if scheme is None else [])
-    if files.uncertainty is None:
-        kind = "variance"  # computed here from the samples
-    elif scheme is not None:
-        kind = LABEL_ENTROPY  # the written map of a multi-class prediction
-    box = _crop_box([m != 0 for m in (*masks, fused, *every_sample)], image.shape)
-    image, masks, fused = image[box], masks[(slice(None), *box)], fused[box]
-    samples = [m[box] for m in every_sample[:max_samples]]
-    first: list[tuple[str, np.ndarray | None, str | None]] = [("image", None, None)]
-    first += [(f"annotator {i + 1}", m, _ANNOTATOR_COLOURS[i % len(_ANNOTATOR_COLOURS)]) for i, m in enumerate(masks)]
-    first.append(("fused", fused, _PRED_COLOUR))
-    after = [(f"sample {i + 1}", s, _PRED_COLOUR) for i, s in enumerate(samples)]
-    slots = len(first) + (uncertainty is not None)
-    one_row = slots + len(after) <= 8
-    cols = slots + len(after) if one_row else max(slots, min(len(after), 8))
-    sample_rows = 0 if one_row else math.ceil(len(after) / cols)
-    bar = 0.35 * (uncertainty is not None)
-    fig = Figure(figsize=(2.0 * cols, 2.15 * (1 + sample_rows) + bar), dpi=100, layout="constrained")
-    # the samples' rows in a subfigure of their own, so the colour bar does not resize their columns
-    top, rest = (fig, None) if one_row else fig.subfigures(2, 1, height_ratios=[2.15 + bar, 2.15 * sample_rows])
-    placed = [(top, 1, i, panel) for i, panel in enumerate(first)]
-    placed += [(top, 1, slots + i, p) if one_row else (rest, sample_rows, i, p) for i, p in enumerate(after)]
-    for where, rows, slot, (title, mask, colour) in placed:
-        ax = where.add_subplot(rows, cols, slot + 1)
-        ax.imshow(image, cmap="gray", interpolation="nearest")
-        if mask is not None and mask.shape == image.shape and scheme is not None:
-            overlay_classes(ax, mask, scheme)
-        elif mask is not None and mask.shape == image.shape:
-            overlay_mask(ax, mask, colour)
-            if title == "fused":
-                for m, c in zip(masks, _ANNOTATOR_COLOURS):
-                    ax.contour(m.astype(float), levels=[0.5], colors=[c], linewidths=0.8)
-        _tidy(ax, title if mask is None or mask.any() else f"{title} (empty)")
-    if uncertainty is not None:
-        _uncertainty_panel(top.add_subplot(1, cols, len(first) + 1), top, image, uncertainty[box], kind)
-    if scheme is not None:
-        figure_legend(fig, scheme)
-    save_figure(fig, path)
+# The per-class metrics the class table shows first, in this order (then any other per-class metric).
+CLASS_METRICS = ("dice", "iou", "hd95", "ged", "ged_biased", "sample_dice", "diversity", "ece_foreground")
+_LOWER_BETTER = ("hd95", "ged", "ece", "diversity")
 
 
-def _uncertainty_panel(ax, fig, image: np.ndarray, uncertainty: np.ndarray, kind: str | None) -> None:
-    """The uncertainty map over the image with a colour bar over its full range (what it is, in its units)."""
-    _, label, top = UNCERTAINTY_SCALE.get(kind or "", ("", "kind not recorded (no config.yaml)", 0.0))
-    top = top or max(float(uncertainty.max()), 1e-6)
-    ax.imshow(image, cmap="gray", interpolation="nearest")
-    shown = np.ma.masked_where(uncertainty <= 0, uncertainty)
-    im = ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=top, interpolation="nearest")
-    _tidy(ax, f"uncertainty (max {float(uncertainty.max()):.2f})")
-    bar = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.07, pad=0.03, ticks=[0, top / 2, top])
-    bar.set_label(label, fontsize=7)
-    bar.ax.tick_params(labelsize=7)
+def scheme_of(results: dict[str, Any]) -> LabelScheme:
+    """The classes ``results.json`` was scored with (binary: no ``classes`` key)."""
+    classes = results.get("classes")
+    return label_scheme(classes, where=f"{results.get('pred', RESULTS_NAME)}: classes") if classes else LabelScheme()
 
 
-def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 48) -> tuple[slice, slice]:
-    """A square window around everything any mask marks, with a margin, so small lesions are visible;
-    the whole image when nothing is marked or the window would cover most of it."""
-    whole = (slice(0, shape[0]), slice(0, shape[1]))
-    marked = np.zeros(shape, bool)
-    for m in masks:
-        if m.shape == shape:
-            marked |= m
-    if not marked.any():
-        return whole
-    rows, cols = np.nonzero(marked)
-    side = max(min_size, int(1.6 * max(np.ptp(rows) + 1, np.ptp(cols) + 1)))
-    if side >= 0.75 * min(shape):
-        return whole
-    centre = ((rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2)
-    starts = [int(np.clip(c - side // 2, 0, n - side)) for c, n in zip(centre, shape)]
-    return slice(starts[0], starts[0] + side), slice(starts[1], starts[1] + side)
+def legend_html(names: tuple[str, ...] | list[str], regions: bool = False) -> str:
+    """One swatch per class, in its colour (hex code as the title), as the overlays draw it."""
+    items = "".join(
+        f"<span class='class-item'><span class='swatch' style='background:{class_colour(k)}' "
+        f"title='{class_colour(k)}'></span>{html.escape(name)}</span>"
+        for k, name in enumerate(names)
+    )
+    kind = "regions (overlapping; scored on the region masks)" if regions else "classes"
+    return f"<div class='legend'><b>{kind}:</b> {items}</div>"
 
 
-def _tidy(ax, title: str) -> None:
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
+def class_table(summary: dict, names: list[str], title: str) -> str:
+    """Rows: the classes and their mean; columns: the per-class metrics (mean ± std over the cases, n)."""
+    bases = [m for m in CLASS_METRICS if any(f"{m}/{n}" in summary for n in names)]
+    bases += sorted({k.split("/", 1)[0] for k in summary if "/" in k} - set(bases))
+    if not bases:
+        return ""
+    head = "<tr><th>class</th>" + "".join(f"<th>{html.escape(b)}{_arrow(b)}</th>" for b in bases) + "</tr>"
+    rows = []
+    for k, name in enumerate([*names, None]):
+        label = (
+            "<i>mean over classes</i>"
+            if name is None
+            else f"<span class='swatch' style='background:{class_colour(k)}'></span>{html.escape(name)}"
+        )
+        cells = "".join(
+            f"<td class='num'>{_cell(summary.get(b if name is None else f'{b}/{name}'))}</td>" for b in bases
+        )
+        rows.append(f"<tr><td class='name'>{label}</td>{cells}</tr>")
+    return (
+        f"<h2>{html.escape(title)}</h2>\n<div class='scroll'><table class='summary'>{head}\n"
+        + "\n".join(rows)
+        + ("</table></div>")
+    )
 
 
-def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray]) -> np.ndarray | None:
-    """The saved uncertainty map (uint8 scaled to [0, 1]); else the samples' variance p(1 - p)."""
-    if files.uncertainty is not None and suffix_of(files.uncertainty) in HDF5_SUFFIXES:  # dataset "uncertainty"
-        return _plane(_hdf5_uncertainty(files.uncertainty), files.uncertainty, slice_index).astype(np.float64)
-    if files.uncertainty is not None:
-        data = read_file(files.uncertainty)
-        array = data.array
-        if array.ndim == 3 and data.affine is not None and slice_index is None and array.shape[2] == 1:
-            array = array[:, :, 0]
-        array = _plane(array, files.uncertainty, slice_index).astype(np.float64)
-        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(data.array.dtype, 1.0)
-        return array / scale  # 8- and 16-bit PNGs hold round(u * 255) or round(u * 65535)
-    if len(samples) > 1:
-        p = np.mean(samples, axis=0)
-        return p * (1 - p)
-    return None
+def _arrow(base: str) -> str:
+    return " &darr;" if base.startswith(_LOWER_BETTER) else ""
 
 
-def _hdf5_uncertainty(path: Path) -> np.ndarray:
-    """The dataset ``uncertainty`` (float in [0, 1]) of an HDF5 uncertainty map as ``predict`` writes it."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return np.asarray(f["uncertainty"][()], dtype=np.float64)
-    except (OSError, KeyError) as err:
-        raise UserError(f"{path}: no readable dataset 'uncertainty' ({err})") from None
+def _cell(s: dict | None) -> str:
+    if not isinstance(s, dict) or s.get("mean") is None:
+        return "–"
+    return f"{s['mean']:.4f} &plusmn; {s['std']:.4f} <span class='muted'>(n={s['n']})</span>"
 
 
 def _case_table(rows: list[dict], limit: int = 500) -> str:

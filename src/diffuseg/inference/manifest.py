@@ -3,7 +3,7 @@
 ``OUTPUT/manifest.json`` (a run in one part) or ``OUTPUT/manifest.part-I-of-N.json`` (part I of N, see
 ``inference.predict``) records the run's key (the SHA-256 of the checkpoint file, the resolved config, whether
 samples are saved, the list of input cases), the part, and per case of the part its source file, whether it
-is done and, once done, the files written for it. It is written atomically (``config.atomic_path``) before
+is done and, once done, the files written for it. It is written atomically (``files.write_text_atomic``) before
 the first case and rewritten as cases finish (at most every ``SAVE_INTERVAL`` seconds, and at the end).
 
 A case is done only after all its files are renamed into place; a case written but not yet recorded is

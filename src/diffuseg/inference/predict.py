@@ -49,13 +49,13 @@ from diffuseg.errors import DatasetError, UserError
 from diffuseg.files import remove_stale_temps
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.inference.manifest import Manifest, RunKey, file_sha256, manifest_name, read_manifests
+from diffuseg.inference.outputs import CONFIG_NAME, SAMPLES, UNCERTAINTY
 from diffuseg.inference.provenance import write_provenance
-from diffuseg.inference.writers import UNCERTAINTY, PredictionWriter, check_output, check_output_names
+from diffuseg.inference.writers import PredictionWriter, check_output, check_output_names
 from diffuseg.methods import make_draw, steps_per_member
 from diffuseg.runlock import folder_lock, holder_of
 from diffuseg.runtime import resolve_sample_precision
 
-CONFIG_NAME = "config.yaml"
 SETUP_LOCK = ".diffuseg-predict-setup.lock"  # held for a part's set-up only
 SETUP_WAIT = 120.0  # seconds a part waits for another part's set-up (a few file operations) to end
 
@@ -211,7 +211,7 @@ def _refuse_or_remove(run: Run, others: list[Manifest], overwrite: bool) -> None
             f.unlink(missing_ok=True)
         m.path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        (run.out / "samples").rmdir()  # only when empty
+        (run.out / SAMPLES).rmdir()  # only when empty
 
 
 def _refuse_unrecorded(run: Run, overwrite: bool) -> None:
@@ -244,7 +244,7 @@ def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: co
         stack.enter_context(
             folder_lock(run.out, f"predict part {part_id} of {num_parts}", part_lock_name(part_id, num_parts))
         )
-        for folder in (run.out, run.out / "samples"):  # temporaries of killed runs (their writers are gone)
+        for folder in (run.out, run.out / SAMPLES):  # temporaries of killed runs (their writers are gone)
             remove_stale_temps(folder)
         manifests = read_manifests(run.out)
         others = [m for m in manifests if run.key.differences(m.key)]

@@ -1,25 +1,13 @@
-"""Write predictions in the input's own format and geometry.
-
-Per case (``Case.geometry`` says how): the fused mask ``OUTPUT/<case>.<ext>``, the uncertainty map
-``OUTPUT/<case>_uncertainty.<ext>``, and with ``save_samples`` every sample ``OUTPUT/samples/<case>_sNNN.<ext>``.
+"""Write predictions in the input's own format and geometry, as ``inference.outputs`` lays the folder out.
 
 - Model-size maps are resized back to the original size: the fused mask and samples are resized bilinearly
   as soft maps and thresholded at 0.5 (for {0,1} input this is nearest-like, with smoother boundaries);
   the uncertainty bilinearly.
-- 2D rasters (PNG, JPG, GIF, TIFF, BMP) are written as PNG: masks 8-bit {0,255}; uncertainty 16-bit,
-  ``round(u * 65535)`` for ``u`` in [0, 1] (variance of the samples is at most 0.25, normalised entropy at
-  most 1). ``.npy`` inputs give ``.npy`` (uint8 {0,1} masks, float32 uncertainty).
-- NIfTI inputs give NIfTI with the source's affine (same suffix ``.nii``/``.nii.gz``): uint8 masks,
-  float32 uncertainty. 2D slices of a 3D volume are collected and written as one volume
-  ``OUTPUT/<volume>.<ext>`` once all its slices are in (``close`` writes unfinished ones, missing slices 0).
-- HDF5 inputs (SSL4MIS) give HDF5 with the dataset ``label`` (uint8; the image is not copied) and
-  ``<case>_uncertainty.h5`` with the dataset ``uncertainty`` (float32) and, with several classes, one dataset
-  ``uncertainty_<class name>`` per class (the per-class maps; the other formats hold the one map only); volumes
-  (D,H,W) are reassembled along their first axis.
 - Several classes (``scheme``, a non-binary ``labels.LabelScheme``): ``fused`` and ``samples`` are atom
-  maps (h,w) int; they are resized back as the one-hot over the atoms, bilinearly, then the argmax, and written
-  as the dataset's own label values (``scheme.to_values``: ACDC 0/1/2/3, BraTS 0/1/2/4), uint8 (uint16 for
-  values above 255) in every format, PNG included (no scaling to 255; binary keeps its {0,255}).
+  maps (h,w) int; they are resized back as the one-hot over the atoms, bilinearly, then the argmax.
+- 2D slices of a 3D volume are collected and written as one volume once all its slices are in (``close``
+  writes unfinished ones, missing slices 0); NIfTI keeps the source's affine, HDF5 holds the mask only (the
+  image is not copied).
 Two cases that would write files of one name (``x`` and ``x_uncertainty``; ``A`` and ``a``) are refused
 before anything is written (``check_output_names``).
 Every file is written to a temporary name in its folder and renamed. The writer refuses an OUTPUT inside
@@ -42,27 +30,18 @@ from diffuseg.data.formats.base import Entry
 from diffuseg.data.formats.files import HDF5_SUFFIXES
 from diffuseg.errors import UserError
 from diffuseg.files import atomic_path
+from diffuseg.inference.outputs import (
+    MASK_DATASET,
+    UNCERTAINTY,
+    UNCERTAINTY_DATASET,
+    UNCERTAINTY_SCALE,
+    class_uncertainty_dataset,
+    output_format,
+    output_name,
+    prediction_files,
+    slice_axis,
+)
 from diffuseg.labels import LabelScheme
-
-UNCERTAINTY_SCALE = 65535  # 16-bit PNG uncertainty = round(u * 65535)
-
-
-def output_format(geometry: Geometry) -> str:
-    """File suffix of the written files: ``png``, ``npy``, ``nii``, ``nii.gz`` or ``h5``/``hdf5``."""
-    return geometry.format if geometry.format in ("nii", "nii.gz", "npy", *HDF5_SUFFIXES) else "png"
-
-
-def slice_axis(geometry: Geometry) -> int:
-    """The volume axis a 2D slice of ``geometry`` lies across: 0 for HDF5 (D,H,W), else the last (NIfTI)."""
-    return 0 if geometry.format in HDF5_SUFFIXES else 2
-
-
-def output_name(geometry: Geometry, case_id: str) -> str:
-    """Stem of a case's files: the volume id for slices of a 3D volume, else the case id."""
-    return geometry.volume_id if geometry.volume_id is not None else case_id
-
-
-UNCERTAINTY = "_uncertainty"
 
 
 def check_output_names(entries: Sequence[Entry]) -> None:
@@ -84,41 +63,6 @@ def check_output_names(entries: Sequence[Entry]) -> None:
                 f"{source}{also}: a case named *{UNCERTAINTY} would be written where predict puts uncertainty "
                 f"maps ({partner[1].name if partner else 'its base name'}'s {UNCERTAINTY} file); rename it"
             )
-
-
-def prediction_paths(output: str | os.PathLike, case: Case) -> dict[str, Path]:
-    """Where ``PredictionWriter`` puts ``mask`` and ``uncertainty`` of ``case`` (for evaluation)."""
-    ext = output_format(case.geometry)
-    name = output_name(case.geometry, case.case_id)
-    return {"mask": Path(output) / f"{name}.{ext}", "uncertainty": Path(output) / f"{name}{UNCERTAINTY}.{ext}"}
-
-
-def read_prediction(
-    output: str | os.PathLike, case: Case, kind: str = "mask", scheme: LabelScheme | None = None
-) -> np.ndarray:
-    """The written ``mask`` ({0,1} uint8; with a non-binary ``scheme``, its atom map uint8, ``UserError`` for a
-    value the scheme does not declare) or ``uncertainty`` (float in [0,1]) of ``case`` at its original size."""
-    from diffuseg.data.formats.files import read_file
-
-    path = prediction_paths(output, case)[kind]
-    if not path.is_file():
-        raise UserError(f"{path}: prediction not found for case {case.case_id}")
-    if path.suffix == ".h5" and kind == "uncertainty":
-        array = _read_hdf5(path, "uncertainty")
-    else:
-        array = read_file(path, as_mask=True).array
-    if case.geometry.slice_index is not None:
-        array = np.take(array, case.geometry.slice_index, axis=slice_axis(case.geometry))
-    if kind == "mask" and scheme is not None and not scheme.binary:
-        unknown = scheme.undeclared(array)
-        if unknown:
-            raise UserError(f"{path}: label value(s) {sorted(unknown)} not declared (classes {list(scheme.names)})")
-        return scheme.encode(array)
-    if kind == "mask":
-        return (array > 0).astype(np.uint8)
-    if path.suffix == ".png":
-        return array.astype(np.float32) / UNCERTAINTY_SCALE
-    return array.astype(np.float32)
 
 
 def check_output(output: Path, inputs: Sequence[str | os.PathLike]) -> None:
@@ -154,16 +98,6 @@ def _to_values(atoms: torch.Tensor, size: tuple[int, int], scheme: LabelScheme) 
         a = F.interpolate(one_hot, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
     values = scheme.to_values(a.numpy())
     return values.astype(np.uint8 if values.max(initial=0) <= 255 else np.uint16)
-
-
-def _read_hdf5(path: Path, key: str) -> np.ndarray:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return np.asarray(f[key][()])
-    except (OSError, KeyError) as err:
-        raise UserError(f"{path}: no readable dataset {key!r} ({err})") from None
 
 
 @dataclass
@@ -211,12 +145,16 @@ class PredictionWriter:
         samples: torch.Tensor | None = None,
         class_uncertainty: torch.Tensor | None = None,
     ) -> list[Path]:
-        """fused (h,w) or (1,h,w) in [0,1]; uncertainty (h,w) in [0,1]; samples (N,h,w) or (N,1,h,w) {0,1}.
-        With several classes (``scheme``), ``fused`` and ``samples`` are atom maps (values 0..L), and
-        ``class_uncertainty`` (K,h,w) in [0,1], one map per class, is written beside the uncertainty where the
-        format holds several maps in one file (HDF5); elsewhere it is not written.
+        """Write one case (or keep it, a slice of a volume not yet complete); returns the files written now.
 
-        Returns the files written now (none for a slice of a volume not yet complete).
+        Args:
+            case: the input case; its ``geometry`` says where and how its files go.
+            fused: ``(h, w)`` or ``(1, h, w)`` in [0, 1]; with several classes (``scheme``) an atom map (0..L).
+            uncertainty: ``(h, w)`` in [0, 1], or None.
+            samples: ``(K, h, w)`` or ``(K, 1, h, w)`` {0, 1} (atom maps with several classes), written with
+                ``save_samples`` only.
+            class_uncertainty: ``(C, h, w)`` in [0, 1], one map per class, written beside the uncertainty where
+                the format holds several maps in one file (HDF5); elsewhere not written.
         """
         g = case.geometry
         size = (int(g.size[0]), int(g.size[1]))
@@ -239,7 +177,7 @@ class PredictionWriter:
         if g.volume_id is not None and g.slice_index is not None and g.volume_shape is not None:
             vol = self._volumes.setdefault(g.volume_id, _Volume(g, output_name(g, case.case_id)))
             vol.slices[g.slice_index] = (mask, unc, samp, per_class)
-            if len(vol.slices) == g.volume_shape[slice_axis(g)]:
+            if len(vol.slices) == g.volume_shape[slice_axis(g.format)]:
                 return self._flush(g.volume_id)
             return []
         return self._write_all(g, output_name(g, case.case_id), mask, unc, samp, per_class)
@@ -263,7 +201,7 @@ class PredictionWriter:
         samp = np.zeros((n_samples, *shape), dtype) if n_samples else None
         n_classes = max((len(s[3]) for s in vol.slices.values() if s[3] is not None), default=0)
         per_class = np.zeros((n_classes, *shape), np.float32) if n_classes and unc is not None else None
-        axis = slice_axis(vol.geometry)
+        axis = slice_axis(vol.geometry.format)
         for z, (m, u, s, c) in vol.slices.items():
             _put(mask, z, m, axis)
             if unc is not None and u is not None:
@@ -275,16 +213,15 @@ class PredictionWriter:
         return self._write_all(vol.geometry, vol.name, mask, unc, samp, per_class)
 
     def _write_all(self, g: Geometry, name: str, mask, unc, samp, per_class=None) -> list[Path]:
-        ext = output_format(g)
-        out = [self._save(self.output / f"{name}.{ext}", mask, g, "mask")]
+        files = prediction_files(self.output, name, output_format(g), 0 if samp is None else len(samp))
+        out = [self._save(files.fused, mask, g, "mask")]
         if unc is not None:
             extra = {}
             if per_class is not None and self.scheme is not None:
-                extra = {f"uncertainty_{n.replace('/', '_')}": m for n, m in zip(self.scheme.names, per_class)}
-            out.append(self._save(self.output / f"{name}{UNCERTAINTY}.{ext}", unc, g, "uncertainty", extra))
-        if samp is not None:
-            for k, s in enumerate(samp):
-                out.append(self._save(self.output / "samples" / f"{name}_s{k:03d}.{ext}", s, g, "mask"))
+                extra = {class_uncertainty_dataset(n): m for n, m in zip(self.scheme.names, per_class)}
+            out.append(self._save(files.uncertainty, unc, g, "uncertainty", extra))
+        for path, s in zip(files.samples, () if samp is None else samp):
+            out.append(self._save(path, s, g, "mask"))
         self.written += out
         return out
 
@@ -317,7 +254,7 @@ def _encode(
     if ext in HDF5_SUFFIXES:
         import h5py
 
-        key = "label" if kind == "mask" else "uncertainty"
+        key = MASK_DATASET if kind == "mask" else UNCERTAINTY_DATASET
         data = array.astype(_mask_dtype(array)) if kind == "mask" else array.astype(np.float32)
         with h5py.File(path, "w") as f:
             f.create_dataset(key, data=data, compression="gzip")

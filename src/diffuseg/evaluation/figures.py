@@ -1,0 +1,257 @@
+"""The report's figures (matplotlib, Agg): per-case distributions, calibration, and one figure per chosen case.
+
+Colours: annotators in ``ANNOTATOR_COLOURS``, a binary prediction in ``PRED_COLOUR``; with several classes
+class c in ``CLASS_COLOURS[c]`` (matplotlib's tab10 order without its red, kept for the binary prediction),
+in every overlay and in the report's legend and tables.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from diffuseg.data.case import Case
+from diffuseg.evaluation.headline import LABEL_ENTROPY, UNCERTAINTY_KINDS
+from diffuseg.files import atomic_path
+from diffuseg.inference.outputs import PredictionFiles, read_mask, read_uncertainty
+from diffuseg.labels import LabelScheme
+
+CLASS_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+ANNOTATOR_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
+PRED_COLOUR = "#d62728"
+DISTRIBUTION_ORDER = (
+    "dice",
+    "iou",
+    "hd95",
+    "ged",
+    "ged_biased",
+    "ged_16",
+    "ged_biased_16",
+    "sample_dice",
+    "diversity",
+    "hungarian_iou",
+    "ci",
+    "ncc",
+    "ece",
+    "dice_majority",
+)
+"""The metrics whose per-case distribution is drawn, in this order (those some case defines)."""
+
+
+def class_colour(c: int) -> str:
+    return CLASS_COLOURS[c % len(CLASS_COLOURS)]
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """``fig.savefig`` through ``atomic_path`` (temp file with the umask's mode, then rename); the format is
+    taken from ``path``'s ending."""
+    path = Path(path)
+    with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or None)
+
+
+def distribution_figure(rows: list[dict], path: Path) -> Path | None:
+    """One small panel per metric: a histogram of its per-case values with the mean marked."""
+    names = [n for n in DISTRIBUTION_ORDER if any(isinstance(r.get(n), (int, float)) for r in rows)]
+    if not names:
+        return None
+    cols = min(4, len(names))
+    nrows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(3.6 * cols, 2.6 * nrows), dpi=110, layout="constrained")
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        values = np.array([r[name] for r in rows if isinstance(r.get(name), (int, float))], dtype=float)
+        lo, hi = float(values.min()), float(values.max())
+        if hi - lo < 1e-9:  # one value: a single bar around it
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = min(30, max(5, len(values) // 3))
+        ax.hist(values, bins=bins, range=(lo, hi), color="#4c72b0", edgecolor="white")
+        ax.axvline(values.mean(), color=PRED_COLOUR, linewidth=1.5)
+        ax.set_title(f"{name}  (mean {values.mean():.3f}, n={len(values)})", fontsize=9)
+        ax.tick_params(labelsize=8)
+    save_figure(fig, path)
+    return path
+
+
+def calibration_figure(calibration: dict, path: Path) -> Path | None:
+    """Reliability diagram (mean annotator frequency per bin of sample frequency) and pixels per bin."""
+    curves = {k: np.asarray(v["bins"], dtype=float) for k, v in calibration.items() if v.get("ece") is not None}
+    if not curves:
+        return None
+    fig = Figure(figsize=(9.0, 3.6), dpi=110, layout="constrained")
+    rel, cnt = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    rel.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
+    for (name, sums), colour in zip(curves.items(), ("#4c72b0", PRED_COLOUR)):
+        used = sums[:, 0] > 0
+        mean_p, mean_q = sums[used, 1] / sums[used, 0], sums[used, 2] / sums[used, 0]
+        ece = calibration[name]["ece"]
+        rel.plot(mean_p, mean_q, marker="o", color=colour, label=f"{name} pixels (ECE {ece:.3f})")
+        edges = np.linspace(0, 1, len(sums) + 1)
+        cnt.bar(edges[:-1], sums[:, 0], width=1 / len(sums), align="edge", alpha=0.5, color=colour, label=name)
+    rel.set(xlabel="sample frequency", ylabel="annotator frequency", xlim=(0, 1), ylim=(0, 1))
+    rel.legend(fontsize=8)
+    cnt.set(xlabel="sample frequency", ylabel="pixels", yscale="log")
+    cnt.legend(fontsize=8)
+    save_figure(fig, path)
+    return path
+
+
+def case_figure(
+    case: Case,
+    files: PredictionFiles,
+    slice_index: int | None,
+    max_samples: int,
+    path: Path,
+    kind: str | None,
+    scheme: LabelScheme,
+) -> None:
+    """Image | each annotator | fused | uncertainty (with its colour bar) on the first row, the samples after
+    them when all fit in one row of 8, else on the rows below; each overlaid on the image.
+
+    Args:
+        case: the ground-truth case (image and annotators).
+        files: its prediction files.
+        slice_index: its plane in a predicted volume (None: a 2D file).
+        max_samples: the most samples drawn.
+        path: the PNG written.
+        kind: the prediction's ``sample.uncertainty`` (None: not recorded).
+        scheme: the label scheme; binary masks are drawn in the panel's colour, classes each in its colour
+            with the legend below.
+    """
+    image = case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy()
+    masks = case.masks.numpy()
+    fused = read_mask(files.fused, scheme, slice_index)
+    every_sample = [read_mask(p, scheme, slice_index) for p in files.samples]
+    uncertainty = _uncertainty(files, slice_index, every_sample if scheme.binary else [])
+    if files.uncertainty is None:
+        kind = "variance"  # computed here from the samples
+    elif not scheme.binary:
+        kind = LABEL_ENTROPY  # the written map of a multi-class prediction
+    box = _crop_box([m != 0 for m in (*masks, fused, *every_sample)], image.shape)
+    image, masks, fused = image[box], masks[(slice(None), *box)], fused[box]
+    samples = [m[box] for m in every_sample[:max_samples]]
+    first: list[tuple[str, np.ndarray | None, str | None]] = [("image", None, None)]
+    first += [(f"annotator {i + 1}", m, ANNOTATOR_COLOURS[i % len(ANNOTATOR_COLOURS)]) for i, m in enumerate(masks)]
+    first.append(("fused", fused, PRED_COLOUR))
+    after = [(f"sample {i + 1}", s, PRED_COLOUR) for i, s in enumerate(samples)]
+    slots = len(first) + (uncertainty is not None)
+    one_row = slots + len(after) <= 8
+    cols = slots + len(after) if one_row else max(slots, min(len(after), 8))
+    sample_rows = 0 if one_row else math.ceil(len(after) / cols)
+    bar = 0.35 * (uncertainty is not None)
+    fig = Figure(figsize=(2.0 * cols, 2.15 * (1 + sample_rows) + bar), dpi=100, layout="constrained")
+    # the samples' rows in a subfigure of their own, so the colour bar does not resize their columns
+    top, rest = (fig, None) if one_row else fig.subfigures(2, 1, height_ratios=[2.15 + bar, 2.15 * sample_rows])
+    placed = [(top, 1, i, panel) for i, panel in enumerate(first)]
+    placed += [(top, 1, slots + i, p) if one_row else (rest, sample_rows, i, p) for i, p in enumerate(after)]
+    for where, rows, slot, (title, mask, colour) in placed:
+        ax = where.add_subplot(rows, cols, slot + 1)
+        ax.imshow(image, cmap="gray", interpolation="nearest")
+        if mask is not None and mask.shape == image.shape:
+            overlay_atoms(ax, mask, scheme, colour)
+            if title == "fused" and scheme.binary:
+                for m, c in zip(masks, ANNOTATOR_COLOURS):
+                    ax.contour(m.astype(float), levels=[0.5], colors=[c], linewidths=0.8)
+        _tidy(ax, title if mask is None or mask.any() else f"{title} (empty)")
+    if uncertainty is not None:
+        _uncertainty_panel(top.add_subplot(1, cols, len(first) + 1), top, image, uncertainty[box], kind)
+    if not scheme.binary:
+        figure_legend(fig, scheme)
+    save_figure(fig, path)
+
+
+def _uncertainty_panel(ax, fig, image: np.ndarray, uncertainty: np.ndarray, kind: str | None) -> None:
+    """The uncertainty map over the image with a colour bar over its full range (what it is, in its units)."""
+    _, label, top = UNCERTAINTY_KINDS.get(kind or "", ("", "kind not recorded (no config.yaml)", 0.0))
+    top = top or max(float(uncertainty.max()), 1e-6)
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    shown = np.ma.masked_where(uncertainty <= 0, uncertainty)
+    im = ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=top, interpolation="nearest")
+    _tidy(ax, f"uncertainty (max {float(uncertainty.max()):.2f})")
+    bar = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.07, pad=0.03, ticks=[0, top / 2, top])
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+
+
+def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 48) -> tuple[slice, slice]:
+    """A square window around everything any mask marks, with a margin, so small lesions are visible;
+    the whole image when nothing is marked or the window would cover most of it."""
+    whole = (slice(0, shape[0]), slice(0, shape[1]))
+    marked = np.zeros(shape, bool)
+    for m in masks:
+        if m.shape == shape:
+            marked |= m
+    if not marked.any():
+        return whole
+    rows, cols = np.nonzero(marked)
+    side = max(min_size, int(1.6 * max(np.ptp(rows) + 1, np.ptp(cols) + 1)))
+    if side >= 0.75 * min(shape):
+        return whole
+    centre = ((rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2)
+    starts = [int(np.clip(c - side // 2, 0, n - side)) for c, n in zip(centre, shape)]
+    return slice(starts[0], starts[0] + side), slice(starts[1], starts[1] + side)
+
+
+def _tidy(ax, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray]) -> np.ndarray | None:
+    """The saved uncertainty map; else the samples' variance p(1 - p) (binary samples only)."""
+    if files.uncertainty is not None:
+        return read_uncertainty(files.uncertainty, slice_index)
+    if len(samples) > 1:
+        p = np.mean(samples, axis=0)
+        return p * (1 - p)
+    return None
+
+
+def overlay_mask(ax, mask: np.ndarray, colour: str, alpha: float = 0.45) -> None:
+    """The boolean ``mask`` (H,W) filled in ``colour`` over what ``ax`` shows, and outlined when not empty."""
+    ax.imshow(
+        np.ma.masked_where(~mask, mask.astype(float)),
+        cmap=ListedColormap([colour]),
+        alpha=alpha,
+        interpolation="nearest",
+        vmin=0,
+        vmax=1,
+    )
+    if mask.any():
+        ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.0)
+
+
+def overlay_atoms(ax, atoms: np.ndarray, scheme: LabelScheme, colour: str) -> None:
+    """The atom map ``atoms`` (H,W) over what ``ax`` shows: binary, its mask in ``colour``; several classes,
+    each class filled and outlined in its own colour (regions overlap)."""
+    masks = scheme.class_masks(torch.from_numpy(np.asarray(atoms).astype(np.int64))).numpy()
+    if scheme.binary:
+        overlay_mask(ax, masks[0], colour)
+        return
+    for c, mask in enumerate(masks):
+        if mask.any():
+            overlay_mask(ax, mask, class_colour(c), alpha=0.4)
+
+
+def figure_legend(fig, scheme: LabelScheme) -> None:
+    """A legend of the class colours below the panels."""
+    handles = [Patch(facecolor=class_colour(c), label=n) for c, n in enumerate(scheme.names)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
