@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from diffuseg.enums import (
+    AnchorForm,
     DDPMVariance,
     Fusion,
     Method,
@@ -94,6 +95,19 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class AnchoredConfig:
+    """``method: anchored`` (``training.anchored_module``): the trunk is ``model``, trained with the UNet's loss;
+    a light diffusion head (a ``diffusion-unet`` with the trunk's ``downsample`` and ``padding``) models the
+    residual of its prior with the ``diffusion`` process."""
+
+    form: AnchorForm = AnchorForm.RESIDUAL
+    seg_weight: float = 1.0  # weight of the head's Dice + cross-entropy on mu + r_hat
+    head_channels: tuple[int, ...] = (16, 32, 64, 64)  # widths per level of the head
+    head_blocks: int = 1  # residual blocks per level (and in the middle) of the head
+    head_time_dim: int = 64
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and run control."""
 
@@ -155,6 +169,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    anchored: AnchoredConfig = field(default_factory=AnchoredConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -372,6 +387,10 @@ def _validate(c: Config) -> None:
         (c.diffusion.input_scale > 0, "diffusion.input_scale must be > 0"),
         (c.diffusion.logsnr_min < c.diffusion.logsnr_max, "diffusion.logsnr_min must be < logsnr_max"),
         (c.diffusion.aux_weight >= 0, "diffusion.aux_weight must be >= 0 (0: no auxiliary loss)"),
+        (c.anchored.seg_weight >= 0, "anchored.seg_weight must be >= 0 (0: no segmentation loss on the head)"),
+        (len(c.anchored.head_channels) >= 2, "anchored.head_channels needs at least 2 levels"),
+        (min(c.anchored.head_channels, default=0) >= 1, "anchored.head_channels must be >= 1"),
+        (c.anchored.head_blocks >= 1 and c.anchored.head_time_dim >= 1, "anchored.head_blocks, head_time_dim >= 1"),
         (c.train.steps >= 1, "train.steps must be >= 1"),
         (c.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (c.train.lr > 0, "train.lr must be > 0"),

@@ -194,6 +194,7 @@ MODULES: dict[Method, type[SegmentationModule]] = {
 FAMILY_MODULES: dict[Method, str] = {
     Method.PROBUNET: "diffuseg.training.latent_module",
     Method.PHISEG: "diffuseg.training.latent_module",
+    Method.ANCHORED: "diffuseg.training.anchored_module",
 }
 
 
