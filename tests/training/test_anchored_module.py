@@ -3,6 +3,8 @@ clipping, bit-identical resume, sampled validation, and predicting through the C
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -164,3 +166,29 @@ def test_train_three_classes_then_predict_through_the_cli(tmp_path):
     with h5py.File(out / "patient003_frame01.h5", "r") as f:
         label = np.asarray(f["label"][()])
     assert label.shape == (3, 16, 16) and set(np.unique(label)) <= {0, 1, 2, 3}
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_and_prediction(tiny_data, tmp_path):
+    """``--devices 2`` (CPU processes, gloo) trains and predicts with no change; the two-process prediction
+    writes the files of the one-process one (members are seeded by case and member)."""
+    run = tmp_path / "ddp"
+    cli = [sys.executable, "-m", "diffuseg.cli"]
+    train_args = ["train", "anchored-lidc", *overrides(tiny_data, run, steps=2, ckpt_every=2), "train.batch_size=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [*cli, *train_args, "train.accelerator=cpu", "--devices", "2"],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(ckpt)["diffuseg"]["sampler_position"] == 2 * 2 * 2
+    outs = {n: tmp_path / f"pred{n}" for n in (1, 2)}
+    for n, out in outs.items():
+        predict = ["predict", str(ckpt), str(tiny_data), str(out), "--samples", "3", "--devices", str(n)]
+        subprocess.run([*cli, *predict], check=True, capture_output=True, env=env, timeout=300)
+    masks = sorted(p.name for p in outs[1].glob("*.png"))
+    assert masks and masks == sorted(p.name for p in outs[2].glob("*.png"))
+    assert all((outs[1] / m).read_bytes() == (outs[2] / m).read_bytes() for m in masks)

@@ -49,11 +49,6 @@ class AnchoredNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.prior(image)[1]
 
-    def structure(self) -> str:
-        trunk = sum(p.numel() for p in self.trunk.parameters())
-        head = sum(p.numel() for p in self.head.parameters())
-        return f"trunk {type(self.trunk).__name__} ({trunk:,} parameters), head ({head:,}): {self.head.structure()}"
-
 
 def anchored_net(
     trunk: nn.Module,
