@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from diffuseg.enums import (
+    AnchorForm,
     DDPMVariance,
     Fusion,
     Method,
@@ -116,6 +117,19 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class AnchoredConfig:
+    """``method: anchored`` (``training.module.AnchoredModule``): the trunk is ``model``, trained with the UNet's loss;
+    a light diffusion head (a ``diffusion-unet`` with the trunk's ``downsample`` and ``padding``) models the
+    residual of its prior with the ``diffusion`` process."""
+
+    form: AnchorForm = AnchorForm.RESIDUAL
+    seg_weight: float = 1.0  # weight of the head's Dice + cross-entropy on mu + r_hat
+    head_channels: tuple[int, ...] = (16, 32, 64, 64)  # widths per level of the head
+    head_blocks: int = 1  # residual blocks per level (and in the middle) of the head
+    head_time_dim: int = 64
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and run control."""
 
@@ -177,6 +191,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    anchored: AnchoredConfig = field(default_factory=AnchoredConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig, metadata=_RUN)
     eval: EvalConfig = field(default_factory=EvalConfig, metadata=_RUN)
@@ -394,6 +409,17 @@ def _validate(c: Config) -> None:
             c.diffusion.prediction != PredictionType.LOGITS or c.diffusion.weighting == Weighting.UNIFORM,
             "diffusion.prediction=logits trains with Dice + CE on every row alike: set diffusion.weighting=uniform",
         ),
+        (
+            c.method != Method.ANCHORED
+            or c.anchored.form != AnchorForm.RESIDUAL
+            or c.diffusion.prediction != PredictionType.LOGITS,
+            "anchored.form=residual predicts the residual, which has no logits: use diffusion.prediction eps, x or v, "
+            "or anchored.form=mean_shift",
+        ),
+        (c.anchored.seg_weight >= 0, "anchored.seg_weight must be >= 0 (0: no segmentation loss on the head)"),
+        (len(c.anchored.head_channels) >= 2, "anchored.head_channels needs at least 2 levels"),
+        (min(c.anchored.head_channels, default=0) >= 1, "anchored.head_channels must be >= 1"),
+        (c.anchored.head_blocks >= 1 and c.anchored.head_time_dim >= 1, "anchored.head_blocks, head_time_dim >= 1"),
         (c.train.steps >= 1, "train.steps must be >= 1"),
         (c.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (c.train.lr > 0, "train.lr must be > 0"),

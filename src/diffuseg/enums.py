@@ -26,6 +26,14 @@ class Method(StrEnum):
     DETERMINISTIC = "deterministic"
     PROBUNET = "probunet"
     PHISEG = "phiseg"
+    ANCHORED = "anchored"  # a deterministic trunk and a diffusion head on its residual (docs/training.md)
+
+
+class AnchorForm(StrEnum):
+    """How anchored diffusion uses the trunk's prior mu: one process on the residual r_0 = y_0 - mu."""
+
+    RESIDUAL = "residual"  # the head sees alpha r_0 + sigma eps, predicts r_0's target (CorrDiff; PGRD)
+    MEAN_SHIFT = "mean_shift"  # the head sees y_t = that + mu, ending at N(mu, I), predicts y_0's (CARD; HiDiff)
 
 
 class ScheduleKind(StrEnum):

@@ -12,18 +12,23 @@ from torch import Tensor
 
 from diffuseg.checkpoint import checkpoint_config, prefixed, read_checkpoint
 from diffuseg.config import Config, SampleConfig
-from diffuseg.diffusion.process import DiffusionProcess, Network
+from diffuseg.diffusion.anchored import AnchoredDenoiser
+from diffuseg.diffusion.process import DiffusionProcess, Network, masks_to_x0
 from diffuseg.diffusion.samplers import SampleOutput
 from diffuseg.diffusion.samplers import sample as run_sampler
 from diffuseg.diffusion.samplers.base import to_mask
-from diffuseg.enums import Method
+from diffuseg.enums import AnchorForm, Method
 from diffuseg.errors import UserError
 from diffuseg.labels import LabelScheme
+from diffuseg.nets.anchored import AnchoredNet, anchored_net
 from diffuseg.nets.latent import Generators
 from diffuseg.nets.phiseg import PHiSeg
 from diffuseg.nets.probunet import ProbUNet
 from diffuseg.nets.registry import STRUCTURAL
 from diffuseg.nets.registry import build_network as from_registry
+
+DIFFUSING = (Method.DIFFUSION, Method.ANCHORED)
+"""The families that draw members with a diffusion sampler (``sample.steps`` network calls per member)."""
 
 
 def build_network(config: Config) -> torch.nn.Module:
@@ -39,14 +44,25 @@ def build_network(config: Config) -> torch.nn.Module:
         )
     channels = config.data.scheme.channels
     mask_channels = None  # the registry's default: C, for the networks that read x_t
-    if config.method is Method.DIFFUSION and config.diffusion.self_condition:
+    if config.method in DIFFUSING and config.diffusion.self_condition:
         mask_channels = 2 * channels  # x_t and the earlier estimate
+    if config.method is Method.ANCHORED:  # model is the trunk; the head as the trunk pads and downsamples
+        trunk = from_registry(config.model.name, config.data.in_channels, channels, **options)
+        if not hasattr(trunk, "feature_channels"):
+            raise UserError(
+                f"model {config.model.name} cannot be the trunk of method anchored (a segmenter: unet, "
+                "medsegdiff-s/b/l-segmenter)"
+            )
+        a, shape = config.anchored, {k: options[k] for k in ("downsample", "padding") if k in options}
+        mask = mask_channels or channels
+        head = (a.head_channels, a.head_blocks, a.head_time_dim)
+        return anchored_net(trunk, config.data.in_channels, channels, mask, *head, **shape)
     return from_registry(config.model.name, config.data.in_channels, channels, mask_channels, **options)
 
 
 def build_process(config: Config) -> Any:
     """What a predictor needs besides the network: a ``DiffusionProcess`` for diffusion methods, else ``None``."""
-    if config.method is not Method.DIFFUSION:
+    if config.method not in DIFFUSING:
         return None
     from diffuseg.diffusion.process import DiffusionProcess
 
@@ -118,6 +134,58 @@ def diffusion_draw(
     return draw
 
 
+def anchored_denoiser(
+    net: AnchoredNet,
+    images: Tensor,
+    process: DiffusionProcess,
+    form: AnchorForm,
+    scheme: LabelScheme,
+    progress: Callable[[int], None] | None = None,
+    keep_estimate: bool = False,
+) -> tuple[AnchoredDenoiser, Tensor]:
+    """One trunk pass on ``images`` (B, in_channels, H, W): ``(denoiser, logits (B, C, H, W))``, the denoiser
+    (``diffusion.anchored``) calling the head on the cached features and mu = 2 ``class_probabilities`` - 1.
+
+    Args:
+        net: the anchored network.
+        images: the image batch; the denoiser serves any number of members per image.
+        process: the diffusion process (``build_process``).
+        form: ``anchored.form``.
+        scheme: the classes, for the trunk's probabilities.
+        progress: called with the rows of every head call.
+        keep_estimate: keep the last call's y_0 estimate (``AnchoredDenoiser``).
+    """
+    features, logits = net.prior(images)
+    mu = masks_to_x0(class_probabilities(logits.detach(), scheme))
+    condition = net.condition(images, features, mu)
+
+    def head(view: Tensor, t: Tensor) -> Tensor:
+        out = net.head(view, t, condition)
+        if progress is not None:
+            progress(view.shape[0])
+        return out
+
+    return AnchoredDenoiser(head, mu, process, form, keep_estimate), logits
+
+
+def anchored_draw(
+    net: AnchoredNet,
+    process: DiffusionProcess,
+    cfg: SampleConfig,
+    scheme: LabelScheme,
+    form: AnchorForm,
+    progress: Callable[[int], None] | None = None,
+) -> Draw:
+    """Anchored diffusion's members: per call one trunk pass on the image batch (``anchored_denoiser``), then the
+    sampler of ``cfg`` with members x steps head passes on the cached features; ``progress`` as in ``make_draw``."""
+
+    def draw(images: Tensor, members: int, generators: list) -> SampleOutput:
+        denoiser, _ = anchored_denoiser(net, images, process, form, scheme, progress)
+        return diffusion_draw(denoiser, process, cfg, scheme)(images, members, generators)
+
+    return draw
+
+
 @torch.no_grad()
 def latent_sample(
     net: torch.nn.Module,
@@ -145,7 +213,7 @@ def latent_sample(
 def steps_per_member(config: Config) -> int:
     """Network steps of one member as ``make_draw``'s ``progress`` counts them: ``sample.steps`` for diffusion,
     1 for the one-pass families."""
-    return config.sample.steps if config.method is Method.DIFFUSION else 1
+    return config.sample.steps if config.method in DIFFUSING else 1
 
 
 def make_draw(
@@ -155,7 +223,8 @@ def make_draw(
     progress: Callable[[int], None] | None = None,
 ) -> Draw:
     """The member-drawing function of ``config.method``'s family, as ``predict`` and sampled validation use it:
-    a diffusion sampler (``diffusion_draw``), the prior of a latent-variable baseline (``latent_sample``), or
+    a diffusion sampler (``diffusion_draw``; anchored: ``anchored_draw``), the prior of a latent-variable baseline
+    (``latent_sample``), or
     one pass of the deterministic UNet (``class_probabilities(net(image))`` repeated ``members`` times), each
     over the classes of ``config.data`` (``Draw``: label maps and per-channel soft maps).
 
@@ -163,6 +232,8 @@ def make_draw(
     (its row count, a Python int: no host synchronisation), after every draw of the one-pass families."""
     s = config.sample
     scheme = config.data.scheme
+    if config.method is Method.ANCHORED:
+        return anchored_draw(net, process, s, scheme, config.anchored.form, progress)
     if config.method is Method.DIFFUSION:
         if progress is None:
             return diffusion_draw(net, process, s, scheme)

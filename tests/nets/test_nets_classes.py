@@ -14,6 +14,9 @@ TINY = {
     "medsegdiff-s": {"base_channels": 4},
     "medsegdiff-b": {"base_channels": 4},
     "medsegdiff-l": {"base_channels": 4},
+    "medsegdiff-s-segmenter": {"base_channels": 4},
+    "medsegdiff-b-segmenter": {"base_channels": 4},
+    "medsegdiff-l-segmenter": {"base_channels": 4},
     "diffusion-unet": {"channels": [8, 8, 16], "num_res_blocks": [1, 1, 1], "middle_blocks": 1, "time_dim": 16},
     "unet": {"channels": [8, 8, 16], "num_res_blocks": [1, 1, 1], "middle_blocks": 1},
     "probunet": {"latent_dim": 2, "filters": [8, 16], "convs_per_block": 1, "kl_samples": 4},
@@ -23,6 +26,7 @@ TINY = {
     "probunet-unet": {"filters": [8, 16], "convs_per_block": 1, "time_dim": 16},
     "phiseg": {"resolution_levels": 3, "latent_levels": 2, "n0": 8, "zdim": 2},
 }
+ONE_PASS = {"unet", "medsegdiff-s-segmenter", "medsegdiff-b-segmenter", "medsegdiff-l-segmenter"}  # net(image)
 
 
 def _size(net: torch.nn.Module) -> int:
@@ -35,7 +39,7 @@ def _call(name: str, net: torch.nn.Module, image: torch.Tensor, x_t_channels: in
     if takes_mask(name):
         x_t = torch.randn(b * members, x_t_channels, size, size)
         return net(x_t, torch.full((b * members,), 0.5), image)
-    if name == "unet":
+    if name in ONE_PASS:
         return net(image)
     return net.sample_logits(image, members, torch.Generator().manual_seed(0))
 
@@ -51,7 +55,7 @@ def test_every_network_builds_with_c_channels_and_returns_them(name):
     size = _size(net)
     with torch.no_grad():
         out = _call(name, net, torch.randn(3, 2, size, size), C)
-    rows = 3 if name == "unet" else 6
+    rows = 3 if name in ONE_PASS else 6
     assert out.shape == (rows, C, size, size)
     assert torch.isfinite(out).all()
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from diffuseg.config import Config
-from diffuseg.enums import Method, Uncertainty
+from diffuseg.enums import Uncertainty
 from diffuseg.errors import UserError
 from diffuseg.inference.outputs import CONFIG_NAME
 from diffuseg.inference.provenance import read_provenance
+from diffuseg.methods import DIFFUSING
 from diffuseg.presets import load_config, matching_presets
 
 # The metrics a reader looks at first, in this order; GED (and GED at N samples) only where defined.
@@ -138,7 +139,7 @@ def _sampling_line(run: RunInfo) -> str:
     if run.config is None:
         return "Sampling: not recorded"
     s = run.config.sample
-    if run.config.method is not Method.DIFFUSION:
+    if run.config.method not in DIFFUSING:
         sampler = f"{run.config.method} (no diffusion sampler)"
     else:
         sampler = f"{str(s.sampler).upper().replace('_', '-')}, {s.steps} steps ({s.spacing} spacing)"

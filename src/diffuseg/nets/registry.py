@@ -19,6 +19,7 @@ from torch import nn
 
 from diffuseg.errors import UserError
 from diffuseg.nets.medsegdiff import medsegdiff
+from diffuseg.nets.medsegdiff_segmenter import medsegdiff_segmenter
 from diffuseg.nets.phiseg import PHiSeg
 from diffuseg.nets.probunet import ProbUNet, ProbUNetDiffusionNet
 from diffuseg.nets.unet import CHANNELS, MIDDLE_BLOCKS, NUM_RES_BLOCKS, TIME_DIM, DiffusionUNet, SegmentationUNet
@@ -77,6 +78,10 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "medsegdiff-s": functools.partial(medsegdiff, "s"),
     "medsegdiff-b": functools.partial(medsegdiff, "b"),
     "medsegdiff-l": functools.partial(medsegdiff, "l"),
+    # MedSegDiff's image encoder and decoder as a deterministic segmenter (an anchored trunk; method deterministic)
+    "medsegdiff-s-segmenter": functools.partial(medsegdiff_segmenter, "s"),
+    "medsegdiff-b-segmenter": functools.partial(medsegdiff_segmenter, "b"),
+    "medsegdiff-l-segmenter": functools.partial(medsegdiff_segmenter, "l"),
     "diffusion-unet": diffusion_unet,
     "unet": segmentation_unet,
     "probunet": ProbUNet,  # option kind: aa (default) | aa_mix | fc | fc_mix

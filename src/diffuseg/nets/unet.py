@@ -158,19 +158,27 @@ class SegmentationUNet(nn.Module):
     """Deterministic baseline: the diffusion UNet's backbone without x_t and t.
 
     forward(image (B, in_channels, H, W)) -> logits (B, out_channels, H, W), ``out_channels`` = C classes
-    (binary: 1); train with ``segmentation_loss``.
+    (binary: 1); train with ``segmentation_loss``. ``features(image)`` -> the last decoder features
+    (B, ``feature_channels`` = channels[0], H, W) and ``logits(features)``: forward in two parts (an anchored trunk).
     """
 
     def __init__(self, in_channels: int = 1, **options: Any):
         super().__init__()
         self.net = DiffusionUNet(in_channels, mask_channels=0, time_embedding=False, **options)
         self.downsampling = self.net.downsampling
+        self.feature_channels = self.net.channels[0]
 
     def structure(self) -> str:
         return self.net.structure()
 
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net.features(image)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net.head(features)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net.head(self.net.features(image))
+        return self.logits(self.features(image))
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:

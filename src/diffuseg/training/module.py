@@ -23,13 +23,15 @@ from typing import Any, ClassVar
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from diffuseg import checkpoint as ckpt_io
 from diffuseg.config import Config
 from diffuseg.enums import Method
 from diffuseg.errors import UserError
-from diffuseg.methods import build_network, build_process
+from diffuseg.methods import anchored_denoiser, build_network, build_process
+from diffuseg.nets.unet import segmentation_loss
+from diffuseg.training.anchored_loss import estimate_logits
 from diffuseg.training.latent_loss import latent_loss
 
 
@@ -168,8 +170,6 @@ class DeterministicModule(SegmentationModule):
     method = Method.DETERMINISTIC
 
     def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
-        from diffuseg.nets.unet import segmentation_loss
-
         return segmentation_loss(self.net(image), target, self.scheme.exclusive)
 
 
@@ -197,11 +197,39 @@ class PHiSegModule(LatentModule):
     method = Method.PHISEG
 
 
+class AnchoredModule(SegmentationModule):
+    """``method: anchored``: ``self.net`` is a ``nets.anchored.AnchoredNet``; logs the three terms of the loss."""
+
+    method = Method.ANCHORED
+
+    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
+        exclusive = self.scheme.exclusive
+        form = self.config.anchored.form
+        denoiser, logits = anchored_denoiser(self.net, image, self.process, form, self.scheme, keep_estimate=True)
+        trunk = segmentation_loss(logits, target, exclusive)
+        diffusion = self.process.loss(denoiser, target, image, generator)
+        segmentation = segmentation_loss(estimate_logits(denoiser.estimate, exclusive), target, exclusive)
+        size = image.shape[0]
+        for name, value in (("trunk", trunk), ("diffusion", diffusion), ("head_segmentation", segmentation)):
+            self.log(name, value.detach(), on_step=True, batch_size=size)
+        return trunk + diffusion + self.config.anchored.seg_weight * segmentation
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip the trunk's and the head's gradients each to norm ``gradient_clip_val`` (``train.grad_clip``)."""
+        if not gradient_clip_val:
+            return
+        for part in (self.net.trunk, self.net.head):
+            nn.utils.clip_grad_norm_([p for p in part.parameters() if p.grad is not None], gradient_clip_val)
+
+
 MODULES: dict[Method, type[SegmentationModule]] = {
     Method.DIFFUSION: DiffusionModule,
     Method.DETERMINISTIC: DeterministicModule,
     Method.PROBUNET: ProbUNetModule,
     Method.PHISEG: PHiSegModule,
+    Method.ANCHORED: AnchoredModule,
 }
 
 

@@ -1,0 +1,58 @@
+"""The anchored network: a segmenter trunk with its features exposed, and a diffusion head that sees them
+detached."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffuseg.nets.anchored import AnchoredNet, anchored_net
+from diffuseg.nets.registry import build_network
+
+UNET = {"channels": [8, 8, 16], "num_res_blocks": [1, 1, 1], "middle_blocks": 1}
+SIZE = 16
+
+
+def tiny(classes: int = 1, trunk: str = "unet", **options) -> AnchoredNet:
+    torch.manual_seed(0)
+    return anchored_net(build_network(trunk, 1, classes, **(options or UNET)), 1, classes, classes, (8, 16), 1, 16)
+
+
+@pytest.mark.parametrize("name", ["unet", "medsegdiff-s-segmenter"])
+def test_a_trunk_is_its_forward_in_two_parts(name):
+    options = UNET if name == "unet" else {"base_channels": 4}
+    torch.manual_seed(0)
+    trunk = build_network(name, 1, 4, **options).eval()
+    size = max(SIZE, trunk.downsampling)
+    image = torch.randn(2, 1, size, size)
+    features = trunk.features(image)
+    assert features.shape == (2, trunk.feature_channels, size, size)
+    assert torch.equal(trunk.logits(features), trunk(image))
+
+
+def test_the_net_is_the_trunk_and_a_head_over_its_condition():
+    net = tiny(classes=4).eval()
+    image = torch.randn(2, 1, SIZE, SIZE)
+    features, logits = net.prior(image)
+    assert torch.equal(logits, net.trunk(image)) and torch.equal(net(image), logits)
+    mu = torch.tanh(logits)
+    condition = net.condition(image, features, mu)
+    assert condition.shape == (2, 1 + 8 + 4, SIZE, SIZE)
+    out = net.head(torch.randn(6, 4, SIZE, SIZE), torch.full((6,), 0.5), condition)  # 3 members per image
+    assert out.shape == (6, 4, SIZE, SIZE)
+    assert net.downsampling == 4  # the trunk's (3 levels) over the head's 2 (2 levels)
+
+
+def test_no_gradient_of_the_head_reaches_the_trunk():
+    net = tiny()
+    image = torch.randn(2, 1, SIZE, SIZE)
+    features, logits = net.prior(image)
+    condition = net.condition(image, features, torch.tanh(logits))
+    net.head(torch.randn(2, 1, SIZE, SIZE), torch.full((2,), 0.3), condition).square().sum().backward()
+    assert all(p.grad is None for p in net.trunk.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.head.parameters())
+
+
+def test_a_network_without_features_cannot_be_the_trunk():
+    with pytest.raises(TypeError, match="cannot be an anchored trunk"):
+        AnchoredNet(torch.nn.Conv2d(1, 1, 1), tiny().head)
