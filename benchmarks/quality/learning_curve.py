@@ -202,8 +202,30 @@ def acdc_models(b: Q.Budget, quick: bool) -> list[Model]:
     ]
 
 
+def ddti_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
+    """The UNet against anchored diffusion (its trunk that same UNet) in both forms, trained alike."""
+    points = (2, 4) if quick else (600, 1200, 2400)
+    ch = Q.list_option("model.options.channels", b.lidc_channels)
+    unet = Model("deterministic UNet", "lc-ddti-anchored-unet", "unet-ddti", (ch, *_constant_lr(60)), points, "unet")
+    return [
+        unet,
+        *(
+            Model(
+                f"anchored diffusion ({form})",
+                f"lc-ddti-anchored-{form}",
+                "anchored-ddti",
+                (ch, *_constant_lr(60), f"anchored.form={form}"),
+                points,
+                "diffusion",
+            )
+            for form in ("residual", "mean_shift")
+        ),
+    ]
+
+
 TASKS = {
     "acdc": acdc_models,
+    "ddti-anchored": ddti_anchored_models,
     "ddti": ddti_models,
     "ddti-recipes": ddti_recipe_models,
     "ddti-combo": ddti_combo_models,
@@ -217,6 +239,8 @@ def reference_model(task: str, b: Q.Budget, quick: bool) -> Model:
     recipe on DDTI, the ambiguity paper's diffusion UNet on LIDC, MedSegDiff-B with that process on ACDC."""
     if task.startswith("acdc"):
         return acdc_models(b, quick)[1]
+    if task == "ddti-anchored":
+        return ddti_anchored_models(b, quick)[0]
     return lidc_models(b, quick)[2] if task.startswith("lidc") else ddti_models(b, quick)[1]
 
 
@@ -247,10 +271,13 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
     elif task.startswith("ddti"):
         cases = Q.val_cases(config, b.ddti_cases)
         sampling = {"samples": 1} if model.family == "unet" else {"samples": b.members, **DDTI_SAMPLING}
-        scores = Q.score(Q.draw_members(ckpt, cases, **sampling), cases, ged_sizes=())
+        scores = Q.score(Q.ensembles(ckpt, cases, **sampling), cases, ged_sizes=())
+        if model.family == "diffusion":  # the one-step diagnostic: the network's own x_hat_0 at t = 1
+            one = Q.score(Q.ensembles(ckpt, cases, samples=1, sampler="ddim", steps=1), cases, ged_sizes=())
+            scores["dice_one_step"] = one["dice"]
     else:
         cases = Q.val_cases(config, b.lidc_cases)
-        scores = Q.score(Q.draw_members(ckpt, cases, samples=b.samples), cases)
+        scores = Q.score(Q.ensembles(ckpt, cases, samples=b.samples), cases)
     return scores | {"eval_min": (time.perf_counter() - start) / 60}
 
 

@@ -18,14 +18,17 @@ from common import line_plot, markdown_table, write_markdown
 METRICS = {
     "acdc": (("dice", "mean 3D Dice %", True), ("dice/RV", "RV %", True), ("dice/Myo", "Myo %", True),
              ("dice/LV", "LV %", True)),
-    "ddti": (("dice", "Dice %", True), ("iou", "IoU %", True), ("hd95", "HD95 (px at 64 px)", False)),
+    "ddti": (("dice", "Dice %", True), ("iou", "IoU %", True), ("hd95", "HD95 (px at 64 px)", False),
+             ("dice_one_step", "one-step Dice %", True)),
     "lidc": (("ged_biased_16", "GED@16", False), ("dice", "Dice", False), ("hungarian_iou", "HM-IoU", False),
              ("diversity", "diversity", False)),
 }  # fmt: skip
-PLOTTED = {"acdc": ("dice",), "ddti": ("dice",), "lidc": ("ged_biased_16", "dice")}
+METRICS["ddti-anchored"] = METRICS["ddti"]
+PLOTTED = {"acdc": ("dice",), "ddti": ("dice",), "ddti-anchored": ("dice",), "lidc": ("ged_biased_16", "dice")}
 REFERENCE = {
     "acdc": "MedSegDiff-B with the ambiguity paper's process",
     "ddti": "MedSegDiff-B, papers' recipe",
+    "ddti-anchored": "the deterministic UNet",
     "lidc": "the ambiguity paper's diffusion UNet",
 }
 
@@ -76,7 +79,8 @@ def write_report(out: Path, info: Mapping[str, str], quick: bool = False) -> Pat
         return None
     by_dataset: dict[str, dict[str, Any]] = {}
     for f in files:
-        dataset = f.stem.split("-")[0]  # tasks are named <dataset>[-<what>][-quick]
+        task = f.stem.removesuffix("-quick")  # tasks are named <dataset>[-<what>][-quick]
+        dataset = task if task in METRICS else task.split("-")[0]  # a task with metrics of its own: its section
         by_dataset.setdefault(dataset, {}).update(json.loads(f.read_text())["curves"])
     suffix = "-quick" if quick else ""
     sections = [(name.upper(), dataset_section(name, c, out, suffix)) for name, c in sorted(by_dataset.items())]

@@ -115,7 +115,7 @@ def run_seed(seed: int, steps: int | None, out: Path, overrides: list[str], samp
     sampler_steps = sampler_steps or config.sample.steps
     estimates: list[torch.Tensor] = []
     with recording_corner_estimates(estimates):
-        results = Q.draw_members(ckpt, cases, steps=sampler_steps)
+        results = Q.ensembles(ckpt, cases, steps=sampler_steps)
     corner_x0 = torch.stack(estimates).view(-1, sampler_steps, 4).mean(0)  # (steps, 4), calls by step
     samples = torch.cat([r.samples[:, 0] for r in results])
     fused = torch.cat([r.fused for r in results])
