@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_training_resume import Crash, _assert_same_weights, _crash_after
+from test_run_resume import Crash, _assert_same_weights, _crash_after
 from tinydata import tiny_overrides
 
 from diffuseg.checkpoint import read_checkpoint
 from diffuseg.cli import main
-from diffuseg.config import load_config
 from diffuseg.data.formats import open_dataset
 from diffuseg.nets.unet import segmentation_loss
+from diffuseg.presets import load_config
 from diffuseg.training.anchored_loss import PROBABILITY_FLOOR, estimate_logits
 from diffuseg.training.module import AnchoredModule, module_class
 from diffuseg.training.run import train
