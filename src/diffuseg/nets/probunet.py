@@ -107,7 +107,7 @@ class NativeUNet(nn.Module):
 
 
 class LatentEncoder(nn.Module):
-    """Prior / posterior net, (B, in_channels, H, W) -> ``Latent``: contracting path, mean over space, ``LatentHead``."""
+    """Prior / posterior net, (B, in_channels, H, W) -> ``Latent``: contracting path, mean over space, head."""
 
     def __init__(self, in_channels: int, filters: Sequence[int], convs_per_block: int, head: LatentHead):
         super().__init__()
