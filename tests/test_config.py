@@ -1,9 +1,19 @@
 import pytest
 import yaml
 
-from diffuseg.config import Config, Role, config_from_dict, config_to_dict, role_fields, role_of, save_config
+from diffuseg.config import (
+    Config,
+    DataConfig,
+    Role,
+    config_from_dict,
+    config_to_dict,
+    role_fields,
+    role_of,
+    save_config,
+)
 from diffuseg.enums import PredictionType, SamplerKind
 from diffuseg.errors import UserError
+from diffuseg.labels import ClassSpec
 from diffuseg.presets import load_config
 
 
@@ -114,3 +124,26 @@ def test_field_roles_give_the_lists_they_replaced():
     assert {k for k in _leaves(config_to_dict(Config())) if role_of(k) is Role.RUN} == resumable
     assert role_of("model.options.channels") is Role.RECIPE and role_of("method") is Role.RECIPE
     assert role_of("sample.seed") is Role.RUN and role_of("data.max_cases") is Role.CASES
+
+
+def test_config_classes_from_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  classes:\n    - {name: RV, values: [1]}\n    - {name: Myo, values: [2]}\n")
+    assert load_config(path).data.classes == (ClassSpec("RV", (1,)), ClassSpec("Myo", (2,)))
+    over = load_config(None, ["data.classes=[{name: WT, values: [1, 2]}, {name: TC, values: [1]}]"])
+    assert over.data.classes == (ClassSpec("WT", (1, 2)), ClassSpec("TC", (1,)))
+    assert DataConfig().classes == ()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.classes=[{name: RV, values: [0]}]", r"data.classes\[0\].values\[0\]: .*0 is the background"),
+        ("data.classes=[{name: RV}]", r"data.classes\[0\]: missing key\(s\) values"),
+        ("data.classes=[{name: RV, values: [x]}]", r"data.classes\[0\].values\[0\]: expected an integer, got 'x'"),
+        ("data.classes=[{name: A, values: [1, 2]}]", r"data.classes\[0\]: class 'A' .* give label"),
+    ],
+)
+def test_config_bad_classes(override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, [override])

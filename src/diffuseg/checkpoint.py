@@ -89,8 +89,8 @@ def metadata(config: Config, global_step: int, sampler_position: int) -> dict[st
 
 def _load_any(path: Path, map_location: Any) -> Any:
     """``torch.load`` with ``weights_only=True``, memory-mapped when the file is in torch.save's zip format (only
-    the tensors used are read: prediction needs the EMA weights, a quarter of a training checkpoint; older formats
-    cannot be mapped and are read whole); every failure becomes a ``UserError`` naming the file."""
+    the tensors used are read: prediction needs the EMA weights, a quarter of a training checkpoint; the legacy
+    non-zip format cannot be mapped and is read whole); every failure becomes a ``UserError`` naming the file."""
     if not path.exists():
         raise UserError(f"{path}: checkpoint not found")
     if not path.is_file():
@@ -121,8 +121,8 @@ def check_crcs(path: Path) -> None:
     """``UserError`` unless every member of the zip file ``path`` matches the CRC-32 stored when it was written.
 
     torch.save's zip format stores one per tensor, so flipped or overwritten bytes anywhere in the weights
-    are found before the file is used (without this, a damaged checkpoint predicted other masks, exit 0).
-    Reads the file once (about 50 MB in 20 ms from the page cache)."""
+    are found before the file is used, instead of predicting other masks without an error. Reads the file once
+    (its cost: docs/benchmarks.md)."""
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()

@@ -126,10 +126,10 @@ class Padding(StrEnum):
     ``zeros`` (the papers' networks, Nichol & Dhariwal 2021): zeros. A corner pixel reads 5 of its 9 taps
     from them and an edge pixel 3, at every layer, so the network computes something else there, and what it
     computes at the 4 corner pixels of an image is learnt from those pixels alone. A short-trained model gets
-    them wrong: the demo's put foreground in the corner pixel of up to 8 % of its samples, in whichever corner
-    its training happened to leave worst (docs/networks.md). ``partial``: partial-convolution padding (Liu
-    et al. 2018, arXiv:1811.11718), ``PartialPadConv2d``: zeros, with the sum over the taps that fall inside
-    rescaled to all 9, so border pixels respond on the interior's scale. Same parameters and state dict.
+    them wrong, putting foreground in a corner pixel of some samples (docs/networks.md, "Padding and the corner
+    pixels"). ``partial``: partial-convolution padding (Liu et al. 2018, arXiv:1811.11718),
+    ``PartialPadConv2d``: zeros, with the sum over the taps that fall inside rescaled to all 9, so border pixels
+    respond on the interior's scale. Same parameters and state dict.
     """
 
     ZEROS = "zeros"

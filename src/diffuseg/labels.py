@@ -1,14 +1,15 @@
 """Label schemes: which label values of a dataset make which class, and the maps between them.
 
-Three spaces, with their letters kept apart (A annotators, K classes, C network channels, L atoms):
+Three spaces (letters as in docs/architecture.md: A annotators, C classes, L atoms):
 
 - *label values*: the integers in the files (ACDC 0/1/2/3, BraTS 0/1/2/4).
 - *atoms*: 0 = background, 1..L = the declared label values ``scheme.values`` in declaration order. Readers yield
   atom maps, the cache stores them, samplers decode into them. Binary (no classes declared) has one atom:
-  1 = foreground (the ``foreground`` values, or any non-zero value when that is empty): today's {0,1} masks.
-- *channels*: what a network sees, ``scheme.one_hot(atoms)`` (..., C, H, W). C = 1 for one class (binary);
-  C = K + 1 for K >= 2 exclusive classes (channel 0 = background, decoded by argmax); C = K for overlapping
-  regions (nnU-Net's region-based training, Isensee et al. 2021; decoded by per-channel threshold and painting).
+  1 = foreground (the ``foreground`` values, or any non-zero value when that is empty): {0,1} masks.
+- *channels*: what a network sees, ``scheme.one_hot(atoms)`` (..., C, H, W), ``scheme.channels`` of them: 1 for
+  one class (binary); C + 1 for C >= 2 exclusive classes (channel 0 = background, decoded by argmax); C for
+  overlapping regions (nnU-Net's region-based training, Isensee et al. 2021; decoded by per-channel threshold
+  and painting). Shapes below write C for that channel count.
 
 Classes are EXCLUSIVE when no two share a label value, else overlapping REGIONS (BraTS WT {1,2,4}, TC {1,4},
 ET {4}). The value written for a class (``painted``) is its ``label`` when given; else, for exclusive classes,
@@ -59,17 +60,17 @@ class LabelScheme:
 
     @property
     def binary(self) -> bool:
-        """No classes declared: today's binary behaviour (one class, any non-zero or ``foreground`` values)."""
+        """No classes declared: binary (one class, any non-zero or ``foreground`` values)."""
         return not self.classes
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Class names, K of them (binary: ``("foreground",)``)."""
+        """Class names, C of them (binary: ``("foreground",)``)."""
         return tuple(c.name for c in self.classes) if self.classes else ("foreground",)
 
     @property
     def exclusive(self) -> bool:
-        """No label value is in two classes (binary counts as exclusive, K = 1)."""
+        """No label value is in two classes (binary counts as exclusive, C = 1)."""
         return len(self.values) == sum(len(c.values) for c in self.classes) if self.classes else True
 
     @property
@@ -87,7 +88,8 @@ class LabelScheme:
 
     @property
     def channels(self) -> int:
-        """C: 1 for one class; K + 1 for K >= 2 exclusive classes (channel 0 = background); K for regions."""
+        """Network channels: 1 for one class; C + 1 for C >= 2 exclusive classes (channel 0 = background); C for
+        regions."""
         k = len(self.names)
         if k == 1:
             return 1
@@ -97,7 +99,7 @@ class LabelScheme:
 
     def undeclared(self, label_values: np.ndarray | Tensor | Iterable) -> set:
         """The non-zero values of ``label_values`` (an array, or the distinct values) that no class declares.
-        Binary: always empty (any non-zero value, or the non-``foreground`` values as background, as today)."""
+        Binary: always empty (any non-zero value is foreground, or the non-``foreground`` values are background)."""
         if not self.classes:
             return set()
         found = _distinct(label_values)
@@ -122,7 +124,7 @@ class LabelScheme:
 
     def to_values(self, atoms: np.ndarray | Tensor) -> np.ndarray | Tensor:
         """Atom map -> label values in the dataset's own values (int64, same shape and type). Binary: {0, 1}
-        unchanged (writers keep today's scaling, e.g. 255 in PNG)."""
+        unchanged (writers scale it, e.g. to 255 in PNG)."""
         lut = np.array((0, *self.values), dtype=np.int64) if self.classes else np.array([0, 1], dtype=np.int64)
         if isinstance(atoms, Tensor):
             return torch.from_numpy(lut).to(atoms.device)[atoms.long()]
@@ -131,17 +133,17 @@ class LabelScheme:
     # -- atoms <-> channels -------------------------------------------------------------------------------------
 
     def class_masks(self, atoms: Tensor) -> Tensor:
-        """Atom map (..., H, W) int -> per-class masks (..., K, H, W) bool (regions overlap)."""
+        """Atom map (..., H, W) int -> per-class masks (..., C, H, W) bool (regions overlap)."""
         atoms = atoms.long()
         if not self.classes:
             return (atoms == 1).unsqueeze(-3)
-        table = self._membership(atoms.device)  # (L + 1, K)
+        table = self._membership(atoms.device)  # (L + 1, C)
         return table[atoms].movedim(-1, -3)
 
     def one_hot(self, atoms: Tensor) -> Tensor:
         """Atom map (..., H, W) int -> channels (..., C, H, W) float {0, 1}. One class (binary): the foreground
-        channel only, exactly today's mask; K >= 2 exclusive: background channel 0 then one per class; regions:
-        one channel per region. A training batch's ``mask`` (B, 1, H, W) gives (B, 1, C, H, W): pass
+        channel only, the {0, 1} mask itself; C >= 2 exclusive: background channel 0 then one per class (C + 1
+        channels); regions: one channel per region. A training batch's ``mask`` (B, 1, H, W) gives (B, 1, C, H, W): pass
         ``mask[:, 0]``."""
         masks = self.class_masks(atoms)
         if self.channels == len(self.names) + 1:
@@ -151,9 +153,9 @@ class LabelScheme:
     def decode(self, soft: Tensor, threshold: float = 0.5) -> Tensor:
         """Channels (..., C, H, W) in [0, 1] -> atom map (..., H, W) int64.
 
-        One class and regions: channel k is on where ``soft > threshold`` (as the samplers threshold today),
-        regions painted in declaration order with their ``painted`` value (later ones overwrite). K >= 2
-        exclusive: argmax over C (``threshold`` unused; ties go to the lower channel, background first)."""
+        One class and regions: channel k is on where ``soft > threshold``, regions painted in declaration order
+        with their ``painted`` value (later ones overwrite). C >= 2 exclusive: argmax over the C + 1 channels
+        (``threshold`` unused; ties go to the lower channel, background first)."""
         if soft.shape[-3] != self.channels:
             raise ValueError(f"decode: expected {self.channels} channels at dim -3, got shape {tuple(soft.shape)}")
         if not self.classes:
@@ -168,7 +170,7 @@ class LabelScheme:
         return out
 
     def _membership(self, device: torch.device) -> Tensor:
-        """(L + 1, K) bool: atom i belongs to class k."""
+        """(L + 1, C) bool: atom i belongs to class k."""
         table = torch.zeros((self.atoms + 1, len(self.classes)), dtype=torch.bool, device=device)
         for k, spec in enumerate(self.classes):
             for v in spec.values:
@@ -246,7 +248,7 @@ def _label_value(v: Any, where: str) -> int:
 def label_scheme(
     classes: Sequence[ClassSpec | Mapping[str, Any]] = (), foreground: Sequence[int] = (), where: str = "data.classes"
 ) -> LabelScheme:
-    """The scheme of ``classes`` (``data.classes``; ``()`` = binary with ``foreground`` as today).
+    """The scheme of ``classes`` (``data.classes``; ``()`` = binary, foreground by ``foreground``).
 
     Raises ``UserError`` naming ``where[i]`` and the bad value: a class without name or values, a value < 1 or
     not an integer, a repeated name, ``label`` outside the class's values, a class whose written value is

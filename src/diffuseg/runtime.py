@@ -3,16 +3,16 @@
 Threads for train, predict and demo follow a policy that cannot stall.
 
 OpenMP threads of one torch operator wait for each other at its end, so a thread whose core is busy with
-another process holds up every other thread: on a 2-core machine with the other core busy, two threads made a
-network call several times slower than one (docs/inference.md, "Threads"). The policy:
+another process holds up every other thread, and a call on more threads than idle cores runs slower than on
+fewer (measurements: docs/benchmarks.md, "Measurements behind design choices"). The policy:
 
 1. ``--threads N`` when given;
 2. else ``OMP_NUM_THREADS`` when set (the usual way to choose it for any OpenMP program);
 3. else one thread per idle core: the cores this process may run on (``os.sched_getaffinity``) minus the
    other work, rounded, at least 1. The other work is the larger of the 1-minute load average
-   (``os.getloadavg``) and the cores busy right now (``/proc/stat`` over 0.1 s, where there is one): the load
-   average lags a job that started seconds ago, which alone slowed a 300-step CPU run 2.2x. On a quiet 2-core
-   machine that is 2 threads; as soon as about half a core's worth of other work runs, 1.
+   (``os.getloadavg``) and the cores busy right now (``/proc/stat`` over 0.1 s, where there is one), since the
+   load average lags a job that started seconds ago. On a quiet 2-core machine that is 2 threads; as soon as
+   about half a core's worth of other work runs, 1.
 """
 
 from __future__ import annotations
@@ -123,8 +123,7 @@ def cpu_flags() -> set[str]:
 
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
-    AMX-BF16. Elsewhere oneDNN emulates bf16 convolutions: on a 2-core Zen 3 CPU (AVX2 only) a bf16 call of
-    ``diffusion-unet`` was 82x slower than fp32 (benchmarks/results/speed.md).
+    AMX-BF16. Elsewhere oneDNN emulates bf16 convolutions, far slower than fp32 (docs/benchmarks.md).
 
     On a CPU, torch's own check (cpuinfo, which also asks whether the OS saves the AVX-512 state) decides; where
     torch lacks it, the ``avx512_bf16`` / ``amx_bf16`` flags of /proc/cpuinfo do."""

@@ -74,6 +74,16 @@ def ssl4mis(root, size: int = 16):
     return root
 
 
+def nnunet(root, labels: dict, values: np.ndarray, **extra):
+    """An nnU-Net raw dataset of one 2-slice volume whose ``dataset.json`` declares ``labels``."""
+    (root / "imagesTr").mkdir(parents=True)
+    meta = {"channel_names": {"0": "MRI"}, "labels": labels, "file_ending": ".nii.gz", **extra}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    nifti(root / "imagesTr" / "c1_0000.nii.gz", np.random.default_rng(0).random((16, 16, 2)).astype(np.float32))
+    nifti(root / "labelsTr" / "c1.nii.gz", values)
+    return root
+
+
 def disc(size: int, radius: float, value: int = 255) -> np.ndarray:
     yy, xx = np.mgrid[:size, :size]
     return (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) <= radius**2).astype(np.uint8) * value

@@ -1,4 +1,4 @@
-"""Issue 14's recipes on hand-checkable cases: auxiliary loss, self-conditioning, recycling."""
+"""The training recipes beyond the papers on hand-checkable cases: auxiliary loss, self-conditioning, recycling."""
 
 from __future__ import annotations
 

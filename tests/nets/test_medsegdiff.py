@@ -1,4 +1,5 @@
-"""MedSegDiff: shapes, gradients, eq. 3 by hand, the ablation switches, determinism and member sharing.
+"""MedSegDiff: shapes, gradients, eq. 3 by hand, the ablation switches, determinism and member sharing, and the
+corners treated alike with centred downsampling and partial padding.
 
 Tiny widths (``base_channels=8``) keep every test fast; the default widths are only built to count them.
 """
@@ -10,6 +11,7 @@ import torch
 
 from diffuseg.nets.ffparser import FFParser
 from diffuseg.nets.medsegdiff import AttentiveFusion, MedSegDiff, medsegdiff
+from symmetries import TRANSFORMS, relative_error, symmetrise
 
 
 def _tiny(variant: str = "s", in_channels: int = 1, seed: int = 0, **options) -> MedSegDiff:
@@ -180,3 +182,17 @@ def test_channels_last_bf16_autocast() -> None:
             out = net(x_t.contiguous(memory_format=torch.channels_last), t, image)
     assert out.shape == ref.shape and torch.isfinite(out).all()
     assert (out.float() - ref).abs().mean() < 0.1 * ref.abs().mean() + 1e-2
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_medsegdiff_with_centred_downsampling_and_partial_padding_treats_corners_alike(name):
+    torch.manual_seed(0)
+    tf = TRANSFORMS[name]
+    options = {"downsample": "centred", "padding": "partial"}  # FF-Parser as initialised: the identity
+    net = symmetrise(MedSegDiff(1, [1, 1, 1, 1], [8, 8, 16, 16], decoder_blocks=1, **options)).eval()
+    image, x_t, t = torch.rand(2, 1, 32, 32), torch.randn(4, 1, 32, 32), torch.tensor([0.3, 0.3, 0.8, 0.8])
+    with torch.no_grad():
+        assert relative_error(net(tf(x_t), t, tf(image)), tf(net(x_t, t, image))) < 1e-4
+        if name != "transpose":  # the strided conv treats a transpose alike, not the flips
+            paper = symmetrise(MedSegDiff(1, [1, 1, 1, 1], [8, 8, 16, 16], decoder_blocks=1)).eval()
+            assert relative_error(paper(tf(x_t), t, tf(image)), tf(paper(x_t, t, image))) > 0.1

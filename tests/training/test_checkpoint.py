@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from diffuseg.checkpoint import FORMAT_VERSION, capture_rng, read_checkpoint, restore_rng, save_atomic
+from diffuseg.checkpoint import FORMAT_VERSION, capture_rng, metadata, read_checkpoint, restore_rng, save_atomic
 from diffuseg.config import config_to_dict
 from diffuseg.diffusion.process import DiffusionProcess
 from diffuseg.errors import UserError
 from diffuseg.methods import load_for_inference
+from diffuseg.presets import load_config
+from diffuseg.training.module import DiffusionModule
 from diffuseg.training.run import train
+
+TINY = [
+    "data.image_size=16",
+    "model.options={channels: [8, 8, 16], num_res_blocks: [1, 1, 1], middle_blocks: 1, time_dim: 16}",
+    "sample.steps=2",
+    "sample.samples=2",
+    "sample.batch_size=2",
+]
 
 
 @pytest.fixture
@@ -134,3 +149,48 @@ def test_rng_round_trip():
     assert torch.equal(first[0], again[0])
     assert np.array_equal(first[1], again[1])
     assert first[2] == again[2]
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    config = load_config("lidc-central", TINY)
+    save_atomic({"state_dict": DiffusionModule(config).state_dict(), "diffuseg": metadata(config, 0, 0)}, path)
+    return path
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused(tmp_path):
+    good = _tiny_checkpoint(tmp_path / "good.ckpt")
+    load_for_inference(good)  # the intact file loads
+    data = bytearray(good.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"bad\.ckpt: corrupt"):
+        load_for_inference(bad)
+
+
+def test_the_cli_names_a_damaged_checkpoint_without_a_traceback(tmp_path):
+    ckpt = _tiny_checkpoint(tmp_path / "last.ckpt")
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in the weights
+    ckpt.write_bytes(bytes(data))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "in" / "x.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "diffuseg.cli", "predict", str(ckpt), str(tmp_path / "in"), str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {ckpt}: corrupt")
+    assert not (tmp_path / "out" / "x.png").exists()
+
+
+def test_torch_checkpoints_keep_crcs_to_check():
+    """The integrity check rests on torch.save's zip format storing a CRC-32 per member."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, buffer)
+    infos = zipfile.ZipFile(buffer).infolist()
+    assert infos and all(info.CRC != 0 for info in infos if info.file_size)

@@ -1,12 +1,12 @@
 """Decode a dataset once, at the model size, into memory-mapped arrays; later epochs and runs read those.
 
-``cache_dir/<key>/`` holds ``images.npy`` (N,C,S,S) float16 (C = ``data.in_channels``, converted as
-``transforms.match_channels`` says), ``masks.npy`` (N,K,S,ceil(S/8)) uint8 (bits
-packed along the last axis) for binary atom maps, or (N,K,S,S) uint8 atom maps (``labels``) when the
-reader's scheme has L >= 2 atoms, ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient
-ids). ``key`` hashes the reader's layout, foreground labels, size, annotator and channel count (and its label
-scheme when it is not binary: binary keys and files are those of before), and every source file's path, size and
-modification time, so any change to the data or the settings builds a new cache.
+``cache_dir/<key>/`` holds ``images.npy`` (N,in_channels,S,S) float16 (``data.in_channels``, converted as
+``transforms.match_channels`` says), ``masks.npy`` (N,A,S,ceil(S/8)) uint8 (bits packed along the last axis)
+for binary atom maps, or (N,A,S,S) uint8 atom maps (``labels``) when the reader's scheme has L >= 2 atoms,
+``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient ids). ``key`` hashes the reader's
+layout, foreground labels, size, annotator and channel count (and its label scheme when it is not binary, so a
+binary key does not depend on the scheme's form), and every source file's path, size and modification time, so
+any change to the data or the settings builds a new cache.
 The folder is written under a temporary name and renamed, so a cache is never half-written. Building
 decodes with ``workers`` processes and runs every ``verify`` check: any problem raises ``DatasetError``.
 """
@@ -32,15 +32,15 @@ from diffuseg.data.verify import checked_case
 from diffuseg.errors import DatasetError
 from diffuseg.files import readable_mode, temp_prefix
 
-CACHE_VERSION = 2  # 2: masks resized by a thresholded antialiased resize (1: nearest neighbour)
+CACHE_VERSION = 2  # the stored arrays' version: masks resized by ``transforms.resize_pair``'s thresholded resize
 
 
 @dataclass
 class CachedArrays:
     """Preprocessed items; ``images`` and ``masks`` may be memory maps (read lazily)."""
 
-    images: np.ndarray  # (N,C,S,S) float16
-    masks: np.ndarray  # (N,K,S,ceil(S/8)) uint8, packed bits; (N,K,S,S) uint8 atom maps when atoms >= 2
+    images: np.ndarray  # (N,in_channels,S,S) float16
+    masks: np.ndarray  # (N,A,S,ceil(S/8)) uint8, packed bits; (N,A,S,S) uint8 atom maps when atoms >= 2
     counts: np.ndarray  # (N,) int: annotators of each item (masks beyond it are zero)
     case_ids: list[str]
     patients: list[str]
@@ -65,7 +65,7 @@ class CachedArrays:
         return len(self.case_ids)
 
     def item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (C,S,S) float32, masks (counts[i],S,S) uint8 atom maps of item ``i``."""
+        """image (in_channels,S,S) float32, masks (counts[i],S,S) uint8 atom maps of item ``i``."""
         image = torch.from_numpy(np.asarray(self.images[i], dtype=np.float32))
         if self.atoms >= 2:
             return image, torch.from_numpy(np.array(self.masks[i][: int(self.counts[i])], dtype=np.uint8))
@@ -74,7 +74,15 @@ class CachedArrays:
 
 
 def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int = 1) -> str:
-    """Hex digest of the settings and every source file's (path, size, mtime)."""
+    """Hex digest of the settings and every source file's (path, size, mtime).
+
+    Args:
+        reader: the dataset (its layout, foreground values, label scheme and entries).
+        indices: the entries cached.
+        size: S, the model size.
+        annotators: A, the masks kept per item.
+        in_channels: the image channels after ``transforms.match_channels``.
+    """
     h = hashlib.sha256()
     settings = [CACHE_VERSION, reader.layout, list(reader.foreground), size, annotators, in_channels]
     if not reader.scheme.binary:
@@ -127,8 +135,18 @@ def decode_all(
     chunk: int = 256,
     in_channels: int = 1,
 ):
-    """Decode and resize ``indices``; (images (N,in_channels,S,S), packed masks, counts) or ``DatasetError``
-    with every problem."""
+    """Decode and resize ``indices``; (images (N,in_channels,S,S), masks, counts (N,)) as ``CachedArrays``
+    stores them, or ``DatasetError`` with every problem.
+
+    Args:
+        reader: the dataset.
+        indices: the entries to decode.
+        size: S, the model size.
+        annotators: A, the masks kept per item.
+        workers: decoding processes (1: this process).
+        chunk: entries per task of a worker.
+        in_channels: the image channels after ``transforms.match_channels``.
+    """
     indices = list(indices)
     chunks = [indices[k : k + chunk] for k in range(0, len(indices), chunk)] or [[]]
     if workers > 1 and len(chunks) > 1:
@@ -157,7 +175,14 @@ def load_cached(
 ) -> CachedArrays:
     """The cached arrays for ``indices`` of ``reader`` at ``size`` with ``in_channels`` channels, built on first use.
 
-    ``cache_dir=None`` keeps the arrays in memory only (no files written).
+    Args:
+        reader: the dataset.
+        indices: the entries cached.
+        size: S, the model size.
+        annotators: A, the masks kept per item.
+        cache_dir: the cache root; ``None`` keeps the arrays in memory only (no files written).
+        workers: decoding processes when the cache is built.
+        in_channels: the image channels after ``transforms.match_channels``.
     """
     case_ids = [reader.entries[i].case_id for i in indices]
     patients = [reader.entries[i].patient_id for i in indices]

@@ -1,4 +1,4 @@
-"""The item every reader yields: one 2D image with the masks of its K annotators and its geometry."""
+"""The item every reader yields: one 2D image with the masks of its A annotators and its geometry."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ class Geometry:
 
 @dataclass
 class Case:
-    """One item: ``image`` (C,H,W) float32, ``masks`` (K,H,W) uint8 atom maps (``labels``: {0,1} for
-    binary, 0..L for L declared label values); K = 0 when unlabelled."""
+    """One item: ``image`` (channels,H,W) float32, ``masks`` (A,H,W) uint8 atom maps (``labels``: {0,1} for
+    binary, 0..L for L declared label values); A = 0 when unlabelled."""
 
     image: torch.Tensor
     masks: torch.Tensor

@@ -1,9 +1,9 @@
 """The torch ``Dataset`` for training and validation, and ``build_datasets(config.data)``.
 
 Each item is a dict:
-- ``image`` (C,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``),
-- ``masks`` (K,S,S) float32 atom maps: every annotator's mask (K fixed within a dataset; missing ones are 0);
-  binary {0,1} as always, else 0..L (``labels``: the model turns them into ``scheme.one_hot(mask[:, 0])``),
+- ``image`` (in_channels,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``),
+- ``masks`` (A,S,S) float32 atom maps: every annotator's mask (A fixed within a dataset; missing ones are 0);
+  binary {0,1}, else 0..L (``labels``: the model turns them into ``scheme.one_hot(mask[:, 0])``),
 - ``mask`` (1,S,S) float32 atoms: the mask of annotator ``annotator``, drawn at random per item and per
   step for training (the ambiguity paper's training on a random annotator); for validation drawn once per
   item from (seed, index), so it never changes,

@@ -70,7 +70,7 @@ def true_distribution(
 
 
 def synthetic_case(index: int, spec: SyntheticSpec = SyntheticSpec(), seed: int = 0) -> Case:
-    """Case ``index``: image (1,S,S) float32 in [0,1], masks (K,S,S) drawn from ``true_distribution``."""
+    """Case ``index``: image (1,S,S) float32 in [0,1], masks (A,S,S) drawn from ``true_distribution``."""
     lay = _layout(index, spec, seed)
     g = item_generator(seed, 1, index)
     noise = torch.randn((spec.size, spec.size), generator=g, dtype=torch.float64).numpy() * spec.noise
@@ -88,8 +88,15 @@ def synthetic_case(index: int, spec: SyntheticSpec = SyntheticSpec(), seed: int 
 def write_synthetic(
     root: str | os.PathLike, n: int, spec: SyntheticSpec = SyntheticSpec(), seed: int = 0, layout: str = "lidc"
 ) -> Path:
-    """Write ``n`` cases as 8-bit PNGs in the ``lidc`` layout (one nodule per patient) or the ``multi`` one
-    (``images/`` + ``masks_K/``); returns ``root``."""
+    """Write ``n`` cases as 8-bit PNGs; returns ``root``.
+
+    Args:
+        root: the dataset folder (created).
+        n: the number of cases, ``synthetic_case(0..n-1)``.
+        spec: the data's sizes and probabilities.
+        seed: the seed of every draw.
+        layout: ``lidc`` (one nodule per patient) or ``multi`` (``images/`` + ``masks_<k>/`` per annotator k).
+    """
     from PIL import Image
 
     root = Path(root)

@@ -1,8 +1,8 @@
 """Paired transforms on tensors: resizing to the model size, training augmentation, the random crop.
 
-Images are (C,H,W) float, masks (K,H,W) atom maps (``labels``: {0,1} for binary, 0..L for L declared label
-values); every geometric change is applied to both with the same parameters (images bilinear, masks nearest, so
-atoms stay atoms). Every random function takes a ``torch.Generator``.
+Images are (channels,H,W) float, masks (A,H,W) atom maps (``labels``: {0,1} for binary, 0..L for L declared
+label values); every geometric change is applied to both with the same parameters (images bilinear, masks
+nearest, so atoms stay atoms). Every random function takes a ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ def resize_pair(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize to ``size`` x ``size`` (aspect ratio not kept; writers resize back to the original size).
 
-    image (C,H,W) float -> (C,S,S) bilinear with antialiasing; masks (K,H,W) {0,1} -> (K,S,S) {0,1}: the same
-    antialiased bilinear map, foreground where it is >= 0.5. Both commute with flips and 90-degree turns, so
-    image and mask stay aligned and no border is favoured (nearest-neighbour halving keeps pixels 1, 3, 5, ...,
-    which shifts the mask a quarter of an output pixel towards the bottom-right of the image). Atom maps with
+    image (channels,H,W) float -> (channels,S,S) bilinear with antialiasing; masks (A,H,W) {0,1} -> (A,S,S)
+    {0,1}: the same antialiased bilinear map, foreground where it is >= 0.5. Both commute with flips and
+    90-degree turns, so image and mask stay aligned and no border is favoured (nearest-neighbour halving keeps
+    pixels 1, 3, 5, ..., which shifts the mask a quarter of an output pixel towards the bottom-right of the
+    image). Atom maps with
     ``atoms`` = L >= 2 (values 0..L): the same map on the one-hot over the L + 1 atoms, then the argmax (ties
     to the lower atom); L = 1 is exactly the binary rule above.
     """
@@ -40,9 +41,9 @@ def resize_pair(
 
 
 def resize_atoms(masks: torch.Tensor, size: int, atoms: int) -> torch.Tensor:
-    """Atom maps (K,H,W) with values 0..``atoms`` -> (K,S,S): antialiased bilinear resize of the one-hot over
+    """Atom maps (A,H,W) with values 0..``atoms`` -> (A,S,S): antialiased bilinear resize of the one-hot over
     the atoms, then the argmax (ties to the lower atom)."""
-    one_hot = F.one_hot(masks.long(), atoms + 1).movedim(-1, 1).float()  # (K, L+1, H, W)
+    one_hot = F.one_hot(masks.long(), atoms + 1).movedim(-1, 1).float()  # (A, L+1, H, W)
     soft = F.interpolate(one_hot, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return soft.argmax(1).to(masks.dtype)
 
@@ -51,8 +52,8 @@ def resize_atoms(masks: torch.Tensor, size: int, atoms: int) -> torch.Tensor:
 def single_thread() -> Iterator[None]:
     """Run small per-item tensor ops on one thread, then restore the thread count.
 
-    On a busy 2-core machine, torch's thread pool made one 128 px augmentation 10-30x slower (23 ms
-    against 0.8 ms measured here); DataLoader worker processes already use one thread.
+    On a busy machine torch's thread pool makes such small ops many times slower (docs/benchmarks.md);
+    DataLoader worker processes already use one thread.
     """
     previous = torch.get_num_threads()
     if previous == 1:
@@ -86,7 +87,7 @@ class Augment:
     def __call__(
         self, image: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (C,S,S) float, masks (K,S,S) -> the same shapes, transformed alike."""
+        """image (channels,S,S) float, masks (A,S,S) -> the same shapes, transformed alike."""
         with single_thread():
             return self._apply(image, masks, generator)
 
@@ -130,7 +131,7 @@ def random_crop(
 
     A window of ``fraction`` of the side, at a position drawn uniformly over all positions inside the
     image, is cut and resized back to the input size, so the lesion is no longer centred and may be cut
-    or absent. image (C,S,S), masks (K,S,S) -> same shapes.
+    or absent. image (channels,S,S), masks (A,S,S) -> same shapes.
     """
     with single_thread():
         return _crop(image, masks, generator, fraction)
@@ -155,7 +156,8 @@ LUMA_601 = (0.299, 0.587, 0.114)
 
 
 def match_channels(image: torch.Tensor, channels: int, where: str, colour: bool = True) -> torch.Tensor:
-    """(C,H,W) -> (channels,H,W), the one channel policy of verify, training and prediction (docs/data.md).
+    """image (stored channels,H,W) -> (channels,H,W), the one channel policy of verify, training and prediction
+    (docs/data.md).
 
     The same count is kept; a colour picture (``colour``: an RGB raster) becomes grey by ITU-R BT.601 luma
     when ``channels`` is 1; a grey image is repeated when ``channels`` is 3. Anything else (3 NIfTI
@@ -180,10 +182,17 @@ def match_channels(image: torch.Tensor, channels: int, where: str, colour: bool 
 def model_input(
     image: torch.Tensor, size: int, in_channels: int, where: str = "image", colour: bool = True
 ) -> torch.Tensor:
-    """A case's image (C,H,W) as the network sees it at prediction time: (in_channels,S,S) float32.
+    """A case's image (channels,H,W) as the network sees it at prediction time: (in_channels,S,S) float32.
 
     The same resize and channel matching as training (``build_datasets``); ``ValueError`` on a channel
-    count that cannot be matched (``colour``: see ``match_channels``).
+    count that cannot be matched.
+
+    Args:
+        image: the case's image (channels,H,W).
+        size: S, the model size.
+        in_channels: the channels the network reads (``data.in_channels``).
+        where: what the error message names (a file or case id).
+        colour: whether the channels are an RGB picture (see ``match_channels``).
     """
     resized, _ = resize_pair(image, image.new_zeros((0, *image.shape[-2:]), dtype=torch.uint8), size)
     return match_channels(resized, in_channels, where, colour).float()

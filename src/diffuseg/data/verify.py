@@ -33,7 +33,7 @@ def is_colour(geometry: Geometry) -> bool:
 
 
 def checked_case(reader: Reader, index: int, in_channels: int) -> tuple[Case | None, list[str]]:
-    """Decode entry ``index`` with every check, its image turned into ``in_channels`` channels (C,H,W)."""
+    """Decode entry ``index`` with every check, its image turned into (in_channels,H,W)."""
     case, problems = reader.check(index)
     if case is None:
         return None, problems
@@ -73,9 +73,16 @@ def verify_dataset(
     in_channels: int | None = None,
     classes: Sequence[ClassSpec] = (),
 ) -> str:
-    """Check the whole dataset at ``root`` as training with ``data.in_channels=in_channels`` and
-    ``data.classes=classes`` reads it (default: the first case's channel count); return a summary, or raise
-    ``DatasetError`` listing every problem."""
+    """Check the whole dataset at ``root`` as training reads it; return a summary, or raise ``DatasetError``
+    listing every problem.
+
+    Args:
+        root: the dataset folder.
+        layout: ``data.layout`` (``auto``: detected).
+        foreground: ``data.foreground``, the label values of a binary mask (``()``: any non-zero).
+        in_channels: ``data.in_channels`` (``None``: the first case's channel count).
+        classes: ``data.classes`` (``()``: binary, unless the dataset declares classes).
+    """
     reader = open_dataset(root, layout, foreground, classes)
     channels = first_channels(reader) if in_channels is None else in_channels
     stats = _Stats()

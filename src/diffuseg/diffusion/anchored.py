@@ -55,7 +55,15 @@ def head_view(form: AnchorForm, w: Tensor, mu: Tensor, alpha: Tensor) -> Tensor:
 
 def prediction_shift(form: AnchorForm, prediction: PredictionType, mu: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     """target(y_0, eps) - (the head's target): target(mu, 0) = (0, mu, -sigma mu) for eps, x, v with ``residual``;
-    0 with ``mean_shift``, whose head predicts y_0's target itself. mu: (N, C, H, W)."""
+    0 with ``mean_shift``, whose head predicts y_0's target itself.
+
+    Args:
+        form: residual or mean_shift.
+        prediction: the process's prediction type.
+        mu: the trunk's prior (N, C, H, W) in [-1, 1], one row per row of w_t.
+        alpha: alpha_t, broadcastable against mu, e.g. (N, 1, 1, 1).
+        sigma: sigma_t, likewise.
+    """
     if form is AnchorForm.MEAN_SHIFT:
         return torch.zeros_like(mu)
     return param.target(prediction, mu, torch.zeros_like(mu), alpha, sigma)

@@ -18,13 +18,21 @@ from diffuseg.enums import PredictionType
 
 
 def logits_to_x0(logits: Tensor, exclusive: bool) -> Tensor:
-    """(N, C, H, W) logits -> x in [-1, 1]: 2 p - 1, p = softmax over C when ``exclusive`` and C > 1, else sigmoid."""
+    """(B, C, H, W) logits -> x in [-1, 1]: 2 p - 1, p = softmax over C when ``exclusive`` and C > 1, else sigmoid."""
     p = torch.softmax(logits, dim=1) if exclusive and logits.shape[1] > 1 else torch.sigmoid(logits)
     return 2.0 * p - 1.0
 
 
 def target(kind: PredictionType, x0: Tensor, eps: Tensor, alpha, sigma) -> Tensor:
-    """What a network of prediction type ``kind`` should output for z = alpha x0 + sigma eps."""
+    """What a network of prediction type ``kind`` should output for z = alpha x0 + sigma eps.
+
+    Args:
+        kind: the network's prediction type.
+        x0: the data x, in {-1, 1}.
+        eps: the noise, shaped like x0.
+        alpha: alpha_t, a scalar or broadcasting against x0.
+        sigma: sigma_t, likewise.
+    """
     if kind == PredictionType.EPS:
         return eps
     if kind == PredictionType.X:
@@ -35,7 +43,16 @@ def target(kind: PredictionType, x0: Tensor, eps: Tensor, alpha, sigma) -> Tenso
 
 
 def to_x0(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma, exclusive: bool = False) -> Tensor:
-    """The data estimate x_hat implied by a prediction of type ``kind`` at z (``exclusive``: see ``logits_to_x0``)."""
+    """The data estimate x_hat implied by a prediction of type ``kind`` at z.
+
+    Args:
+        kind: the network's prediction type.
+        pred: the network's output, shaped like z.
+        z: z_t, the noisy input.
+        alpha: alpha_t, a scalar or broadcasting against z.
+        sigma: sigma_t, likewise.
+        exclusive: for ``logits``, a softmax over the channels instead of a sigmoid (``logits_to_x0``).
+    """
     if kind == PredictionType.EPS:
         return (z - sigma * pred) / alpha
     if kind == PredictionType.X:
@@ -48,7 +65,16 @@ def to_x0(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma, exclusive
 
 
 def to_eps(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma, exclusive: bool = False) -> Tensor:
-    """The noise estimate eps_hat implied by a prediction of type ``kind`` at z."""
+    """The noise estimate eps_hat implied by a prediction of type ``kind`` at z.
+
+    Args:
+        kind: the network's prediction type.
+        pred: the network's output, shaped like z.
+        z: z_t, the noisy input.
+        alpha: alpha_t, a scalar or broadcasting against z.
+        sigma: sigma_t, likewise.
+        exclusive: for ``logits``, a softmax over the channels instead of a sigmoid (``logits_to_x0``).
+    """
     if kind == PredictionType.EPS:
         return pred
     if kind == PredictionType.V:
@@ -57,7 +83,16 @@ def to_eps(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma, exclusiv
 
 
 def to_v(kind: PredictionType, pred: Tensor, z: Tensor, alpha, sigma, exclusive: bool = False) -> Tensor:
-    """The velocity estimate v_hat = alpha eps_hat - sigma x_hat implied by a prediction of type ``kind``."""
+    """The velocity estimate v_hat = alpha eps_hat - sigma x_hat implied by a prediction of type ``kind``.
+
+    Args:
+        kind: the network's prediction type.
+        pred: the network's output, shaped like z.
+        z: z_t, the noisy input.
+        alpha: alpha_t, a scalar or broadcasting against z.
+        sigma: sigma_t, likewise.
+        exclusive: for ``logits``, a softmax over the channels instead of a sigmoid (``logits_to_x0``).
+    """
     if kind == PredictionType.V:
         return pred
     x_hat = to_x0(kind, pred, z, alpha, sigma, exclusive)

@@ -82,8 +82,8 @@ class DiffusionProcess:
         """E_t[w(lambda_t) ||x0 - x_hat||^2] (eq. 8), computed on the network's own target for stability,
         plus ``aux_weight`` times the auxiliary loss on x_hat when that is on (``recipes``).
 
-        masks01: (B, C, H, W) in {0, 1}, C mask channels (the one-hot classes; 1 for binary);
-        image: (B, C_in, H, W). Returns a scalar.
+        masks01: (B, C, H, W) in {0, 1}, ``LabelScheme.one_hot`` of the label maps (C + 1 channels for exclusive
+        classes; 1 for binary); image: (B, in_channels, H, W). Returns a scalar.
         """
         x0 = masks_to_x0(masks01)
         t = self.train_times(x0.shape[0], generator)
@@ -163,7 +163,15 @@ class DiffusionProcess:
     def denoise(
         self, net: Network, z: Tensor, t: float, image: Tensor, clip: bool = True, estimate: Tensor | None = None
     ) -> Tensor:
-        """One network call at time t for all rows of z (rows grouped by image); returns x_hat. ``estimate``:
-        the previous step's x_hat, which the network sees with self-conditioning (zero when None)."""
+        """One network call at time t for all rows of z; returns x_hat, shaped like z.
+
+        Args:
+            net: the network ``net(x_t, t, image)``.
+            z: z_t (B * K, C, H, W), rows grouped by image (K members of each).
+            t: the time shared by every row.
+            image: (B, in_channels, H, W).
+            clip: clip x_hat to [-1, 1].
+            estimate: the previous step's x_hat, which the network sees with self-conditioning (zero when None).
+        """
         t_in = torch.full((z.shape[0],), t, device=z.device, dtype=torch.float32)
         return self.predict_x0(net(self._with_estimate(z, estimate), t_in, image), z, t, clip)

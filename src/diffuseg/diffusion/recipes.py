@@ -1,4 +1,4 @@
-"""Training recipes beyond the two papers (issue 14), each off by default and in the papers' presets.
+"""Training recipes beyond the two papers, each off by default and in the papers' presets.
 
 - ``aux_loss``: an auxiliary segmentation loss (soft Dice + BCE) on the network's data estimate x_hat_0, weight
   ``diffusion.aux_weight``. The official MedSegDiff code trains an auxiliary deterministic head with such a loss;
@@ -46,7 +46,7 @@ def aux_loss(x_hat: Tensor, x0: Tensor, weight: Tensor, smooth: float = 1.0) -> 
 
 def self_condition_input(z: Tensor, estimate: Tensor | None) -> Tensor:
     """The network's x_t input with self-conditioning: z and the earlier estimate (zero when there is none)
-    concatenated on channels, (N, C, H, W) -> (N, 2C, H, W)."""
+    concatenated on channels, (B, C, H, W) -> (B, 2C, H, W)."""
     estimate = torch.zeros_like(z) if estimate is None else estimate.to(z.dtype)
     return torch.cat([z, estimate], dim=1)
 
@@ -55,7 +55,7 @@ def self_condition_estimate(
     first_pass: Callable[[Tensor], Tensor], z: Tensor, generator: torch.Generator
 ) -> Tensor | None:
     """Training: with probability 1/2 (one draw from ``generator`` per batch) the detached estimate
-    ``first_pass(z_with_zero_estimate)`` (N, C, H, W), else None (the network sees a zero estimate)."""
+    ``first_pass(z_with_zero_estimate)`` (B, C, H, W), else None (the network sees a zero estimate)."""
     if float(torch.rand((), generator=generator)) >= 0.5:
         return None
     with torch.no_grad():

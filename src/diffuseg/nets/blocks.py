@@ -37,8 +37,8 @@ def group_norm(channels: int) -> nn.GroupNorm:
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of a float time, as in Ho et al. 2020 / Nichol & Dhariwal 2021.
 
-    t: (N,) float in [0, 1], scaled by 1000 inside so a continuous time matches the discrete step index.
-    Returns (N, dim) float32: [cos(s * f_i), sin(s * f_i)] with f_i = 10000^(-i / (dim/2)).
+    t: (B,) float in [0, 1], scaled by 1000 inside so a continuous time matches the discrete step index.
+    Returns (B, dim) float32: [cos(s * f_i), sin(s * f_i)] with f_i = 10000^(-i / (dim/2)).
     """
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
@@ -52,7 +52,7 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class TimeEmbedding(nn.Module):
     """Sinusoidal features followed by (linear, SiLU, linear); shared by all blocks of a network.
 
-    forward: t (N,) float in [0, 1] -> (N, out_dim).
+    forward: t (B,) float in [0, 1] -> (B, out_dim).
     """
 
     def __init__(self, base_dim: int, out_dim: int):
@@ -91,7 +91,7 @@ class PartialPadConv2d(nn.Conv2d):
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, padding: Padding | str = Padding.ZEROS) -> nn.Conv2d:
-    """3x3 convolution, one pixel of ``padding`` (``Padding``) per side: (N, in_ch, H, W) -> (N, out_ch, H/s, W/s)."""
+    """3x3 convolution, one pixel of ``padding`` (``Padding``) per side: (B, in_ch, H, W) -> (B, out_ch, H/s, W/s)."""
     padding = Padding.parse(padding)
     conv = PartialPadConv2d if padding is Padding.PARTIAL else nn.Conv2d
     return conv(in_ch, out_ch, 3, stride=stride, padding=1)
@@ -100,7 +100,7 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1, padding: Padding | str = P
 class ResBlock(nn.Module):
     """(GN, SiLU, conv3x3) -> + time projection -> (GN, SiLU, conv3x3), plus a residual connection.
 
-    forward: x (N, in_ch, H, W), emb (N, emb_dim) or None -> (N, out_ch, H, W).
+    forward: x (B, in_ch, H, W), emb (B, emb_dim) or None -> (B, out_ch, H, W).
     ``emb_dim=None`` builds a block without time input (the deterministic baseline). The time projection
     is (SiLU, linear) on the shared embedding, i.e. the per-block end of the paper's "linear, SiLU, linear".
     ``padding``: see ``Padding``.
@@ -123,7 +123,8 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Single-head QKV self-attention over all pixels, with GroupNorm before and a residual around it.
 
-    forward: x (N, C, H, W) -> (N, C, H, W). Uses ``scaled_dot_product_attention`` (no (HW)^2 Python work).
+    forward: x (B, F, H, W) -> (B, F, H, W), F = ``channels``. Uses ``scaled_dot_product_attention`` (no (HW)^2
+    Python work).
     """
 
     def __init__(self, channels: int):
@@ -134,14 +135,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).transpose(-1, -2)  # (N, 3, HW, C)
+        qkv = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).transpose(-1, -2)  # (B, 3, HW, F)
         out = F.scaled_dot_product_attention(qkv[:, 0:1], qkv[:, 1:2], qkv[:, 2:3])  # one head
         out = out[:, 0].transpose(1, 2).reshape(n, c, h, w)
         return x + self.proj(out)
 
 
 class Downsample(nn.Module):
-    """(N, C, H, W) -> (N, out_ch, H/2, W/2) by ``kind`` (see ``DownsampleKind``), the conv padded by ``padding``."""
+    """(B, channels, H, W) -> (B, out_ch, H/2, W/2) by ``kind`` (``DownsampleKind``), the conv padded by ``padding``."""
 
     def __init__(
         self,
@@ -162,7 +163,7 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 then 3x3 convolution: (N, C, H, W) -> (N, out_ch, 2H, 2W)."""
+    """Nearest-neighbour x2 then 3x3 convolution: (B, channels, H, W) -> (B, out_ch, 2H, 2W)."""
 
     def __init__(self, channels: int, out_ch: int | None = None, padding: Padding | str = Padding.ZEROS):
         super().__init__()
@@ -173,5 +174,5 @@ class Upsample(nn.Module):
 
 
 def output_head(channels: int, out_ch: int = 1, padding: Padding | str = Padding.ZEROS) -> nn.Sequential:
-    """(GN, SiLU, conv3x3) to the prediction channels: (N, channels, H, W) -> (N, out_ch, H, W)."""
+    """(GN, SiLU, conv3x3) to the prediction channels: (B, channels, H, W) -> (B, out_ch, H, W)."""
     return nn.Sequential(group_norm(channels), nn.SiLU(), conv3x3(channels, out_ch, padding=padding))

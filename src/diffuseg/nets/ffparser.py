@@ -28,10 +28,11 @@ from torch import nn
 
 
 class FFParser(nn.Module):
-    """Learnable complex filter in Fourier space. forward: (N, C, H, W) -> (N, C, H, W), any H, W >= 1.
+    """Learnable complex filter in Fourier space. forward: (B, F, H, W) -> (B, F, H, W), F = ``channels``, any
+    H, W >= 1.
 
     ``ref_size``: the feature size (h, w) at which the filter is stored one weight per frequency
-    (2 * C * h * (w // 2 + 1) parameters).
+    (2 * F * h * (w // 2 + 1) parameters).
     """
 
     def __init__(self, channels: int, ref_size: tuple[int, int]):
@@ -43,7 +44,7 @@ class FFParser(nn.Module):
         self._cached: tuple[tuple, torch.Tensor] | None = None  # (key, filter) for calls without autograd
 
     def filter(self, height: int, width: int) -> torch.Tensor:
-        """The complex map A for a feature of size height x width: (C, height, width // 2 + 1) complex64.
+        """The complex map A for a feature of size height x width: (F, height, width // 2 + 1) complex64.
 
         Rows are in FFT order (frequency 0 first), as ``torch.fft.rfft2`` returns them. Without autograd
         (sampling) the map is kept and reused until the size or the weights change (any in-place update,
@@ -58,7 +59,7 @@ class FFParser(nn.Module):
         return self._cached[1]
 
     def _compute_filter(self, height: int, width: int) -> torch.Tensor:
-        stored = torch.stack([self.weight_real, self.weight_imag], dim=0).float()  # (2, C, h, w//2+1)
+        stored = torch.stack([self.weight_real, self.weight_imag], dim=0).float()  # (2, F, h, w//2+1)
         if (height, width) != self.ref_size:
             stored = self._resample(stored, height, width)
         return torch.complex(stored[0], stored[1])
@@ -77,7 +78,7 @@ class FFParser(nn.Module):
         gy = 2.0 * row_pos / (h + 1) - 1.0
         gx = 2.0 * col_pos / max(w // 2, 1) - 1.0
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (height, width//2+1, 2) as (x, y)
-        shifted = torch.fft.fftshift(stored, dim=-2).flatten(0, 1)[None]  # (1, 2C, h, w//2+1)
+        shifted = torch.fft.fftshift(stored, dim=-2).flatten(0, 1)[None]  # (1, 2F, h, w//2+1)
         shifted = torch.cat([shifted[..., -1:, :], shifted, shifted[..., :1, :]], dim=-2)  # periodic rows
         out = F.grid_sample(shifted, grid[None], mode="bilinear", padding_mode="border", align_corners=True)
         out = torch.fft.ifftshift(out[0], dim=-2)

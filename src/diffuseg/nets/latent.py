@@ -3,7 +3,7 @@
 - AA: axis-aligned Gaussian, ``Independent(Normal)`` (Kohl et al. 2018).
 - FC: full covariance as ``W W^T + D`` with ``W`` of shape (dim, rank), ``LowRankMultivariateNormal``;
   rank = dim gives a full-rank factor (Bhat et al. 2022, "full-covariance Gaussian").
-- AA-mix / FC-mix: ``MixtureSameFamily`` of K such components with learned weights (Bhat et al. 2022).
+- AA-mix / FC-mix: ``MixtureSameFamily`` of M such components with learned weights (Bhat et al. 2022).
 
 torch's distributions draw from the global RNG, so sampling is done here from explicit noise: a
 ``torch.Generator`` or one generator per output row (row i of the samples depends on generator i only).
@@ -85,7 +85,7 @@ class Latent:
             z = loc + (factor @ eps[..., :rank, None])[..., 0] + diag.sqrt() * eps[..., rank:]
         if not self.is_mixture:
             return z
-        # z: (B*n, K, dim); pick one component per row with straight-through Gumbel-softmax.
+        # z: (B*n, M, dim); pick one component per row with straight-through Gumbel-softmax.
         logits = self.dist.mixture_distribution.logits.repeat_interleave(n, 0)
         u = _noise(logits.shape, generator, logits.device, uniform=True)
         gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
@@ -114,10 +114,10 @@ def kl(q: Latent, p: Latent, generator: torch.Generator, samples: int = 1000) ->
 
 
 class LatentHead(nn.Module):
-    """Pooled encoder features (B, C, 1, 1) -> ``Latent``; 1x1 convolutions as in Kohl et al. / Bhat et al.
+    """Pooled encoder features (B, F, 1, 1) -> ``Latent``; 1x1 convolutions as in Kohl et al. / Bhat et al.
 
     Per component: mean (dim), log of the diagonal (dim: std for AA, variance D for FC) and, for FC, the
-    factor W (dim x rank). Mixtures add one 1x1 convolution for the K mixture logits.
+    factor W (dim x rank). Mixtures add one 1x1 convolution for the M mixture logits.
     """
 
     def __init__(self, in_channels: int, kind: LatentKind, dim: int, components: int, rank: int, temperature: float):

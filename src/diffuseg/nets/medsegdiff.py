@@ -50,7 +50,7 @@ VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
 
 class EncoderStage(nn.Module):
     """Optional downsampling (``kind``: ``blocks.DownsampleKind``), then ``blocks`` residual blocks, every 3x3
-    convolution padded by ``padding``. (N, cin, H, W) -> (N, cout, H', W')."""
+    convolution padded by ``padding``. (B, cin, H, W) -> (B, cout, H', W')."""
 
     def __init__(
         self,
@@ -74,7 +74,7 @@ class EncoderStage(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    """Upsample (N, cin, H, W) to (N, cout, 2H, 2W), concatenate the skip (N, cout, 2H, 2W), residual blocks."""
+    """Upsample (B, cin, H, W) to (B, cout, 2H, 2W), concatenate the skip (B, cout, 2H, 2W), residual blocks."""
 
     def __init__(self, cin: int, cout: int, blocks: int, emb_dim: int, padding: Padding | str = Padding.ZEROS):
         super().__init__()
@@ -93,12 +93,12 @@ class DecoderStage(nn.Module):
 class AttentiveFusion(nn.Module):
     """Dynamic Conditional Encoding, eq. 3: A(m_I, m_x) = (LN(m_I) * LN(m_x)) * m_I, all element-wise.
 
-    m_I, m_x: (N, C, H, W) -> (N, C, H, W). LN is layer normalisation over the whole feature (C, H, W) of
-    each sample, i.e. ``GroupNorm(1, C)`` (Wu & He 2018 show GN with one group is LayerNorm), with a learned
-    per-channel scale and shift (initialised to 1 and 0). Normalising over (C, H, W) rather than per pixel
+    m_I, m_x: (B, F, H, W) -> (B, F, H, W). LN is layer normalisation over the whole feature (F, H, W) of
+    each sample, i.e. ``GroupNorm(1, F)`` (Wu & He 2018 show GN with one group is LayerNorm), with a learned
+    per-channel scale and shift (initialised to 1 and 0). Normalising over (F, H, W) rather than per pixel
     keeps the spatial contrast of each map, so the product is an affinity map over positions that highlights
     where the image and the current mask estimate both respond; a per-channel affine (instead of one weight
-    per (C, H, W) element) keeps the layer independent of the feature size.
+    per (F, H, W) element) keeps the layer independent of the feature size.
     """
 
     def __init__(self, channels: int):
@@ -142,8 +142,9 @@ class MedSegDiff(nn.Module):
     """Dual-encoder ResUNet of MedSegDiff.
 
     forward(x_t (B*K, mask_channels, H, W), t (B*K,), image (B, in_channels, H, W)) -> (B*K, out_channels, H, W),
-    K ensemble members per image. For C classes (``LabelScheme.channels``) the mask encoder reads the C-channel
-    x_t and the head predicts C channels; ``mask_channels`` and ``out_channels`` are separate so that x_t can
+    K ensemble members per image. With classes the mask encoder reads x_t of ``LabelScheme.channels`` channels
+    (C, C + 1 for exclusive classes) and the head predicts as many; ``mask_channels`` and ``out_channels`` are
+    separate so that x_t can
     carry more than the prediction (e.g. a self-conditioning estimate). Binary: both 1, as in the paper.
     H and W must be divisible by 2^(len(stage_blocks) - 1). ``channels[s]`` is the width of stage s.
     ``downsample`` (``blocks.DownsampleKind``) and ``padding`` (``blocks.Padding``) default to the paper's
@@ -237,7 +238,7 @@ class MedSegDiff(nn.Module):
         return torch.cat([self._member_stages(x_t[r], emb[r], [h[i] for h in shared], k) for r, i, k in parts])
 
     def _image_stages(self, image: torch.Tensor, emb: torch.Tensor) -> list[torch.Tensor]:
-        """Image encoder stages 0..``shared_until`` on (B, C, H, W) with emb (B, E): one feature per stage."""
+        """Image encoder stages 0..``shared_until`` on (B, in_channels, H, W) with emb (B, E): one feature per stage."""
         h = self.image_stem(image)
         features = []
         for s in range(self.shared_until + 1):
@@ -280,9 +281,21 @@ def medsegdiff(
     out_channels: int = 1,
     mask_channels: int = 1,
 ) -> MedSegDiff:
-    """MedSegDiff-S/B/L (``variant`` "s", "b" or "l") with stage widths ``base_channels * channel_mult``;
-    ``downsample``: conv | centred, ``padding``: zeros | partial (``blocks``; the paper's: conv, zeros);
-    ``mask_channels`` / ``out_channels``: channels of x_t and of the prediction (C classes; binary 1)."""
+    """MedSegDiff-S/B/L with stage widths ``base_channels * channel_mult`` (``VARIANTS``).
+
+    Args:
+        variant: "s", "b" or "l".
+        in_channels: image channels.
+        base_channels: width of the first stage.
+        dynamic_conditioning: Dy-Cond (eq. 3) at the middle two stages.
+        ff_parser: an FF-Parser (eqs. 4-6) on every skip.
+        decoder_blocks: residual blocks per decoder stage.
+        ff_max_size: the largest side of a stored FF-Parser filter.
+        downsample: conv (the paper's) | centred (``DownsampleKind``).
+        padding: zeros (the paper's) | partial (``Padding``).
+        out_channels: channels of the prediction (``LabelScheme.channels``; binary 1).
+        mask_channels: channels of x_t (``LabelScheme.channels``; binary 1).
+    """
     spec = VARIANTS[variant]
     return MedSegDiff(
         in_channels,

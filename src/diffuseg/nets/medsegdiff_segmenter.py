@@ -21,7 +21,7 @@ from diffuseg.nets.medsegdiff import VARIANTS, DecoderStage, EncoderStage
 
 
 class MedSegDiffSegmenter(nn.Module):
-    """forward(image (B, in_channels, H, W)) -> logits (B, out_channels, H, W), C = ``out_channels`` classes.
+    """forward(image (B, in_channels, H, W)) -> logits (B, out_channels, H, W), ``LabelScheme.channels`` of them.
 
     ``features(image)`` -> the last decoder features (B, ``feature_channels`` = channels[0], H, W);
     ``logits(features)`` -> the output head. H and W must be divisible by 2^(len(stage_blocks) - 1).
@@ -96,8 +96,19 @@ def medsegdiff_segmenter(
     padding: str = "zeros",
     out_channels: int = 1,
 ) -> MedSegDiffSegmenter:
-    """The segmenter of MedSegDiff-S/B/L (``variant`` "s", "b" or "l"), stage widths ``base_channels *
-    channel_mult``; the options as for ``medsegdiff.medsegdiff``."""
+    """The segmenter of MedSegDiff-S/B/L, stage widths ``base_channels * channel_mult`` (``medsegdiff.VARIANTS``).
+
+    Args:
+        variant: "s", "b" or "l".
+        in_channels: image channels.
+        base_channels: width of the first stage.
+        ff_parser: an FF-Parser (eqs. 4-6) on every skip.
+        decoder_blocks: residual blocks per decoder stage.
+        ff_max_size: the largest side of a stored FF-Parser filter.
+        downsample: conv (the paper's) | centred (``DownsampleKind``).
+        padding: zeros (the paper's) | partial (``Padding``).
+        out_channels: logit channels (``LabelScheme.channels``; binary 1).
+    """
     spec = VARIANTS[variant]
     return MedSegDiffSegmenter(
         in_channels,

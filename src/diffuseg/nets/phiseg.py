@@ -10,10 +10,11 @@ During training the prior is conditioned on the posterior's samples, so KL(q_l |
 The likelihood decodes the latents alone: each z_l is brought to resolution 2^-l of the image, combined
 top-down with the coarser levels, and mapped to logits s_l (nearest-upsampled to the image). The prediction
 at level l is the sum s_l + ... + s_{L-1} (the "residual" outputs of the paper, section 2.2); the sample is
-the sum over all levels. Logits have ``out_channels`` = C channels (``LabelScheme.channels``): for a binary
-mask one logit channel (a sigmoid), where the reference code uses a two-class softmax, which is the same model;
-for K >= 2 exclusive classes C = K + 1 logits under a softmax (the reference code's categorical likelihood);
-for overlapping regions one sigmoid channel per region (``training.latent_loss``).
+the sum over all levels. Logits have ``out_channels`` = ``LabelScheme.channels`` channels: for a binary mask
+one logit channel (a sigmoid), where the reference code uses a two-class softmax, which is the same model; for
+C >= 2 exclusive classes C + 1 logits under a softmax (the reference code's categorical likelihood); for
+overlapping regions one sigmoid channel per region (``training.latent_loss``). L counts latent levels here,
+as in the paper.
 
 Defaults are the paper's LIDC setting (``phiseg_7_5``): 7 resolution levels, 5 latent levels, n0 = 32,
 zdim = 2; the image size must be divisible by 2 ** (resolution_levels - 1).
@@ -43,7 +44,7 @@ def upsample(x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Hierarchy:
-    """Per latent level l = 0 (finest) .. L-1: mean, std and sample, each (N, zdim, h_l, w_l)."""
+    """Per latent level l = 0 (finest) .. L-1: mean, std and sample, each (B, zdim, h_l, w_l)."""
 
     mu: list[Tensor]
     sigma: list[Tensor]
@@ -51,7 +52,8 @@ class Hierarchy:
 
 
 class HierarchicalEncoder(nn.Module):
-    """Prior or posterior net: input (B, C, H, W) -> ``Hierarchy`` of L Gaussians (Baumgartner et al. 2019)."""
+    """Prior or posterior net: input (B, in_channels, H, W) -> ``Hierarchy`` of L Gaussians (Baumgartner et al.
+    2019)."""
 
     def __init__(self, in_channels: int, channels: list[int], latent_levels: int, zdim: int, n0: int):
         super().__init__()
@@ -114,7 +116,7 @@ class HierarchicalEncoder(nn.Module):
 
 
 class Likelihood(nn.Module):
-    """Decoder p(y | z_0..z_{L-1}): latents -> per-level logits, each (N, out_channels, H, W) (residual parts)."""
+    """Decoder p(y | z_0..z_{L-1}): latents -> per-level logits, each (B, out_channels, H, W) (residual parts)."""
 
     def __init__(self, channels: list[int], latent_levels: int, zdim: int, out_channels: int = 1):
         super().__init__()
@@ -153,8 +155,8 @@ class PHiSeg(nn.Module):
 
     ``kl_weight`` and ``exponential_weighting`` (KL of level l weighted by 4^l) are the loss settings of
     the reference code; they are kept here so that one ``model.options`` mapping describes the model.
-    ``out_channels`` is C, the channels of the class one-hot (binary: 1): the posterior reads the image and
-    the one-hot, the likelihood returns C logit channels.
+    ``out_channels`` is ``LabelScheme.channels``, the channels of the class one-hot (binary: 1): the posterior
+    reads the image and the one-hot, the likelihood returns as many logit channels.
     """
 
     def __init__(
@@ -198,12 +200,12 @@ class PHiSeg(nn.Module):
         return self.prior_net.hierarchy(self.prior_net.features(image), generator, condition, samples)
 
     def decode(self, z: list[Tensor], size: tuple[int, int]) -> list[Tensor]:
-        """Per-level residual logits s_0..s_{L-1}, each (N, out_channels, H, W); the level-l prediction is
+        """Per-level residual logits s_0..s_{L-1}, each (B, out_channels, H, W); the level-l prediction is
         sum_{j>=l} s_j."""
         return self.likelihood(z, size)
 
     def forward(self, image: Tensor, z: list[Tensor]) -> Tensor:
-        """Logits (N, out_channels, H, W) for given latents: the sum of all levels' outputs."""
+        """Logits (B, out_channels, H, W) for given latents: the sum of all levels' outputs."""
         return torch.stack(self.decode(z, tuple(image.shape[-2:]))).sum(0)
 
     def sample_logits(self, image: Tensor, n: int, generator: Generators) -> Tensor:

@@ -50,7 +50,7 @@ class ConvBlock(nn.Module):
     """[2x2 avg-pool] -> n x (3x3 conv, ReLU) -> [BatchNorm]; an optional time embedding is added after
     the first convolution (only in the diffusion variant).
 
-    forward: x (N, in_ch, H, W), emb (N, emb_dim) or None -> (N, out_ch, H', W').
+    forward: x (B, in_ch, H, W), emb (B, emb_dim) or None -> (B, out_ch, H', W').
     """
 
     def __init__(self, in_ch: int, out_ch: int, convs: int, pool: bool, norm: bool, emb_dim: int | None = None):
@@ -70,7 +70,7 @@ class ConvBlock(nn.Module):
 
 
 class NativeUNet(nn.Module):
-    """The Gen. Prob. UNet's UNet without its last layer: image (N, C, H, W) -> features (N, filters[0], H, W).
+    """The Gen. Prob. UNet's UNet without its last layer: image (B, in_channels, H, W) -> (B, filters[0], H, W).
 
     H and W must be divisible by 2 ** (len(filters) - 1).
     """
@@ -107,7 +107,7 @@ class NativeUNet(nn.Module):
 
 
 class LatentEncoder(nn.Module):
-    """Prior / posterior net: contracting path, mean over space, ``LatentHead``. (N, C, H, W) -> ``Latent``."""
+    """Prior / posterior net, (B, in_channels, H, W) -> ``Latent``: contracting path, mean over space, head."""
 
     def __init__(self, in_channels: int, filters: Sequence[int], convs_per_block: int, head: LatentHead):
         super().__init__()
@@ -125,8 +125,8 @@ class LatentEncoder(nn.Module):
 
 
 class Fcomb(nn.Module):
-    """Latent broadcast and 1x1 convolutions (Kohl et al. 2018, f_comb): features (N, F, H, W), z (N, L)
-    -> logits (N, out_channels, H, W). ``convs`` 1x1 layers in all; BatchNorm before each middle one (Bhat et al.)."""
+    """Latent broadcast and 1x1 convolutions (Kohl et al. 2018, f_comb): features (B, F, H, W), z (B, dim)
+    -> logits (B, out_channels, H, W). ``convs`` 1x1 layers in all; BatchNorm before each middle one (Bhat et al.)."""
 
     def __init__(self, channels: int, latent_dim: int, convs: int = 4, out_channels: int = 1):
         super().__init__()
@@ -145,7 +145,7 @@ class DiffusionUNetBackbone(nn.Module):
     """The ambiguity paper's diffusion UNet used as a plain segmentation backbone (no x_t, no time).
 
     Wraps ``nets.unet.DiffusionUNet`` built with ``time_embedding=False`` and without its output head:
-    image (N, C, H, W) -> features (N, out_channels, H, W).
+    image (B, in_channels, H, W) -> features (B, out_channels, H, W).
     """
 
     def __init__(self, in_channels: int, **options: Any):
@@ -165,9 +165,10 @@ class ProbUNet(nn.Module):
     ``native`` or ``diffusion-unet`` (with ``backbone_options`` for the latter, e.g. its channels).
     ``beta`` (the KL weight) and ``kl_samples`` (Monte-Carlo draws for mixture KLs) are loss settings,
     kept here so that one ``model.options`` mapping describes the model (``training.latent_loss``).
-    ``out_channels`` is C, the channels of the class one-hot (binary: 1): the posterior reads the image and the
-    C-channel one-hot of an annotation, ``fcomb`` returns C logit channels (a softmax over them for exclusive
-    classes with C >= 3, a sigmoid per channel otherwise; ``training.latent_loss``).
+    ``out_channels`` is ``LabelScheme.channels``, the channels of the class one-hot (binary: 1; C + 1 for C >= 2
+    exclusive classes): the posterior reads the image and that one-hot of an annotation, ``fcomb`` returns as
+    many logit channels (a softmax over them for exclusive classes, a sigmoid per channel otherwise;
+    ``training.latent_loss``).
     """
 
     def __init__(
@@ -220,7 +221,7 @@ class ProbUNet(nn.Module):
             self.downsampling = max(self.downsampling, self.unet.net.downsampling)
 
     def prior(self, image: Tensor) -> Latent:
-        """p(z | x): image (B, C, H, W) -> batch of B latents."""
+        """p(z | x): image (B, in_channels, H, W) -> batch of B latents."""
         return self.prior_net(image)
 
     def posterior(self, image: Tensor, mask: Tensor) -> Latent:
@@ -233,12 +234,12 @@ class ProbUNet(nn.Module):
         return self.unet(image)
 
     def decode(self, features: Tensor, z: Tensor) -> Tensor:
-        """features (B, F, H, W), z (B * n, L) image-major -> logits (B * n, out_channels, H, W)."""
+        """features (B, F, H, W), z (B * n, dim) image-major -> logits (B * n, out_channels, H, W)."""
         n = z.shape[0] // features.shape[0]
         return self.fcomb(features.repeat_interleave(n, 0) if n > 1 else features, z)
 
     def forward(self, image: Tensor, z: Tensor) -> Tensor:
-        """Logits for given latents: image (B, in_channels, H, W), z (B * n, L) image-major
+        """Logits for given latents: image (B, in_channels, H, W), z (B * n, dim) image-major
         -> (B * n, out_channels, H, W)."""
         return self.decode(self.features(image), z)
 
@@ -257,7 +258,7 @@ class ProbUNetDiffusionNet(nn.Module):
     filters (32, 64, 128, 192, 320) follow the authors' released code (6,378,017 parameters for one
     image channel); ``filters=(32, 64, 128, 256)`` is the Prob. UNet's own UNet.
     forward: x_t (B*K, mask_channels, H, W), t (B*K,) in [0, 1], image (B, in_channels, H, W)
-    -> (B*K, out_channels, H, W); for C classes ``mask_channels = out_channels = C`` (binary: 1).
+    -> (B*K, out_channels, H, W); with classes ``mask_channels = out_channels = LabelScheme.channels`` (binary: 1).
     """
 
     def __init__(

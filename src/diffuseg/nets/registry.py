@@ -2,9 +2,9 @@
 
 A constructor is called as ``constructor(in_channels, out_channels=C, [mask_channels=...,] **options)``; the
 options it accepts are its keyword parameters, so an unknown option is reported with the allowed ones before
-anything is built. The channel counts (``STRUCTURAL``) come from the data (image channels, C classes of the
-label scheme), never from ``model.options``; ``mask_channels`` (the channels of x_t) is passed to the
-constructors that take one, the diffusion networks. To add a network, add one line to ``NETWORKS`` (and, if
+anything is built. The channel counts (``STRUCTURAL``) come from the data (image channels, the label scheme's
+``LabelScheme.channels``), never from ``model.options``; ``mask_channels`` (the channels of x_t) is passed to
+the constructors that take one, the diffusion networks. To add a network, add one line to ``NETWORKS`` (and, if
 the paper reports one, its parameter count to ``PAPER_PARAMS``).
 """
 
@@ -36,9 +36,19 @@ def diffusion_unet(
     mask_channels: int = 1,
     out_channels: int = 1,
 ) -> DiffusionUNet:
-    """The ambiguity paper's diffusion UNet (image concatenated with x_t); ``downsample``: conv | centred;
-    ``padding``: zeros | partial (``blocks.Padding``); ``mask_channels`` / ``out_channels``: channels of x_t
-    and of the prediction (C classes; x_t 2C with self-conditioning)."""
+    """The ambiguity paper's diffusion UNet (image concatenated with x_t), ``unet.DiffusionUNet``.
+
+    Args:
+        in_channels: image channels.
+        channels: width of each level.
+        num_res_blocks: residual blocks of each level.
+        middle_blocks: residual blocks at the lowest resolution.
+        time_dim: width of the time embedding.
+        downsample: conv | centred (``DownsampleKind``).
+        padding: zeros | partial (``Padding``).
+        mask_channels: channels of x_t (``LabelScheme.channels``; twice that with self-conditioning).
+        out_channels: channels of the prediction (``LabelScheme.channels``).
+    """
     return DiffusionUNet(
         in_channels,
         mask_channels=mask_channels,
@@ -61,8 +71,17 @@ def segmentation_unet(
     padding: str = "zeros",
     out_channels: int = 1,
 ) -> SegmentationUNet:
-    """The deterministic baseline: the same backbone without x_t and t, ``forward(image) -> logits``;
-    ``downsample`` and ``padding`` as for ``diffusion_unet``."""
+    """The deterministic baseline: the same backbone without x_t and t, ``forward(image) -> logits``.
+
+    Args:
+        in_channels: image channels.
+        channels: width of each level.
+        num_res_blocks: residual blocks of each level.
+        middle_blocks: residual blocks at the lowest resolution.
+        downsample: conv | centred (``DownsampleKind``).
+        padding: zeros | partial (``Padding``).
+        out_channels: logit channels (``LabelScheme.channels``).
+    """
     return SegmentationUNet(
         in_channels,
         out_channels=out_channels,
@@ -130,7 +149,7 @@ def _constructor(name: str) -> Callable[..., nn.Module]:
 def build_network(
     name: str, in_channels: int, out_channels: int = 1, mask_channels: int | None = None, **options: Any
 ) -> nn.Module:
-    """Build the network ``name`` for ``in_channels`` image channels and ``out_channels`` = C predicted channels
+    """Build the network ``name`` for ``in_channels`` image channels and ``out_channels`` predicted channels
     (``LabelScheme.channels``; binary 1); a diffusion network reads x_t of ``mask_channels`` channels (default
     ``out_channels``), the others take none. ``UserError`` on a bad name, option or channel count."""
     constructor = _constructor(name)

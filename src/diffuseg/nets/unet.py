@@ -49,8 +49,9 @@ class DiffusionUNet(nn.Module):
     """UNet of supplement 7.3.
 
     forward(x_t (B*K, mask_channels, H, W), t (B*K,), image (B, in_channels, H, W)) -> (B*K, out_channels, H, W)
-    for K ensemble members per image; for C classes ``mask_channels = out_channels = C`` (binary: 1), kept
-    apart so that x_t can carry more than the prediction. H and W must be divisible by 2^(len(channels) - 1) = 8.
+    for K ensemble members per image; with classes ``mask_channels = out_channels = LabelScheme.channels`` (C,
+    C + 1 for exclusive classes; binary: 1), kept apart so that x_t can carry more than the prediction. H and W
+    must be divisible by 2^(len(channels) - 1) = 8.
     ``mask_channels=0`` and ``time_embedding=False`` give the plain segmentation backbone (``features(image)``);
     ``head=False`` leaves out the output layer, and ``out_channels`` is then the feature width ``channels[0]``.
     ``time_dim`` is the width of the time embedding (sinusoids of width ``channels[0]``, then the MLP).
@@ -125,7 +126,7 @@ class DiffusionUNet(nn.Module):
         )
 
     def features(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        """x (N, in_channels + mask_channels, H, W), t (N,) or None -> (N, channels[0], H, W)."""
+        """x (B, in_channels + mask_channels, H, W), t (B,) or None -> (B, channels[0], H, W)."""
         emb = self.time_embed(t) if self.time_embed is not None else None
         h = self.stem(x)
         skips = []
@@ -157,9 +158,10 @@ class DiffusionUNet(nn.Module):
 class SegmentationUNet(nn.Module):
     """Deterministic baseline: the diffusion UNet's backbone without x_t and t.
 
-    forward(image (B, in_channels, H, W)) -> logits (B, out_channels, H, W), ``out_channels`` = C classes
-    (binary: 1); train with ``segmentation_loss``. ``features(image)`` -> the last decoder features
-    (B, ``feature_channels`` = channels[0], H, W) and ``logits(features)``: forward in two parts (an anchored trunk).
+    forward(image (B, in_channels, H, W)) -> logits (B, out_channels, H, W), ``out_channels`` =
+    ``LabelScheme.channels`` (binary: 1); train with ``segmentation_loss``. ``features(image)`` -> the last
+    decoder features (B, ``feature_channels`` = channels[0], H, W) and ``logits(features)``: forward in two parts
+    (an anchored trunk).
     """
 
     def __init__(self, in_channels: int = 1, **options: Any):
@@ -206,13 +208,14 @@ def _soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float) -> 
 def segmentation_loss(
     logits: torch.Tensor, target: torch.Tensor, exclusive: bool = True, smooth: float = 1.0
 ) -> torch.Tensor:
-    """The deterministic UNet's loss for C channels (nnU-Net's Dice + cross-entropy, Isensee et al. 2021), a scalar.
+    """The deterministic UNet's loss (nnU-Net's Dice + cross-entropy, Isensee et al. 2021), a scalar.
 
-    logits, target: (B, C, H, W); target is ``LabelScheme.one_hot`` of the label map ({0, 1}).
-    - C = 1 (binary): ``dice_bce_loss`` exactly.
-    - exclusive classes, C = K + 1 >= 3 (channel 0 = background): softmax cross-entropy, the mean over pixels of
-      -log softmax(logits)[true class], plus the soft Dice loss of p = softmax(logits) per image and foreground
-      channel 1..K (the background left out, as nnU-Net does), averaged over images and classes.
+    logits, target: (B, C, H, W), C + 1 channels for exclusive classes; target is ``LabelScheme.one_hot`` of the
+    label map ({0, 1}).
+    - one channel (binary): ``dice_bce_loss`` exactly.
+    - C >= 2 exclusive classes, C + 1 channels (channel 0 = background): softmax cross-entropy, the mean over
+      pixels of -log softmax(logits)[true class], plus the soft Dice loss of p = softmax(logits) per image and
+      foreground channel 1..C (the background left out, as nnU-Net does), averaged over images and classes.
     - overlapping regions (``exclusive=False``): sigmoid BCE (mean over all pixels and channels) plus the soft
       Dice loss per image and region, averaged: ``dice_bce_loss`` channel by channel.
     ``smooth`` s as in ``dice_bce_loss``: an empty class predicted empty costs no Dice.

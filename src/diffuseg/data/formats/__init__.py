@@ -102,7 +102,7 @@ def open_dataset(
 
 
 def images_from_files(paths: Sequence[str | os.PathLike]) -> Reader:
-    """Unlabelled cases (K = 0) from a list of image files (PNG, JPG, NIfTI, ...), for ``predict``."""
+    """Unlabelled cases (A = 0) from a list of image files (PNG, JPG, NIfTI, ...), for ``predict``."""
     files = [Path(p) for p in paths]
     for p in files:
         if not p.is_file():

@@ -1,7 +1,7 @@
 """What every layout reader shares: entries found on disk, and decoding an entry into a ``Case``.
 
 A reader only *finds* files (``scan``); decoding, slicing of volumes, turning label maps into atom maps
-(``labels``: binary {0,1} as before, or one atom per declared label value) and every per-file check live
+(``labels``: binary {0,1}, or one atom per declared label value) and every per-file check live
 here, so all layouts report problems the same way.
 """
 
@@ -80,15 +80,15 @@ class _FileCache:
 
 def _channel_axis(data: FileData) -> int | None:
     a = data.array
-    if data.affine is not None:  # NIfTI: (X,Y), (X,Y,Z) or (X,Y,Z,C)
+    if data.affine is not None:  # NIfTI: (X,Y), (X,Y,Z) or (X,Y,Z,channels)
         return 3 if a.ndim == 4 else None
     if data.slice_axis == 0:  # HDF5 volume (D,H,W): one channel
         return None
-    return 2 if a.ndim == 3 else None  # rasters (H,W,C); .npy (H,W,C) too
+    return 2 if a.ndim == 3 else None  # rasters (H,W,channels); .npy (H,W,channels) too
 
 
 def _plane(data: FileData, array: np.ndarray, slice_index: int | None) -> np.ndarray:
-    """The 2D plane (H,W) or (H,W,C) of an entry: slice ``slice_index`` (default 0) of a NIfTI volume (last
+    """The 2D plane (H,W) or (H,W,channels) of an entry: slice ``slice_index`` (default 0) of a NIfTI volume (last
     axis) or an HDF5 volume (first axis)."""
     z = 0 if slice_index is None else slice_index
     if data.slice_axis == 0 and array.ndim == 3:
@@ -345,7 +345,15 @@ def annotator_problems(
     where: Path, images: Collection[str], per_annotator: Sequence[Mapping[str, Path]], names: Sequence[str], orphan: str
 ) -> list[str]:
     """The structural problems of one mask set per annotator (stem -> file): sets of unequal size, and
-    masks whose stem is no image's (``"<file>: <orphan> (<annotator name>)"``)."""
+    masks whose stem is no image's (``"<file>: <orphan> (<annotator name>)"``).
+
+    Args:
+        where: the folder the unequal-size problem names.
+        images: the image stems.
+        per_annotator: per annotator, its masks by stem.
+        names: per annotator, the name the problems give it.
+        orphan: the problem of a mask without an image, e.g. ``"mask without an image"``.
+    """
     problems = []
     counts = [len(found) for found in per_annotator]
     if len(set(counts)) > 1:

@@ -8,7 +8,7 @@ the whole tumour (any non-zero label) by default; sub-regions are chosen with ``
 tumour core ``(1, 4)`` (BraTS 2023 labels: ``(1, 3)``) or enhancing tumour ``(4,)``. All labels at once:
 declare ``data.classes``, e.g. the regions ``BRATS_REGIONS`` (WT, TC, ET; written back as 0/1/2/4) or exclusive
 classes (NCR 1, ED 2, ET 4); undeclared values are then problems naming the file. Cases without ``seg``
-(the testing folder) are unlabelled (K = 0). The patient id is the file prefix before the modality.
+(the testing folder) are unlabelled (A = 0). The patient id is the file prefix before the modality.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def is_image_file(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class FileData:
-    """A decoded file. ``array`` is (H,W), (H,W,C) for rasters; (X,Y), (X,Y,Z) or (X,Y,Z,C) for NIfTI."""
+    """A decoded file. ``array`` is (H,W), (H,W,channels) for rasters; (X,Y), (X,Y,Z) or (X,Y,Z,channels) for
+    NIfTI."""
 
     array: np.ndarray
     affine: np.ndarray | None = None  # 4x4, NIfTI only

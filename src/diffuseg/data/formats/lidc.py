@@ -1,8 +1,8 @@
-"""The LIDC-IDRI-slices layout: ``PATIENT/nodule-K/{images,mask-0,...,mask-3}/slice-N.png``, 4 annotators.
+"""The LIDC-IDRI-slices layout: ``PATIENT/nodule-J/{images,mask-0,...,mask-3}/slice-N.png``, 4 annotators.
 
 ``root`` may be the ``LIDC-IDRI-slices`` folder or a folder holding it (next to ``train_patients.txt`` and
 ``val_patients.txt``, which ``dataset.build_datasets`` then uses as the split). Case ids are
-``PATIENT_nodule-K_slice-N``; the patient id is the patient folder's name.
+``PATIENT_nodule-J_slice-N``; the patient id is the patient folder's name.
 """
 
 from __future__ import annotations

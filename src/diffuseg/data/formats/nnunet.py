@@ -9,8 +9,8 @@ Classes: ``labels`` with two or more foreground labels makes the dataset multi-c
 v2 ``{"background": 0, "RV": 1, ...}``, v1 / Medical Segmentation Decathlon ``{"0": "background", "1": ...}``,
 and nnU-Net v2 regions ``{"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}`` with
 ``regions_class_order`` (the label written for each region, in order). ``data.classes``, when given, must match
-them; ``data.foreground`` keeps the dataset binary (the chosen labels as foreground, as before). One foreground
-label: binary as before.
+them; ``data.foreground`` keeps the dataset binary (the chosen labels as foreground). One foreground label:
+binary.
 
 Several annotators (our extension, ignored by nnU-Net itself): annotator 0 is ``labelsTr/``; annotators 1..
 are sibling folders named ``labelsTr_<anything>`` taken in sorted order (``labelsTr_rater1``, ...), or the

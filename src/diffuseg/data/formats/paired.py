@@ -118,7 +118,7 @@ class PairedReader(Reader):
 
 
 class ImagesReader(Reader):
-    """Unlabelled images: a folder of image files, or a list of files (K = 0), for ``predict``."""
+    """Unlabelled images: a folder of image files, or a list of files (A = 0), for ``predict``."""
 
     layout = "images"
 

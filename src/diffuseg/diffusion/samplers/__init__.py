@@ -1,9 +1,9 @@
 """Samplers: one algorithm per file, one signature.
 
 ``sample(kind, net, image, process, steps, *, generator, members=1, **options) -> SampleOutput``.
-``generator`` is a ``torch.Generator`` or one generator per output row (B * members rows).
+``generator`` is a ``torch.Generator`` or one generator per output row (B * K rows, K = ``members``).
 Options: ``spacing`` (linear or quadratic time grid), ``eta`` (DDIM), ``ddpm_variance`` (DDPM: posterior or
-beta), ``threshold``, ``scheme`` (the ``LabelScheme`` of C classes; None: binary); a sampler ignores the options
+beta), ``threshold``, ``scheme`` (the ``LabelScheme`` of the classes; None: binary); a sampler ignores the options
 of the others, so one call site serves all three.
 """
 
@@ -35,7 +35,18 @@ def sample(
     members: int = 1,
     **options: object,
 ) -> SampleOutput:
-    """Draw ``members`` masks per image with the sampler ``kind``."""
+    """Draw K = ``members`` masks per image with the sampler ``kind``.
+
+    Args:
+        kind: ddpm, ddim or dpm_solver.
+        net: the network ``net(x_t, t, image)``.
+        image: (B, in_channels, H, W).
+        process: the schedule and prediction type.
+        steps: S, the network calls per member.
+        generator: one generator, or one per output row (B * K).
+        members: K, masks per image.
+        **options: the samplers' options (module docstring).
+    """
     fn = SAMPLERS[SamplerKind.parse(kind)]
     return fn(net, image, process, steps, generator=generator, members=members, **options)
 

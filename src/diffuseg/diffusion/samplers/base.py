@@ -4,9 +4,10 @@ All samplers walk the schedule's grid t_0 = 1 > t_1 > ... > t_S = 0, call the ne
 (S network evaluations) and return the last data estimate x_hat, i.e. the step to t = 0 lands on the
 denoised mask (alpha = 1, sigma = 0 there). Coefficients are Python floats: every row shares t.
 
-Classes: x_t has C channels, the one-hot of the label scheme scaled to {-1, 1} (``LabelScheme.channels``;
-binary C = 1), and the soft estimate is decoded into a label map of atoms by ``LabelScheme.decode`` (argmax for
-exclusive classes, per-channel threshold for regions). Without a scheme (``scheme=None``) a sampler is binary.
+Classes: x_t has C channels, the one-hot of the label scheme scaled to {-1, 1} (``LabelScheme.channels``:
+C + 1 for exclusive classes; binary 1), and the soft estimate is decoded into a label map of atoms by
+``LabelScheme.decode`` (argmax for exclusive classes, per-channel threshold for regions). Without a scheme
+(``scheme=None``) a sampler is binary.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from diffuseg.labels import LabelScheme
 
 @dataclass(frozen=True)
 class SampleOutput:
-    """mask: (N, 1, H, W) float32 label map of atoms (``LabelScheme.decode``; binary: {0, 1}, ``soft > threshold``);
-    soft: (N, C, H, W) in [0, 1], the per-channel estimate (x_hat + 1) / 2 before decoding (binary: C = 1)."""
+    """mask: (B * K, 1, H, W) float32 label map of atoms (``LabelScheme.decode``; binary: {0, 1},
+    ``soft > threshold``); soft: (B * K, C, H, W) in [0, 1], the per-channel estimate (x_hat + 1) / 2 before
+    decoding (binary: C = 1). Rows grouped by image, K members each."""
 
     mask: Tensor
     soft: Tensor
@@ -66,14 +68,16 @@ def grid(process: DiffusionProcess, steps: int, spacing: Spacing | str = Spacing
 
 
 def start_noise(image: Tensor, members: int, generator: Generators, channels: int = 1) -> Tensor:
-    """z_1 ~ N(0, I) of shape (B * members, channels, H, W), rows grouped by image (``channels`` = C)."""
+    """z_1 ~ N(0, I) of shape (B * K, channels, H, W), K = ``members``, rows grouped by image (``channels``:
+    ``LabelScheme.channels``)."""
     b, _, h, w = image.shape
     return randn((b * members, channels, h, w), generator, device=image.device, dtype=torch.float32)
 
 
 def to_mask(soft: Tensor, threshold: float, scheme: LabelScheme | None = None) -> Tensor:
-    """soft (N, C, H, W) in [0, 1] -> label map (N, 1, H, W) float32 of atoms: ``scheme.decode`` (argmax over C for
-    exclusive classes, ``soft > threshold`` per channel for regions); ``scheme=None``: binary, ``soft > threshold``."""
+    """soft (B * K, C, H, W) in [0, 1] -> label map (B * K, 1, H, W) float32 of atoms: ``scheme.decode`` (argmax
+    over the channels for exclusive classes, ``soft > threshold`` per channel for regions); ``scheme=None``:
+    binary, ``soft > threshold``."""
     if scheme is None:
         return (soft > threshold).float()
     return scheme.decode(soft, threshold).unsqueeze(1).float()
@@ -98,7 +102,20 @@ def walk(
 ) -> SampleOutput:
     """Start from noise, call the network at each grid time and let ``update`` take z_t to z_s; the last
     transition (to the data) returns the network's x_hat. image: (B, in_channels, H, W) -> label maps
-    (B * members, 1, H, W) and soft (B * members, C, H, W), C = ``scheme.channels`` (binary: 1)."""
+    (B * K, 1, H, W) and soft (B * K, C, H, W), C = ``scheme.channels`` (binary: 1).
+
+    Args:
+        net: the network ``net(x_t, t, image)``.
+        image: (B, in_channels, H, W).
+        process: the schedule and prediction type.
+        steps: S, the network calls per member.
+        generator: one generator, or one per output row (B * K).
+        members: K, masks per image.
+        threshold: the cut of a binary or region channel's soft mask.
+        update: the sampler's transition (z_t, x_hat, step) -> z_s.
+        spacing: the time grid (``Spacing``).
+        scheme: the classes (None: binary).
+    """
     z = start_noise(image, members, generator, 1 if scheme is None else scheme.channels)
     x0 = None  # the previous estimate, which a self-conditioned network sees
     for step in grid(process, steps, spacing):

@@ -32,7 +32,19 @@ def sample(
     **_: object,
 ) -> SampleOutput:
     """image: (B, in_channels, H, W) -> ``SampleOutput`` (see ``walk``), rows grouped by image.
-    ``scheme``: the classes (None: binary)."""
+
+    Args:
+        net: the network ``net(x_t, t, image)``.
+        image: (B, in_channels, H, W).
+        process: the schedule and prediction type.
+        steps: S, the network calls per member.
+        generator: one generator, or one per output row (B * K).
+        members: K, masks per image.
+        eta: the noise scale, 0 deterministic, 1 ancestral.
+        threshold: the cut of a binary or region channel's soft mask.
+        spacing: the time grid (``Spacing``).
+        scheme: the classes (None: binary).
+    """
 
     def update(z: Tensor, x0: Tensor, step: Step) -> Tensor:
         alpha_t, sigma_t = step.alpha_sigma(at_s=False)

@@ -32,8 +32,20 @@ def sample(
     scheme: LabelScheme | None = None,
     **_: object,
 ) -> SampleOutput:
-    """image: (B, in_channels, H, W) -> ``SampleOutput`` (see ``walk``), rows grouped by image.
-    ``scheme``: the classes (None: binary). Deterministic given z_1."""
+    """image: (B, in_channels, H, W) -> ``SampleOutput`` (see ``walk``), rows grouped by image; deterministic
+    given z_1.
+
+    Args:
+        net: the network ``net(x_t, t, image)``.
+        image: (B, in_channels, H, W).
+        process: the schedule and prediction type.
+        steps: S, the network calls per member.
+        generator: one generator, or one per output row (B * K).
+        members: K, masks per image.
+        threshold: the cut of a binary or region channel's soft mask.
+        spacing: the time grid (``Spacing``).
+        scheme: the classes (None: binary).
+    """
     history: list[tuple[Tensor, float]] = []  # (x_hat, h) of the previous step
 
     def update(z: Tensor, x0: Tensor, step: Step) -> Tensor:

@@ -1,4 +1,10 @@
-"""Shared blocks: GroupNorm groups, sinusoidal time features, residual block, attention, resampling."""
+"""Shared blocks: GroupNorm groups, sinusoidal time features, residual block, attention, resampling, and
+partial-convolution padding.
+
+A stride-2 3x3 convolution (``downsample=conv``, the papers' UNets) samples pixels 0, 2, ..., H-2: it reads the
+top and left borders through its padding and never the bottom and right ones, so no network built with it can
+treat the four corners alike; ``downsample=centred`` (2x2 average, then a 3x3 convolution) can.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,15 @@ import torch
 from diffuseg.nets.blocks import (
     Attention,
     Downsample,
+    PartialPadConv2d,
     ResBlock,
     TimeEmbedding,
     Upsample,
+    conv3x3,
     group_count,
     sinusoidal_embedding,
 )
+from symmetries import relative_error, symmetrise
 
 
 @pytest.mark.parametrize(("channels", "groups"), [(32, 32), (64, 32), (352, 32), (48, 24), (36, 18), (8, 8), (1, 1)])
@@ -70,3 +79,30 @@ def test_resampling_shapes() -> None:
     assert Downsample(8)(x).shape == (1, 8, 6, 6)
     assert Downsample(8, 16)(x).shape == (1, 16, 6, 6)
     assert Upsample(8, 4)(x).shape == (1, 4, 24, 24)
+
+
+def test_strided_conv_downsampling_does_not():
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 16, 16)
+    strided, centred = symmetrise(Downsample(8, kind="conv")), symmetrise(Downsample(8, kind="centred"))
+    with torch.no_grad():
+        assert relative_error(strided(x.flip(-1)), strided(x).flip(-1)) > 0.1
+        assert relative_error(centred(x.flip(-1)), centred(x).flip(-1)) < 1e-5
+        up = symmetrise(Upsample(8))
+        assert relative_error(up(x.flip(-2)), up(x).flip(-2)) < 1e-5
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_partial_padding_rescales_the_border_to_the_interior(stride):
+    zeros, partial = conv3x3(1, 1, stride, "zeros"), conv3x3(1, 1, stride, "partial")
+    assert isinstance(partial, PartialPadConv2d)
+    with torch.no_grad():
+        for conv in (zeros, partial):
+            conv.weight.fill_(1.0 / 9)
+            conv.bias.fill_(0.5)
+        x = torch.full((1, 1, 8, 8), 2.0)
+        assert torch.allclose(partial(x), torch.full_like(partial(x), 2.5))  # a uniform kernel: flat everywhere
+        corner = 2.0 * 4 / 9 + 0.5  # zero padding: 4 of the 9 taps of output (0, 0) fall inside
+        assert torch.isclose(zeros(x)[0, 0, 0, 0], torch.tensor(corner))
+        x = torch.randn(2, 1, 8, 8)
+        assert torch.allclose(partial(x)[..., 1:-1, 1:-1], zeros(x)[..., 1:-1, 1:-1], atol=1e-6)  # interior: unchanged

@@ -17,13 +17,13 @@ BRATS = [
 ]
 
 
-def test_binary_is_the_identity_on_today_masks():
+def test_binary_is_the_identity_on_binary_masks():
     scheme = label_scheme()
     assert scheme.binary and scheme.exclusive and scheme.names == ("foreground",)
     assert scheme.channels == 1 and scheme.atoms == 1 and scheme.values == ()
     label = np.array([[0, 3], [7, 0]])
     atoms = scheme.encode(label)
-    assert atoms.dtype == np.uint8 and atoms.tolist() == [[0, 1], [1, 0]]  # any non-zero, as today
+    assert atoms.dtype == np.uint8 and atoms.tolist() == [[0, 1], [1, 0]]  # any non-zero value is foreground
     assert scheme.undeclared(label) == set()
     mask = torch.tensor([[[0, 1], [1, 0]]], dtype=torch.uint8)  # (A=1, H, W)
     one_hot = scheme.one_hot(mask)

@@ -1,4 +1,4 @@
-"""Where a split comes from (config lists, the root's lists, the parent's lists, the seed) and split.json."""
+"""Splits by patient: from the seed or from lists (config, the root's, the parent's, SSL4MIS's), and split.json."""
 
 from __future__ import annotations
 
@@ -6,12 +6,23 @@ import json
 from pathlib import Path
 
 import pytest
-from datafixtures import lidc
+from datafixtures import SHARED, lidc, shared
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diffuseg.config import DataConfig
 from diffuseg.data.dataset import split_indices
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.splits import find_patient_lists, run_folder, select_cases, split_cases, split_source, write_split
+from diffuseg.data.splits import (
+    find_patient_lists,
+    run_folder,
+    select_cases,
+    split_by_patient,
+    split_cases,
+    split_from_lists,
+    split_source,
+    write_split,
+)
 from diffuseg.enums import SplitKind
 from diffuseg.errors import UserError
 
@@ -88,3 +99,45 @@ def test_split_cases_reads_split_json_and_selects(tmp_path, nested):
         split_cases("val", run=tmp_path / "elsewhere")
     with pytest.raises(UserError, match="expected train or val"):
         split_cases("test", run=run)
+
+
+def test_split_by_patient_is_disjoint_and_seeded():
+    patients = [f"p{i // 3}" for i in range(60)]  # 20 patients, 3 items each
+    train, val = split_by_patient(patients, 0.25, seed=4)
+    assert sorted(train + val) == list(range(60))
+    assert not {patients[i] for i in train} & {patients[i] for i in val}
+    assert len({patients[i] for i in val}) == 5
+    assert split_by_patient(patients, 0.25, seed=4) == (train, val)
+    assert split_by_patient(patients, 0.25, seed=5) != (train, val)
+
+
+def test_split_from_lists(tmp_path):
+    (tmp_path / "t.txt").write_text("a\nb\n# comment\n")
+    (tmp_path / "v.txt").write_text("c\n")
+    train, val = split_from_lists(["a", "c", "b", "x"], tmp_path / "t.txt", tmp_path / "v.txt")
+    assert (train, val) == ([0, 2], [1])
+    (tmp_path / "v.txt").write_text("c\nb\n")
+    with pytest.raises(UserError, match="both list"):
+        split_from_lists(["a"], tmp_path / "t.txt", tmp_path / "v.txt")
+
+
+@given(
+    patients=st.lists(st.sampled_from([f"p{i}" for i in range(12)]), min_size=1, max_size=40),
+    fraction=st.floats(0.0, 0.9),
+    seed=st.integers(0, 2**31),
+)
+@settings(max_examples=60, deadline=None)
+def test_split_property(patients, fraction, seed):
+    train, val = split_by_patient(patients, fraction, seed)
+    assert sorted(train + val) == list(range(len(patients)))
+    assert not {patients[i] for i in train} & {patients[i] for i in val}
+    if len(set(patients)) > 1:
+        assert train  # never everything in validation
+
+
+@pytest.mark.realdata
+def test_real_lidc_lists_have_no_overlap():
+    shared("lidc")
+    train_ids = set((SHARED / "lidc" / "train_patients.txt").read_text().split())
+    val_ids = set((SHARED / "lidc" / "val_patients.txt").read_text().split())
+    assert train_ids and val_ids and not train_ids & val_ids

@@ -1,6 +1,6 @@
 """Samplers over C class channels: an exact denoiser for a known per-pixel class distribution.
 
-The synthetic K-class data: every pixel of region r (the left or the right half of the image, which the image
+The synthetic C-class data: every pixel of region r (the left or the right half of the image, which the image
 tells) independently takes atom a with the known probability PI[r][a]. Its one-hot (``LabelScheme.one_hot``),
 scaled to {-1, 1}, is x0. The noise is independent per pixel and channel, so the posterior factorises over
 pixels and the Bayes-optimal denoiser is, per pixel,
@@ -46,15 +46,15 @@ class ExactDenoiser(torch.nn.Module):
     def __init__(self, process: DiffusionProcess, scheme: LabelScheme, pi: torch.Tensor):
         super().__init__()
         self.process, self.pi = process, pi
-        atoms = torch.arange(scheme.atoms + 1)[:, None, None]  # (A, 1, 1)
-        self.vertices = (2.0 * scheme.one_hot(atoms)[..., 0, 0] - 1.0).double()  # (A, C)
+        atoms = torch.arange(scheme.atoms + 1)[:, None, None]  # (L + 1, 1, 1)
+        self.vertices = (2.0 * scheme.one_hot(atoms)[..., 0, 0] - 1.0).double()  # (L + 1, C)
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         members = z.shape[0] // image.shape[0]
         region = image.repeat_interleave(members, 0)[:, 0].long()  # (N, H, W)
         alpha, sigma = (float(v) for v in self.process.schedule.alpha_sigma(float(t[0])))
         zz = z.double().movedim(1, -1)[..., None, :]  # (N, H, W, 1, C)
-        dist2 = (zz - alpha * self.vertices).pow(2).sum(-1)  # (N, H, W, A)
+        dist2 = (zz - alpha * self.vertices).pow(2).sum(-1)  # (N, H, W, L + 1)
         logits = self.pi[region].log() - dist2 / (2 * sigma**2)
         x0 = (logits.softmax(-1)[..., None] * self.vertices).sum(-2).movedim(-1, 1)  # (N, C, H, W)
         if self.process.prediction == PredictionType.LOGITS:  # logits whose sigmoid / softmax is E[one-hot | z_t]
@@ -88,7 +88,7 @@ def test_exact_denoiser_recovers_the_class_frequencies(kind, prediction, schedul
 @pytest.mark.parametrize("prediction", ["v", "logits"])
 @pytest.mark.parametrize("kind", list(SamplerKind))
 def test_exact_denoiser_recovers_region_frequencies(kind, prediction):
-    """Overlapping regions (C = K = 3, decoded by per-channel threshold and painting) give the atoms' frequencies."""
+    """Overlapping regions (3 channels, decoded by per-channel threshold and painting) give the atoms' frequencies."""
     process = DiffusionProcess(DiffusionConfig(schedule=ScheduleKind.CONTINUOUS_COSINE, prediction=prediction))
     gens = [torch.Generator().manual_seed(10 + k) for k in range(8)]
     net = ExactDenoiser(process, BRATS, PI)
@@ -110,7 +110,7 @@ def test_a_point_mass_lands_exactly_on_its_label_map():
 
 
 def test_binary_scheme_and_no_scheme_are_the_same_sampler():
-    """Binary: ``LabelScheme()`` (no classes) draws what ``scheme=None`` (today's call) draws, bit for bit."""
+    """Binary: ``LabelScheme()`` (no classes) draws what ``scheme=None`` (the binary call) draws, bit for bit."""
     process = DiffusionProcess(DiffusionConfig(schedule=ScheduleKind.LINEAR, prediction="eps"))
 
     class Net(torch.nn.Module):

@@ -1,0 +1,90 @@
+"""The nnU-Net raw layout: several annotators, classes and regions from dataset.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datafixtures import label_map, nifti, nnunet
+
+from diffuseg.data.formats import open_dataset
+from diffuseg.errors import UserError
+from diffuseg.labels import ClassSpec
+
+
+@pytest.mark.parametrize("three_d", [False, True])
+def test_nnunet_with_several_annotators(tmp_path, three_d):
+    shape = (6, 6, 4) if three_d else (6, 6)
+    meta = {
+        "channel_names": {"0": "CT", "1": "PET"},
+        "labels": {"background": 0, "lesion": 1},
+        "file_ending": ".nii.gz",
+        "numTraining": 2,
+    }
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    rng = np.random.default_rng(0)
+    for case in ("c_001", "c_002"):
+        for ch in range(2):
+            nifti(tmp_path / "imagesTr" / f"{case}_{ch:04d}.nii.gz", rng.random(shape).astype(np.float32))
+        for k, folder in enumerate(("labelsTr", "labelsTr_rater1", "labelsTr_rater2")):
+            nifti(tmp_path / folder / f"{case}.nii.gz", (rng.random(shape) > 0.5 + 0.1 * k).astype(np.uint8))
+    reader = open_dataset(tmp_path)
+    assert reader.layout == "nnunet"
+    assert len(reader) == (8 if three_d else 2)
+    case = reader[0]
+    assert case.image.shape == (2, 6, 6) and case.masks.shape == (3, 6, 6)
+
+
+def test_nnunet_dataset_json_classes(tmp_path):
+    values = np.stack([label_map(16), label_map(16, 3)], -1)
+    reader = open_dataset(nnunet(tmp_path, {"background": 0, "RV": 1, "MLV": 2, "LVC": 3}, values))
+    assert reader.scheme.names == ("RV", "MLV", "LVC") and reader.scheme.channels == 4
+    assert reader[1].masks[0].numpy().tolist() == label_map(16, 3).tolist()
+    assert reader[0].geometry.volume_id == "c1"
+    binary = open_dataset(tmp_path, foreground=[3])  # data.foreground keeps it binary
+    assert binary.scheme.binary and set(binary[0].masks.unique().tolist()) == {0, 1}
+    with pytest.raises(UserError, match=r"dataset.json: its labels .* do not match data.classes"):
+        open_dataset(tmp_path, classes=(ClassSpec("RV", (1,)), ClassSpec("LV", (3,))))
+
+
+def test_nnunet_msd_v1_labels_and_regions(tmp_path):
+    values = np.stack([label_map(16)] * 2, -1)
+    v1 = open_dataset(nnunet(tmp_path / "v1", {"0": "background", "1": "a", "2": "b", "3": "c"}, values))
+    assert v1.scheme.names == ("a", "b", "c") and v1.scheme.exclusive
+    regions = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+    reader = open_dataset(nnunet(tmp_path / "v2", regions, values, regions_class_order=[1, 2, 3]))
+    scheme = reader.scheme
+    assert not scheme.exclusive and scheme.channels == 3 and scheme.painted == (1, 2, 3)
+    atoms = reader[0].masks[0]
+    decoded = scheme.decode(scheme.one_hot(atoms))
+    assert torch.equal(scheme.to_values(decoded), torch.from_numpy(label_map(16)).long())
+    with pytest.raises(UserError, match="regions_class_order"):
+        open_dataset(nnunet(tmp_path / "bad", regions, values, regions_class_order=[1, 2]))
+
+
+def _nnunet(root: Path, annotator_folders: list[str]) -> Path:
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.float32), np.eye(4)), root / "imagesTr" / "c_0000.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)), root / "labelsTr" / "c.nii.gz")
+    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps({**meta, "annotator_folders": annotator_folders}))
+    return root
+
+
+@pytest.mark.parametrize("entry", ["../outside", "/etc", "labelsTr/../../outside"])
+def test_nnunet_annotator_folders_outside_the_dataset_are_refused(tmp_path, entry):
+    (tmp_path / "outside").mkdir()
+    root = _nnunet(tmp_path / "ds", ["labelsTr", entry])
+    with pytest.raises(UserError, match="outside the dataset folder"):
+        open_dataset(str(root), "nnunet", ())
+
+
+def test_nnunet_annotator_folders_inside_the_dataset_are_read(tmp_path):
+    root = _nnunet(tmp_path / "ds", ["labelsTr"])
+    assert len(open_dataset(str(root), "nnunet", ()).entries) == 2  # the two slices of one volume
