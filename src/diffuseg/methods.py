@@ -177,7 +177,16 @@ def anchored_draw(
     progress: Callable[[int], None] | None = None,
 ) -> Draw:
     """Anchored diffusion's members: per call one trunk pass on the image batch (``anchored_denoiser``), then the
-    sampler of ``cfg`` with members x steps head passes on the cached features; ``progress`` as in ``make_draw``."""
+    sampler of ``cfg`` with members x steps head passes on the cached features.
+
+    Args:
+        net: the trunk and the head (``nets.anchored.AnchoredNet``).
+        process: the diffusion process the head was trained with.
+        cfg: sampler, steps, spacing, eta and threshold.
+        scheme: the label scheme the members are decoded into.
+        form: ``residual`` or ``mean_shift`` (``enums.AnchorForm``).
+        progress: called with the rows of every head call, as in ``make_draw``.
+    """
 
     def draw(images: Tensor, members: int, generators: list) -> SampleOutput:
         denoiser, _ = anchored_denoiser(net, images, process, form, scheme, progress)
@@ -203,6 +212,14 @@ def latent_sample(
     ``generator`` is one ``torch.Generator`` or one per output row (row b * members + k from generator
     b * members + k), so a member's mask does not depend on the batch it is drawn in. The image-only parts
     (Prob. UNet's UNet and prior net, PHiSeg's prior encoder) run once per image.
+
+    Args:
+        net: a ``ProbUNet`` or ``PHiSeg``.
+        image: (B, in_channels, H, W).
+        members: K, the masks drawn per image.
+        generator: one generator, or one per output row (B * K).
+        threshold: where a sigmoid channel counts as on.
+        scheme: the label scheme (``None``: binary).
     """
     if not isinstance(net, ProbUNet | PHiSeg):
         raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")

@@ -43,15 +43,15 @@ class _Pending:
         return sum(m.shape[0] for m in self.masks) == members
 
 
-Part = list[tuple[_Pending, int, int]]
+Chunk = list[tuple[_Pending, int, int]]
 """(case, first member, count) items drawn in one ``draw`` call."""
 
 
-def _split(group: Part, parts: int) -> list[Part]:
-    """``group`` cut into at most ``parts`` runs of about equal rows, at member boundaries (a case's members may
+def _split(group: Chunk, workers: int) -> list[Chunk]:
+    """``group`` cut into at most ``workers`` runs of about equal rows, at member boundaries (a case's members may
     fall into two runs, each a contiguous range)."""
-    per = -(-sum(n for _, _, n in group) // max(1, parts))
-    runs: list[Part] = [[]]
+    per = -(-sum(n for _, _, n in group) // max(1, workers))
+    runs: list[Chunk] = [[]]
     room = per
     for case, k0, n in group:
         while n > 0:
@@ -64,16 +64,16 @@ def _split(group: Part, parts: int) -> list[Part]:
     return runs
 
 
-def _draw_part(draw: Draw, part: Part, cfg: SampleConfig, device: torch.device, inner: int | None) -> SampleOutput:
-    """One ``draw`` call for ``part``: ``members=count`` when every case brings as many, else each row gets its
+def _draw_run(draw: Draw, run: Chunk, cfg: SampleConfig, device: torch.device, inner: int | None) -> SampleOutput:
+    """One ``draw`` call for ``run``: ``members=count`` when every case brings as many, else each row gets its
     own copy of the image (``members=1``). ``inner``: torch threads of this (worker) thread, if set."""
     if inner is not None:
         torch.set_num_threads(inner)  # OpenMP's thread count is a per-thread setting
-    counts = [n for _, _, n in part]
+    counts = [n for _, _, n in run]
     generators = [
-        g for case, k0, n in part for g in member_generators(cfg.seed, case.case_id, range(k0, k0 + n), device)
+        g for case, k0, n in run for g in member_generators(cfg.seed, case.case_id, range(k0, k0 + n), device)
     ]
-    images = torch.stack([case.image for case, _, _ in part]).to(device)
+    images = torch.stack([case.image for case, _, _ in run]).to(device)
     if len(set(counts)) == 1:
         members = counts[0]
     else:
@@ -91,11 +91,11 @@ def draw_workers(cfg: SampleConfig, device: torch.device) -> int:
     return torch.get_num_threads() if device.type == "cpu" else 1
 
 
-def _draw(draw: Draw, chunk: Part, cfg: SampleConfig, device: torch.device) -> None:
+def _draw(draw: Draw, chunk: Chunk, cfg: SampleConfig, device: torch.device) -> None:
     """Draw the members of ``chunk`` (case, first member, count): one call per run of equal image shapes, split
     over ``draw_workers`` threads of one torch thread each (OpenMP threads of one worker wait for each other at
     every operator; the measurements are in docs/inference.md)."""
-    groups: list[Part] = []
+    groups: list[Chunk] = []
     for item in chunk:
         if groups and groups[-1][0][0].image.shape == item[0].image.shape:
             groups[-1].append(item)
@@ -103,19 +103,19 @@ def _draw(draw: Draw, chunk: Part, cfg: SampleConfig, device: torch.device) -> N
             groups.append([item])
     workers = draw_workers(cfg, device)
     for group in groups:
-        parts = _split(group, workers) if workers > 1 else [group]
-        if len(parts) == 1:
-            outputs = [_draw_part(draw, group, cfg, device, None)]
+        runs = _split(group, workers) if workers > 1 else [group]
+        if len(runs) == 1:
+            outputs = [_draw_run(draw, group, cfg, device, None)]
         else:
             threads = torch.get_num_threads()
             try:
-                with ThreadPoolExecutor(len(parts)) as pool:
-                    outputs = list(pool.map(lambda part: _draw_part(draw, part, cfg, device, 1), parts))
+                with ThreadPoolExecutor(len(runs)) as pool:
+                    outputs = list(pool.map(lambda run: _draw_run(draw, run, cfg, device, 1), runs))
             finally:
                 torch.set_num_threads(threads)
-        for part, out in zip(parts, outputs):
+        for run, out in zip(runs, outputs):
             start = 0
-            for case, _, n in part:
+            for case, _, n in run:
                 case.masks.append(out.mask[start : start + n].float())  # stays on the device until fused
                 case.soft.append(out.soft[start : start + n].float())
                 start += n

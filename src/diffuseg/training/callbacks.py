@@ -36,6 +36,15 @@ class PeriodicCheckpoint(L.Callback):
         self.total = total
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Lightning's hook after every optimiser step; saves at every ``every``-th step and at the last.
+
+        Args:
+            trainer: the running trainer (its ``global_step`` counts the steps done).
+            pl_module: the LightningModule being trained.
+            outputs: the training step's output (unused).
+            batch: the step's batch (unused).
+            batch_idx: the batch's index in the epoch (unused).
+        """
         step = trainer.global_step
         if step % self.every == 0 or step >= self.total:
             trainer.save_checkpoint(self.path, weights_only=False)
@@ -69,6 +78,16 @@ class SampledValidation(L.Callback):
         self.batch_size = batch_size
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Lightning's hook after every optimiser step; at every ``every``-th step rank 0 scores and logs
+        ``val/<metric>``, and every rank waits for it.
+
+        Args:
+            trainer: the running trainer.
+            pl_module: the module whose EMA network draws.
+            outputs: the training step's output (unused).
+            batch: the step's batch (unused).
+            batch_idx: the batch's index in the epoch (unused).
+        """
         step = trainer.global_step
         if self.every <= 0 or self.cases == 0 or step % self.every != 0:
             return
