@@ -155,7 +155,7 @@ def test_case_metrics_over_classes() -> None:
 
 
 def test_rejects_masks_without_a_class_axis() -> None:
-    with pytest.raises(ValueError, match="K"):
+    with pytest.raises(ValueError, match=r"class masks \(\.\.\., C, \*S\)"):
         C.class_dice(torch.zeros(4, 4), torch.zeros(4, 4))
     with pytest.raises(ValueError, match="differ"):
         C.pairwise_mean_iou(torch.zeros(2, 3, 4, 4), torch.zeros(2, 2, 4, 4))

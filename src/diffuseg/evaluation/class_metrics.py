@@ -1,11 +1,11 @@
 """Metrics for several classes: per-class overlap and surface distance, their mean over classes, and the
 sample-based metrics with a distance over classes.
 
-Inputs are class-mask stacks ``(..., K, *S)`` bool (or {0, 1}): one mask per class, as
+Inputs are class-mask stacks ``(..., C, *S)`` bool (or {0, 1}): one mask per class, as
 ``labels.LabelScheme.class_masks(atoms)`` gives them; exclusive classes do not overlap, overlapping
 regions (BraTS whole tumour / tumour core / enhancing tumour) do, and region metrics are these per-class
-metrics on the region masks. ``K`` counts foreground classes only: background is not scored. Masks are
-binarised as in ``evaluation.metrics`` (``as_mask``). With ``K = 1`` every function gives exactly its binary
+metrics on the region masks. ``C`` counts foreground classes only: background is not scored. Masks are
+binarised as in ``evaluation.metrics`` (``as_mask``). With ``C = 1`` every function gives exactly its binary
 counterpart in ``evaluation.metrics`` (tested).
 
 Empty-mask policy, per class, as the binary metrics: Dice and IoU of two empty class masks are 1, of one empty
@@ -19,7 +19,7 @@ default (``average="present"``), the mean IoU over the classes present in either
 ``average="all"`` is what the CCDM code computes (Zbinden et al. 2023, "Stochastic segmentation with
 conditional categorical diffusion models", ICCV; ``batched_distance`` in
 github.com/LarsDoorenbos/ccdm-stochastic-segmentation, evaluation/evaluate_lidc_uncertainty.py): the mean over
-all K foreground classes, a class absent from both counting as IoU 1. With one class both are the binary
+all C foreground classes, a class absent from both counting as IoU 1. With one class both are the binary
 ``1 - IoU`` with its empty-mask policy; with several, "all" gives smaller distances when classes are absent.
 """
 
@@ -46,18 +46,18 @@ COUNTS = ("samples",)
 def _stack(x: Array, name: str) -> torch.Tensor:
     t = as_mask(x)
     if t.dim() < 3:
-        raise ValueError(f"{name}: expected class masks (..., K, *S), got shape {tuple(t.shape)}")
+        raise ValueError(f"{name}: expected class masks (..., C, *S), got shape {tuple(t.shape)}")
     return t
 
 
 def class_dice(pred: Array, gt: Array, dims: int = 2) -> torch.Tensor:
-    """Dice per class: ``pred``, ``gt`` ``(..., K, *S)`` -> ``(..., K)`` float64 (``metrics.dice`` with the
+    """Dice per class: ``pred``, ``gt`` ``(..., C, *S)`` -> ``(..., C)`` float64 (``metrics.dice`` with the
     class axis as a batch axis). Both empty: 1; one empty: 0. ``dims``: 2, or 3 for a volume."""
     return M.dice(_stack(pred, "pred"), _stack(gt, "gt"), dims)
 
 
 def class_iou(pred: Array, gt: Array, dims: int = 2) -> torch.Tensor:
-    """IoU per class ``(..., K)`` float64, as ``class_dice``. Both empty: 1; one empty: 0."""
+    """IoU per class ``(..., C)`` float64, as ``class_dice``. Both empty: 1; one empty: 0."""
     return M.iou(_stack(pred, "pred"), _stack(gt, "gt"), dims)
 
 
@@ -70,11 +70,11 @@ def class_hd95(
     pooled: bool = False,
     one_empty: str = "nan",
 ) -> torch.Tensor:
-    """``metrics.hd95`` per class -> ``(K,)`` float64. Both empty: 0; exactly one empty: ``one_empty``.
+    """``metrics.hd95`` per class -> ``(C,)`` float64. Both empty: 0; exactly one empty: ``one_empty``.
 
     Args:
-        pred: ``(K, *S)`` class masks, ``S`` 2D or 3D (a whole volume).
-        gt: ``(K, *S)`` class masks.
+        pred: ``(C, *S)`` class masks, ``S`` 2D or 3D (a whole volume).
+        gt: ``(C, *S)`` class masks.
         spacing: mm per spatial axis (default 1).
         percentile: the percentile of the surface distances.
         pooled: both directions' distances together (medpy), else the larger directed percentile (MONAI).
@@ -90,7 +90,7 @@ def class_hd95(
 
 
 def class_mean(values: Array) -> torch.Tensor:
-    """Mean over the last axis (classes) leaving NaN out; NaN where every class is NaN. ``(..., K) -> (...)``."""
+    """Mean over the last axis (classes) leaving NaN out; NaN where every class is NaN. ``(..., C) -> (...)``."""
     v = torch.as_tensor(values, dtype=torch.float64)
     ok = ~torch.isnan(v)
     count = ok.sum(-1)
@@ -99,16 +99,16 @@ def class_mean(values: Array) -> torch.Tensor:
 
 
 def pairwise_mean_iou(a: Array, b: Array, average: ClassAverage | str = ClassAverage.PRESENT) -> torch.Tensor:
-    """``mIoU`` for every pair of ``a`` ``(N, K, *S)`` and ``b`` ``(M, K, *S)``: ``(N, M)`` float64. ``present``:
-    over the classes present in either mask, 1 when none is; ``all``: over all K classes, a class absent from
+    """``mIoU`` for every pair of ``a`` ``(N, C, *S)`` and ``b`` ``(M, C, *S)``: ``(N, M)`` float64. ``present``:
+    over the classes present in either mask, 1 when none is; ``all``: over all C classes, a class absent from
     both counting 1 (the CCDM code). One matrix product per class."""
     average = ClassAverage.parse(average)
     fa, fb = _stack(a, "a"), _stack(b, "b")
     if fa.shape[1:] != fb.shape[1:]:
         raise ValueError(f"class masks {tuple(fa.shape)} and {tuple(fb.shape)} differ in classes or size")
-    fa = fa.reshape(fa.shape[0], fa.shape[1], -1).transpose(0, 1).double()  # (K, N, P)
+    fa = fa.reshape(fa.shape[0], fa.shape[1], -1).transpose(0, 1).double()  # (C, N, P)
     fb = fb.reshape(fb.shape[0], fb.shape[1], -1).transpose(0, 1).double()
-    inter = torch.bmm(fa, fb.transpose(1, 2))  # (K, N, M)
+    inter = torch.bmm(fa, fb.transpose(1, 2))  # (C, N, M)
     union = fa.sum(-1)[:, :, None] + fb.sum(-1)[:, None, :] - inter
     present = union > 0
     if average is ClassAverage.ALL:
@@ -119,7 +119,7 @@ def pairwise_mean_iou(a: Array, b: Array, average: ClassAverage | str = ClassAve
 
 
 class ClassSampleSet(IoUSet):
-    """N samples ``(N, K, *S)`` and M annotations ``(M, K, *S)`` with the mean IoU of every pair
+    """K samples ``(K, C, *S)`` and A annotations ``(A, C, *S)`` with the mean IoU of every pair
     (``pairwise_mean_iou``); ``ged``, ``ged_at``, ``diversity`` and ``hungarian_iou`` are those of
     ``metrics.SampleSet`` with ``d = 1 - mIoU`` (``average``: see ``pairwise_mean_iou``)."""
 
@@ -140,7 +140,7 @@ def class_ged(
 
 
 def class_diversity(samples: Array, average: ClassAverage | str = ClassAverage.PRESENT) -> float:
-    """Mean ``1 - mIoU`` over the ``i != j`` pairs of ``samples`` ``(N, K, *S)``; NaN for N < 2."""
+    """Mean ``1 - mIoU`` over the ``i != j`` pairs of ``samples`` ``(K, C, *S)``; NaN for K < 2."""
     return ClassSampleSet(samples, samples[:1], average).diversity()
 
 
@@ -159,8 +159,8 @@ def class_set_metrics(
 ) -> dict[str, float]:
     """The ``SET_METRICS`` of one case with the distance over classes: ``ged``, ``ged_biased``, ``ged_<n>`` and
     ``ged_biased_<n>`` for each ``n`` in ``ged_sizes`` that the N samples allow, ``diversity``,
-    ``hungarian_iou``. ``samples`` ``(N, K, *S)``, ``annotations`` ``(M, K, *S)``; keys as
-    ``case_metrics.case_metrics``, so that with ``K = 1`` the values are exactly its own."""
+    ``hungarian_iou``. ``samples`` ``(K, C, *S)``, ``annotations`` ``(A, C, *S)``; keys as
+    ``case_metrics.case_metrics``, so that with ``C = 1`` the values are exactly its own."""
     sets = ClassSampleSet(samples, annotations, average)
     out = {"ged": sets.ged(unbiased=True), "ged_biased": sets.ged(unbiased=False)}
     for n in ged_sizes:
@@ -174,7 +174,7 @@ def class_set_metrics(
 
 def class_ece(samples: Array, annotations: Array, bins: int = 10, foreground_only: bool = False) -> torch.Tensor:
     """``metrics.ece`` per class: the members' frequency of class ``k`` per pixel against the annotators'
-    frequency of class ``k``. ``samples`` ``(N, K, *S)``, ``annotations`` ``(M, K, *S)`` -> ``(K,)`` float64.
+    frequency of class ``k``. ``samples`` ``(K, C, *S)``, ``annotations`` ``(A, C, *S)`` -> ``(C,)`` float64.
     ``foreground_only`` keeps, for class ``k``, the pixels any sample or annotator marks as ``k`` (NaN when
     there are none); over all pixels a class nobody marks has ECE 0."""
     s, y = _stack(samples, "samples"), _stack(annotations, "annotations")
@@ -185,7 +185,7 @@ def class_ece(samples: Array, annotations: Array, bins: int = 10, foreground_onl
 def class_calibration_bins(
     samples: Array, annotations: Array, bins: int = 10, foreground_only: bool = False
 ) -> torch.Tensor:
-    """Per-class ``metrics.calibration_bins`` ``(K, bins, 3)``, to pool over cases (``metrics.ece_from_bins``
+    """Per-class ``metrics.calibration_bins`` ``(C, bins, 3)``, to pool over cases (``metrics.ece_from_bins``
     of ``sums[k]``, ``case_metrics.add_calibration``); ``foreground_only`` as in ``class_ece``."""
     s, y = _stack(samples, "samples"), _stack(annotations, "annotations")
     out = []
