@@ -1,8 +1,8 @@
-"""Learning curves (issue 14): validation quality against training compute, diffusion against the baselines.
+"""Learning curves: validation quality against training compute, diffusion against the baselines.
 
     .venv/bin/python benchmarks/quality/learning_curve.py --task ddti  # UNet and MedSegDiff-B, 600/1200/2400 steps
     .venv/bin/python benchmarks/quality/learning_curve.py --task lidc              # UNet, Prob. UNet, diffusion UNet
-    .venv/bin/python benchmarks/quality/learning_curve.py --task ddti-recipes      # issue 14's recipes on MedSegDiff-B
+    .venv/bin/python benchmarks/quality/learning_curve.py --task ddti-recipes      # the recipes on MedSegDiff-B
     .venv/bin/python benchmarks/quality/learning_curve.py --report                 # rebuild learning-curve.md and plots
     .venv/bin/python benchmarks/quality/learning_curve.py --task ddti --quick      # smoke check, tiny budget
 
@@ -86,7 +86,7 @@ def ddti_models(b: Q.Budget, quick: bool) -> list[Model]:
     ]
 
 
-# Issue 14's recipes on MedSegDiff-B: each differs from the paper's recipe in the overrides named here only.
+# The recipes beyond the papers on MedSegDiff-B: each differs from the paper's recipe in the overrides named here only.
 RECIPES: dict[str, tuple[str, ...]] = {
     "+ aux. loss on x_hat_0 (lambda 1)": ("diffusion.aux_weight=1.0",),
     "+ ambiguity-paper process (cosine, b 0.1, v-pred, truncated SNR)": (  # the lidc-central preset's process

@@ -85,4 +85,4 @@ def write_report(out: Path, info: Mapping[str, str], quick: bool = False) -> Pat
     suffix = "-quick" if quick else ""
     sections = [(name.upper(), dataset_section(name, c, out, suffix)) for name, c in sorted(by_dataset.items())]
     path = out.parent / f"{out.name}{suffix}.md"
-    return write_markdown(path, "Learning curves (issue 14)", info, sections)
+    return write_markdown(path, "Learning curves", info, sections)

@@ -1,4 +1,4 @@
-"""The papers' tables at a scale this machine can afford, on real data (issue 8, quality part).
+"""The papers' tables at a scale this machine can afford, on real data.
 
     .venv/bin/python benchmarks/quality/quality.py --quick                    # smoke check: every part, tiny budget
     .venv/bin/python benchmarks/quality/quality.py --queue lidc  # LIDC: empty floor, main comparison, Fig. 6
@@ -433,7 +433,7 @@ PRECISION_SETTINGS = (
 
 
 def ddti_precision(b: Budget) -> None:
-    """Issue 18: what bf16 sampling and fewer steps cost in Dice. 25-member STAPLE ensembles of the MedSegDiff
+    """What bf16 sampling and fewer steps cost in Dice. 25-member STAPLE ensembles of the MedSegDiff
     model on a sixth of the DDTI validation images of Table 5 (8 of 48: the 100-step reference costs 2,500
     network calls per image), fp32 and bf16 autocast from the same member seeds: fused Dice, member Dice, and the
     share of fused (and member) pixels that bf16 leaves unchanged."""
@@ -466,8 +466,8 @@ def ddti_precision(b: Budget) -> None:
 
 
 # --------------------------------------------------------------------------------------------- ACDC
-# The ambiguity paper's process (lidc-central's), the recipe that gained most for MedSegDiff-B on DDTI (issue 14,
-# benchmarks/results/learning-curve.md; the preset medsegdiff-b-ddti-plus)
+# The ambiguity paper's process (lidc-central's), the recipe that gained most for MedSegDiff-B on DDTI
+# (benchmarks/results/learning-curve.md; the preset medsegdiff-b-ddti-plus)
 AMBIGUITY_PROCESS = [
     "diffusion.schedule=continuous_cosine",
     "diffusion.input_scale=0.1",

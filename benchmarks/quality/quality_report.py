@@ -234,7 +234,7 @@ def ddti_fast_section(d: dict) -> tuple[str, str]:
         "settings at 256 x 256 with MedSegDiff-B is in speed.md (by sampler) and logs/predict-cli.log; the grid "
         "does not change the cost, only where the steps sit.\n"
     )
-    return f"DDTI: few-step {d['members']}-member ensembles against {ref_label} steps (issue 8's goal)", table + note
+    return f"DDTI: few-step {d['members']}-member ensembles against {ref_label} steps", table + note
 
 
 def ddti_precision_section(d: dict) -> tuple[str, str]:
@@ -255,7 +255,7 @@ def ddti_precision_section(d: dict) -> tuple[str, str]:
         f"{d.get('threads', 1)} torch thread(s); bf16 rows are bf16 autocast from the same member seeds as the fp32 "
         "row of the same sampler setting, compared pixel by pixel.\n"
     )
-    return f"DDTI: bf16 against fp32 and fewer steps ({d['members']}-member ensembles, issue 18)", table + note
+    return f"DDTI: bf16 against fp32 and fewer steps ({d['members']}-member ensembles)", table + note
 
 
 def acdc_section(d: dict) -> tuple[str, str]:
@@ -288,7 +288,7 @@ def acdc_section(d: dict) -> tuple[str, str]:
     )
     lines = [_higher("Dice mean", means)]
     lines += [_higher(f"Dice {c}", {k: r[f"dice/{c}"]["mean"] for k, r in d["rows"].items()}) for c in classes]
-    return "ACDC: per-class 3D Dice, MedSegDiff-B vs the deterministic UNet (issue 15)", table + note + "".join(lines)
+    return "ACDC: per-class 3D Dice, MedSegDiff-B vs the deterministic UNet", table + note + "".join(lines)
 
 
 def _higher(label: str, values: Mapping[str, float | None]) -> str:

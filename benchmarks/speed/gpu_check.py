@@ -1,4 +1,4 @@
-"""The GPU path checked end to end in one script (issue 18), under 10 minutes on one GPU.
+"""The GPU path checked end to end in one script, under 10 minutes on one GPU.
 
     .venv/bin/python benchmarks/speed/gpu_check.py  # on a machine with a CUDA GPU -> results/gpu-check.md
     .venv/bin/python benchmarks/speed/gpu_check.py --cpu-dry-run   # the same steps on the CPU, tiny: checks the script

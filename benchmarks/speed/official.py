@@ -1,4 +1,4 @@
-"""The official MedSegDiff code next to ours, in one process (issue 18): network call and one sampling step.
+"""The official MedSegDiff code next to ours, in one process: network call and one sampling step.
 
     .venv/bin/python benchmarks/speed/official.py --official PATH/TO/MedSegDiff         # -> results/official.md
     .venv/bin/python benchmarks/speed/official.py --official PATH --quick                        # 64 px smoke check

@@ -1,4 +1,4 @@
-"""What ``padding: partial`` costs against the papers' zero padding (issue 17, item 3), per network call.
+"""What ``padding: partial`` costs against the papers' zero padding, per network call.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speed/padding_speed.py            # -> results/padding-speed.md
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speed/padding_speed.py --quick    # smoke check, tiny sizes

@@ -1,4 +1,4 @@
-"""Speed of diffuseg's networks, ensembles and training on this machine (issue 8, speed part).
+"""Speed of diffuseg's networks, ensembles and training on this machine.
 
     .venv/bin/python benchmarks/speed/speed.py --quick    # smoke check, tiny networks, seconds
     .venv/bin/python benchmarks/speed/speed.py            # the full measurement (about 50 minutes on 2 cores)
@@ -23,7 +23,7 @@ What it measures, all with ``torch.set_num_threads(--threads)`` (2 by default):
 4. training throughput (images/s) of one optimiser step on ``DiffusionProcess.loss``;
 5. where the time of the fastest ensemble setup goes (top operators from ``torch.profiler``);
 6. ``torch.compile`` (inductor): compile time, s/call compiled, and the calls it takes to pay back;
-7-9. issue 18 (``speed_cpu.py``): ``train-precision`` (fp32 against bf16 training steps, interleaved),
+7-9. the CPUs users have (``speed_cpu.py``): ``train-precision`` (fp32 against bf16 training steps, interleaved),
    ``threads`` (1 and 2 torch threads and two workers of one, with and without a busy core) and ``goal`` (the
    fused 25-member ensemble end to end with each change added, the FLOP floor at the peak, and
    ``diffuseg predict`` timed as a new process).

@@ -1,4 +1,4 @@
-"""Parts of ``speed.py`` for issue 18 (speed on the CPUs users have); run through ``speed.py --only ...``.
+"""Parts of ``speed.py`` on speed on the CPUs users have; run through ``speed.py --only ...``.
 
 - ``train-precision``: one training step in fp32 and in bf16 autocast (what Lightning's ``bf16-mixed`` runs on a
   CPU), interleaved A B A B so a busy neighbour hits both alike;

@@ -1,4 +1,4 @@
-"""Does a trained model favour one corner? (issue 17, item 3) Counts over several training seeds.
+"""Does a trained model favour one corner? Counts over several training seeds.
 
     .venv/bin/python benchmarks/studies/corners.py --seeds 8  # the demo preset, 8 seeds -> results/corners.md
     .venv/bin/python benchmarks/studies/corners.py --seeds 2 --steps 20    # smoke check
