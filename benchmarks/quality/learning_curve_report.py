@@ -24,11 +24,19 @@ METRICS = {
              ("diversity", "diversity", False)),
 }  # fmt: skip
 METRICS["ddti-anchored"] = METRICS["ddti"]
-PLOTTED = {"acdc": ("dice",), "ddti": ("dice",), "ddti-anchored": ("dice",), "lidc": ("ged_biased_16", "dice")}
+METRICS["acdc-anchored"] = METRICS["acdc"]
+PLOTTED = {
+    "acdc": ("dice",),
+    "ddti": ("dice",),
+    "ddti-anchored": ("dice",),
+    "acdc-anchored": ("dice",),
+    "lidc": ("ged_biased_16", "dice"),
+}
 REFERENCE = {
     "acdc": "MedSegDiff-B with the ambiguity paper's process",
     "ddti": "MedSegDiff-B, papers' recipe",
     "ddti-anchored": "the deterministic UNet",
+    "acdc-anchored": "the deterministic UNet",
     "lidc": "the ambiguity paper's diffusion UNet",
 }
 
