@@ -164,7 +164,7 @@ def test_test_list_is_never_trained_on(tmp_path):
     assert not (train | val) & test and train and val and not train & val
     assert set(split.held_out) == test and not split.left_out
     line = split.describe()
-    assert "of the patients of" in line and "train.list" in line and "3 patient(s) of" in line and "test.list" in line
+    assert "over the patients of" in line and "train.list" in line and "3 patient(s) of" in line and "test.list" in line
     train_set, val_set = build_datasets(DataConfig(root=str(root), image_size=8, val_fraction=0.3))
     assert not (set(train_set.patients) | set(val_set.patients)) & test
     only_test = ssl4mis_cases(tmp_path / "only-test", cases, {"test.list": cases[14:]})

@@ -74,7 +74,7 @@ class SplitSource:
     def describe(self) -> str:
         kind = self.kind
         if kind is SplitKind.SEED:
-            pool = f" of the patients of {self.train_list}" if self.train_list else ""
+            pool = f" over the patients of {self.train_list}" if self.train_list else ""
             return f"seeded split by patient{pool} (data.val_fraction={self.val_fraction}, data.split_seed={self.seed})"
         if kind is SplitKind.KFOLD:
             return (

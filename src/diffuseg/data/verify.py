@@ -108,14 +108,11 @@ def split_lines(reader: Reader, split: Split) -> list[str]:
         patients = len({reader.entries[i].patient_id for i in indices})
         return f"{patients} patient(s), {len({names[i] for i in indices})} case(s), {len(indices)} item(s)"
 
-    lines = [
+    return [
         f"  split: {split.describe()}",
         f"    patient id: {split.patient_rule}",
         f"    train: {side(split.train)}; val: {side(split.val)}",
     ]
-    if split.held_out:
-        lines.append(f"    held out: {len(split.held_out)} patient(s) ({split.source.test_list})")
-    return lines
 
 
 def first_channels(reader: Reader) -> int:
