@@ -317,6 +317,12 @@ def acdc_scores(b: Q.Budget, model: Model, config: Config, ckpt: Path) -> dict[s
     return {k: float(np.nanmean([v[k] for v in per_volume])) for k in per_volume[0]}
 
 
+def cpu_line() -> str:
+    """This machine in one line: CPU, cores, vector ISA, torch."""
+    info = machine()
+    return f"{info['cpu']}, {info['logical cores']} cores, {info['vector ISA']}, torch {info['torch']}"
+
+
 def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> float:
     """Seconds per training step of ``model`` over ``reference``'s: one step of each in turn on the same batch, in
     this process, so that both see the same load; the median of the per-pair ratios after two warm-up pairs."""
@@ -347,6 +353,8 @@ def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> f
 
 
 def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
+    """Train and score every model of ``task`` at each of its budgets (finished points are kept); the task's JSON
+    records the machine it ran on, since step costs and minutes are only comparable on one machine."""
     b = QUICK if quick else BUDGET
     out = OUT / f"{task}{'-quick' if quick else ''}.json"
     saved = json.loads(out.read_text()) if out.exists() else {}
@@ -355,7 +363,8 @@ def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
 
     def save() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
-        payload = {"task": task, "budget": dataclasses.asdict(b), "sampling": DDTI_SAMPLING, "curves": curves}
+        payload = {"task": task, "machine": saved.get("machine") or cpu_line(), "budget": dataclasses.asdict(b),
+                   "sampling": DDTI_SAMPLING, "curves": curves}  # fmt: skip
         write_text_atomic(out, json.dumps(payload, indent=1, default=float))
 
     models = TASKS[task](b, quick)
