@@ -329,3 +329,19 @@ def test_evaluate_refuses_an_incomplete_prediction(tiny_checkpoint, tmp_path, ca
     capsys.readouterr()
     assert main(["evaluate", str(out), str(src)]) == 2
     _one_error(capsys, "incomplete (1 of 2 cases done")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_predict_refuses_a_checkpoint_with_non_finite_weights(tiny_checkpoint, value, tmp_path, capsys):
+    from diffuseg.checkpoint import read_checkpoint, save_atomic
+
+    ckpt = read_checkpoint(tiny_checkpoint)
+    name = next(k for k, v in ckpt["state_dict"].items() if k.startswith("ema.") and v.is_floating_point())
+    ckpt["state_dict"][name] = ckpt["state_dict"][name].clone()
+    ckpt["state_dict"][name].view(-1)[0] = value  # the checksums of the file written are valid
+    bad = tmp_path / "diverged.ckpt"
+    save_atomic(ckpt, bad)
+    src, out = _pngs(tmp_path / "in", "a.png"), tmp_path / "out"
+    assert main(["predict", str(bad), str(src), str(out)]) == 2
+    _one_error(capsys, str(bad), f"weight {name} holds 1 NaN or infinite value(s)")
+    assert not out.exists()
