@@ -345,3 +345,18 @@ def test_predict_refuses_a_checkpoint_with_non_finite_weights(tiny_checkpoint, v
     assert main(["predict", str(bad), str(src), str(out)]) == 2
     _one_error(capsys, str(bad), f"weight {name} holds 1 NaN or infinite value(s)")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--num-parts", "2"], "--num-parts 2 without --part-id: name the part this job predicts, --part-id 0 .. 1"),
+        (["--part-id", "1"], "--part-id 1 without --num-parts"),
+        (["--part-id", "0"], "--part-id 0 without --num-parts"),
+    ],
+)
+def test_predict_needs_num_parts_and_part_id_together(tiny_checkpoint, options, message, tmp_path, capsys):
+    src, out = _pngs(tmp_path / "in", "a.png", "b.png"), tmp_path / "out"
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out), *options]) == 2
+    _one_error(capsys, message)
+    assert not out.exists()
