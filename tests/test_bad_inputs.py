@@ -360,3 +360,36 @@ def test_predict_needs_num_parts_and_part_id_together(tiny_checkpoint, options, 
     assert main(["predict", str(tiny_checkpoint), str(src), str(out), *options]) == 2
     _one_error(capsys, message)
     assert not out.exists()
+
+
+def _run_with_split(tmp_path: Path, val: list[str]) -> Path:
+    from diffuseg.data.splits import write_split
+
+    run = tmp_path / "run"
+    write_split(run, {"train": {"patients": ["t"], "cases": ["t"]}, "val": {"patients": val, "cases": val}})
+    return run
+
+
+def test_predict_split_names_the_split_cases_missing_from_the_input(tiny_checkpoint, tmp_path, capsys):
+    src, out = _pngs(tmp_path / "in", "a.png", "b.png"), tmp_path / "out"
+    missing = [f"gone{i}" for i in range(7)]
+    run = _run_with_split(tmp_path, ["a", "b", *missing])
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out), "--split", "val", "--run", str(run)]) == 2
+    _one_error(capsys, str(src), "7 of the 9 case(s) of the split are not in it", "gone0, gone1", "and 2 more")
+    assert not out.exists()
+
+
+def test_evaluate_split_names_the_split_cases_missing_from_the_ground_truth(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for folder in (gt / "images", gt / "masks", pred):
+        folder.mkdir(parents=True)
+    for name in ("a", "b"):
+        for folder in (gt / "images", gt / "masks", pred):
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / f"{name}.png")
+    run = _run_with_split(tmp_path, ["a", "b", "c"])
+    assert main(["evaluate", str(pred), str(gt), "--split", "val", "--run", str(run)]) == 2
+    _one_error(capsys, str(gt), "1 of the 3 case(s) of the split are not in it (c)")
+    assert not (pred / "results.json").exists()
