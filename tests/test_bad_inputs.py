@@ -393,3 +393,39 @@ def test_evaluate_split_names_the_split_cases_missing_from_the_ground_truth(tmp_
     assert main(["evaluate", str(pred), str(gt), "--split", "val", "--run", str(run)]) == 2
     _one_error(capsys, str(gt), "1 of the 3 case(s) of the split are not in it (c)")
     assert not (pred / "results.json").exists()
+
+
+def _label_maps(tmp_path: Path, classes: str) -> tuple[Path, Path]:
+    """A paired ground truth and a prediction folder of 3-class label maps, whose config.yaml declares ``classes``."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for folder in (gt / "images", gt / "masks", pred):
+        folder.mkdir(parents=True)
+    labels = np.repeat(np.arange(4, dtype=np.uint8), 4)[None].repeat(16, 0)  # 0 | 1 | 2 | 3 in stripes
+    Image.fromarray(labels * 60).save(gt / "images" / "a.png")
+    Image.fromarray(labels).save(gt / "masks" / "a.png")
+    Image.fromarray(labels).save(pred / "a.png")
+    specs = [{"name": n, "values": [int(v)]} for n, v in (item.split("=") for item in classes.split(","))]
+    (pred / "config.yaml").write_text(yaml.safe_dump({"data": {"classes": specs}}))
+    return pred, gt
+
+
+def test_evaluate_refuses_classes_that_contradict_the_predictions(tmp_path, capsys):
+    pred, gt = _label_maps(tmp_path, "RV=1,Myo=2,LV=3")
+    assert main(["evaluate", str(pred), str(gt), "--classes", "LV=1,Myo=2,RV=3"]) == 2
+    _one_error(capsys, "--classes LV=1,Myo=2,RV=3 contradicts", f"{pred / 'config.yaml'}: RV=1,Myo=2,LV=3")
+    assert not (pred / "results.json").exists()
+    assert main(["evaluate", str(pred), str(gt), "--classes", "RV=1,Myo=2,LV=3"]) == 0  # the same classes: fine
+    assert main(["evaluate", str(pred), str(gt)]) == 0
+
+
+def test_evaluate_refuses_classes_for_binary_predictions(tmp_path, capsys):
+    import yaml
+
+    pred, gt = _label_maps(tmp_path, "RV=1,Myo=2,LV=3")
+    (pred / "config.yaml").write_text(yaml.safe_dump({"data": {"classes": [], "foreground": [1]}}))
+    assert main(["evaluate", str(pred), str(gt), "--classes", "RV=1,Myo=2,LV=3"]) == 2
+    _one_error(capsys, "contradicts", "binary (foreground 1)")
