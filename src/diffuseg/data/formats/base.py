@@ -230,6 +230,13 @@ class Reader:
     def _mask(self, entry: Entry, files: tuple[Path, ...], size: tuple[int, int], first, problems: list[str]):
         out = np.zeros(size, dtype=np.uint8)
         for path in files:
+            outside = self._outside(path, entry.images[0])
+            if outside is not None:
+                problems.append(
+                    f"{path}: a link to {outside}, outside the dataset folder {self.root}; labels are never read "
+                    "from outside the dataset (copy the file in, or link the folder of the whole case)"
+                )
+                continue
             try:
                 data, _, bad = self._files.get(path, as_mask=True)
             except UserError as err:
@@ -264,6 +271,18 @@ class Reader:
             if atoms is not None:  # several files of one annotator (lesions): later files win where they label
                 out = np.where(atoms > 0, atoms, out)
         return out
+
+    def _outside(self, path: Path, image: Path) -> Path | None:
+        """Where the label file ``path`` leads when a link takes it out of the dataset folder, else ``None``. A
+        link that moves a case's image and labels together (a linked patient folder, above both) is followed:
+        the label must then lie in that folder's target."""
+        target = path.resolve()
+        try:
+            shared = Path(os.path.commonpath([path, image])).resolve()
+        except ValueError:  # one relative, one absolute
+            shared = self.root.resolve()
+        inside = [self.root.resolve(), shared]
+        return None if any(target == f or f in target.parents for f in inside) else target
 
     def _atoms(self, path: Path, plane: np.ndarray, problems: list[str]) -> np.ndarray | None:
         """Atom map (H,W) uint8 of one label map under a multi-class ``scheme``; ``None`` with a problem when a
