@@ -429,3 +429,110 @@ def test_evaluate_refuses_classes_for_binary_predictions(tmp_path, capsys):
     (pred / "config.yaml").write_text(yaml.safe_dump({"data": {"classes": [], "foreground": [1]}}))
     assert main(["evaluate", str(pred), str(gt), "--classes", "RV=1,Myo=2,LV=3"]) == 2
     _one_error(capsys, "contradicts", "binary (foreground 1)")
+
+
+def _png_bytes(width: int, height: int, pixels: bytes = b"") -> bytes:
+    """A PNG whose header says ``width`` x ``height`` (8-bit grey), with ``pixels`` deflated as its data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b"")
+
+
+def _cut(path: Path, keep: float = 0.6) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _bad_png_truncated(folder: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path = folder / "z.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(path)
+    _cut(path)
+    return path
+
+
+def _bad_png_zero_width(folder: Path) -> Path:
+    (folder / "z.png").write_bytes(_png_bytes(0, 16))
+    return folder / "z.png"
+
+
+def _bad_png_bomb(folder: Path) -> Path:
+    (folder / "z.png").write_bytes(_png_bytes(20000, 20000))  # 400 M pixels declared: Pillow's bomb limit
+    return folder / "z.png"
+
+
+def _bad_jpeg_truncated(folder: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path = folder / "z.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(path)
+    _cut(path)
+    return path
+
+
+def _bad_gif_truncated(folder: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path = folder / "z.gif"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(path)
+    _cut(path)
+    return path
+
+
+def _bad_npy_truncated(folder: Path) -> Path:
+    import numpy as np
+
+    np.save(folder / "z.npy", np.ones((32, 32), np.float32))
+    _cut(folder / "z.npy")
+    return folder / "z.npy"
+
+
+def _bad_npy_text(folder: Path) -> Path:
+    import numpy as np
+
+    np.save(folder / "z.npy", np.full((16, 16), "x"))
+    return folder / "z.npy"
+
+
+def _bad_nifti_truncated(folder: Path, name: str) -> Path:
+    import nibabel as nib
+    import numpy as np
+
+    path = folder / name
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 2)).astype(np.float32), np.eye(4)), str(path))
+    _cut(path, 0.8)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("build", "problem"),
+    [
+        (_bad_png_truncated, "Truncated File Read"),
+        (_bad_png_zero_width, "unreadable or corrupt"),
+        (_bad_png_bomb, "decompression bomb"),
+        (_bad_jpeg_truncated, "unreadable or corrupt"),
+        (_bad_gif_truncated, "unreadable or corrupt"),
+        (_bad_npy_truncated, "unreadable or corrupt"),
+        (_bad_npy_text, "holds <U1 values, not numbers"),
+        (lambda f: _bad_nifti_truncated(f, "z.nii"), "truncated"),
+        (lambda f: _bad_nifti_truncated(f, "z.nii.gz"), "unreadable or corrupt"),
+    ],
+    ids=["png-truncated", "png-0-wide", "png-bomb", "jpeg-truncated", "gif-truncated", "npy-truncated", "npy-text",
+         "nii-truncated", "nii.gz-truncated"],
+)  # fmt: skip
+def test_predict_checks_every_input_before_writing(tiny_checkpoint, build, problem, tmp_path, capsys):
+    src, out = _pngs(tmp_path / "in", "a.png", "b.png"), tmp_path / "out"  # good cases first, then the bad one
+    bad = build(src)
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and f"{bad}: " in err and problem in err, err
+    assert not out.exists()

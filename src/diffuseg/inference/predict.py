@@ -41,7 +41,7 @@ from tqdm import tqdm
 from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
 from diffuseg.data.case import Case
 from diffuseg.data.formats import Entry, Reader, open_input
-from diffuseg.data.formats.files import is_image_file, stem_of
+from diffuseg.data.formats.files import check_header, is_image_file, stem_of
 from diffuseg.data.splits import select_cases
 from diffuseg.data.transforms import model_input
 from diffuseg.data.verify import is_colour
@@ -169,6 +169,7 @@ def prepare(
         raise DatasetError(str(inputs[0]), reader.problems)
     if len(reader) == 0:
         raise UserError(f"{inputs[0]}: no images to predict")
+    _check_headers(reader, str(inputs[0]))
     check_output_names(reader.entries)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = resolve_sample_precision(config.sample.precision, device)  # config.yaml records what ran
@@ -194,6 +195,19 @@ def prepare(
         key,
         list(units.values()),
     )
+
+
+def _check_headers(reader: Reader, where: str) -> None:
+    """``DatasetError`` listing every input image whose header shows it cannot be decoded (``check_header``: 0
+    wide, truncated, a decompression bomb, ...), so that a bad file stops the run before anything is written."""
+    problems = []
+    for path in dict.fromkeys(p for e in reader.entries for p in e.images):
+        try:
+            check_header(path)
+        except UserError as err:
+            problems.append(str(err))
+    if problems:
+        raise DatasetError(where, problems)
 
 
 def _repeated(ids: Sequence[str]) -> str:

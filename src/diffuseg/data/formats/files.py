@@ -123,6 +123,71 @@ def hdf5_dataset(f, key: str, path: str | os.PathLike):
     return obj
 
 
+def check_header(path: str | os.PathLike) -> None:
+    """``UserError`` naming ``path`` when a cheap look shows the image cannot be decoded: a header that does not
+    parse, no pixels (0 wide), a decompression bomb (Pillow's limit), a file shorter than its header says (a
+    PNG's chunks up to IEND with their checksums, a ``.npy`` or ``.nii`` against its data size, a ``.nii.gz``
+    against the size gzip records; JPEG and GIF by their end markers), an HDF5 ``image`` that is no dataset of the
+    file. Reads headers and ends, not pixels, except for a file whose ending is in doubt (then it is decoded)."""
+    path = Path(path)
+    suffix = suffix_of(path)
+    try:
+        if suffix in RASTER_SUFFIXES:
+            _raster_header(path)
+        elif suffix == "npy":
+            array = np.load(path, mmap_mode="r", allow_pickle=False)  # maps the data: a short file fails here
+            check_values(path, array.dtype, array.shape)
+        elif suffix in NIFTI_SUFFIXES:
+            _nifti_header(path)
+        elif suffix in HDF5_SUFFIXES:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                hdf5_dataset(f, "image", path)
+    except UserError:
+        raise
+    except Exception as err:  # decoders raise many types; report, never crash
+        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
+
+
+_END_MARKERS = {"JPEG": (b"\xff\xd9",), "GIF": (b"\x3b",)}  # the last bytes of a complete file
+
+
+def _raster_header(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as im:  # parses the header; Pillow refuses a decompression bomb here
+        width, height = im.size
+        check_values(path, np.uint8, (height, width))
+        if im.format == "PNG":
+            im.verify()  # every chunk up to IEND, checksums included, without inflating the pixels
+            return
+        markers = _END_MARKERS.get(str(im.format))
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 64))
+        tail = fh.read().rstrip(b"\x00\r\n ")
+    if markers is None or not tail.endswith(markers):
+        _read_raster(path, as_mask=False)  # no end marker to trust: decode it
+
+
+def _nifti_header(path: Path) -> None:
+    import nibabel as nib
+
+    img = nib.load(str(path))  # the header only
+    dtype, shape = img.get_data_dtype(), tuple(int(s) for s in img.shape)
+    check_values(path, dtype, shape)
+    size = int(img.dataobj.offset) + int(np.prod(shape)) * dtype.itemsize
+    if suffix_of(path) == "nii":
+        if path.stat().st_size < size:
+            raise UserError(f"{path}: truncated ({path.stat().st_size} bytes; its header needs {size})")
+        return
+    with path.open("rb") as fh:  # gzip ends with the uncompressed size modulo 2**32
+        fh.seek(-4, os.SEEK_END)
+        recorded = int.from_bytes(fh.read(4), "little")
+    if recorded != size % 2**32:
+        np.asanyarray(img.dataobj)  # several gzip members, or trailing bytes: decode it to be sure
+
+
 def _read_raster(path: Path, as_mask: bool) -> np.ndarray:
     from PIL import Image
 
