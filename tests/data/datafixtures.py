@@ -263,6 +263,14 @@ def _label_folder_link_outside(root: Path) -> None:
     (root / "labelsTr_rater1").symlink_to(rater, target_is_directory=True)
 
 
+def _ids_differ_only_in_case(root: Path) -> None:  # predict refuses them: one file on macOS and Windows
+    paired(root, n=1)
+    png(root / "images" / "Scan.png", grey(20))
+    png(root / "masks" / "Scan.png", disc(20, 3))
+    png(root / "images" / "scan.png", grey(20, 1))
+    png(root / "masks" / "scan.png", disc(20, 4))
+
+
 # name -> (builder, text every report must contain, file the problem line must name)
 CORPUS = {
     "corrupt": (_corrupt, "unreadable or corrupt", "images/1_a.png"),
@@ -287,6 +295,7 @@ CORPUS = {
     "npy_text_image": (_npy_text_image, "holds <U1 values, not numbers", "images/1_a.npy"),
     "npy_empty_image": (_npy_empty_image, "holds no values (shape 0x20)", "images/1_a.npy"),
     "label_link_outside": (_label_link_outside, "outside the dataset folder", "masks/1_a.png"),
+    "ids_differ_only_in_case": (_ids_differ_only_in_case, "both would be predicted as scan.*", "images/Scan.png"),
     "label_folder_link_outside": (
         _label_folder_link_outside,
         "outside the dataset folder",

@@ -129,6 +129,7 @@ class Reader:
         self.notes: list[str] = []
         self._files = _FileCache()
         self.scan()
+        self.problems += name_clashes(self.entries)
 
     def use_dataset_classes(self, classes: Sequence[ClassSpec], where: str) -> None:
         """Take the classes the dataset declares (file ``where``) unless the config declares its own, which must
@@ -358,6 +359,24 @@ def _describe_classes(scheme: LabelScheme) -> str:
 def _values(values) -> str:
     shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in list(values)[:8]]
     return "{" + ", ".join(shown) + (", ..." if len(values) > 8 else "") + "}"
+
+
+def name_clashes(entries: Sequence[Entry]) -> list[str]:
+    """One problem per case (or volume) whose name differs from an earlier one's only in case (``A`` and ``a``):
+    ``predict`` would write both to one file where file names ignore case (macOS, Windows). Slices of one volume
+    share their volume's name."""
+    owners: dict[str, tuple[str, Path]] = {}  # folded output name -> (unit, first image file)
+    problems = []
+    for e in entries:
+        unit = f"volume {e.volume_id}" if e.volume_id is not None else f"case {e.case_id}"
+        name = e.volume_id if e.volume_id is not None else e.case_id
+        first = owners.setdefault(name.casefold(), (unit, e.images[0]))
+        if first[0] != unit:
+            problems.append(
+                f"{first[1]} and {e.images[0]}: both would be predicted as {name}.* (names that differ only in "
+                "case are one file on macOS and Windows); rename one of them"
+            )
+    return problems
 
 
 def annotator_problems(
