@@ -12,12 +12,13 @@ the dataset's own label values (ACDC 0/1/2/3, BraTS 0/1/2/4; HDF5 in, HDF5 ``lab
 reassembled), the uncertainty is the normalised entropy of the members' labels, and ``prediction.json`` and
 the manifest (its config) record the classes.
 
-Nothing is written before the run is known to be valid. Then, under the folder's lock, the run is compared
-with the one OUTPUT already holds (``inference.manifest``): the same run resumes (finished cases are
-skipped), another is refused unless ``overwrite`` (which first deletes the files the old run's manifests
-record). ``OUTPUT/config.yaml`` (the resolved config) and the manifest are written, and each case is marked
-done once its files are in place. ``OUTPUT/prediction.json`` names the checkpoint and network
-(``inference.provenance``).
+Nothing is written before the run is known to be valid (every input's header included,
+``formats.files.check_header``). Then, under the folder's lock, the run is compared with the one OUTPUT already
+holds (``inference.manifest``): the same run resumes (finished cases are skipped unless their input files changed
+since, ``manifest.same_input``: those are predicted again), another is refused unless ``overwrite`` (which first
+deletes the files the old run's manifests record). ``OUTPUT/config.yaml`` (the resolved config) and the
+manifest are written, and each case is marked done once its files are in place. ``OUTPUT/prediction.json``
+names the checkpoint and network (``inference.provenance``).
 
 Sharding (nnU-Net's convention): with ``num_parts`` N, output unit j (a 2D case, or a whole volume whose
 slices are cases) belongs to part ``j % N``; each part has its own manifest and lock, so N processes can write
