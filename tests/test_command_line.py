@@ -13,7 +13,15 @@ import torch
 from PIL import Image
 
 from diffuseg import __version__
-from diffuseg.cli import LAYOUTS, PREDICT_OPTIONS, TRAIN_OPTIONS, build_parser, main, split_predict_positionals
+from diffuseg.cli import (
+    CASE_OPTIONS,
+    LAYOUTS,
+    PREDICT_OPTIONS,
+    TRAIN_OPTIONS,
+    build_parser,
+    main,
+    split_predict_positionals,
+)
 from diffuseg.config import Role, parse_overrides, role_of
 from diffuseg.errors import UserError
 from diffuseg.presets import load_config
@@ -154,3 +162,17 @@ def test_the_options_of_train_and_predict_set_run_control_fields():
     for name, table in (("train", TRAIN_OPTIONS), ("predict", PREDICT_OPTIONS)):
         assert set(table) <= {action.dest for action in subs[name]._actions}
         assert all(role_of(key) is Role.RUN for key in table.values())
+
+
+def test_fold_sets_the_cases_field_data_fold(monkeypatch, capsys):
+    subs = _subparsers(build_parser())
+    assert set(CASE_OPTIONS) <= {action.dest for action in subs["train"]._actions}
+    assert "fold" in {action.dest for action in subs["verify"]._actions}
+    assert all(role_of(key) is Role.CASES for key in CASE_OPTIONS.values())
+    seen = {}
+    monkeypatch.setattr("diffuseg.training.run.train", lambda config, resume: seen.setdefault("config", config))
+    assert main(["train", "demo", "--fold", "3", "train.steps=1"]) == 0
+    assert seen["config"].data.fold == 3
+    with pytest.raises(SystemExit):
+        main(["train", "demo", "--fold", "-1"])
+    assert "expected a fold number" in capsys.readouterr().err

@@ -26,6 +26,13 @@ def test_defaults_round_trip_through_yaml(tmp_path):
     assert again.data.foreground == (1, 2)
 
 
+def test_split_fields_from_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: {folds: 3}\n")
+    cfg = load_config(tmp_path / "c.yaml", ["data.fold=2", r"data.patient_regex=(\d+)_"])
+    assert (cfg.data.fold, cfg.data.folds, cfg.data.patient_regex) == (2, 3, r"(\d+)_")
+    assert load_config(tmp_path / "c.yaml").data.fold is None  # no folds unless asked
+
+
 def test_dotted_overrides_are_typed(tmp_path):
     (tmp_path / "c.yaml").write_text("train: {steps: 5}\n")
     cfg = load_config(tmp_path / "c.yaml", ["train.steps=12", "sample.sampler=dpm-solver", "model.options.width=8"])
@@ -46,6 +53,9 @@ def test_dotted_overrides_are_typed(tmp_path):
         ({"sample": {"precision": "fp16"}}, "sample.precision must be 32, bf16 or auto"),
         ({"sample": {"micro_batch": -1}}, "sample.micro_batch must be >= 0"),
         ({"sample": {"channels_last": "sometimes"}}, "sample.channels_last: expected true or false"),
+        ({"data": {"fold": -1}}, "data.fold must be >= 0"),
+        ({"data": {"folds": 1}}, "data.folds must be >= 2"),
+        ({"data": {"patient_regex": "(patient"}}, "data.patient_regex '(patient': not a regular expression"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, values, needle):
@@ -109,11 +119,16 @@ def _leaves(values: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# Fields added since, each choosing which cases a run sees.
+NEW_CASES = {"data.patient_regex", "data.splits_file", "data.fold", "data.folds"}
+
+
 def test_field_roles_give_the_lists_they_replaced():
     not_recipe = {
         f"{s}.*" if keys is None else f"{s}.{k}" for s, keys in OLD_NOT_THE_RECIPE.items() for k in keys or [""]
     }
-    assert set(role_fields(Role.RUN)) | set(role_fields(Role.CASES)) == not_recipe
+    assert set(role_fields(Role.RUN)) | set(role_fields(Role.CASES)) == not_recipe | NEW_CASES
+    assert set(role_fields(Role.CASES)) >= NEW_CASES
     assert set(role_fields(Role.RUN)) == {f"{r}*" if r.endswith(".") else r for r in OLD_RESUMABLE}
     assert not set(role_fields(Role.RUN)) & set(role_fields(Role.CASES))
     resumable = {

@@ -72,3 +72,18 @@ def test_class_probabilities_softmax_for_classes_sigmoid_otherwise():
     torch.testing.assert_close(class_probabilities(logits, label_scheme(ACDC)), logits.softmax(1))
     torch.testing.assert_close(class_probabilities(logits[:, :3], label_scheme(BRATS)), logits[:, :3].sigmoid())
     torch.testing.assert_close(class_probabilities(logits[:, :1]), logits[:, :1].sigmoid())
+
+
+def test_sampling_off_the_training_grid_warns() -> None:
+    import warnings
+
+    from diffuseg.config import DiffusionConfig, SampleConfig
+    from diffuseg.diffusion.process import DiffusionProcess
+
+    process = DiffusionProcess(DiffusionConfig(train_grid=5, train_grid_spacing="quadratic"))
+    with pytest.warns(UserWarning, match="trained only at the 5 times"):
+        methods.diffusion_draw(lambda z, t, image: z, process, SampleConfig(steps=10, spacing="quadratic"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        methods.diffusion_draw(lambda z, t, image: z, process, SampleConfig(steps=5, spacing="quadratic"))
+        methods.diffusion_draw(lambda z, t, image: z, DiffusionProcess(DiffusionConfig()), SampleConfig(steps=7))

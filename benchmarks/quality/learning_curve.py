@@ -202,29 +202,47 @@ def acdc_models(b: Q.Budget, quick: bool) -> list[Model]:
     ]
 
 
+LIGHT_HEAD = "anchored.head_channels=[8,16,32,32]"  # a head of about a third of the trunk's step cost at 64 px
+
+
+def anchored_models(unet: Model, preset: str, run: str) -> list[Model]:
+    """Anchored diffusion with ``unet`` as its trunk (same options and schedule): both forms with the preset's head,
+    and the residual form with a lighter head."""
+    arms = [("residual", ()), ("mean_shift", ()), ("residual", (LIGHT_HEAD,))]
+    return [
+        Model(
+            f"anchored diffusion ({form}{', head 8-16-32-32' if extra else ''})",
+            f"{run}-{form}{'-light' if extra else ''}",
+            preset,
+            (*unet.extra, f"anchored.form={form}", *extra),
+            unet.points,
+            "diffusion",
+        )
+        for form, extra in arms
+    ]
+
+
 def ddti_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
-    """The UNet against anchored diffusion (its trunk that same UNet) in both forms, trained alike."""
+    """The UNet against anchored diffusion (its trunk that same UNet), trained alike."""
     points = (2, 4) if quick else (600, 1200, 2400)
     ch = Q.list_option("model.options.channels", b.lidc_channels)
     unet = Model("deterministic UNet", "lc-ddti-anchored-unet", "unet-ddti", (ch, *_constant_lr(60)), points, "unet")
-    return [
-        unet,
-        *(
-            Model(
-                f"anchored diffusion ({form})",
-                f"lc-ddti-anchored-{form}",
-                "anchored-ddti",
-                (ch, *_constant_lr(60), f"anchored.form={form}"),
-                points,
-                "diffusion",
-            )
-            for form in ("residual", "mean_shift")
-        ),
-    ]
+    return [unet, *anchored_models(unet, "anchored-ddti", "lc-ddti-anchored")]
+
+
+def acdc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
+    """ACDC: the UNet against anchored diffusion with that UNet as its trunk (members drawn in fp32)."""
+    points = (2, 4) if quick else (300, 600, 1200)
+    ch = Q.list_option("model.options.channels", b.lidc_channels)
+    extra = (ch, *_constant_lr(60), "sample.precision=32")
+    unet = Model("deterministic UNet", "lc-acdc-anchored-unet", "unet-acdc", extra, points, "unet")
+    light = anchored_models(unet, "anchored-acdc", "lc-acdc-anchored")
+    return [unet, light[0], light[2]]
 
 
 TASKS = {
     "acdc": acdc_models,
+    "acdc-anchored": acdc_anchored_models,
     "ddti-anchored": ddti_anchored_models,
     "ddti": ddti_models,
     "ddti-recipes": ddti_recipe_models,
@@ -237,10 +255,12 @@ TASKS = {
 def reference_model(task: str, b: Q.Budget, quick: bool) -> Model:
     """The model whose training step the task's step costs are relative to: MedSegDiff-B with the papers'
     recipe on DDTI, the ambiguity paper's diffusion UNet on LIDC, MedSegDiff-B with that process on ACDC."""
-    if task.startswith("acdc"):
+    if task == "acdc":
         return acdc_models(b, quick)[1]
     if task == "ddti-anchored":
         return ddti_anchored_models(b, quick)[0]
+    if task == "acdc-anchored":
+        return acdc_anchored_models(b, quick)[0]
     return lidc_models(b, quick)[2] if task.startswith("lidc") else ddti_models(b, quick)[1]
 
 
@@ -297,6 +317,12 @@ def acdc_scores(b: Q.Budget, model: Model, config: Config, ckpt: Path) -> dict[s
     return {k: float(np.nanmean([v[k] for v in per_volume])) for k in per_volume[0]}
 
 
+def cpu_line() -> str:
+    """This machine in one line: CPU, cores, vector ISA, torch."""
+    info = machine()
+    return f"{info['cpu']}, {info['logical cores']} cores, {info['vector ISA']}, torch {info['torch']}"
+
+
 def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> float:
     """Seconds per training step of ``model`` over ``reference``'s: one step of each in turn on the same batch, in
     this process, so that both see the same load; the median of the per-pair ratios after two warm-up pairs."""
@@ -327,6 +353,8 @@ def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> f
 
 
 def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
+    """Train and score every model of ``task`` at each of its budgets (finished points are kept); the task's JSON
+    records the machine it ran on, since step costs and minutes are only comparable on one machine."""
     b = QUICK if quick else BUDGET
     out = OUT / f"{task}{'-quick' if quick else ''}.json"
     saved = json.loads(out.read_text()) if out.exists() else {}
@@ -335,7 +363,8 @@ def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
 
     def save() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
-        payload = {"task": task, "budget": dataclasses.asdict(b), "sampling": DDTI_SAMPLING, "curves": curves}
+        payload = {"task": task, "machine": saved.get("machine") or cpu_line(), "budget": dataclasses.asdict(b),
+                   "sampling": DDTI_SAMPLING, "curves": curves}  # fmt: skip
         write_text_atomic(out, json.dumps(payload, indent=1, default=float))
 
     models = TASKS[task](b, quick)

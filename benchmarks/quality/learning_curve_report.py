@@ -24,11 +24,19 @@ METRICS = {
              ("diversity", "diversity", False)),
 }  # fmt: skip
 METRICS["ddti-anchored"] = METRICS["ddti"]
-PLOTTED = {"acdc": ("dice",), "ddti": ("dice",), "ddti-anchored": ("dice",), "lidc": ("ged_biased_16", "dice")}
+METRICS["acdc-anchored"] = METRICS["acdc"]
+PLOTTED = {
+    "acdc": ("dice",),
+    "ddti": ("dice",),
+    "ddti-anchored": ("dice",),
+    "acdc-anchored": ("dice",),
+    "lidc": ("ged_biased_16", "dice"),
+}
 REFERENCE = {
     "acdc": "MedSegDiff-B with the ambiguity paper's process",
     "ddti": "MedSegDiff-B, papers' recipe",
     "ddti-anchored": "the deterministic UNet",
+    "acdc-anchored": "the deterministic UNet",
     "lidc": "the ambiguity paper's diffusion UNet",
 }
 
@@ -71,18 +79,29 @@ def dataset_section(dataset: str, curves: Mapping[str, Mapping[str, Any]], out: 
     return body
 
 
+def _machines(by_task: Mapping[str, str]) -> str:
+    """Which machine each task of a section ran on (the page's header is the machine that built the page)."""
+    return "".join(f"Task `{task}` ran on: {where}.\n" for task, where in sorted(by_task.items())) + "\n"
+
+
 def write_report(out: Path, info: Mapping[str, str], quick: bool = False) -> Path | None:
     """``out``.md from every ``out/*.json`` (``--quick``: ``out/*-quick.json`` to ``out``-quick.md); None when
     nothing has finished yet."""
     files = [f for f in sorted(out.glob("*.json")) if f.stem.endswith("-quick") == quick] if out.exists() else []
     if not files:
         return None
+    machines: dict[str, dict[str, str]] = {}
     by_dataset: dict[str, dict[str, Any]] = {}
     for f in files:
         task = f.stem.removesuffix("-quick")  # tasks are named <dataset>[-<what>][-quick]
         dataset = task if task in METRICS else task.split("-")[0]  # a task with metrics of its own: its section
-        by_dataset.setdefault(dataset, {}).update(json.loads(f.read_text())["curves"])
+        saved = json.loads(f.read_text())
+        by_dataset.setdefault(dataset, {}).update(saved["curves"])
+        machines.setdefault(dataset, {})[task] = saved.get("machine", "not recorded")
     suffix = "-quick" if quick else ""
-    sections = [(name.upper(), dataset_section(name, c, out, suffix)) for name, c in sorted(by_dataset.items())]
+    sections = [
+        (name.upper(), _machines(machines[name]) + dataset_section(name, c, out, suffix))
+        for name, c in sorted(by_dataset.items())
+    ]
     path = out.parent / f"{out.name}{suffix}.md"
     return write_markdown(path, "Learning curves", info, sections)

@@ -20,6 +20,8 @@ TRAIN_OPTIONS = {
     "num_nodes": "train.num_nodes",
     "steps": "train.steps",
 }
+# train's options that choose its cases (config.Role.CASES): fixed for the life of a run
+CASE_OPTIONS = {"fold": "data.fold"}
 # predict's options and the sample.* fields they set
 PREDICT_OPTIONS = {
     "samples": "sample.samples",
@@ -36,6 +38,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
     from diffuseg.presets import load_config
 
     options = [f"{key}={getattr(a, dest)}" for dest, key in TRAIN_OPTIONS.items() if getattr(a, dest)]
+    options += [f"{key}={getattr(a, dest)}" for dest, key in CASE_OPTIONS.items() if getattr(a, dest) is not None]
     overrides = [*a.overrides, *options]
     config = load_config(a.config, overrides)
     from diffuseg.runtime import use_threads
@@ -113,7 +116,7 @@ def _cmd_verify(a: argparse.Namespace) -> None:
     from diffuseg.data.verify import verify_dataset
 
     summary = verify_dataset(
-        a.dataset, layout=a.layout, foreground=a.foreground, in_channels=a.in_channels, classes=a.classes
+        a.dataset, layout=a.layout, foreground=a.foreground, in_channels=a.in_channels, classes=a.classes, fold=a.fold
     )
     print(summary)
 
@@ -175,6 +178,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fold(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fold number 0, 1, ..., got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a fold number 0, 1, ..., got {value}")
+    return value
+
+
 def _labels(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
@@ -204,6 +217,10 @@ def _classes(text: str) -> tuple[dict, ...]:
 # ``--help`` does not import torch; tests/test_command_line.py checks that the two agree.
 LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "classes", "ssl4mis", "paired", "nifti", "images")
 _LAYOUT_HELP = "one of: " + ", ".join(LAYOUTS) + "; see docs/data.md"
+FOLD_HELP = (
+    "validate on fold K (0-based) of the dataset's splits_final.json, else of a k-fold split by patient "
+    "(data.folds, default 5; docs/data.md)"
+)
 THREADS_HELP = "CPU threads (default: OMP_NUM_THREADS, else one per idle core; docs/inference.md)"
 
 
@@ -265,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     t.add_argument("--steps", type=_positive_int, help="training steps (sets train.steps)")
+    t.add_argument("--fold", type=_fold, metavar="K", help=FOLD_HELP + " (sets data.fold)")
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser(
@@ -376,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--in-channels", type=_positive_int, help="check as training with data.in_channels=N (default: first image's)"
     )
+    v.add_argument("--fold", type=_fold, metavar="K", help=FOLD_HELP + " (the split reported)")
     v.set_defaults(func=_cmd_verify)
 
     i = sub.add_parser(

@@ -16,6 +16,7 @@ import dataclasses
 import enum
 import functools
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,11 @@ class DataConfig:
     val_patients: str = field(default="", metadata=_CASES)
     val_fraction: float = 0.2
     split_seed: int = 0
+    # the split's rules beyond the above (data.splits, docs/data.md "Splits")
+    patient_regex: str = field(default="", metadata=_CASES)  # from a case name's start; "" = the layout's rule
+    splits_file: str = field(default="", metadata=_CASES)  # nnU-Net splits_final.json; "" = ROOT's, when present
+    fold: int | None = field(default=None, metadata=_CASES)  # the validation fold (k-fold or splits_file); None: none
+    folds: int = field(default=5, metadata=_CASES)  # k of that split (nnU-Net's 5)
     augment: bool = True
     random_crop: bool = False  # the ambiguity paper's random-crop LIDC variant
     cache_dir: str = field(default="", metadata=_RUN)  # empty = <run>/cache
@@ -394,12 +400,23 @@ def save_config(config: Config, path: str | os.PathLike) -> None:
     write_text_atomic(Path(path), yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
 def _validate(c: Config) -> None:
     """Range checks a dataclass cannot express."""
     checks = [
         (c.data.image_size >= 8, "data.image_size must be >= 8"),
         (c.data.in_channels >= 1, "data.in_channels must be >= 1"),
         (0.0 <= c.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+        (c.data.fold is None or c.data.fold >= 0, "data.fold must be >= 0 (null: no folds)"),
+        (c.data.folds >= 2, "data.folds must be >= 2"),
+        (_compiles(c.data.patient_regex), f"data.patient_regex {c.data.patient_regex!r}: not a regular expression"),
         (c.diffusion.timesteps >= 2, "diffusion.timesteps must be >= 2"),
         (c.diffusion.input_scale > 0, "diffusion.input_scale must be > 0"),
         (c.diffusion.logsnr_min < c.diffusion.logsnr_max, "diffusion.logsnr_min must be < logsnr_max"),

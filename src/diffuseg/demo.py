@@ -54,13 +54,13 @@ def held_out_copy(config: Config, dest: Path, limit: int | None = None) -> int:
     Top-level files of the root (e.g. ``dataset.json``) are copied too, so the copy opens in the same layout.
     Returns the number of items copied.
     """
-    from diffuseg.data.dataset import split_indices
     from diffuseg.data.formats import open_dataset
+    from diffuseg.data.splits import plan_split
 
     d = config.data
     root = Path(d.root)
     reader = open_dataset(root, d.layout, d.foreground)
-    _, val = split_indices(reader, d)
+    val = plan_split(reader, d).val
     val = [i for i in val if reader.entries[i].masks]
     if not val:
         raise UserError(f"{root}: no held-out (validation) patients to predict")

@@ -111,12 +111,15 @@ class Layout(StrEnum):
 
 
 class SplitKind(StrEnum):
-    """Where a split comes from: patient lists named in the config, found beside the data, or a seed."""
+    """Where a split comes from: patient lists named in the config or found beside the data, the dataset's own
+    case lists or folds, a k-fold split, or a seed."""
 
     CONFIG = "config"
     ROOT_LISTS = "root_lists"
     PARENT_LISTS = "parent_lists"
     DATASET_LISTS = "dataset_lists"  # SSL4MIS train.list / val.list
+    SPLITS_FILE = "splits_file"  # nnU-Net's splits_final.json, one fold of it
+    KFOLD = "kfold"  # one fold of a seeded k-fold split by patient
     SEED = "seed"
 
 

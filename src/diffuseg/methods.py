@@ -4,6 +4,7 @@ function are built. Training, prediction, sampled validation and the benchmarks 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -114,7 +115,16 @@ def diffusion_draw(
     net: Network, process: DiffusionProcess, cfg: SampleConfig, scheme: LabelScheme | None = None
 ) -> Draw:
     """The diffusion sampler ``cfg.sampler`` with ``cfg.steps``, ``spacing``, ``eta``, ``ddpm_variance``,
-    ``threshold``, over the C channels of ``scheme`` (None: binary)."""
+    ``threshold``, over the C channels of ``scheme`` (None: binary). A network trained only on the times of a
+    sampler's grid (``diffusion.train_grid``) gets a warning when it is asked to sample off that grid."""
+    grid = process.cfg.train_grid, process.cfg.train_grid_spacing
+    if grid[0] and (cfg.steps, cfg.spacing) != grid:
+        warnings.warn(
+            f"the network was trained only at the {grid[0]} times of the {grid[1]} grid (diffusion.train_grid) and is "
+            f"now sampled with {cfg.steps} {cfg.spacing} steps, times it never saw: use --steps {grid[0]} "
+            f"sample.spacing={grid[1]}",
+            stacklevel=2,
+        )
 
     def draw(images: Tensor, members: int, generators: list) -> SampleOutput:
         return run_sampler(

@@ -74,6 +74,32 @@ def ssl4mis(root, size: int = 16):
     return root
 
 
+def frames(patients: int, frames_of: tuple[int, ...] = (1, 12)) -> list[str]:
+    """ACDC case names: ``patient001_frame01``, ``patient001_frame12``, ... (two frames of each patient)."""
+    return [f"patient{p:03d}_frame{f:02d}" for p in range(1, patients + 1) for f in frames_of]
+
+
+def ssl4mis_cases(root: Path, cases: list[str], lists: dict[str, list[str]], size: int = 8) -> Path:
+    """An SSL4MIS folder with one 2D slice file ``CASE_slice_1.h5`` per case and the ``lists`` (file name ->
+    the lines it holds)."""
+    for i, case in enumerate(cases):
+        h5(root / "data" / f"{case}_slice_1.h5", grey(size, i) / 255.0, (disc(size, 2) > 0).astype(np.uint8))
+    for name, lines in lists.items():
+        (root / name).write_text("".join(f"{line}\n" for line in lines))
+    return root
+
+
+def nnunet_cases(root: Path, cases: list[str], size: int = 8) -> Path:
+    """An nnU-Net raw dataset of 2D PNG cases (``imagesTr/CASE_0000.png``, ``labelsTr/CASE.png``), binary."""
+    meta = {"channel_names": {"0": "US"}, "labels": {"background": 0, "lesion": 1}, "file_ending": ".png"}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    for i, case in enumerate(cases):
+        png(root / "imagesTr" / f"{case}_0000.png", grey(size, i))
+        png(root / "labelsTr" / f"{case}.png", (disc(size, 2) > 0).astype(np.uint8))
+    return root
+
+
 def nnunet(root, labels: dict, values: np.ndarray, **extra):
     """An nnU-Net raw dataset of one 2-slice volume whose ``dataset.json`` declares ``labels``."""
     (root / "imagesTr").mkdir(parents=True)

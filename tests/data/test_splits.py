@@ -1,4 +1,5 @@
-"""Splits by patient: from the seed or from lists (config, the root's, the parent's, SSL4MIS's), and split.json."""
+"""Splits by patient: from the seed or from lists (config, the root's, the parent's, SSL4MIS's), test.list held
+out, the patient rules, and split.json."""
 
 from __future__ import annotations
 
@@ -6,20 +7,23 @@ import json
 from pathlib import Path
 
 import pytest
-from datafixtures import SHARED, lidc, shared
+from datafixtures import SHARED, frames, lidc, nnunet_cases, paired, shared, ssl4mis_cases
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffuseg.config import DataConfig
-from diffuseg.data.dataset import split_indices
+from diffuseg.data.dataset import build_datasets
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.splits import (
+    case_names,
     find_patient_lists,
+    plan_split,
     run_folder,
     select_cases,
     split_by_patient,
     split_cases,
     split_from_lists,
+    split_record,
     split_source,
     write_split,
 )
@@ -48,7 +52,8 @@ def test_lists_in_the_parent_are_found_for_the_slices_folder(nested):
     cfg = DataConfig(root=str(slices))
     assert split_source(cfg).kind is SplitKind.PARENT_LISTS
     reader = open_dataset(slices, "auto")
-    tr, va = split_indices(reader, cfg)
+    split = plan_split(reader, cfg)
+    tr, va = split.train, split.val
     assert {reader.entries[i].patient_id for i in va} == {"LIDC-IDRI-0002"}
     assert {reader.entries[i].patient_id for i in tr} == {"LIDC-IDRI-0000", "LIDC-IDRI-0001"}
 
@@ -141,3 +146,127 @@ def test_real_lidc_lists_have_no_overlap():
     train_ids = set((SHARED / "lidc" / "train_patients.txt").read_text().split())
     val_ids = set((SHARED / "lidc" / "val_patients.txt").read_text().split())
     assert train_ids and val_ids and not train_ids & val_ids
+
+
+def _side_patients(reader, split) -> tuple[set[str], set[str]]:
+    return {reader.patients[i] for i in split.train}, {reader.patients[i] for i in split.val}
+
+
+def test_test_list_is_never_trained_on(tmp_path):
+    """train.list + test.list and no val.list: validation comes from train.list's patients, test.list's patients
+    are on neither side, and one line says so."""
+    cases = frames(10)
+    root = ssl4mis_cases(tmp_path / "acdc", cases, {"train.list": cases[:14], "test.list": cases[14:]})
+    test = {f"patient{p:03d}" for p in range(8, 11)}
+    reader = open_dataset(root)
+    split = plan_split(reader, DataConfig(root=str(root), val_fraction=0.3))
+    train, val = _side_patients(reader, split)
+    assert not (train | val) & test and train and val and not train & val
+    assert set(split.held_out) == test and not split.left_out
+    line = split.describe()
+    assert "over the patients of" in line and "train.list" in line and "3 patient(s) of" in line and "test.list" in line
+    train_set, val_set = build_datasets(DataConfig(root=str(root), image_size=8, val_fraction=0.3))
+    assert not (set(train_set.patients) | set(val_set.patients)) & test
+    only_test = ssl4mis_cases(tmp_path / "only-test", cases, {"test.list": cases[14:]})
+    reader = open_dataset(only_test)
+    split = plan_split(reader, DataConfig(root=str(only_test)))
+    assert not set().union(*_side_patients(reader, split)) & test and set(split.held_out) == test
+
+
+def test_a_test_list_patient_on_a_side_is_refused(tmp_path):
+    cases = frames(4)
+    lists = {"train.list": cases[:4], "val.list": cases[4:6], "test.list": cases[5:]}  # patient003 in val and test
+    root = ssl4mis_cases(tmp_path, cases, lists)
+    with pytest.raises(UserError, match=r"val\.list and .*test\.list both name patient\(s\) patient003"):
+        plan_split(open_dataset(root), DataConfig(root=str(root)))
+
+
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ("../../x", "entry '../../x' leads out of the dataset folder"),
+        ("/etc/passwd", "entry '/etc/passwd' leads out of the dataset folder"),
+        ("patient099_frame01", "entry 'patient099_frame01' names no case of the dataset"),
+    ],
+)
+@pytest.mark.parametrize("name", ["train.list", "val.list", "test.list"])
+def test_a_bad_list_entry_is_refused_by_file_line_and_entry(tmp_path, name, entry, message):
+    cases = frames(4)
+    lists = {"train.list": cases[:4], "val.list": cases[4:6], "test.list": cases[6:]}
+    lists[name] = [*lists[name][:1], entry, *lists[name][1:]]
+    root = ssl4mis_cases(tmp_path, cases, lists)
+    with pytest.raises(UserError) as info:
+        plan_split(open_dataset(root), DataConfig(root=str(root)))
+    assert str(info.value).startswith(f"{root / name} line 2: {message}")
+    assert "\n" not in str(info.value)
+
+
+def test_frames_of_one_patient_stay_on_one_side(tmp_path):
+    """nnU-Net names ACDC's frames as cases: both frames of a patient are one patient, whatever the seed."""
+    root = nnunet_cases(tmp_path / "acdc", frames(10))
+    reader = open_dataset(root)
+    assert reader.entries[0].patient_id == "patient001" and "_frameNN" in reader.patient_rule
+    names = case_names(reader)
+    for seed in range(8):
+        split = plan_split(reader, DataConfig(root=str(root), val_fraction=0.3, split_seed=seed))
+        train, val = _side_patients(reader, split)
+        assert len(val) == 3 and not train & val and len(train | val) == 10
+        sides: dict[str, set[str]] = {}
+        for side, indices in (("train", split.train), ("val", split.val)):
+            for i in indices:
+                sides.setdefault(names[i][:10], set()).add(side)
+        assert all(len(s) == 1 for s in sides.values()) and len(split.val) == 6  # both frames, one side
+    ssl = ssl4mis_cases(tmp_path / "ssl", frames(4), {})
+    assert open_dataset(ssl).patients == [f"patient{p:03d}" for p in range(1, 5) for _ in range(2)]
+
+
+def test_patient_regex_replaces_the_layouts_rule(tmp_path):
+    root = nnunet_cases(tmp_path / "nn", frames(3))
+    reader = open_dataset(root)
+    split = plan_split(reader, DataConfig(root=str(root), patient_regex="(.*)"))
+    assert len(set(reader.patients)) == 6 and split.patient_rule == "data.patient_regex '(.*)' on each case name"
+    plan_split(reader, DataConfig(root=str(root), patient_regex=r"p\w+?(?P<patient>\d+)_"))
+    assert reader.patients[:2] == ["001", "001"]
+    with pytest.raises(
+        UserError, match=r"data\.patient_regex 'case' gives no patient id for case 'patient001_frame01'"
+    ):
+        plan_split(open_dataset(root), DataConfig(root=str(root), patient_regex="case"))
+    ddti = paired(tmp_path / "ddti", n=3)  # stems 0_a, 1_a, 2_a: DDTI's number before the first _
+    assert open_dataset(ddti).patients == ["0", "1", "2"]
+
+
+def test_split_record_names_the_rule_and_writes_splits_final(tmp_path):
+    root = nnunet_cases(tmp_path / "nn", frames(5))
+    train_set, val_set = build_datasets(DataConfig(root=str(root), image_size=8, val_fraction=0.4))
+    record = split_record(train_set.split, str(root), train_set, val_set)
+    write_split(tmp_path / "run", record)
+    saved = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert saved["patient_rule"] == train_set.split.patient_rule and saved["source"] == "seed"
+    assert saved["folds"] == [
+        {"train": sorted(set(c[:18] for c in train_set.case_ids)), "val": saved["folds"][0]["val"]}
+    ]
+    assert json.loads((tmp_path / "run" / "splits_final.json").read_text()) == saved["folds"]
+
+
+@pytest.mark.realdata
+def test_real_acdc_frames_together_and_test_list_held_out(tmp_path):
+    """The real SSL4MIS ACDC release: its own lists keep both frames of a patient on one side; with val.list
+    renamed test.list (train.list + test.list only), those patients are on neither side."""
+    root = shared("acdc")
+    reader = open_dataset(root)
+    split = plan_split(reader, DataConfig(root=str(root)))
+    assert split.source.kind is SplitKind.DATASET_LISTS and not split.left_out and not split.held_out
+    train, val = _side_patients(reader, split)
+    names = case_names(reader)
+    assert len(val) == 10 and not train & val and {names[i][:10] for i in split.val} == val
+    copy = tmp_path / "acdc"
+    copy.mkdir()
+    (copy / "data").symlink_to(root / "data")
+    (copy / "train.list").write_text((root / "train.list").read_text())
+    (copy / "test.list").write_text((root / "val.list").read_text())
+    reader = open_dataset(copy)
+    split = plan_split(reader, DataConfig(root=str(copy)))
+    train, val = _side_patients(reader, split)
+    assert set(split.held_out) == {line[:10] for line in (root / "val.list").read_text().split()}
+    assert not (train | val) & set(split.held_out) and len(train) == 33 and len(val) == 8
+    assert "the 10 patient(s) of" in split.describe()

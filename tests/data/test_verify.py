@@ -17,11 +17,13 @@ from datafixtures import (
     CORPUS,
     busi,
     disc,
+    frames,
     grey,
     label_map,
     lidc,
     nifti,
     nnunet,
+    nnunet_cases,
     paired,
     png,
     shared,
@@ -221,3 +223,21 @@ def test_verify_dataset_json_labels_not_matching_files(tmp_path):
 def test_verify_summary_lists_classes(tmp_path):
     summary = verify_dataset(ssl4mis(tmp_path), classes=ACDC)
     assert "layout: ssl4mis" in summary and "label classes (exclusive, from data.classes): RV [1]" in summary
+
+
+def test_verify_prints_the_split_it_would_use(tmp_path, capsys):
+    summary = verify_dataset(ssl4mis(tmp_path / "acdc"), classes=ACDC)
+    assert "split: case lists" in summary and "train.list" in summary and "val.list" in summary
+    assert "patient id: the file stem without _slice_N and _frameNN" in summary
+    assert "train: 2 patient(s), 2 case(s), 4 item(s); val: 1 patient(s), 1 case(s), 3 item(s)" in summary
+    root = nnunet_cases(tmp_path / "nn", frames(5))
+    assert main(["verify", str(root), "--fold", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "split: fold 1 of a 5-fold split by patient" in out and "train: 4 patient(s), 8 case(s), 8 item(s)" in out
+    (root / "test.list").write_text("patient001_frame01\n../../x\n")
+    assert main(["verify", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"error: {root / 'test.list'} line 2: entry '../../x' leads out of the dataset folder "
+        "(list case names, e.g. patient001_frame01)\n"
+    )

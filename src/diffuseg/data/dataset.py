@@ -26,10 +26,9 @@ from torch.utils.data import Dataset
 
 from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
-from diffuseg.data.formats import Reader, open_dataset
-from diffuseg.data.splits import split_by_patient, split_from_lists, split_source
+from diffuseg.data.formats import open_dataset
+from diffuseg.data.splits import Split, plan_split
 from diffuseg.data.transforms import Augment, random_crop, single_thread
-from diffuseg.enums import SplitKind
 from diffuseg.errors import UserError
 from diffuseg.labels import LabelScheme, label_scheme
 
@@ -55,8 +54,10 @@ class SegmentationDataset(Dataset):
         random_crop: bool = False,
         seed: int = 0,
         scheme: LabelScheme | None = None,
+        split: Split | None = None,
     ):
         self.arrays = arrays
+        self.split = split  # the split the items come from (``splits.plan_split``), for split.json
         self.scheme = scheme if scheme is not None else label_scheme()
         self.indices = list(indices)
         self.annotators = annotators
@@ -108,21 +109,13 @@ class SegmentationDataset(Dataset):
         }
 
 
-def split_indices(reader: Reader, cfg: DataConfig) -> tuple[list[int], list[int]]:
-    """(train, val) entry indices by patient, from ``splits.split_source(cfg)`` (lists or the seed)."""
-    source = split_source(cfg)
-    if source.kind is SplitKind.SEED:
-        return split_by_patient(reader.patients, cfg.val_fraction, cfg.split_seed)
-    return split_from_lists(reader.patients, source.train_list, source.val_list)
-
-
 def build_datasets(
     cfg: DataConfig,
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
     workers: int = 1,
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """Open ``cfg.root``, split by patient, decode (or read the cache) and return (train, val).
+    """Open ``cfg.root``, split by patient (``splits.plan_split``), decode (or read the cache) and return (train, val).
 
     Only labelled items are used. ``cfg.cache_dir`` wins over ``cache_dir``; with neither, the decoded
     arrays stay in memory. ``cfg.max_cases`` caps the training items (validation gets its share by
@@ -135,7 +128,8 @@ def build_datasets(
     if not reader.entries:
         hint = f"; data.layout={cfg.layout} (a preset's choice): try data.layout=auto" if cfg.layout != "auto" else ""
         raise UserError(f"{cfg.root}: no cases found in the {reader.layout} layout{hint}")
-    train, val = split_indices(reader, cfg)
+    split = plan_split(reader, cfg)
+    train, val = split.train, split.val
     labelled = {i for i, e in enumerate(reader.entries) if e.masks}
     train, val = [i for i in train if i in labelled], [i for i in val if i in labelled]
     if cfg.max_cases:
@@ -153,7 +147,13 @@ def build_datasets(
             "empty masks; check data.foreground (label values counted as foreground) and the mask files",
             file=sys.stderr,
         )
-    common = {"annotators": annotators, "random_crop": cfg.random_crop, "seed": seed, "scheme": reader.scheme}
+    common = {
+        "annotators": annotators,
+        "random_crop": cfg.random_crop,
+        "seed": seed,
+        "scheme": reader.scheme,
+        "split": split,
+    }
     train_set = SegmentationDataset(arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common)
     val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
     return train_set, val_set

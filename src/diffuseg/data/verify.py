@@ -6,7 +6,8 @@ than their image, masks that are not binary or hold unknown labels (with classes
 dataset, annotator folders of unequal length, NIfTI image/label geometry (shape, affine) that differs, and
 images whose channel count cannot be turned into ``data.in_channels`` (``transforms.match_channels``).
 ``checked_case`` is the one per-case check: training's cache (``data.cache``) decodes through it too, so a
-dataset that verify accepts is one that training accepts.
+dataset that verify accepts is one that training accepts. The summary ends with the split training would use
+(``splits.plan_split``): its source, the patient rule, and the patients and cases of each side.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from diffuseg.config import DataConfig
 from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats import Reader, open_dataset
 from diffuseg.data.formats.files import RASTER_SUFFIXES
+from diffuseg.data.splits import Split, case_names, plan_split
 from diffuseg.data.transforms import match_channels
 from diffuseg.errors import DatasetError
 from diffuseg.labels import ClassSpec
@@ -72,6 +74,7 @@ def verify_dataset(
     foreground: Sequence[int] = (),
     in_channels: int | None = None,
     classes: Sequence[ClassSpec] = (),
+    fold: int | None = None,
 ) -> str:
     """Check the whole dataset at ``root`` as training reads it; return a summary, or raise ``DatasetError``
     listing every problem.
@@ -82,6 +85,7 @@ def verify_dataset(
         foreground: ``data.foreground``, the label values of a binary mask (``()``: any non-zero).
         in_channels: ``data.in_channels`` (``None``: the first case's channel count).
         classes: ``data.classes`` (``()``: binary, unless the dataset declares classes).
+        fold: ``data.fold`` (``--fold``), the fold whose split is reported (``None``: the split without folds).
     """
     reader = open_dataset(root, layout, foreground, classes)
     channels = first_channels(reader) if in_channels is None else in_channels
@@ -89,7 +93,26 @@ def verify_dataset(
     problems = collect_problems(reader, in_channels=channels, seen=stats.add)
     if problems:
         raise DatasetError(str(root), problems)
-    return summarize(reader, channels, stats)
+    summary = summarize(reader, channels, stats)
+    if not reader.annotators:  # unlabelled: nothing to split for training
+        return summary
+    split = plan_split(reader, DataConfig(root=str(root), layout=layout, fold=fold))
+    return "\n".join([summary, *split_lines(reader, split)])
+
+
+def split_lines(reader: Reader, split: Split) -> list[str]:
+    """The summary's lines on the split: source, patient rule, and patients, cases and 2D items per side."""
+    names = case_names(reader)
+
+    def side(indices: list[int]) -> str:
+        patients = len({reader.entries[i].patient_id for i in indices})
+        return f"{patients} patient(s), {len({names[i] for i in indices})} case(s), {len(indices)} item(s)"
+
+    return [
+        f"  split: {split.describe()}",
+        f"    patient id: {split.patient_rule}",
+        f"    train: {side(split.train)}; val: {side(split.val)}",
+    ]
 
 
 def first_channels(reader: Reader) -> int:

@@ -103,12 +103,12 @@ def build_datasets(config: Config, run_dir: Path) -> tuple[Any, Any]:
 
     Prints where the split came from and records it in ``RUN/split.json`` (``data.splits``)."""
     from diffuseg.data.dataset import build_datasets as build
-    from diffuseg.data.splits import split_record, split_source, write_split
+    from diffuseg.data.splits import split_record, write_split
 
     d = config.data
     workers = max(1, d.num_workers)
     train_set, val_set = build(d, cache_dir=run_dir / "cache", seed=config.train.seed, workers=workers)
-    source = split_source(d)
+    split, source = train_set.split, train_set.split.source
     print(f"data {d.root}: {len(train_set)} training and {len(val_set)} validation item(s), split by patient")
     t = config.train
     if not len(val_set) and t.val_every > 0 and t.val_cases > 0:
@@ -117,7 +117,7 @@ def build_datasets(config: Config, run_dir: Path) -> tuple[Any, Any]:
             f"data {d.root}: no validation patients ({why}); train without validation with train.val_every=0, "
             "or choose them with data.val_patients=FILE or data.val_fraction"
         )
-    path = write_split(run_dir, split_record(source, d.root, train_set, val_set))
+    path = write_split(run_dir, split_record(split, d.root, train_set, val_set))
     patients = f"{len(set(train_set.patients))} training and {len(set(val_set.patients))} validation patient(s)"
-    print(f"split: {source.describe()}: {patients}, recorded in {path}")
+    print(f"split: {split.describe()}: {patients}, recorded in {path}")
     return train_set, val_set

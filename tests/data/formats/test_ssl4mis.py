@@ -9,9 +9,8 @@ import torch
 from datafixtures import ACDC, h5, label_map, shared, ssl4mis
 
 from diffuseg.config import DataConfig
-from diffuseg.data.dataset import split_indices
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.splits import split_source
+from diffuseg.data.splits import plan_split, split_source
 from diffuseg.enums import SplitKind
 
 
@@ -32,7 +31,8 @@ def test_ssl4mis_slices_volumes_and_lists(tmp_path):
     assert z1.masks[0].numpy().tolist() == label_map(16, 1).tolist()
     cfg = DataConfig(root=str(root), classes=ACDC)
     assert split_source(cfg).kind is SplitKind.DATASET_LISTS
-    train, val = split_indices(reader, cfg)
+    split = plan_split(reader, cfg)
+    train, val = split.train, split.val
     assert {reader.entries[i].patient_id for i in train} == {"patient001", "patient002"}
     assert {reader.entries[i].patient_id for i in val} == {"patient003"}
     named = open_dataset(root, classes=ACDC)
@@ -76,6 +76,7 @@ def test_acdc_real_data():
     with h5py.File(case.geometry.sources[0]) as f:
         label = f["label"][()]
     assert torch.equal(case.masks[0], torch.from_numpy(label))  # ACDC values 1/2/3 are atoms 1/2/3
-    train, val = split_indices(reader, DataConfig(root=str(root), classes=ACDC))
+    split = plan_split(reader, DataConfig(root=str(root), classes=ACDC))
+    train, val = split.train, split.val
     assert not {reader.entries[i].patient_id for i in train} & {reader.entries[i].patient_id for i in val}
     assert all(reader.entries[i].volume_id is not None for i in val)

@@ -118,6 +118,7 @@ class Reader:
     """
 
     layout = "base"
+    patient_rule = "the case name (each case its own patient)"  # how ``scan`` names patients, for ``verify``
 
     def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()):
         self.root = Path(root)

@@ -51,6 +51,7 @@ def case_dirs(root: Path) -> list[Path]:
 
 class BraTSReader(Reader):
     layout = "brats"
+    patient_rule = "the file prefix before the modality (brats_train_001)"
 
     @staticmethod
     def detect(root: Path) -> bool:

@@ -23,6 +23,7 @@ from diffuseg.data.formats.files import RASTER_SUFFIXES, stem_of, suffix_of
 from diffuseg.data.formats.paired import (
     IMAGE_DIRS,
     MASK_SUFFIXES,
+    PATIENT_RULE,
     find_dir,
     image_files,
     match_masks,
@@ -59,6 +60,7 @@ def case_id_of(category: str, stem: str) -> str:
 
 class ClassFoldersReader(Reader):
     layout = "classes"
+    patient_rule = PATIENT_RULE
 
     @staticmethod
     def detect(root: Path) -> bool:

@@ -27,6 +27,7 @@ def _nodules(patient: Path) -> list[Path]:
 
 class LIDCReader(Reader):
     layout = "lidc"
+    patient_rule = "the patient folder's name (LIDC-IDRI-0001)"
 
     @staticmethod
     def detect(root: Path) -> bool:

@@ -5,6 +5,10 @@
 ending from ``file_ending`` (default ``.nii.gz``), the allowed labels from ``labels``. 3D volumes are sliced
 along their last axis.
 
+Patients: a case's patient is its name without ACDC's ``_frameNN`` (``patient024_frame01`` -> ``patient024``),
+so two frames of one subject stay on one side of a split; ``data.patient_regex`` sets another rule. The split of
+nnU-Net's ``splits_final.json`` is read by ``data.splits`` (beside ``dataset.json``, or ``data.splits_file``).
+
 Classes: ``labels`` with two or more foreground labels makes the dataset multi-class (``dataset_classes``):
 v2 ``{"background": 0, "RV": 1, ...}``, v1 / Medical Segmentation Decathlon ``{"0": "background", "1": ...}``,
 and nnU-Net v2 regions ``{"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}`` with
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
 from diffuseg.data.formats.files import stem_of
+from diffuseg.data.formats.ssl4mis import patient_of
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
@@ -79,6 +84,7 @@ def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
 
 class NnUNetReader(Reader):
     layout = "nnunet"
+    patient_rule = "the case name without ACDC's _frameNN (patient024_frame01 -> patient024)"
 
     @staticmethod
     def detect(root: Path) -> bool:
@@ -154,5 +160,5 @@ class NnUNetReader(Reader):
                 self.problems.append(f"{images[0]}: image without a label in {', '.join(absent)}")
                 continue
             masks = tuple((found[case],) for found in per_annotator)
-            entries.append(Entry(case, case, images, masks, labels=labels))
+            entries.append(Entry(case, patient_of(case), images, masks, labels=labels))
         self.entries = expand_volumes(entries)

@@ -38,6 +38,9 @@ def find_dir(root: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+PATIENT_RULE = "the stem's number before the first _ (DDTI: 12_3 -> 12), else the whole stem"
+
+
 def patient_of(stem: str) -> str:
     head = stem.split("_", 1)[0]
     return head if "_" in stem and head.isdigit() else stem
@@ -80,6 +83,7 @@ def match_masks(
 
 class PairedReader(Reader):
     layout = "paired"
+    patient_rule = PATIENT_RULE
 
     @staticmethod
     def detect(root: Path) -> bool:
@@ -121,6 +125,7 @@ class ImagesReader(Reader):
     """Unlabelled images: a folder of image files, or a list of files (A = 0), for ``predict``."""
 
     layout = "images"
+    patient_rule = PATIENT_RULE
 
     def __init__(self, root, foreground=(), classes=(), files: list[Path] | None = None):
         self._given = files  # explicit image files (``images_from_files``), else the folder is listed

@@ -8,10 +8,12 @@ cut along its first axis into D items ``<stem>_z0000`` ... with ``Geometry.volum
 ``volume_shape`` (D,H,W), which writers use to reassemble it. The patient id is the stem without
 ``_slice_N`` and ``_frameNN`` (``patient003``), so both cardiac phases of a patient stay on one side of a split.
 
-Splits: ``train.list`` / ``val.list`` (and ``test.list``) beside ``data/`` name the cases (volumes,
-``patient038_frame01``) of each side; ``data.splits`` reads them by patient. ``train_slices.list`` names the
-2D slices of the training cases. When a case is stored both as a volume and as slices, the slices are read for
-a case of ``train.list`` and the volume otherwise.
+Splits: ``train.list`` / ``val.list`` / ``test.list`` beside ``data/`` name the cases (volumes,
+``patient038_frame01``) of each side; ``data.splits`` reads them by patient (``read_list``: one name a line) and
+refuses an entry that names no case or leads out of the folder. ``test.list``'s patients are never trained on.
+``train_slices.list`` names the 2D slices of the training cases (not read: the slices on disk are). When a case
+is stored both as a volume and as slices, the slices are read for a case of ``train.list`` and the volume
+otherwise; ``case_of`` gives the case a slice file belongs to.
 
 Classes: the files say nothing about what the label values mean (ACDC: 1 right ventricle, 2 myocardium,
 3 left ventricle). Declare them in ``data.classes`` (the ACDC presets do). Without declared classes (and
@@ -44,6 +46,12 @@ def patient_of(name: str) -> str:
     return m.group("patient") if m else name
 
 
+def case_of(stem: str) -> str:
+    """The case a 2D slice file belongs to: ``patient003_frame01_slice_1`` -> ``patient003_frame01``."""
+    m = _SLICE.match(stem)
+    return m.group("volume") if m else stem
+
+
 def hdf5_files(root: Path) -> list[Path]:
     """The ``.h5`` files of the layout: ``root/data/``, ``root/data/slices/`` or ``root`` itself."""
     folders = [root / "data", root / "data" / "slices"] if (root / "data").is_dir() else [root]
@@ -51,13 +59,15 @@ def hdf5_files(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: natural_key(p.name))
 
 
-def read_list(path: Path) -> list[str]:
-    """Case names of an SSL4MIS list file (one per line; blank lines skipped)."""
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+def read_list(path: Path) -> list[tuple[int, str]]:
+    """(line number from 1, case name) of each non-blank line of an SSL4MIS list file; ``[]`` when it is absent."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [(n, ln.strip()) for n, ln in enumerate(lines, 1) if ln.strip()]
 
 
 class SSL4MISReader(Reader):
     layout = "ssl4mis"
+    patient_rule = "the file stem without _slice_N and _frameNN (patient003_frame01_slice_1 -> patient003)"
 
     @staticmethod
     def detect(root: Path) -> bool:
@@ -66,7 +76,7 @@ class SSL4MISReader(Reader):
     def scan(self) -> None:
         import h5py
 
-        train = set(read_list(self.root / "train.list"))
+        train = {name for _, name in read_list(self.root / "train.list")}
         shapes: dict[Path, tuple[tuple[int, ...], bool]] = {}
         for p in hdf5_files(self.root):
             try:
@@ -77,14 +87,13 @@ class SSL4MISReader(Reader):
                 self.problems.append(f"{p}: unreadable or corrupt HDF5 file ({err})")
             except UserError as err:
                 self.problems.append(str(err))
-        sliced = {m.group("volume") for p in shapes if (m := _SLICE.match(stem_of(p)))}
+        sliced = {case_of(stem_of(p)) for p in shapes if _SLICE.match(stem_of(p))}
         volumes = {stem_of(p) for p, (shape, _) in shapes.items() if len(shape) == 3}
         entries: list[Entry] = []
         for p, (shape, labelled) in shapes.items():
             stem = stem_of(p)
             masks = ((p,),) if labelled else ()
-            m = _SLICE.match(stem)
-            volume = m.group("volume") if m else stem
+            volume = case_of(stem)
             if len(shape) == 3:
                 if stem in sliced and stem in train:
                     continue  # a training case stored both ways: its slices are read
