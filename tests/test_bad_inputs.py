@@ -329,3 +329,210 @@ def test_evaluate_refuses_an_incomplete_prediction(tiny_checkpoint, tmp_path, ca
     capsys.readouterr()
     assert main(["evaluate", str(out), str(src)]) == 2
     _one_error(capsys, "incomplete (1 of 2 cases done")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_predict_refuses_a_checkpoint_with_non_finite_weights(tiny_checkpoint, value, tmp_path, capsys):
+    from diffuseg.checkpoint import read_checkpoint, save_atomic
+
+    ckpt = read_checkpoint(tiny_checkpoint)
+    name = next(k for k, v in ckpt["state_dict"].items() if k.startswith("ema.") and v.is_floating_point())
+    ckpt["state_dict"][name] = ckpt["state_dict"][name].clone()
+    ckpt["state_dict"][name].view(-1)[0] = value  # the checksums of the file written are valid
+    bad = tmp_path / "diverged.ckpt"
+    save_atomic(ckpt, bad)
+    src, out = _pngs(tmp_path / "in", "a.png"), tmp_path / "out"
+    assert main(["predict", str(bad), str(src), str(out)]) == 2
+    _one_error(capsys, str(bad), f"weight {name} holds 1 NaN or infinite value(s)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--num-parts", "2"], "--num-parts 2 without --part-id: name the part this job predicts, --part-id 0 .. 1"),
+        (["--part-id", "1"], "--part-id 1 without --num-parts"),
+        (["--part-id", "0"], "--part-id 0 without --num-parts"),
+    ],
+)
+def test_predict_needs_num_parts_and_part_id_together(tiny_checkpoint, options, message, tmp_path, capsys):
+    src, out = _pngs(tmp_path / "in", "a.png", "b.png"), tmp_path / "out"
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out), *options]) == 2
+    _one_error(capsys, message)
+    assert not out.exists()
+
+
+def _run_with_split(tmp_path: Path, val: list[str]) -> Path:
+    from diffuseg.data.splits import write_split
+
+    run = tmp_path / "run"
+    write_split(run, {"train": {"patients": ["t"], "cases": ["t"]}, "val": {"patients": val, "cases": val}})
+    return run
+
+
+def test_predict_split_names_the_split_cases_missing_from_the_input(tiny_checkpoint, tmp_path, capsys):
+    src, out = _pngs(tmp_path / "in", "a.png", "b.png"), tmp_path / "out"
+    missing = [f"gone{i}" for i in range(7)]
+    run = _run_with_split(tmp_path, ["a", "b", *missing])
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out), "--split", "val", "--run", str(run)]) == 2
+    _one_error(capsys, str(src), "7 of the 9 case(s) of the split are not in it", "gone0, gone1", "and 2 more")
+    assert not out.exists()
+
+
+def test_evaluate_split_names_the_split_cases_missing_from_the_ground_truth(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for folder in (gt / "images", gt / "masks", pred):
+        folder.mkdir(parents=True)
+    for name in ("a", "b"):
+        for folder in (gt / "images", gt / "masks", pred):
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / f"{name}.png")
+    run = _run_with_split(tmp_path, ["a", "b", "c"])
+    assert main(["evaluate", str(pred), str(gt), "--split", "val", "--run", str(run)]) == 2
+    _one_error(capsys, str(gt), "1 of the 3 case(s) of the split are not in it (c)")
+    assert not (pred / "results.json").exists()
+
+
+def _label_maps(tmp_path: Path, classes: str) -> tuple[Path, Path]:
+    """A paired ground truth and a prediction folder of 3-class label maps, whose config.yaml declares ``classes``."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for folder in (gt / "images", gt / "masks", pred):
+        folder.mkdir(parents=True)
+    labels = np.repeat(np.arange(4, dtype=np.uint8), 4)[None].repeat(16, 0)  # 0 | 1 | 2 | 3 in stripes
+    Image.fromarray(labels * 60).save(gt / "images" / "a.png")
+    Image.fromarray(labels).save(gt / "masks" / "a.png")
+    Image.fromarray(labels).save(pred / "a.png")
+    specs = [{"name": n, "values": [int(v)]} for n, v in (item.split("=") for item in classes.split(","))]
+    (pred / "config.yaml").write_text(yaml.safe_dump({"data": {"classes": specs}}))
+    return pred, gt
+
+
+def test_evaluate_refuses_classes_that_contradict_the_predictions(tmp_path, capsys):
+    pred, gt = _label_maps(tmp_path, "RV=1,Myo=2,LV=3")
+    assert main(["evaluate", str(pred), str(gt), "--classes", "LV=1,Myo=2,RV=3"]) == 2
+    _one_error(capsys, "--classes LV=1,Myo=2,RV=3 contradicts", f"{pred / 'config.yaml'}: RV=1,Myo=2,LV=3")
+    assert not (pred / "results.json").exists()
+    assert main(["evaluate", str(pred), str(gt), "--classes", "RV=1,Myo=2,LV=3"]) == 0  # the same classes: fine
+    assert main(["evaluate", str(pred), str(gt)]) == 0
+
+
+def test_evaluate_refuses_classes_for_binary_predictions(tmp_path, capsys):
+    import yaml
+
+    pred, gt = _label_maps(tmp_path, "RV=1,Myo=2,LV=3")
+    (pred / "config.yaml").write_text(yaml.safe_dump({"data": {"classes": [], "foreground": [1]}}))
+    assert main(["evaluate", str(pred), str(gt), "--classes", "RV=1,Myo=2,LV=3"]) == 2
+    _one_error(capsys, "contradicts", "binary (foreground 1)")
+
+
+def _png_bytes(width: int, height: int, pixels: bytes = b"") -> bytes:
+    """A PNG whose header says ``width`` x ``height`` (8-bit grey), with ``pixels`` deflated as its data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b"")
+
+
+def _cut(path: Path, keep: float = 0.6) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _bad_png_truncated(folder: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path = folder / "z.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(path)
+    _cut(path)
+    return path
+
+
+def _bad_png_zero_width(folder: Path) -> Path:
+    (folder / "z.png").write_bytes(_png_bytes(0, 16))
+    return folder / "z.png"
+
+
+def _bad_png_bomb(folder: Path) -> Path:
+    (folder / "z.png").write_bytes(_png_bytes(20000, 20000))  # 400 M pixels declared: Pillow's bomb limit
+    return folder / "z.png"
+
+
+def _bad_jpeg_truncated(folder: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path = folder / "z.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(path)
+    _cut(path)
+    return path
+
+
+def _bad_gif_truncated(folder: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path = folder / "z.gif"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(path)
+    _cut(path)
+    return path
+
+
+def _bad_npy_truncated(folder: Path) -> Path:
+    import numpy as np
+
+    np.save(folder / "z.npy", np.ones((32, 32), np.float32))
+    _cut(folder / "z.npy")
+    return folder / "z.npy"
+
+
+def _bad_npy_text(folder: Path) -> Path:
+    import numpy as np
+
+    np.save(folder / "z.npy", np.full((16, 16), "x"))
+    return folder / "z.npy"
+
+
+def _bad_nifti_truncated(folder: Path, name: str) -> Path:
+    import nibabel as nib
+    import numpy as np
+
+    path = folder / name
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 2)).astype(np.float32), np.eye(4)), str(path))
+    _cut(path, 0.8)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("build", "problem"),
+    [
+        (_bad_png_truncated, "Truncated File Read"),
+        (_bad_png_zero_width, "unreadable or corrupt"),
+        (_bad_png_bomb, "decompression bomb"),
+        (_bad_jpeg_truncated, "unreadable or corrupt"),
+        (_bad_gif_truncated, "unreadable or corrupt"),
+        (_bad_npy_truncated, "unreadable or corrupt"),
+        (_bad_npy_text, "holds <U1 values, not numbers"),
+        (lambda f: _bad_nifti_truncated(f, "z.nii"), "truncated"),
+        (lambda f: _bad_nifti_truncated(f, "z.nii.gz"), "unreadable or corrupt"),
+    ],
+    ids=["png-truncated", "png-0-wide", "png-bomb", "jpeg-truncated", "gif-truncated", "npy-truncated", "npy-text",
+         "nii-truncated", "nii.gz-truncated"],
+)  # fmt: skip
+def test_predict_checks_every_input_before_writing(tiny_checkpoint, build, problem, tmp_path, capsys):
+    src, out = _pngs(tmp_path / "in", "a.png", "b.png"), tmp_path / "out"  # good cases first, then the bad one
+    bad = build(src)
+    assert main(["predict", str(tiny_checkpoint), str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and f"{bad}: " in err and problem in err, err
+    assert not out.exists()

@@ -164,6 +164,20 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return dict(ckpt)
 
 
+def check_finite(state_dict: Mapping[str, Any], path: str | os.PathLike, prefix: str = "") -> None:
+    """``UserError`` naming ``path`` and the first floating-point tensor under ``prefix`` that holds a NaN or an
+    infinite value: a diverged or damaged model, whose checksums can still be valid, predicts nothing useful."""
+    for name, value in state_dict.items():
+        if not (name.startswith(prefix) and isinstance(value, torch.Tensor) and value.is_floating_point()):
+            continue
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise UserError(
+                f"{path}: weight {name} holds {bad} NaN or infinite value(s) (the training diverged or the "
+                "file was changed); use an earlier checkpoint"
+            )
+
+
 def checkpoint_config(ckpt: Mapping[str, Any], path: str | os.PathLike = "") -> Config:
     """The resolved ``Config`` stored in a checkpoint."""
     try:

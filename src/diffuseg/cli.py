@@ -75,15 +75,28 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     )
     from diffuseg.inference.distributed import predict_distributed, rank_env
 
+    _check_parts(a.num_parts, a.part_id)
     if a.devices > 1 or a.num_nodes > 1 or rank_env() is not None:
-        if a.num_parts > 1 or a.part_id:
+        if a.num_parts is not None:
             raise UserError("--num-parts/--part-id and --devices/--num-nodes (torchrun) both split the cases; use one")
         written = predict_distributed(
             a.devices, a.num_nodes, checkpoint=a.checkpoint, input=a.input, output=a.output, overrides=overrides, **args
         )
     else:
-        written = predict(a.checkpoint, a.input, a.output, overrides, num_parts=a.num_parts, part_id=a.part_id, **args)
+        parts = {"num_parts": a.num_parts or 1, "part_id": a.part_id or 0}
+        written = predict(a.checkpoint, a.input, a.output, overrides, **parts, **args)
     print(f"wrote {written} case(s) to {a.output}")
+
+
+def _check_parts(num_parts: int | None, part_id: int | None) -> None:
+    """``--num-parts`` and ``--part-id`` come together: one alone would predict part 0 in every job of an array."""
+    if num_parts is not None and part_id is None:
+        raise UserError(
+            f"--num-parts {num_parts} without --part-id: name the part this job predicts, --part-id 0 .. "
+            f"{num_parts - 1} (e.g. the job array's index)"
+        )
+    if part_id is not None and num_parts is None:
+        raise UserError(f"--part-id {part_id} without --num-parts: say how many parts the cases are split into")
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
@@ -304,10 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     pr.add_argument("--overwrite", action="store_true", help="replace another run's predictions in OUTPUT")
     pr.add_argument(
-        "--num-parts", type=_positive_int, default=1, metavar="N", help="split the cases into N parts (job arrays)"
+        "--num-parts", type=_positive_int, metavar="N", help="split the cases into N parts (job arrays; with --part-id)"
     )
     pr.add_argument(
-        "--part-id", type=int, default=0, metavar="I", help="the part to predict, 0 .. N-1 (case i: part i %% N)"
+        "--part-id", type=int, metavar="I", help="the part to predict, 0 .. N-1 (case i: part i %% N; with --num-parts)"
     )
     pr.add_argument(
         "--devices", type=_positive_int, default=1, metavar="N", help="processes per node (GPUs, or CPU processes)"

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffuseg.checkpoint import checkpoint_config, prefixed, read_checkpoint
+from diffuseg.checkpoint import check_finite, checkpoint_config, prefixed, read_checkpoint
 from diffuseg.config import Config, SampleConfig
 from diffuseg.diffusion.anchored import AnchoredDenoiser
 from diffuseg.diffusion.process import DiffusionProcess, Network, masks_to_x0
@@ -84,6 +84,7 @@ def inference_model(ckpt: Mapping[str, Any], path: str | os.PathLike) -> tuple[C
     """``load_for_inference`` on a checkpoint dict already read by ``read_checkpoint`` (from ``path``)."""
     config = checkpoint_config(ckpt, path)
     net = build_network(config)
+    check_finite(ckpt["state_dict"], path, "ema.")
     weights = prefixed(ckpt["state_dict"], "ema.")
     try:
         net.load_state_dict(weights)

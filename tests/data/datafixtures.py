@@ -216,6 +216,87 @@ def _hdf5_label_size(root: Path) -> None:
     h5(root / "data" / "p1_frame01_slice_2.h5", np.zeros((16, 16), np.float32), label_map(8) // 3)  # no note
 
 
+def _outside(root: Path) -> Path:
+    """A folder beside the dataset ``root``, outside it."""
+    out = root.parent / f"{root.name}-elsewhere"
+    out.mkdir(exist_ok=True)
+    return out
+
+
+def _hdf5_pair(root: Path) -> None:
+    h5(root / "data" / "a_slice_1.h5", np.zeros((16, 16), np.float32), label_map(16) // 3)
+
+
+def _hdf5_without_label(root: Path) -> None:  # listed for training, silently dropped before
+    _hdf5_pair(root)
+    h5(root / "data" / "b_slice_1.h5", np.zeros((16, 16), np.float32))
+    (root / "train.list").write_text("a\nb\n")
+
+
+def _hdf5_group_image(root: Path) -> None:
+    _hdf5_pair(root)
+    with h5py.File(root / "data" / "b_slice_1.h5", "w") as f:
+        f.create_group("image")
+        f.create_dataset("label", data=label_map(16) // 3)
+
+
+def _hdf5_zero_size(root: Path) -> None:
+    _hdf5_pair(root)
+    h5(root / "data" / "b.h5", np.zeros((0, 16, 16), np.float32), np.zeros((0, 16, 16), np.uint8))
+
+
+def _hdf5_zero_size_label(root: Path) -> None:
+    _hdf5_pair(root)
+    h5(root / "data" / "b_slice_1.h5", np.zeros((16, 16), np.float32), np.zeros((0,), np.uint8))
+
+
+def _hdf5_text_image(root: Path) -> None:
+    _hdf5_pair(root)
+    h5(root / "data" / "b_slice_1.h5", np.array([b"ab"] * 16), label_map(16) // 3)
+
+
+def _hdf5_external_link(root: Path) -> None:
+    _hdf5_pair(root)
+    elsewhere = h5(_outside(root) / "labels.h5", np.zeros((16, 16), np.float32), label_map(16) // 3)
+    with h5py.File(root / "data" / "b_slice_1.h5", "w") as f:
+        f.create_dataset("image", data=np.zeros((16, 16), np.float32))
+        f["label"] = h5py.ExternalLink(str(elsewhere), "/label")
+
+
+def _npy_text_image(root: Path) -> None:
+    paired(root, n=2)
+    np.save(root / "images" / "1_a.npy", np.full((20, 20), "x"))
+    (root / "images" / "1_a.png").unlink()
+
+
+def _npy_empty_image(root: Path) -> None:
+    paired(root, n=2)
+    np.save(root / "images" / "1_a.npy", np.zeros((0, 20), np.float32))
+    (root / "images" / "1_a.png").unlink()
+
+
+def _label_link_outside(root: Path) -> None:
+    paired(root, n=2)
+    target = png(_outside(root) / "mask.png", disc(20, 4))
+    (root / "masks" / "1_a.png").unlink()
+    (root / "masks" / "1_a.png").symlink_to(target)
+
+
+def _label_folder_link_outside(root: Path) -> None:
+    nnunet(root, {"background": 0, "tumour": 1}, np.zeros((16, 16, 2), np.uint8))
+    rater = _outside(root) / "rater1"
+    nifti(rater / "c1.nii.gz", np.zeros((16, 16, 2), np.uint8))
+    (root / "labelsTr_rater1").symlink_to(rater, target_is_directory=True)
+
+
+def _ids_differ_only_in_case(root: Path) -> None:  # predict refuses them: one file on macOS and Windows
+    paired(root, n=1)
+    png(root / "images" / "Scan.png", grey(20))
+    png(root / "masks" / "Scan.png", disc(20, 3))
+    png(root / "images" / "scan.png", grey(20, 1))
+    png(root / "masks" / "scan.png", disc(20, 4))
+
+
 # name -> (builder, text every report must contain, file the problem line must name)
 CORPUS = {
     "corrupt": (_corrupt, "unreadable or corrupt", "images/1_a.png"),
@@ -231,6 +312,21 @@ CORPUS = {
     "nifti_geometry": (_nifti_geometry, "label geometry", "labels/vol.nii.gz"),
     "dataset_json_mismatch": (_dataset_json_mismatch, "label value(s) {4, 6} not declared in", "labelsTr/c1.nii.gz"),
     "hdf5_label_size": (_hdf5_label_size, "mask size 8x8 differs from image size 16x16", "p1_frame01_slice_2.h5"),
+    "hdf5_without_label": (_hdf5_without_label, "no dataset 'label', while the other files", "data/b_slice_1.h5"),
+    "hdf5_group_image": (_hdf5_group_image, "'image' is a group, not a dataset", "data/b_slice_1.h5"),
+    "hdf5_zero_size": (_hdf5_zero_size, "dataset 'image' holds no values (shape 0x16x16)", "data/b.h5"),
+    "hdf5_zero_size_label": (_hdf5_zero_size_label, "dataset 'label' holds no values (shape 0)", "b_slice_1.h5"),
+    "hdf5_text_image": (_hdf5_text_image, "dataset 'image' holds |S2 values, not numbers", "data/b_slice_1.h5"),
+    "hdf5_external_link": (_hdf5_external_link, "'label' is an external link to", "data/b_slice_1.h5"),
+    "npy_text_image": (_npy_text_image, "holds <U1 values, not numbers", "images/1_a.npy"),
+    "npy_empty_image": (_npy_empty_image, "holds no values (shape 0x20)", "images/1_a.npy"),
+    "label_link_outside": (_label_link_outside, "outside the dataset folder", "masks/1_a.png"),
+    "ids_differ_only_in_case": (_ids_differ_only_in_case, "both would be predicted as scan.*", "images/Scan.png"),
+    "label_folder_link_outside": (
+        _label_folder_link_outside,
+        "outside the dataset folder",
+        "labelsTr_rater1/c1.nii.gz",
+    ),
 }
 
 

@@ -245,3 +245,36 @@ def test_report_of_hdf5_volumes_with_uncertainty(tmp_path):
     assert "Per class over volumes (3D)" in text
     assert text.count('<img class="case"') == 3  # every slice's figure, the uncertainty read from the HDF5 file
     assert "no readable dataset" not in text and "left out" not in text.split("Cases")[1][:400]
+
+
+def _edited(evaluated: Path, tmp_path: Path, edit) -> Path:
+    results = json.loads((evaluated / "results.json").read_text())
+    edit(results)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (lambda r: r["cases"][0].__setitem__("dice", "0.9"), 'cases[0] (LIDC-IDRI-0007_nodule-0_slice-0) dice is "0.'),
+        (lambda r: r["cases"][1].__setitem__("ged", "NaN"), 'cases[1] (LIDC-IDRI-0007_nodule-0_slice-1) ged is "N'),
+        (lambda r: r["cases"].__setitem__(0, [1, 2]), "cases[0] is [1, 2]"),
+        (lambda r: r["summary"]["dice"].__setitem__("mean", "high"), 'summary.dice.mean is "high"'),
+        (lambda r: r["summary"]["dice"].__setitem__("n", "3"), 'summary.dice.n is "3", where a count'),
+        (lambda r: r["summary"].__setitem__("dice", "good"), 'summary.dice is "good"'),
+        (lambda r: r.__setitem__("volume_summary", "x"), 'volume_summary is "x"'),
+        (lambda r: r["calibration"]["all"].__setitem__("ece", "0.1"), 'calibration.all.ece is "0.1"'),
+        (lambda r: r["calibration"]["all"].__setitem__("bins", [[1, 2], [3]]), "calibration.all.bins is [[1, 2], [3]]"),
+        (lambda r: r.__setitem__("missing", "none"), 'missing is "none"'),
+        (lambda r: r.__setitem__("pred", 5), "pred is 5, where a string"),
+        (lambda r: r.__setitem__("annotators", "four"), 'annotators is "four"'),
+    ],
+)  # fmt: skip
+def test_report_refuses_results_with_wrong_types(evaluated, tmp_path, edit, where, capsys):
+    path = _edited(evaluated, tmp_path, edit)
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: {where}") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "report").exists()

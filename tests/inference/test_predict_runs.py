@@ -246,3 +246,53 @@ def test_overwrite_deletes_only_inside_the_folder(tmp_path: Path) -> None:
     (tmp_path / "out" / "manifest.json").write_text("{ not json")
     with pytest.raises(UserError, match="unreadable prediction manifest"):
         Manifest.load(m.path)
+
+
+def test_an_input_replaced_under_its_name_is_predicted_again(
+    checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    src = tmp_path / "in"
+    shutil.copytree(images, src)
+    out = tmp_path / "pred"
+    assert predict(checkpoint, src, out, save_samples=True) == len(NAMES)
+    assert json.loads((out / "manifest.json").read_text())["part_cases"]["b"]["inputs"][0]["sha256"]
+    (src / "b.png").write_bytes((images / "c.png").read_bytes())  # another scan under the same name
+    capsys.readouterr()
+    assert predict(checkpoint, src, out, save_samples=True) == 1
+    assert "b.png: changed since predicted" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    predict(checkpoint, src, fresh, save_samples=True)
+    assert _files(out, manifests=False) == _files(fresh, manifests=False)  # b's files are the new scan's
+    assert predict(checkpoint, src, out, save_samples=True) == 0
+
+
+def test_an_input_with_its_old_mtime_back_is_still_seen_changed(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    src = tmp_path / "in"
+    shutil.copytree(images, src)
+    out = tmp_path / "pred"
+    predict(checkpoint, src, out)
+    record = json.loads((out / "manifest.json").read_text())["part_cases"]["a"]["inputs"][0]
+    data = bytearray((src / "a.png").read_bytes())
+    pixels = np.asarray(Image.open(src / "a.png")).copy()
+    pixels[0, 0] ^= 0xFF
+    Image.fromarray(pixels).save(src / "a.png")
+    os.utime(src / "a.png", ns=(record["mtime_ns"], record["mtime_ns"]))  # mtime forged back; ctime moves on
+    assert bytes(data) != (src / "a.png").read_bytes()
+    assert predict(checkpoint, src, out) == 1
+    os.utime(src / "b.png")  # touched, same bytes: still done
+    assert predict(checkpoint, src, out) == 0
+
+
+def test_a_manifest_without_input_digests_is_not_trusted(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    predict(checkpoint, images, out)
+    m = json.loads((out / "manifest.json").read_text())
+    for case in m["part_cases"].values():
+        del case["inputs"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert predict(checkpoint, images, out) == len(NAMES)

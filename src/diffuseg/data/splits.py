@@ -375,13 +375,21 @@ def split_cases(
 
 
 def select_cases(reader: Any, cases: Collection[str] | None, where: str) -> Any:
-    """``reader`` restricted to entries whose case id is in ``cases`` (all when None); ``UserError`` when none is."""
+    """``reader`` restricted to entries whose case id is in ``cases`` (all when None); ``UserError`` naming the
+    cases it lacks (a few, then their count) when not every one is in it."""
     if cases is None:
         return reader
     keep = [i for i, e in enumerate(reader.entries) if e.case_id in cases]
     if not keep:
         example = next(iter(sorted(cases)))
         raise UserError(f"{where}: none of the {len(cases)} case(s) of the split (e.g. {example}) is in it")
+    missing = sorted(set(cases) - {reader.entries[i].case_id for i in keep})
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise UserError(
+            f"{where}: {len(missing)} of the {len(cases)} case(s) of the split are not in it ({shown}); "
+            "give the whole dataset the run trained on"
+        )
     return reader.subset(keep)
 
 

@@ -44,7 +44,7 @@ from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.outputs import CONFIG_NAME, PredictionFiles, find_predictions, plane, read_mask
-from diffuseg.labels import ClassSpec, LabelScheme
+from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
 
 RESULTS_NAME = "results.json"
 
@@ -262,14 +262,25 @@ def scheme_classes(pred: str | os.PathLike, classes: Sequence | str | None) -> t
     """The ``(classes, foreground)`` to read PRED and GT with: ``classes`` when given (``ClassSpec``s, mappings, or
     the ``--classes`` text ``parse_classes`` reads), else ``data.classes`` and ``data.foreground`` of
     ``PRED/config.yaml`` (the resolved config ``predict`` writes), else ``((), ())``: binary, unless the dataset
-    declares classes itself (nnU-Net ``dataset.json``, SSL4MIS label values)."""
-    if isinstance(classes, str):
-        return parse_classes(classes), ()
-    if classes:
-        return tuple(classes), ()
+    declares classes itself (nnU-Net ``dataset.json``, SSL4MIS label values). ``UserError`` when ``classes``
+    contradict those of ``PRED/config.yaml`` (the predictions' label values would be scored under other names)."""
     path = Path(pred) / CONFIG_NAME
-    if not path.is_file():
-        return (), ()
+    own = _config_classes(path) if path.is_file() else None
+    if not classes:
+        return own or ((), ())
+    given = parse_classes(classes) if isinstance(classes, str) else tuple(classes)
+    if own is not None:
+        given_scheme, own_scheme = label_scheme(given, (), "--classes"), label_scheme(*own, where=str(path))
+        if given_scheme != own_scheme:
+            raise UserError(
+                f"--classes {_describe_scheme(given_scheme)} contradicts the classes the predictions were made with "
+                f"({path}: {_describe_scheme(own_scheme)}); leave --classes out or make it match"
+            )
+    return given, ()
+
+
+def _config_classes(path: Path) -> tuple[tuple, tuple[int, ...]]:
+    """``data.classes`` and ``data.foreground`` of a prediction folder's ``config.yaml``."""
     import yaml
 
     try:
@@ -280,7 +291,19 @@ def scheme_classes(pred: str | os.PathLike, classes: Sequence | str | None) -> t
     foreground = data.get("foreground") or ()
     if not isinstance(found, (list, tuple)) or not isinstance(foreground, (list, tuple)):
         raise UserError(f"{path}: data.classes and data.foreground must be lists; pass the classes with --classes")
-    return tuple(found), tuple(int(v) for v in foreground)
+    try:
+        return tuple(found), tuple(int(v) for v in foreground)
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: data.foreground must be label values; pass the classes with --classes") from None
+
+
+def _describe_scheme(scheme: LabelScheme) -> str:
+    """``RV=1,Myo=2,LV=3`` (as ``--classes`` takes them), or ``binary`` with its foreground values."""
+    if scheme.binary:
+        return f"binary (foreground {'+'.join(map(str, scheme.foreground))})" if scheme.foreground else "binary"
+    return ",".join(
+        f"{c.name}={'+'.join(map(str, c.values))}" + (f":{c.label}" if c.label else "") for c in scheme.classes
+    )
 
 
 def parse_classes(text: str) -> tuple[ClassSpec, ...]:

@@ -3,12 +3,14 @@
 ``OUTPUT/manifest.json`` (a run in one part) or ``OUTPUT/manifest.part-I-of-N.json`` (part I of N, see
 ``inference.predict``) records the run's key (the SHA-256 of the checkpoint file, the resolved config, whether
 samples are saved, the list of input cases), the part, and per case of the part its source file, whether it
-is done and, once done, the files written for it. It is written atomically (``files.write_text_atomic``) before
+is done and, once done, the files written for it and its input files' records (``input_record``: size, times
+and SHA-256 of the content that was read). It is written atomically (``files.write_text_atomic``) before
 the first case and rewritten as cases finish (at most every ``SAVE_INTERVAL`` seconds, and at the end).
 
 A case is done only after all its files are renamed into place; a case written but not yet recorded is
 predicted again on resume, which rewrites the same bytes (members are seeded by case and member). Parts of
-one run may differ in N: the cases done by any manifest with the same key count as done.
+one run may differ in N: the cases done by any manifest with the same key count as done, as long as their
+input files still hold the content recorded (``same_input``); a case whose input changed is predicted again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,50 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def input_record(path: str | os.PathLike, known: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``{"file", "size", "mtime_ns", "ctime_ns", "sha256"}`` of an input file: its stat taken before its bytes
+    are hashed, so a change during or after the hashing shows as a changed input later. ``known``: records
+    already taken in this run, by path (the slices of one volume hash it once)."""
+    key = os.fspath(path)
+    if known is not None and key in known:
+        return known[key]
+    st = os.stat(path)
+    record = {
+        "file": key,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "sha256": file_sha256(path),
+    }
+    if known is not None:
+        known[key] = record
+    return record
+
+
+def same_input(
+    record: Any, path: str | os.PathLike, known: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    """The record of ``path`` now (``input_record``) when it holds the content ``record`` describes, else
+    ``None`` (changed, missing, or no record). Cheap when the file's size, mtime and ctime are those recorded (a
+    user can set the mtime back, not the ctime); otherwise its bytes are hashed again and compared. A file
+    rewritten with the same size within the file system's timestamp resolution of being hashed (milliseconds;
+    a second on ext3 or HFS+) is taken as unchanged."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return None
+    if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
+        record.get("size"),
+        record.get("mtime_ns"),
+        record.get("ctime_ns"),
+    ):
+        return {**record, "file": os.fspath(path)}
+    now = input_record(path, known)
+    return now if now["sha256"] == record["sha256"] else None
 
 
 def _plain(value: Any) -> Any:
@@ -109,7 +155,8 @@ class RunKey:
 
 @dataclass
 class Manifest:
-    """One part's record. ``cases``: case id -> ``{"source", "done", "files"}`` for the cases of this part."""
+    """One part's record. ``cases``: case id -> ``{"source", "inputs", "done", "files"}`` for the cases of this
+    part (``inputs``: one ``input_record`` per image file of the case, set when it is done)."""
 
     path: Path
     key: RunKey
@@ -128,17 +175,19 @@ class Manifest:
         root = self.path.parent
         return {cid for cid, c in self.cases.items() if c["done"] and all((root / f).is_file() for f in c["files"])}
 
-    def files(self) -> list[Path]:
-        """The recorded files, only those inside the manifest's folder (what ``--overwrite`` may delete)."""
+    def files(self, case_ids: Iterable[str] | None = None) -> list[Path]:
+        """The files recorded for ``case_ids`` (default: every case), only those inside the manifest's folder
+        (what ``--overwrite`` and a changed input may delete)."""
         root = self.path.parent
-        rel = [Path(f) for c in self.cases.values() for f in c.get("files", [])]
+        ids = self.cases if case_ids is None else [c for c in case_ids if c in self.cases]
+        rel = [Path(f) for c in ids for f in self.cases[c].get("files", [])]
         return [root / f for f in rel if not f.is_absolute() and ".." not in f.parts]
 
-    def mark_done(self, case_ids: Iterable[str], files: Sequence[Path]) -> None:
+    def mark_done(self, case_ids: Iterable[str], files: Sequence[Path], inputs: Mapping[str, list[dict]]) -> None:
+        """Record ``case_ids`` done with ``files`` written for them from the inputs ``inputs[case id]``."""
         rel = sorted(str(Path(p).relative_to(self.path.parent)) for p in files)
         for cid in case_ids:
-            self.cases[cid]["done"] = True
-            self.cases[cid]["files"] = rel
+            self.cases[cid].update(done=True, files=rel, inputs=inputs[cid])
 
     def to_json(self) -> dict[str, Any]:
         return {

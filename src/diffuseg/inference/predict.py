@@ -12,12 +12,13 @@ the dataset's own label values (ACDC 0/1/2/3, BraTS 0/1/2/4; HDF5 in, HDF5 ``lab
 reassembled), the uncertainty is the normalised entropy of the members' labels, and ``prediction.json`` and
 the manifest (its config) record the classes.
 
-Nothing is written before the run is known to be valid. Then, under the folder's lock, the run is compared
-with the one OUTPUT already holds (``inference.manifest``): the same run resumes (finished cases are
-skipped), another is refused unless ``overwrite`` (which first deletes the files the old run's manifests
-record). ``OUTPUT/config.yaml`` (the resolved config) and the manifest are written, and each case is marked
-done once its files are in place. ``OUTPUT/prediction.json`` names the checkpoint and network
-(``inference.provenance``).
+Nothing is written before the run is known to be valid (every input's header included,
+``formats.files.check_header``). Then, under the folder's lock, the run is compared with the one OUTPUT already
+holds (``inference.manifest``): the same run resumes (finished cases are skipped unless their input files changed
+since, ``manifest.same_input``: those are predicted again), another is refused unless ``overwrite`` (which first
+deletes the files the old run's manifests record). ``OUTPUT/config.yaml`` (the resolved config) and the
+manifest are written, and each case is marked done once its files are in place. ``OUTPUT/prediction.json``
+names the checkpoint and network (``inference.provenance``).
 
 Sharding (nnU-Net's convention): with ``num_parts`` N, output unit j (a 2D case, or a whole volume whose
 slices are cases) belongs to part ``j % N``; each part has its own manifest and lock, so N processes can write
@@ -40,15 +41,23 @@ from tqdm import tqdm
 
 from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
 from diffuseg.data.case import Case
-from diffuseg.data.formats import Reader, open_input
-from diffuseg.data.formats.files import is_image_file, stem_of
+from diffuseg.data.formats import Entry, Reader, open_input
+from diffuseg.data.formats.files import check_header, is_image_file, stem_of
 from diffuseg.data.splits import select_cases
 from diffuseg.data.transforms import model_input
 from diffuseg.data.verify import is_colour
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.files import remove_stale_temps
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
-from diffuseg.inference.manifest import Manifest, RunKey, file_sha256, manifest_name, read_manifests
+from diffuseg.inference.manifest import (
+    Manifest,
+    RunKey,
+    file_sha256,
+    input_record,
+    manifest_name,
+    read_manifests,
+    same_input,
+)
 from diffuseg.inference.outputs import CONFIG_NAME, SAMPLES, UNCERTAINTY
 from diffuseg.inference.provenance import write_provenance
 from diffuseg.inference.writers import PredictionWriter, check_output, check_output_names
@@ -77,11 +86,15 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
 
 
 def _model_inputs(
-    reader: Reader, indices: Sequence[int], config: Config, pending: deque[Case]
+    reader: Reader, indices: Sequence[int], config: Config, pending: deque[Case], inputs: dict[str, list[dict]]
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Decode the cases ``indices`` one by one, keep them in ``pending`` for the writer, yield (case id,
-    model-size image) prepared as in training (``transforms.model_input``: resize, then match the channels)."""
+    model-size image) prepared as in training (``transforms.model_input``: resize, then match the channels).
+    Each case's input records (``manifest.input_record``) go to ``inputs`` before its files are decoded."""
+    known: dict[str, dict] = {}
     for index in indices:
+        entry = reader.entries[index]
+        inputs[entry.case_id] = [input_record(p, known) for p in entry.images]
         case = reader[index]
         try:
             d = config.data
@@ -157,6 +170,7 @@ def prepare(
         raise DatasetError(str(inputs[0]), reader.problems)
     if len(reader) == 0:
         raise UserError(f"{inputs[0]}: no images to predict")
+    _check_headers(reader, str(inputs[0]))
     check_output_names(reader.entries)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = resolve_sample_precision(config.sample.precision, device)  # config.yaml records what ran
@@ -182,6 +196,19 @@ def prepare(
         key,
         list(units.values()),
     )
+
+
+def _check_headers(reader: Reader, where: str) -> None:
+    """``DatasetError`` listing every input image whose header shows it cannot be decoded (``check_header``: 0
+    wide, truncated, a decompression bomb, ...), so that a bad file stops the run before anything is written."""
+    problems = []
+    for path in dict.fromkeys(p for e in reader.entries for p in e.images):
+        try:
+            check_header(path)
+        except UserError as err:
+            problems.append(str(err))
+    if problems:
+        raise DatasetError(where, problems)
 
 
 def _repeated(ids: Sequence[str]) -> str:
@@ -252,26 +279,64 @@ def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: co
         same = [m for m in manifests if m not in others]
         if not same:  # the first part of this run here: nothing of it is written yet
             _refuse_unrecorded(run, overwrite)
-        done = {}
+        done: dict[str, dict] = {}  # case id -> its record in a manifest of this run that says it is done
         for m in same:
             for cid in m.done_ids():
-                done[cid] = m.cases[cid]["files"]
+                done[cid] = m.cases[cid]
         path = run.out / manifest_name(part_id, num_parts)
         manifest = Manifest(path, run.key, part_id, num_parts, run.checkpoint)
         entries = run.reader.entries
+        changed: list[str] = []
+        known: dict[str, dict] = {}  # input records taken now, by path
         for j, unit in enumerate(run.units):
-            if j % num_parts == part_id:
-                for i in unit:
-                    cid = entries[i].case_id
-                    manifest.cases[cid] = {
-                        "source": str(entries[i].images[0]),
-                        "done": cid in done,
-                        "files": done.get(cid, []),
-                    }
+            if j % num_parts != part_id:
+                continue
+            inputs = {
+                entries[i].case_id: _unchanged(done.get(entries[i].case_id), entries[i], known, changed) for i in unit
+            }
+            kept = all(v is not None for v in inputs.values())
+            if not kept and any(cid in done for cid in inputs):  # its old files are stale: remove them
+                for m in same:
+                    for f in m.files(inputs):
+                        f.unlink(missing_ok=True)
+            for i in unit:
+                cid = entries[i].case_id
+                manifest.cases[cid] = {
+                    "source": str(entries[i].images[0]),
+                    "inputs": inputs[cid] if kept else [],
+                    "done": kept,
+                    "files": done[cid]["files"] if kept else [],
+                }
+        _note_changed(changed)
         save_config(run.config, run.out / CONFIG_NAME)
         write_provenance(run.out, run.checkpoint, run.step, run.config, run.net)
         manifest.save()
     return manifest
+
+
+def _unchanged(record: dict | None, entry: Entry, known: dict[str, dict], changed: list[str]) -> list[dict] | None:
+    """The input records of ``entry`` now when the case is recorded done (``record``) from the same content, else
+    ``None`` (not done, or done from other content: its files then go to ``changed``)."""
+    if record is None:
+        return None
+    before = record.get("inputs")
+    if not isinstance(before, list) or len(before) != len(entry.images):  # recorded without its inputs
+        changed.append(str(entry.images[0]))
+        return None
+    now = [same_input(r, p, known) for r, p in zip(before, entry.images)]
+    changed += [str(p) for r, p in zip(now, entry.images) if r is None]
+    return None if any(r is None for r in now) else now
+
+
+def _note_changed(files: list[str], shown: int = 5) -> None:
+    files = list(dict.fromkeys(files))
+    if files:
+        more = f" and {len(files) - shown} more" if len(files) > shown else ""
+        print(
+            f"note: {', '.join(files[:shown])}{more}: changed since predicted (or recorded without a content "
+            "digest); predicting again",
+            file=sys.stderr,
+        )
 
 
 def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
@@ -296,11 +361,12 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     net = prepare_network(run.net, config.sample, run.device)
     draw = make_draw(config, net, run.process, progress=bar.update)  # member-steps: moves within a case
     pending: deque[Case] = deque()
+    records: dict[str, list[dict]] = {}  # case id -> its input records, taken before it is decoded
     written = 0
     scheme = config.data.scheme
     try:
         with PredictionWriter(run.out, run.inputs, save_samples=run.save_samples, scheme=scheme) as writer:
-            inputs = _model_inputs(run.reader, indices, config, pending)
+            inputs = _model_inputs(run.reader, indices, config, pending, records)
             results = sample_ensembles(draw, inputs, config.sample, device=run.device, scheme=scheme)
             for result in results:
                 case = pending.popleft()
@@ -310,10 +376,10 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
                 written += 1
                 bar.set_postfix_str(f"{written}/{len(indices)} cases", refresh=False)
                 if files:
-                    manifest.mark_done(unit_of[case.case_id], files)
+                    manifest.mark_done(unit_of[case.case_id], files, records)
                     manifest.save(force=False)
             for volume_id, files in writer.flush_all():  # volumes with slices missing from the input
-                manifest.mark_done(volume_units[volume_id], files)
+                manifest.mark_done(volume_units[volume_id], files, records)
     finally:
         bar.close()
         manifest.save()

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from diffuseg.data.case import Case, Geometry
-from diffuseg.data.formats.base import Entry
+from diffuseg.data.formats.base import Entry, name_clashes
 from diffuseg.data.formats.files import HDF5_SUFFIXES
 from diffuseg.errors import UserError
 from diffuseg.files import atomic_path
@@ -46,22 +46,20 @@ from diffuseg.labels import LabelScheme
 
 def check_output_names(entries: Sequence[Entry]) -> None:
     """``UserError`` naming both input files when two cases would write files of the same name (compared
-    without case, as on macOS and Windows), or a case's name ends in ``_uncertainty`` (the suffix of the
-    uncertainty maps, which ``evaluate`` reads as such). Slices of one volume share their volume's files."""
-    owners: dict[str, tuple[str, Path]] = {}  # folded output name -> (unit, first input file)
-    for e in entries:
-        unit = f"volume {e.volume_id}" if e.volume_id is not None else f"case {e.case_id}"
-        name = e.volume_id if e.volume_id is not None else e.case_id
-        first = owners.setdefault(name.casefold(), (unit, e.images[0]))
-        if first[0] != unit:
-            raise UserError(f"{first[1]} and {e.images[0]}: both would be predicted as {name}.*; rename one of them")
-    for folded, (_, source) in owners.items():
+    without case, as on macOS and Windows: ``formats.base.name_clashes``), or a case's name ends in
+    ``_uncertainty`` (the suffix of the uncertainty maps, which ``evaluate`` reads as such). Slices of one volume
+    share their volume's files."""
+    clashes = name_clashes(entries)
+    if clashes:
+        raise UserError(clashes[0])
+    owners = {(e.volume_id or e.case_id).casefold(): e.images[0] for e in entries}
+    for folded, source in owners.items():
         if folded.endswith(UNCERTAINTY):
             partner = owners.get(folded[: -len(UNCERTAINTY)])
-            also = f" and {partner[1]}" if partner else ""
+            also = f" and {partner}" if partner else ""
             raise UserError(
                 f"{source}{also}: a case named *{UNCERTAINTY} would be written where predict puts uncertainty "
-                f"maps ({partner[1].name if partner else 'its base name'}'s {UNCERTAINTY} file); rename it"
+                f"maps ({partner.name if partner else 'its base name'}'s {UNCERTAINTY} file); rename it"
             )
 
 

@@ -130,6 +130,7 @@ class Reader:
         self.notes: list[str] = []
         self._files = _FileCache()
         self.scan()
+        self.problems += name_clashes(self.entries)
 
     def use_dataset_classes(self, classes: Sequence[ClassSpec], where: str) -> None:
         """Take the classes the dataset declares (file ``where``) unless the config declares its own, which must
@@ -231,6 +232,13 @@ class Reader:
     def _mask(self, entry: Entry, files: tuple[Path, ...], size: tuple[int, int], first, problems: list[str]):
         out = np.zeros(size, dtype=np.uint8)
         for path in files:
+            outside = self._outside(path, entry.images[0])
+            if outside is not None:
+                problems.append(
+                    f"{path}: a link to {outside}, outside the dataset folder {self.root}; labels are never read "
+                    "from outside the dataset (copy the file in, or link the folder of the whole case)"
+                )
+                continue
             try:
                 data, _, bad = self._files.get(path, as_mask=True)
             except UserError as err:
@@ -265,6 +273,18 @@ class Reader:
             if atoms is not None:  # several files of one annotator (lesions): later files win where they label
                 out = np.where(atoms > 0, atoms, out)
         return out
+
+    def _outside(self, path: Path, image: Path) -> Path | None:
+        """Where the label file ``path`` leads when a link takes it out of the dataset folder, else ``None``. A
+        link that moves a case's image and labels together (a linked patient folder, above both) is followed:
+        the label must then lie in that folder's target."""
+        target = path.resolve()
+        try:
+            shared = Path(os.path.commonpath([path, image])).resolve()
+        except ValueError:  # one relative, one absolute
+            shared = self.root.resolve()
+        inside = [self.root.resolve(), shared]
+        return None if any(target == f or f in target.parents for f in inside) else target
 
     def _atoms(self, path: Path, plane: np.ndarray, problems: list[str]) -> np.ndarray | None:
         """Atom map (H,W) uint8 of one label map under a multi-class ``scheme``; ``None`` with a problem when a
@@ -340,6 +360,24 @@ def _describe_classes(scheme: LabelScheme) -> str:
 def _values(values) -> str:
     shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in list(values)[:8]]
     return "{" + ", ".join(shown) + (", ..." if len(values) > 8 else "") + "}"
+
+
+def name_clashes(entries: Sequence[Entry]) -> list[str]:
+    """One problem per case (or volume) whose name differs from an earlier one's only in case (``A`` and ``a``):
+    ``predict`` would write both to one file where file names ignore case (macOS, Windows). Slices of one volume
+    share their volume's name."""
+    owners: dict[str, tuple[str, Path]] = {}  # folded output name -> (unit, first image file)
+    problems = []
+    for e in entries:
+        unit = f"volume {e.volume_id}" if e.volume_id is not None else f"case {e.case_id}"
+        name = e.volume_id if e.volume_id is not None else e.case_id
+        first = owners.setdefault(name.casefold(), (unit, e.images[0]))
+        if first[0] != unit:
+            problems.append(
+                f"{first[1]} and {e.images[0]}: both would be predicted as {name}.* (names that differ only in "
+                "case are one file on macOS and Windows); rename one of them"
+            )
+    return problems
 
 
 def annotator_problems(

@@ -20,6 +20,7 @@ NIFTI_SUFFIXES = ("nii", "nii.gz")
 IMAGE_SUFFIXES = (*RASTER_SUFFIXES, "npy", *NIFTI_SUFFIXES)
 LOSSY_SUFFIXES = ("jpg", "jpeg")
 HDF5_SUFFIXES = ("h5", "hdf5")  # SSL4MIS: datasets ``image`` and ``label`` in one file (``formats.ssl4mis``)
+NUMERIC_KINDS = "biuf"  # the dtype kinds an image or a mask may hold: bool, signed and unsigned integers, floats
 _NUMBER = re.compile(r"(\d+)")
 
 
@@ -63,22 +64,128 @@ def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
     """Decode ``path``; raises ``UserError`` naming it when it is missing, unreadable or corrupt."""
     path = Path(path)
     suffix = suffix_of(path)
+    if suffix not in (*IMAGE_SUFFIXES, *HDF5_SUFFIXES):
+        raise UserError(f"{path}: unsupported file type .{suffix} (known: {', '.join(IMAGE_SUFFIXES)})")
     try:
         if suffix in NIFTI_SUFFIXES:
-            return _read_nifti(path)
-        if suffix == "npy":
-            return FileData(np.load(path, allow_pickle=False))
-        if suffix in HDF5_SUFFIXES:
-            return _read_hdf5(path, as_mask)
-        if suffix in RASTER_SUFFIXES:
-            return FileData(_read_raster(path, as_mask))
+            data = _read_nifti(path)
+        elif suffix == "npy":
+            data = FileData(np.load(path, allow_pickle=False))
+        elif suffix in HDF5_SUFFIXES:
+            data = _read_hdf5(path, as_mask)
+        else:
+            data = FileData(_read_raster(path, as_mask))
     except UserError:
         raise
     except (OSError, ValueError, EOFError, SyntaxError) as err:  # PIL/nibabel/numpy decode errors
         raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
     except Exception as err:  # third-party decoders raise many types; report, never crash
         raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
-    raise UserError(f"{path}: unsupported file type .{suffix} (known: {', '.join(IMAGE_SUFFIXES)})")
+    check_values(path, data.array.dtype, data.array.shape)
+    return data
+
+
+def check_values(path: str | os.PathLike, dtype: np.dtype, shape: tuple[int, ...], what: str = "") -> None:
+    """``UserError`` naming ``path`` (and ``what``, e.g. an HDF5 dataset) when an array of ``dtype`` and ``shape``
+    cannot be an image or a mask: no values at all, or values that are not numbers (text, complex, records)."""
+    where = f"{path}: {what} " if what else f"{path}: "
+    if np.dtype(dtype).kind not in NUMERIC_KINDS:
+        raise UserError(f"{where}holds {np.dtype(dtype)} values, not numbers (an image or mask holds numbers)")
+    if 0 in shape:
+        raise UserError(f"{where}holds no values (shape {'x'.join(map(str, shape)) or '()'})")
+
+
+def hdf5_dataset(f, key: str, path: str | os.PathLike):
+    """The dataset ``key`` of the open HDF5 file ``f`` (read from ``path``), checked: ``UserError`` when it is
+    missing, a group, a link to another file (``ExternalLink``) or a virtual dataset mapped from other files
+    (data are read from the file itself, never from outside the dataset), or holds no numbers."""
+    import h5py
+
+    link = f.get(key, getlink=True)
+    if link is None:
+        raise UserError(f"{path}: no dataset {key!r} (found: {', '.join(sorted(f)) or 'none'})")
+    if isinstance(link, h5py.ExternalLink):
+        raise UserError(
+            f"{path}: {key!r} is an external link to {link.filename}:{link.path}; data are read only from the "
+            "file itself, never from outside the dataset"
+        )
+    obj = f.get(key)
+    if obj is None:
+        raise UserError(f"{path}: {key!r} is a link to nothing ({getattr(link, 'path', '')})")
+    if not isinstance(obj, h5py.Dataset):
+        raise UserError(f"{path}: {key!r} is a {type(obj).__name__.lower()}, not a dataset (an array)")
+    if obj.is_virtual:
+        raise UserError(
+            f"{path}: dataset {key!r} is a virtual dataset mapped from other files; data are read only from the "
+            "file itself, never from outside the dataset"
+        )
+    check_values(path, obj.dtype, obj.shape, f"dataset {key!r}")
+    return obj
+
+
+def check_header(path: str | os.PathLike) -> None:
+    """``UserError`` naming ``path`` when a cheap look shows the image cannot be decoded: a header that does not
+    parse, no pixels (0 wide), a decompression bomb (Pillow's limit), a file shorter than its header says (a
+    PNG's chunks up to IEND with their checksums, a ``.npy`` or ``.nii`` against its data size, a ``.nii.gz``
+    against the size gzip records; JPEG and GIF by their end markers), an HDF5 ``image`` that is no dataset of the
+    file. Reads headers and ends, not pixels, except for a file whose ending is in doubt (then it is decoded)."""
+    path = Path(path)
+    suffix = suffix_of(path)
+    try:
+        if suffix in RASTER_SUFFIXES:
+            _raster_header(path)
+        elif suffix == "npy":
+            array = np.load(path, mmap_mode="r", allow_pickle=False)  # maps the data: a short file fails here
+            check_values(path, array.dtype, array.shape)
+        elif suffix in NIFTI_SUFFIXES:
+            _nifti_header(path)
+        elif suffix in HDF5_SUFFIXES:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                hdf5_dataset(f, "image", path)
+    except UserError:
+        raise
+    except Exception as err:  # decoders raise many types; report, never crash
+        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
+
+
+_END_MARKERS = {"JPEG": (b"\xff\xd9",), "GIF": (b"\x3b",)}  # the last bytes of a complete file
+
+
+def _raster_header(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as im:  # parses the header; Pillow refuses a decompression bomb here
+        width, height = im.size
+        check_values(path, np.uint8, (height, width))
+        if im.format == "PNG":
+            im.verify()  # every chunk up to IEND, checksums included, without inflating the pixels
+            return
+        markers = _END_MARKERS.get(str(im.format))
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 64))
+        tail = fh.read().rstrip(b"\x00\r\n ")
+    if markers is None or not tail.endswith(markers):
+        _read_raster(path, as_mask=False)  # no end marker to trust: decode it
+
+
+def _nifti_header(path: Path) -> None:
+    import nibabel as nib
+
+    img = nib.load(str(path))  # the header only
+    dtype, shape = img.get_data_dtype(), tuple(int(s) for s in img.shape)
+    check_values(path, dtype, shape)
+    size = int(img.dataobj.offset) + int(np.prod(shape)) * dtype.itemsize
+    if suffix_of(path) == "nii":
+        if path.stat().st_size < size:
+            raise UserError(f"{path}: truncated ({path.stat().st_size} bytes; its header needs {size})")
+        return
+    with path.open("rb") as fh:  # gzip ends with the uncompressed size modulo 2**32
+        fh.seek(-4, os.SEEK_END)
+        recorded = int.from_bytes(fh.read(4), "little")
+    if recorded != size % 2**32:
+        np.asanyarray(img.dataobj)  # several gzip members, or trailing bytes: decode it to be sure
 
 
 def _read_raster(path: Path, as_mask: bool) -> np.ndarray:
@@ -122,9 +229,7 @@ def _read_hdf5(path: Path, as_mask: bool) -> FileData:
 
     key = "label" if as_mask else "image"
     with h5py.File(path, "r") as f:
-        if key not in f or not isinstance(f[key], h5py.Dataset):
-            raise UserError(f"{path}: no dataset {key!r} (found: {', '.join(sorted(f)) or 'none'})")
-        array = np.asarray(f[key][()])
+        array = np.asarray(hdf5_dataset(f, key, path)[()])
     floats = array.dtype.kind == "f" and array.size > 0 and bool(np.isfinite(array).all())
     prescaled = not as_mask and floats and float(array.min()) >= 0.0 and float(array.max()) <= 1.0
     return FileData(array, slice_axis=0 if array.ndim == 3 else None, prescaled=prescaled)

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from diffuseg.data.formats.base import Entry, Reader
-from diffuseg.data.formats.files import label_values, natural_key, stem_of
+from diffuseg.data.formats.files import hdf5_dataset, label_values, natural_key, stem_of
+from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
 LISTS = ("train.list", "val.list", "test.list")
@@ -80,12 +81,12 @@ class SSL4MISReader(Reader):
         for p in hdf5_files(self.root):
             try:
                 with h5py.File(p, "r") as f:
-                    if "image" not in f:
-                        self.problems.append(f"{p}: no dataset 'image' (found: {', '.join(sorted(f)) or 'none'})")
-                        continue
-                    shapes[p] = (tuple(int(s) for s in f["image"].shape), "label" in f)
+                    image = hdf5_dataset(f, "image", p)
+                    shapes[p] = (tuple(int(s) for s in image.shape), f.get("label", getlink=True) is not None)
             except OSError as err:
                 self.problems.append(f"{p}: unreadable or corrupt HDF5 file ({err})")
+            except UserError as err:
+                self.problems.append(str(err))
         sliced = {case_of(stem_of(p)) for p in shapes if _SLICE.match(stem_of(p))}
         volumes = {stem_of(p) for p, (shape, _) in shapes.items() if len(shape) == 3}
         entries: list[Entry] = []
@@ -106,6 +107,10 @@ class SSL4MISReader(Reader):
             else:
                 self.problems.append(f"{p}: image of shape {shape}; expected (H,W) or a volume (D,H,W)")
         self.entries = entries
+        if any(labelled for _, labelled in shapes.values()):  # a labelled dataset: each file needs its label
+            for p, (_, labelled) in shapes.items():
+                if not labelled:
+                    self.problems.append(f"{p}: no dataset 'label', while the other files of the dataset have one")
         if self.scheme.binary and not self.foreground:
             self._classes_from_values()
 
@@ -118,8 +123,8 @@ class SSL4MISReader(Reader):
         for path in dict.fromkeys(files[0] for e in self.entries for files in e.masks):
             try:
                 with h5py.File(path, "r") as f:
-                    found.update(label_values(np.asarray(f["label"][()])))
-            except (OSError, KeyError):
+                    found.update(label_values(np.asarray(hdf5_dataset(f, "label", path)[()])))
+            except (OSError, UserError):
                 continue  # decoding the entry reports the file
         values = sorted(v for v in found if v != 0 and float(v).is_integer() and v > 0)
         if len(values) < 2:
