@@ -29,7 +29,11 @@ from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.methods import build_network, build_process, make_draw
 from diffuseg.presets import load_config
 
-MODELS = {"MedSegDiff-B": "medsegdiff-b-ddti", "anchored diffusion (UNet trunk)": "anchored-ddti"}
+MODELS = {  # name: (preset, overrides)
+    "MedSegDiff-B": ("medsegdiff-b-ddti", []),
+    "anchored diffusion (UNet trunk)": ("anchored-ddti", []),
+    "anchored diffusion (UNet trunk, head 8-16-32-32)": ("anchored-ddti", ["anchored.head_channels=[8,16,32,32]"]),
+}
 SAMPLERS = {"DDPM, 5 steps, quadratic grid": ["sample.sampler=ddpm", "sample.steps=5", "sample.spacing=quadratic"]}
 
 
@@ -63,19 +67,23 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for label, overrides in settings.items():
         runs = {}
-        for name, preset in MODELS.items():
+        for name, (preset, options) in MODELS.items():
             sizes = [f"data.image_size={size}", f"sample.samples={members}", f"sample.batch_size={members}"]
-            config = load_config(preset, [*sizes, "sample.precision=32", *overrides])
+            config = load_config(preset, [*sizes, "sample.precision=32", *options, *overrides])
             runs[name] = (config, *ensemble_cost(config, torch.rand(1, size, size)))
         best = {name: float("inf") for name in runs}
+        warmup = 0 if args.quick else 1
+        per_run: dict[str, dict[str, int]] = {}
         for _ in range(rounds):
-            for name, (_, run, _) in runs.items():
-                best[name] = min(best[name], time_call(run, warmup=0 if args.quick else 1, repeats=1)["best"])
+            for name, (_, run, calls) in runs.items():
+                calls.update(rows=0, calls=0)
+                best[name] = min(best[name], time_call(run, warmup=warmup, repeats=1)["best"])
+                per_run[name] = {k: v // (warmup + 1) for k, v in calls.items()}  # every run draws alike
         base = best["MedSegDiff-B"]
-        for name, (config, _, calls) in runs.items():
+        for name, (config, _, _) in runs.items():
             s = config.sample
-            per_round = {k: v // (rounds + (0 if args.quick else 1)) for k, v in calls.items()}
-            rows.append([label, name, f"{s.sampler} {s.steps} ({s.spacing})", per_round["calls"], per_round["rows"],
+            calls = per_run[name]
+            rows.append([label, name, f"{s.sampler} {s.steps} ({s.spacing})", calls["calls"], calls["rows"],
                          best[name], best[name] / base])  # fmt: skip
             print(rows[-1], flush=True)
     table = markdown_table(
