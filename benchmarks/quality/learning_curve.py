@@ -240,8 +240,16 @@ def acdc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     return [unet, light[0], light[2]]
 
 
+def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
+    """LIDC: the UNet of the lidc task against anchored diffusion with that UNet as its trunk (light head)."""
+    unet = dataclasses.replace(lidc_models(b, quick)[0], run="lc-lidc-anchored-unet")
+    unet = dataclasses.replace(unet, points=(2, 4) if quick else (750, 1500))
+    return [unet, anchored_models(unet, "anchored-lidc", "lc-lidc-anchored")[2]]
+
+
 TASKS = {
     "acdc": acdc_models,
+    "lidc-anchored": lidc_anchored_models,
     "acdc-anchored": acdc_anchored_models,
     "ddti-anchored": ddti_anchored_models,
     "ddti": ddti_models,
@@ -261,6 +269,8 @@ def reference_model(task: str, b: Q.Budget, quick: bool) -> Model:
         return ddti_anchored_models(b, quick)[0]
     if task == "acdc-anchored":
         return acdc_anchored_models(b, quick)[0]
+    if task == "lidc-anchored":
+        return lidc_anchored_models(b, quick)[0]
     return lidc_models(b, quick)[2] if task.startswith("lidc") else ddti_models(b, quick)[1]
 
 

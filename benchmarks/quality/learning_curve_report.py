@@ -25,10 +25,12 @@ METRICS = {
 }  # fmt: skip
 METRICS["ddti-anchored"] = METRICS["ddti"]
 METRICS["acdc-anchored"] = METRICS["acdc"]
+METRICS["lidc-anchored"] = METRICS["lidc"]
 PLOTTED = {
     "acdc": ("dice",),
     "ddti": ("dice",),
     "ddti-anchored": ("dice",),
+    "lidc-anchored": ("ged_biased_16", "dice"),
     "acdc-anchored": ("dice",),
     "lidc": ("ged_biased_16", "dice"),
 }
@@ -37,6 +39,7 @@ REFERENCE = {
     "ddti": "MedSegDiff-B, papers' recipe",
     "ddti-anchored": "the deterministic UNet",
     "acdc-anchored": "the deterministic UNet",
+    "lidc-anchored": "the deterministic UNet",
     "lidc": "the ambiguity paper's diffusion UNet",
 }
 
