@@ -96,29 +96,25 @@ class DiffusionProcess:
             z = recipes.recycled_z(self._recycle_estimate(net, x0, image, generator), alpha, sigma, noise)
             noise = recipes.implied_noise(z, x0, alpha, sigma)
         pred = net(self._net_input(net, z, t_in, image, (alpha, sigma), generator), t_in, image)
-        if self.prediction == PredictionType.LOGITS:
-            return self._logits_loss(pred, masks01, z, lam, alpha, sigma)
-        tgt = param.target(self.prediction, x0, noise, alpha, sigma)
-        mse = (pred.float() - tgt).pow(2).flatten(1).mean(dim=1)
-        log_factor = log_weight(self.cfg.weighting, lam, self.cfg.sigmoid_bias) + log_data_space_factor(
-            self.prediction, lam
-        )
-        loss = (log_factor.exp().to(mse) * mse).mean()
+        loss = self._main_loss(pred.float(), masks01, x0, noise, lam, alpha, sigma)
         if self.cfg.aux_weight > 0:
             x_hat = self.to_x0(pred.float(), z, alpha, sigma)
             loss = loss + self.cfg.aux_weight * recipes.aux_loss(x_hat, x0, torch.sigmoid(lam))
         return loss
 
-    def _logits_loss(
-        self, logits: Tensor, masks01: Tensor, z: Tensor, lam: Tensor, alpha: Tensor, sigma: Tensor
+    def _main_loss(
+        self, pred: Tensor, masks01: Tensor, x0: Tensor, noise: Tensor, lam: Tensor, alpha: Tensor, sigma: Tensor
     ) -> Tensor:
-        """Dice + CE of the network's logits against the masks (the deterministic UNet's loss), plus the auxiliary
-        loss when ``aux_weight`` > 0."""
-        loss = segmentation_loss(logits, masks01, self.exclusive)
-        if self.cfg.aux_weight > 0:
-            x_hat = self.to_x0(logits.float(), z, alpha, sigma)
-            loss = loss + self.cfg.aux_weight * recipes.aux_loss(x_hat, masks_to_x0(masks01), torch.sigmoid(lam))
-        return loss
+        """``logits``: the deterministic UNet's Dice + CE on them; otherwise the weighted regression on the
+        prediction type's target, w(lambda) times the data-space factor times the mean squared error per row."""
+        if self.prediction == PredictionType.LOGITS:
+            return segmentation_loss(pred, masks01, self.exclusive)
+        tgt = param.target(self.prediction, x0, noise, alpha, sigma)
+        mse = (pred - tgt).pow(2).flatten(1).mean(dim=1)
+        log_factor = log_weight(self.cfg.weighting, lam, self.cfg.sigmoid_bias) + log_data_space_factor(
+            self.prediction, lam
+        )
+        return (log_factor.exp().to(mse) * mse).mean()
 
     def _net_input(
         self, net: Network, z: Tensor, t: Tensor, image: Tensor, coef: tuple[Tensor, Tensor], generator: torch.Generator
