@@ -138,6 +138,25 @@ def _parts(images: int, members: int, rows: int) -> Iterator[tuple[slice, slice,
             yield slice(b * members + k, b * members + k + n), slice(b, b + 1), n
 
 
+def check_stages(stage_blocks: Sequence[int], channels: Sequence[int], decoder_blocks: int, ff_max_size: int) -> int:
+    """The number of stages n after checking that there are at least 4, one width each, and positive sizes."""
+    n = len(stage_blocks)
+    if n < 4 or len(channels) != n:
+        raise ValueError(f"need >= 4 stages and one width per stage, got {stage_blocks} and {channels}")
+    if min(channels) < 1 or min(stage_blocks) < 1 or decoder_blocks < 1 or ff_max_size < 1:
+        raise ValueError("widths, block counts and ff_max_size must be >= 1")
+    return n
+
+
+def skip_filters(channels: Sequence[int], ff_parser: bool, ff_reference_size: int, ff_max_size: int) -> nn.ModuleList:
+    """One FF-Parser (eqs. 4-6) per skip of stages 0 .. n-2, stored at the skip's size for a ``ff_reference_size``
+    input and at most ``ff_max_size`` per side; identities without ``ff_parser``."""
+    return nn.ModuleList(
+        FFParser(channels[s], (min(ff_max_size, ff_reference_size >> s),) * 2) if ff_parser else nn.Identity()
+        for s in range(len(channels) - 1)
+    )
+
+
 class MedSegDiff(nn.Module):
     """Dual-encoder ResUNet of MedSegDiff.
 
@@ -174,11 +193,7 @@ class MedSegDiff(nn.Module):
     ):
         super().__init__()
         padding = Padding.parse(padding)
-        n = len(stage_blocks)
-        if n < 4 or len(channels) != n:
-            raise ValueError(f"need >= 4 stages and one width per stage, got {stage_blocks} and {channels}")
-        if min(channels) < 1 or min(stage_blocks) < 1 or decoder_blocks < 1 or ff_max_size < 1:
-            raise ValueError("widths, block counts and ff_max_size must be >= 1")
+        n = check_stages(stage_blocks, channels, decoder_blocks, ff_max_size)
         if mask_channels < 1 or out_channels < 1:
             raise ValueError(f"mask_channels and out_channels must be >= 1, got {mask_channels}, {out_channels}")
         self.mask_channels, self.out_channels = mask_channels, out_channels
@@ -208,10 +223,7 @@ class MedSegDiff(nn.Module):
         self.last_stage = EncoderStage(
             channels[n - 2], channels[n - 1], stage_blocks[n - 1], emb_dim, True, downsample, padding
         )
-        self.skip_filters = nn.ModuleList(
-            FFParser(channels[s], (min(ff_max_size, ff_reference_size >> s),) * 2) if ff_parser else nn.Identity()
-            for s in range(n - 1)
-        )
+        self.skip_filters = skip_filters(channels, ff_parser, ff_reference_size, ff_max_size)
         self.decoder = nn.ModuleList(
             DecoderStage(channels[s + 1], channels[s], decoder_blocks, emb_dim, padding) for s in reversed(range(n - 1))
         )

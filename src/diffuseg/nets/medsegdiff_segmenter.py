@@ -16,8 +16,7 @@ from torch import nn
 
 from diffuseg.enums import Padding
 from diffuseg.nets.blocks import conv3x3, output_head
-from diffuseg.nets.ffparser import FFParser
-from diffuseg.nets.medsegdiff import VARIANTS, DecoderStage, EncoderStage
+from diffuseg.nets.medsegdiff import VARIANTS, DecoderStage, EncoderStage, check_stages, skip_filters
 
 
 class MedSegDiffSegmenter(nn.Module):
@@ -43,11 +42,7 @@ class MedSegDiffSegmenter(nn.Module):
     ):
         super().__init__()
         padding = Padding.parse(padding)
-        n = len(stage_blocks)
-        if n < 4 or len(channels) != n:
-            raise ValueError(f"need >= 4 stages and one width per stage, got {stage_blocks} and {channels}")
-        if min(channels) < 1 or min(stage_blocks) < 1 or decoder_blocks < 1 or ff_max_size < 1:
-            raise ValueError("widths, block counts and ff_max_size must be >= 1")
+        n = check_stages(stage_blocks, channels, decoder_blocks, ff_max_size)
         self.downsampling = 2 ** (n - 1)
         self.feature_channels = channels[0]
         self.stem = conv3x3(in_channels, channels[0], padding=padding)
@@ -58,10 +53,7 @@ class MedSegDiffSegmenter(nn.Module):
         self.last_stage = EncoderStage(
             channels[n - 2], channels[n - 1], stage_blocks[n - 1], None, True, downsample, padding
         )
-        self.skip_filters = nn.ModuleList(
-            FFParser(channels[s], (min(ff_max_size, ff_reference_size >> s),) * 2) if ff_parser else nn.Identity()
-            for s in range(n - 1)
-        )
+        self.skip_filters = skip_filters(channels, ff_parser, ff_reference_size, ff_max_size)
         self.decoder = nn.ModuleList(
             DecoderStage(channels[s + 1], channels[s], decoder_blocks, None, padding) for s in reversed(range(n - 1))
         )
