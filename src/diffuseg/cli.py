@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from diffuseg.errors import UserError
 
@@ -168,24 +168,23 @@ def _version() -> str:
         return __version__
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_from(minimum: int, expected: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``; otherwise "expected ``expected``, got ..."."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
 
 
-def _fold(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fold number 0, 1, ..., got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a fold number 0, 1, ..., got {value}")
-    return value
+_positive_int = _int_from(1, "a positive integer")
+_fold = _int_from(0, "a fold number 0, 1, ...")
 
 
 def _labels(text: str) -> tuple[int, ...]:
