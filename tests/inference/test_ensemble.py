@@ -75,6 +75,7 @@ def test_deterministic_for_a_seed_and_seed_matters() -> None:
     assert not torch.equal(a["case0"].soft[0], a["case0"].soft[1])
 
 
+@pytest.mark.usefixtures("one_thread")  # one draw worker: the calls counted are one per chunk
 def test_shapes_and_network_calls() -> None:
     cases = _cases(3)
     cfg = SampleConfig(sampler="ddim", steps=2, samples=4, batch_size=8, fusion="vote")
@@ -88,6 +89,7 @@ def test_shapes_and_network_calls() -> None:
     assert r.fused.shape == r.probability.shape == r.uncertainty.shape == (1, 16, 16)
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("spacing", ["linear", "quadratic"])
 def test_spacing_setting_reaches_the_sampler(spacing: str) -> None:
     cfg = SampleConfig(sampler="ddpm", steps=4, spacing=spacing, samples=2, batch_size=2)
