@@ -1,0 +1,150 @@
+"""Which method's uncertainty predicts its errors, for what it costs: every method on validation patients.
+
+    .venv/bin/python benchmarks/quality/uncertainty.py --dataset lidc --train   # train every LIDC model (resumable)
+    .venv/bin/python benchmarks/quality/uncertainty.py --dataset lidc           # train what is missing, then score
+    .venv/bin/python benchmarks/quality/uncertainty.py --report                 # rebuild uncertainty.md and figures
+    .venv/bin/python benchmarks/quality/uncertainty.py --dataset lidc --quick   # smoke check, tiny budget
+
+In the spirit of ValUES (Kahl et al., ICLR 2024, arXiv:2401.08501): the same cases, the same training budget
+(optimiser steps, batch, resolution) for every model, and each method's members drawn as ``predict`` draws them
+(``inference.ensemble``, ``predict``'s member seeds). Methods: the deterministic UNet (no uncertainty: its members
+agree), the UNet with test-time augmentation, a seed ensemble of UNets, the latent-variable baselines (Prob. UNet,
+PHiSeg), Stochastic Segmentation Networks, the ambiguity paper's diffusion UNet and anchored diffusion. Each case
+is scored with ``evaluation.case_metrics.case_metrics`` (accuracy, GED with several annotators, calibration, the
+pixel AUROC/AUPRC of the uncertainty for the error pixels) and the cases together by failure detection (AURC and
+the Spearman correlation of the case score with 1 - Dice). Cost: network passes per case and the measured seconds
+per case on this machine. Models train under ``runs/bench-unc/``; results land in
+``benchmarks/results/uncertainty/<dataset>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
+import quality as Q
+from common import RESULTS, machine, print_machine
+
+from diffuseg.config import Config
+from diffuseg.errors import UserError
+
+OUT = RESULTS / "uncertainty"
+SEEDS = (0, 1, 2)  # the UNet seed ensemble (and seed 0 is the UNet of the TTA and deterministic rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One trained model: its run folder name, preset and overrides."""
+
+    name: str
+    preset: str
+    extra: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What sets the cost: resolution and batch come from quality.py's ``long`` budget."""
+
+    steps: int
+    cases: int  # validation cases scored
+    members: int  # K for the sampling methods
+    channels: tuple[int, ...]
+    probunet_filters: tuple[int, ...]
+
+
+BUDGETS = {
+    "lidc": Budget(steps=750, cases=64, members=16, channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96)),
+    "ddti": Budget(steps=1200, cases=48, members=25, channels=(16, 16, 32, 64), probunet_filters=()),
+    "acdc": Budget(steps=1200, cases=20, members=25, channels=(16, 16, 32, 64), probunet_filters=()),
+    "quick": Budget(steps=2, cases=3, members=4, channels=(8, 8, 8, 8), probunet_filters=(8, 8, 8, 8)),
+}
+LR = ("train.lr=0.001", "train.decay_steps=0", "train.warmup_steps=150")  # the learning curves' LIDC schedule
+
+
+def lidc_runs(b: Budget) -> list[Run]:
+    """The LIDC models, trained alike (lr 1e-3 constant after warm-up, 64 px, batch 8)."""
+    ch = Q.list_option("model.options.channels", b.channels)
+    unet = (ch, "data.augment=false", *LR)
+    probunet = ("method=probunet", "model.name=probunet", Q.list_option("model.options.filters", b.probunet_filters))
+    phiseg = ("model.options.n0=16", "model.options.resolution_levels=5", "model.options.latent_levels=4")
+    return [
+        *(Run(f"unc-lidc-unet-s{s}", "unet-lidc", (*unet, f"train.seed={s}")) for s in SEEDS),
+        Run("unc-lidc-probunet", "lidc-central", (*probunet, *LR)),
+        Run("unc-lidc-phiseg", "phiseg", (*phiseg, "data.augment=false", *LR)),
+        Run("unc-lidc-diffusion", "lidc-central", (ch, *LR)),
+        Run("unc-lidc-anchored", "anchored-lidc", (*unet, "anchored.head_channels=[8,16,32,32]")),
+    ]
+
+
+def single_rater_runs(dataset: str, b: Budget) -> list[Run]:
+    """DDTI or ACDC (one annotator): the UNet seeds, MedSegDiff-B with the paper's recipe (DDTI) or with the
+    ambiguity paper's process trained aligned with sampling (the ACDC preset), and anchored diffusion (light head),
+    with the learning curves' schedule (constant lr after 60 warm-up steps)."""
+    ch = Q.list_option("model.options.channels", b.channels)
+    unet = (ch, "train.decay_steps=0", "train.warmup_steps=60")
+    base = "model.options.base_channels=16"
+    fp32 = ("sample.precision=32",) if dataset == "acdc" else ()
+    return [
+        *(Run(f"unc-{dataset}-unet-s{s}", f"unet-{dataset}", (*unet, f"train.seed={s}")) for s in SEEDS),
+        Run(f"unc-{dataset}-medsegdiff", f"medsegdiff-b-{dataset}", (base, *unet[1:])),
+        Run(f"unc-{dataset}-anchored", f"anchored-{dataset}", (*unet, "anchored.head_channels=[8,16,32,32]", *fp32)),
+    ]
+
+
+RUNS = {
+    "lidc": lidc_runs,
+    "ddti": lambda b: single_rater_runs("ddti", b),
+    "acdc": lambda b: single_rater_runs("acdc", b),
+}
+
+
+def run_config(dataset: str, b: Budget, run: Run, quick: bool) -> Config:
+    """``run`` at budget ``b`` with quality.py's data and budget overrides (64 px, batch 8)."""
+    qb = Q.BUDGETS["quick" if quick else "long"]
+    name = f"{run.name}-quick" if quick else run.name
+    extra = [*run.extra, f"train.ckpt_every={b.steps}"]
+    data = {"lidc": Q.lidc_overrides, "ddti": Q.ddti_overrides, "acdc": Q.acdc_overrides}[dataset](qb)
+    config = Q.make_config(qb, name, run.preset, b.steps, extra, data=data)
+    return dataclasses.replace(
+        config, train=dataclasses.replace(config.train, out_dir=str(Q.REPO / "runs" / "bench-unc" / name))
+    )
+
+
+def train_all(dataset: str, quick: bool) -> dict[str, Path]:
+    """Train (or resume) every run of ``dataset``; its checkpoint per run name."""
+    b = BUDGETS["quick" if quick else dataset]
+    ckpts = {}
+    for run in RUNS[dataset](b):
+        ckpt, minutes = Q.ensure_trained(run_config(dataset, b, run, quick))
+        print(f"{run.name}: {ckpt} ({minutes:.1f} min now)", flush=True)
+        ckpts[run.name] = ckpt
+    return ckpts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=sorted(RUNS), action="append", default=[], help="datasets to run")
+    parser.add_argument("--train", action="store_true", help="only train the models")
+    parser.add_argument("--quick", action="store_true", help="tiny budget, results in <dataset>-quick.json")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per job on a shared machine)")
+    parser.add_argument("--data", type=Path, default=Q.DATA, help="folder holding lidc/, ddti/ and acdc/")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    Q.DATA = args.data
+    print_machine(machine())
+    for dataset in args.dataset:
+        train_all(dataset, args.quick)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as err:  # missing data, a bad config value: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
