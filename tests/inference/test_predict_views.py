@@ -140,5 +140,8 @@ def test_cli_trains_seeds_then_predicts_with_the_ensemble_and_tta_and_evaluates(
         assert results["summary"]["samples"]["mean"] == members
         cases = list(out.glob("*_uncertainty.png"))
         assert cases and len(list((out / "samples").glob("*.png"))) == members * len(cases)
+        assert main(["report", str(out)]) == 0
+    assert "an ensemble of 2 checkpoints" in (ensemble / "report" / "index.html").read_text()
+    assert "test-time augmentation" in (tta / "report" / "index.html").read_text()
     assert main(["train", "unet-lidc", *tiny, "train.seed=4", "--seeds", "2", "--data", str(data)]) == 2
     assert "--seeds sets train.seed" in capsys.readouterr().err
