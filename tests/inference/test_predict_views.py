@@ -145,3 +145,17 @@ def test_cli_trains_seeds_then_predicts_with_the_ensemble_and_tta_and_evaluates(
     assert "test-time augmentation" in (tta / "report" / "index.html").read_text()
     assert main(["train", "unet-lidc", *tiny, "train.seed=4", "--seeds", "2", "--data", str(data)]) == 2
     assert "--seeds sets train.seed" in capsys.readouterr().err
+
+
+def test_split_of_an_ensemble_needs_one_split(seeds, images, tmp_path, capsys):
+    runs = []
+    for i, (ckpt, val) in enumerate(zip(seeds, (["a"], ["b"]))):
+        run = tmp_path / f"run-{i}"
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(ckpt.read_bytes())
+        (run / "split.json").write_text(json.dumps({"train": {"cases": ["c"]}, "val": {"cases": val}}))
+        runs.append(str(run))
+    assert main(["predict", *runs, str(images), str(tmp_path / "out"), "--split", "val"]) == 2
+    assert "the runs hold different val splits" in capsys.readouterr().err
+    assert main(["predict", *runs, str(images), str(tmp_path / "out"), "--split", "val", "--run", runs[1]]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["b.png", "b_uncertainty.png"]
