@@ -180,6 +180,7 @@ class SampleConfig:
     seed: int = 0
     precision: str = "32"  # "32", "bf16" or "auto" (bf16 where the device computes it natively)
     channels_last: bool = False  # network and inputs in channels_last memory format
+    tta: bool = False  # test-time augmentation: member k sees the image flipped/turned (inference.tta)
 
 
 @dataclass(frozen=True)

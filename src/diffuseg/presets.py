@@ -60,6 +60,19 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         raise UserError(f"{where}: {err}") from None
 
 
+def seed_configs(path: str | os.PathLike, overrides: Sequence[str], seeds: int) -> list[Config]:
+    """A seed ensemble's runs (``diffuseg train --seeds N``): ``load_config(path, overrides)`` with ``train.seed``
+    s and ``train.out_dir`` OUT/seed-s for s = 1 .. ``seeds`` (OUT: that config's run folder); ``UserError`` when
+    ``overrides`` set ``train.seed`` themselves."""
+    if any(o.startswith("train.seed=") for o in overrides):
+        raise UserError("--seeds sets train.seed (1 .. N) of each run; drop the train.seed override")
+    out = Path(load_config(path, overrides).train.out_dir)
+    return [
+        load_config(path, [*overrides, f"train.seed={s}", f"train.out_dir={out / f'seed-{s}'}"])
+        for s in range(1, seeds + 1)
+    ]
+
+
 def resolve_preset(path: str | os.PathLike) -> Path:
     """A path to a YAML file, or the name of a preset in ``configs/`` (with or without ``.yaml``)."""
     candidate = Path(path)

@@ -112,7 +112,13 @@ def _model_line(run: RunInfo) -> str:
     if config is not None:
         text += f" ({html.escape(str(config.method))}"
         text += f", {params / 1e6:.2f} M parameters)" if isinstance(params, int) else ")"
-    checkpoint = prov.get("checkpoint")
+    checkpoint, members = prov.get("checkpoint"), prov.get("checkpoints")
+    if isinstance(members, list) and members and all(isinstance(m, dict) for m in members):
+        each = ", ".join(
+            f"<code>{html.escape(str(m.get('checkpoint')))}</code> at step {m.get('step')}" for m in members
+        )
+        n = len(members)
+        return f"{text}; an ensemble of {n} checkpoints (member k from checkpoint k mod {n}): {each}"
     if checkpoint:
         step = prov.get("step")
         text += f"; checkpoint <code>{html.escape(str(checkpoint))}</code>"
@@ -141,6 +147,8 @@ def _sampling_line(run: RunInfo) -> str:
     s = run.config.sample
     if run.config.method not in DIFFUSING:
         sampler = f"{run.config.method} (no diffusion sampler)"
+    if s.tta:
+        sampler += "; test-time augmentation (member k: the image under flip/turn k mod 8)"
     else:
         sampler = f"{str(s.sampler).upper().replace('_', '-')}, {s.steps} steps ({s.spacing} spacing)"
     area = f"relative-area post-processing {s.relative_area:g}" if s.relative_area else "no post-processing"
