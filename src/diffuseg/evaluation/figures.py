@@ -18,9 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from diffuseg.data.case import Case
-from diffuseg.evaluation.headline import LABEL_ENTROPY, UNCERTAINTY_KINDS
+from diffuseg.enums import Uncertainty
+from diffuseg.evaluation.headline import UNCERTAINTY_KINDS
 from diffuseg.files import atomic_path
 from diffuseg.inference.outputs import PredictionFiles, read_mask, read_uncertainty
+from diffuseg.inference.uncertainty import disagreement, map_kind
 from diffuseg.labels import LabelScheme
 
 CLASS_COLOURS = (
@@ -139,11 +141,9 @@ def case_figure(
     masks = case.masks.numpy()
     fused = read_mask(files.fused, scheme, slice_index)
     every_sample = [read_mask(p, scheme, slice_index) for p in files.samples]
-    uncertainty = _uncertainty(files, slice_index, every_sample if scheme.binary else [])
-    if files.uncertainty is None:
-        kind = "variance"  # computed here from the samples
-    elif not scheme.binary:
-        kind = LABEL_ENTROPY  # the written map of a multi-class prediction
+    uncertainty = _uncertainty(files, slice_index, every_sample, fused)
+    # without a written map, the members' disagreement with the fused mask is computed here
+    kind = str(Uncertainty.DISAGREEMENT) if files.uncertainty is None else map_kind(kind, scheme.binary)
     box = _crop_box([m != 0 for m in (*masks, fused, *every_sample)], image.shape)
     image, masks, fused = image[box], masks[(slice(None), *box)], fused[box]
     samples = [m[box] for m in every_sample[:max_samples]]
@@ -215,13 +215,14 @@ def _tidy(ax, title: str) -> None:
     ax.set_yticks([])
 
 
-def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray]) -> np.ndarray | None:
-    """The saved uncertainty map; else the samples' variance p(1 - p) (binary samples only)."""
+def _uncertainty(
+    files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray], fused: np.ndarray
+) -> np.ndarray | None:
+    """The saved uncertainty map; else the share of the samples (atom maps) that differ from the fused mask."""
     if files.uncertainty is not None:
         return read_uncertainty(files.uncertainty, slice_index)
     if len(samples) > 1:
-        p = np.mean(samples, axis=0)
-        return p * (1 - p)
+        return disagreement(torch.from_numpy(np.stack(samples)), torch.from_numpy(fused)).numpy()
     return None
 
 
