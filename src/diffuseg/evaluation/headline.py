@@ -17,8 +17,8 @@ from diffuseg.config import Config
 from diffuseg.enums import Uncertainty
 from diffuseg.errors import UserError
 from diffuseg.inference.outputs import CONFIG_NAME
-from diffuseg.inference.uncertainty import LABEL_ENTROPY, map_kind
 from diffuseg.inference.provenance import read_provenance
+from diffuseg.inference.uncertainty import LABEL_ENTROPY, map_kind
 from diffuseg.methods import DIFFUSING
 from diffuseg.presets import load_config, matching_presets
 

@@ -4,8 +4,8 @@ probability and the uncertainty maps.
 One path for one class or several, on the sampling device: relative-area post-processing per class
 (``sample.relative_area``, supplement 7.1 of the ambiguity paper: ``postprocess.relative_area_members``), then
 fusion (``sample.fusion``: ``fusion.fuse``, which takes the binary algorithms for one atom and the label-map
-ones for several), then the uncertainty (``uncertainty.uncertainty_map``: the ``sample.uncertainty`` kind, by default the share of
-members that disagree with the fused mask, plus one map per class for several atoms).
+ones for several), then the uncertainty (``uncertainty.uncertainty_map``: the ``sample.uncertainty`` kind, by
+default the share of members that disagree with the fused mask, plus one map per class for several atoms).
 """
 
 from __future__ import annotations
