@@ -1,4 +1,5 @@
-"""The report's figures (matplotlib, Agg): per-case distributions, calibration, and one figure per chosen case.
+"""The report's figures (matplotlib, Agg): per-case distributions and one figure per chosen case (the
+uncertainty section's are in ``uncertainty_figures``).
 
 Colours: annotators in ``ANNOTATOR_COLOURS``, a binary prediction in ``PRED_COLOUR``; with several classes
 class c in ``CLASS_COLOURS[c]`` (matplotlib's tab10 order without its red, kept for the binary prediction),
@@ -88,29 +89,6 @@ def distribution_figure(rows: list[dict], path: Path) -> Path | None:
         ax.axvline(values.mean(), color=PRED_COLOUR, linewidth=1.5)
         ax.set_title(f"{name}  (mean {values.mean():.3f}, n={len(values)})", fontsize=9)
         ax.tick_params(labelsize=8)
-    save_figure(fig, path)
-    return path
-
-
-def calibration_figure(calibration: dict, path: Path) -> Path | None:
-    """Reliability diagram (mean annotator frequency per bin of sample frequency) and pixels per bin."""
-    curves = {k: np.asarray(v["bins"], dtype=float) for k, v in calibration.items() if v.get("ece") is not None}
-    if not curves:
-        return None
-    fig = Figure(figsize=(9.0, 3.6), dpi=110, layout="constrained")
-    rel, cnt = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    rel.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
-    for (name, sums), colour in zip(curves.items(), ("#4c72b0", PRED_COLOUR)):
-        used = sums[:, 0] > 0
-        mean_p, mean_q = sums[used, 1] / sums[used, 0], sums[used, 2] / sums[used, 0]
-        ece = calibration[name]["ece"]
-        rel.plot(mean_p, mean_q, marker="o", color=colour, label=f"{name} pixels (ECE {ece:.3f})")
-        edges = np.linspace(0, 1, len(sums) + 1)
-        cnt.bar(edges[:-1], sums[:, 0], width=1 / len(sums), align="edge", alpha=0.5, color=colour, label=name)
-    rel.set(xlabel="sample frequency", ylabel="annotator frequency", xlim=(0, 1), ylim=(0, 1))
-    rel.legend(fontsize=8)
-    cnt.set(xlabel="sample frequency", ylabel="pixels", yscale="log")
-    cnt.legend(fontsize=8)
     save_figure(fig, path)
     return path
 
