@@ -75,8 +75,8 @@ def usefulness_figure(block: dict, path: Path) -> Path:
     rel.set(
         xlabel="share of members marking the pixel",
         ylabel="share of annotators marking it",
-        xlim=(0, 1),
-        ylim=(0, 1),
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02),
         aspect="equal",
     )
     rel.set_title(f"Reliability over the {calibration['marked_pixels']:,} pixels some member marks", fontsize=10)

@@ -89,7 +89,11 @@ def _case_reading(failure: dict) -> str:
     )
     if None not in (aurc, best, rand) and rand - best > 1e-12:
         share = (rand - aurc) / (rand - best)
-        text += f": ranking cases by this uncertainty closes {100 * share:.0f} % of the gap from random to best"
+        text += (
+            f": ranking cases by this uncertainty closes {100 * share:.0f} % of the gap from random to best"
+            if share >= 0
+            else ": ranking cases by this uncertainty is worse than a random order"
+        )
     curve = failure["curve"]
     if len(curve["coverage"]) >= 4:
         half = int(np.searchsorted(curve["coverage"], 0.5))
@@ -201,8 +205,9 @@ def _case_panels(results: dict, chosen: Sequence[str], figures: Path, scheme: La
     if not items:
         return ""
     return (
-        "<h3 id='uncertainty-cases'>Errors and uncertainty in the cases shown below</h3>\n<p class='muted'>Left: the pixels where the fused "
-        "mask differs from the annotators' majority (any class). Right: the share of members whose label differs "
+        "<h3 id='uncertainty-cases'>Errors and uncertainty in the cases shown below</h3>\n"
+        "<p class='muted'>Left: the pixels where the fused mask differs from the annotators' majority (any class). "
+        "Right: the share of members whose label differs "
         "from the fused mask's, errors outlined in cyan. Useful uncertainty is bright where the outlines are.</p>\n"
         "<div style='display:flex;flex-wrap:wrap;gap:14px'>" + "\n".join(items) + "</div>"
     )
