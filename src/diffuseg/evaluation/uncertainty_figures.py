@@ -52,12 +52,12 @@ def usefulness_figure(block: dict, path: Path) -> Path:
             linestyle=":",
             label=f"random order ({_fmt(failure['aurc_random'])})",
         )
-        rc.legend(fontsize=8, loc="upper left")
+        rc.legend(fontsize=8, loc="best")
     rc.set(
         xlabel="coverage: share of cases kept (least uncertain first)",
         ylabel="mean 1 - Dice of the kept cases",
         xlim=(0, 1),
-        ylim=(0, None),
+        ylim=(0, 1.02),
     )
     rc.set_title(f"Risk-coverage over {failure['cases']} cases", fontsize=10)
     rel.plot([0, 1], [0, 1], color=RANDOM_COLOUR, linestyle="--", linewidth=1, label="perfect calibration")
