@@ -3,7 +3,8 @@
 ``write_report(source)`` takes a ``results.json`` written by ``evaluate`` (or a folder holding one) and
 writes ``report/index.html`` beside it with PNG figures (``evaluation.figures``) under ``report/figures/``: a
 headline (model, checkpoint and step, sampling settings, the main metrics; ``evaluation.headline``), the
-main and the other metrics' summary tables, the distribution of each metric over the cases, and for a few
+main and the other metrics' summary tables, the distribution of each metric over the cases, whether the
+uncertainty predicts the errors (``uncertainty_report``), and for a few
 chosen cases (best, quartiles, worst by GED where it is defined, else by Dice) the image, each annotator's
 mask, the fused mask, the uncertainty map with its colour bar, and the samples. With several classes (the
 ``classes`` of ``results.json``) it adds a legend of the class colours and per-class tables. The case figures reopen the
