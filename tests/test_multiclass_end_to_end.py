@@ -62,7 +62,7 @@ def test_train_medsegdiff_acdc_then_predict_the_validation_volume(acdc_like, tmp
 
     out = tmp_path / "pred"
     args = ["predict", str(ckpt), str(acdc_like), str(out), "--split", "val", "--samples", "3", "--save-samples"]
-    assert main(args) == 0
+    assert main([*args, "sample.uncertainty=variance"]) == 0
     with h5py.File(acdc_like / "data" / f"{VOLUME}.h5", "r") as f:
         shape = f["label"].shape
     label = _label(out / f"{VOLUME}.h5")

@@ -176,7 +176,7 @@ class SampleConfig:
     fusion: Fusion = Fusion.STAPLE
     threshold: float = 0.5
     relative_area: float = 0.0  # the ambiguity paper's supplement 7.1; 0 = off
-    uncertainty: Uncertainty = Uncertainty.VARIANCE
+    uncertainty: Uncertainty = Uncertainty.DISAGREEMENT  # what the written uncertainty map holds
     seed: int = 0
     precision: str = "32"  # "32", "bf16" or "auto" (bf16 where the device computes it natively)
     channels_last: bool = False  # network and inputs in channels_last memory format

@@ -93,6 +93,7 @@ class Fusion(StrEnum):
 
 
 class Uncertainty(StrEnum):
+    DISAGREEMENT = "disagreement"  # share of members whose label differs from the fused mask's
     VARIANCE = "variance"
     ENTROPY = "entropy"
 

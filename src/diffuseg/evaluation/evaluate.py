@@ -9,7 +9,8 @@ id; those missing on either side are listed and left out. A folder whose predict
 
 ``results.json`` (see docs/evaluation.md): ``{"cases": [{"case", "dice", "iou", "hd95", "ged", ...}],
 "summary": {metric: {"mean", "std", "median", "min", "max", "n", "n_undefined"}}, "volumes": [...],
-"volume_summary": {...}, "calibration": {...}, "missing": {...}, "pred", "gt", "layout", "spacing_unit", ...}``,
+"volume_summary": {...}, "calibration": {...}, "uncertainty": {...}, "missing": {...}, "pred", "gt", "layout",
+"spacing_unit", ...}`` (``uncertainty``: ``uncertainty_metrics.uncertainty_results``, pooled over the cases),
 plus ``results.csv`` with one row per case. Both are written atomically.
 
 The classes (``scheme_classes``): ``--classes``, else ``PRED/config.yaml``'s ``data.classes``, else those the
@@ -41,7 +42,8 @@ from diffuseg.data.formats import open_dataset
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation import metrics as M
-from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics
+from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics, class_masks
+from diffuseg.evaluation.uncertainty_metrics import UncertaintyPool, uncertainty_lines, uncertainty_results
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.outputs import CONFIG_NAME, PredictionFiles, find_predictions, plane, read_mask
 from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
@@ -124,6 +126,7 @@ def evaluate(
 
     acc = M.MetricAccumulator()
     calibration = calibration_sums(scheme, cfg.calibration_bins)
+    pool = UncertaintyPool(scheme.names)
     volumes: dict[str, _Volume] = {}
     cache = _PredVolumes(partial(read_mask, scheme=scheme), size=2 + max(len(f.samples) for f in predictions.values()))
     spacing_known = False
@@ -147,6 +150,7 @@ def evaluate(
             values = case_metrics(members, torch.from_numpy(fused)[None], case.masks[:, None], scheme, cfg, spacing)
             if members is not None:
                 add_calibration(calibration, scheme, members[:, 0], case.masks, cfg.calibration_bins)
+                pool.add(*(class_masks(scheme, x) for x in (members[:, 0], torch.from_numpy(fused), case.masks)))
             acc.add(case.case_id, values)
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
@@ -168,6 +172,7 @@ def evaluate(
         }
         if any(sums[:, 0].sum() > 0 for sums in calibration.values())
         else {},
+        "uncertainty": uncertainty_results(acc.cases, pool, cfg.calibration_bins),
         "missing": {"predictions": missing_pred, "ground_truth": sorted(set(missing_gt))},
         "pred": str(Path(pred).resolve()),
         "gt": str(Path(gt).resolve()),
@@ -375,6 +380,7 @@ def format_summary(results: dict[str, Any], path: Path | None = None) -> str:
     for name, cal in results.get("calibration", {}).items():
         if cal["ece"] is not None:
             lines.append(f"pooled ECE over every case's pixels ({name}): {cal['ece']:.4f}")
+    lines += uncertainty_lines(results.get("uncertainty") or {})
     if path is not None:
         lines.append(f"\nwrote {path} and {path.with_suffix('.csv')}")
     return "\n".join(lines)

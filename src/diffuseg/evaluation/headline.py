@@ -18,6 +18,7 @@ from diffuseg.enums import Uncertainty
 from diffuseg.errors import UserError
 from diffuseg.inference.outputs import CONFIG_NAME
 from diffuseg.inference.provenance import read_provenance
+from diffuseg.inference.uncertainty import LABEL_ENTROPY, map_kind
 from diffuseg.methods import DIFFUSING
 from diffuseg.presets import load_config, matching_presets
 
@@ -26,9 +27,13 @@ MAIN_METRICS = ("dice", "iou", "hd95", "ged")
 _LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "ged": "GED"}
 _LOWER_BETTER = ("hd95", "ged")
 
-# What the uncertainty map holds, per ``sample.uncertainty``: (title, colour-bar label, top of its range).
-LABEL_ENTROPY = "label_entropy"  # the uncertainty map of a multi-class prediction
+# What the uncertainty map holds (``inference.uncertainty.map_kind``): (title, colour-bar label, top of its range).
 UNCERTAINTY_KINDS: dict[str, tuple[str, str, float]] = {
+    Uncertainty.DISAGREEMENT.value: (
+        "share of members that disagree with the fused mask",
+        "share of members that disagree with the fused mask",
+        1.0,
+    ),
     Uncertainty.VARIANCE.value: ("variance of the samples, f (1 - f)", "f (1 - f), f = share of samples", 0.25),
     Uncertainty.ENTROPY.value: ("entropy of the samples, in bits", "entropy of f, bits", 1.0),
     LABEL_ENTROPY: (
@@ -152,8 +157,8 @@ def _sampling_line(run: RunInfo) -> str:
     else:
         sampler = f"{str(s.sampler).upper().replace('_', '-')}, {s.steps} steps ({s.spacing} spacing)"
     area = f"relative-area post-processing {s.relative_area:g}" if s.relative_area else "no post-processing"
-    kind = LABEL_ENTROPY if len(run.config.data.classes) > 1 else str(s.uncertainty)
-    title = UNCERTAINTY_KINDS.get(kind, (kind, "", 1.0))[0]
+    kind = map_kind(s.uncertainty, binary=len(run.config.data.classes) < 2)
+    title = UNCERTAINTY_KINDS[kind][0]
     return html.escape(
         f"Sampling: {sampler}; {s.samples} member(s) fused by {s.fusion}; {area}; "
         f"uncertainty: {title}; seed {s.seed}; precision {s.precision}"

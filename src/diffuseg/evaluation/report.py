@@ -3,7 +3,8 @@
 ``write_report(source)`` takes a ``results.json`` written by ``evaluate`` (or a folder holding one) and
 writes ``report/index.html`` beside it with PNG figures (``evaluation.figures``) under ``report/figures/``: a
 headline (model, checkpoint and step, sampling settings, the main metrics; ``evaluation.headline``), the
-main and the other metrics' summary tables, the distribution of each metric over the cases, and for a few
+main and the other metrics' summary tables, the distribution of each metric over the cases, whether the
+uncertainty predicts the errors (``uncertainty_report``), and for a few
 chosen cases (best, quartiles, worst by GED where it is defined, else by Dice) the image, each annotator's
 mask, the fused mask, the uncertainty map with its colour bar, and the samples. With several classes (the
 ``classes`` of ``results.json``) it adds a legend of the class colours and per-class tables. The case figures reopen the
@@ -26,8 +27,9 @@ import numpy as np
 from diffuseg.data.formats import open_dataset
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import RESULTS_NAME
-from diffuseg.evaluation.figures import calibration_figure, case_figure, class_colour, distribution_figure
+from diffuseg.evaluation.figures import case_figure, class_colour, distribution_figure
 from diffuseg.evaluation.headline import headline, main_metrics, primary_metric, run_info
+from diffuseg.evaluation.uncertainty_report import check_uncertainty, uncertainty_link, uncertainty_section
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.outputs import find_predictions
 from diffuseg.labels import LabelScheme, label_scheme
@@ -56,7 +58,11 @@ METRIC_HELP: dict[str, str] = {
     "diversity_agreement": "agreement of the spread of samples and annotators",
     "ncc": "NCC of expected cross-entropy maps (PHiSeg)",
     "ece": "calibration error of the sample frequency vs annotator frequency, all pixels; lower is better",
-    "ece_foreground": "the same over pixels any sample or annotator marks; lower is better",
+    "ece_marked": "the same over the pixels some sample marks, equal-mass bins; lower is better",
+    "pixel_auroc": "AUROC of the members' disagreement for the pixels where the fused mask is wrong (0.5 = chance)",
+    "pixel_auprc": "average precision of the same (a random ranking scores pixel_error_rate)",
+    "pixel_error_rate": "share of pixels where the fused mask differs from the annotators' majority",
+    "case_uncertainty": "mean disagreement over the pixels any member or the fused mask marks",
     "slices": "slices in the volume",
 }
 
@@ -140,6 +146,7 @@ def check_results(results: dict[str, Any], path: Path) -> None:
                 if not _is_number(value) or (counts and not isinstance(value, int)):
                     refuse(f"{key}.{name}.{stat}", value, "a count" if counts else "a number")
     _check_calibration(results.get("calibration", {}), refuse)
+    check_uncertainty(results.get("uncertainty", {}), refuse)
     missing = results.get("missing", {})
     if not isinstance(missing, dict) or not all(
         isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in missing.values()
@@ -206,7 +213,7 @@ def write_report(
     main = main_metrics(summary)
     scheme = scheme_of(results)
     names = list(scheme.names)
-    parts = [_title(), headline(results, run)]
+    parts = [_title(), headline(results, run), uncertainty_link(results)]
     if not scheme.binary:  # legend and per-class tables; the summary tables without "<m>/<class>"
         note = "<p class='muted'>Dice, IoU, HD95 and the other metrics below are means over the classes; GED, "
         note += "diversity and Hungarian IoU use d = 1 - mean IoU over the classes present in either mask.</p>"
@@ -229,13 +236,7 @@ def write_report(
         parts.append(
             f'<h2>Per-case distributions</h2>\n<img class="wide" src="figures/{dist.name}" alt="distributions">'
         )
-    cal = calibration_figure(results.get("calibration") or {}, figures / "calibration.png")
-    if cal is not None:
-        parts.append(
-            "<h2>Calibration</h2>\n<p class='muted'>Per-pixel sample frequency against the annotators' frequency, "
-            "pooled over every case; the diagonal is perfect calibration.</p>\n"
-            f'<img class="half" src="figures/{cal.name}" alt="calibration">'
-        )
+    parts.append(uncertainty_section(results, chosen, figures, scheme))
     parts.append(_case_section(results, chosen, primary, figures, max_samples, run.uncertainty, scheme))
     parts.append(_case_table(results["cases"]))
     write_text_atomic(page, _page("\n".join(parts)))
@@ -357,7 +358,7 @@ def _case_section(
 
 
 # The per-class metrics the class table shows first, in this order (then any other per-class metric).
-CLASS_METRICS = ("dice", "iou", "hd95", "ged", "ged_biased", "sample_dice", "diversity", "ece_foreground")
+CLASS_METRICS = ("dice", "iou", "hd95", "ged", "ged_biased", "sample_dice", "diversity", "pixel_auroc", "ece_marked")
 _LOWER_BETTER = ("hd95", "ged", "ece", "diversity")
 
 
