@@ -12,8 +12,8 @@ from diffuseg.nets.unet import SegmentationUNet
 TINY = {"channels": (8, 8, 16), "num_res_blocks": (1, 1, 1), "middle_blocks": 1}
 
 
-def tiny_ssn(classes: int = 1, rank: int = 3, size_seed: int = 0) -> StochasticSegNet:
-    torch.manual_seed(size_seed)
+def tiny_ssn(classes: int = 1, rank: int = 3, seed: int = 0) -> StochasticSegNet:
+    torch.manual_seed(seed)
     return StochasticSegNet(SegmentationUNet(1, out_channels=classes, **TINY), classes, rank=rank).eval()
 
 
@@ -102,6 +102,10 @@ def test_a_backbone_without_features_is_refused():
 
 def test_the_logit_distribution_is_float32_under_bf16_autocast():
     net, x = tiny_ssn(1), image()
+    gens = [torch.Generator().manual_seed(k) for k in range(4)]
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         dist: LogitDistribution = net.logit_distribution(x)
-    assert dist.loc.dtype == dist.cov_factor.dtype == dist.cov_diag.dtype == torch.float32
+        draws = dist.sample(2, gens)
+    assert dist.loc.dtype == dist.cov_factor.dtype == dist.cov_diag.dtype == draws.dtype == torch.float32
+    gens = [torch.Generator().manual_seed(k) for k in range(4)]
+    torch.testing.assert_close(draws, dist.sample(2, gens), rtol=0, atol=0)  # the draws exactly as without autocast

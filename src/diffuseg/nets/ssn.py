@@ -53,9 +53,10 @@ class LogitDistribution:
 
     def transform(self, eps_rank: Tensor, eps_diag: Tensor) -> Tensor:
         """Logit maps from standard normal noise: eps_rank (B, n, R), eps_diag (B, n, N) -> (B, n, C, H, W),
-        mu + P eps_rank + sqrt(D) eps_diag for each of the n draws per image."""
-        low_rank = torch.einsum("bnr,bkr->bkn", self.cov_factor, eps_rank)
-        flat = self.loc[:, None] + low_rank + self.cov_diag.sqrt()[:, None] * eps_diag
+        mu + P eps_rank + sqrt(D) eps_diag for each of the n draws per image, in float32 (also under autocast)."""
+        with torch.autocast(self.loc.device.type, enabled=False):
+            low_rank = torch.einsum("bnr,bkr->bkn", self.cov_factor, eps_rank.float())
+            flat = self.loc[:, None] + low_rank + self.cov_diag.sqrt()[:, None] * eps_diag.float()
         return flat.reshape(*flat.shape[:2], *self.shape)
 
     def sample(self, n: int, generator: Generators) -> Tensor:
