@@ -1,7 +1,7 @@
 """Stochastic Segmentation Networks (Monteiro et al., NeurIPS 2020, arXiv:2006.06015).
 
 A segmentation network whose logits eta (C x H x W, flattened to N = C * H * W values per image) are Gaussian,
-eta ~ N(mu(x), Sigma(x)), with the low-rank plus diagonal covariance Sigma = P P^T + D (the paper, eq. 4): P
+eta ~ N(mu(x), Sigma(x)), with the low-rank plus diagonal covariance Sigma = P P^T + D: P
 (N x R) of rank R (the paper: 10) and D diagonal, all three predicted per pixel from the last hidden layer of the
 backbone in one pass. A sample is a whole logit map whose pixels co-vary, so K members cost one backbone pass and K
 draws of N + R normal numbers: eta_k = mu + P eps_R + sqrt(D) eps_N.
@@ -12,7 +12,7 @@ deterministic network of the same backbone only by its covariance head, a (Group
 same features giving log D (C channels) and P (C * R channels) per pixel. D = exp(log D) + ``epsilon`` keeps
 the covariance positive definite (the paper's numerically safe covariance; the authors' code adds 1e-5).
 
-The paper masks P and D outside the brain on BraTS (the covariance of the background otherwise grows without
+The authors mask P and D outside the brain on BraTS (the covariance of the background otherwise grows without
 bound); a diffuseg item is resized, never padded, so every pixel is image and no such mask applies.
 
 Shapes: image (B, in_channels, H, W); mu (B, C, H, W) with C = ``LabelScheme.channels``; loc and cov_diag (B, N);
@@ -30,7 +30,7 @@ from torch.distributions import LowRankMultivariateNormal
 from diffuseg.nets.blocks import group_norm
 from diffuseg.nets.latent import Generators, normal_noise
 
-RANK = 10  # the paper's rank on LIDC and BraTS
+RANK = 10  # the paper's rank
 EPSILON = 1e-5  # added to D (the authors' code)
 
 
