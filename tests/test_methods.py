@@ -87,3 +87,14 @@ def test_sampling_off_the_training_grid_warns() -> None:
         warnings.simplefilter("error")
         methods.diffusion_draw(lambda z, t, image: z, process, SampleConfig(steps=5, spacing="quadratic"))
         methods.diffusion_draw(lambda z, t, image: z, DiffusionProcess(DiffusionConfig()), SampleConfig(steps=7))
+
+
+def test_ssn_needs_a_segmenter_backbone() -> None:
+    from diffuseg.config import config_from_dict
+    from diffuseg.errors import UserError
+
+    config = config_from_dict({"method": "ssn", "model": {"name": "diffusion-unet"}})
+    with pytest.raises(UserError, match="cannot be the backbone of method ssn"):
+        methods.build_network(config)
+    net = methods.build_network(make_config("ssn", ACDC))
+    assert net.rank == 10 and net.out_channels == 4  # ssn.rank's default, the paper's

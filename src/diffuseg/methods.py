@@ -27,6 +27,7 @@ from diffuseg.nets.phiseg import PHiSeg
 from diffuseg.nets.probunet import ProbUNet
 from diffuseg.nets.registry import STRUCTURAL
 from diffuseg.nets.registry import build_network as from_registry
+from diffuseg.nets.ssn import StochasticSegNet
 
 DIFFUSING = (Method.DIFFUSION, Method.ANCHORED)
 """The families that draw members with a diffusion sampler (``sample.steps`` network calls per member)."""
@@ -58,6 +59,14 @@ def build_network(config: Config) -> torch.nn.Module:
         mask = mask_channels or channels
         head = (a.head_channels, a.head_blocks, a.head_time_dim)
         return anchored_net(trunk, config.data.in_channels, channels, mask, *head, **shape)
+    if config.method is Method.SSN:  # model is the backbone; the SSN head predicts the covariance of its logits
+        backbone = from_registry(config.model.name, config.data.in_channels, channels, **options)
+        if not hasattr(backbone, "feature_channels"):
+            raise UserError(
+                f"model {config.model.name} cannot be the backbone of method ssn (a segmenter: unet, "
+                "medsegdiff-s/b/l-segmenter)"
+            )
+        return StochasticSegNet(backbone, channels, config.ssn.rank, config.ssn.epsilon)
     return from_registry(config.model.name, config.data.in_channels, channels, mask_channels, **options)
 
 
@@ -216,24 +225,25 @@ def latent_sample(
     threshold: float = 0.5,
     scheme: LabelScheme | None = None,
 ) -> SampleOutput:
-    """``members`` masks per image from a Prob. UNet's or PHiSeg's prior: image (B, in_channels, H, W) ->
-    ``SampleOutput`` with ``soft`` = ``class_probabilities(logits, scheme)`` (B * members, C, H, W) and ``mask``
-    its label map (B * members, 1, H, W) (binary: sigmoid, thresholded to {0, 1}), rows image-major.
+    """``members`` masks per image from a Prob. UNet's or PHiSeg's prior or an SSN's logit distribution: image
+    (B, in_channels, H, W) -> ``SampleOutput`` with ``soft`` = ``class_probabilities(logits, scheme)``
+    (B * members, C, H, W) and ``mask`` its label map (B * members, 1, H, W) (binary: sigmoid, thresholded to
+    {0, 1}), rows image-major.
 
     ``generator`` is one ``torch.Generator`` or one per output row (row b * members + k from generator
     b * members + k), so a member's mask does not depend on the batch it is drawn in. The image-only parts
-    (Prob. UNet's UNet and prior net, PHiSeg's prior encoder) run once per image.
+    (Prob. UNet's UNet and prior net, PHiSeg's prior encoder, the SSN's whole network) run once per image.
 
     Args:
-        net: a ``ProbUNet`` or ``PHiSeg``.
+        net: a ``ProbUNet``, ``PHiSeg`` or ``StochasticSegNet``.
         image: (B, in_channels, H, W).
         members: K, the masks drawn per image.
         generator: one generator, or one per output row (B * K).
         threshold: where a sigmoid channel counts as on.
         scheme: the label scheme (``None``: binary).
     """
-    if not isinstance(net, ProbUNet | PHiSeg):
-        raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
+    if not isinstance(net, ProbUNet | PHiSeg | StochasticSegNet):
+        raise TypeError(f"{type(net).__name__} draws no logits (not a ProbUNet, PHiSeg or StochasticSegNet)")
     soft = class_probabilities(net.sample_logits(image, members, generator), scheme)
     return SampleOutput(mask=to_mask(soft, threshold, scheme), soft=soft)
 
@@ -252,9 +262,9 @@ def make_draw(
 ) -> Draw:
     """The member-drawing function of ``config.method``'s family, as ``predict`` and sampled validation use it:
     a diffusion sampler (``diffusion_draw``; anchored: ``anchored_draw``), the prior of a latent-variable baseline
-    (``latent_sample``), or
-    one pass of the deterministic UNet (``class_probabilities(net(image))`` repeated ``members`` times), each
-    over the classes of ``config.data`` (``Draw``: label maps and per-channel soft maps).
+    or the SSN's logit distribution (``latent_sample``), or one pass of the deterministic UNet
+    (``class_probabilities(net(image))`` repeated ``members`` times), each over the classes of ``config.data``
+    (``Draw``: label maps and per-channel soft maps).
 
     ``progress(rows)`` is called with the member-steps done: after every network call of a diffusion sampler
     (its row count, a Python int: no host synchronisation), after every draw of the one-pass families."""
@@ -272,7 +282,7 @@ def make_draw(
             return out
 
         return diffusion_draw(counted, process, s, scheme)
-    if config.method in (Method.PROBUNET, Method.PHISEG):
+    if config.method in (Method.PROBUNET, Method.PHISEG, Method.SSN):
         one_pass = lambda images, members, gens: latent_sample(  # noqa: E731
             net, images, members, generator=gens, threshold=s.threshold, scheme=scheme
         )

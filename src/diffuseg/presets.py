@@ -40,6 +40,10 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "phiseg": ("Baselines of the ambiguity paper: PHiSeg", ()),
     "unet": ("Baselines: deterministic UNet", ("Deterministic UNet baseline ",)),
+    "ssn": (
+        "Baselines: Stochastic Segmentation Networks (Monteiro et al., NeurIPS 2020)",
+        ("Stochastic Segmentation Network ",),
+    ),
     "anchored": ("Anchored diffusion: a UNet trunk and a diffusion head on its residual", ("Anchored diffusion ",)),
 }
 _ASIDE = re.compile(r"\s*\((?:[^()]*\s){2,}[^()]*\)")  # a bracketed aside of three or more words
