@@ -79,6 +79,7 @@ def lidc_runs(b: Budget) -> list[Run]:
         Run("unc-lidc-phiseg", "phiseg", (*phiseg, "data.augment=false", *LR)),
         Run("unc-lidc-diffusion", "lidc-central", (ch, *LR)),
         Run("unc-lidc-anchored", "anchored-lidc", (*unet, "anchored.head_channels=[8,16,32,32]")),
+        Run("unc-lidc-ssn", "ssn-lidc", unet),
     ]
 
 
@@ -94,6 +95,7 @@ def single_rater_runs(dataset: str, b: Budget) -> list[Run]:
         *(Run(f"unc-{dataset}-unet-s{s}", f"unet-{dataset}", (*unet, f"train.seed={s}")) for s in SEEDS),
         Run(f"unc-{dataset}-medsegdiff", f"medsegdiff-b-{dataset}", (base, *unet[1:])),
         Run(f"unc-{dataset}-anchored", f"anchored-{dataset}", (*unet, "anchored.head_channels=[8,16,32,32]", *fp32)),
+        Run(f"unc-{dataset}-ssn", f"ssn-{dataset}", unet),
     ]
 
 
@@ -116,11 +118,11 @@ def run_config(dataset: str, b: Budget, run: Run, quick: bool) -> Config:
     )
 
 
-def train_all(dataset: str, quick: bool) -> dict[str, Path]:
-    """Train (or resume) every run of ``dataset``; its checkpoint per run name."""
+def train_all(dataset: str, quick: bool, only: str = "") -> dict[str, Path]:
+    """Train (or resume) every run of ``dataset`` (``only``: those whose name contains it); checkpoint per run."""
     b = BUDGETS["quick" if quick else dataset]
     ckpts = {}
-    for run in RUNS[dataset](b):
+    for run in (r for r in RUNS[dataset](b) if only in r.name):
         ckpt, minutes = Q.ensure_trained(run_config(dataset, b, run, quick))
         print(f"{run.name}: {ckpt} ({minutes:.1f} min now)", flush=True)
         ckpts[run.name] = ckpt
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=sorted(RUNS), action="append", default=[], help="datasets to run")
     parser.add_argument("--train", action="store_true", help="only train the models")
+    parser.add_argument("--only", default="", help="only the runs whose name contains this")
     parser.add_argument("--quick", action="store_true", help="tiny budget, results in <dataset>-quick.json")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per job on a shared machine)")
     parser.add_argument("--data", type=Path, default=Q.DATA, help="folder holding lidc/, ddti/ and acdc/")
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     Q.DATA = args.data
     print_machine(machine())
     for dataset in args.dataset:
-        train_all(dataset, args.quick)
+        train_all(dataset, args.quick, args.only)
 
 
 if __name__ == "__main__":
