@@ -21,9 +21,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
@@ -31,8 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import quality as Q
 from common import RESULTS, machine, print_machine
 
-from diffuseg.config import Config
+from diffuseg.config import Config, EvalConfig
 from diffuseg.errors import UserError
+from diffuseg.evaluation import metrics as M
+from diffuseg.evaluation.case_metrics import case_metrics, class_masks
+from diffuseg.evaluation.uncertainty_metrics import UncertaintyPool, uncertainty_results
+from diffuseg.files import write_text_atomic
+from diffuseg.inference.ensemble import prepare_network, sample_ensembles
+from diffuseg.inference.models import load_models
+from diffuseg.methods import make_draw, steps_per_member
 
 OUT = RESULTS / "uncertainty"
 SEEDS = (0, 1, 2)  # the UNet seed ensemble (and seed 0 is the UNet of the TTA and deterministic rows)
@@ -129,20 +141,126 @@ def train_all(dataset: str, quick: bool, only: str = "") -> dict[str, Path]:
     return ckpts
 
 
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One method as it is scored: its label, the runs its members come from (several: a seed ensemble, member k
+    from run k mod N) and its ``sample.*`` overrides."""
+
+    label: str
+    runs: tuple[str, ...]
+    sample: tuple[tuple[str, Any], ...] = ()
+
+
+FP32 = (("precision", "32"),)  # every method samples in fp32, so costs compare across methods
+FEW_STEPS = (("sampler", "ddpm"), ("steps", 5), ("spacing", "quadratic"))  # MedSegDiff-B's 5-step DDPM grid
+
+
+def arms(dataset: str, b: Budget) -> list[Arm]:
+    """Every method scored on ``dataset``: members K = ``b.members`` for the sampling methods; the UNet alone (its
+    members agree: no uncertainty), with 8 test-time views, and as a seed ensemble of its ``SEEDS``."""
+    r = f"unc-{dataset}-"
+    unets = tuple(f"{r}unet-s{s}" for s in SEEDS)
+    k = (("samples", b.members), ("batch_size", b.members), *FP32)
+    out = [
+        Arm("UNet", unets[:1], (("samples", 1), ("batch_size", 1), *FP32)),
+        Arm("UNet + TTA (8 views)", unets[:1], (("tta", True), ("samples", 8), ("batch_size", 8), *FP32)),
+        Arm(f"UNet seed ensemble ({len(unets)})", unets, (("samples", len(unets)), ("batch_size", len(unets)), *FP32)),
+    ]
+    if dataset == "lidc":
+        out += [Arm("Prob. UNet", (f"{r}probunet",), k), Arm("PHiSeg", (f"{r}phiseg",), k)]
+        out += [Arm("diffusion (ambiguity paper)", (f"{r}diffusion",), k)]
+    else:
+        out += [Arm("MedSegDiff-B", (f"{r}medsegdiff",), (*k, *FEW_STEPS))]
+    return [*out, Arm("SSN", (f"{r}ssn",), k), Arm("anchored diffusion", (f"{r}anchored",), k)]
+
+
+def score_arm(arm: Arm, ckpts: dict[str, Path], cases: list) -> dict[str, Any]:
+    """Draw ``arm``'s members for ``cases`` ((case id, image, masks (A, S, S))) as ``predict`` does, score each case
+    (``case_metrics``), pool the pixels (``UncertaintyPool``) and rank the cases (failure detection)."""
+    models = load_models([ckpts[name] for name in arm.runs])
+    first = models[0].config
+    cfg = dataclasses.replace(first.sample, **dict(arm.sample))
+    scheme = first.data.scheme
+    draws = []
+    for m in models:
+        config = dataclasses.replace(m.config, sample=cfg)
+        draws.append(make_draw(config, prepare_network(m.net, cfg, "cpu"), m.process))
+    images = [(cid, image) for cid, image, _ in cases]
+    eval_cfg = EvalConfig(ged_samples=(4, 16))
+    pool, rows = UncertaintyPool(scheme.names), []
+    start = time.perf_counter()
+    results = list(sample_ensembles(draws, images, cfg, scheme=scheme))
+    seconds = time.perf_counter() - start
+    for r, (cid, _, masks) in zip(results, cases):
+        truth = (masks.bool() if scheme.binary else masks.long())[:, None]
+        row = case_metrics(r.samples, r.fused, truth, scheme, eval_cfg)
+        rows.append({"case": cid, **row})
+        pool.add(*(class_masks(scheme, x) for x in (r.samples[:, 0], r.fused[0], truth[:, 0])))
+    summary = {key: M.summarize([row.get(key, math.nan) for row in rows])["mean"] for key in rows[0] if key != "case"}
+    passes = cfg.samples * steps_per_member(first)
+    return {
+        "label": arm.label,
+        "runs": list(arm.runs),
+        "sample": dict(arm.sample),
+        "members": cfg.samples,
+        "passes_per_case": passes,
+        "seconds_per_case": seconds / len(cases),
+        "summary": summary,
+        "uncertainty": uncertainty_results(rows, pool, eval_cfg.calibration_bins),
+        "cases": rows,
+    }
+
+
+def score_all(dataset: str, quick: bool, only: str = "") -> Path:
+    """Train what is missing, score every arm of ``dataset`` on its validation cases and save the JSON (arms
+    already in it are kept unless rescored)."""
+    b = BUDGETS["quick" if quick else dataset]
+    ckpts = train_all(dataset, quick)
+    out = OUT / f"{dataset}{'-quick' if quick else ''}.json"
+    saved = json.loads(out.read_text()) if out.exists() else {}
+    first = next(iter(RUNS[dataset](b)))
+    cases = Q.val_cases(run_config(dataset, b, first, quick), b.cases)
+    scored = saved.get("arms", {})
+    for arm in arms(dataset, b):
+        if only not in arm.label:
+            continue
+        result = score_arm(arm, ckpts, cases)
+        scored[arm.label] = result
+        print(dataset, arm.label, {k: result["summary"].get(k) for k in ("dice", "pixel_auroc", "ged_16")}, flush=True)
+        OUT.mkdir(parents=True, exist_ok=True)
+        payload = {"dataset": dataset, "machine": machine(), "budget": dataclasses.asdict(b), "arms": scored}
+        write_text_atomic(out, json.dumps(payload, indent=1, default=_number))
+    return out
+
+
+def _number(value: Any) -> Any:
+    """JSON for numpy scalars; NaN stays NaN (``json`` writes it as ``NaN``)."""
+    return float(value) if isinstance(value, np.generic) else str(value)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=sorted(RUNS), action="append", default=[], help="datasets to run")
+    parser.add_argument("--report", action="store_true", help="only rebuild uncertainty.md and its figures")
     parser.add_argument("--train", action="store_true", help="only train the models")
-    parser.add_argument("--only", default="", help="only the runs whose name contains this")
+    parser.add_argument("--only", default="", help="only the runs (--train) or methods whose name contains this")
     parser.add_argument("--quick", action="store_true", help="tiny budget, results in <dataset>-quick.json")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per job on a shared machine)")
     parser.add_argument("--data", type=Path, default=Q.DATA, help="folder holding lidc/, ddti/ and acdc/")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     Q.DATA = args.data
-    print_machine(machine())
-    for dataset in args.dataset:
-        train_all(dataset, args.quick, args.only)
+    info = machine()
+    print_machine(info)
+    for dataset in [] if args.report else args.dataset:
+        if args.train:
+            train_all(dataset, args.quick, args.only)
+        else:
+            score_all(dataset, args.quick, args.only)
+    if not args.train:
+        from uncertainty_report import write_report
+
+        write_report(OUT, info)
 
 
 if __name__ == "__main__":
