@@ -59,7 +59,10 @@ def cost_figure(payload: dict[str, Any], path: Path) -> Path:
     """Pixel AUROC and E-AURC (lower is better) against seconds per case, one point per method."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    panels = (("pixel", "auroc", "pixel AUROC of the uncertainty for errors"), ("failure", "e_aurc", "E-AURC (lower: better)"))
+    panels = (
+        ("pixel", "auroc", "pixel AUROC of the uncertainty for errors"),
+        ("failure", "e_aurc", "E-AURC (lower: better)"),
+    )
     for ax, (where, key, label) in zip(axes, panels):
         for name, arm in payload["arms"].items():
             y = value(arm, where, key)
