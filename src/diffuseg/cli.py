@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from diffuseg.errors import UserError
+from diffuseg.files import disk_full, no_space
 
 # train's options and the fields they set, all run control (config.Role.RUN): a run keeps its preset's recipe
 TRAIN_OPTIONS = {
@@ -435,6 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if not no_space(err):
+            raise
+        print(f"error: {disk_full(err.filename or 'the output')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

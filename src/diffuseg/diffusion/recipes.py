@@ -35,13 +35,17 @@ def aux_loss(x_hat: Tensor, x0: Tensor, weight: Tensor, smooth: float = 1.0) -> 
     1 - (2 |p y| + s) / (|p| + |y| + s) of each channel with s = ``smooth`` (two empty masks: 0), averaged over
     the C channels, plus the mean BCE over the row's pixels; the weighted mean over rows. Exactly 0 for a
     perfect estimate (p = y in {0, 1}). Returns a scalar.
+
+    Computed in float32 with autocast off: CUDA autocast refuses ``binary_cross_entropy`` on probabilities (its
+    logits form does not fit here, p is clipped), and a bf16 BCE would lose the small losses near p = y.
     """
-    p = ((x_hat.float() + 1.0) * 0.5).clamp(0.0, 1.0)
-    y = (x0.float() + 1.0) * 0.5
-    pf, yf = p.flatten(2), y.flatten(2)  # (B, C, H * W)
-    dice = ((2.0 * (pf * yf).sum(2) + smooth) / (pf.sum(2) + yf.sum(2) + smooth)).mean(1)
-    bce = F.binary_cross_entropy(pf, yf, reduction="none").mean((1, 2))
-    return (weight.to(dice) * (1.0 - dice + bce)).mean()
+    with torch.autocast(device_type=x_hat.device.type, enabled=False):
+        p = ((x_hat.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+        y = (x0.float() + 1.0) * 0.5
+        pf, yf = p.flatten(2), y.flatten(2)  # (B, C, H * W)
+        dice = ((2.0 * (pf * yf).sum(2) + smooth) / (pf.sum(2) + yf.sum(2) + smooth)).mean(1)
+        bce = F.binary_cross_entropy(pf, yf, reduction="none").mean((1, 2))
+        return (weight.to(dice) * (1.0 - dice + bce)).mean()
 
 
 def self_condition_input(z: Tensor, estimate: Tensor | None) -> Tensor:

@@ -18,7 +18,7 @@ from pathlib import Path
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.brats import BraTSReader
 from diffuseg.data.formats.classes import ClassFoldersReader
-from diffuseg.data.formats.files import is_image_file
+from diffuseg.data.formats.files import check_regular, is_image_file
 from diffuseg.data.formats.lidc import LIDCReader
 from diffuseg.data.formats.multi import MultiAnnotatorReader
 from diffuseg.data.formats.nnunet import NnUNetReader
@@ -105,8 +105,9 @@ def images_from_files(paths: Sequence[str | os.PathLike]) -> Reader:
     """Unlabelled cases (A = 0) from a list of image files (PNG, JPG, NIfTI, ...), for ``predict``."""
     files = [Path(p) for p in paths]
     for p in files:
-        if not p.is_file():
+        if not p.exists() and not p.is_symlink():
             raise UserError(f"{p}: input file not found")
+        check_regular(p)
         if not is_image_file(p):
             raise UserError(f"{p}: not an image file this tool reads")
     root = files[0].parent if files else Path(".")

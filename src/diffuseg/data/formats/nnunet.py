@@ -28,12 +28,13 @@ import re
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
-from diffuseg.data.formats.files import stem_of
+from diffuseg.data.formats.files import stem_of, suffix_of
 from diffuseg.data.formats.ssl4mis import patient_of
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
 _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
+_ENDING = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]*")  # ``.nii.gz``, ``.png``: no path, no pattern
 
 
 def _labels(meta: dict) -> tuple[int, ...] | None:
@@ -125,9 +126,31 @@ class NnUNetReader(Reader):
             )
         return folder
 
+    def _ending(self, meta: dict) -> str:
+        """``file_ending`` (default ``.nii.gz``); ``UserError`` naming ``dataset.json`` for one that is not a file
+        ending (a path, a pattern: files are looked for only in the dataset's own folders)."""
+        ending = meta.get("file_ending", ".nii.gz")
+        if not isinstance(ending, str) or not _ENDING.fullmatch(ending):
+            raise UserError(
+                f"{self.root / 'dataset.json'}: file_ending {ending!r} is not a file ending like \".nii.gz\" or "
+                '".png"'
+            )
+        return ending
+
+    def _check_ending_matches(self, ending: str) -> None:
+        """A problem naming ``dataset.json`` when no file of ``imagesTr/`` ends in ``ending`` but others are there
+        (a ``file_ending`` that does not say what the files are)."""
+        others = sorted({suffix_of(p) for p in (self.root / "imagesTr").iterdir() if not p.name.startswith(".")})
+        if others:
+            listing = ", ".join(f".{s}" if s else "(no ending)" for s in others)
+            self.problems.append(
+                f"{self.root / 'dataset.json'}: file_ending {ending!r} matches no file in imagesTr/, whose files end "
+                f"in {listing}; set file_ending to the files' ending"
+            )
+
     def scan(self) -> None:
         meta = self._meta()
-        ending = str(meta.get("file_ending", ".nii.gz"))
+        ending = self._ending(meta)
         channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
         n_channels = len(channels) if isinstance(channels, dict) else 1
         labels = _labels(meta)
@@ -142,6 +165,8 @@ class NnUNetReader(Reader):
                 self.problems.append(f"{p}: image name lacks the _XXXX channel suffix")
                 continue
             cases.setdefault(m.group(1), {})[int(m.group(2))] = p
+        if not cases:
+            self._check_ending_matches(ending)
         label_dirs = [d for d in self.label_dirs(meta) if d.is_dir()]
         per_annotator = [{stem_of(p): p for p in sorted(d.glob(f"*{ending}"))} for d in label_dirs]
         names = [d.name for d in label_dirs]
