@@ -81,9 +81,7 @@ def _cuda_autocast_policy(monkeypatch) -> None:
     monkeypatch.setattr(F, "binary_cross_entropy", refuse)
 
 
-@pytest.mark.parametrize(
-    "prediction", [PredictionType.EPS, PredictionType.X, PredictionType.V, PredictionType.LOGITS]
-)
+@pytest.mark.parametrize("prediction", [PredictionType.EPS, PredictionType.X, PredictionType.V, PredictionType.LOGITS])
 def test_every_loss_runs_under_autocast_with_the_cuda_op_policy(prediction, monkeypatch):
     _cuda_autocast_policy(monkeypatch)
     net, masks, image = Recorder(), _masks(), torch.zeros(3, 1, 8, 8)

@@ -7,6 +7,7 @@ here, so all layouts report problems the same way.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections import OrderedDict
@@ -325,10 +326,8 @@ class Reader:
         target = path.resolve() if path.is_symlink() else self._resolved(path.parent) / path.name
         inside = [self._resolved(self.root)]
         if partner is not None:
-            try:
+            with contextlib.suppress(ValueError):  # one relative, one absolute
                 inside.append(self._resolved(Path(os.path.commonpath([path.parent, partner.parent]))))
-            except ValueError:  # one relative, one absolute
-                pass
         return None if any(target == f or f in target.parents for f in inside) else target
 
     def _resolved(self, folder: Path) -> Path:

@@ -132,8 +132,7 @@ class NnUNetReader(Reader):
         ending = meta.get("file_ending", ".nii.gz")
         if not isinstance(ending, str) or not _ENDING.fullmatch(ending):
             raise UserError(
-                f"{self.root / 'dataset.json'}: file_ending {ending!r} is not a file ending like \".nii.gz\" or "
-                '".png"'
+                f'{self.root / "dataset.json"}: file_ending {ending!r} is not a file ending like ".nii.gz" or ".png"'
             )
         return ending
 
