@@ -37,6 +37,17 @@ _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
 _ENDING = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]*")  # ``.nii.gz``, ``.png``: no path, no pattern
 
 
+def _unique_keys(pairs: list[tuple[str, object]], path: Path) -> dict:
+    """A JSON object as a dict; ``UserError`` naming ``path`` for a key given twice (``json`` keeps the last one
+    unsaid: ``{"RV": 1, "RV": 2}`` would lose a label)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise UserError(f"{path}: the key {key!r} appears twice in one object ({out[key]!r} and {value!r})")
+        out[key] = value
+    return out
+
+
 def _labels(meta: dict) -> tuple[int, ...] | None:
     labels = meta.get("labels")
     if not isinstance(labels, dict):
@@ -54,7 +65,8 @@ def _labels(meta: dict) -> tuple[int, ...] | None:
 def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
     """The classes ``labels`` of a ``dataset.json`` declares (module docstring), or ``None`` for a binary dataset
     (at most one foreground label) or one without ``labels``; ``UserError`` naming ``where`` for labels that are
-    not label values, or a ``regions_class_order`` that does not give one label per region."""
+    not label values, nnU-Net's ``ignore`` label (not supported: it would be trained as a class), or a
+    ``regions_class_order`` that does not give one label per region."""
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         return None
@@ -69,6 +81,11 @@ def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
             raise UserError(f"{where}: labels entry {name!r}: {value!r} is not a label value or list of them") from None
         if numbers == [0] or name.lower() == "background":
             continue
+        if name.lower() == "ignore":
+            raise UserError(
+                f"{where}: labels entry 'ignore' ({value!r}): nnU-Net's ignore label (pixels not annotated, left out "
+                "of the loss) is not supported; it would be trained as a class. Remove it and relabel those pixels"
+            )
         specs.append((name, numbers))
     if len(specs) < 2:
         return None
@@ -96,7 +113,7 @@ class NnUNetReader(Reader):
         if not path.is_file():
             raise UserError(f"{path}: not found (the nnunet layout needs dataset.json and imagesTr/ in {self.root})")
         try:
-            meta = json.loads(path.read_text())
+            meta = json.loads(path.read_text(), object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
         except (OSError, ValueError) as err:
             raise UserError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(meta, dict):
