@@ -152,8 +152,11 @@ def test_single_declared_class_is_one_channel():
         ),
         ([{"name": "a", "values": [1, 1]}], r"repeats a value"),
         (
-            [{"name": "ET", "values": [4], "label": 4}, {"name": "TC", "values": [1, 4], "label": 1}]
-            + [{"name": "WT", "values": [1, 2, 4], "label": 2}],
+            [
+                {"name": "ET", "values": [4], "label": 4},
+                {"name": "TC", "values": [1, 4], "label": 1},
+                {"name": "WT", "values": [1, 2, 4], "label": 2},
+            ],
             r"\[0\]: region 'ET' can never be written: each of its values \[4\] is in a later region, painted over "
             r"it; declare the regions from large to small: WT, TC, ET",
         ),

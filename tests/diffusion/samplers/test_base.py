@@ -155,6 +155,7 @@ def test_exclusive_classes_are_decoded_before_the_estimate_is_clipped(kind):
         def forward(self, z, t, image):
             return torch.tensor([-1.0, 2.0, 3.0, -1.0]).view(1, 4, 1, 1).expand_as(z).clone()
 
-    out = sample(kind, Net(), torch.zeros(1, 1, 4, 4), process, 3, generator=torch.Generator().manual_seed(0), scheme=ACDC)
+    gen = torch.Generator().manual_seed(0)
+    out = sample(kind, Net(), torch.zeros(1, 1, 4, 4), process, 3, generator=gen, scheme=ACDC)
     assert torch.equal(out.mask, torch.full((1, 1, 4, 4), 2.0))  # atom 2 = Myo
     assert out.soft.max() == 1.0 and out.soft.min() == 0.0

@@ -75,9 +75,9 @@ def start_noise(image: Tensor, members: int, generator: Generators, channels: in
 
 
 def to_mask(soft: Tensor, threshold: float, scheme: LabelScheme | None = None) -> Tensor:
-    """soft (B * K, C, H, W), in [0, 1] or not yet clipped to it -> label map (B * K, 1, H, W) float32 of atoms: ``scheme.decode`` (argmax
-    over the channels for exclusive classes, ``soft > threshold`` per channel for regions); ``scheme=None``:
-    binary, ``soft > threshold``."""
+    """soft (B * K, C, H, W), in [0, 1] or not yet clipped to it -> label map (B * K, 1, H, W) float32 of atoms:
+    ``scheme.decode`` (argmax over the channels for exclusive classes, ``soft > threshold`` per channel for
+    regions); ``scheme=None``: binary, ``soft > threshold``."""
     if scheme is None:
         return (soft > threshold).float()
     return scheme.decode(soft, threshold).unsqueeze(1).float()
