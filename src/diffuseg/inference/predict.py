@@ -61,7 +61,7 @@ from diffuseg.inference.manifest import (
 from diffuseg.inference.outputs import CONFIG_NAME, SAMPLES, UNCERTAINTY
 from diffuseg.inference.provenance import write_provenance
 from diffuseg.inference.writers import PredictionWriter, check_output, check_output_names
-from diffuseg.methods import make_draw, steps_per_member
+from diffuseg.methods import check_image_size, make_draw, steps_per_member
 from diffuseg.runlock import folder_lock, holder_of
 from diffuseg.runtime import resolve_sample_precision
 
@@ -163,6 +163,10 @@ def prepare(
             raise UserError(f"{item}: input not found")
     ckpt = read_checkpoint(checkpoint)  # read (and checked) once: the model and its training step
     config, net, process = inference_model(ckpt, checkpoint)
+    try:
+        check_image_size(config)  # a size too small for one image at a time: before any output is written
+    except UserError as err:
+        raise UserError(f"{checkpoint}: {err}") from None
     config = apply_overrides(config, overrides)
     d = config.data
     reader = select_cases(open_input(inputs, layout, d.foreground, d.classes), cases, str(inputs[0]))
