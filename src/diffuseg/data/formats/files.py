@@ -148,10 +148,10 @@ def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
             data = FileData(_read_raster(path, as_mask))
     except UserError:
         raise
-    except (OSError, ValueError, EOFError, SyntaxError) as err:  # PIL/nibabel/numpy decode errors
-        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
-    except Exception as err:  # third-party decoders raise many types; report, never crash
-        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
+    except Exception as err:  # decoders raise many types; report, never crash, and say what the header shows
+        if suffix in IMAGE_SUFFIXES:
+            check_header(path)  # a precise reason (truncated, 0 wide, ...) when the header shows one
+        raise UserError(f"{path}: unreadable or corrupt ({_reason(err)})") from None
     check_values(path, data.array.dtype, data.array.shape)
     return data
 
@@ -222,7 +222,12 @@ def check_header(path: str | os.PathLike) -> None:
     except UserError:
         raise
     except Exception as err:  # decoders raise many types; report, never crash
-        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
+        raise UserError(f"{path}: unreadable or corrupt ({_reason(err)})") from None
+
+
+def _reason(err: BaseException) -> str:
+    """A decoder's exception on one line: its type and message, runs of white space (newlines) made one space."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
 _END_MARKERS = {"JPEG": (b"\xff\xd9",), "GIF": (b"\x3b",)}  # the last bytes of a complete file

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from diffuseg.data.formats.base import Entry, Reader
-from diffuseg.data.formats.files import check_regular, hdf5_dataset, label_values, natural_key, stem_of
+from diffuseg.data.formats.files import check_ending, check_regular, hdf5_dataset, label_values, natural_key, stem_of
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
@@ -81,6 +81,7 @@ class SSL4MISReader(Reader):
         for p in hdf5_files(self.root):
             try:
                 check_regular(p)  # a pipe would block, a dangling link be "corrupt"
+                check_ending(p)
                 with h5py.File(p, "r") as f:
                     image = hdf5_dataset(f, "image", p)
                     shapes[p] = (tuple(int(s) for s in image.shape), f.get("label", getlink=True) is not None)
