@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +20,46 @@ import numpy as np
 from PIL import Image
 
 SIZE = 16
+TINY_UNET = "model.options={channels: [8, 8, 16], num_res_blocks: [1, 1, 1], middle_blocks: 1, time_dim: 16}"
 ALL = ("verify", "train", "predict")
 LABELS = ("verify", "train")  # label files: predict never reads them
+
+
+def refused(err: str, named: str, problem: str) -> None:
+    """Exactly one ``error:`` line, the file named with its problem on one line (the error line or a line of the
+    problem list below it), no traceback."""
+    lines = err.strip().splitlines()
+    assert sum(line.startswith("error:") for line in lines) == 1, err  # a progress bar may come first
+    assert "Traceback" not in err and named in err and problem in err, err
+    assert any(named in line and problem in line for line in lines), err
+
+
+class Unblocker:
+    """Opens every FIFO under ``root`` for writing now and then, and closes it at once: a reader blocked on one
+    (the hang a refusal must prevent) then reads an empty file, and the test fails instead of hanging."""
+
+    def __init__(self, root: Path):
+        self.root, self.stop = root, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.5):
+            for folder, _, names in os.walk(self.root):
+                for name in names:
+                    path = os.path.join(folder, name)
+                    try:
+                        if stat.S_ISFIFO(os.lstat(path).st_mode):
+                            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                    except OSError:  # no reader waiting
+                        continue
+
+    def __enter__(self) -> Unblocker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def png(path: Path, array: np.ndarray) -> Path:

@@ -159,7 +159,7 @@ def prepare(
     out = Path(output)
     check_output(out, inputs)  # before any slow work
     for item in inputs:
-        if not Path(item).exists():
+        if not Path(item).exists() and not Path(item).is_symlink():  # a dangling link: named as one below
             raise UserError(f"{item}: input not found")
     ckpt = read_checkpoint(checkpoint)  # read (and checked) once: the model and its training step
     config, net, process = inference_model(ckpt, checkpoint)
