@@ -1,6 +1,6 @@
 """The ``diffuseg`` command line. Each subcommand parses its arguments, calls one library function and
 prints; it has no logic of its own. Every ``UserError`` ends as one ``error:`` line on stderr and exit
-code 2, without a traceback.
+code 2, without a traceback; so does a full disk or quota (``files.disk_full``) wherever it is met.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Files written safely: atomic writes (a temporary beside the target, renamed over it), temporaries named by
-host and process so a later run can remove those of a dead writer, and the modes the umask gives."""
+host and process so a later run can remove those of a dead writer, the modes the umask gives, and one error for a
+full disk (``disk_full``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Training recipes beyond the two papers, each off by default and in the papers' presets.
 
 - ``aux_loss``: an auxiliary segmentation loss (soft Dice + BCE) on the network's data estimate x_hat_0, weight
-  ``diffusion.aux_weight``. The official MedSegDiff code trains an auxiliary deterministic head with such a loss;
-  here it supervises the denoiser's own estimate, which is what the sampler's last step returns. Each row is
+  ``diffusion.aux_weight``. Our own recipe: the official MedSegDiff code instead trains a separate calibration
+  head with an MSE against the mask (weight 10); here the loss supervises the denoiser's own estimate, which is
+  what the sampler's last step returns. Each row is
   weighted by alpha_t^2 = SNR / (1 + SNR) (our choice): near t = 1 the best estimate is the posterior mean of
   an ambiguous mask, which a segmentation loss would push towards one hard answer, and an eps-network's
   estimate there, (z - sigma eps_hat) / alpha, is mostly clipped, with no gradient.
