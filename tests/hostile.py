@@ -232,6 +232,15 @@ def _ambiguous(root: Path) -> Path:
     return root
 
 
+def _case_clash(root: Path) -> Path:
+    paired(root)
+    png(root / "images" / "z.png", grey(9))
+    for stem in ("Scan", "scan"):
+        png(root / "images" / f"{stem}.png", grey(len(stem)))
+        png(root / "masks" / f"{stem}.png", disc(3))
+    return root / "images" / "scan.png"
+
+
 Build = Callable[[Path], Path]
 PAIRED: dict[str, tuple[Build, str, tuple[str, ...]]] = {
     # images: every subcommand reads them
@@ -351,6 +360,7 @@ PAIRED: dict[str, tuple[Build, str, tuple[str, ...]]] = {
         ALL,
     ),
     "layout ambiguous": (_ambiguous, "the layout is ambiguous", ALL),
+    "ids that differ only in case": (_case_clash, "both would be predicted as scan.*", ALL),
 }
 
 

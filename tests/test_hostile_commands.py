@@ -76,6 +76,16 @@ def _too_small(tmp: Path) -> Path:
     return path
 
 
+def _diverged(tmp: Path, checkpoint: Path) -> Path:
+    from diffuseg.checkpoint import read_checkpoint, save_atomic
+
+    ckpt = read_checkpoint(checkpoint)
+    name = next(k for k, v in ckpt["state_dict"].items() if k.startswith("ema.") and v.is_floating_point())
+    ckpt["state_dict"][name] = torch.full_like(ckpt["state_dict"][name], float("nan"))  # valid checksums
+    save_atomic(ckpt, tmp / "diverged.ckpt")
+    return tmp / "diverged.ckpt"
+
+
 CHECKPOINTS = {
     "a folder": (lambda t, c: (t / "run").mkdir() or t / "run", "is not a file (expected a checkpoint"),
     "a fifo": (lambda t, c: fifo(t / "x.ckpt"), "is not a file"),
@@ -85,6 +95,7 @@ CHECKPOINTS = {
     "pickled objects": (lambda t, c: _pickled(t), "holds pickled Python objects that are not loaded"),
     "image size too small": (lambda t, c: _too_small(t), "the smallest image size it supports is 64"),
     "missing": (lambda t, c: t / "none.ckpt", "checkpoint not found"),
+    "NaN weights": (_diverged, "NaN or infinite value(s)"),
 }
 
 
