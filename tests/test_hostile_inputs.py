@@ -12,9 +12,12 @@ import pytest
 from diffuseg.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hostile import DATASETS, TINY_UNET, Unblocker, refused
+from hostile import PAIRED, TINY_UNET, Unblocker, refused
+from hostile_layouts import NNUNET, SSL4MIS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+DATASETS = {**PAIRED, **NNUNET, **SSL4MIS}
 
 
 def command(name: str, root: Path, out: Path, checkpoint: Path) -> list[str]:
