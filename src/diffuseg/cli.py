@@ -1,6 +1,6 @@
 """The ``diffuseg`` command line. Each subcommand parses its arguments, calls one library function and
 prints; it has no logic of its own. Every ``UserError`` ends as one ``error:`` line on stderr and exit
-code 2, without a traceback.
+code 2, without a traceback; so does a full disk or quota (``files.disk_full``) wherever it is met.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from diffuseg.errors import UserError
+from diffuseg.files import disk_full, no_space
 
 # train's options and the fields they set, all run control (config.Role.RUN): a run keeps its preset's recipe
 TRAIN_OPTIONS = {
@@ -468,6 +469,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if not no_space(err):
+            raise
+        print(f"error: {disk_full(err.filename or 'the output')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

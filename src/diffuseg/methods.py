@@ -70,6 +70,52 @@ def build_network(config: Config) -> torch.nn.Module:
     return from_registry(config.model.name, config.data.in_channels, channels, mask_channels, **options)
 
 
+def check_image_size(config: Config) -> None:
+    """``UserError`` for a ``data.image_size`` the network of ``config`` cannot take: not a multiple of its
+    downsampling factor, or so small that one image at a time fails in it (a 1 x 1 feature map normalised by a
+    GroupNorm of one channel per group holds one value per group, which torch refuses); the message gives the
+    smallest size that works. The network is built and called on the meta device: no weights, no random draws,
+    no arithmetic."""
+    with torch.device("meta"):
+        net = build_network(config)
+    factor = getattr(net, "downsampling", None)
+    size = config.data.image_size
+    if not factor:
+        return
+    if size % factor:
+        raise UserError(
+            f"data.image_size={size} does not fit model {config.model.name}: it downsamples {factor}x, so the "
+            f"image size must be a multiple of {factor} (e.g. {max(factor, size // factor * factor)})"
+        )
+    if size // factor > 1 or _one_image_fits(config, net, size):  # a deepest map of 2 x 2 or more always fits
+        return
+    smallest = next((s for s in range(size + factor, 9 * factor, factor) if _one_image_fits(config, net, s)), None)
+    fits = f"the smallest image size it supports is {smallest}" if smallest else "widen the network"
+    raise UserError(
+        f"data.image_size={size} is too small for model {config.model.name}: it downsamples {factor}x to a 1 x 1 "
+        f"feature map, which its GroupNorm (one channel per group there) cannot normalise for one image at a time; "
+        f"{fits}"
+    )
+
+
+def _one_image_fits(config: Config, net: torch.nn.Module, size: int) -> bool:
+    """Whether one image of ``size`` passes through the meta network ``net`` of the families whose calls are
+    known here (diffusion ``net(x_t, t, image)``, deterministic ``net(image)``; others count as fitting)."""
+    image = torch.zeros(1, config.data.in_channels, size, size, device="meta")
+    channels = config.data.scheme.channels * (2 if config.diffusion.self_condition else 1)
+    try:
+        with torch.no_grad():
+            if config.method is Method.DIFFUSION:
+                net(torch.zeros(1, channels, size, size, device="meta"), torch.zeros(1, device="meta"), image)
+            elif config.method is Method.DETERMINISTIC:
+                net(image)
+    except ValueError as err:
+        if "Expected more than 1 value per channel" in str(err):  # F.group_norm's check
+            return False
+        raise
+    return True
+
+
 def build_process(config: Config) -> Any:
     """What a predictor needs besides the network: a ``DiffusionProcess`` for diffusion methods, else ``None``."""
     if config.method not in DIFFUSING:

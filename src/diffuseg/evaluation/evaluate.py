@@ -121,6 +121,8 @@ def evaluate(
     predictions = find_predictions(pred)
     declared, foreground = scheme_classes(pred, classes)
     reader = select_cases(open_dataset(gt, layout, foreground, declared), cases, str(gt))
+    if reader.problems:  # a ground-truth file left out (unreadable, linked from outside, ...) is no silent skip
+        raise DatasetError(str(gt), reader.problems)
     scheme: LabelScheme = reader.scheme
     matched, missing_pred, missing_gt = _match(predictions, reader, pred, gt)
 

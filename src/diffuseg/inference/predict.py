@@ -58,7 +58,7 @@ from diffuseg.inference.models import Model, load_models, member_count
 from diffuseg.inference.outputs import CONFIG_NAME, SAMPLES, UNCERTAINTY
 from diffuseg.inference.provenance import write_provenance
 from diffuseg.inference.writers import PredictionWriter, check_output, check_output_names
-from diffuseg.methods import make_draw, steps_per_member
+from diffuseg.methods import check_image_size, make_draw, steps_per_member
 from diffuseg.runlock import folder_lock, holder_of
 from diffuseg.runtime import resolve_sample_precision
 
@@ -154,9 +154,14 @@ def prepare(
     out = Path(output)
     check_output(out, inputs)  # before any slow work
     for item in inputs:
-        if not Path(item).exists():
+        if not Path(item).exists() and not Path(item).is_symlink():  # a dangling link: named as one below
             raise UserError(f"{item}: input not found")
     models = load_models(_as_paths(checkpoint))
+    for model in models:
+        try:
+            check_image_size(model.config)  # a size too small for one image at a time: before any output is written
+        except UserError as err:
+            raise UserError(f"{model.path}: {err}") from None
     config = apply_overrides(models[0].config, overrides, len(models))
     d = config.data
     reader = select_cases(open_input(inputs, layout, d.foreground, d.classes), cases, str(inputs[0]))
