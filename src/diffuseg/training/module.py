@@ -46,6 +46,16 @@ def step_seed(*parts: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
+def schedule_lengths(warmup: int, decay: int, total: int) -> tuple[int, int]:
+    """The warm-up and decay lengths a run of ``total`` steps trains with: as given when they fit in it, else
+    both shortened in proportion to fill the run (a preset's 500 + 15,000 in a 600-step run: 19 + 581), since a
+    decay longer than the run would hold the learning rate near 0 from the first step."""
+    if warmup + decay <= total:
+        return warmup, decay
+    short = round(warmup * total / (warmup + decay))
+    return short, total - short
+
+
 def lr_factor(step: int, warmup: int, decay: int, total: int) -> float:
     """Learning-rate multiplier at optimiser step ``step`` (0-based).
 
@@ -136,7 +146,8 @@ class SegmentationModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         t = self.config.train
         opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        total, warmup, decay = t.steps, t.warmup_steps, t.decay_steps
+        total = t.steps
+        warmup, decay = schedule_lengths(t.warmup_steps, t.decay_steps, total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, decay, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 

@@ -28,7 +28,7 @@ from diffuseg.labels import LabelScheme
 from diffuseg.methods import check_image_size
 from diffuseg.runlock import folder_lock
 from diffuseg.training.callbacks import PeriodicCheckpoint, SampledValidation
-from diffuseg.training.module import module_class
+from diffuseg.training.module import module_class, schedule_lengths
 from diffuseg.training.stream import build_datasets, stream_loader
 from diffuseg.training.trainer import fit, resolve_precision
 
@@ -124,6 +124,13 @@ def _prepare(config: Config, run_dir: Path) -> tuple[Config, L.LightningModule, 
     module = module_class(config.method)(config)
     params = sum(p.numel() for p in module.net.parameters())
     print(f"model {config.model.name}: {params / 1e6:.2f} M parameters")
+    t = config.train
+    fitted = schedule_lengths(t.warmup_steps, t.decay_steps, t.steps)
+    if fitted != (t.warmup_steps, t.decay_steps):
+        print(
+            f"note: train.warmup_steps + train.decay_steps ({t.warmup_steps} + {t.decay_steps}) exceed train.steps="
+            f"{t.steps}: this run warms up over {fitted[0]} and decays over {fitted[1]} steps (set them to choose)"
+        )
     save_config(config, run_dir / "config.yaml")
     return config, module, train_set, val_set, precision
 
