@@ -15,7 +15,8 @@ from diffuseg.cli import main
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.evaluation.figures import CLASS_COLOURS
-from diffuseg.evaluation.report import choose_cases, find_results, metric_help, write_report
+from diffuseg.evaluation.report import choose_cases, metric_help, write_report
+from diffuseg.evaluation.results_file import find_results
 
 
 def png(path: Path, array: np.ndarray) -> None:

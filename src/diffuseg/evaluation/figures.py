@@ -1,5 +1,10 @@
 """The report's figures (matplotlib, Agg): per-case distributions, calibration, and one figure per chosen case.
 
+NIfTI slices are drawn as a viewer shows them (``viewer_view``): from the affine, the plane's rows run from
+anterior (axial) or superior (coronal, sagittal) down, its columns from the patient's right to left (radiological
+convention; sagittal: anterior to posterior), with the orientation letters at the image's edges. Other formats
+(PNG, HDF5) carry no orientation and are drawn as stored.
+
 Colours: annotators in ``ANNOTATOR_COLOURS``, a binary prediction in ``PRED_COLOUR``; with several classes
 class c in ``CLASS_COLOURS[c]`` (matplotlib's tab10 order without its red, kept for the binary prediction),
 in every overlay and in the report's legend and tables.
@@ -9,6 +14,8 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +64,48 @@ DISTRIBUTION_ORDER = (
 
 def class_colour(c: int) -> str:
     return CLASS_COLOURS[c % len(CLASS_COLOURS)]
+
+
+@dataclass(frozen=True)
+class View:
+    """How a stored plane ``(..., rows, cols)`` is drawn: transposed, then rows and/or columns reversed; ``edges``:
+    the orientation letters at the top, bottom, left and right of the drawn plane (None: unknown)."""
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_cols: bool = False
+    edges: tuple[str, str, str, str] | None = None
+
+    def __call__(self, plane: np.ndarray) -> np.ndarray:
+        out = np.swapaxes(plane, -1, -2) if self.transpose else plane
+        if self.flip_rows:
+            out = out[..., ::-1, :]
+        if self.flip_cols:
+            out = out[..., ::-1]
+        return np.ascontiguousarray(out)
+
+
+_POSITIVE, _NEGATIVE = "RAS", "LPI"  # the letter at the positive and the negative end of each RAS world axis
+
+
+def viewer_view(affine) -> View:
+    """The ``View`` of a NIfTI plane cut along voxel axis 2 (``formats.base``: stored ``(X, Y)``, voxel axes 0
+    and 1) with the 4x4 ``affine``, as a viewer draws it (radiological convention): each voxel axis is matched to
+    its closest world axis (nibabel ``io_orientation``); rows follow the in-plane world axis of the larger RAS
+    index (A for an axial plane, S for coronal and sagittal ones) and columns the other (R, or A for a sagittal
+    plane), both running towards the negative end (P or I downwards; L, or P for sagittal, to the right), so the
+    patient's right is on the left of an axial or coronal plane. ``View()`` (as stored) without an affine."""
+    if affine is None:
+        return View()
+    from nibabel.orientations import io_orientation
+
+    ornt = io_orientation(np.asarray(affine, dtype=np.float64))
+    (w0, d0), (w1, d1) = ornt[0], ornt[1]
+    transpose = w1 > w0
+    (wr, dr), (wc, dc) = ((w1, d1), (w0, d0)) if transpose else ((w0, d0), (w1, d1))
+    wr, wc = int(wr), int(wc)
+    edges = (_POSITIVE[wr], _NEGATIVE[wr], _POSITIVE[wc], _NEGATIVE[wc])
+    return View(transpose, bool(dr > 0), bool(dc > 0), edges)
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
@@ -135,11 +184,13 @@ def case_figure(
         scheme: the label scheme; binary masks are drawn in the panel's colour, classes each in its colour
             with the legend below.
     """
-    image = case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy()
-    masks = case.masks.numpy()
-    fused = read_mask(files.fused, scheme, slice_index)
-    every_sample = [read_mask(p, scheme, slice_index) for p in files.samples]
+    view = viewer_view(case.geometry.affine)
+    image = view(case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy())
+    masks = view(case.masks.numpy())
+    fused = view(read_mask(files.fused, scheme, slice_index))
+    every_sample = [view(read_mask(p, scheme, slice_index)) for p in files.samples]
     uncertainty = _uncertainty(files, slice_index, every_sample if scheme.binary else [])
+    uncertainty = None if uncertainty is None else view(uncertainty)
     if files.uncertainty is None:
         kind = "variance"  # computed here from the samples
     elif not scheme.binary:
@@ -170,6 +221,8 @@ def case_figure(
                 for m, c in zip(masks, ANNOTATOR_COLOURS):
                     ax.contour(m.astype(float), levels=[0.5], colors=[c], linewidths=0.8)
         _tidy(ax, title if mask is None or mask.any() else f"{title} (empty)")
+        if mask is None and view.edges is not None:
+            _orientation_letters(ax, view.edges)
     if uncertainty is not None:
         _uncertainty_panel(top.add_subplot(1, cols, len(first) + 1), top, image, uncertainty[box], kind)
     if not scheme.binary:
@@ -209,8 +262,22 @@ def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 4
     return slice(starts[0], starts[0] + side), slice(starts[1], starts[1] + side)
 
 
+def _orientation_letters(ax, edges: tuple[str, str, str, str]) -> None:
+    """The orientation letters (top, bottom, left, right) inside the edges of ``ax``."""
+    style = {"color": "#ffd84d", "fontsize": 8, "fontweight": "bold", "transform": ax.transAxes}
+    for letter, (x, y, ha, va) in zip(
+        edges, ((0.5, 0.98, "center", "top"), (0.5, 0.02, "center", "bottom"), (0.02, 0.5, "left", "center"),
+                (0.98, 0.5, "right", "center"))
+    ):  # fmt: skip
+        ax.text(x, y, letter, ha=ha, va=va, **style)
+
+
+TITLE_CHARS = 24
+"""A panel title wraps after this many characters, so a 2-inch panel never cuts it."""
+
+
 def _tidy(ax, title: str) -> None:
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, TITLE_CHARS), fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -254,4 +321,6 @@ def overlay_atoms(ax, atoms: np.ndarray, scheme: LabelScheme, colour: str) -> No
 def figure_legend(fig, scheme: LabelScheme) -> None:
     """A legend of the class colours below the panels."""
     handles = [Patch(facecolor=class_colour(c), label=n) for c, n in enumerate(scheme.names)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    per_row = max(1, int(fig.get_figwidth() / 1.1))  # about 1.1 inch per entry, so a row never leaves the figure
+    columns = math.ceil(len(handles) / math.ceil(len(handles) / per_row))
+    fig.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
