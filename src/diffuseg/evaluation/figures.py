@@ -321,6 +321,8 @@ def overlay_atoms(ax, atoms: np.ndarray, scheme: LabelScheme, colour: str) -> No
 def figure_legend(fig, scheme: LabelScheme) -> None:
     """A legend of the class colours below the panels."""
     handles = [Patch(facecolor=class_colour(c), label=n) for c, n in enumerate(scheme.names)]
-    per_row = max(1, int(fig.get_figwidth() / 1.1))  # about 1.1 inch per entry, so a row never leaves the figure
+    size = 8  # points
+    entry = (0.6 * size * max(len(n) for n in scheme.names) + 4 * size) / 72  # inches: text, patch and gaps
+    per_row = max(1, int(fig.get_figwidth() / entry))  # so that a row never leaves the figure
     columns = math.ceil(len(handles) / math.ceil(len(handles) / per_row))
-    fig.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize=size, frameon=False)

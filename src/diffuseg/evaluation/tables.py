@@ -2,7 +2,8 @@
 to fit a page ``PAGE_WIDTH`` px wide for up to ``MAX_CLASSES`` classes without wrapping a number.
 
 Rules that keep them narrow: number cells never wrap (CSS ``td.num { white-space: nowrap }``) and are short
-(``short``: 3 decimals, ``mean ± std``, the count only where it differs from the table's); no table has more than
+(``short``: 3 decimals, ``mean ± std``, the count only where it differs from the table's); a table with a column
+per class holds at most ``CLASS_COLUMNS`` classes (more are split over several tables), so no table has more than
 ``MAX_COLUMNS`` columns; class names in column headers are cut to ``HEADER_CHARS`` characters with the full name in
 a tooltip. The per-class table has the classes as rows and ``CLASS_METRICS`` as columns; the other per-class
 metrics go to a transposed table (metrics as rows, classes as columns).
@@ -19,9 +20,10 @@ from diffuseg.evaluation.references import REFERENCE_LABELS
 
 PAGE_WIDTH = 1400
 """The window width (px) the report fits without horizontal scrolling."""
-MAX_CLASSES = 14
-MAX_COLUMNS = 1 + MAX_CLASSES + 2
-"""No table has more columns than this (a name column, one per class, and two more)."""
+CLASS_COLUMNS = 7
+"""The most classes one table has as columns."""
+MAX_COLUMNS = 13
+"""No table has more columns than this (the case table: case, group, 4 metrics and ``CLASS_COLUMNS`` classes)."""
 HEADER_CHARS = 8
 
 # The per-class metrics the class table shows as columns, in this order; any other per-class metric goes to
@@ -108,19 +110,33 @@ def class_table(summary: dict, names: list[str], title: str) -> str:
     return _table(title, head, rows, note)
 
 
+def class_blocks(names: list[str]) -> list[list[tuple[int, str]]]:
+    """The classes ``(index, name)`` in blocks of at most ``CLASS_COLUMNS``, of near-equal size."""
+    count = -(-len(names) // CLASS_COLUMNS)
+    size = -(-len(names) // max(1, count))
+    indexed = list(enumerate(names))
+    return [indexed[i : i + size] for i in range(0, len(indexed), size)] or [[]]
+
+
 def other_class_table(summary: dict, names: list[str], title: str) -> str:
     """The per-class metrics not in ``CLASS_METRICS``, transposed: rows the metrics, columns the classes (mean;
-    std and n on hover)."""
+    std and n on hover), one table per block of ``CLASS_COLUMNS`` classes."""
     bases = sorted({k.split("/", 1)[0] for k in summary if "/" in k} - set(CLASS_METRICS))
     if not bases:
         return ""
-    head = "<tr><th>metric</th>" + "".join(class_header(n, k) for k, n in enumerate(names)) + "</tr>"
-    rows = []
-    for base in bases:
-        stats = [summary.get(f"{base}/{n}") for n in names]
-        cells = "".join(f"<td class='num'{_tip(st)}>{fmt((st or {}).get('mean'), 3)}</td>" for st in stats)
-        rows.append(f"<tr><td class='name'>{html.escape(base)}{arrow(base)}</td>{cells}</tr>")
-    return _table(title, head, rows, "mean over the cases; hover a cell for std, median, n.")
+    blocks = class_blocks(names)
+    tables = []
+    for b, block in enumerate(blocks):
+        head = "<tr><th>metric</th>" + "".join(class_header(n, k) for k, n in block) + "</tr>"
+        rows = []
+        for base in bases:
+            stats = [summary.get(f"{base}/{n}") for _, n in block]
+            cells = "".join(f"<td class='num'{_tip(st)}>{fmt((st or {}).get('mean'), 3)}</td>" for st in stats)
+            rows.append(f"<tr><td class='name'>{html.escape(base)}{arrow(base)}</td>{cells}</tr>")
+        part = f" ({b + 1} of {len(blocks)})" if len(blocks) > 1 else ""
+        note = "mean over the cases; hover a cell for std, median, n." if b == 0 else ""
+        tables.append(_table(title + part, head, rows, note))
+    return "\n".join(tables)
 
 
 def case_table(rows: list[dict], names: list[str], groups: dict[str, str], limit: int = 500) -> str:
@@ -129,21 +145,27 @@ def case_table(rows: list[dict], names: list[str], groups: dict[str, str], limit
         return ""
     wanted = CASE_METRICS_CLASSES if len(names) > 1 else CASE_METRICS
     metrics = [m for m in wanted if any(m in r for r in rows)]
-    per_class = [f"dice/{n}" for n in names if len(names) > 1]
-    head = "<th>case</th>" + ("<th>group</th>" if groups else "")
-    head += "".join(f"<th>{html.escape(m)}{arrow(m)}</th>" for m in metrics)
-    head += "".join(class_header(n, k) for k, n in enumerate(names) if per_class)
-    body = []
-    for r in rows[:limit]:
-        cells = f"<td class='name'>{html.escape(r['case'])}</td>"
-        cells += f"<td>{html.escape(groups.get(r['case'], ''))}</td>" if groups else ""
-        cells += "".join(f"<td class='num'>{fmt(r.get(m), 3)}</td>" for m in (*metrics, *per_class))
-        body.append(f"<tr>{cells}</tr>")
+    blocks = class_blocks(names) if len(names) > 1 else [[]]
+    tables = []
+    for b, block in enumerate(blocks):
+        shown = metrics if b == 0 else []
+        head = "<th>case</th>" + ("<th>group</th>" if groups and b == 0 else "")
+        head += "".join(f"<th>{html.escape(m)}{arrow(m)}</th>" for m in shown)
+        head += "".join(class_header(n, k) for k, n in block)
+        body = []
+        for r in rows[:limit]:
+            cells = f"<td class='name'>{html.escape(r['case'])}</td>"
+            cells += f"<td>{html.escape(groups.get(r['case'], ''))}</td>" if groups and b == 0 else ""
+            keys = (*shown, *(f"dice/{n}" for _, n in block))
+            cells += "".join(f"<td class='num'>{fmt(r.get(m), 3)}</td>" for m in keys)
+            body.append(f"<tr>{cells}</tr>")
+        tables.append(f"<table class='cases'><tr>{head}</tr>\n" + "\n".join(body) + "</table>")
     more = f" (first {limit} of {len(rows)})" if len(rows) > limit else ""
-    what = "; per class: Dice" if per_class else ""
+    what = "; Dice per class in the class columns" if len(names) > 1 else ""
     return (
         f"<details><summary>Every case{more}{what}; every metric in results.csv</summary>\n"
-        f"<table class='cases'><tr>{head}</tr>\n" + "\n".join(body) + "</table></details>"
+        + "\n".join(tables)
+        + "</details>"
     )
 
 
@@ -159,7 +181,7 @@ def group_table(results: dict, level: str, metrics: list[str]) -> str:
     head += "".join(f"<th>{html.escape(label)}: {html.escape(first)}</th>" for label in REFERENCE_LABELS.values())
     head += "</tr>"
     rows = []
-    for name, entry in [*groups.items(), ("all", results)]:
+    for name, entry in [*groups.items(), ("all cases", results)]:
         summary = entry.get(key) or {}
         count = typical_n(summary) or 0
         cells = "".join(num_cell(summary.get(m), count) for m in metrics)
