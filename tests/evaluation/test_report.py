@@ -271,6 +271,9 @@ def _edited(evaluated: Path, tmp_path: Path, edit) -> Path:
         (lambda r: r.__setitem__("missing", "none"), 'missing is "none"'),
         (lambda r: r.__setitem__("pred", 5), "pred is 5, where a string"),
         (lambda r: r.__setitem__("annotators", "four"), 'annotators is "four"'),
+        (lambda r: r["references"]["empty"]["summary"]["dice"].__setitem__("mean", "0"),
+         'references.empty.summary.dice.mean is "0"'),
+        (lambda r: r.__setitem__("groups", {"benign": {"cases": "a"}}), 'groups.benign.cases is "a"'),
     ],
 )  # fmt: skip
 def test_report_refuses_results_with_wrong_types(evaluated, tmp_path, edit, where, capsys):
