@@ -150,7 +150,7 @@ def test_headline_names_model_checkpoint_and_settings_then_main_metrics(tmp_path
         "DDPM, 5 steps",
         "6 member(s) fused by staple",
         "uncertainty: variance of the samples",
-        ">Dice<",
+        ">Dice (headline)<",
         ">IoU<",
         ">HD95 (pixel)<",
     ):
@@ -241,8 +241,15 @@ def test_report_of_hdf5_volumes_with_uncertainty(tmp_path):
         f["label"] = np.stack([heart(32, 1), heart(32, 1), np.zeros((32, 32), np.uint8)])
     with h5py.File(pred / "p1_frame01_uncertainty.h5", "w") as f:
         f["uncertainty"] = np.full((3, 32, 32), 0.25, np.float32)
-    evaluate(pred, gt, quiet=True, classes="RV=1,Myo=2,LV=3")
+    res = evaluate(pred, gt, quiet=True, classes="RV=1,Myo=2,LV=3")
     text = write_report(pred).read_text()
+    head = text[text.index("<section class='headline'>") : text.index("</section>")]
+    # 3D data: the per-volume 3D Dice leads, the per-slice numbers come second
+    assert head.index("Per volume (3D), 1 volume(s)") < head.index("Per slice (2D), 3 slice(s)")
+    first = head[head.index("Per volume (3D)") :]
+    assert re.search(r"Dice \(headline\)</div><div class='value'>([0-9.]+)<", first).group(1) == (
+        f"{res['volume_summary']['dice']['mean']:.3f}"
+    )
     assert "Per class over volumes (3D)" in text
     assert text.count('<img class="case"') == 3  # every slice's figure, the uncertainty read from the HDF5 file
     assert "no readable dataset" not in text and "left out" not in text.split("Cases")[1][:400]

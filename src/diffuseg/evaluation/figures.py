@@ -239,8 +239,8 @@ def _uncertainty_panel(ax, fig, image: np.ndarray, uncertainty: np.ndarray, kind
     im = ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=top, interpolation="nearest")
     _tidy(ax, f"uncertainty (max {float(uncertainty.max()):.2f})")
     bar = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.07, pad=0.03, ticks=[0, top / 2, top])
-    bar.set_label(label, fontsize=7)
-    bar.ax.tick_params(labelsize=7)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=8)
 
 
 def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 48) -> tuple[slice, slice]:

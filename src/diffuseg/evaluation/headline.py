@@ -129,17 +129,21 @@ def _cards(results: dict, level: str, against: dict[str, dict], small: bool = Fa
     names = main_metrics(summary)
     if not names:
         return ""
+    first = headline_metric(results) if not small else None
+    if first in names:  # the metric the report leads with (and chooses the cases by) comes first
+        names = [first, *(n for n in names if n != first)]
     count = summary[names[0]]["n"] + summary[names[0]]["n_undefined"]
     title = f"Per volume (3D), {count} volume(s)" if level == "volume" else f"Per case, {count} case(s)"
     if small:
         title = f"Per slice (2D), {count} slice(s): second to the 3D numbers above"
     refs = {name: (results.get("references", {}).get(name, {}).get(key) or {}) for name in REFERENCE_LABELS}
-    cards = "".join(_card(results, name, summary[name], refs, against.get(name)) for name in names)
+    cards = "".join(_card(results, name, summary[name], refs, against.get(name), name == first) for name in names)
     return f"<p class='level'>{html.escape(title)}</p><div class='cards{' small' if small else ''}'>{cards}</div>"
 
 
-def _card(results: dict, name: str, s: dict, refs: dict[str, dict], paired: dict | None) -> str:
-    label = _LABELS.get(name, name.replace("ged_", "GED@"))
+def _card(results: dict, name: str, s: dict, refs: dict[str, dict], paired: dict | None, lead: bool) -> str:
+    """One metric's card; ``lead``: the headline metric, marked as such."""
+    label = _LABELS.get(name, name.replace("ged_", "GED@")) + (" (headline)" if lead else "")
     unit = f" ({results.get('spacing_unit', 'pixel')})" if name == "hd95" else ""
     lower = lower_is_better(name)
     text = (
@@ -163,7 +167,7 @@ def _card(results: dict, name: str, s: dict, refs: dict[str, dict], paired: dict
             f"<div class='ref'>baseline {paired['baseline_mean']:.3f}: <b>{paired['difference']:+.3f}</b> "
             f"(95% CI {paired['low']:+.3f} to {paired['high']:+.3f}, {paired['n']} paired)</div>"
         )
-    return f"<div class='card'>{text}</div>"
+    return f"<div class='card{' lead' if lead else ''}'>{text}</div>"
 
 
 def _model_line(run: RunInfo) -> str:

@@ -312,7 +312,8 @@ code {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; 
 .card {{ border: 1px solid #ddd; border-radius: 8px; padding: 10px 16px; min-width: 170px; background: #fafafa; }}
 .card .label {{ color: #555; font-weight: 600; }} .card .value {{ font-size: 30px; font-weight: 700;
      font-variant-numeric: tabular-nums; }} .card .sub, .card .ref {{ color: #666; font-size: 12px; }}
-.card .ref {{ margin-top: 3px; }} .card .warn {{ color: #b42318; font-size: 12px; font-weight: 600; }}
+.card .ref {{ margin-top: 3px; }} .card.lead {{ border: 2px solid #2563eb; background: #f5f8ff; }}
+.card .warn {{ color: #b42318; font-size: 12px; font-weight: 600; }}
 p.level {{ margin: 14px 0 0; font-weight: 600; }} .cards.small .value {{ font-size: 20px; }}
 .legend {{ margin: 10px 0; }} .class-item {{ margin-right: 14px; }}
 .swatch {{ display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 5px;
