@@ -214,6 +214,8 @@ def test_report_with_three_classes(tmp_path):
     assert table.count("<tr>") == 1 + 3 + 1  # header, 3 classes, their mean
     for base in ("dice", "iou", "hd95", "ged"):
         assert f"<th>{base}" in table
+    assert "<th>dice, empty mask</th><th>dice, all-foreground mask</th>" in table  # every class is in every case
+    assert table.count(">0.000</td>") == 4 and table.count(">1.000</td>") == 0
     # the summary tables do not repeat the per-class keys
     other = text[text.index("Other metrics over cases") :]
     assert "dice/RV" not in other[: other.index("</table>")]

@@ -90,12 +90,13 @@ class Tables(HTMLParser):
 
 
 def estimated_width(rows: list[list[tuple[str, str]]]) -> float:
-    """Each column as wide as its longest cell that cannot wrap (numbers, names, headers); free text ('help')
-    wraps and counts 200 px."""
+    """Each column as wide as its longest cell that cannot wrap (numbers, names) or its header's longest word
+    (headers wrap at spaces); free text ('help') wraps and counts 200 px."""
     widths: dict[int, float] = {}
     for row in rows:
         for k, (text, kind) in enumerate(row):
-            px = 200 if kind == "help" else len(text) * CHAR_PX
+            longest = max(map(len, text.split()), default=0) if kind == "th" else len(text)
+            px = 200 if kind == "help" else longest * CHAR_PX
             widths[k] = max(widths.get(k, 0), px + CELL_PAD)
     return sum(widths.values())
 

@@ -146,8 +146,10 @@ def write_report(
         note = "<p class='muted'>Dice, IoU, HD95 and the other metrics below are means over the classes; GED, "
         note += "diversity and Hungarian IoU use d = 1 - mean IoU over the classes present in either mask.</p>"
         parts += [legend_html(names, bool(results.get("regions"))), note]
-        parts.append(class_table(results.get("volume_summary") or {}, names, "Per class over volumes (3D)"))
-        parts.append(class_table(summary, names, "Per class over cases"))
+        refs = results.get("references") or {}
+        for key, title in (("volume_summary", "Per class over volumes (3D)"), ("summary", "Per class over cases")):
+            references = {r: (refs.get(r) or {}).get(key) for r in refs}
+            parts.append(class_table(results.get(key) or {}, names, title, references))
         parts.append(other_class_table(summary, names, "Other per-class metrics over cases"))
     if results.get("volume_summary"):
         volume = {k: v for k, v in results["volume_summary"].items() if "/" not in k}

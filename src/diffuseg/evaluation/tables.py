@@ -28,7 +28,7 @@ HEADER_CHARS = 8
 
 # The per-class metrics the class table shows as columns, in this order; any other per-class metric goes to
 # the transposed table.
-CLASS_METRICS = ("dice", "iou", "hd95", "ged", "ged_biased", "sample_dice", "diversity", "ece_foreground")
+CLASS_METRICS = ("dice", "iou", "hd95", "ged", "sample_dice", "diversity")
 # The metrics of the case table, in this order (those some case has); several classes add Dice per class.
 CASE_METRICS = ("dice", "iou", "hd95", "ged", "ged_biased", "sample_dice", "diversity", "ece")
 CASE_METRICS_CLASSES = ("dice", "iou", "hd95", "ged")
@@ -90,13 +90,16 @@ def typical_n(summary: dict) -> int | None:
     return max(set(counts), key=counts.count) if counts else None
 
 
-def class_table(summary: dict, names: list[str], title: str) -> str:
-    """Rows: the classes and their mean; columns: ``CLASS_METRICS`` (mean ± std; n where it differs)."""
+def class_table(summary: dict, names: list[str], title: str, references: dict | None = None) -> str:
+    """Rows: the classes and their mean; columns: ``CLASS_METRICS`` (mean ± std; n where it differs), then the
+    Dice of each reference mask (``results.json["references"][name]`` at the same level) where given."""
     bases = [m for m in CLASS_METRICS if any(f"{m}/{n}" in summary for n in names)]
     if not bases:
         return ""
     n = typical_n(summary)
-    head = "<tr><th>class</th>" + "".join(f"<th>{html.escape(b)}{arrow(b)}</th>" for b in bases) + "</tr>"
+    refs = {r: table for r, table in (references or {}).items() if table}
+    head = "<tr><th>class</th>" + "".join(f"<th>{html.escape(b)}{arrow(b)}</th>" for b in bases)
+    head += "".join(f"<th>dice, {html.escape(REFERENCE_LABELS[r])}</th>" for r in refs) + "</tr>"
     rows = []
     for k, name in enumerate([*names, None]):
         label = (
@@ -104,9 +107,18 @@ def class_table(summary: dict, names: list[str], title: str) -> str:
             if name is None
             else f"<span class='swatch' style='background:{class_colour(k)}'></span>{html.escape(name)}"
         )
-        cells = "".join(num_cell(summary.get(b if name is None else f"{b}/{name}"), n) for b in bases)
+        key = "{}" if name is None else f"{{}}/{name}"
+        cells = "".join(num_cell(summary.get(key.format(b)), n) for b in bases)
+        cells += "".join(
+            f"<td class='num'{_tip(t.get(key.format('dice')))}>{fmt((t.get(key.format('dice')) or {}).get('mean'), 3)}"
+            "</td>"
+            for t in refs.values()
+        )
         rows.append(f"<tr><td class='name'>{label}</td>{cells}</tr>")
-    note = f"mean &plusmn; std over {n} {'volume' if 'volume' in title else 'case'}(s); n where fewer define it."
+    what = "volume" if "volume" in title else "case"
+    note = f"mean &plusmn; std over {n} {what}(s); n where fewer define it."
+    if refs:
+        note += " The last columns: the Dice of the reference masks on the same cases (each class on its own masks)."
     return _table(title, head, rows, note)
 
 
