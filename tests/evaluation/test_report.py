@@ -212,8 +212,9 @@ def test_report_with_three_classes(tmp_path):
     table = text[text.index("Per class over cases") :]
     table = table[: table.index("</table>")]
     assert table.count("<tr>") == 1 + 3 + 1  # header, 3 classes, their mean
-    for base in ("dice", "iou", "hd95", "ged"):
+    for base in ("dice", "iou", "hd95", "diversity"):
         assert f"<th>{base}" in table
+    assert "<th>ged" not in table  # one annotator: GED is undefined for every class, so it gets no column
     assert "<th>dice, empty mask</th><th>dice, all-foreground mask</th>" in table  # every class is in every case
     assert table.count(">0.000</td>") == 4 and table.count(">1.000</td>") == 0
     # the summary tables do not repeat the per-class keys

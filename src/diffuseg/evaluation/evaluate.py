@@ -418,5 +418,6 @@ def format_summary(results: dict[str, Any], path: Path | None = None) -> str:
         if cal["ece"] is not None:
             lines.append(f"pooled ECE over every case's pixels ({name}): {cal['ece']:.4f}")
     if path is not None:
-        lines.append(f"\nwrote {path} and {path.with_suffix('.csv')}")
+        also = f" and {path.with_name(GROUPS_CSV)}" if results.get("groups") else ""
+        lines.append(f"\nwrote {path}, {path.with_suffix('.csv')}{also}")
     return "\n".join(lines)

@@ -237,7 +237,7 @@ def _uncertainty_panel(ax, fig, image: np.ndarray, uncertainty: np.ndarray, kind
     ax.imshow(image, cmap="gray", interpolation="nearest")
     shown = np.ma.masked_where(uncertainty <= 0, uncertainty)
     im = ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=top, interpolation="nearest")
-    _tidy(ax, f"uncertainty (max {float(uncertainty.max()):.2f})")
+    _tidy(ax, f"uncertainty (max {max(0.0, float(uncertainty.max())):.2f})")
     bar = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.07, pad=0.03, ticks=[0, top / 2, top])
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=8)
@@ -321,7 +321,7 @@ def overlay_atoms(ax, atoms: np.ndarray, scheme: LabelScheme, colour: str) -> No
 def figure_legend(fig, scheme: LabelScheme) -> None:
     """A legend of the class colours below the panels."""
     handles = [Patch(facecolor=class_colour(c), label=n) for c, n in enumerate(scheme.names)]
-    size = 8  # points
+    size = 9  # points
     entry = (0.6 * size * max(len(n) for n in scheme.names) + 4 * size) / 72  # inches: text, patch and gaps
     per_row = max(1, int(fig.get_figwidth() / entry))  # so that a row never leaves the figure
     columns = math.ceil(len(handles) / math.ceil(len(handles) / per_row))

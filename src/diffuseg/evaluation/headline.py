@@ -32,7 +32,7 @@ from diffuseg.presets import load_config, matching_presets
 # The metrics a reader looks at first, in this order; GED (and GED at N samples) only where defined.
 MAIN_METRICS = ("dice", "iou", "hd95", "ged")
 _LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "ged": "GED"}
-_LOWER_BETTER = ("hd95", "ged", "ece", "diversity")
+_LOWER_BETTER = ("hd95", "ged", "ece")  # and their variants (hd95_majority, ged_biased_16, ece_foreground, ...)
 SUMMARY_KEYS = {"case": "summary", "volume": "volume_summary"}
 """The ``results.json`` summary of each level."""
 
@@ -75,7 +75,8 @@ def run_info(results: dict) -> RunInfo:
 
 def lower_is_better(metric: str) -> bool:
     """HD95, GED, ECE and diversity (and their variants, per class too): lower is better."""
-    return metric.split("/", 1)[0].startswith(_LOWER_BETTER)
+    base = metric.split("/", 1)[0]
+    return base == "diversity" or base.startswith(_LOWER_BETTER)
 
 
 def headline_level(results: dict) -> str:

@@ -250,6 +250,7 @@ def _case_section(
         return f"<h2>Cases</h2>\n<p class='muted'>Case figures left out: {html.escape(str(err))}</p>"
     index = {e.case_id: i for i, e in enumerate(reader.entries)}
     rows = {r["case"]: r for r in results["cases"]}
+    groups = group_of_cases(results)
     blocks = [
         f"<h2>Cases</h2>\n<p class='muted'>Chosen by {html.escape(primary)}: best, quartiles, worst. "
         + (
@@ -278,9 +279,10 @@ def _case_section(
             continue
         row = rows.get(case_id, {})
         shown = ("dice", "iou", "hd95", "ged", "ged_biased", "diversity", *(f"dice/{n}" for n in scheme.names))
-        stats = ", ".join(f"{m} {fmt(row.get(m))}" for m in shown if m in row)
+        stats = ", ".join(f"{m} {fmt(row[m])}" for m in shown if row.get(m) is not None)
+        group = f" <span class='muted'>(group {html.escape(groups[case_id])})</span>" if case_id in groups else ""
         blocks.append(
-            f"<h3>{html.escape(case_id)}</h3>\n<p class='stats'>{html.escape(stats)}</p>\n"
+            f"<h3>{html.escape(case_id)}{group}</h3>\n<p class='stats'>{html.escape(stats)}</p>\n"
             f'<img class="case" src="figures/{path.name}" alt="{html.escape(case_id)}">'
         )
     return "\n".join(blocks)

@@ -93,7 +93,7 @@ def typical_n(summary: dict) -> int | None:
 def class_table(summary: dict, names: list[str], title: str, references: dict | None = None) -> str:
     """Rows: the classes and their mean; columns: ``CLASS_METRICS`` (mean ± std; n where it differs), then the
     Dice of each reference mask (``results.json["references"][name]`` at the same level) where given."""
-    bases = [m for m in CLASS_METRICS if any(f"{m}/{n}" in summary for n in names)]
+    bases = [m for m in CLASS_METRICS if _some(summary, m, names)]
     if not bases:
         return ""
     n = typical_n(summary)
@@ -122,6 +122,12 @@ def class_table(summary: dict, names: list[str], title: str, references: dict | 
     return _table(title, head, rows, note)
 
 
+def _some(summary: dict, base: str, names: list[str]) -> bool:
+    """Whether some class defines ``base`` (a metric undefined everywhere, e.g. GED with one annotator, gets no
+    column)."""
+    return any((summary.get(f"{base}/{n}") or {}).get("mean") is not None for n in names)
+
+
 def class_blocks(names: list[str]) -> list[list[tuple[int, str]]]:
     """The classes ``(index, name)`` in blocks of at most ``CLASS_COLUMNS``, of near-equal size."""
     count = -(-len(names) // CLASS_COLUMNS)
@@ -134,6 +140,7 @@ def other_class_table(summary: dict, names: list[str], title: str) -> str:
     """The per-class metrics not in ``CLASS_METRICS``, transposed: rows the metrics, columns the classes (mean;
     std and n on hover), one table per block of ``CLASS_COLUMNS`` classes."""
     bases = sorted({k.split("/", 1)[0] for k in summary if "/" in k} - set(CLASS_METRICS))
+    bases = [b for b in bases if _some(summary, b, names)]
     if not bases:
         return ""
     blocks = class_blocks(names)
