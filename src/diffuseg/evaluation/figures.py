@@ -6,7 +6,8 @@ convention; sagittal: anterior to posterior), with the orientation letters at th
 (PNG, HDF5) carry no orientation and are drawn as stored.
 
 Colours: annotators in ``ANNOTATOR_COLOURS``, a binary prediction in ``PRED_COLOUR``; with several classes
-class c in ``CLASS_COLOURS[c]`` (matplotlib's tab10 order without its red, kept for the binary prediction),
+class c in ``CLASS_COLOURS[c]`` (matplotlib's tab10 order without its red, kept for the binary prediction, then
+tab20's light tones without its light red, so that 18 classes have distinct colours),
 in every overlay and in the report's legend and tables.
 """
 
@@ -40,6 +41,15 @@ CLASS_COLOURS = (
     "#7f7f7f",
     "#bcbd22",
     "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
 )
 ANNOTATOR_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
 PRED_COLOUR = "#d62728"

@@ -120,10 +120,11 @@ def write_report(
     page = Path(out) if out is not None else results_path.parent / "report"
     if page.suffix.lower() not in (".html", ".htm"):
         page = page / "index.html"
-    comparison, baseline_path = [], None
+    comparison, baseline_name = [], None
     if baseline is not None:
         other, baseline_path = load_baseline(baseline, results, page.parent)
         comparison = compare_runs(results, other, str(baseline_path))
+        baseline_name = _baseline_name(other, baseline_path)
     figures = page.parent / "figures"
     try:
         figures.mkdir(parents=True, exist_ok=True)
@@ -138,8 +139,8 @@ def write_report(
     scheme = scheme_of(results)
     names = list(scheme.names)
     parts = [_title(), headline(results, run, comparison)]
-    if baseline_path is not None:
-        parts.append(comparison_table(comparison, str(baseline_path), level))
+    if baseline_name is not None:
+        parts.append(comparison_table(comparison, baseline_name, level))
     level_summary = results.get(SUMMARY_KEYS[level]) or {}
     parts.append(group_table(results, level, main_metrics(level_summary)))
     if not scheme.binary:  # legend and per-class tables; the summary tables without "<m>/<class>"
@@ -179,6 +180,16 @@ def write_report(
     parts.append(case_table(results["cases"], names, group_of_cases(results)))
     write_text_atomic(page, _page("\n".join(parts)))
     return page
+
+
+def _baseline_name(other: dict, path: Path) -> str:
+    """HTML: the baseline's model (from its prediction folder's records, where kept), predictions and results."""
+    run = run_info(other)
+    network = run.provenance.get("network") or (run.config.model.name if run.config is not None else None)
+    model = f"<b>{html.escape(str(network))}</b>" if network else "model not recorded"
+    model += f" ({html.escape(str(run.config.method))})" if run.config is not None else ""
+    pred, results = html.escape(str(other.get("pred", "?"))), html.escape(str(path))
+    return f"{model}, predictions <code>{pred}</code>, results <code>{results}</code>"
 
 
 def choose_cases(rows: list[dict], metric: str, count: int) -> list[str]:
@@ -319,7 +330,7 @@ code {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; 
 .card .ref {{ margin-top: 3px; }} .card.lead {{ border: 2px solid #2563eb; background: #f5f8ff; }}
 .card .warn {{ color: #b42318; font-size: 12px; font-weight: 600; }}
 p.level {{ margin: 14px 0 0; font-weight: 600; }} .cards.small .value {{ font-size: 20px; }}
-.legend {{ margin: 10px 0; }} .class-item {{ margin-right: 14px; }}
+.legend {{ margin: 10px 0; }} .class-item {{ margin-right: 14px; white-space: nowrap; }}
 .swatch {{ display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 5px;
      vertical-align: -1px; }} table.cases td, table.cases th {{ font-size: 12px; padding: 2px 6px; }}
 </style></head><body>

@@ -163,7 +163,7 @@ def case_table(rows: list[dict], names: list[str], groups: dict[str, str], limit
     if not rows:
         return ""
     wanted = CASE_METRICS_CLASSES if len(names) > 1 else CASE_METRICS
-    metrics = [m for m in wanted if any(m in r for r in rows)]
+    metrics = [m for m in wanted if any(r.get(m) is not None for r in rows)]
     blocks = class_blocks(names) if len(names) > 1 else [[]]
     tables = []
     for b, block in enumerate(blocks):
@@ -216,7 +216,8 @@ def group_table(results: dict, level: str, metrics: list[str]) -> str:
 
 
 def comparison_table(rows: list[dict], baseline: str, level: str) -> str:
-    """The paired differences against a baseline (``compare.paired_difference`` rows): one row per metric."""
+    """The paired differences against a baseline (``compare.paired_difference`` rows): one row per metric;
+    ``baseline``: HTML naming it."""
     if not rows:
         return ""
     head = (
@@ -236,7 +237,7 @@ def comparison_table(rows: list[dict], baseline: str, level: str) -> str:
     note = (
         f"Paired over the {level}s both define, difference = this run - baseline; 95% CI: percentile bootstrap "
         f"of the mean difference over {level}s ({rows[0]['resamples']:,} resamples, seed {rows[0]['seed']}). "
-        f"Baseline: <code>{html.escape(baseline)}</code>."
+        f"Baseline: {baseline}."
     )
     return _table("Against the baseline", head, body, note)
 
