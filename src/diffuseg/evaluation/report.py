@@ -124,7 +124,7 @@ def write_report(
     if baseline is not None:
         other, baseline_path = load_baseline(baseline, results, page.parent)
         comparison = compare_runs(results, other, str(baseline_path))
-        baseline_name = _baseline_name(other, baseline_path)
+        baseline_name = _baseline_name(other, baseline_path, results.get("gt"))
     figures = page.parent / "figures"
     try:
         figures.mkdir(parents=True, exist_ok=True)
@@ -182,14 +182,17 @@ def write_report(
     return page
 
 
-def _baseline_name(other: dict, path: Path) -> str:
-    """HTML: the baseline's model (from its prediction folder's records, where kept), predictions and results."""
+def _baseline_name(other: dict, path: Path, gt: str | None) -> str:
+    """HTML: the baseline's model (from its prediction folder's records, where kept), predictions and results, and
+    its ground truth where it is not ``gt``, this run's (the same case ids read from another folder)."""
     run = run_info(other)
     network = run.provenance.get("network") or (run.config.model.name if run.config is not None else None)
     model = f"<b>{html.escape(str(network))}</b>" if network else "model not recorded"
     model += f" ({html.escape(str(run.config.method))})" if run.config is not None else ""
     pred, results = html.escape(str(other.get("pred", "?"))), html.escape(str(path))
-    return f"{model}, predictions <code>{pred}</code>, results <code>{results}</code>"
+    other_gt = other.get("gt")
+    elsewhere = f", scored against <code>{html.escape(str(other_gt))}</code>" if other_gt and other_gt != gt else ""
+    return f"{model}, predictions <code>{pred}</code>, results <code>{results}</code>{elsewhere}"
 
 
 def choose_cases(rows: list[dict], metric: str, count: int) -> list[str]:
