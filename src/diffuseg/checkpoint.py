@@ -33,6 +33,19 @@ from diffuseg.files import atomic_path
 FORMAT_VERSION = 1
 KEY = "diffuseg"
 LAST = "last.ckpt"
+SUFFIX = ".ckpt"
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """``path``, or for a run folder (one holding ``checkpoints/last.ckpt``) that checkpoint."""
+    given = Path(path)
+    last = given / "checkpoints" / LAST
+    return last if given.is_dir() and last.is_file() else given
+
+
+def names_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a checkpoint: a ``.ckpt`` file name, or a run folder (``checkpoint_file``)."""
+    return Path(path).suffix == SUFFIX or checkpoint_file(path) != Path(path)
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:

@@ -1,6 +1,6 @@
 """The ``diffuseg`` command line. Each subcommand parses its arguments, calls one library function and
 prints; it has no logic of its own. Every ``UserError`` ends as one ``error:`` line on stderr and exit
-code 2, without a traceback.
+code 2, without a traceback; so does a full disk or quota (``files.disk_full``) wherever it is met.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from diffuseg.errors import UserError
+from diffuseg.files import disk_full, no_space
 
 # train's options and the fields they set, all run control (config.Role.RUN): a run keeps its preset's recipe
 TRAIN_OPTIONS = {
@@ -35,30 +36,41 @@ PREDICT_OPTIONS = {
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
-    from diffuseg.presets import load_config
+    from diffuseg.presets import load_config, seed_configs
 
     options = [f"{key}={getattr(a, dest)}" for dest, key in TRAIN_OPTIONS.items() if getattr(a, dest)]
     options += [f"{key}={getattr(a, dest)}" for dest, key in CASE_OPTIONS.items() if getattr(a, dest) is not None]
     overrides = [*a.overrides, *options]
-    config = load_config(a.config, overrides)
+    configs = seed_configs(a.config, overrides, a.seeds) if a.seeds else [load_config(a.config, overrides)]
+    from diffuseg.checkpoint import checkpoint_file
     from diffuseg.runtime import use_threads
-    from diffuseg.training.run import train  # heavy import after the config is known to be good
+    from diffuseg.training.run import train  # heavy import after the configs are known to be good
 
     use_threads(a.threads)
+    for config in configs:  # --seeds --resume: a seed whose run has no checkpoint yet starts
+        folder = config.train.out_dir
+        run_dir = train(config, resume=a.resume and (a.seeds is None or checkpoint_file(folder).is_file()))
+        print(f"run folder: {run_dir}")
 
-    run_dir = train(config, resume=a.resume)
-    print(f"run folder: {run_dir}")
 
-
-def _split_cases(a: argparse.Namespace, checkpoint: str | None) -> set[str] | None:
-    """The case ids of ``--split`` from the run's split.json (``--run``, or the checkpoint's run folder)."""
+def _split_cases(a: argparse.Namespace, checkpoints: Sequence[str] = ()) -> set[str] | None:
+    """The case ids of ``--split`` from the run's split.json (``--run``, or the checkpoint's run folder; several
+    checkpoints: their runs must hold the same split, else ``--run`` chooses one)."""
     if a.split is None:
         if a.run:
             raise UserError("--run is used with --split train|val")
         return None
+    from diffuseg.checkpoint import checkpoint_file
     from diffuseg.data.splits import split_cases
 
-    cases = split_cases(a.split, run=a.run, checkpoint=checkpoint)
+    files = [checkpoint_file(c) for c in checkpoints] or [None]
+    cases = split_cases(a.split, run=a.run, checkpoint=files[0])
+    for other in files[1:] if not a.run else []:
+        if split_cases(a.split, checkpoint=other) != cases:
+            raise UserError(
+                f"{files[0]}, {other}: the runs hold different {a.split} splits (split.json); --split {a.split} "
+                "would predict cases one of them trained on; give --run RUN to choose the split"
+            )
     print(f"--split {a.split}: {len(cases)} case(s) of the run's split.json")
     return cases
 
@@ -68,11 +80,11 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     from diffuseg.runtime import use_threads
 
     use_threads(a.threads)
-    a.input, a.output, overrides = split_predict_positionals([*a.input, a.output, *a.overrides])
+    checkpoints, items = leading_checkpoints([a.checkpoint, *a.input, a.output, *a.overrides])
+    a.input, a.output, overrides = split_predict_positionals(items)
     overrides += [f"{key}={getattr(a, dest)}" for dest, key in PREDICT_OPTIONS.items() if getattr(a, dest) is not None]
-    args = dict(
-        save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite, cases=_split_cases(a, a.checkpoint)
-    )
+    a.checkpoint = checkpoints[0] if len(checkpoints) == 1 else checkpoints
+    args = dict(save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite, cases=_split_cases(a, checkpoints))
     from diffuseg.inference.distributed import predict_distributed, rank_env
 
     _check_parts(a.num_parts, a.part_id)
@@ -102,7 +114,7 @@ def _check_parts(num_parts: int | None, part_id: int | None) -> None:
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.evaluate import evaluate
 
-    evaluate(a.pred, a.gt, out=a.out, layout=a.layout, cases=_split_cases(a, None), classes=a.classes)
+    evaluate(a.pred, a.gt, out=a.out, layout=a.layout, cases=_split_cases(a), classes=a.classes)
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
@@ -141,6 +153,17 @@ def _cmd_presets(a: argparse.Namespace) -> None:
 
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")  # key=value or section.key=value; a path has no leading key=
+
+
+def leading_checkpoints(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``predict``'s positionals -> (checkpoints, the rest): the first item, and those after it that name a
+    checkpoint (a ``.ckpt`` file or a run folder, ``checkpoint.names_checkpoint``) up to the first that does not."""
+    from diffuseg.checkpoint import names_checkpoint
+
+    n = 1
+    while n < len(items) and names_checkpoint(items[n]):
+        n += 1
+    return list(items[:n]), list(items[n:])
 
 
 def split_predict_positionals(items: Sequence[str]) -> tuple[list[str], str, list[str]]:
@@ -282,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     t.add_argument("--steps", type=_positive_int, help="training steps (sets train.steps)")
     t.add_argument("--fold", type=_fold, metavar="K", help=FOLD_HELP + " (sets data.fold)")
+    t.add_argument(
+        "--seeds",
+        type=_positive_int,
+        metavar="N",
+        help="train N runs one after another, OUT/seed-1 .. OUT/seed-N with train.seed 1 .. N (a seed ensemble: "
+        "predict with all their checkpoints; docs/inference.md)",
+    )
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser(
@@ -292,7 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
         "here are the checkpoint's sample.* section. Example: diffuseg predict runs/b/checkpoints/last.ckpt "
         "a.png b.png preds/ --samples 5 sample.steps=10",
     )
-    pr.add_argument("checkpoint", help="a checkpoint written by `diffuseg train`, e.g. RUN/checkpoints/last.ckpt")
+    pr.add_argument(
+        "checkpoint",
+        help="a checkpoint written by `diffuseg train`, e.g. RUN/checkpoints/last.ckpt, or its RUN folder; several "
+        "(RUN/seed-*/checkpoints/last.ckpt) predict with an ensemble, member k from checkpoint k mod N",
+    )
     pr.add_argument("input", nargs="+", help="a dataset folder, or one or more image files")
     pr.add_argument("output", help="output folder, after the inputs (must not be inside an input folder)")
     pr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted sample.* overrides, e.g. sample.steps=10")
@@ -442,6 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if not no_space(err):
+            raise
+        print(f"error: {disk_full(err.filename or 'the output')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

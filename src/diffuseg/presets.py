@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,18 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "phiseg": ("Baselines of the ambiguity paper: PHiSeg", ()),
     "unet": ("Baselines: deterministic UNet", ("Deterministic UNet baseline ",)),
+    "ssn": (
+        "Baselines: Stochastic Segmentation Networks (Monteiro et al., NeurIPS 2020)",
+        ("Stochastic Segmentation Network ",),
+    ),
     "anchored": ("Anchored diffusion: a UNet trunk and a diffusion head on its residual", ("Anchored diffusion ",)),
 }
 _ASIDE = re.compile(r"\s*\((?:[^()]*\s){2,}[^()]*\)")  # a bracketed aside of three or more words
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML preset (``path`` may name a file or a bundled preset) and apply dotted overrides."""
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = (), quiet: bool = False) -> Config:
+    """Read a YAML preset (``path`` may name a file or a bundled preset) and apply dotted overrides (``quiet``: no
+    ``note:`` line when a shorter ``train.steps`` scales the preset's schedule)."""
     values: dict[str, Any] = {}
     where = "overrides"
     if path is not None:
@@ -54,10 +60,46 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         values = read_yaml(resolved)
         where = f"{resolved} with overrides" if overrides else str(resolved)  # the bad key may be either's
     updates = parse_overrides(overrides)
+    updates = _fit_schedule(values.get("train") or {}, updates, None if quiet else where)
     try:
         return config_from_dict(merge(values, updates))
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
+
+
+def _fit_schedule(preset: dict[str, Any], updates: dict[str, Any], where: str | None) -> dict[str, Any]:
+    """``updates`` with the preset's warm-up and cosine decay shortened in proportion when ``updates`` shorten
+    ``train.steps`` below them (and set neither): the schedule's shape is kept, since a decay longer than the run
+    would hold the learning rate near 0 from the first step (``training.module.lr_factor``). A ``note:`` line on
+    stderr says what changed (none when ``where`` is None)."""
+    train = updates.get("train") or {}
+    steps, old = train.get("steps"), preset.get("steps")
+    warmup, decay = int(preset.get("warmup_steps") or 0), int(preset.get("decay_steps") or 0)
+    fits = not isinstance(steps, int) or not isinstance(old, int) or old <= 0 or warmup + decay <= steps
+    if fits or "warmup_steps" in train or "decay_steps" in train:
+        return updates
+    new = {"warmup_steps": round(warmup * steps / old), "decay_steps": round(decay * steps / old)}
+    if where is not None:
+        print(
+            f"note: {where}: train.steps={steps} is shorter than the preset's warm-up and decay ({warmup} + {decay} of "
+            f"{old} steps); both scaled to {new['warmup_steps']} + {new['decay_steps']} steps (set "
+            "train.warmup_steps / train.decay_steps to choose)",
+            file=sys.stderr,
+        )
+    return {**updates, "train": {**train, **new}}
+
+
+def seed_configs(path: str | os.PathLike, overrides: Sequence[str], seeds: int) -> list[Config]:
+    """A seed ensemble's runs (``diffuseg train --seeds N``): ``load_config(path, overrides)`` with ``train.seed``
+    s and ``train.out_dir`` OUT/seed-s for s = 1 .. ``seeds`` (OUT: that config's run folder); ``UserError`` when
+    ``overrides`` set ``train.seed`` themselves."""
+    if any(o.startswith("train.seed=") for o in overrides):
+        raise UserError("--seeds sets train.seed (1 .. N) of each run; drop the train.seed override")
+    out = Path(load_config(path, overrides).train.out_dir)
+    return [
+        load_config(path, [*overrides, f"train.seed={s}", f"train.out_dir={out / f'seed-{s}'}"])
+        for s in range(1, seeds + 1)
+    ]
 
 
 def resolve_preset(path: str | os.PathLike) -> Path:
@@ -167,12 +209,13 @@ def recipe(config: Config) -> dict:
 
 def matching_presets(config: Config) -> list[str]:
     """The presets whose recipe ``config`` has (often one; the full MedSegDiff-B and its ablation row (c) are
-    the same); [] for a custom config or one changed by overrides."""
+    the same); [] for a custom config or one changed by overrides. Each preset is compared at ``config``'s
+    ``train.steps``, which shortens its schedule as a shorter run does (``load_config``)."""
     target = recipe(config)
     found = []
     for name, path in preset_files().items():
         try:
-            if recipe(load_config(path)) == target:
+            if recipe(load_config(path, [f"train.steps={config.train.steps}"], quiet=True)) == target:
                 found.append(name)
         except UserError:  # a broken preset file is `diffuseg train`'s error to report, not the report's
             continue

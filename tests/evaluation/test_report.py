@@ -65,7 +65,7 @@ def test_report_page_and_figures(evaluated):
     ):
         assert needle in text
     figures = sorted((page.parent / "figures").glob("*.png"))
-    assert {f.name for f in figures} >= {"distributions.png", "calibration.png", "case_00.png"}
+    assert {f.name for f in figures} >= {"distributions.png", "uncertainty.png", "case_00.png"}
     with Image.open(page.parent / "figures" / "case_00.png") as im:
         assert im.size[0] > 600  # image, 4 annotators, 6 samples, fused, uncertainty: two rows of 8
     assert "nan" not in text.lower().replace("nanoseconds", "")

@@ -9,11 +9,12 @@ id; those missing on either side are listed and left out. A folder whose predict
 
 ``results.json`` (see docs/evaluation.md): ``{"cases": [{"case", "dice", "iou", "hd95", "ged", ...}],
 "summary": {metric: {"mean", "std", "median", "min", "max", "n", "n_undefined"}}, "volumes": [...],
-"volume_summary": {...}, "calibration": {...}, "references": {...}, "missing": {...}, "pred", "gt", "layout",
-"spacing_unit", ...}``, plus ``results.csv`` with one row per case. Both are written atomically. ``references``:
-what the empty and the all-foreground mask score on the same cases and volumes (``evaluation.references``).
-When the dataset has groups (BUSI's class folders), ``groups`` holds per-group summaries and
-``results_groups.csv`` their rows (``evaluation.groups``).
+"volume_summary": {...}, "calibration": {...}, "uncertainty": {...}, "references": {...}, "missing": {...}, "pred",
+"gt", "layout", "spacing_unit", ...}`` (``uncertainty``: ``uncertainty_metrics.uncertainty_results``, pooled over
+the cases), plus ``results.csv`` with one row per case. Both are written atomically. ``references``: what the
+empty and the all-foreground mask score on the same cases and volumes (``evaluation.references``). When the
+dataset has groups (BUSI's class folders), ``groups`` holds per-group summaries and ``results_groups.csv`` their
+rows (``evaluation.groups``).
 
 The classes (``scheme_classes``): ``--classes``, else ``PRED/config.yaml``'s ``data.classes``, else those the
 dataset declares; none means binary. With declared classes, predictions and ground truth are label maps in
@@ -44,9 +45,10 @@ from diffuseg.data.formats import open_dataset
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation import metrics as M
-from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics
+from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics, class_masks
 from diffuseg.evaluation.groups import GROUPS_CSV, group_of_cases, group_results, groups_csv
 from diffuseg.evaluation.references import REFERENCE_LABELS, ReferenceAccumulator
+from diffuseg.evaluation.uncertainty_metrics import UncertaintyPool, uncertainty_lines, uncertainty_results
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.outputs import CONFIG_NAME, PredictionFiles, find_predictions, plane, read_mask
 from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
@@ -124,6 +126,8 @@ def evaluate(
     predictions = find_predictions(pred)
     declared, foreground = scheme_classes(pred, classes)
     reader = select_cases(open_dataset(gt, layout, foreground, declared), cases, str(gt))
+    if reader.problems:  # a ground-truth file left out (unreadable, linked from outside, ...) is no silent skip
+        raise DatasetError(str(gt), reader.problems)
     scheme: LabelScheme = reader.scheme
     matched, missing_pred, missing_gt = _match(predictions, reader, pred, gt)
 
@@ -132,6 +136,7 @@ def evaluate(
     case_groups: dict[str, str] = {}  # case id -> its dataset group (BUSI's class folder), when it has one
     volume_groups: dict[str, str] = {}
     calibration = calibration_sums(scheme, cfg.calibration_bins)
+    pool = UncertaintyPool(scheme.names)
     volumes: dict[str, _Volume] = {}
     cache = _PredVolumes(partial(read_mask, scheme=scheme), size=2 + max(len(f.samples) for f in predictions.values()))
     spacing_known = False
@@ -155,6 +160,7 @@ def evaluate(
             values = case_metrics(members, torch.from_numpy(fused)[None], case.masks[:, None], scheme, cfg, spacing)
             if members is not None:
                 add_calibration(calibration, scheme, members[:, 0], case.masks, cfg.calibration_bins)
+                pool.add(*(class_masks(scheme, x) for x in (members[:, 0], torch.from_numpy(fused), case.masks)))
             acc.add(case.case_id, values)
             references.add(case.case_id, case.masks[:, None], scheme)
             if case.geometry.category:
@@ -181,6 +187,7 @@ def evaluate(
         }
         if any(sums[:, 0].sum() > 0 for sums in calibration.values())
         else {},
+        "uncertainty": uncertainty_results(acc.cases, pool, cfg.calibration_bins),
         "references": references.results(),
         "missing": {"predictions": missing_pred, "ground_truth": sorted(set(missing_gt))},
         "pred": str(Path(pred).resolve()),
@@ -417,6 +424,7 @@ def format_summary(results: dict[str, Any], path: Path | None = None) -> str:
     for name, cal in results.get("calibration", {}).items():
         if cal["ece"] is not None:
             lines.append(f"pooled ECE over every case's pixels ({name}): {cal['ece']:.4f}")
+    lines += uncertainty_lines(results.get("uncertainty") or {})
     if path is not None:
         also = f" and {path.with_name(GROUPS_CSV)}" if results.get("groups") else ""
         lines.append(f"\nwrote {path}, {path.with_suffix('.csv')}{also}")

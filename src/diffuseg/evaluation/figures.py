@@ -1,4 +1,5 @@
-"""The report's figures (matplotlib, Agg): per-case distributions, calibration, and one figure per chosen case.
+"""The report's figures (matplotlib, Agg): per-case distributions and one figure per chosen case (the
+uncertainty section's are in ``uncertainty_figures``).
 
 NIfTI slices are drawn as a viewer shows them (``viewer_view``): from the affine, the plane's rows run from
 anterior (axial) or superior (coronal, sagittal) down, its columns from the patient's right to left (radiological
@@ -26,9 +27,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from diffuseg.data.case import Case
-from diffuseg.evaluation.headline import LABEL_ENTROPY, UNCERTAINTY_KINDS
+from diffuseg.enums import Uncertainty
+from diffuseg.evaluation.headline import UNCERTAINTY_KINDS
 from diffuseg.files import atomic_path
 from diffuseg.inference.outputs import PredictionFiles, read_mask, read_uncertainty
+from diffuseg.inference.uncertainty import disagreement, map_kind
 from diffuseg.labels import LabelScheme
 
 CLASS_COLOURS = (
@@ -149,29 +152,6 @@ def distribution_figure(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
-def calibration_figure(calibration: dict, path: Path) -> Path | None:
-    """Reliability diagram (mean annotator frequency per bin of sample frequency) and pixels per bin."""
-    curves = {k: np.asarray(v["bins"], dtype=float) for k, v in calibration.items() if v.get("ece") is not None}
-    if not curves:
-        return None
-    fig = Figure(figsize=(9.0, 3.6), dpi=110, layout="constrained")
-    rel, cnt = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    rel.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
-    for (name, sums), colour in zip(curves.items(), ("#4c72b0", PRED_COLOUR)):
-        used = sums[:, 0] > 0
-        mean_p, mean_q = sums[used, 1] / sums[used, 0], sums[used, 2] / sums[used, 0]
-        ece = calibration[name]["ece"]
-        rel.plot(mean_p, mean_q, marker="o", color=colour, label=f"{name} pixels (ECE {ece:.3f})")
-        edges = np.linspace(0, 1, len(sums) + 1)
-        cnt.bar(edges[:-1], sums[:, 0], width=1 / len(sums), align="edge", alpha=0.5, color=colour, label=name)
-    rel.set(xlabel="sample frequency", ylabel="annotator frequency", xlim=(0, 1), ylim=(0, 1))
-    rel.legend(fontsize=8)
-    cnt.set(xlabel="sample frequency", ylabel="pixels", yscale="log")
-    cnt.legend(fontsize=8)
-    save_figure(fig, path)
-    return path
-
-
 def case_figure(
     case: Case,
     files: PredictionFiles,
@@ -199,12 +179,9 @@ def case_figure(
     masks = view(case.masks.numpy())
     fused = view(read_mask(files.fused, scheme, slice_index))
     every_sample = [view(read_mask(p, scheme, slice_index)) for p in files.samples]
-    uncertainty = _uncertainty(files, slice_index, every_sample if scheme.binary else [])
-    uncertainty = None if uncertainty is None else view(uncertainty)
-    if files.uncertainty is None:
-        kind = "variance"  # computed here from the samples
-    elif not scheme.binary:
-        kind = LABEL_ENTROPY  # the written map of a multi-class prediction
+    uncertainty = _uncertainty(files, slice_index, every_sample, fused, view)
+    # without a written map, the members' disagreement with the fused mask is computed here
+    kind = str(Uncertainty.DISAGREEMENT) if files.uncertainty is None else map_kind(kind, scheme.binary)
     box = _crop_box([m != 0 for m in (*masks, fused, *every_sample)], image.shape)
     image, masks, fused = image[box], masks[(slice(None), *box)], fused[box]
     samples = [m[box] for m in every_sample[:max_samples]]
@@ -292,13 +269,15 @@ def _tidy(ax, title: str) -> None:
     ax.set_yticks([])
 
 
-def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray]) -> np.ndarray | None:
-    """The saved uncertainty map; else the samples' variance p(1 - p) (binary samples only)."""
+def _uncertainty(
+    files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray], fused: np.ndarray, view: View
+) -> np.ndarray | None:
+    """The saved uncertainty map, drawn by ``view``; else the share of the samples (atom maps, already drawn by
+    ``view``) that differ from the fused mask."""
     if files.uncertainty is not None:
-        return read_uncertainty(files.uncertainty, slice_index)
+        return view(read_uncertainty(files.uncertainty, slice_index))
     if len(samples) > 1:
-        p = np.mean(samples, axis=0)
-        return p * (1 - p)
+        return disagreement(torch.from_numpy(np.stack(samples)), torch.from_numpy(fused)).numpy()
     return None
 
 

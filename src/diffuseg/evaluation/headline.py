@@ -26,19 +26,24 @@ from diffuseg.errors import UserError
 from diffuseg.evaluation.references import REFERENCE_LABELS
 from diffuseg.inference.outputs import CONFIG_NAME
 from diffuseg.inference.provenance import read_provenance
+from diffuseg.inference.uncertainty import LABEL_ENTROPY, map_kind
 from diffuseg.methods import DIFFUSING
 from diffuseg.presets import load_config, matching_presets
 
 # The metrics a reader looks at first, in this order; GED (and GED at N samples) only where defined.
 MAIN_METRICS = ("dice", "iou", "hd95", "ged")
 _LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "ged": "GED"}
-_LOWER_BETTER = ("hd95", "ged", "ece")  # and their variants (hd95_majority, ged_biased_16, ece_foreground, ...)
+_LOWER_BETTER = ("hd95", "ged", "ece")  # and their variants (hd95_majority, ged_biased_16, ece_marked, ...)
 SUMMARY_KEYS = {"case": "summary", "volume": "volume_summary"}
 """The ``results.json`` summary of each level."""
 
-# What the uncertainty map holds, per ``sample.uncertainty``: (title, colour-bar label, top of its range).
-LABEL_ENTROPY = "label_entropy"  # the uncertainty map of a multi-class prediction
+# What the uncertainty map holds (``inference.uncertainty.map_kind``): (title, colour-bar label, top of its range).
 UNCERTAINTY_KINDS: dict[str, tuple[str, str, float]] = {
+    Uncertainty.DISAGREEMENT.value: (
+        "share of members that disagree with the fused mask",
+        "share of members that disagree with the fused mask",
+        1.0,
+    ),
     Uncertainty.VARIANCE.value: ("variance of the samples, f (1 - f)", "f (1 - f), f = share of samples", 0.25),
     Uncertainty.ENTROPY.value: ("entropy of the samples, in bits", "entropy of f, bits", 1.0),
     LABEL_ENTROPY: (
@@ -181,7 +186,13 @@ def _model_line(run: RunInfo) -> str:
     if config is not None:
         text += f" ({html.escape(str(config.method))}"
         text += f", {params / 1e6:.2f} M parameters)" if isinstance(params, int) else ")"
-    checkpoint = prov.get("checkpoint")
+    checkpoint, members = prov.get("checkpoint"), prov.get("checkpoints")
+    if isinstance(members, list) and members and all(isinstance(m, dict) for m in members):
+        each = ", ".join(
+            f"<code>{html.escape(str(m.get('checkpoint')))}</code> at step {m.get('step')}" for m in members
+        )
+        n = len(members)
+        return f"{text}; an ensemble of {n} checkpoints (member k from checkpoint k mod {n}): {each}"
     if checkpoint:
         step = prov.get("step")
         text += f"; checkpoint <code>{html.escape(str(checkpoint))}</code>"
@@ -210,11 +221,13 @@ def _sampling_line(run: RunInfo) -> str:
     s = run.config.sample
     if run.config.method not in DIFFUSING:
         sampler = f"{run.config.method} (no diffusion sampler)"
+    if s.tta:
+        sampler += "; test-time augmentation (member k: the image under flip/turn k mod 8)"
     else:
         sampler = f"{str(s.sampler).upper().replace('_', '-')}, {s.steps} steps ({s.spacing} spacing)"
     area = f"relative-area post-processing {s.relative_area:g}" if s.relative_area else "no post-processing"
-    kind = LABEL_ENTROPY if len(run.config.data.classes) > 1 else str(s.uncertainty)
-    title = UNCERTAINTY_KINDS.get(kind, (kind, "", 1.0))[0]
+    kind = map_kind(s.uncertainty, binary=len(run.config.data.classes) < 2)
+    title = UNCERTAINTY_KINDS[kind][0]
     return html.escape(
         f"Sampling: {sampler}; {s.samples} member(s) fused by {s.fusion}; {area}; "
         f"uncertainty: {title}; seed {s.seed}; precision {s.precision}"

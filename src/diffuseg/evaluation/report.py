@@ -4,13 +4,13 @@
 ``results_file``) and writes ``report/index.html`` beside it with PNG figures (``evaluation.figures``) under
 ``report/figures/``: a headline (model, checkpoint and step, sampling settings, the main metrics at the headline
 level with the reference masks' scores and, with ``baseline``, the paired differences; ``evaluation.headline``,
-``evaluation.compare``), the per-group table when the dataset has groups, the main and the other metrics'
-summary tables, the distribution of each metric over the cases, and for a few chosen cases (best, quartiles,
-worst by GED where it is defined, else by Dice) the image, each annotator's mask, the fused mask, the
-uncertainty map with its colour bar, and the samples. With several classes (the ``classes`` of
-``results.json``) it adds a legend of the class colours and per-class tables (``evaluation.tables``). The case
-figures reopen the prediction and ground-truth folders named in ``results.json``; when those are gone the page
-says so and keeps the rest.
+``evaluation.compare``), the per-group table when the dataset has groups, the main and the other metrics' summary
+tables, the distribution of each metric over the cases, whether the uncertainty predicts the errors
+(``uncertainty_report``), and for a few chosen cases (best, quartiles, worst by GED where it is defined, else by
+Dice) the image, each annotator's mask, the fused mask, the uncertainty map with its colour bar, and the samples.
+With several classes (the ``classes`` of ``results.json``) it adds a legend of the class colours and per-class
+tables (``evaluation.tables``). The case figures reopen the prediction and ground-truth folders named in
+``results.json``; when those are gone the page says so and keeps the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from diffuseg.data.formats import open_dataset
 from diffuseg.errors import UserError
 from diffuseg.evaluation.compare import compare_runs, load_baseline
 from diffuseg.evaluation.evaluate import RESULTS_NAME
-from diffuseg.evaluation.figures import calibration_figure, case_figure, distribution_figure
+from diffuseg.evaluation.figures import case_figure, distribution_figure
 from diffuseg.evaluation.groups import group_of_cases
 from diffuseg.evaluation.headline import (
     SUMMARY_KEYS,
@@ -49,6 +49,7 @@ from diffuseg.evaluation.tables import (
     legend_html,
     other_class_table,
 )
+from diffuseg.evaluation.uncertainty_report import uncertainty_link, uncertainty_section
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.outputs import find_predictions
 from diffuseg.labels import LabelScheme, label_scheme
@@ -77,7 +78,11 @@ METRIC_HELP: dict[str, str] = {
     "diversity_agreement": "agreement of the spread of samples and annotators",
     "ncc": "NCC of expected cross-entropy maps (PHiSeg)",
     "ece": "calibration error of the sample frequency vs annotator frequency, all pixels; lower is better",
-    "ece_foreground": "the same over pixels any sample or annotator marks; lower is better",
+    "ece_marked": "the same over the pixels some sample marks, equal-mass bins; lower is better",
+    "pixel_auroc": "AUROC of the members' disagreement for the pixels where the fused mask is wrong (0.5 = chance)",
+    "pixel_auprc": "average precision of the same (a random ranking scores pixel_error_rate)",
+    "pixel_error_rate": "share of pixels where the fused mask differs from the annotators' majority",
+    "case_uncertainty": "mean disagreement over the pixels any member or the fused mask marks",
     "slices": "slices in the volume",
 }
 
@@ -138,7 +143,7 @@ def write_report(
     level = headline_level(results)
     scheme = scheme_of(results)
     names = list(scheme.names)
-    parts = [_title(), headline(results, run, comparison)]
+    parts = [_title(), headline(results, run, comparison), uncertainty_link(results)]
     if baseline_name is not None:
         parts.append(comparison_table(comparison, baseline_name, level))
     level_summary = results.get(SUMMARY_KEYS[level]) or {}
@@ -169,13 +174,7 @@ def write_report(
         parts.append(
             f'<h2>Per-case distributions</h2>\n<img class="wide" src="figures/{dist.name}" alt="distributions">'
         )
-    cal = calibration_figure(results.get("calibration") or {}, figures / "calibration.png")
-    if cal is not None:
-        parts.append(
-            "<h2>Calibration</h2>\n<p class='muted'>Per-pixel sample frequency against the annotators' frequency, "
-            "pooled over every case; the diagonal is perfect calibration.</p>\n"
-            f'<img class="half" src="figures/{cal.name}" alt="calibration">'
-        )
+    parts.append(uncertainty_section(results, chosen, figures, scheme))
     parts.append(_case_section(results, chosen, primary, figures, max_samples, run.uncertainty, scheme))
     parts.append(case_table(results["cases"], names, group_of_cases(results)))
     write_text_atomic(page, _page("\n".join(parts)))

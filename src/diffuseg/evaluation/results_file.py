@@ -10,6 +10,7 @@ from typing import Any
 
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import RESULTS_NAME
+from diffuseg.evaluation.uncertainty_report import check_uncertainty
 
 
 def find_results(source: str | os.PathLike) -> Path:
@@ -71,6 +72,7 @@ def check_results(results: dict[str, Any], path: Path) -> None:
     _check_sections(results.get("references", {}), "references", refuse)
     _check_groups(results.get("groups", {}), refuse)
     _check_calibration(results.get("calibration", {}), refuse)
+    check_uncertainty(results.get("uncertainty", {}), refuse)
     missing = results.get("missing", {})
     if not isinstance(missing, dict) or not all(
         isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in missing.values()

@@ -28,7 +28,7 @@ HEADER_CHARS = 8
 
 # The per-class metrics the class table shows as columns, in this order; any other per-class metric goes to
 # the transposed table.
-CLASS_METRICS = ("dice", "iou", "hd95", "ged", "sample_dice", "diversity")
+CLASS_METRICS = ("dice", "iou", "hd95", "ged", "sample_dice", "diversity", "pixel_auroc")
 # The metrics of the case table, in this order (those some case has); several classes add Dice per class.
 CASE_METRICS = ("dice", "iou", "hd95", "ged", "ged_biased", "sample_dice", "diversity", "ece")
 CASE_METRICS_CLASSES = ("dice", "iou", "hd95", "ged")

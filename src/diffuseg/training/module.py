@@ -33,6 +33,7 @@ from diffuseg.methods import anchored_denoiser, build_network, build_process
 from diffuseg.nets.unet import segmentation_loss
 from diffuseg.training.anchored_loss import estimate_logits
 from diffuseg.training.latent_loss import latent_loss
+from diffuseg.training.ssn_loss import ssn_loss
 
 
 class NonFiniteLossError(UserError):
@@ -197,6 +198,18 @@ class PHiSegModule(LatentModule):
     method = Method.PHISEG
 
 
+class SSNModule(SegmentationModule):
+    """``method: ssn``: the Monte Carlo negative log-likelihood of ``training.ssn_loss`` with ``ssn.mc_samples``
+    draws; logs the likelihood of the mean logits alone beside it."""
+
+    method = Method.SSN
+
+    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
+        parts = ssn_loss(self.net, image, target, generator, self.config.ssn.mc_samples, self.scheme.exclusive)
+        self.log("mean_nll", parts["mean_nll"], on_step=True, batch_size=image.shape[0])
+        return parts["loss"]
+
+
 class AnchoredModule(SegmentationModule):
     """``method: anchored``: ``self.net`` is a ``nets.anchored.AnchoredNet``; logs the three terms of the loss."""
 
@@ -230,6 +243,7 @@ MODULES: dict[Method, type[SegmentationModule]] = {
     Method.PROBUNET: ProbUNetModule,
     Method.PHISEG: PHiSegModule,
     Method.ANCHORED: AnchoredModule,
+    Method.SSN: SSNModule,
 }
 
 

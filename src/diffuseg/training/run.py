@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from diffuseg.checkpoint import LAST, checkpoint_config, read_checkpoint
 from diffuseg.config import Config, Role, config_to_dict, role_fields, role_of, save_config
 from diffuseg.errors import UserError
 from diffuseg.files import remove_stale_temps
 from diffuseg.labels import LabelScheme
-from diffuseg.methods import build_network
+from diffuseg.methods import check_image_size
 from diffuseg.runlock import folder_lock
 from diffuseg.training.callbacks import PeriodicCheckpoint, SampledValidation
 from diffuseg.training.module import module_class
@@ -90,17 +89,9 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
 
 
 def check_model(config: Config) -> None:
-    """``UserError`` for a bad model name or option, or a ``data.image_size`` the network's downsampling factor
-    does not divide. The network is built on the meta device: no weights, no random draws."""
-    with torch.device("meta"):
-        net = build_network(config)
-    factor = getattr(net, "downsampling", None)
-    size = config.data.image_size
-    if factor and size % factor:
-        raise UserError(
-            f"data.image_size={size} does not fit model {config.model.name}: it downsamples {factor}x, so the "
-            f"image size must be a multiple of {factor} (e.g. {max(factor, size // factor * factor)})"
-        )
+    """``UserError`` for a bad model name or option, or a ``data.image_size`` the network cannot take
+    (``methods.check_image_size``: built on the meta device, no weights, no random draws)."""
+    check_image_size(config)
 
 
 def _first_missing(path: Path) -> Path | None:

@@ -7,6 +7,7 @@ here, so all layouts report problems the same way.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections import OrderedDict
@@ -21,6 +22,7 @@ from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats.files import (
     LOSSY_SUFFIXES,
     FileData,
+    check_regular,
     label_values,
     normalize_intensity,
     read_file,
@@ -119,6 +121,7 @@ class Reader:
 
     layout = "base"
     patient_rule = "the case name (each case its own patient)"  # how ``scan`` names patients, for ``verify``
+    contained = True  # images must lie in the dataset folder (not for image files named one by one)
 
     def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()):
         self.root = Path(root)
@@ -129,8 +132,46 @@ class Reader:
         self.problems: list[str] = []
         self.notes: list[str] = []
         self._files = _FileCache()
+        self._folders: dict[Path, Path] = {}
         self.scan()
         self.problems += name_clashes(self.entries)
+        self._drop_unreadable()
+
+    def _drop_unreadable(self) -> None:
+        """Move each entry with a file that is no regular file (``check_regular``: a dangling link, a pipe, a
+        device, a folder named like an image), or an image linked from outside the dataset folder, to ``problems``
+        (each file named once), so that nothing later opens, stats or hashes it."""
+        found: dict[tuple[Path, Path | None, bool], str | None] = {}
+        kept = []
+        for e in self.entries:
+            partner = e.masks[0][0] if e.masks and e.masks[0] else None
+            bad = False
+            for path in (*e.images, *(p for files in e.masks for p in files)):
+                key = (path, partner, path in e.images)
+                if key not in found:
+                    found[key] = self._file_problem(*key)
+                    if found[key] is not None:
+                        self.problems.append(str(found[key]))
+                bad = bad or found[key] is not None
+            if not bad:
+                kept.append(e)
+        self.entries = kept
+
+    def _file_problem(self, path: Path, partner: Path | None, image: bool) -> str | None:
+        """The problem of one file of an entry, or ``None``: not a regular file; for an ``image`` of a
+        ``contained`` dataset (``partner``: its first label file, or ``None``), a link out of the dataset folder
+        (label files are checked so as they are decoded, ``_mask``)."""
+        try:
+            check_regular(path)
+        except UserError as err:
+            return str(err)
+        outside = self._outside(path, partner) if self.contained and image else None
+        if outside is None:
+            return None
+        return (
+            f"{path}: a link to {outside}, outside the dataset folder {self.root}; images are never read from "
+            "outside the dataset (copy the file in, or link the folder of the whole case)"
+        )
 
     def use_dataset_classes(self, classes: Sequence[ClassSpec], where: str) -> None:
         """Take the classes the dataset declares (file ``where``) unless the config declares its own, which must
@@ -252,8 +293,11 @@ class Reader:
                     f"{path}: label geometry {_describe(data)} differs from image {first[0].name} {_describe(first[1])}"
                 )
                 continue
-            if _lacks_slice(data, entry.slice_index):
-                problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
+            if entry.slice_index is not None and data.array.shape[:3] != first[1].array.shape[:3]:
+                problems.append(  # one text for every slice: reported once
+                    f"{path}: label shape {_shape(data.array.shape[:3])} differs from the image volume's "
+                    f"{_shape(first[1].array.shape[:3])} ({first[0].name}); a label volume has its image's shape"
+                )
                 continue
             plane = _plane(data, data.array, entry.slice_index)
             if plane.ndim == 3 and plane.shape[2] == 1:
@@ -274,17 +318,23 @@ class Reader:
                 out = np.where(atoms > 0, atoms, out)
         return out
 
-    def _outside(self, path: Path, image: Path) -> Path | None:
-        """Where the label file ``path`` leads when a link takes it out of the dataset folder, else ``None``. A
-        link that moves a case's image and labels together (a linked patient folder, above both) is followed:
-        the label must then lie in that folder's target."""
-        target = path.resolve()
-        try:
-            shared = Path(os.path.commonpath([path, image])).resolve()
-        except ValueError:  # one relative, one absolute
-            shared = self.root.resolve()
-        inside = [self.root.resolve(), shared]
+    def _outside(self, path: Path, partner: Path | None) -> Path | None:
+        """Where the file ``path`` leads when a link takes it out of the dataset folder, else ``None``. A link
+        that moves a case's image and labels together (a linked patient folder, above the folders of both
+        ``path`` and its ``partner``, the case's image or label file) is followed: the file must then lie in
+        that folder's target."""
+        target = path.resolve() if path.is_symlink() else self._resolved(path.parent) / path.name
+        inside = [self._resolved(self.root)]
+        if partner is not None:
+            with contextlib.suppress(ValueError):  # one relative, one absolute
+                inside.append(self._resolved(Path(os.path.commonpath([path.parent, partner.parent]))))
         return None if any(target == f or f in target.parents for f in inside) else target
+
+    def _resolved(self, folder: Path) -> Path:
+        """``folder.resolve()``, once per folder (a dataset's files share a few folders)."""
+        if folder not in self._folders:
+            self._folders[folder] = folder.resolve()
+        return self._folders[folder]
 
     def _atoms(self, path: Path, plane: np.ndarray, problems: list[str]) -> np.ndarray | None:
         """Atom map (H,W) uint8 of one label map under a multi-class ``scheme``; ``None`` with a problem when a
@@ -343,6 +393,10 @@ def _same_geometry(a: FileData, b: FileData) -> bool:
     if a.affine is None or b.affine is None:
         return True
     return a.array.shape[:3] == b.array.shape[:3] and bool(np.allclose(a.affine, b.affine, atol=1e-3))
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
 
 
 def _describe(data: FileData) -> str:
@@ -408,6 +462,8 @@ def nifti_slices(path: Path) -> tuple[int, ...] | None:
     """Shape of a NIfTI file from its header alone, or ``None`` when the header cannot be read."""
     import nibabel as nib
 
+    if not path.is_file():  # a pipe would block: ``Reader`` names the file
+        return None
     try:
         return tuple(int(s) for s in nib.load(str(path)).shape)
     except Exception:  # a corrupt header: the entry is kept and decoding reports the file

@@ -28,12 +28,24 @@ import re
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
-from diffuseg.data.formats.files import stem_of
+from diffuseg.data.formats.files import stem_of, suffix_of
 from diffuseg.data.formats.ssl4mis import patient_of
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
 _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
+_ENDING = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]*")  # ``.nii.gz``, ``.png``: no path, no pattern
+
+
+def _unique_keys(pairs: list[tuple[str, object]], path: Path) -> dict:
+    """A JSON object as a dict; ``UserError`` naming ``path`` for a key given twice (``json`` keeps the last one
+    unsaid: ``{"RV": 1, "RV": 2}`` would lose a label)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise UserError(f"{path}: the key {key!r} appears twice in one object ({out[key]!r} and {value!r})")
+        out[key] = value
+    return out
 
 
 def _labels(meta: dict) -> tuple[int, ...] | None:
@@ -53,7 +65,8 @@ def _labels(meta: dict) -> tuple[int, ...] | None:
 def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
     """The classes ``labels`` of a ``dataset.json`` declares (module docstring), or ``None`` for a binary dataset
     (at most one foreground label) or one without ``labels``; ``UserError`` naming ``where`` for labels that are
-    not label values, or a ``regions_class_order`` that does not give one label per region."""
+    not label values, nnU-Net's ``ignore`` label (not supported: it would be trained as a class), or a
+    ``regions_class_order`` that does not give one label per region."""
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         return None
@@ -68,6 +81,11 @@ def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
             raise UserError(f"{where}: labels entry {name!r}: {value!r} is not a label value or list of them") from None
         if numbers == [0] or name.lower() == "background":
             continue
+        if name.lower() == "ignore":
+            raise UserError(
+                f"{where}: labels entry 'ignore' ({value!r}): nnU-Net's ignore label (pixels not annotated, left out "
+                "of the loss) is not supported; it would be trained as a class. Remove it and relabel those pixels"
+            )
         specs.append((name, numbers))
     if len(specs) < 2:
         return None
@@ -95,7 +113,7 @@ class NnUNetReader(Reader):
         if not path.is_file():
             raise UserError(f"{path}: not found (the nnunet layout needs dataset.json and imagesTr/ in {self.root})")
         try:
-            meta = json.loads(path.read_text())
+            meta = json.loads(path.read_text(), object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
         except (OSError, ValueError) as err:
             raise UserError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(meta, dict):
@@ -125,9 +143,30 @@ class NnUNetReader(Reader):
             )
         return folder
 
+    def _ending(self, meta: dict) -> str:
+        """``file_ending`` (default ``.nii.gz``); ``UserError`` naming ``dataset.json`` for one that is not a file
+        ending (a path, a pattern: files are looked for only in the dataset's own folders)."""
+        ending = meta.get("file_ending", ".nii.gz")
+        if not isinstance(ending, str) or not _ENDING.fullmatch(ending):
+            raise UserError(
+                f'{self.root / "dataset.json"}: file_ending {ending!r} is not a file ending like ".nii.gz" or ".png"'
+            )
+        return ending
+
+    def _check_ending_matches(self, ending: str) -> None:
+        """A problem naming ``dataset.json`` when no file of ``imagesTr/`` ends in ``ending`` but others are there
+        (a ``file_ending`` that does not say what the files are)."""
+        others = sorted({suffix_of(p) for p in (self.root / "imagesTr").iterdir() if not p.name.startswith(".")})
+        if others:
+            listing = ", ".join(f".{s}" if s else "(no ending)" for s in others)
+            self.problems.append(
+                f"{self.root / 'dataset.json'}: file_ending {ending!r} matches no file in imagesTr/, whose files end "
+                f"in {listing}; set file_ending to the files' ending"
+            )
+
     def scan(self) -> None:
         meta = self._meta()
-        ending = str(meta.get("file_ending", ".nii.gz"))
+        ending = self._ending(meta)
         channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
         n_channels = len(channels) if isinstance(channels, dict) else 1
         labels = _labels(meta)
@@ -142,6 +181,8 @@ class NnUNetReader(Reader):
                 self.problems.append(f"{p}: image name lacks the _XXXX channel suffix")
                 continue
             cases.setdefault(m.group(1), {})[int(m.group(2))] = p
+        if not cases:
+            self._check_ending_matches(ending)
         label_dirs = [d for d in self.label_dirs(meta) if d.is_dir()]
         per_annotator = [{stem_of(p): p for p in sorted(d.glob(f"*{ending}"))} for d in label_dirs]
         names = [d.name for d in label_dirs]
