@@ -120,7 +120,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
 def _cmd_report(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.report import write_report
 
-    page = write_report(a.source, out=a.out)
+    page = write_report(a.source, out=a.out, baseline=a.baseline)
     print(f"report: {page}")
 
 
@@ -397,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("source", help="results.json, or a folder holding one (e.g. the prediction folder)")
     r.add_argument("--out", default=None, help="report folder or .html path (default: report/ beside results.json)")
+    r.add_argument(
+        "--baseline",
+        metavar="RUN_OR_PREDICTIONS",
+        default=None,
+        help="another method's results.json, prediction folder or run folder on the same cases: paired "
+        "differences per case with bootstrap 95%% CIs (refused when the cases differ)",
+    )
     r.set_defaults(func=_cmd_report)
 
     v = sub.add_parser(

@@ -16,6 +16,7 @@ import torch
 
 from diffuseg.data.formats import open_dataset
 from diffuseg.errors import UserError
+from diffuseg.evaluation.figures import viewer_view
 from diffuseg.evaluation.metrics import majority
 from diffuseg.evaluation.uncertainty_figures import error_figure, usefulness_figure
 from diffuseg.inference.outputs import find_predictions, read_mask
@@ -195,7 +196,8 @@ def _case_panels(results: dict, chosen: Sequence[str], figures: Path, scheme: La
             continue
         error, u = _error_and_disagreement(scheme, fused, members, case.masks.numpy())
         image = case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy()
-        path = error_figure(image, error, u, figures / f"uncertainty_case_{k:02d}.png")
+        view = viewer_view(case.geometry.affine)  # NIfTI planes as a viewer shows them, as the case figures
+        path = error_figure(view(image), view(error), view(u), figures / f"uncertainty_case_{k:02d}.png")
         row = rows.get(case_id, {})
         stats = ", ".join(f"{m} {_f(row.get(m))}" for m in ("dice", "pixel_auroc", "case_uncertainty") if m in row)
         items.append(
