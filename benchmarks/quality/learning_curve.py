@@ -439,7 +439,7 @@ def run_task(
 
     for model in models:
         curve = curves.setdefault(model.label, {"points": {}, "train_min": 0.0})
-        if model == reference:
+        if model.run == reference.run:  # the same run, whatever points --max-steps left it
             curve["relative_step_cost"] = 1.0
         elif remeasure or "relative_step_cost" not in curve:
             curve["relative_step_cost"] = step_cost(b, model, reference)
