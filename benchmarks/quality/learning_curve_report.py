@@ -187,7 +187,17 @@ def seed_section(task: str, by_seed: Mapping[int, Mapping[str, Any]], out: Path,
         "same). sd: the sample standard deviation over seeds. Paired difference: each validation patient's mean Dice "
         f"over its images, the model's minus the {BASELINE}'s, averaged over patients; 95 % percentile bootstrap "
         "over patients (10,000 draws). The row 'mean of ...' pairs each patient's Dice averaged over the seeds: its "
-        "interval covers the sampling of patients, not of seeds (their spread is the last column).\n"
+        "interval covers the sampling of patients, not of seeds (their spread is the last column); patients with "
+        "several images weigh as much as the others, so it differs slightly from the difference of the image means "
+        "above.\n"
+    )
+    scored = {seed: sorted({p["steps"] for c in curves.values() for p in c["points"].values()})
+              for seed, curves in sorted(by_seed.items())}  # fmt: skip
+    body += (
+        "\nSteps scored by seed: "
+        + "; ".join(f"{s}: {', '.join(map(str, st))}" for s, st in scored.items())
+        + f" (the task's own seed runs every point; another seed N runs `learning_curve.py --task {task} --seed N "
+        "--max-steps S`, S its last step).\n"
     )
     series, errors = {}, {}
     for label, cost, steps, _, mean, sd in rows:

@@ -92,5 +92,6 @@ def test_report_keeps_the_task_table_and_adds_the_seed_study(tmp_path):
     assert task.count(f"| {UNET} |") == 1 and "| 88 |" not in task  # seed 0's rows only (seed 3: 88 %)
     assert "mean_shift" in task and "mean_shift" not in seeds  # an arm trained with one seed stays out
     assert "Task `ddti-anchored, seed 0` ran on: A." in seeds and "Task `ddti-anchored, seed 3` ran on: B." in seeds
+    assert "Steps scored by seed: 0: 600; 2: 600; 3: 600 (" in seeds
     assert "| 0: 80.0, 2: 82.0, 3: 84.0 | 82 | 2 |" in seeds and "+3.17 [+1.67, +4.67]" in seeds
     assert (tmp_path / "learning-curve-ddti-anchored-seeds-dice.png").stat().st_size > 0
