@@ -162,6 +162,7 @@ def line_plot(
     logx: bool = False,
     logy: bool = False,
     hline: tuple[float, str] | None = None,
+    errors: Mapping[str, Sequence[float]] | None = None,
 ) -> Path:
     """A line plot written to ``path`` (PNG, atomically); returns ``path``.
 
@@ -172,11 +173,15 @@ def line_plot(
         logx: a log x axis, ticked at the measured x values.
         logy: a log y axis.
         hline: a horizontal reference line ``(y, label)``, or None.
+        errors: error bars (+- the value at each point) of the series they name, or None.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", label=label)
+        if errors and label in errors:
+            ax.errorbar(xs, ys, yerr=errors[label], marker="o", capsize=3, label=label)
+        else:
+            ax.plot(xs, ys, marker="o", label=label)
     if hline is not None:
         ax.axhline(hline[0], color="grey", linestyle="--", label=hline[1])
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)

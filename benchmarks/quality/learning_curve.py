@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/quality/learning_curve.py --task ddti-recipes      # the recipes on MedSegDiff-B
     .venv/bin/python benchmarks/quality/learning_curve.py --report                 # rebuild learning-curve.md and plots
     .venv/bin/python benchmarks/quality/learning_curve.py --task ddti --quick      # smoke check, tiny budget
+    .venv/bin/python benchmarks/quality/learning_curve.py --task ddti-anchored --seed 2 --max-steps 1200
 
 Every model trains once through ``diffuseg.training.run.train`` with a constant learning rate after warm-up
 (``train.decay_steps=0``), so training to budget 2 resumes from budget 1 and equals one run to budget 2 bit for
@@ -17,7 +18,14 @@ recipe, timed back to back in this process (``step_cost``), so that "equal compu
 
 Results land in ``benchmarks/results/learning-curve/<task>.json`` after every point (a rerun skips finished
 points and resumes unfinished training) and ``learning-curve.md`` plus ``learning-curve-<task>.png`` are
-rebuilt from every finished task.
+rebuilt from every finished task. DDTI points keep each validation image's scores (``per_case``), so that two
+models can be compared patient by patient.
+
+Training seeds: ``--seed N`` trains the arms of the task's seed study (``SEEDED``: the models that decide) with
+``train.seed=N``, in run folders and a result file suffixed ``-seedN`` (none for the presets' seed,
+``DEFAULT_SEED``, whose runs are the task's own); a finished point of such a run without per-case scores is trained
+and scored again. ``--max-steps`` leaves out the points beyond it. The validation patients are the same for
+every seed (``data.split_seed`` is not the training seed).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import quality as Q
 from common import RESULTS, machine, print_machine
 
 from diffuseg.checkpoint import LAST, read_checkpoint
-from diffuseg.config import Config
+from diffuseg.config import Config, TrainConfig
 from diffuseg.errors import UserError
 from diffuseg.files import write_text_atomic
 from diffuseg.training.run import train
@@ -247,6 +255,27 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     return [unet, anchored_models(unet, "anchored-lidc", "lc-lidc-anchored")[2]]
 
 
+# The seed study of a task: the labels of its models trained with several seeds (--seed).
+SEEDED = {"ddti-anchored": ("deterministic UNet", "anchored diffusion (residual, head 8-16-32-32)")}
+DEFAULT_SEED = TrainConfig.seed  # the presets' training seed: its runs and results carry no suffix
+
+
+def seed_suffix(seed: int) -> str:
+    """What a run folder and a result file of training seed ``seed`` end with."""
+    return "" if seed == DEFAULT_SEED else f"-seed{seed}"
+
+
+def seeded_models(task: str, models: list[Model], seed: int) -> list[Model]:
+    """The models of ``task``'s seed study, trained with ``seed`` (run folders suffixed by ``seed_suffix``)."""
+    if task not in SEEDED:
+        raise UserError(f"--seed: task {task} has no seed study (tasks with one: {', '.join(sorted(SEEDED))})")
+    return [
+        dataclasses.replace(m, run=m.run + seed_suffix(seed), extra=(*m.extra, f"train.seed={seed}"))
+        for m in models
+        if m.label in SEEDED[task]
+    ]
+
+
 TASKS = {
     "acdc": acdc_models,
     "lidc-anchored": lidc_anchored_models,
@@ -301,10 +330,14 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
     elif task.startswith("ddti"):
         cases = Q.val_cases(config, b.ddti_cases)
         sampling = {"samples": 1} if model.family == "unet" else {"samples": b.members, **DDTI_SAMPLING}
-        scores = Q.score(Q.ensembles(ckpt, cases, **sampling), cases, ged_sizes=())
+        rows = Q.case_scores(Q.ensembles(ckpt, cases, **sampling), cases, ged_sizes=())
+        scores = Q.mean_scores(rows)
+        per_case = {"case": [cid for cid, _, _ in cases], "dice": [r["dice"] for r in rows]}
         if model.family == "diffusion":  # the one-step diagnostic: the network's own x_hat_0 at t = 1
-            one = Q.score(Q.ensembles(ckpt, cases, samples=1, sampler="ddim", steps=1), cases, ged_sizes=())
-            scores["dice_one_step"] = one["dice"]
+            one = Q.case_scores(Q.ensembles(ckpt, cases, samples=1, sampler="ddim", steps=1), cases, ged_sizes=())
+            scores["dice_one_step"] = Q.mean_scores(one)["dice"]
+            per_case["dice_one_step"] = [r["dice"] for r in one]
+        scores["per_case"] = per_case
     else:
         cases = Q.val_cases(config, b.lidc_cases)
         scores = Q.score(Q.ensembles(ckpt, cases, samples=b.samples), cases)
@@ -362,11 +395,26 @@ def step_cost(b: Q.Budget, model: Model, reference: Model, steps: int = 16) -> f
     return float(np.median(ratios[2:]))
 
 
-def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
+def result_file(task: str, quick: bool, seed: int = DEFAULT_SEED) -> Path:
+    return OUT / f"{task}{seed_suffix(seed)}{'-quick' if quick else ''}.json"
+
+
+def run_task(
+    task: str, quick: bool, remeasure: bool = False, seed: int | None = None, max_steps: int | None = None
+) -> None:
     """Train and score every model of ``task`` at each of its budgets (finished points are kept); the task's JSON
-    records the machine it ran on, since step costs and minutes are only comparable on one machine."""
+    records the machine it ran on, since step costs and minutes are only comparable on one machine.
+
+    Args:
+        task: a key of ``TASKS``.
+        quick: the tiny budget (results in ``<task>-quick.json``).
+        remeasure: time the step costs again.
+        seed: None: every model with the presets' seed; N: the task's seed study (``seeded_models``) with
+            training seed N, every point with per-case scores.
+        max_steps: leave out the points beyond this many steps (None: every point).
+    """
     b = QUICK if quick else BUDGET
-    out = OUT / f"{task}{'-quick' if quick else ''}.json"
+    out = result_file(task, quick, DEFAULT_SEED if seed is None else seed)
     saved = json.loads(out.read_text()) if out.exists() else {}
     curves: dict[str, Any] = saved.get("curves", {})
     reference = reference_model(task, b, quick)
@@ -374,22 +422,35 @@ def run_task(task: str, quick: bool, remeasure: bool = False) -> None:
     def save() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         payload = {"task": task, "machine": saved.get("machine") or cpu_line(), "budget": dataclasses.asdict(b),
-                   "sampling": DDTI_SAMPLING, "curves": curves}  # fmt: skip
+                   "sampling": DDTI_SAMPLING, "seed": DEFAULT_SEED if seed is None else seed,
+                   "curves": curves}  # fmt: skip
         write_text_atomic(out, json.dumps(payload, indent=1, default=float))
 
     models = TASKS[task](b, quick)
+    if seed is not None:
+        models = seeded_models(task, models, seed)
+        reference = (seeded_models(task, [reference], seed) or [reference])[0]
+    if max_steps is not None:
+        models = [dataclasses.replace(m, points=tuple(p for p in m.points if p <= max_steps)) for m in models]
+
+    def todo(model: Model, steps: int) -> bool:
+        point = curves[model.label]["points"].get(str(steps))
+        return steps in model.points and (point is None or (seed is not None and "per_case" not in point))
+
     for model in models:
         curve = curves.setdefault(model.label, {"points": {}, "train_min": 0.0})
-        if model == reference:
+        if model.run == reference.run:  # the same run, whatever points --max-steps left it
             curve["relative_step_cost"] = 1.0
         elif remeasure or "relative_step_cost" not in curve:
             curve["relative_step_cost"] = step_cost(b, model, reference)
             print(model.label, "relative step cost", round(curve["relative_step_cost"], 3), flush=True)
             save()
     for steps in sorted({s for m in models for s in m.points}):  # every model at a budget before the next one
-        for model in (m for m in models if steps in m.points and str(steps) not in curves[m.label]["points"]):
+        for model in (m for m in models if todo(m, steps)):
             curve = curves[model.label]
             config = model_config(b, model, steps)
+            if not (Path(config.train.out_dir) / "checkpoints" / LAST).exists():
+                curve["train_min"] = 0.0  # a run trained from its first step (again, if its folder was removed)
             curve["train_min"] += train_to(config)
             point = evaluate_point(task, b, model, config)
             point |= {"steps": steps, "images": steps * config.train.batch_size, "train_min": curve["train_min"]}
@@ -407,13 +468,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--remeasure-costs", action="store_true", help="time the recipes' step costs again")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per job on a shared machine)")
     parser.add_argument("--data", type=Path, default=Q.DATA, help="folder holding lidc/ and ddti/ (../shared/data)")
+    parser.add_argument("--seed", type=int, help=f"training seed of the task's seed study (presets: {DEFAULT_SEED})")
+    parser.add_argument("--max-steps", type=int, help="leave out the points beyond this many training steps")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     Q.DATA = args.data
     info = machine()
     print_machine(info)
     for task in args.task:
-        run_task(task, args.quick, args.remeasure_costs)
+        run_task(task, args.quick, args.remeasure_costs, args.seed, args.max_steps)
     from learning_curve_report import write_report
 
     write_report(OUT, info, args.quick)

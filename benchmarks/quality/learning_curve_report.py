@@ -3,16 +3,29 @@
 One section per dataset gathers the curves of its tasks (e.g. ``ddti``, ``ddti-recipes``, ``ddti-combo``): a
 table of every point and plots of the validation scores against training compute, counted in optimiser steps
 of the task's reference model (steps x ``relative_step_cost``), so that curves at equal x had equal compute.
+
+A task with runs of several training seeds (``<task>-seed<N>.json`` beside ``<task>.json``, the presets' seed) gets
+a section of its own: each point's Dice as mean +- sd over the seeds, and the paired per-patient difference of each
+model against the deterministic UNet (the mean of a patient's images, then the mean over patients) with its 95 %
+bootstrap interval over patients, per seed and for the patients' means over the seeds.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from common import line_plot, markdown_table, write_markdown
+from yardsticks import paired
+
+from diffuseg.config import TrainConfig
+from diffuseg.data.formats.paired import patient_of
+from diffuseg.evaluation.metrics import summarize
 
 # (key in a point, label, as percent?) per dataset; the first ones are plotted
 METRICS = {
@@ -42,6 +55,10 @@ REFERENCE = {
     "lidc-anchored": "the deterministic UNet",
     "lidc": "the ambiguity paper's diffusion UNet",
 }
+
+
+SEED_FILE = re.compile(r"(?P<task>.+)-seed(?P<seed>\d+)")
+BASELINE = "deterministic UNet"  # the model every other model of a seed study is paired with
 
 
 def _value(point: Mapping[str, Any], key: str, percent: bool) -> float:
@@ -87,6 +104,112 @@ def _machines(by_task: Mapping[str, str]) -> str:
     return "".join(f"Task `{task}` ran on: {where}.\n" for task, where in sorted(by_task.items())) + "\n"
 
 
+# --------------------------------------------------------------------------------------------- seeds
+def task_and_seed(stem: str) -> tuple[str, int | None]:
+    """``("ddti-anchored", 2)`` for the result file ``ddti-anchored-seed2``; ``(stem, None)`` for a task's own."""
+    m = SEED_FILE.fullmatch(stem)
+    return (m["task"], int(m["seed"])) if m else (stem, None)
+
+
+def seed_table(by_seed: Mapping[int, Mapping[str, Any]], key: str = "dice") -> list[list[Any]]:
+    """One row per (model, steps) scored with two seeds or more: the model, its step cost (mean over the seeds),
+    the steps, each seed's ``key`` in percent, their mean and sample sd over the seeds.
+
+    Args:
+        by_seed: training seed -> the curves of that seed (``label -> {"points": {steps: point}, ...}``).
+        key: the point's metric (a fraction, shown in percent).
+    """
+    values: dict[tuple[str, int], dict[int, float]] = defaultdict(dict)
+    costs: dict[str, list[float]] = defaultdict(list)
+    for seed, curves in sorted(by_seed.items()):
+        for label, curve in curves.items():
+            costs[label].append(curve.get("relative_step_cost") or 1.0)
+            for p in curve["points"].values():
+                values[label, p["steps"]][seed] = _value(p, key, True)
+    rows = []
+    for (label, steps), vals in values.items():
+        if len(vals) > 1:
+            stats = summarize(list(vals.values()))
+            by = ", ".join(f"{s}: {v:.1f}" for s, v in sorted(vals.items()))
+            rows.append([label, float(np.mean(costs[label])), steps, by, stats["mean"], stats["std"]])
+    return sorted(rows, key=lambda r: (r[0] != BASELINE, r[0], r[2]))
+
+
+def patient_means(per_case: Mapping[str, list], key: str = "dice") -> dict[str, float]:
+    """The mean ``key`` of each patient's images (``per_case``: the point's case ids and their scores)."""
+    by_patient: dict[str, list[float]] = defaultdict(list)
+    for case, v in zip(per_case["case"], per_case[key]):
+        by_patient[patient_of(case)].append(v)
+    return {p: float(np.nanmean(vs)) for p, vs in by_patient.items()}
+
+
+def paired_table(by_seed: Mapping[int, Mapping[str, Any]], key: str = "dice") -> list[list[Any]]:
+    """Each model against ``BASELINE`` at each steps both were scored with per-case scores: per seed, and (with
+    two seeds or more) for each patient's mean over the seeds; rows: model, steps, seeds, patients, the mean
+    per-patient difference in points [95 % bootstrap CI over patients] and, for the seeds' row, the sd of the
+    per-seed differences."""
+    diffs: dict[tuple[str, int], dict[int, tuple[dict, dict]]] = defaultdict(dict)
+    for seed, curves in sorted(by_seed.items()):
+        base = curves.get(BASELINE, {"points": {}})["points"]
+        for label, curve in curves.items():
+            for steps, p in curve["points"].items():
+                b = base.get(steps)
+                if label != BASELINE and b and "per_case" in p and "per_case" in b:
+                    diffs[label, p["steps"]][seed] = (
+                        patient_means(p["per_case"], key),
+                        patient_means(b["per_case"], key),
+                    )
+    rows = []
+    for (label, steps), seeds in sorted(diffs.items()):
+        for seed, (model, base) in seeds.items():
+            pats = sorted(model.keys() & base.keys())
+            a, b = np.array([model[q] for q in pats]), np.array([base[q] for q in pats])
+            rows.append([label, steps, str(seed), len(pats), paired(a, b), None])
+        if len(seeds) > 1:
+            pats = sorted(set.intersection(*(set(m) & set(b) for m, b in seeds.values())))
+            a = np.array([[m[q] for q in pats] for m, _ in seeds.values()]).mean(0)
+            b = np.array([[bb[q] for q in pats] for _, bb in seeds.values()]).mean(0)
+            per_seed = [100 * np.mean([m[q] - bb[q] for q in pats]) for m, bb in seeds.values()]
+            rows.append([label, steps, "mean of " + ", ".join(map(str, seeds)), len(pats), paired(a, b),
+                         summarize(per_seed)["std"]])  # fmt: skip
+    return rows
+
+
+def seed_section(task: str, by_seed: Mapping[int, Mapping[str, Any]], out: Path, suffix: str = "") -> str:
+    """The seed study of ``task``: mean +- sd over seeds, the paired per-patient differences, a plot."""
+    rows = seed_table(by_seed)
+    body = markdown_table(["model", "step cost", "steps", "Dice % by seed", "mean Dice %", "sd (over seeds)"], rows)
+    body += "\n" + markdown_table(["model", "steps", "seed", "patients",
+                                   f"Dice minus the {BASELINE}'s, points [95 % CI]", "sd over seeds"],
+                                  paired_table(by_seed))  # fmt: skip
+    body += (
+        f"\nTraining seeds {', '.join(map(str, sorted(by_seed)))} (`train.seed`; the validation patients are the "
+        "same). sd: the sample standard deviation over seeds. Paired difference: each validation patient's mean Dice "
+        f"over its images, the model's minus the {BASELINE}'s, averaged over patients; 95 % percentile bootstrap "
+        "over patients (10,000 draws). The row 'mean of ...' pairs each patient's Dice averaged over the seeds: its "
+        "interval covers the sampling of patients, not of seeds (their spread is the last column); patients with "
+        "several images weigh as much as the others, so it differs slightly from the difference of the image means "
+        "above.\n"
+    )
+    scored = {seed: sorted({p["steps"] for c in curves.values() for p in c["points"].values()})
+              for seed, curves in sorted(by_seed.items())}  # fmt: skip
+    body += (
+        "\nSteps scored by seed: "
+        + "; ".join(f"{s}: {', '.join(map(str, st))}" for s, st in scored.items())
+        + f" (the task's own seed runs every point; another seed N runs `learning_curve.py --task {task} --seed N "
+        "--max-steps S`, S its last step).\n"
+    )
+    series, errors = {}, {}
+    for label, cost, steps, _, mean, sd in rows:
+        xs, ys = series.setdefault(label, ([], []))
+        xs.append(steps * cost), ys.append(mean)
+        errors.setdefault(label, []).append(sd)
+    figure = line_plot(out.parent / f"{out.name}-{task}-seeds-dice{suffix}.png", series, errors=errors,
+                       ylabel="Dice % (mean +- sd over seeds)", xlabel=f"training compute (steps of {REFERENCE[task]})",
+                       title=f"{task}: validation Dice over training seeds")  # fmt: skip
+    return body + f"\n![{task} seeds]({figure.name})\n"
+
+
 def write_report(out: Path, info: Mapping[str, str], quick: bool = False) -> Path | None:
     """``out``.md from every ``out/*.json`` (``--quick``: ``out/*-quick.json`` to ``out``-quick.md); None when
     nothing has finished yet."""
@@ -95,16 +218,32 @@ def write_report(out: Path, info: Mapping[str, str], quick: bool = False) -> Pat
         return None
     machines: dict[str, dict[str, str]] = {}
     by_dataset: dict[str, dict[str, Any]] = {}
+    own: dict[str, tuple[int, dict[str, Any], str]] = {}  # task -> (its seed, its curves, its machine)
+    seeded: dict[str, dict[int, Any]] = {}  # task -> seed -> the curves of its seed study
     for f in files:
-        task = f.stem.removesuffix("-quick")  # tasks are named <dataset>[-<what>][-quick]
-        dataset = task if task in METRICS else task.split("-")[0]  # a task with metrics of its own: its section
+        task, seed = task_and_seed(f.stem.removesuffix("-quick"))  # <dataset>[-<what>][-seed<N>][-quick]
         saved = json.loads(f.read_text())
+        if seed is not None:
+            seeded.setdefault(task, {})[seed] = saved["curves"]
+            machines.setdefault(f"{task} seeds", {})[f"{task}, seed {seed}"] = saved.get("machine", "not recorded")
+            continue
+        where = saved.get("machine", "not recorded")
+        own[task] = (saved.get("seed", TrainConfig.seed), saved["curves"], where)
+        dataset = task if task in METRICS else task.split("-")[0]  # a task with metrics of its own: its section
         by_dataset.setdefault(dataset, {}).update(saved["curves"])
-        machines.setdefault(dataset, {})[task] = saved.get("machine", "not recorded")
+        machines.setdefault(dataset, {})[task] = where
     suffix = "-quick" if quick else ""
     sections = [
         (name.upper(), _machines(machines[name]) + dataset_section(name, c, out, suffix))
         for name, c in sorted(by_dataset.items())
     ]
+    for task, by_seed in sorted(seeded.items()):
+        study = {label for curves in by_seed.values() for label in curves}  # the models trained with other seeds
+        if task in own:
+            seed, curves, where = own[task]
+            by_seed = {seed: {k: v for k, v in curves.items() if k in study}, **by_seed}
+            machines[f"{task} seeds"][f"{task}, seed {seed}"] = where
+        body = _machines(machines[f"{task} seeds"]) + seed_section(task, by_seed, out, suffix)
+        sections.append((f"{task.upper()}, TRAINING SEEDS", body))
     path = out.parent / f"{out.name}{suffix}.md"
     return write_markdown(path, "Learning curves", info, sections)

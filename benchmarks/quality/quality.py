@@ -224,12 +224,21 @@ def ensembles(ckpt: Path, cases, **sample: Any) -> list[Any]:
     return list(sample_ensembles(draw, images, config.sample, scheme=config.data.scheme))
 
 
-def score(results, cases, ged_sizes=(4, 16)) -> dict[str, float]:
-    """Mean of ``case_metrics`` over cases (NaNs left out), plus how many cases were scored."""
-    rows = [
+def case_scores(results, cases, ged_sizes=(4, 16)) -> list[dict[str, float]]:
+    """``case_metrics`` of each case, in the order of ``cases``."""
+    return [
         case_metrics(r.samples, r.fused, masks.bool()[:, None], LabelScheme(), EvalConfig(ged_samples=tuple(ged_sizes)))
         for r, (_, _, masks) in zip(results, cases)
     ]
+
+
+def score(results, cases, ged_sizes=(4, 16)) -> dict[str, float]:
+    """Mean of ``case_metrics`` over cases (NaNs left out), plus how many cases were scored."""
+    return mean_scores(case_scores(results, cases, ged_sizes))
+
+
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric of ``case_scores`` rows (NaNs left out), plus how many cases were scored."""
     keys = sorted({k for row in rows for k in row})
     out = {k: M.summarize([row.get(k, math.nan) for row in rows])["mean"] for k in keys}
     out["cases"] = len(rows)
