@@ -107,6 +107,17 @@ def test_choose_cases_orders_by_metric():
     assert "16 samples" in metric_help("ged_biased_16")
 
 
+def test_choose_cases_leaves_out_blank_cases():
+    # "e": nothing marked by a member or the majority (Dice 1, both empty); "f": a perfect match that marks pixels
+    marks = {"a": 0.2, "b": 0.1, "c": 0.3, "d": 0.2, "e": None, "f": 0.0}
+    errors = {"a": 0.1, "b": 0.4, "c": 0.2, "d": 0.3, "e": 0.0, "f": 0.0}
+    dice = {"a": 0.6, "b": 0.2, "c": 0.4, "d": 0.5, "e": 1.0, "f": 1.0}
+    rows = [{"case": c, "dice": dice[c], "ece_marked": marks[c], "pixel_error_rate": errors[c]} for c in dice]
+    assert choose_cases(rows, "dice", 3) == ["f", "d", "b"]
+    assert choose_cases([r for r in rows if r["case"] == "e"], "dice", 3) == ["e"]  # the only case is kept
+    assert choose_cases([{"case": "x", "dice": 1.0}], "dice", 3) == ["x"]  # results without these metrics
+
+
 def test_cli_report(evaluated, tmp_path, capsys):
     assert main(["report", str(evaluated / "results.json"), "--out", str(tmp_path / "rep")]) == 0
     assert "report:" in capsys.readouterr().out

@@ -7,10 +7,10 @@ level with the reference masks' scores and, with ``baseline``, the paired differ
 ``evaluation.compare``), the per-group table when the dataset has groups, the main and the other metrics' summary
 tables, the distribution of each metric over the cases, whether the uncertainty predicts the errors
 (``uncertainty_report``), and for a few chosen cases (best, quartiles, worst by GED where it is defined, else by
-Dice) the image, each annotator's mask, the fused mask, the uncertainty map with its colour bar, and the samples.
-With several classes (the ``classes`` of ``results.json``) it adds a legend of the class colours and per-class
-tables (``evaluation.tables``). The case figures reopen the prediction and ground-truth folders named in
-``results.json``; when those are gone the page says so and keeps the rest.
+Dice; cases where nothing is marked left out) the image, each annotator's mask, the fused mask, the uncertainty map
+with its colour bar, and the samples. With several classes (the ``classes`` of ``results.json``) it adds a legend
+of the class colours and per-class tables (``evaluation.tables``). The case figures reopen the prediction and
+ground-truth folders named in ``results.json``; when those are gone the page says so and keeps the rest.
 """
 
 from __future__ import annotations
@@ -195,13 +195,22 @@ def _baseline_name(other: dict, path: Path, gt: str | None) -> str:
 
 
 def choose_cases(rows: list[dict], metric: str, count: int) -> list[str]:
-    """Best, quartile and worst cases by ``metric`` (lower is better for GED and HD95), up to ``count``."""
+    """Best, quartile and worst cases by ``metric`` (lower is better for GED and HD95), up to ``count``.
+
+    A blank case, where no member marks a pixel and the fused mask has no error (so the annotators' majority marks
+    nothing either), scores the best Dice and shows nothing: it is left out while any other case is scored."""
     scored = [r for r in rows if isinstance(r.get(metric), (int, float))]
+    scored = [r for r in scored if not _blank(r)] or scored
     if not scored:
         return [r["case"] for r in rows[:count]]
     scored.sort(key=lambda r: r[metric], reverse=not lower_is_better(metric))
     picks = np.linspace(0, len(scored) - 1, num=min(count, len(scored))).round().astype(int)
     return list(dict.fromkeys(scored[i]["case"] for i in picks))
+
+
+def _blank(row: dict) -> bool:
+    """Whether no member marks a pixel (``ece_marked`` undefined) and the fused mask has no error pixel."""
+    return "ece_marked" in row and row["ece_marked"] is None and row.get("pixel_error_rate") == 0
 
 
 def _title() -> str:
