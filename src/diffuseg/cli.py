@@ -214,7 +214,7 @@ def _classes(text: str) -> tuple[dict, ...]:
 
 # Dataset layouts, ``diffuseg.data.formats.Layout`` (its readers' registry plus auto); kept here so that
 # ``--help`` does not import torch; tests/test_command_line.py checks that the two agree.
-LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "classes", "ssl4mis", "paired", "nifti", "images")
+LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "classes", "ssl4mis", "paired", "nifti", "images", "labels")
 _LAYOUT_HELP = "one of: " + ", ".join(LAYOUTS) + "; see docs/data.md"
 FOLD_HELP = (
     "validate on fold K (0-based) of the dataset's splits_final.json, else of a k-fold split by patient "
@@ -334,11 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="score predictions against ground truth",
         description="Score a prediction folder against the ground truth: Dice, IoU, HD95, GED and more per case "
-        "and as a summary; writes results.json and results.csv. Example: diffuseg evaluate preds/ DATASET_FOLDER",
+        "and as a summary; writes results.json, results.csv and nnU-Net's summary.json. "
+        "Example: diffuseg evaluate preds/ DATASET_FOLDER",
     )
     e.add_argument("pred", help="prediction folder written by `diffuseg predict`")
-    e.add_argument("gt", help="ground-truth dataset folder (one or several annotators)")
-    e.add_argument("--out", default=None, help="results.json path (default: PRED/results.json)")
+    e.add_argument(
+        "gt", help="ground-truth dataset folder (one or several annotators), or a folder of label files (labelsTs)"
+    )
+    e.add_argument(
+        "--out", default=None, help="results.json path; results.csv and summary.json beside it (default: PRED/)"
+    )
     e.add_argument(
         "--layout",
         default="auto",

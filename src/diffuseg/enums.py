@@ -108,6 +108,7 @@ class Layout(StrEnum):
     PAIRED = "paired"
     NIFTI = "nifti"
     IMAGES = "images"
+    LABELS = "labels"
 
 
 class SplitKind(StrEnum):

@@ -2,15 +2,17 @@
 
 PRED is a prediction folder (``inference.outputs``: what ``diffuseg predict`` writes, or the looser layouts
 ``find_predictions`` accepts). A 3D prediction ``<volume>.<ext>`` stands for every 2D slice of that volume in
-GT. GT is any layout ``data.formats.open_dataset`` reads, with one or several annotators. Cases are matched by
-id; those missing on either side are listed and left out. A folder whose prediction manifests
-(``inference.manifest``) say the run is unfinished is refused. Each case is scored by
+GT. GT is any layout ``data.formats.open_dataset`` reads, with one or several annotators, or a folder of label
+files alone (nnU-Net's ``labelsTs``; ``data.formats.open_ground_truth``). Cases are matched by id; those missing
+on either side are listed and left out. A folder whose prediction manifests (``inference.manifest``) say the run
+is unfinished is refused. Each case is scored by
 ``case_metrics.case_metrics``; volumes whose slices were all scored are scored again in 3D.
 
 ``results.json`` (see docs/evaluation.md): ``{"cases": [{"case", "dice", "iou", "hd95", "ged", ...}],
 "summary": {metric: {"mean", "std", "median", "min", "max", "n", "n_undefined"}}, "volumes": [...],
 "volume_summary": {...}, "calibration": {...}, "missing": {...}, "pred", "gt", "layout", "spacing_unit", ...}``,
-plus ``results.csv`` with one row per case. Both are written atomically.
+plus ``results.csv`` with one row per case and nnU-Net's ``summary.json`` (``nnunet_summary``: Dice, IoU and
+counts per prediction file and label). All are written atomically, beside each other.
 
 The classes (``scheme_classes``): ``--classes``, else ``PRED/config.yaml``'s ``data.classes``, else those the
 dataset declares; none means binary. With declared classes, predictions and ground truth are label maps in
@@ -37,11 +39,12 @@ import numpy as np
 import torch
 
 from diffuseg.config import EvalConfig
-from diffuseg.data.formats import open_dataset
+from diffuseg.data.formats import open_ground_truth
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics
+from diffuseg.evaluation.nnunet_summary import SUMMARY_NAME, SummaryCounts, write_summary
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.outputs import CONFIG_NAME, PredictionFiles, find_predictions, plane, read_mask
 from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
@@ -98,12 +101,12 @@ def evaluate(
     cases: Collection[str] | None = None,
     classes: Sequence | str | None = None,
 ) -> dict[str, Any]:
-    """Score PRED against GT, write ``results.json`` and ``results.csv`` beside it, print a summary table
-    (unless ``quiet``), and return the results dict.
+    """Score PRED against GT, write ``results.json``, and ``results.csv`` and ``summary.json`` beside it, print a
+    summary table (unless ``quiet``), and return the results dict.
 
     Args:
         pred: the prediction folder.
-        gt: the ground truth, any layout ``data.formats.open_dataset`` reads.
+        gt: the ground truth, any layout ``data.formats.open_dataset`` reads, or a folder of label files.
         out: where ``results.json`` goes (default ``PRED/results.json``); ``results.csv`` beside it.
         layout: the ground truth's layout (``auto``: detected).
         eval_config: GED sample counts, HD percentile, calibration bins (default ``EvalConfig()``).
@@ -118,11 +121,12 @@ def evaluate(
     check_complete(Path(pred))
     predictions = find_predictions(pred)
     declared, foreground = scheme_classes(pred, classes)
-    reader = select_cases(open_dataset(gt, layout, foreground, declared), cases, str(gt))
+    reader = select_cases(open_ground_truth(gt, layout, foreground, declared), cases, str(gt))
     scheme: LabelScheme = reader.scheme
     matched, missing_pred, missing_gt = _match(predictions, reader, pred, gt)
 
     acc = M.MetricAccumulator()
+    nnunet = SummaryCounts(scheme)
     calibration = calibration_sums(scheme, cfg.calibration_bins)
     volumes: dict[str, _Volume] = {}
     cache = _PredVolumes(partial(read_mask, scheme=scheme), size=2 + max(len(f.samples) for f in predictions.values()))
@@ -148,6 +152,7 @@ def evaluate(
             if members is not None:
                 add_calibration(calibration, scheme, members[:, 0], case.masks, cfg.calibration_bins)
             acc.add(case.case_id, values)
+            _add_counts(nnunet, predictions, case, entry.volume_id, fused)
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
                 vol.slices[entry.slice_index] = (fused, case.masks.numpy())
@@ -186,6 +191,7 @@ def evaluate(
         }
     target = Path(out) if out is not None else Path(pred) / RESULTS_NAME
     write_results(results, target)
+    write_summary(nnunet, target.parent / SUMMARY_NAME)
     if not quiet:
         print(format_summary(results, target))
     return results
@@ -229,6 +235,14 @@ def _load_prediction(
         samples.append(plane(cache.get(p) if sliced else cache.read(p), p, z))
         _check_size(p, samples[-1].shape, case)
     return fused, np.stack(samples)
+
+
+def _add_counts(counts: SummaryCounts, predictions: dict[str, PredictionFiles], case, volume_id, fused) -> None:
+    """Add a scored 2D item to nnU-Net's summary counts, under its prediction file's name."""
+    name = case.case_id if case.case_id in predictions else volume_id
+    reference = case.geometry.mask_sources[0][0] if case.geometry.mask_sources else ""
+    valid = np.ones(fused.shape, dtype=bool)
+    counts.add(name, str(predictions[name].fused), reference, fused, case.masks[0].numpy(), valid)
 
 
 def _check_size(path: Path, shape: tuple[int, ...], case) -> None:
@@ -376,5 +390,5 @@ def format_summary(results: dict[str, Any], path: Path | None = None) -> str:
         if cal["ece"] is not None:
             lines.append(f"pooled ECE over every case's pixels ({name}): {cal['ece']:.4f}")
     if path is not None:
-        lines.append(f"\nwrote {path} and {path.with_suffix('.csv')}")
+        lines.append(f"\nwrote {path}, {path.with_suffix('.csv')} and {path.parent / SUMMARY_NAME} (nnU-Net's)")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from datafixtures import label_map, nifti, nnunet
 
-from diffuseg.data.formats import open_dataset
+from diffuseg.data.formats import images_from_files, open_dataset
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
@@ -88,3 +88,44 @@ def test_nnunet_annotator_folders_outside_the_dataset_are_refused(tmp_path, entr
 def test_nnunet_annotator_folders_inside_the_dataset_are_read(tmp_path):
     root = _nnunet(tmp_path / "ds", ["labelsTr"])
     assert len(open_dataset(str(root), "nnunet", ()).entries) == 2  # the two slices of one volume
+
+
+def _images_ts(root: Path, cases: dict[str, int]) -> Path:
+    """``root/imagesTs`` with ``CASE_XXXX.nii.gz`` files, ``cases[CASE]`` channels each (6x6x2 volumes)."""
+    rng = np.random.default_rng(0)
+    for case, channels in cases.items():
+        for c in range(channels):
+            nifti(root / "imagesTs" / f"{case}_{c:04d}.nii.gz", rng.random((6, 6, 2)).astype(np.float32))
+    return root / "imagesTs"
+
+
+def test_an_images_ts_folder_groups_channel_files_into_cases(tmp_path, capsys):
+    folder = _images_ts(tmp_path, {"a": 2, "b": 2})
+    reader = open_dataset(folder)
+    assert reader.layout == "nnunet" and reader.annotators == 0
+    assert [e.case_id for e in reader.entries] == ["a_z0000", "a_z0001", "b_z0000", "b_z0001"]
+    assert {e.volume_id for e in reader.entries} == {"a", "b"} and reader[0].image.shape == (2, 6, 6)
+    assert "read as 2 case(s) of 2 channels" in capsys.readouterr().err
+    alone = open_dataset(folder, layout="images")  # each file an image of its own
+    assert {e.volume_id for e in alone.entries} == {"a_0000", "a_0001", "b_0000", "b_0001"}
+    files = images_from_files(sorted(folder.iterdir()))
+    assert files.layout == "nnunet" and {e.volume_id for e in files.entries} == {"a", "b"}
+
+
+def test_an_images_ts_folder_checks_the_channels_of_dataset_json(tmp_path):
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "PET"}, "labels": {}}))
+    folder = _images_ts(tmp_path, {"a": 1})
+    reader = open_dataset(folder)
+    assert reader.layout == "nnunet" and not reader.entries
+    assert reader.problems == [f"{folder}/a: missing channel file(s) _0001 ({tmp_path / 'dataset.json'} declares 2)"]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["a_0000", "a_0002"], ["a_0000", "a_0001", "b_0000"], ["a_0000", "notes"], ["frame_0001"]],
+)
+def test_files_not_named_as_nnunet_channels_stay_images(tmp_path, names):
+    for name in names:
+        nifti(tmp_path / f"{name}.nii.gz", np.zeros((4, 4), np.float32))
+    reader = open_dataset(tmp_path)
+    assert reader.layout == "images" and sorted(e.case_id for e in reader.entries) == sorted(names)

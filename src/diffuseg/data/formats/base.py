@@ -3,6 +3,13 @@
 A reader only *finds* files (``scan``); decoding, slicing of volumes, turning label maps into atom maps
 (``labels``: binary {0,1}, or one atom per declared label value) and every per-file check live
 here, so all layouts report problems the same way.
+
+Classes, one policy for every layout: ``data.classes`` (``--classes RV=1,Myo=2,LV=3``) when given; else those the
+dataset declares (nnU-Net's ``dataset.json``); else, for a layout whose files say nothing of their classes
+(``Reader.infer_classes``: paired and NIfTI folders, multi, SSL4MIS, label folders), the label values found in
+its label files (``classes_from_values``): two to ``MAX_INFERRED`` distinct positive integers (255 not among them:
+the foreground of 0/255 masks, a void label or an anti-aliased edge) become exclusive classes ``class_V``, with a
+note; else the masks are binary (``data.foreground``, default any non-zero value).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from diffuseg.data.formats.files import (
 )
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
+
+MAX_INFERRED = 64  # at most this many distinct label values are read as classes when none are declared
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,7 @@ class Reader:
 
     layout = "base"
     patient_rule = "the case name (each case its own patient)"  # how ``scan`` names patients, for ``verify``
+    infer_classes = False  # whether undeclared classes are read from the label values (module docstring)
 
     def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()):
         self.root = Path(root)
@@ -131,6 +141,39 @@ class Reader:
         self._files = _FileCache()
         self.scan()
         self.problems += name_clashes(self.entries)
+        if self.infer_classes and self.scheme.binary and not self.foreground:
+            self.classes_from_values()
+
+    def classes_from_values(self) -> None:
+        """Without declared classes: the distinct label values of the label files (JPEG skipped, entries whose
+        layout fixes their labels skipped) become classes ``class_V`` when they pass the module docstring's rule,
+        with a note; the scheme stays binary otherwise."""
+        from tqdm import tqdm
+
+        files = list(dict.fromkeys(p for e in self.entries if e.labels is None for f in e.masks for p in f))
+        files = [p for p in files if suffix_of(p) not in LOSSY_SUFFIXES]
+        found: set = set()
+        for path in tqdm(files, desc="label values", unit="file", leave=False, disable=len(files) < 100 or None):
+            try:
+                found.update(label_values(read_file(path, as_mask=True).array))
+            except UserError:
+                continue  # decoding the entry reports the file
+        values = sorted(v for v in found if v != 0)
+        if (
+            not 2 <= len(values) <= MAX_INFERRED
+            or 255 in values
+            or not all(v > 0 and float(v).is_integer() for v in values)
+        ):
+            return
+        classes = [ClassSpec(f"class_{int(v)}", (int(v),)) for v in values]
+        self.use_dataset_classes(classes, str(self.root))
+        self.classes_source = "the label values found in the files"
+        example = ",".join(f"{c.name}={c.values[0]}" for c in classes[:3]) + (",..." if len(classes) > 3 else "")
+        self.notes.append(
+            f"{self.root}: no classes declared; the label values {', '.join(str(int(v)) for v in values)} of its "
+            f"label files are taken as classes {', '.join(c.name for c in classes)} (name them with --classes "
+            f"{example} or data.classes; --foreground V makes the masks binary)"
+        )
 
     def use_dataset_classes(self, classes: Sequence[ClassSpec], where: str) -> None:
         """Take the classes the dataset declares (file ``where``) unless the config declares its own, which must
@@ -264,12 +307,13 @@ class Reader:
                     f"{'x'.join(map(str, size))} ({entry.images[0].name})"
                 )
                 continue
+            where = f"{path}" if entry.slice_index is None else f"{path} (slice {entry.slice_index})"
             if self.scheme.binary:
-                binary = self._binarise(path, plane, entry.labels, problems)
+                binary = self._binarise(path, where, plane, entry.labels, problems)
                 if binary is not None:
                     out |= binary
                 continue
-            atoms = self._atoms(path, plane, problems)
+            atoms = self._atoms(path, where, plane, problems)
             if atoms is not None:  # several files of one annotator (lesions): later files win where they label
                 out = np.where(atoms > 0, atoms, out)
         return out
@@ -286,23 +330,24 @@ class Reader:
         inside = [self.root.resolve(), shared]
         return None if any(target == f or f in target.parents for f in inside) else target
 
-    def _atoms(self, path: Path, plane: np.ndarray, problems: list[str]) -> np.ndarray | None:
-        """Atom map (H,W) uint8 of one label map under a multi-class ``scheme``; ``None`` with a problem when a
-        value is not declared or the file cannot hold exact label values."""
+    def _atoms(self, path: Path, where: str, plane: np.ndarray, problems: list[str]) -> np.ndarray | None:
+        """Atom map (H,W) uint8 of one label map (file ``path``, ``where`` naming the slice) under a multi-class
+        ``scheme``; ``None`` with a problem when a value is not declared or the file cannot hold exact values."""
         if suffix_of(path) in LOSSY_SUFFIXES:
             problems.append(f"{path}: a JPEG label map cannot hold exact class values; store it as PNG")
             return None
         unknown = self.scheme.undeclared(label_values(plane))
         if unknown:
             problems.append(
-                f"{path}: label value(s) {_values(sorted(unknown))} not declared in {self.classes_source} "
+                f"{where}: label value(s) {_values(sorted(unknown))} not declared in {self.classes_source} "
                 f"{_describe_classes(self.scheme)}"
             )
             return None
         return self.scheme.encode(plane)
 
-    def _binarise(self, path: Path, plane: np.ndarray, labels, problems: list[str]) -> np.ndarray | None:
-        """Foreground of one label map: the chosen ``foreground`` labels, or any non-zero value."""
+    def _binarise(self, path: Path, where: str, plane: np.ndarray, labels, problems: list[str]) -> np.ndarray | None:
+        """Foreground of one label map (file ``path``, ``where`` naming the slice): the chosen ``foreground``
+        labels, or any non-zero value."""
         if suffix_of(path) in LOSSY_SUFFIXES:  # JPEG masks are never exactly binary: threshold at half
             return (plane >= (128 if plane.dtype == np.uint8 else 0.5)).astype(np.uint8)
         values = label_values(plane)
@@ -310,12 +355,13 @@ class Reader:
         if labels is not None:
             unknown = sorted(set(nonzero) - set(labels))
             if unknown:
-                problems.append(f"{path}: unknown label value(s) {_values(unknown)} (allowed: {_values(labels)})")
+                problems.append(f"{where}: unknown label value(s) {_values(unknown)} (allowed: {_values(labels)})")
                 return None
         elif not self.foreground and len(nonzero) > 1:
             problems.append(
-                f"{path}: mask is not binary (values {_values(values)}); choose label values with "
-                "data.foreground=[...] (diffuseg verify --foreground 1,2)"
+                f"{where}: mask is not binary (values {_values(values)}); declare its classes with --classes "
+                "NAME=V,... (data.classes, e.g. --classes RV=1,Myo=2,LV=3), or choose the foreground values with "
+                "--foreground V,... (data.foreground)"
             )
             return None
         if self.foreground:

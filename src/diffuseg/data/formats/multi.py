@@ -30,6 +30,7 @@ def annotator_dirs(root: Path) -> list[Path]:
 class MultiAnnotatorReader(Reader):
     layout = "multi"
     patient_rule = PATIENT_RULE
+    infer_classes = True
 
     @staticmethod
     def detect(root: Path) -> bool:

@@ -5,6 +5,13 @@
 ending from ``file_ending`` (default ``.nii.gz``), the allowed labels from ``labels``. 3D volumes are sliced
 along their last axis.
 
+An images folder alone (``imagesTs/``, what ``nnUNetv2_predict -i`` takes; ``NnUNetImagesReader``) is read the
+same way, unlabelled: its files ``CASE_XXXX.<ext>`` grouped into one case ``CASE`` per name, the channels in
+order, so predictions are written as ``CASE.<ext>`` as nnU-Net writes them. A folder is such a folder when every
+image file in it is named ``CASE_XXXX`` and every case has the channels ``_0000`` .. ``_{n-1}``, n the same for
+all (``channel_cases``); the channel count of ``dataset.json`` beside it (in its parent folder) is checked when
+there is one. ``--layout images`` reads each file as its own image instead.
+
 Patients: a case's patient is its name without ACDC's ``_frameNN`` (``patient024_frame01`` -> ``patient024``),
 so two frames of one subject stay on one side of a split; ``data.patient_regex`` sets another rule. The split of
 nnU-Net's ``splits_final.json`` is read by ``data.splits`` (beside ``dataset.json``, or ``data.splits_file``).
@@ -25,10 +32,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
 from diffuseg.data.formats.files import stem_of
+from diffuseg.data.formats.paired import image_files
 from diffuseg.data.formats.ssl4mis import patient_of
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
@@ -36,7 +45,56 @@ from diffuseg.labels import ClassSpec
 _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
 
 
-def _labels(meta: dict) -> tuple[int, ...] | None:
+def channel_groups(paths: Sequence[Path]) -> tuple[dict[str, dict[int, Path]], list[Path]]:
+    """Files named ``CASE_XXXX.<ext>`` grouped by ``CASE`` (channel number -> file), and the files not so named."""
+    cases: dict[str, dict[int, Path]] = {}
+    others = []
+    for p in paths:
+        m = _CHANNEL.match(stem_of(p))
+        if m:
+            cases.setdefault(m.group(1), {})[int(m.group(2))] = Path(p)
+        else:
+            others.append(Path(p))
+    return cases, others
+
+
+def channel_cases(paths: Sequence[Path]) -> dict[str, tuple[Path, ...]] | None:
+    """The cases of image files named as nnU-Net names them (``CASE_0000``, ``CASE_0001``, ...), each with its
+    channel files in order; ``None`` unless there are files, every one is so named and every case has the channels
+    ``0 .. n-1``, n the same for all."""
+    cases, others = channel_groups(paths)
+    counts = {len(files) for files in cases.values()}
+    if not cases or others or len(counts) != 1:
+        return None
+    n = counts.pop()
+    if any(sorted(files) != list(range(n)) for files in cases.values()):
+        return None
+    return {case: tuple(files[c] for c in range(n)) for case, files in sorted(cases.items())}
+
+
+def is_images_folder(root: Path) -> bool:
+    """Whether ``root`` holds image files named as nnU-Net names them (``channel_cases``), e.g. ``imagesTs``."""
+    return channel_cases(image_files(root)) is not None
+
+
+def read_meta(path: Path) -> dict:
+    """The ``dataset.json`` at ``path`` as a dict; ``UserError`` naming it when it is not a JSON object."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return meta
+
+
+def channel_count(meta: dict) -> int:
+    """The channels a case has: the entries of ``channel_names`` (v2) or ``modality`` (v1); 1 without either."""
+    channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
+    return len(channels) if isinstance(channels, dict) else 1
+
+
+def declared_labels(meta: dict) -> tuple[int, ...] | None:
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         return None
@@ -94,13 +152,7 @@ class NnUNetReader(Reader):
         path = self.root / "dataset.json"
         if not path.is_file():
             raise UserError(f"{path}: not found (the nnunet layout needs dataset.json and imagesTr/ in {self.root})")
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(meta, dict):
-            raise UserError(f"{path}: expected a JSON object")
-        return meta
+        return read_meta(path)
 
     def label_dirs(self, meta: dict) -> list[Path]:
         listed = meta.get("annotator_folders")
@@ -128,20 +180,14 @@ class NnUNetReader(Reader):
     def scan(self) -> None:
         meta = self._meta()
         ending = str(meta.get("file_ending", ".nii.gz"))
-        channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
-        n_channels = len(channels) if isinstance(channels, dict) else 1
-        labels = _labels(meta)
+        n_channels = channel_count(meta)
+        labels = declared_labels(meta)
         where = str(self.root / "dataset.json")
         classes = dataset_classes(meta, where)
         if classes:
             self.use_dataset_classes(classes, where)
-        cases: dict[str, dict[int, Path]] = {}
-        for p in sorted((self.root / "imagesTr").glob(f"*{ending}")):
-            m = _CHANNEL.match(stem_of(p))
-            if not m:
-                self.problems.append(f"{p}: image name lacks the _XXXX channel suffix")
-                continue
-            cases.setdefault(m.group(1), {})[int(m.group(2))] = p
+        cases, unnamed = channel_groups(sorted((self.root / "imagesTr").glob(f"*{ending}")))
+        self.problems += [f"{p}: image name lacks the _XXXX channel suffix" for p in unnamed]
         label_dirs = [d for d in self.label_dirs(meta) if d.is_dir()]
         per_annotator = [{stem_of(p): p for p in sorted(d.glob(f"*{ending}"))} for d in label_dirs]
         names = [d.name for d in label_dirs]
@@ -162,3 +208,45 @@ class NnUNetReader(Reader):
             masks = tuple((found[case],) for found in per_annotator)
             entries.append(Entry(case, patient_of(case), images, masks, labels=labels))
         self.entries = expand_volumes(entries)
+
+
+class NnUNetImagesReader(Reader):
+    """An nnU-Net images folder alone (``imagesTs``; module docstring), or such files given one by one: unlabelled
+    cases, one per ``CASE`` of the files ``CASE_XXXX.<ext>``, their channels in order."""
+
+    layout = "nnunet"
+    patient_rule = NnUNetReader.patient_rule
+
+    def __init__(self, root, foreground=(), classes=(), files: Sequence[Path] | None = None):
+        self._given = files  # explicit image files (``images_from_files``), else the folder is listed
+        super().__init__(root, foreground, classes)
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        return is_images_folder(root)
+
+    def scan(self) -> None:
+        paths = list(self._given) if self._given is not None else image_files(self.root)
+        cases, unnamed = channel_groups(paths)
+        self.problems += [f"{p}: image name lacks nnU-Net's _XXXX channel suffix" for p in unnamed]
+        meta_path = self.root.parent / "dataset.json"
+        expected = channel_count(read_meta(meta_path)) if self._given is None and meta_path.is_file() else None
+        n = expected if expected is not None else max((len(f) for f in cases.values()), default=0)
+        where = f"{meta_path} declares" if expected is not None else "other cases have"
+        entries = []
+        for case, files in sorted(cases.items()):
+            missing = [f"_{c:04d}" for c in range(n) if c not in files]
+            extra = [f"_{c:04d}" for c in sorted(files) if c >= n]
+            if missing or extra:
+                names = ", ".join(missing or extra)
+                self.problems.append(
+                    f"{self.root}/{case}: {'missing' if missing else 'extra'} channel file(s) {names} ({where} {n})"
+                )
+                continue
+            entries.append(Entry(case, patient_of(case), tuple(files[c] for c in range(n))))
+        self.entries = expand_volumes(entries)
+        if n > 1:
+            self.notes.append(
+                f"{self.root}: {len(paths)} file(s) named CASE_XXXX read as {len(entries)} case(s) of {n} channels "
+                "each (nnU-Net's naming; --layout images reads each file as an image of its own)"
+            )

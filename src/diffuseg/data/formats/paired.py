@@ -84,6 +84,7 @@ def match_masks(
 class PairedReader(Reader):
     layout = "paired"
     patient_rule = PATIENT_RULE
+    infer_classes = True
 
     @staticmethod
     def detect(root: Path) -> bool:
