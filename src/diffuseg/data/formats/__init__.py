@@ -98,7 +98,7 @@ def open_dataset(
     if chosen == Layout.AUTO:
         chosen = detect_layout(path)
     cls = READERS[chosen]
-    if chosen == Layout.NNUNET and not NnUNetReader.detect(path):  # an images folder alone (imagesTs)
+    if chosen == Layout.NNUNET and not NnUNetReader.detect(path) and NnUNetImagesReader.detect(path):  # imagesTs
         cls = NnUNetImagesReader
     try:
         reader = cls(path, foreground=foreground, classes=classes)

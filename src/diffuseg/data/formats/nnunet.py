@@ -151,7 +151,10 @@ class NnUNetReader(Reader):
     def _meta(self) -> dict:
         path = self.root / "dataset.json"
         if not path.is_file():
-            raise UserError(f"{path}: not found (the nnunet layout needs dataset.json and imagesTr/ in {self.root})")
+            raise UserError(
+                f"{path}: not found (the nnunet layout needs dataset.json and imagesTr/ in {self.root}, or a folder "
+                "of images named CASE_XXXX.<ext> such as imagesTs/)"
+            )
         return read_meta(path)
 
     def label_dirs(self, meta: dict) -> list[Path]:
