@@ -50,17 +50,33 @@ def _cmd_train(a: argparse.Namespace) -> None:
     print(f"run folder: {run_dir}")
 
 
-def _split_cases(a: argparse.Namespace, checkpoint: str | None) -> set[str] | None:
-    """The case ids of ``--split`` from the run's split.json (``--run``, or the checkpoint's run folder)."""
+def _split_cases(
+    a: argparse.Namespace, checkpoint: str | None, inputs: list[str], labels: bool = False
+) -> tuple[list[str], set[str] | None]:
+    """The inputs and case ids of ``--split`` (train/val: the run's split.json, from ``--run`` or the checkpoint's
+    run folder; test: the dataset's own, ``splits.test_split``) or ``--cases FILE``; ``None``: every case."""
+    from diffuseg.data import splits
+
+    listed = getattr(a, "cases", None)
     if a.split is None:
         if a.run:
             raise UserError("--run is used with --split train|val")
-        return None
-    from diffuseg.data.splits import split_cases
-
-    cases = split_cases(a.split, run=a.run, checkpoint=checkpoint)
+        if listed is None:
+            return inputs, None
+        cases = splits.read_case_list(listed)
+        print(f"--cases: {len(cases)} case(s) of {listed}")
+        return inputs, cases
+    if listed is not None:
+        raise UserError(f"--split {a.split} and --cases both choose the cases; give one")
+    if a.split == "test":
+        if a.run or len(inputs) != 1:
+            raise UserError("--split test takes one dataset folder and no --run (the test cases are the dataset's own)")
+        folder, cases, line = splits.test_split(inputs[0], labels)
+        print(line)
+        return [str(folder)], cases
+    cases = splits.split_cases(a.split, run=a.run, checkpoint=checkpoint)
     print(f"--split {a.split}: {len(cases)} case(s) of the run's split.json")
-    return cases
+    return inputs, cases
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
@@ -70,9 +86,8 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     use_threads(a.threads)
     a.input, a.output, overrides = split_predict_positionals([*a.input, a.output, *a.overrides])
     overrides += [f"{key}={getattr(a, dest)}" for dest, key in PREDICT_OPTIONS.items() if getattr(a, dest) is not None]
-    args = dict(
-        save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite, cases=_split_cases(a, a.checkpoint)
-    )
+    a.input, cases = _split_cases(a, a.checkpoint, a.input)
+    args = dict(save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite, cases=cases)
     from diffuseg.inference.distributed import predict_distributed, rank_env
 
     _check_parts(a.num_parts, a.part_id)
@@ -102,7 +117,8 @@ def _check_parts(num_parts: int | None, part_id: int | None) -> None:
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.evaluate import evaluate
 
-    evaluate(a.pred, a.gt, out=a.out, layout=a.layout, cases=_split_cases(a, None), classes=a.classes)
+    (gt,), cases = _split_cases(a, None, [a.gt], labels=True)
+    evaluate(a.pred, gt, out=a.out, layout=a.layout, cases=cases, classes=a.classes)
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
@@ -224,7 +240,7 @@ THREADS_HELP = "CPU threads (default: OMP_NUM_THREADS, else one per idle core; d
 
 
 def _add_split_options(parser: argparse.ArgumentParser, split_help: str) -> None:
-    parser.add_argument("--split", choices=["train", "val"], help=split_help)
+    parser.add_argument("--split", choices=["train", "val", "test"], help=split_help)
     parser.add_argument(
         "--run", metavar="RUN", help="run folder holding split.json (default for predict: the checkpoint's RUN)"
     )
@@ -327,7 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--num-nodes", type=_positive_int, default=1, metavar="M", help="nodes (MASTER_ADDR, MASTER_PORT set)"
     )
-    _add_split_options(pr, "predict only the cases of that side of the run's split (RUN/split.json)")
+    _add_split_options(
+        pr,
+        "predict only the cases of that side of the run's split (RUN/split.json); test: the dataset's own test "
+        "cases (its test.list, or nnU-Net's imagesTs/ of INPUT)",
+    )
+    pr.add_argument("--cases", metavar="FILE", help="predict only the cases this file names (one case id a line)")
     pr.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser(
@@ -357,7 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="classes of the label maps, NAME=V[+V...] comma-separated, e.g. RV=1,Myo=2,LV=3 or WT=1+2+4,TC=1+4,ET=4 "
         "(default: data.classes of PRED/config.yaml, else the dataset's own; none: binary)",
     )
-    _add_split_options(e, "score only the cases of that side of the run's split (RUN/split.json; needs --run)")
+    _add_split_options(
+        e,
+        "score only the cases of that side of the run's split (RUN/split.json; needs --run); test: the dataset's "
+        "own test cases (its test.list, or nnU-Net's labelsTs/ of GT)",
+    )
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser(

@@ -129,3 +129,39 @@ def test_a_failed_run_leaves_nothing_new(
     with pytest.raises(UserError, match="cannot be written"):
         predict(two_channel, dataset / "imagesTs", out, save_samples=True)
     assert (sorted(p.name for p in out.iterdir()) == ["notes.txt"]) if existed else not out.exists()
+
+
+def test_split_test_and_a_case_list_through_the_cli(
+    two_channel: Path, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diffuseg.cli import main
+
+    out = tmp_path / "test"
+    assert main(["predict", str(two_channel), str(dataset), str(out), "--split", "test"]) == 0
+    assert f"nnU-Net's {dataset / 'imagesTs'}" in capsys.readouterr().out
+    assert (out / "heart_001.nii.gz").is_file() and (out / "heart_002.nii.gz").is_file()
+    assert main(["evaluate", str(out), str(dataset), "--split", "test"]) == 0
+    assert json.loads((out / "results.json").read_text())["gt"] == str((dataset / "labelsTs").resolve())
+    listed = tmp_path / "cases.txt"
+    listed.write_text("heart_002  # the second volume\n")
+    one = tmp_path / "one"
+    assert main(["predict", str(two_channel), str(dataset / "imagesTs"), str(one), "--cases", str(listed)]) == 0
+    assert sorted(p.name for p in one.glob("*.nii.gz")) == ["heart_002.nii.gz", "heart_002_uncertainty.nii.gz"]
+    assert (
+        main(["predict", str(two_channel), str(dataset), str(tmp_path / "x"), "--split", "val", "--cases", str(listed)])
+        == 2
+    )
+    assert "--split val and --cases both choose" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape", [(3, 12, 10), (12, 10)])
+def test_a_single_hdf5_file(one_channel: Path, tmp_path: Path, shape: tuple[int, ...]) -> None:
+    import h5py
+
+    source = tmp_path / "patient001_frame01.h5"
+    with h5py.File(source, "w") as f:
+        f.create_dataset("image", data=np.random.default_rng(0).random(shape).astype(np.float32))
+    out = tmp_path / "pred"
+    assert predict(one_channel, [source], out) == (shape[0] if len(shape) == 3 else 1)
+    with h5py.File(out / "patient001_frame01.h5", "r") as f:
+        assert f["label"].shape == shape

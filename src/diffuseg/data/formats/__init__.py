@@ -20,7 +20,7 @@ from pathlib import Path
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.brats import BraTSReader
 from diffuseg.data.formats.classes import ClassFoldersReader
-from diffuseg.data.formats.files import is_image_file
+from diffuseg.data.formats.files import HDF5_SUFFIXES, IMAGE_SUFFIXES, is_image_file, suffix_of
 from diffuseg.data.formats.labelmaps import LabelsReader
 from diffuseg.data.formats.lidc import LIDCReader
 from diffuseg.data.formats.multi import MultiAnnotatorReader
@@ -124,14 +124,16 @@ def open_ground_truth(
 
 
 def images_from_files(paths: Sequence[str | os.PathLike]) -> Reader:
-    """Unlabelled cases (A = 0) from a list of image files (PNG, JPG, NIfTI, ...), for ``predict``; files named as
-    nnU-Net names channels (``CASE_0000``, ``CASE_0001``, ...; ``nnunet.channel_cases``) are grouped into cases."""
+    """Unlabelled cases (A = 0) from a list of image files (PNG, JPG, NIfTI, SSL4MIS HDF5, ...), for ``predict``
+    (volumes sliced as their layouts slice them); files named as nnU-Net names channels (``CASE_0000``,
+    ``CASE_0001``, ...; ``nnunet.channel_cases``) are grouped into cases."""
     files = [Path(p) for p in paths]
     for p in files:
         if not p.is_file():
             raise UserError(f"{p}: input file not found")
-        if not is_image_file(p):
-            raise UserError(f"{p}: not an image file this tool reads")
+        if not (is_image_file(p) or suffix_of(p) in HDF5_SUFFIXES):
+            known = ", ".join(f".{s}" for s in (*IMAGE_SUFFIXES, *HDF5_SUFFIXES))
+            raise UserError(f"{p}: not an image file this tool reads (known: {known})")
     root = files[0].parent if files else Path(".")
     if channel_cases(files) is not None:
         return NnUNetImagesReader(root, files=files)

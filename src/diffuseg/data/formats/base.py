@@ -448,39 +448,3 @@ def annotator_problems(
         for stem in sorted(set(found) - set(images)):
             problems.append(f"{found[stem]}: {orphan} ({name})")
     return problems
-
-
-def nifti_slices(path: Path) -> tuple[int, ...] | None:
-    """Shape of a NIfTI file from its header alone, or ``None`` when the header cannot be read."""
-    import nibabel as nib
-
-    try:
-        return tuple(int(s) for s in nib.load(str(path)).shape)
-    except Exception:  # a corrupt header: the entry is kept and decoding reports the file
-        return None
-
-
-def expand_volumes(entries: list[Entry]) -> list[Entry]:
-    """Replace each entry whose first image is a 3D NIfTI volume by one entry per slice (last axis)."""
-    out: list[Entry] = []
-    for e in entries:
-        first = e.images[0]
-        shape = nifti_slices(first) if suffix_of(first) in ("nii", "nii.gz") else None
-        if shape is None or len(shape) < 3 or shape[2] <= 1:
-            out.append(e)
-            continue
-        for z in range(shape[2]):
-            out.append(
-                Entry(
-                    case_id=f"{e.case_id}_z{z:04d}",
-                    patient_id=e.patient_id,
-                    images=e.images,
-                    masks=e.masks,
-                    slice_index=z,
-                    volume_id=e.case_id,
-                    volume_shape=shape[:3],
-                    labels=e.labels,
-                    category=e.category,
-                )
-            )
-    return out

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffuseg.data.formats.base import Entry, Reader, expand_volumes
+from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.files import stem_of
 from diffuseg.data.formats.nnunet import dataset_classes, declared_labels, read_meta
 from diffuseg.data.formats.paired import PATIENT_RULE, image_files, patient_of
+from diffuseg.data.formats.volumes import expand_volumes
 
 
 class LabelsReader(Reader):

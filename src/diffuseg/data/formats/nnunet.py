@@ -35,10 +35,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
+from diffuseg.data.formats.base import Entry, Reader, annotator_problems
 from diffuseg.data.formats.files import stem_of
 from diffuseg.data.formats.paired import image_files
 from diffuseg.data.formats.ssl4mis import patient_of
+from diffuseg.data.formats.volumes import expand_volumes
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
