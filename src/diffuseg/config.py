@@ -70,6 +70,7 @@ class DataConfig:
     foreground: tuple[int, ...] = ()  # label values counted as foreground; () = any non-zero
     # Several classes: [{name: RV, values: [1]}, ...] (labels.label_scheme); () = binary as above.
     classes: tuple[ClassSpec, ...] = ()
+    ignore_label: int | None = None  # nnU-Net's "ignore": unannotated pixels, out of losses and metrics; None: none
     annotators: int = 0  # 0 = as many as the dataset has
     train_patients: str = field(default="", metadata=_CASES)  # one patient id per line; empty = split from seed
     val_patients: str = field(default="", metadata=_CASES)
@@ -88,8 +89,8 @@ class DataConfig:
 
     @property
     def scheme(self) -> LabelScheme:
-        """What a mask is: ``classes``, or binary with ``foreground`` when none are declared."""
-        return label_scheme(self.classes, self.foreground)
+        """What a mask is: ``classes``, or binary with ``foreground`` when none are declared; ``ignore_label``."""
+        return label_scheme(self.classes, self.foreground, ignore=self.ignore_label)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from diffuseg.data.formats import open_ground_truth
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation import metrics as M
-from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics
+from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics, without_ignored
 from diffuseg.evaluation.nnunet_summary import SUMMARY_NAME, SummaryCounts, write_summary
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.outputs import CONFIG_NAME, PredictionFiles, find_predictions, plane, read_mask
@@ -148,14 +148,16 @@ def evaluate(
             spacing = case.geometry.spacing[:2] if case.geometry.spacing else None
             spacing_known |= spacing is not None
             members = None if samples is None else torch.from_numpy(samples)[:, None]  # (K, 1, H, W)
-            values = case_metrics(members, torch.from_numpy(fused)[None], case.masks[:, None], scheme, cfg, spacing)
+            masks, fused_t, members, valid = without_ignored(scheme, case.masks, torch.from_numpy(fused), members)
+            fused = fused_t.numpy()
+            values = case_metrics(members, fused_t[None], masks[:, None], scheme, cfg, spacing)
             if members is not None:
-                add_calibration(calibration, scheme, members[:, 0], case.masks, cfg.calibration_bins)
+                add_calibration(calibration, scheme, members[:, 0], masks, cfg.calibration_bins)
             acc.add(case.case_id, values)
-            _add_counts(nnunet, predictions, case, entry.volume_id, fused)
+            _add_counts(nnunet, predictions, case, entry.volume_id, fused, masks[0].numpy(), valid)
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
-                vol.slices[entry.slice_index] = (fused, case.masks.numpy())
+                vol.slices[entry.slice_index] = (fused, masks.numpy())
         if problems:
             raise DatasetError(str(pred), problems)
         volume_rows = _volume_metrics(volumes, scheme, cfg)
@@ -237,12 +239,15 @@ def _load_prediction(
     return fused, np.stack(samples)
 
 
-def _add_counts(counts: SummaryCounts, predictions: dict[str, PredictionFiles], case, volume_id, fused) -> None:
-    """Add a scored 2D item to nnU-Net's summary counts, under its prediction file's name."""
+def _add_counts(
+    counts: SummaryCounts, predictions: dict[str, PredictionFiles], case, volume_id, fused, truth, valid
+) -> None:
+    """Add a scored 2D item (``fused`` against annotator 0's ``truth``, over ``valid`` pixels or all when None) to
+    nnU-Net's summary counts, under its prediction file's name."""
     name = case.case_id if case.case_id in predictions else volume_id
     reference = case.geometry.mask_sources[0][0] if case.geometry.mask_sources else ""
-    valid = np.ones(fused.shape, dtype=bool)
-    counts.add(name, str(predictions[name].fused), reference, fused, case.masks[0].numpy(), valid)
+    keep = np.ones(fused.shape, dtype=bool) if valid is None else valid.numpy()
+    counts.add(name, str(predictions[name].fused), reference, fused, truth, keep)
 
 
 def _check_size(path: Path, shape: tuple[int, ...], case) -> None:

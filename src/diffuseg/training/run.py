@@ -60,11 +60,15 @@ def check_resumable(stored: Config, given: Config, path: Path) -> None:
 
 def with_dataset_classes(config: Config, scheme: LabelScheme) -> Config:
     """``config`` with ``data.classes`` set to the classes of ``scheme`` (the reader's) when the config declares
-    none and the dataset does (nnU-Net ``dataset.json``, SSL4MIS label values): the checkpoint's resolved config
-    then rebuilds the network of C channels and predicts without the dataset. Else ``config`` itself."""
-    if config.data.classes or scheme.binary:
-        return config
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, classes=scheme.classes))
+    none and the dataset does (nnU-Net ``dataset.json``, SSL4MIS label values), and ``data.ignore_label`` to its
+    ignore label (nnU-Net's): the checkpoint's resolved config then rebuilds the network of C channels and
+    predicts without the dataset. Else ``config`` itself."""
+    data = config.data
+    if scheme.ignore is not None and data.ignore_label is None:  # nnU-Net's ignore label, from dataset.json
+        data = dataclasses.replace(data, ignore_label=scheme.ignore)
+    if not data.classes and not scheme.binary:
+        data = dataclasses.replace(data, classes=scheme.classes)
+    return config if data == config.data else dataclasses.replace(config, data=data)
 
 
 def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, int, Config]:
@@ -84,6 +88,10 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
     stored = checkpoint_config(ckpt, ckpt_path)
     if not config.data.classes and stored.data.classes:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, classes=stored.data.classes))
+    if config.data.ignore_label is None and stored.data.ignore_label is not None:
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, ignore_label=stored.data.ignore_label)
+        )
     check_resumable(stored, config, ckpt_path)
     meta = ckpt["diffuseg"]
     return int(meta["global_step"]), int(meta["sampler_position"]), config
@@ -125,10 +133,12 @@ def _prepare(config: Config, run_dir: Path) -> tuple[Config, L.LightningModule, 
     check_model(config)
     train_set, val_set = build_datasets(config, run_dir)
     resolved = with_dataset_classes(config, train_set.scheme)
-    if resolved is not config:
+    if resolved.data.classes != config.data.classes:
         names = ", ".join(f"{c.name}={'+'.join(map(str, c.values))}" for c in resolved.data.classes)
         print(f"classes from the dataset: {names} (recorded as data.classes in config.yaml and the checkpoints)")
-        config = resolved
+    if resolved.data.ignore_label != config.data.ignore_label:
+        print(f"ignore label from the dataset: {resolved.data.ignore_label} (data.ignore_label; out of the loss)")
+    config = resolved
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = module_class(config.method)(config)
     params = sum(p.numel() for p in module.net.parameters())

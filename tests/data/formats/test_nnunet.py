@@ -129,3 +129,19 @@ def test_files_not_named_as_nnunet_channels_stay_images(tmp_path, names):
         nifti(tmp_path / f"{name}.nii.gz", np.zeros((4, 4), np.float32))
     reader = open_dataset(tmp_path)
     assert reader.layout == "images" and sorted(e.case_id for e in reader.entries) == sorted(names)
+
+
+def test_nnunet_ignore_label_is_no_class(tmp_path):
+    values = label_map(16)
+    values[:4] = 4  # unannotated rows
+    labels = {"background": 0, "RV": 1, "MLV": 2, "LVC": 3, "ignore": 4}
+    reader = open_dataset(nnunet(tmp_path / "classes", labels, np.stack([values, label_map(16)], -1)))
+    assert reader.scheme.names == ("RV", "MLV", "LVC") and reader.scheme.ignore == 4
+    assert reader[0].masks[0].numpy().tolist() == values.tolist()  # atoms 1..3 as the values, ignore atom 4
+    binary = np.where(values == 4, 2, values > 0).astype(np.uint8)
+    root = nnunet(tmp_path / "binary", {"background": 0, "lesion": 1, "ignore": 2}, np.stack([binary] * 2, -1))
+    reader = open_dataset(root)
+    assert reader.scheme.binary and reader.scheme.ignore == 2
+    assert reader[0].masks[0].numpy().tolist() == binary.tolist()
+    with pytest.raises(UserError, match=r"dataset.json: data.ignore_label=2: the ignore label must be above"):
+        open_dataset(nnunet(tmp_path / "low", {"background": 0, "a": 1, "ignore": 2, "b": 3}, values[..., None]))

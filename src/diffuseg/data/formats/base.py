@@ -189,6 +189,15 @@ class Reader:
                 f"{_describe_classes(self.scheme)}; remove data.classes or make it match"
             )
 
+    def use_ignore(self, value: int, where: str) -> None:
+        """Take the ignore label the dataset declares (nnU-Net's ``"ignore"`` in the file ``where``): its pixels
+        become the scheme's ignore atom (``labels``); ``UserError`` naming ``where`` unless it is the highest
+        label value."""
+        try:
+            self.scheme = label_scheme(self.scheme.classes, self.scheme.foreground, ignore=value)
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
+
     @staticmethod
     def detect(root: Path) -> bool:
         """Whether the folder ``root`` looks like this layout."""
@@ -311,7 +320,7 @@ class Reader:
             if self.scheme.binary:
                 binary = self._binarise(path, where, plane, entry.labels, problems)
                 if binary is not None:
-                    out |= binary
+                    np.maximum(out, binary, out=out)  # the union; an ignore atom (2) wins
                 continue
             atoms = self._atoms(path, where, plane, problems)
             if atoms is not None:  # several files of one annotator (lesions): later files win where they label
@@ -351,7 +360,8 @@ class Reader:
         if suffix_of(path) in LOSSY_SUFFIXES:  # JPEG masks are never exactly binary: threshold at half
             return (plane >= (128 if plane.dtype == np.uint8 else 0.5)).astype(np.uint8)
         values = label_values(plane)
-        nonzero = [v for v in values if v != 0]
+        ignore = self.scheme.ignore
+        nonzero = [v for v in values if v != 0 and v != ignore]
         if labels is not None:
             unknown = sorted(set(nonzero) - set(labels))
             if unknown:
@@ -364,9 +374,10 @@ class Reader:
                 "--foreground V,... (data.foreground)"
             )
             return None
-        if self.foreground:
-            return np.isin(plane, self.foreground).astype(np.uint8)
-        return (plane != 0).astype(np.uint8)
+        binary = (np.isin(plane, self.foreground) if self.foreground else plane != 0).astype(np.uint8)
+        if ignore is not None:
+            binary[plane == ignore] = self.scheme.ignore_atom
+        return binary
 
     def _geometry(self, entry: Entry, data: FileData, size) -> Geometry:
         affine = tuple(tuple(float(v) for v in row) for row in data.affine) if data.affine is not None else None

@@ -3,8 +3,8 @@
 
 Each file is a case named by its stem (a NIfTI volume sliced along its last axis, as everywhere) and is its own
 image as far as geometry goes (size, affine, spacing). Beside nnU-Net's ``dataset.json`` (in the parent folder, as
-for ``labelsTs``) only files of its ``file_ending`` are read, with its ``labels``; elsewhere the classes follow the
-policy of every layout (``base``): ``--classes``, else the label values found in the files.
+for ``labelsTs``) only files of its ``file_ending`` are read, with its ``labels`` and ignore label; elsewhere the
+classes follow the policy of every layout (``base``): ``--classes``, else the label values found in the files.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.files import stem_of
-from diffuseg.data.formats.nnunet import dataset_classes, declared_labels, read_meta
+from diffuseg.data.formats.nnunet import dataset_classes, dataset_ignore, declared_labels, read_meta
 from diffuseg.data.formats.paired import PATIENT_RULE, image_files, patient_of
 from diffuseg.data.formats.volumes import expand_volumes
 
@@ -38,6 +38,9 @@ class LabelsReader(Reader):
             classes = dataset_classes(meta, str(meta_path))
             if classes:
                 self.use_dataset_classes(classes, str(meta_path))
+            ignore = dataset_ignore(meta, str(meta_path))
+            if ignore is not None:
+                self.use_ignore(ignore, str(meta_path))
             labels = declared_labels(meta)
         entries, stems = [], {}
         for p in files:

@@ -19,9 +19,10 @@ nnU-Net's ``splits_final.json`` is read by ``data.splits`` (beside ``dataset.jso
 Classes: ``labels`` with two or more foreground labels makes the dataset multi-class (``dataset_classes``):
 v2 ``{"background": 0, "RV": 1, ...}``, v1 / Medical Segmentation Decathlon ``{"0": "background", "1": ...}``,
 and nnU-Net v2 regions ``{"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}`` with
-``regions_class_order`` (the label written for each region, in order). ``data.classes``, when given, must match
-them; ``data.foreground`` keeps the dataset binary (the chosen labels as foreground). One foreground label:
-binary.
+``regions_class_order`` (the label written for each region, in order). v2's ``"ignore"`` (the highest value) is
+no class but the ignore label (``dataset_ignore``, ``labels``): its pixels are left out of losses and metrics.
+``data.classes``, when given, must match them; ``data.foreground`` keeps the dataset binary (the chosen labels as
+foreground). One foreground label: binary.
 
 Several annotators (our extension, ignored by nnU-Net itself): annotator 0 is ``labelsTr/``; annotators 1..
 are sibling folders named ``labelsTr_<anything>`` taken in sorted order (``labelsTr_rater1``, ...), or the
@@ -109,6 +110,22 @@ def declared_labels(meta: dict) -> tuple[int, ...] | None:
     return tuple(sorted(v for v in values if v != 0)) or None
 
 
+IGNORE_KEY = "ignore"  # nnU-Net v2's name of the ignore label in ``labels``
+
+
+def dataset_ignore(meta: dict, where: str) -> int | None:
+    """The ignore label of a v2 ``dataset.json`` (``labels["ignore"]``: unannotated pixels, left out of the loss and
+    the metrics; nnU-Net requires it to be the highest label value), or ``None``; ``UserError`` naming ``where``
+    for one that is not a single label value."""
+    labels = meta.get("labels")
+    value = labels.get(IGNORE_KEY) if isinstance(labels, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{where}: labels entry 'ignore': {value!r} is not one label value (an integer >= 1)")
+    return value
+
+
 def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
     """The classes ``labels`` of a ``dataset.json`` declares (module docstring), or ``None`` for a binary dataset
     (at most one foreground label) or one without ``labels``; ``UserError`` naming ``where`` for labels that are
@@ -125,7 +142,7 @@ def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
             numbers = [int(v) for v in values]
         except (TypeError, ValueError):
             raise UserError(f"{where}: labels entry {name!r}: {value!r} is not a label value or list of them") from None
-        if numbers == [0] or name.lower() == "background":
+        if numbers == [0] or name.lower() == "background" or name == IGNORE_KEY:
             continue
         specs.append((name, numbers))
     if len(specs) < 2:
@@ -190,6 +207,9 @@ class NnUNetReader(Reader):
         classes = dataset_classes(meta, where)
         if classes:
             self.use_dataset_classes(classes, where)
+        ignore = dataset_ignore(meta, where)
+        if ignore is not None:
+            self.use_ignore(ignore, where)
         cases, unnamed = channel_groups(sorted((self.root / "imagesTr").glob(f"*{ending}")))
         self.problems += [f"{p}: image name lacks the _XXXX channel suffix" for p in unnamed]
         label_dirs = [d for d in self.label_dirs(meta) if d.is_dir()]
