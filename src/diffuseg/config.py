@@ -66,7 +66,7 @@ class DataConfig:
     root: str = field(default="", metadata=_RUN)
     layout: str = "auto"
     image_size: int = 256
-    in_channels: int = 1
+    in_channels: int = 1  # 0: the channels of the data's first case (generic presets), recorded by the run
     foreground: tuple[int, ...] = ()  # label values counted as foreground; () = any non-zero
     # Several classes: [{name: RV, values: [1]}, ...] (labels.label_scheme); () = binary as above.
     classes: tuple[ClassSpec, ...] = ()
@@ -413,7 +413,7 @@ def _validate(c: Config) -> None:
     """Range checks a dataclass cannot express."""
     checks = [
         (c.data.image_size >= 8, "data.image_size must be >= 8"),
-        (c.data.in_channels >= 1, "data.in_channels must be >= 1"),
+        (c.data.in_channels >= 0, "data.in_channels must be >= 1, or 0 for the channels the data's images have"),
         (0.0 <= c.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
         (c.data.fold is None or c.data.fold >= 0, "data.fold must be >= 0 (null: no folds)"),
         (c.data.folds >= 2, "data.folds must be >= 2"),

@@ -121,6 +121,15 @@ class LabelScheme:
             return 1
         return k + 1 if self.exclusive else k
 
+    def same_classes(self, other: LabelScheme) -> bool:
+        """Whether ``other`` declares the same classes: the same values (and written labels) in the same order,
+        with names equal up to case (``MYO`` and ``Myo`` are one class); the ignore label is not compared."""
+
+        def key(scheme: LabelScheme) -> tuple:
+            return scheme.foreground, tuple((c.name.casefold(), c.values, c.label) for c in scheme.classes)
+
+        return key(self) == key(other)
+
     # -- label values <-> atoms ---------------------------------------------------------------------------------
 
     def undeclared(self, label_values: np.ndarray | Tensor | Iterable) -> set:

@@ -290,7 +290,7 @@ def scheme_classes(pred: str | os.PathLike, classes: Sequence | str | None) -> t
     given = parse_classes(classes) if isinstance(classes, str) else tuple(classes)
     if own is not None:
         given_scheme, own_scheme = label_scheme(given, (), "--classes"), label_scheme(*own, where=str(path))
-        if given_scheme != own_scheme:
+        if not given_scheme.same_classes(own_scheme):
             raise UserError(
                 f"--classes {_describe_scheme(given_scheme)} contradicts the classes the predictions were made with "
                 f"({path}: {_describe_scheme(own_scheme)}); leave --classes out or make it match"

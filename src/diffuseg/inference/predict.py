@@ -350,7 +350,8 @@ def _note_changed(files: list[str], shown: int = 5) -> None:
 
 
 def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
-    """Predict the cases of ``manifest`` not yet done; returns how many were predicted."""
+    """Predict the cases of ``manifest`` not yet done; returns how many were written (a volume, whose slices are
+    predicted one by one, counts once)."""
     entries = run.reader.entries
     todo_units = [
         u
@@ -372,7 +373,7 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     draw = make_draw(config, net, run.process, progress=bar.update)  # member-steps: moves within a case
     pending: deque[Case] = deque()
     records: dict[str, list[dict]] = {}  # case id -> its input records, taken before it is decoded
-    written = 0
+    written = items = 0  # output cases (a 2D image, or a volume of slices) and 2D images predicted
     scheme = config.data.scheme
     try:
         with PredictionWriter(run.out, run.inputs, save_samples=run.save_samples, scheme=scheme) as writer:
@@ -383,13 +384,15 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
                 if case.case_id != result.case_id:  # sample_ensembles yields in input order
                     raise RuntimeError(f"ensemble of {result.case_id} arrived for case {case.case_id}")
                 files = writer.write(case, result.fused, result.uncertainty, result.samples, result.class_uncertainty)
-                written += 1
-                bar.set_postfix_str(f"{written}/{len(indices)} cases", refresh=False)
-                if files:
+                items += 1
+                bar.set_postfix_str(f"{items}/{len(indices)} images", refresh=False)
+                if files:  # a 2D case, or the last slice of a volume: its files are in place
                     manifest.mark_done(unit_of[case.case_id], files, records)
                     manifest.save(force=False)
+                    written += 1
             for volume_id, files in writer.flush_all():  # volumes with slices missing from the input
                 manifest.mark_done(volume_units[volume_id], files, records)
+                written += 1
     finally:
         bar.close()
         manifest.save()
@@ -412,7 +415,8 @@ def predict(
     cases: Collection[str] | None = None,
 ) -> int:
     """Predict every case of ``input`` (of part ``part_id`` of ``num_parts``) into ``output``; returns the
-    number of cases predicted now (those done by an earlier run of the same command are skipped).
+    number of cases written now, a volume counting once (those done by an earlier run of the same command are
+    skipped).
 
     Raises ``UserError`` for a missing, corrupt or foreign checkpoint, bad overrides, unreadable inputs
     (``DatasetError`` lists every structural problem), clashing output names, a bad output folder, or an output

@@ -88,10 +88,13 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
     stored = checkpoint_config(ckpt, ckpt_path)
     if not config.data.classes and stored.data.classes:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, classes=stored.data.classes))
+    taken = {}  # what a run took from its dataset (classes handled above): its checkpoint keeps it
     if config.data.ignore_label is None and stored.data.ignore_label is not None:
-        config = dataclasses.replace(
-            config, data=dataclasses.replace(config.data, ignore_label=stored.data.ignore_label)
-        )
+        taken["ignore_label"] = stored.data.ignore_label
+    if not config.data.in_channels:
+        taken["in_channels"] = stored.data.in_channels
+    if taken:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, **taken))
     check_resumable(stored, config, ckpt_path)
     meta = ckpt["diffuseg"]
     return int(meta["global_step"]), int(meta["sampler_position"]), config
@@ -100,6 +103,8 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
 def check_model(config: Config) -> None:
     """``UserError`` for a bad model name or option, or a ``data.image_size`` the network's downsampling factor
     does not divide. The network is built on the meta device: no weights, no random draws."""
+    if not config.data.in_channels:  # taken from the data later; any count checks the rest of the model
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, in_channels=1))
     with torch.device("meta"):
         net = build_network(config)
     factor = getattr(net, "downsampling", None)
@@ -125,13 +130,17 @@ def _prepare(config: Config, run_dir: Path) -> tuple[Config, L.LightningModule, 
     """Create the run folder, read the checked, cached data and build the module; write ``config.yaml``.
 
     Returns the run's resolved config (``with_dataset_classes``: the classes the dataset declares when the config
-    declares none), its module, the data and the precision. A bad precision or model fails before the data is
-    read (``check_model``); the module is built once, for the resolved config."""
+    declares none; ``data.in_channels`` 0 replaced by the data's channel count), its module, the data and the
+    precision. A bad precision or model fails before the data is read (``check_model``); the module is built once,
+    for the resolved config."""
     t = config.train
     _make_folder(run_dir)
     precision = resolve_precision(t.precision, t.accelerator)
     check_model(config)
     train_set, val_set = build_datasets(config, run_dir)
+    if not config.data.in_channels:  # a generic preset: the channels the data's images have
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, in_channels=train_set.in_channels))
+        print(f"image channels from the dataset: {train_set.in_channels} (recorded as data.in_channels)")
     resolved = with_dataset_classes(config, train_set.scheme)
     if resolved.data.classes != config.data.classes:
         names = ", ".join(f"{c.name}={'+'.join(map(str, c.values))}" for c in resolved.data.classes)

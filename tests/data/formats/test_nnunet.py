@@ -46,8 +46,10 @@ def test_nnunet_dataset_json_classes(tmp_path):
     assert reader[0].geometry.volume_id == "c1"
     binary = open_dataset(tmp_path, foreground=[3])  # data.foreground keeps it binary
     assert binary.scheme.binary and set(binary[0].masks.unique().tolist()) == {0, 1}
-    with pytest.raises(UserError, match=r"dataset.json: its labels .* do not match data.classes"):
+    with pytest.raises(UserError, match=r"dataset.json: its labels .* do not match data.classes .*'data.classes=\[\]'"):
         open_dataset(tmp_path, classes=(ClassSpec("RV", (1,)), ClassSpec("LV", (3,))))
+    spelled = (ClassSpec("rv", (1,)), ClassSpec("Mlv", (2,)), ClassSpec("LVC", (3,)))  # names up to case: the same
+    assert open_dataset(tmp_path, classes=spelled).scheme.names == ("rv", "Mlv", "LVC")
 
 
 def test_nnunet_msd_v1_labels_and_regions(tmp_path):

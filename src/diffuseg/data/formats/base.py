@@ -177,16 +177,19 @@ class Reader:
 
     def use_dataset_classes(self, classes: Sequence[ClassSpec], where: str) -> None:
         """Take the classes the dataset declares (file ``where``) unless the config declares its own, which must
-        then match them (else ``UserError`` naming ``where``). Binary by ``data.foreground`` wins over them."""
+        then match them, names up to case (``LabelScheme.same_classes``; else ``UserError`` naming ``where`` and
+        the override that fixes it). Binary by ``data.foreground`` wins over them."""
         if self.foreground:
             return
         found = label_scheme(classes, (), where=where)
         if self.scheme.binary:
             self.scheme, self.classes_source = found, where
-        elif self.scheme != found:
+        elif not self.scheme.same_classes(found):
+            listed = ", ".join(f"{{name: {c.name}, values: {list(c.values)}}}" for c in found.classes)
             raise UserError(
                 f"{where}: its labels {_describe_classes(found)} do not match data.classes "
-                f"{_describe_classes(self.scheme)}; remove data.classes or make it match"
+                f"{_describe_classes(self.scheme)} (names are compared without case, values in order); take the "
+                f"dataset's with 'data.classes=[]', or declare them as it does: 'data.classes=[{listed}]'"
             )
 
     def use_ignore(self, value: int, where: str) -> None:
