@@ -165,3 +165,24 @@ def test_a_single_hdf5_file(one_channel: Path, tmp_path: Path, shape: tuple[int,
     assert predict(one_channel, [source], out) == 1  # a volume counts once
     with h5py.File(out / "patient001_frame01.h5", "r") as f:
         assert f["label"].shape == shape
+
+
+@pytest.mark.parametrize("ext", ["mha", "nrrd", "nii.gz"])
+def test_volumes_come_back_in_their_format_with_geometry_and_header(
+    one_channel: Path, tmp_path: Path, ext: str
+) -> None:
+    sitk = pytest.importorskip("SimpleITK")
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((2, 12, 10)).astype(np.float32))
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((10.0, -5.0, 3.0))
+    image.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    source = tmp_path / f"scan.{ext}"
+    sitk.WriteImage(image, str(source))
+    out = tmp_path / "pred"
+    assert predict(one_channel, [source], out) == 1
+    mask = sitk.ReadImage(str(out / f"scan.{ext}"))
+    assert mask.GetSize() == image.GetSize() and np.allclose(mask.GetSpacing(), image.GetSpacing())
+    assert np.allclose(mask.GetOrigin(), image.GetOrigin()) and np.allclose(mask.GetDirection(), image.GetDirection())
+    if ext == "nii.gz":  # nibabel reads the input's header fields back
+        before, after = nib.load(source).header, nib.load(out / f"scan.{ext}").header
+        assert after.get_xyzt_units() == before.get_xyzt_units() and after["sform_code"] == before["sform_code"]

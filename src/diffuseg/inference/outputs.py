@@ -13,8 +13,8 @@
   (``inference.provenance``) and ``manifest*.json`` (``inference.manifest``).
 
 ``<name>`` is the case id, or the volume id for the slices of a 3D volume (``output_name``); ``<ext>`` is the
-input's own format for NIfTI, ``.npy`` and HDF5, else ``png`` (``output_format``). A volume is stacked along
-its last axis (NIfTI) or its first (HDF5 (D,H,W)): ``slice_axis``.
+input's own format for NIfTI, MetaImage, NRRD, ``.npy`` and HDF5, else ``png`` (``output_format``). A volume is
+stacked along its third array axis (NIfTI, MetaImage, NRRD: (X,Y,Z)) or its first (HDF5 (D,H,W)): ``slice_axis``.
 
 ``find_predictions`` indexes such a folder (also the looser layouts other tools write: ``samples/<case>/*``,
 ``samples/<case>_<k>.<ext>``); ``read_mask``, ``read_uncertainty`` and ``plane`` read the files back.
@@ -33,6 +33,7 @@ from diffuseg.data.case import Geometry
 from diffuseg.data.formats.files import (
     HDF5_SUFFIXES,
     LOSSY_SUFFIXES,
+    VOLUME_SUFFIXES,
     is_image_file,
     label_values,
     natural_key,
@@ -53,8 +54,8 @@ _SAMPLE_INDEX = re.compile(r"^(.*?)[_-](?:sample|s)?[_-]?(\d+)$")
 
 
 def output_format(geometry: Geometry) -> str:
-    """File suffix of the written files: ``png``, ``npy``, ``nii``, ``nii.gz`` or ``h5``/``hdf5``."""
-    return geometry.format if geometry.format in ("nii", "nii.gz", "npy", *HDF5_SUFFIXES) else "png"
+    """File suffix of the written files: ``png``, ``npy``, ``nii``, ``nii.gz``, ``mha``, ``nrrd`` or ``h5``/``hdf5``."""
+    return geometry.format if geometry.format in (*VOLUME_SUFFIXES, "npy", *HDF5_SUFFIXES) else "png"
 
 
 def output_name(geometry: Geometry, case_id: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry
-from diffuseg.data.formats.files import HDF5_SUFFIXES, NIFTI_SUFFIXES, suffix_of
+from diffuseg.data.formats.files import HDF5_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, itk_shape, suffix_of
+from diffuseg.errors import UserError
 
 
 def nifti_slices(path: Path) -> tuple[int, ...] | None:
@@ -15,6 +16,15 @@ def nifti_slices(path: Path) -> tuple[int, ...] | None:
     try:
         return tuple(int(s) for s in nib.load(str(path)).shape)
     except Exception:  # a corrupt header: the entry is kept and decoding reports the file
+        return None
+
+
+def itk_slices(path: Path) -> tuple[int, ...] | None:
+    """Shape (X,Y[,Z]) of an ``.mha`` / ``.nrrd`` file from its header, or ``None`` when it cannot be read
+    (decoding reports it)."""
+    try:
+        return itk_shape(path)
+    except (UserError, RuntimeError):
         return None
 
 
@@ -31,15 +41,14 @@ def hdf5_shape(path: Path) -> tuple[int, ...] | None:
 
 
 def expand_volumes(entries: list[Entry]) -> list[Entry]:
-    """Replace each entry whose first image is a 3D volume by one entry per slice: a NIfTI volume along its last
-    axis, an HDF5 ``image`` (D,H,W) along its first (as the SSL4MIS layout cuts it)."""
+    """Replace each entry whose first image is a 3D volume by one entry per slice: a NIfTI, MetaImage or NRRD
+    volume along its third array axis (X,Y,Z), an HDF5 ``image`` (D,H,W) along its first (as SSL4MIS cuts it)."""
     out: list[Entry] = []
     for e in entries:
         first = e.images[0]
         suffix = suffix_of(first)
-        shape = (
-            nifti_slices(first) if suffix in NIFTI_SUFFIXES else hdf5_shape(first) if suffix in HDF5_SUFFIXES else None
-        )
+        readers = {**dict.fromkeys(NIFTI_SUFFIXES, nifti_slices), **dict.fromkeys(ITK_SUFFIXES, itk_slices)}
+        shape = readers.get(suffix, hdf5_shape if suffix in HDF5_SUFFIXES else lambda _: None)(first)
         axis = 0 if suffix in HDF5_SUFFIXES else 2
         if shape is None or len(shape) < 3 or (axis == 0 and len(shape) != 3) or shape[axis] <= 1:
             out.append(e)
