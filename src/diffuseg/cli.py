@@ -116,8 +116,10 @@ def _check_parts(num_parts: int | None, part_id: int | None) -> None:
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.evaluate import evaluate
+    from diffuseg.inference.provenance import read_provenance
 
-    (gt,), cases = _split_cases(a, None, [a.gt], labels=True)
+    checkpoint = read_provenance(a.pred).get("checkpoint")  # its run folder holds split.json unless --run says
+    (gt,), cases = _split_cases(a, checkpoint, [a.gt], labels=True)
     evaluate(a.pred, gt, out=a.out, layout=a.layout, cases=cases, classes=a.classes)
 
 
@@ -380,8 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_split_options(
         e,
-        "score only the cases of that side of the run's split (RUN/split.json; needs --run); test: the dataset's "
-        "own test cases (its test.list, or nnU-Net's labelsTs/ of GT)",
+        "score only the cases of that side of the run's split (RUN/split.json; RUN: --run, else the run of the "
+        "checkpoint PRED/prediction.json names); test: the dataset's own test cases (its test.list, or nnU-Net's "
+        "labelsTs/ of GT)",
     )
     e.set_defaults(func=_cmd_evaluate)
 

@@ -147,16 +147,26 @@ def decode_all(
         chunk: entries per task of a worker.
         in_channels: the image channels after ``transforms.match_channels``.
     """
+    from tqdm import tqdm
+
     indices = list(indices)
     chunks = [indices[k : k + chunk] for k in range(0, len(indices), chunk)] or [[]]
+    bar = tqdm(total=len(indices), desc="decode and cache", unit="item", leave=False, disable=None)  # a terminal
     if workers > 1 and len(chunks) > 1:
         subsets = [reader.subset(c) for c in chunks]  # each worker gets only its own entries
         local = [list(range(len(c))) for c in chunks]
         with ProcessPoolExecutor(workers) as pool:
             k = len(chunks)
-            parts = list(pool.map(_decode_chunk, subsets, local, [size] * k, [annotators] * k, [in_channels] * k))
+            parts = []
+            for part in pool.map(_decode_chunk, subsets, local, [size] * k, [annotators] * k, [in_channels] * k):
+                parts.append(part)
+                bar.update(len(part[2]))
     else:
-        parts = [_decode_chunk(reader, c, size, annotators, in_channels) for c in chunks]
+        parts = []
+        for c in chunks:
+            parts.append(_decode_chunk(reader, c, size, annotators, in_channels))
+            bar.update(len(c))
+    bar.close()
     problems = list(dict.fromkeys([*reader.problems, *(p for part in parts for p in part[3])]))
     if problems:
         raise DatasetError(str(reader.root), problems)

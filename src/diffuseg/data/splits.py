@@ -313,7 +313,7 @@ def split_record(split: Split, data_root: str, train: Any, val: Any) -> dict[str
 
     source, kind = split.source, split.source.kind
     return {
-        "data_root": str(data_root),
+        "data_root": str(Path(data_root).absolute()),
         "source": kind.value,
         "description": split.describe(),
         "patient_rule": split.patient_rule,

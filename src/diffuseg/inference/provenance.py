@@ -2,7 +2,7 @@
 
 The report's headline reads it beside ``OUTPUT/config.yaml`` (the resolved config, sampler settings
 included). Fields: ``checkpoint`` (absolute path), ``step`` (training steps the checkpoint had made),
-``network`` (registry name), ``parameters`` (count), ``run_folder`` (``train.out_dir`` of the run),
+``network`` (registry name), ``parameters`` (count), ``run_folder`` (the run folder, absolute),
 ``diffuseg`` (version); with several classes also ``classes`` (``[{name, values[, label]}, ...]``, the label
 values each class is written with in the label maps: ``labels.LabelScheme.to_dict``). No time stamp: a
 rerun writes the same bytes.
@@ -40,13 +40,21 @@ def write_provenance(out: Path, checkpoint: str | os.PathLike, step: int, config
         "step": int(step),
         "network": config.model.name,
         "parameters": sum(p.numel() for p in net.parameters()),
-        "run_folder": config.train.out_dir,
+        "run_folder": _run_folder(Path(checkpoint), config.train.out_dir),
         "diffuseg": __version__,
     }
     scheme = config.data.scheme
     if not scheme.binary:
         record["classes"] = scheme.to_dict()["classes"]
     write_text_atomic(out / PROVENANCE_NAME, json.dumps(record, indent=1) + "\n")
+
+
+def _run_folder(checkpoint: Path, out_dir: str) -> str:
+    """The run folder, absolute: the checkpoint's ``RUN`` in ``RUN/checkpoints/FILE``, else ``train.out_dir``
+    (absolute for runs that recorded it so)."""
+    if checkpoint.parent.name == "checkpoints":
+        return str(checkpoint.parent.parent.absolute())
+    return out_dir
 
 
 def read_provenance(folder: str | os.PathLike) -> dict[str, Any]:

@@ -200,13 +200,27 @@ def _remove_temps(run_dir: Path, config: Config) -> None:
         stale.unlink(missing_ok=True)
 
 
+def absolute_paths(config: Config) -> Config:
+    """``config`` with ``train.out_dir`` and ``data.root`` made absolute (from the working folder), so the run's
+    config.yaml, split.json and checkpoints name them wherever they are read from later."""
+    data, t = config.data, config.train
+    root = str(Path(data.root).absolute()) if data.root else ""
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(data, root=root),
+        train=dataclasses.replace(t, out_dir=str(Path(t.out_dir).absolute())),
+    )
+
+
 def train(config: Config, resume: bool = False) -> Path:
     """Train ``config`` (or continue its run with ``resume``); returns the run folder.
 
     Raises ``UserError`` for bad data (every problem listed), a foreign or corrupt checkpoint, a resume
     with another config, and a loss that turns NaN or infinite (the last good checkpoint is kept). A start
-    that fails before training removes the run folder it created (never a folder that existed before).
+    that fails before training removes the run folder it created (never a folder that existed before). The run
+    folder and the data folder are recorded as absolute paths (``absolute_paths``).
     """
+    config = absolute_paths(config)
     t = config.train
     run_dir = Path(t.out_dir)
     ckpt_path = run_dir / "checkpoints" / LAST
