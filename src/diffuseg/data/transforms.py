@@ -185,10 +185,16 @@ def model_channels_problem(sources: Sequence[str], case_id: str, stored: int, in
     reading ``in_channels`` cannot take: the model is fixed, so it names what the files hold, not a setting."""
     files = ", ".join(Path(s).name for s in sources[:4]) + (", ..." if len(sources) > 4 else "")
     where = Path(sources[0]).parent / case_id if sources else case_id
+    grouped = (
+        "; files named CASE_XXXX are the channels of one case (nnU-Net's naming): --layout images reads each as "
+        "an image of its own"
+        if len(sources) > 1
+        else ""
+    )
     return (
         f"{where}: the input has {stored} channel(s) ({len(sources)} file(s): {files}) but the model reads "
         f"{in_channels} (the checkpoint's data.in_channels); predict with a model trained on {stored}-channel "
-        f"images, or give inputs of {in_channels} channel(s)"
+        f"images, or give inputs of {in_channels} channel(s){grouped}"
     )
 
 
