@@ -86,7 +86,7 @@ class _PredVolumes:
 
 @dataclass
 class _Volume:
-    spacing: tuple[float, ...] | None
+    spacing: tuple[float, ...] | None  # in-plane, then through-plane (the slices stacked last)
     slices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # z -> (fused, annotations)
 
 
@@ -145,7 +145,7 @@ def evaluate(
                 continue
             if problems:  # the run fails anyway: only check the remaining files
                 continue
-            spacing = case.geometry.spacing[:2] if case.geometry.spacing else None
+            spacing = case.geometry.plane_spacing()  # the slice's own two axes
             spacing_known |= spacing is not None
             members = None if samples is None else torch.from_numpy(samples)[:, None]  # (K, 1, H, W)
             masks, fused_t, members, valid = without_ignored(scheme, case.masks, torch.from_numpy(fused), members)
@@ -156,7 +156,7 @@ def evaluate(
             acc.add(case.case_id, values)
             _add_counts(nnunet, predictions, case, entry.volume_id, fused, masks[0].numpy(), valid)
             if entry.volume_id is not None and entry.slice_index is not None:
-                vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
+                vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.volume_spacing()))
                 vol.slices[entry.slice_index] = (fused, masks.numpy())
         if problems:
             raise DatasetError(str(pred), problems)

@@ -177,7 +177,7 @@ class PredictionWriter:
         if g.volume_id is not None and g.slice_index is not None and g.volume_shape is not None:
             vol = self._volumes.setdefault(g.volume_id, _Volume(g, output_name(g, case.case_id)))
             vol.slices[g.slice_index] = (mask, unc, samp, per_class)
-            if len(vol.slices) == g.volume_shape[slice_axis(g.format)]:
+            if len(vol.slices) == g.volume_shape[slice_axis(g)]:
                 return self._flush(g.volume_id)
             return []
         return self._write_all(g, output_name(g, case.case_id), mask, unc, samp, per_class)
@@ -201,7 +201,7 @@ class PredictionWriter:
         samp = np.zeros((n_samples, *shape), dtype) if n_samples else None
         n_classes = max((len(s[3]) for s in vol.slices.values() if s[3] is not None), default=0)
         per_class = np.zeros((n_classes, *shape), np.float32) if n_classes and unc is not None else None
-        axis = slice_axis(vol.geometry.format)
+        axis = slice_axis(vol.geometry)
         for z, (m, u, s, c) in vol.slices.items():
             _put(mask, z, m, axis)
             if unc is not None and u is not None:
@@ -236,7 +236,8 @@ class PredictionWriter:
 
 
 def _put(volume: np.ndarray, z: int, plane: np.ndarray, axis: int) -> None:
-    """Set slice ``z`` of ``volume`` along ``axis`` (0: HDF5 (D,H,W); 2: NIfTI; +1 for a stack of samples)."""
+    """Set slice ``z`` of ``volume`` along ``axis`` (0: HDF5 (D,H,W); NIfTI/ITK: the through-plane axis; +1 for a
+    stack of samples)."""
     index = [slice(None)] * volume.ndim
     index[axis] = z
     volume[tuple(index)] = plane

@@ -45,8 +45,9 @@ class Entry:
 
     ``images`` holds one file per channel (BraTS: one per modality) or a single file holding all channels;
     ``masks`` one tuple per annotator of the files whose union is that annotator's mask (several lesions
-    of one image). ``slice_index`` selects a slice (last array axis) of a 3D volume. ``labels`` are the
-    label values the layout allows (``None``: a binary mask, any single non-zero value).
+    of one image). ``slice_index`` selects a slice of a 3D volume along ``slice_axis`` (``None``: the format's,
+    the third axis of a NIfTI/ITK volume, the first of an HDF5 one; ``orientation``). ``labels`` are the label
+    values the layout allows (``None``: a binary mask, any single non-zero value).
     """
 
     case_id: str
@@ -58,6 +59,7 @@ class Entry:
     volume_shape: tuple[int, ...] | None = None
     labels: tuple[int, ...] | None = None
     category: str = ""  # class folder (``classes`` layout), kept in ``Geometry.category``
+    slice_axis: int | None = None
 
 
 class _FileCache:
@@ -96,23 +98,29 @@ def _channel_axis(data: FileData) -> int | None:
     return 2 if a.ndim == 3 else None  # rasters (H,W,channels); .npy (H,W,channels) too
 
 
-def _plane(data: FileData, array: np.ndarray, slice_index: int | None) -> np.ndarray:
-    """The 2D plane (H,W) or (H,W,channels) of an entry: slice ``slice_index`` (default 0) of a NIfTI volume (last
-    axis) or an HDF5 volume (first axis)."""
-    z = 0 if slice_index is None else slice_index
+def _axis(data: FileData, entry: Entry) -> int:
+    """The array axis the entry's slice is taken along: its own, else its format's (HDF5 0, NIfTI/ITK 2)."""
+    if entry.slice_axis is not None:
+        return entry.slice_axis
+    return 0 if data.slice_axis == 0 else 2
+
+
+def _plane(data: FileData, array: np.ndarray, entry: Entry) -> np.ndarray:
+    """The 2D plane (H,W) or (H,W,channels) of an entry: slice ``slice_index`` (default 0) along ``_axis`` of a
+    NIfTI/ITK volume (X,Y,Z[,channels]) or an HDF5 volume (D,H,W)."""
+    z = 0 if entry.slice_index is None else entry.slice_index
     if data.slice_axis == 0 and array.ndim == 3:
         return array[z]
     if data.affine is not None and array.ndim >= 3:
-        return array[:, :, z]
+        return np.take(array, z, axis=_axis(data, entry))
     return array
 
 
-def _lacks_slice(data: FileData, slice_index: int | None) -> bool:
+def _lacks_slice(data: FileData, entry: Entry) -> bool:
     """Whether an entry asks for a slice the file does not have."""
-    if slice_index is None:
+    if entry.slice_index is None:
         return False
-    axis = 0 if data.slice_axis == 0 else 2
-    return data.array.ndim < 3 or slice_index >= data.array.shape[axis]
+    return data.array.ndim < 3 or entry.slice_index >= data.array.shape[_axis(data, entry)]
 
 
 class Reader:
@@ -253,10 +261,10 @@ class Reader:
                 continue
             if bad:
                 problems.append(f"{path}: {bad} NaN or infinite intensity value(s)")
-            if _lacks_slice(data, entry.slice_index):
+            if _lacks_slice(data, entry):
                 problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
                 continue
-            plane = _plane(data, normalised, entry.slice_index)
+            plane = _plane(data, normalised, entry)
             if plane.ndim not in (2, 3) or 0 in plane.shape:
                 problems.append(
                     f"{path}: not a 2D image (array shape {data.array.shape}; expected (H,W) or (H,W,C), "
@@ -307,10 +315,10 @@ class Reader:
                     f"{path}: label geometry {_describe(data)} differs from image {first[0].name} {_describe(first[1])}"
                 )
                 continue
-            if _lacks_slice(data, entry.slice_index):
+            if _lacks_slice(data, entry):
                 problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
                 continue
-            plane = _plane(data, data.array, entry.slice_index)
+            plane = _plane(data, data.array, entry)
             if plane.ndim == 3 and plane.shape[2] == 1:
                 plane = plane[..., 0]
             if plane.shape != tuple(size):
@@ -394,6 +402,7 @@ class Reader:
             volume_id=entry.volume_id,
             slice_index=entry.slice_index,
             volume_shape=entry.volume_shape,
+            slice_axis=entry.slice_axis,
             layout=self.layout,
             category=entry.category,
         )

@@ -5,27 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry
-from diffuseg.data.formats.files import HDF5_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, itk_shape, suffix_of
-from diffuseg.errors import UserError
-
-
-def nifti_slices(path: Path) -> tuple[int, ...] | None:
-    """Shape of a NIfTI file from its header alone, or ``None`` when the header cannot be read."""
-    import nibabel as nib
-
-    try:
-        return tuple(int(s) for s in nib.load(str(path)).shape)
-    except Exception:  # a corrupt header: the entry is kept and decoding reports the file
-        return None
-
-
-def itk_slices(path: Path) -> tuple[int, ...] | None:
-    """Shape (X,Y[,Z]) of an ``.mha`` / ``.nrrd`` file from its header, or ``None`` when it cannot be read
-    (decoding reports it)."""
-    try:
-        return itk_shape(path)
-    except (UserError, RuntimeError):
-        return None
+from diffuseg.data.formats.files import HDF5_SUFFIXES, suffix_of
+from diffuseg.data.formats.orientation import through_plane_axis, volume_header
 
 
 def hdf5_shape(path: Path) -> tuple[int, ...] | None:
@@ -42,14 +23,12 @@ def hdf5_shape(path: Path) -> tuple[int, ...] | None:
 
 def expand_volumes(entries: list[Entry]) -> list[Entry]:
     """Replace each entry whose first image is a 3D volume by one entry per slice: a NIfTI, MetaImage or NRRD
-    volume along its third array axis (X,Y,Z), an HDF5 ``image`` (D,H,W) along its first (as SSL4MIS cuts it)."""
+    volume (X,Y,Z) across its through-plane axis (``orientation.through_plane_axis``), an HDF5 ``image`` (D,H,W)
+    along its first axis (as SSL4MIS cuts it)."""
     out: list[Entry] = []
     for e in entries:
         first = e.images[0]
-        suffix = suffix_of(first)
-        readers = {**dict.fromkeys(NIFTI_SUFFIXES, nifti_slices), **dict.fromkeys(ITK_SUFFIXES, itk_slices)}
-        shape = readers.get(suffix, hdf5_shape if suffix in HDF5_SUFFIXES else lambda _: None)(first)
-        axis = 0 if suffix in HDF5_SUFFIXES else 2
+        shape, axis = _volume(first)
         if shape is None or len(shape) < 3 or (axis == 0 and len(shape) != 3) or shape[axis] <= 1:
             out.append(e)
             continue
@@ -65,6 +44,17 @@ def expand_volumes(entries: list[Entry]) -> list[Entry]:
                     volume_shape=shape[:3],
                     labels=e.labels,
                     category=e.category,
+                    slice_axis=axis,
                 )
             )
     return out
+
+
+def _volume(path: Path) -> tuple[tuple[int, ...] | None, int]:
+    """(shape, the axis it is cut along) of a volume file; shape ``None`` for a file that is none."""
+    if suffix_of(path) in HDF5_SUFFIXES:
+        return hdf5_shape(path), 0
+    header = volume_header(path)
+    if header is None:
+        return None, 2
+    return header[0], through_plane_axis(header[1], header[0])
