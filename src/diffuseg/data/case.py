@@ -30,7 +30,6 @@ class Geometry:
     layout: str = ""
     category: str = ""  # the class folder of the case (``classes`` layout, e.g. BUSI's benign/malignant/normal)
 
-
     def plane_spacing(self) -> tuple[float, ...] | None:
         """The voxel sizes of the 2D item's two axes (mm), or ``None`` when the file gives none."""
         if not self.spacing:
