@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=4000, help="page height captured (px)")
     p.add_argument("--browser", default=None, help="browser executable (default: chromium on PATH)")
+    p.add_argument(
+        "--colors", type=int, default=0, help="quantise the PNG to this many colours to keep it small (0: off)"
+    )
     args = p.parse_args(argv)
 
     page = Path(args.source)
@@ -57,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     if done.returncode != 0 or not out.is_file():
         print(f"error: chromium failed ({done.returncode}):\n{done.stderr[-2000:]}", file=sys.stderr)
         return 2
+    if args.colors:
+        from PIL import Image
+
+        with Image.open(out) as shot:
+            small = shot.convert("RGB").quantize(colors=args.colors, method=Image.Quantize.MEDIANCUT)
+        small.save(out, optimize=True)
     print(f"screenshot: {out}")
     return 0
 

@@ -56,6 +56,11 @@ def test_dotted_overrides_are_typed(tmp_path):
         ({"data": {"fold": -1}}, "data.fold must be >= 0"),
         ({"data": {"folds": 1}}, "data.folds must be >= 2"),
         ({"data": {"patient_regex": "(patient"}}, "data.patient_regex '(patient': not a regular expression"),
+        ({"ssn": {"rank": 0}}, "ssn.rank must be >= 1"),
+        ({"ssn": {"mc_samples": 5}}, "ssn.mc_samples must be even and >= 2 (antithetic pairs)"),
+        ({"ssn": {"mc_samples": 0}}, "ssn.mc_samples must be even and >= 2"),
+        ({"ssn": {"epsilon": 0}}, "ssn.epsilon must be > 0"),
+        ({"ssn": {"rank": "ten"}}, "ssn.rank: expected an integer"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, values, needle):

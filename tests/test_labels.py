@@ -151,6 +151,19 @@ def test_single_declared_class_is_one_channel():
             r"\[1\]: 'b' would be written as 2, as 'a' is",
         ),
         ([{"name": "a", "values": [1, 1]}], r"repeats a value"),
+        (
+            [
+                {"name": "ET", "values": [4], "label": 4},
+                {"name": "TC", "values": [1, 4], "label": 1},
+                {"name": "WT", "values": [1, 2, 4], "label": 2},
+            ],
+            r"\[0\]: region 'ET' can never be written: each of its values \[4\] is in a later region, painted over "
+            r"it; declare the regions from large to small: WT, TC, ET",
+        ),
+        (
+            [{"name": "RV", "values": [1]}, {"name": "right ventricle", "values": [1]}],
+            r"\[1\]: 'right ventricle' has the values \[1\] of 'RV' \(data.classes\[0\]\): two names for one class",
+        ),
         ("RV", r"expected a list of classes"),
     ],
 )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,33 +31,20 @@ from common import RESULTS, machine, markdown_table, print_machine, write_markdo
 from diffuseg.checkpoint import LAST, read_checkpoint
 from diffuseg.errors import UserError
 from diffuseg.evaluation.metrics import dice
+from diffuseg.inference.tta import TRANSFORMS, dihedral, undo
 from diffuseg.methods import load_for_inference
-
-
-def symmetries(image: torch.Tensor) -> list[tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]:
-    """The 8 symmetries of the square applied to ``image`` (..., H, W), each with the map that undoes it."""
-    out = []
-    for k in range(4):
-        for flip in (False, True):
-            x = torch.rot90(image, k, (-2, -1))
-            x = x.flip(-1) if flip else x
-
-            def undo(y, k=k, flip=flip):
-                y = y.flip(-1) if flip else y
-                return torch.rot90(y, -k, (-2, -1))
-
-            out.append((x, undo))
-    return out
 
 
 @torch.no_grad()
 def unet_probabilities(ckpt: Path, cases, tta: bool) -> list[torch.Tensor]:
-    """The UNet's foreground probability (H, W) per case, or its mean over the 8 symmetries."""
+    """The UNet's foreground probability (H, W) per case, or its mean over the 8 symmetries (``inference.tta``)."""
     _, net, _ = load_for_inference(ckpt)
     probs = []
     for _, image, _ in cases:
-        views = symmetries(image[None]) if tta else [(image[None], lambda y: y)]
-        probs.append(torch.stack([undo(torch.sigmoid(net(x).float()))[0, 0] for x, undo in views]).mean(0))
+        views = range(TRANSFORMS) if tta else [0]
+        probs.append(
+            torch.stack([undo(torch.sigmoid(net(dihedral(image[None], t)).float()), t)[0, 0] for t in views]).mean(0)
+        )
     return probs
 
 

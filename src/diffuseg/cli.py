@@ -1,6 +1,6 @@
 """The ``diffuseg`` command line. Each subcommand parses its arguments, calls one library function and
 prints; it has no logic of its own. Every ``UserError`` ends as one ``error:`` line on stderr and exit
-code 2, without a traceback.
+code 2, without a traceback; so does a full disk or quota (``files.disk_full``) wherever it is met.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from diffuseg.errors import UserError
+from diffuseg.files import disk_full, no_space
 
 # train's options and the fields they set, all run control (config.Role.RUN): a run keeps its preset's recipe
 TRAIN_OPTIONS = {
@@ -35,58 +36,48 @@ PREDICT_OPTIONS = {
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
-    from diffuseg.presets import load_config
+    from diffuseg.presets import load_config, seed_configs
 
     options = [f"{key}={getattr(a, dest)}" for dest, key in TRAIN_OPTIONS.items() if getattr(a, dest)]
     options += [f"{key}={getattr(a, dest)}" for dest, key in CASE_OPTIONS.items() if getattr(a, dest) is not None]
     overrides = [*a.overrides, *options]
-    config = load_config(a.config, overrides)
+    configs = seed_configs(a.config, overrides, a.seeds) if a.seeds else [load_config(a.config, overrides)]
+    from diffuseg.checkpoint import checkpoint_file
     from diffuseg.runtime import use_threads
-    from diffuseg.training.run import train  # heavy import after the config is known to be good
+    from diffuseg.training.run import train  # heavy import after the configs are known to be good
 
     use_threads(a.threads)
-
-    run_dir = train(config, resume=a.resume)
-    print(f"run folder: {run_dir}")
+    for config in configs:  # --seeds --resume: a seed whose run has no checkpoint yet starts
+        folder = config.train.out_dir
+        run_dir = train(config, resume=a.resume and (a.seeds is None or checkpoint_file(folder).is_file()))
+        print(f"run folder: {run_dir}")
 
 
 def _split_cases(
-    a: argparse.Namespace, checkpoint: str | None, inputs: list[str], labels: bool = False
+    a: argparse.Namespace, checkpoints: Sequence[str], inputs: list[str], labels: bool = False
 ) -> tuple[list[str], set[str] | None]:
-    """The inputs and case ids of ``--split`` (train/val: the run's split.json, from ``--run`` or the checkpoint's
-    run folder; test: the dataset's own, ``splits.test_split``) or ``--cases FILE``; ``None``: every case."""
-    from diffuseg.data import splits
+    """The inputs and case ids of ``--split`` or ``--cases FILE`` (``data.choice.choose_cases``)."""
+    from diffuseg.checkpoint import checkpoint_file
+    from diffuseg.data.choice import choose_cases
 
-    listed = getattr(a, "cases", None)
-    if a.split is None:
-        if a.run:
-            raise UserError("--run is used with --split train|val")
-        if listed is None:
-            return inputs, None
-        cases = splits.read_case_list(listed)
-        print(f"--cases: {len(cases)} case(s) of {listed}")
-        return inputs, cases
-    if listed is not None:
-        raise UserError(f"--split {a.split} and --cases both choose the cases; give one")
-    if a.split == "test":
-        if a.run or len(inputs) != 1:
-            raise UserError("--split test takes one dataset folder and no --run (the test cases are the dataset's own)")
-        folder, cases, line = splits.test_split(inputs[0], labels)
+    files = [checkpoint_file(c) for c in checkpoints]
+    inputs, cases, line = choose_cases(a.split, a.run, getattr(a, "cases", None), files, inputs, labels)
+    if line:
         print(line)
-        return [str(folder)], cases
-    cases = splits.split_cases(a.split, run=a.run, checkpoint=checkpoint)
-    print(f"--split {a.split}: {len(cases)} case(s) of the run's split.json")
     return inputs, cases
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
+    from diffuseg.checkpoint import leading_checkpoints
     from diffuseg.inference.predict import predict
     from diffuseg.runtime import use_threads
 
     use_threads(a.threads)
-    a.input, a.output, overrides = split_predict_positionals([*a.input, a.output, *a.overrides])
+    checkpoints, items = leading_checkpoints([a.checkpoint, *a.input, a.output, *a.overrides])
+    a.input, a.output, overrides = split_predict_positionals(items)
     overrides += [f"{key}={getattr(a, dest)}" for dest, key in PREDICT_OPTIONS.items() if getattr(a, dest) is not None]
-    a.input, cases = _split_cases(a, a.checkpoint, a.input)
+    a.checkpoint = checkpoints[0] if len(checkpoints) == 1 else checkpoints
+    a.input, cases = _split_cases(a, checkpoints, a.input)
     args = dict(save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite, cases=cases)
     from diffuseg.inference.distributed import predict_distributed, rank_env
 
@@ -116,17 +107,17 @@ def _check_parts(num_parts: int | None, part_id: int | None) -> None:
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.evaluate import evaluate
-    from diffuseg.inference.provenance import read_provenance
+    from diffuseg.inference.provenance import read_provenance, recorded_checkpoints
 
-    checkpoint = read_provenance(a.pred).get("checkpoint")  # its run folder holds split.json unless --run says
-    (gt,), cases = _split_cases(a, checkpoint, [a.gt], labels=True)
+    checkpoints = recorded_checkpoints(read_provenance(a.pred))  # their runs hold split.json unless --run says
+    (gt,), cases = _split_cases(a, checkpoints, [a.gt], labels=True)
     evaluate(a.pred, gt, out=a.out, layout=a.layout, cases=cases, classes=a.classes)
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.report import write_report
 
-    page = write_report(a.source, out=a.out)
+    page = write_report(a.source, out=a.out, baseline=a.baseline)
     print(f"report: {page}")
 
 
@@ -300,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     t.add_argument("--steps", type=_positive_int, help="training steps (sets train.steps)")
     t.add_argument("--fold", type=_fold, metavar="K", help=FOLD_HELP + " (sets data.fold)")
+    t.add_argument(
+        "--seeds",
+        type=_positive_int,
+        metavar="N",
+        help="train N runs one after another, OUT/seed-1 .. OUT/seed-N with train.seed 1 .. N (a seed ensemble: "
+        "predict with all their checkpoints; docs/inference.md)",
+    )
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser(
@@ -310,7 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
         "here are the checkpoint's sample.* section. Example: diffuseg predict runs/b/checkpoints/last.ckpt "
         "a.png b.png preds/ --samples 5 sample.steps=10",
     )
-    pr.add_argument("checkpoint", help="a checkpoint written by `diffuseg train`, e.g. RUN/checkpoints/last.ckpt")
+    pr.add_argument(
+        "checkpoint",
+        help="a checkpoint written by `diffuseg train`, e.g. RUN/checkpoints/last.ckpt, or its RUN folder; several "
+        "(RUN/seed-*/checkpoints/last.ckpt) predict with an ensemble, member k from checkpoint k mod N",
+    )
     pr.add_argument("input", nargs="+", help="a dataset folder, or one or more image files")
     pr.add_argument("output", help="output folder, after the inputs (must not be inside an input folder)")
     pr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted sample.* overrides, e.g. sample.steps=10")
@@ -396,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("source", help="results.json, or a folder holding one (e.g. the prediction folder)")
     r.add_argument("--out", default=None, help="report folder or .html path (default: report/ beside results.json)")
+    r.add_argument(
+        "--baseline",
+        metavar="RUN_OR_PREDICTIONS",
+        default=None,
+        help="another method's results.json, prediction folder or run folder on the same cases: paired "
+        "differences per case with bootstrap 95%% CIs (refused when the cases differ)",
+    )
     r.set_defaults(func=_cmd_report)
 
     v = sub.add_parser(
@@ -468,6 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if not no_space(err):
+            raise
+        print(f"error: {disk_full(err.filename or 'the output')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -137,6 +137,16 @@ class AnchoredConfig:
 
 
 @dataclass(frozen=True)
+class SSNConfig:
+    """``method: ssn`` (Stochastic Segmentation Networks, Monteiro et al. 2020, arXiv:2006.06015): ``model`` is the
+    backbone (a segmenter: ``unet``); its logits get a Gaussian with covariance P P^T + D (``nets.ssn``)."""
+
+    rank: int = 10  # R, the rank of P (the paper's 10)
+    mc_samples: int = 20  # M, the loss's Monte Carlo draws per image, in antithetic pairs (the paper's 20)
+    epsilon: float = 1e-5  # added to D (the authors' code)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and run control."""
 
@@ -177,10 +187,11 @@ class SampleConfig:
     fusion: Fusion = Fusion.STAPLE
     threshold: float = 0.5
     relative_area: float = 0.0  # the ambiguity paper's supplement 7.1; 0 = off
-    uncertainty: Uncertainty = Uncertainty.VARIANCE
+    uncertainty: Uncertainty = Uncertainty.DISAGREEMENT  # what the written uncertainty map holds
     seed: int = 0
     precision: str = "32"  # "32", "bf16" or "auto" (bf16 where the device computes it natively)
     channels_last: bool = False  # network and inputs in channels_last memory format
+    tta: bool = False  # test-time augmentation: member k sees the image flipped/turned (inference.tta)
 
 
 @dataclass(frozen=True)
@@ -199,6 +210,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     anchored: AnchoredConfig = field(default_factory=AnchoredConfig)
+    ssn: SSNConfig = field(default_factory=SSNConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig, metadata=_RUN)
     eval: EvalConfig = field(default_factory=EvalConfig, metadata=_RUN)
@@ -438,6 +450,9 @@ def _validate(c: Config) -> None:
         (len(c.anchored.head_channels) >= 2, "anchored.head_channels needs at least 2 levels"),
         (min(c.anchored.head_channels, default=0) >= 1, "anchored.head_channels must be >= 1"),
         (c.anchored.head_blocks >= 1 and c.anchored.head_time_dim >= 1, "anchored.head_blocks, head_time_dim >= 1"),
+        (c.ssn.rank >= 1, "ssn.rank must be >= 1"),
+        (c.ssn.mc_samples >= 2 and not c.ssn.mc_samples % 2, "ssn.mc_samples must be even and >= 2 (antithetic pairs)"),
+        (c.ssn.epsilon > 0, "ssn.epsilon must be > 0 (it keeps the covariance positive definite)"),
         (c.train.steps >= 1, "train.steps must be >= 1"),
         (c.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (c.train.lr > 0, "train.lr must be > 0"),

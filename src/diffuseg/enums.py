@@ -27,6 +27,7 @@ class Method(StrEnum):
     PROBUNET = "probunet"
     PHISEG = "phiseg"
     ANCHORED = "anchored"  # a deterministic trunk and a diffusion head on its residual (docs/training.md)
+    SSN = "ssn"  # Stochastic Segmentation Networks: a low-rank Gaussian over the logits (docs/baselines.md)
 
 
 class AnchorForm(StrEnum):
@@ -93,6 +94,7 @@ class Fusion(StrEnum):
 
 
 class Uncertainty(StrEnum):
+    DISAGREEMENT = "disagreement"  # share of members whose label differs from the fused mask's
     VARIANCE = "variance"
     ENTROPY = "entropy"
 

@@ -1,9 +1,11 @@
 """Files written safely: atomic writes (a temporary beside the target, renamed over it), temporaries named by
-host and process so a later run can remove those of a dead writer, and the modes the umask gives."""
+host and process so a later run can remove those of a dead writer, the modes the umask gives, and one error for a
+full disk (``disk_full``)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -70,17 +72,35 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
 _TEMP_NAME = re.compile(r"^\..+\.~(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)~")
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, an exhausted quota
+
+
+def no_space(err: BaseException) -> bool:
+    """Whether ``err`` is a write refused for want of space (``NO_SPACE``)."""
+    return isinstance(err, OSError) and err.errno in NO_SPACE
+
+
+def disk_full(path: str | os.PathLike) -> UserError:
+    """The one error of a full disk while writing ``path`` through ``atomic_path``: the temporary is gone, so
+    nothing is half-written, and what was written before is complete (each file was renamed into place whole)."""
+    return UserError(
+        f"no space left on device writing {path}; nothing was half-written: the files written so far are "
+        "complete, rerun to resume"
+    )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary file beside ``path`` (``temp_prefix`` + random + ``suffix``, same folder, which is created)
     to write; renamed over ``path`` (``os.replace``) when the block ends, deleted when it raises. Nothing
-    half-written; the file gets the mode the umask gives (``readable_mode``)."""
+    half-written; the file gets the mode the umask gives (``readable_mode``). A full disk or quota, in the
+    block or around it, is ``disk_full``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=suffix)
     except OSError as err:
-        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from None
+        raise disk_full(path) if no_space(err) else _cannot_write(path, err) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -88,10 +108,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
             readable_mode(tmp)
             os.replace(tmp, path)
         except OSError as err:
-            raise UserError(f"{path}: cannot write here ({err.strerror or err})") from None
-    except BaseException:
+            raise disk_full(path) if no_space(err) else _cannot_write(path, err) from None
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if no_space(err):
+            raise disk_full(path) from None
         raise
+
+
+def _cannot_write(path: Path, err: OSError) -> UserError:
+    return UserError(f"{path}: cannot write here ({err.strerror or err})")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

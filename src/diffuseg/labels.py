@@ -195,7 +195,7 @@ class LabelScheme:
         return masks.float()
 
     def decode(self, soft: Tensor, threshold: float = 0.5) -> Tensor:
-        """Channels (..., C, H, W) in [0, 1] -> atom map (..., H, W) int64.
+        """Channels (..., C, H, W) in [0, 1] (or not yet clipped to it) -> atom map (..., H, W) int64.
 
         One class and regions: channel k is on where ``soft > threshold``, regions painted in declaration order
         with their ``painted`` value (later ones overwrite). C >= 2 exclusive: argmax over the C + 1 channels
@@ -301,7 +301,9 @@ def label_scheme(
 
     Raises ``UserError`` naming ``where[i]`` and the bad value: a class without name or values, a value < 1 or
     not an integer, a repeated name, ``label`` outside the class's values, a class whose written value is
-    ambiguous (give ``label``), two classes written with the same value, or ``foreground`` given with classes.
+    ambiguous (give ``label``), two classes written with the same value, two classes of the same values, regions
+    declared in an order that never writes one of them (``_check_region_order``), or ``foreground`` given with
+    classes.
     """
     foreground = tuple(int(v) for v in foreground)
     if isinstance(classes, (Mapping, str)):
@@ -338,8 +340,17 @@ def _classes_scheme(specs: tuple[ClassSpec, ...], foreground: tuple[int, ...], w
         if key in seen:
             raise UserError(f"{where}[{i}].name: {spec.name!r} is also the name of {where}[{seen[key]}]")
         seen[key] = i
+    for i, spec in enumerate(specs):
+        twin = next((j for j in range(i) if set(specs[j].values) == set(spec.values)), None)
+        if twin is not None:
+            raise UserError(
+                f"{where}[{i}]: {spec.name!r} has the values {list(spec.values)} of {specs[twin].name!r} "
+                f"({where}[{twin}]): two names for one class; keep one"
+            )
     all_values = [v for s in specs for v in s.values]
     exclusive = len(set(all_values)) == len(all_values)
+    if not exclusive:
+        _check_region_order(specs, where)
     if len(set(all_values)) > MAX_ATOMS:
         raise UserError(f"{where}: {len(set(all_values))} label values declared; at most {MAX_ATOMS}")
     painted = []
@@ -365,3 +376,18 @@ def _classes_scheme(specs: tuple[ClassSpec, ...], foreground: tuple[int, ...], w
                 "give each class its own label"
             )
     return LabelScheme(classes=specs, painted=tuple(painted))
+
+
+def _check_region_order(specs: Sequence[ClassSpec], where: str) -> None:
+    """``UserError`` for a region whose values all lie in later regions: painted in declaration order, later regions
+    overwrite it everywhere, so it could never be written (ET, TC, WT declared small to large). Names the order
+    from large to small, which paints every nested region."""
+    for i, spec in enumerate(specs):
+        later = {v for s in specs[i + 1 :] for v in s.values}
+        if set(spec.values) <= later:
+            order = sorted(specs, key=lambda s: -len(s.values))
+            raise UserError(
+                f"{where}[{i}]: region {spec.name!r} can never be written: each of its values {list(spec.values)} is "
+                f"in a later region, painted over it; declare the regions from large to small: "
+                f"{', '.join(s.name for s in order)}"
+            )

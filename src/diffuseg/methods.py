@@ -27,6 +27,7 @@ from diffuseg.nets.phiseg import PHiSeg
 from diffuseg.nets.probunet import ProbUNet
 from diffuseg.nets.registry import STRUCTURAL
 from diffuseg.nets.registry import build_network as from_registry
+from diffuseg.nets.ssn import StochasticSegNet
 
 DIFFUSING = (Method.DIFFUSION, Method.ANCHORED)
 """The families that draw members with a diffusion sampler (``sample.steps`` network calls per member)."""
@@ -58,7 +59,61 @@ def build_network(config: Config) -> torch.nn.Module:
         mask = mask_channels or channels
         head = (a.head_channels, a.head_blocks, a.head_time_dim)
         return anchored_net(trunk, config.data.in_channels, channels, mask, *head, **shape)
+    if config.method is Method.SSN:  # model is the backbone; the SSN head predicts the covariance of its logits
+        backbone = from_registry(config.model.name, config.data.in_channels, channels, **options)
+        if not hasattr(backbone, "feature_channels"):
+            raise UserError(
+                f"model {config.model.name} cannot be the backbone of method ssn (a segmenter: unet, "
+                "medsegdiff-s/b/l-segmenter)"
+            )
+        return StochasticSegNet(backbone, channels, config.ssn.rank, config.ssn.epsilon)
     return from_registry(config.model.name, config.data.in_channels, channels, mask_channels, **options)
+
+
+def check_image_size(config: Config) -> None:
+    """``UserError`` for a ``data.image_size`` the network of ``config`` cannot take: not a multiple of its
+    downsampling factor, or so small that one image at a time fails in it (a 1 x 1 feature map normalised by a
+    GroupNorm of one channel per group holds one value per group, which torch refuses); the message gives the
+    smallest size that works. The network is built and called on the meta device: no weights, no random draws,
+    no arithmetic."""
+    with torch.device("meta"):
+        net = build_network(config)
+    factor = getattr(net, "downsampling", None)
+    size = config.data.image_size
+    if not factor:
+        return
+    if size % factor:
+        raise UserError(
+            f"data.image_size={size} does not fit model {config.model.name}: it downsamples {factor}x, so the "
+            f"image size must be a multiple of {factor} (e.g. {max(factor, size // factor * factor)})"
+        )
+    if size // factor > 1 or _one_image_fits(config, net, size):  # a deepest map of 2 x 2 or more always fits
+        return
+    smallest = next((s for s in range(size + factor, 9 * factor, factor) if _one_image_fits(config, net, s)), None)
+    fits = f"the smallest image size it supports is {smallest}" if smallest else "widen the network"
+    raise UserError(
+        f"data.image_size={size} is too small for model {config.model.name}: it downsamples {factor}x to a 1 x 1 "
+        f"feature map, which its GroupNorm (one channel per group there) cannot normalise for one image at a time; "
+        f"{fits}"
+    )
+
+
+def _one_image_fits(config: Config, net: torch.nn.Module, size: int) -> bool:
+    """Whether one image of ``size`` passes through the meta network ``net`` of the families whose calls are
+    known here (diffusion ``net(x_t, t, image)``, deterministic ``net(image)``; others count as fitting)."""
+    image = torch.zeros(1, config.data.in_channels, size, size, device="meta")
+    channels = config.data.scheme.channels * (2 if config.diffusion.self_condition else 1)
+    try:
+        with torch.no_grad():
+            if config.method is Method.DIFFUSION:
+                net(torch.zeros(1, channels, size, size, device="meta"), torch.zeros(1, device="meta"), image)
+            elif config.method is Method.DETERMINISTIC:
+                net(image)
+    except ValueError as err:
+        if "Expected more than 1 value per channel" in str(err):  # F.group_norm's check
+            return False
+        raise
+    return True
 
 
 def build_process(config: Config) -> Any:
@@ -216,24 +271,25 @@ def latent_sample(
     threshold: float = 0.5,
     scheme: LabelScheme | None = None,
 ) -> SampleOutput:
-    """``members`` masks per image from a Prob. UNet's or PHiSeg's prior: image (B, in_channels, H, W) ->
-    ``SampleOutput`` with ``soft`` = ``class_probabilities(logits, scheme)`` (B * members, C, H, W) and ``mask``
-    its label map (B * members, 1, H, W) (binary: sigmoid, thresholded to {0, 1}), rows image-major.
+    """``members`` masks per image from a Prob. UNet's or PHiSeg's prior or an SSN's logit distribution: image
+    (B, in_channels, H, W) -> ``SampleOutput`` with ``soft`` = ``class_probabilities(logits, scheme)``
+    (B * members, C, H, W) and ``mask`` its label map (B * members, 1, H, W) (binary: sigmoid, thresholded to
+    {0, 1}), rows image-major.
 
     ``generator`` is one ``torch.Generator`` or one per output row (row b * members + k from generator
     b * members + k), so a member's mask does not depend on the batch it is drawn in. The image-only parts
-    (Prob. UNet's UNet and prior net, PHiSeg's prior encoder) run once per image.
+    (Prob. UNet's UNet and prior net, PHiSeg's prior encoder, the SSN's whole network) run once per image.
 
     Args:
-        net: a ``ProbUNet`` or ``PHiSeg``.
+        net: a ``ProbUNet``, ``PHiSeg`` or ``StochasticSegNet``.
         image: (B, in_channels, H, W).
         members: K, the masks drawn per image.
         generator: one generator, or one per output row (B * K).
         threshold: where a sigmoid channel counts as on.
         scheme: the label scheme (``None``: binary).
     """
-    if not isinstance(net, ProbUNet | PHiSeg):
-        raise TypeError(f"{type(net).__name__} is not a latent-variable network (ProbUNet or PHiSeg)")
+    if not isinstance(net, ProbUNet | PHiSeg | StochasticSegNet):
+        raise TypeError(f"{type(net).__name__} draws no logits (not a ProbUNet, PHiSeg or StochasticSegNet)")
     soft = class_probabilities(net.sample_logits(image, members, generator), scheme)
     return SampleOutput(mask=to_mask(soft, threshold, scheme), soft=soft)
 
@@ -252,9 +308,9 @@ def make_draw(
 ) -> Draw:
     """The member-drawing function of ``config.method``'s family, as ``predict`` and sampled validation use it:
     a diffusion sampler (``diffusion_draw``; anchored: ``anchored_draw``), the prior of a latent-variable baseline
-    (``latent_sample``), or
-    one pass of the deterministic UNet (``class_probabilities(net(image))`` repeated ``members`` times), each
-    over the classes of ``config.data`` (``Draw``: label maps and per-channel soft maps).
+    or the SSN's logit distribution (``latent_sample``), or one pass of the deterministic UNet
+    (``class_probabilities(net(image))`` repeated ``members`` times), each over the classes of ``config.data``
+    (``Draw``: label maps and per-channel soft maps).
 
     ``progress(rows)`` is called with the member-steps done: after every network call of a diffusion sampler
     (its row count, a Python int: no host synchronisation), after every draw of the one-pass families."""
@@ -272,7 +328,7 @@ def make_draw(
             return out
 
         return diffusion_draw(counted, process, s, scheme)
-    if config.method in (Method.PROBUNET, Method.PHISEG):
+    if config.method in (Method.PROBUNET, Method.PHISEG, Method.SSN):
         one_pass = lambda images, members, gens: latent_sample(  # noqa: E731
             net, images, members, generator=gens, threshold=s.threshold, scheme=scheme
         )

@@ -40,6 +40,10 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "phiseg": ("Baselines of the ambiguity paper: PHiSeg", ()),
     "unet": ("Baselines: deterministic UNet", ("Deterministic UNet baseline ",)),
+    "ssn": (
+        "Baselines: Stochastic Segmentation Networks (Monteiro et al., NeurIPS 2020)",
+        ("Stochastic Segmentation Network ",),
+    ),
     "anchored": ("Anchored diffusion: a UNet trunk and a diffusion head on its residual", ("Anchored diffusion ",)),
 }
 _ASIDE = re.compile(r"\s*\((?:[^()]*\s){2,}[^()]*\)")  # a bracketed aside of three or more words
@@ -58,6 +62,19 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         return config_from_dict(merge(values, updates))
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
+
+
+def seed_configs(path: str | os.PathLike, overrides: Sequence[str], seeds: int) -> list[Config]:
+    """A seed ensemble's runs (``diffuseg train --seeds N``): ``load_config(path, overrides)`` with ``train.seed``
+    s and ``train.out_dir`` OUT/seed-s for s = 1 .. ``seeds`` (OUT: that config's run folder); ``UserError`` when
+    ``overrides`` set ``train.seed`` themselves."""
+    if any(o.startswith("train.seed=") for o in overrides):
+        raise UserError("--seeds sets train.seed (1 .. N) of each run; drop the train.seed override")
+    out = Path(load_config(path, overrides).train.out_dir)
+    return [
+        load_config(path, [*overrides, f"train.seed={s}", f"train.out_dir={out / f'seed-{s}'}"])
+        for s in range(1, seeds + 1)
+    ]
 
 
 def resolve_preset(path: str | os.PathLike) -> Path:

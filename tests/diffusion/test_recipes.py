@@ -66,6 +66,34 @@ def test_aux_weight_adds_the_weighted_aux_loss_to_the_diffusion_loss():
     assert torch.allclose(with_aux, base + 2.0 * aux)
 
 
+def _cuda_autocast_policy(monkeypatch) -> None:
+    """CPU stand-in for CUDA autocast's op policy: ``binary_cross_entropy`` on probabilities refuses to run while
+    autocast is on (CPU autocast lets it run, so the refusal is not seen on CPU otherwise)."""
+    import torch.nn.functional as F
+
+    real = F.binary_cross_entropy
+
+    def refuse(*args, **kwargs):
+        if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda"):
+            raise RuntimeError("torch.nn.functional.binary_cross_entropy is unsafe to autocast")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "binary_cross_entropy", refuse)
+
+
+@pytest.mark.parametrize("prediction", [PredictionType.EPS, PredictionType.X, PredictionType.V, PredictionType.LOGITS])
+def test_every_loss_runs_under_autocast_with_the_cuda_op_policy(prediction, monkeypatch):
+    _cuda_autocast_policy(monkeypatch)
+    net, masks, image = Recorder(), _masks(), torch.zeros(3, 1, 8, 8)
+    cfg = DiffusionConfig(prediction=prediction, aux_weight=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = DiffusionProcess(cfg).loss(net, masks, image, torch.Generator().manual_seed(3))
+    loss.backward()
+    assert torch.isfinite(loss) and net.scale.grad is not None
+    plain = DiffusionProcess(cfg).loss(net, masks, image, torch.Generator().manual_seed(3))
+    assert torch.allclose(loss.float(), plain, rtol=2e-2)  # the auxiliary term ran in float32
+
+
 def test_aux_weight_must_not_be_negative():
     from diffuseg.errors import UserError
     from diffuseg.presets import load_config

@@ -110,7 +110,9 @@ def test_four_annotators_with_samples(tmp_path):
     assert (tmp_path / "out" / "r.csv").is_file()
     # one case: the pooled calibration error is that case's
     assert res["calibration"]["all"]["ece"] == pytest.approx(row["ece"])
-    assert res["calibration"]["foreground"]["ece"] == pytest.approx(row["ece_foreground"])
+    # and so are the pooled pixel AUROC and the equal-mass ECE
+    assert res["uncertainty"]["pixel"]["auroc"] == pytest.approx(row["pixel_auroc"])
+    assert res["uncertainty"]["calibration"]["ece_marked"] == pytest.approx(row["ece_marked"])
 
 
 def test_samples_in_case_folders(tmp_path):
@@ -392,9 +394,7 @@ def test_samples_ged_over_classes_and_calibration_per_class(label_pngs):
     assert a["hungarian_iou"] == pytest.approx((0.5 + 1 + 0) / 3 / 3 + 1 / 3)
     # per class, the binary GED of that class's masks
     assert a["ged_biased/LV"] == pytest.approx(CM.M.ged(s_cm[:, 2], y_cm[:, 2], unbiased=False))
-    assert set(res["calibration"]) == {"all", "foreground"} | {
-        f"{k}/{n}" for k in ("all", "foreground") for n in scheme.names
-    }
+    assert set(res["calibration"]) == {"all"} | {f"all/{n}" for n in scheme.names}
     assert np.asarray(res["calibration"]["all"]["bins"]).sum(0)[0] == 64 * 3  # the case with samples, 3 classes
     assert np.asarray(res["calibration"]["all/LV"]["bins"]).sum(0)[0] == 64
 

@@ -15,7 +15,8 @@ from diffuseg.cli import main
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.evaluation.figures import CLASS_COLOURS
-from diffuseg.evaluation.report import choose_cases, find_results, metric_help, write_report
+from diffuseg.evaluation.report import choose_cases, metric_help, write_report
+from diffuseg.evaluation.results_file import find_results
 
 
 def png(path: Path, array: np.ndarray) -> None:
@@ -64,7 +65,7 @@ def test_report_page_and_figures(evaluated):
     ):
         assert needle in text
     figures = sorted((page.parent / "figures").glob("*.png"))
-    assert {f.name for f in figures} >= {"distributions.png", "calibration.png", "case_00.png"}
+    assert {f.name for f in figures} >= {"distributions.png", "uncertainty.png", "case_00.png"}
     with Image.open(page.parent / "figures" / "case_00.png") as im:
         assert im.size[0] > 600  # image, 4 annotators, 6 samples, fused, uncertainty: two rows of 8
     assert "nan" not in text.lower().replace("nanoseconds", "")
@@ -149,7 +150,7 @@ def test_headline_names_model_checkpoint_and_settings_then_main_metrics(tmp_path
         "DDPM, 5 steps",
         "6 member(s) fused by staple",
         "uncertainty: variance of the samples",
-        ">Dice<",
+        ">Dice (headline)<",
         ">IoU<",
         ">HD95 (pixel)<",
     ):
@@ -211,8 +212,11 @@ def test_report_with_three_classes(tmp_path):
     table = text[text.index("Per class over cases") :]
     table = table[: table.index("</table>")]
     assert table.count("<tr>") == 1 + 3 + 1  # header, 3 classes, their mean
-    for base in ("dice", "iou", "hd95", "ged"):
+    for base in ("dice", "iou", "hd95", "diversity"):
         assert f"<th>{base}" in table
+    assert "<th>ged" not in table  # one annotator: GED is undefined for every class, so it gets no column
+    assert "<th>dice, empty mask</th><th>dice, all-foreground mask</th>" in table  # every class is in every case
+    assert table.count(">0.000</td>") == 4 and table.count(">1.000</td>") == 0
     # the summary tables do not repeat the per-class keys
     other = text[text.index("Other metrics over cases") :]
     assert "dice/RV" not in other[: other.index("</table>")]
@@ -240,8 +244,15 @@ def test_report_of_hdf5_volumes_with_uncertainty(tmp_path):
         f["label"] = np.stack([heart(32, 1), heart(32, 1), np.zeros((32, 32), np.uint8)])
     with h5py.File(pred / "p1_frame01_uncertainty.h5", "w") as f:
         f["uncertainty"] = np.full((3, 32, 32), 0.25, np.float32)
-    evaluate(pred, gt, quiet=True, classes="RV=1,Myo=2,LV=3")
+    res = evaluate(pred, gt, quiet=True, classes="RV=1,Myo=2,LV=3")
     text = write_report(pred).read_text()
+    head = text[text.index("<section class='headline'>") : text.index("</section>")]
+    # 3D data: the per-volume 3D Dice leads, the per-slice numbers come second
+    assert head.index("Per volume (3D), 1 volume(s)") < head.index("Per slice (2D), 3 slice(s)")
+    first = head[head.index("Per volume (3D)") :]
+    assert re.search(r"Dice \(headline\)</div><div class='value'>([0-9.]+)<", first).group(1) == (
+        f"{res['volume_summary']['dice']['mean']:.3f}"
+    )
     assert "Per class over volumes (3D)" in text
     assert text.count('<img class="case"') == 3  # every slice's figure, the uncertainty read from the HDF5 file
     assert "no readable dataset" not in text and "left out" not in text.split("Cases")[1][:400]
@@ -270,6 +281,9 @@ def _edited(evaluated: Path, tmp_path: Path, edit) -> Path:
         (lambda r: r.__setitem__("missing", "none"), 'missing is "none"'),
         (lambda r: r.__setitem__("pred", 5), "pred is 5, where a string"),
         (lambda r: r.__setitem__("annotators", "four"), 'annotators is "four"'),
+        (lambda r: r["references"]["empty"]["summary"]["dice"].__setitem__("mean", "0"),
+         'references.empty.summary.dice.mean is "0"'),
+        (lambda r: r.__setitem__("groups", {"benign": {"cases": "a"}}), 'groups.benign.cases is "a"'),
     ],
 )  # fmt: skip
 def test_report_refuses_results_with_wrong_types(evaluated, tmp_path, edit, where, capsys):

@@ -70,6 +70,23 @@ def test_label_entropy_and_class_maps_by_hand():
     torch.testing.assert_close(uncertainty_map(atoms[:, None].float(), "variance", label_scheme(ACDC)), expected)
 
 
+def test_disagreement_by_hand_against_the_fused_label_map():
+    """The default kind on the members above, fused by vote: the share of members whose label differs from the
+    fused one (2 of 4 where two say 1 and two say 0, whichever wins the tie; 3 of 4 where all four differ), and per
+    class the share whose class mask differs from the fused class mask."""
+    atoms = torch.zeros(4, 4, 4, dtype=torch.long)
+    atoms[:2] = 1
+    atoms[:, 0, 0] = torch.tensor([0, 1, 2, 3])
+    result = finish(_case(atoms), _cfg(fusion="vote"), label_scheme(ACDC))
+    assert SampleConfig().uncertainty == "disagreement"
+    fused = result.fused[0].long()
+    want = (atoms != fused).float().mean(0)
+    torch.testing.assert_close(result.uncertainty[0], want)
+    assert float(result.uncertainty[0, 1, 1]) == 0.5 and float(result.uncertainty[0, 0, 0]) == 0.75
+    masks, fused_masks = label_scheme(ACDC).class_masks(atoms), label_scheme(ACDC).class_masks(fused)
+    torch.testing.assert_close(result.class_uncertainty, (masks != fused_masks).float().mean(0))
+
+
 def test_mean_fusion_averages_the_members_soft_maps_for_one_value_classes():
     """Every member's label map says RV, but the soft maps lean to LV: ``mean`` follows the soft maps, ``vote``
     the label maps; regions fuse the label maps (their channels are not atoms)."""
@@ -137,7 +154,12 @@ def _binary_reference(masks: torch.Tensor, soft: torch.Tensor, cfg: SampleConfig
         fused, probability = majority_vote(votes)
     f = (masks > 0.5).float().mean(0)
     g = 1.0 - f
-    uncertainty = f * g if cfg.uncertainty == "variance" else -(torch.xlogy(f, f) + torch.xlogy(g, g)) / math.log(2)
+    if cfg.uncertainty == "disagreement":
+        uncertainty = ((masks > 0.5) != (fused > 0.5)).float().mean(0)
+    elif cfg.uncertainty == "variance":
+        uncertainty = f * g
+    else:
+        uncertainty = -(torch.xlogy(f, f) + torch.xlogy(g, g)) / math.log(2)
     return {"samples": masks, "soft": soft, "fused": fused, "probability": probability, "uncertainty": uncertainty}
 
 
@@ -150,7 +172,7 @@ def _binary_reference(masks: torch.Tensor, soft: torch.Tensor, cfg: SampleConfig
     fusion=st.sampled_from(["staple", "mean", "vote"]),
     tau=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
     threshold=st.sampled_from([0.3, 0.5, 0.7]),
-    kind=st.sampled_from(["variance", "entropy"]),
+    kind=st.sampled_from(["disagreement", "variance", "entropy"]),
     one_class=st.booleans(),
 )
 def test_one_class_finishing_is_the_binary_algorithms_bit_for_bit(

@@ -1,5 +1,5 @@
-"""Uncertainty maps by hand: member-frequency variance and entropy, normalised label entropy, per-class maps, and
-their reductions to the binary map."""
+"""Uncertainty maps by hand: disagreement with the fused mask, member-frequency variance and entropy, normalised
+label entropy, per-class maps, and their reductions to the binary map."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from diffuseg.inference.fusion.raters import one_hot
-from diffuseg.inference.uncertainty import class_uncertainty, normalised_entropy, uncertainty_map
+from diffuseg.inference.uncertainty import (
+    LABEL_ENTROPY,
+    class_uncertainty,
+    disagreement,
+    map_kind,
+    normalised_entropy,
+    uncertainty_map,
+)
+from diffuseg.labels import label_scheme
 
 
 def test_uncertainty_by_hand() -> None:
@@ -43,3 +51,36 @@ def test_class_uncertainty_per_class_and_binary_reduction() -> None:
     var = class_uncertainty(one_hot(a, 2, 1), "variance")  # (3 classes, 2 pixels)
     assert var.tolist() == [[0.0, 0.1875], [0.0, 0.1875], [0.0, 0.25]]
     assert class_uncertainty(one_hot(a, 2, 1), "entropy")[2].tolist() == [0.0, 1.0]
+
+
+def test_disagreement_by_hand() -> None:
+    """4 members over 1x3 pixels (frequencies 0, 1/4, 1/2) against the fused mask 0, 0, 1: the members that
+    differ are 0, 1 and 2 of 4; against the fused mask 1, 1, 0 the complements."""
+    masks = torch.tensor([[0, 1, 1], [0, 0, 1], [0, 0, 0], [0, 0, 0]], dtype=torch.float32).view(4, 1, 1, 3)
+    fused = torch.tensor([[[0.0, 0.0, 1.0]]])
+    torch.testing.assert_close(uncertainty_map(masks, "disagreement", fused=fused), torch.tensor([[[0.0, 0.25, 0.5]]]))
+    flipped = uncertainty_map(masks, "disagreement", fused=1 - fused)
+    torch.testing.assert_close(flipped, torch.tensor([[[1.0, 0.75, 0.5]]]))
+    with pytest.raises(ValueError, match="fused"):
+        uncertainty_map(masks, "disagreement")
+
+
+def test_disagreement_of_labels_and_per_class() -> None:
+    """Label maps: pixel 0 the members say 1, 1, 2, 0 against the fused 1 (2 of 4 differ); pixel 1 all say 2 as
+    the fused map does. Per class: RV (1) differs in 2 members at pixel 0, Myo (2) in 1, LV (3) in none."""
+    scheme = label_scheme([{"name": n, "values": [v]} for n, v in (("RV", 1), ("Myo", 2), ("LV", 3))])
+    atoms = torch.tensor([[1, 2], [1, 2], [2, 2], [0, 2]]).view(4, 1, 1, 2).float()
+    fused = torch.tensor([[[1.0, 2.0]]])
+    torch.testing.assert_close(uncertainty_map(atoms, "disagreement", scheme, fused), torch.tensor([[[0.5, 0.0]]]))
+    per_class = class_uncertainty(scheme.class_masks(atoms[:, 0]), "disagreement", fused=scheme.class_masks(fused)[0])
+    torch.testing.assert_close(per_class[:, 0, 0], torch.tensor([0.5, 0.25, 0.0]))
+    assert not per_class[:, 0, 1].any()
+    one = torch.tensor([[1, 0, 1]]).view(1, 1, 1, 3)  # one member is its own fused mask: no disagreement
+    assert not disagreement(one, one[0]).any()
+
+
+def test_map_kind() -> None:
+    assert map_kind("disagreement", binary=False) == "disagreement"
+    assert map_kind("variance", binary=True) == "variance"
+    assert map_kind("entropy", binary=False) == LABEL_ENTROPY
+    assert map_kind(None, binary=True) is None

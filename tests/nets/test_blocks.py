@@ -106,3 +106,12 @@ def test_partial_padding_rescales_the_border_to_the_interior(stride):
         assert torch.isclose(zeros(x)[0, 0, 0, 0], torch.tensor(corner))
         x = torch.randn(2, 1, 8, 8)
         assert torch.allclose(partial(x)[..., 1:-1, 1:-1], zeros(x)[..., 1:-1, 1:-1], atol=1e-6)  # interior: unchanged
+
+
+def test_partial_padding_ratio_made_while_sampling_serves_a_later_training_step():
+    conv = conv3x3(1, 2, padding="partial")
+    x = torch.randn(1, 1, 8, 8)
+    with torch.inference_mode():  # sampled validation meets this size first
+        conv(x)
+    conv(x).sum().backward()  # a training step at the same size: its ratio is saved for backward
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()

@@ -22,6 +22,7 @@ FAMILIES = {
         {"latent_dim": 2, "components": 2, "filters": [8, 16], "convs_per_block": 1, "kl_samples": 8},
     ),
     "phiseg": ("phiseg", "phiseg", {"resolution_levels": 3, "latent_levels": 2, "n0": 8, "zdim": 2}),
+    "ssn": ("ssn", "unet", UNET),
 }
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from diffuseg.enums import Method
-from diffuseg.training.module import MODULES, lr_factor, module_class, step_seed
+from diffuseg.training.module import MODULES, lr_factor, module_class, schedule_lengths, step_seed
 
 
 def test_lr_factor_warmup_constant_cosine():
@@ -30,3 +30,11 @@ def test_the_table_has_one_module_per_method():
     assert all(cls.method is method and module_class(str(method)) is cls for method, cls in MODULES.items())
     with pytest.raises(ValueError, match="diffusion"):
         module_class("gan")
+
+
+def test_a_schedule_longer_than_the_run_is_shortened_to_fill_it():
+    assert schedule_lengths(500, 15000, 60000) == (500, 15000)  # fits: as given
+    warmup, decay = schedule_lengths(500, 15000, 600)
+    assert (warmup, decay) == (19, 581) and warmup + decay == 600
+    assert lr_factor(warmup, warmup, decay, 600) == 1.0  # full rate after warm-up, not ~0 from the first step
+    assert lr_factor(0, *schedule_lengths(0, 10, 4), 4) == 1.0

@@ -67,7 +67,7 @@ def test_the_training_target_is_the_one_hot_of_the_batch_label_maps():
     assert torch.equal(binary.scheme.one_hot(masks01[:, 0]), masks01)  # binary: the mask itself, as before
 
 
-@pytest.mark.parametrize("family", ["medsegdiff", "unet", "probunet", "phiseg"])
+@pytest.mark.parametrize("family", ["medsegdiff", "unet", "probunet", "phiseg", "ssn"])
 def test_a_checkpointed_config_rebuilds_the_same_network(family):
     """The resolved config in a checkpoint gives the network its weights fit: C = 4 for three classes, and
     C = 1 for a binary config written before classes existed (no ``data.classes`` key)."""

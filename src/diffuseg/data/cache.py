@@ -30,7 +30,7 @@ from diffuseg.data.formats import Reader
 from diffuseg.data.transforms import resize_pair, single_thread
 from diffuseg.data.verify import checked_case
 from diffuseg.errors import DatasetError
-from diffuseg.files import readable_mode, temp_prefix
+from diffuseg.files import disk_full, no_space, readable_mode, temp_prefix
 
 CACHE_VERSION = 2  # the stored arrays' version: masks resized by ``transforms.resize_pair``'s thresholded resize
 
@@ -212,7 +212,9 @@ def load_cached(
             meta = {"version": CACHE_VERSION, "root": str(reader.root), "case_ids": case_ids, "patients": patients}
             (tmp / "meta.json").write_text(json.dumps(meta))
             os.replace(tmp, folder)
-        except OSError:
+        except OSError as err:
+            if no_space(err):
+                raise disk_full(folder) from None
             if not (folder / "meta.json").is_file():  # another process won the race: keep its copy
                 raise
         finally:

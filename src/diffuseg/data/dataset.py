@@ -30,7 +30,7 @@ from diffuseg.data.formats import open_dataset
 from diffuseg.data.splits import Split, plan_split
 from diffuseg.data.transforms import Augment, random_crop, single_thread
 from diffuseg.data.verify import first_channels
-from diffuseg.errors import UserError
+from diffuseg.errors import DatasetError, UserError
 from diffuseg.labels import LabelScheme, label_scheme
 
 
@@ -132,10 +132,17 @@ def build_datasets(
     if not cfg.root:
         raise UserError("data.root is empty: give the dataset folder (--data DIR)")
     reader = open_dataset(cfg.root, cfg.layout, cfg.foreground, cfg.classes)
+    if not reader.entries and reader.problems:  # every case left out for a problem: those are the news
+        raise DatasetError(str(cfg.root), reader.problems)
     if not reader.entries:
         hint = f"; data.layout={cfg.layout} (a preset's choice): try data.layout=auto" if cfg.layout != "auto" else ""
         raise UserError(f"{cfg.root}: no cases found in the {reader.layout} layout{hint}")
-    split = plan_split(reader, cfg)
+    try:
+        split = plan_split(reader, cfg)
+    except UserError as err:
+        if reader.problems:  # a case left out for a problem may be what the split misses: say both
+            raise DatasetError(str(cfg.root), [*reader.problems, str(err)]) from None
+        raise
     train, val = split.train, split.val
     labelled = {i for i, e in enumerate(reader.entries) if e.masks}
     train, val = [i for i in train if i in labelled], [i for i in val if i in labelled]

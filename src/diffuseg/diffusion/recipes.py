@@ -1,8 +1,9 @@
 """Training recipes beyond the two papers, each off by default and in the papers' presets.
 
 - ``aux_loss``: an auxiliary segmentation loss (soft Dice + BCE) on the network's data estimate x_hat_0, weight
-  ``diffusion.aux_weight``. The official MedSegDiff code trains an auxiliary deterministic head with such a loss;
-  here it supervises the denoiser's own estimate, which is what the sampler's last step returns. Each row is
+  ``diffusion.aux_weight``. Our own recipe: the official MedSegDiff code instead trains a separate calibration
+  head with an MSE against the mask (weight 10); here the loss supervises the denoiser's own estimate, which is
+  what the sampler's last step returns. Each row is
   weighted by alpha_t^2 = SNR / (1 + SNR) (our choice): near t = 1 the best estimate is the posterior mean of
   an ambiguous mask, which a segmentation loss would push towards one hard answer, and an eps-network's
   estimate there, (z - sigma eps_hat) / alpha, is mostly clipped, with no gradient.
@@ -36,21 +37,25 @@ def aux_loss(x_hat: Tensor, x0: Tensor, weight: Tensor, smooth: float = 1.0, val
     the C channels, plus the mean BCE over the row's pixels; the weighted mean over rows. Exactly 0 for a
     perfect estimate (p = y in {0, 1}). ``valid`` (B, 1, H, W) {0, 1}: only those pixels count (p and y zero
     elsewhere, the BCE their mean). Returns a scalar.
+
+    Computed in float32 with autocast off: CUDA autocast refuses ``binary_cross_entropy`` on probabilities (its
+    logits form does not fit here, p is clipped), and a bf16 BCE would lose the small losses near p = y.
     """
-    p = ((x_hat.float() + 1.0) * 0.5).clamp(0.0, 1.0)
-    y = (x0.float() + 1.0) * 0.5
-    if valid is not None:
-        v = valid.to(p).expand_as(p)
-        p, y = p * v, y * v
-    pf, yf = p.flatten(2), y.flatten(2)  # (B, C, H * W)
-    dice = ((2.0 * (pf * yf).sum(2) + smooth) / (pf.sum(2) + yf.sum(2) + smooth)).mean(1)
-    bce = F.binary_cross_entropy(pf, yf, reduction="none")
-    if valid is None:
-        bce = bce.mean((1, 2))
-    else:
-        vf = v.flatten(2)
-        bce = (bce * vf).sum((1, 2)) / vf.sum((1, 2)).clamp_min(1.0)
-    return (weight.to(dice) * (1.0 - dice + bce)).mean()
+    with torch.autocast(device_type=x_hat.device.type, enabled=False):
+        p = ((x_hat.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+        y = (x0.float() + 1.0) * 0.5
+        if valid is not None:
+            v = valid.to(p).expand_as(p)
+            p, y = p * v, y * v
+        pf, yf = p.flatten(2), y.flatten(2)  # (B, C, H * W)
+        dice = ((2.0 * (pf * yf).sum(2) + smooth) / (pf.sum(2) + yf.sum(2) + smooth)).mean(1)
+        bce = F.binary_cross_entropy(pf, yf, reduction="none")
+        if valid is None:
+            bce = bce.mean((1, 2))
+        else:
+            vf = v.flatten(2)
+            bce = (bce * vf).sum((1, 2)) / vf.sum((1, 2)).clamp_min(1.0)
+        return (weight.to(dice) * (1.0 - dice + bce)).mean()
 
 
 def self_condition_input(z: Tensor, estimate: Tensor | None) -> Tensor:

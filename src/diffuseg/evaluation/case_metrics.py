@@ -20,10 +20,8 @@ import torch
 from diffuseg.config import EvalConfig
 from diffuseg.evaluation import class_metrics as CM
 from diffuseg.evaluation import metrics as M
+from diffuseg.evaluation.uncertainty_metrics import case_uncertainty_metrics
 from diffuseg.labels import LabelScheme
-
-CALIBRATION_KINDS = ("all", "foreground")
-"""Pooled calibration sums: over every pixel, and over the pixels any member or annotator marks."""
 
 
 def class_masks(scheme: LabelScheme, atoms: torch.Tensor, dims: int = 2) -> torch.Tensor:
@@ -73,9 +71,11 @@ def case_metrics(
     ``*_majority`` scores against the majority mask (``metrics.majority``). With members: ``samples`` (K),
     ``sample_dice``, GED (both estimators, all members and ``ged_<n>`` for each ``n`` of
     ``config.ged_samples``), ``diversity``, ``hungarian_iou``, the collective insight and its parts, ``ncc``,
-    ``ece`` and ``ece_foreground``. One class: these keys. Several: ``"<metric>/<class>"`` for every class and
-    ``"<metric>"`` their mean (NaN classes left out), except that GED, diversity and Hungarian IoU use
-    ``d = 1 - mean IoU over the classes present in either mask`` (``class_metrics.class_set_metrics``).
+    ``ece``, and how well the members' disagreement predicts the errors: ``pixel_auroc``, ``pixel_auprc``,
+    ``pixel_error_rate``, ``case_uncertainty`` and ``ece_marked`` (``uncertainty_metrics``). One class: these
+    keys. Several: ``"<metric>/<class>"`` for every class and ``"<metric>"`` their mean (NaN classes left out),
+    except that GED, diversity and Hungarian IoU use ``d = 1 - mean IoU over the classes present in either mask``
+    (``class_metrics.class_set_metrics``).
 
     Args:
         members: ``(K, 1, *S)`` atom maps of the K ensemble members, or ``None`` (or K = 0) for none.
@@ -155,16 +155,14 @@ def _mask_metrics(
     out |= sets.collective_insight()
     out["ncc"] = M.ncc(samples, annotations)
     out["ece"] = M.ece(samples, annotations, cfg.calibration_bins)
-    out["ece_foreground"] = M.ece(samples, annotations, cfg.calibration_bins, foreground_only=True)
+    out |= case_uncertainty_metrics(samples, fused, annotations, cfg.calibration_bins)
     return out
 
 
 def calibration_sums(scheme: LabelScheme, bins: int) -> dict[str, torch.Tensor]:
-    """Empty pooled calibration sums ``(bins, 3)`` (``metrics.calibration_bins``) for ``add_calibration``:
-    ``all`` and ``foreground``, and with declared classes also ``all/<class>`` and ``foreground/<class>``."""
-    names = [*CALIBRATION_KINDS]
-    if not scheme.binary:
-        names += [f"{kind}/{n}" for kind in CALIBRATION_KINDS for n in scheme.names]
+    """Empty pooled calibration sums ``(bins, 3)`` (``metrics.calibration_bins``) for ``add_calibration``: ``all``,
+    and with declared classes also ``all/<class>``."""
+    names = ["all"] if scheme.binary else ["all", *(f"all/{n}" for n in scheme.names)]
     return {name: torch.zeros(bins, 3, dtype=torch.float64) for name in names}
 
 
@@ -172,21 +170,19 @@ def add_calibration(
     sums: dict[str, torch.Tensor], scheme: LabelScheme, members: torch.Tensor, annotations: torch.Tensor, bins: int
 ) -> None:
     """Pool one case into ``sums``: per class c, the bins of the members' frequency of c against the annotators'
-    (``class_metrics.class_calibration_bins``), over all pixels (``all/<c>``) and the pixels any member or
-    annotator marks as c (``foreground/<c>``); ``all`` and ``foreground`` pool every (pixel, class) pair.
+    over all pixels (``class_metrics.class_calibration_bins``, ``all/<c>``); ``all`` pools every (pixel, class)
+    pair.
 
     Args:
         sums: the pooled sums so far (``calibration_sums``), added to in place.
-        scheme: the label scheme (binary: ``all`` and ``foreground`` only).
+        scheme: the label scheme (binary: ``all`` only).
         members: ``(K, *S)`` atom maps.
         annotations: ``(A, *S)`` atom maps.
         bins: calibration bins.
     """
     dims = annotations.dim() - 1
-    s_cm, y_cm = class_masks(scheme, members, dims), class_masks(scheme, annotations, dims)
-    for kind, only in zip(CALIBRATION_KINDS, (False, True)):
-        per = CM.class_calibration_bins(s_cm, y_cm, bins, foreground_only=only)
-        if not scheme.binary:
-            for c, name in enumerate(scheme.names):
-                sums[f"{kind}/{name}"] += per[c]
-        sums[kind] += per.sum(0)
+    per = CM.class_calibration_bins(class_masks(scheme, members, dims), class_masks(scheme, annotations, dims), bins)
+    if not scheme.binary:
+        for c, name in enumerate(scheme.names):
+            sums[f"all/{name}"] += per[c]
+    sums["all"] += per.sum(0)

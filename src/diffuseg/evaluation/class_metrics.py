@@ -172,30 +172,21 @@ def class_set_metrics(
     return out
 
 
-def class_ece(samples: Array, annotations: Array, bins: int = 10, foreground_only: bool = False) -> torch.Tensor:
+def class_ece(samples: Array, annotations: Array, bins: int = 10) -> torch.Tensor:
     """``metrics.ece`` per class: the members' frequency of class ``k`` per pixel against the annotators'
-    frequency of class ``k``. ``samples`` ``(K, C, *S)``, ``annotations`` ``(A, C, *S)`` -> ``(C,)`` float64.
-    ``foreground_only`` keeps, for class ``k``, the pixels any sample or annotator marks as ``k`` (NaN when
-    there are none); over all pixels a class nobody marks has ECE 0."""
+    frequency of class ``k``, over all pixels. ``samples`` ``(K, C, *S)``, ``annotations`` ``(A, C, *S)`` ->
+    ``(C,)`` float64; a class nobody marks has ECE 0."""
     s, y = _stack(samples, "samples"), _stack(annotations, "annotations")
-    values = [M.ece(s[:, k], y[:, k], bins, foreground_only) for k in range(s.shape[1])]
+    values = [M.ece(s[:, k], y[:, k], bins) for k in range(s.shape[1])]
     return torch.tensor(values, dtype=torch.float64)
 
 
-def class_calibration_bins(
-    samples: Array, annotations: Array, bins: int = 10, foreground_only: bool = False
-) -> torch.Tensor:
-    """Per-class ``metrics.calibration_bins`` ``(C, bins, 3)``, to pool over cases (``metrics.ece_from_bins``
-    of ``sums[k]``, ``case_metrics.add_calibration``); ``foreground_only`` as in ``class_ece``."""
+def class_calibration_bins(samples: Array, annotations: Array, bins: int = 10) -> torch.Tensor:
+    """Per-class ``metrics.calibration_bins`` ``(C, bins, 3)`` over all pixels, to pool over cases
+    (``metrics.ece_from_bins`` of ``sums[k]``, ``case_metrics.add_calibration``)."""
     s, y = _stack(samples, "samples"), _stack(annotations, "annotations")
-    out = []
-    for k in range(s.shape[1]):
-        p, q = s[:, k].double().mean(0), y[:, k].double().mean(0)
-        if foreground_only:
-            keep = s[:, k].any(0) | y[:, k].any(0)
-            p, q = p[keep], q[keep]
-        out.append(M.calibration_bins(p, q, bins))
-    return torch.stack(out)
+    freq = [(s[:, k].double().mean(0), y[:, k].double().mean(0)) for k in range(s.shape[1])]
+    return torch.stack([M.calibration_bins(p, q, bins) for p, q in freq])
 
 
 def combine_classes(per_class: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

@@ -10,9 +10,13 @@ is unfinished is refused. Each case is scored by
 
 ``results.json`` (see docs/evaluation.md): ``{"cases": [{"case", "dice", "iou", "hd95", "ged", ...}],
 "summary": {metric: {"mean", "std", "median", "min", "max", "n", "n_undefined"}}, "volumes": [...],
-"volume_summary": {...}, "calibration": {...}, "missing": {...}, "pred", "gt", "layout", "spacing_unit", ...}``,
-plus ``results.csv`` with one row per case and nnU-Net's ``summary.json`` (``nnunet_summary``: Dice, IoU and
-counts per prediction file and label). All are written atomically, beside each other.
+"volume_summary": {...}, "calibration": {...}, "uncertainty": {...}, "references": {...}, "missing": {...}, "pred",
+"gt", "layout", "spacing_unit", ...}`` (``uncertainty``: ``uncertainty_metrics.uncertainty_results``, pooled over
+the cases), plus ``results.csv`` with one row per case and nnU-Net's ``summary.json`` (``nnunet_summary``: Dice,
+IoU and counts per prediction file and label). All are written atomically, beside each other. ``references``:
+what the empty and the all-foreground mask score on the same cases and volumes (``evaluation.references``). When
+the dataset has groups (BUSI's class folders), ``groups`` holds per-group summaries and ``results_groups.csv``
+their rows (``evaluation.groups``).
 
 The classes (``scheme_classes``): ``--classes``, else ``PRED/config.yaml``'s ``data.classes``, else those the
 dataset declares; none means binary. With declared classes, predictions and ground truth are label maps in
@@ -43,8 +47,17 @@ from diffuseg.data.formats import open_ground_truth
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation import metrics as M
-from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics, without_ignored
+from diffuseg.evaluation.case_metrics import (
+    add_calibration,
+    calibration_sums,
+    case_metrics,
+    class_masks,
+    without_ignored,
+)
+from diffuseg.evaluation.groups import GROUPS_CSV, group_of_cases, group_results, groups_csv
 from diffuseg.evaluation.nnunet_summary import SUMMARY_NAME, SummaryCounts, write_summary
+from diffuseg.evaluation.references import REFERENCE_LABELS, ReferenceAccumulator
+from diffuseg.evaluation.uncertainty_metrics import UncertaintyPool, uncertainty_lines, uncertainty_results
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.outputs import CONFIG_NAME, PredictionFiles, find_predictions, plane, read_mask
 from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
@@ -87,7 +100,8 @@ class _PredVolumes:
 @dataclass
 class _Volume:
     spacing: tuple[float, ...] | None  # in-plane, then through-plane (the slices stacked last)
-    slices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # z -> (fused, annotations)
+    # z -> (fused, annotations, the pixels that count or None: all; ``case_metrics.without_ignored``)
+    slices: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
 
 
 def evaluate(
@@ -122,12 +136,18 @@ def evaluate(
     predictions = find_predictions(pred)
     declared, foreground = scheme_classes(pred, classes)
     reader = select_cases(open_ground_truth(gt, layout, foreground, declared), cases, str(gt))
+    if reader.problems:  # a ground-truth file left out (unreadable, linked from outside, ...) is no silent skip
+        raise DatasetError(str(gt), reader.problems)
     scheme: LabelScheme = reader.scheme
     matched, missing_pred, missing_gt = _match(predictions, reader, pred, gt)
 
     acc = M.MetricAccumulator()
     nnunet = SummaryCounts(scheme)
+    references = ReferenceAccumulator()
+    case_groups: dict[str, str] = {}  # case id -> its dataset group (BUSI's class folder), when it has one
+    volume_groups: dict[str, str] = {}
     calibration = calibration_sums(scheme, cfg.calibration_bins)
+    pool = UncertaintyPool(scheme.names)
     volumes: dict[str, _Volume] = {}
     cache = _PredVolumes(partial(read_mask, scheme=scheme), size=2 + max(len(f.samples) for f in predictions.values()))
     spacing_known = False
@@ -153,14 +173,20 @@ def evaluate(
             values = case_metrics(members, fused_t[None], masks[:, None], scheme, cfg, spacing)
             if members is not None:
                 add_calibration(calibration, scheme, members[:, 0], masks, cfg.calibration_bins)
+                pool.add(*(class_masks(scheme, x) for x in (members[:, 0], fused_t, masks)))
             acc.add(case.case_id, values)
+            references.add(case.case_id, masks[:, None], scheme, valid=valid)
             _add_counts(nnunet, predictions, case, entry.volume_id, fused, masks[0].numpy(), valid)
+            if case.geometry.category:
+                case_groups[case.case_id] = case.geometry.category
             if entry.volume_id is not None and entry.slice_index is not None:
                 vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.volume_spacing()))
-                vol.slices[entry.slice_index] = (fused, masks.numpy())
+                vol.slices[entry.slice_index] = (fused, masks.numpy(), None if valid is None else valid.numpy())
+                if case.geometry.category:
+                    volume_groups[entry.volume_id] = case.geometry.category
         if problems:
             raise DatasetError(str(pred), problems)
-        volume_rows = _volume_metrics(volumes, scheme, cfg)
+        volume_rows = _volume_metrics(volumes, scheme, cfg, references)
 
     vol_acc = M.MetricAccumulator()
     for row in volume_rows:
@@ -175,6 +201,8 @@ def evaluate(
         }
         if any(sums[:, 0].sum() > 0 for sums in calibration.values())
         else {},
+        "uncertainty": uncertainty_results(acc.cases, pool, cfg.calibration_bins),
+        "references": references.results(),
         "missing": {"predictions": missing_pred, "ground_truth": sorted(set(missing_gt))},
         "pred": str(Path(pred).resolve()),
         "gt": str(Path(gt).resolve()),
@@ -191,6 +219,8 @@ def evaluate(
             "class_names": list(scheme.names),
             "regions": not scheme.exclusive,
         }
+    if case_groups:
+        results["groups"] = group_results(case_groups, volume_groups, results["cases"], results["volumes"], references)
     target = Path(out) if out is not None else Path(pred) / RESULTS_NAME
     write_results(results, target)
     write_summary(nnunet, target.parent / SUMMARY_NAME)
@@ -260,9 +290,12 @@ def _check_size(path: Path, shape: tuple[int, ...], case) -> None:
         )
 
 
-def _volume_metrics(volumes: dict[str, _Volume], scheme: LabelScheme, cfg: EvalConfig) -> list[dict[str, float | str]]:
+def _volume_metrics(
+    volumes: dict[str, _Volume], scheme: LabelScheme, cfg: EvalConfig, references: ReferenceAccumulator
+) -> list[dict[str, float | str]]:
     """The 3D metrics (mm, with the volume's spacing) of each volume whose slices were all scored, per class
-    and their mean for several classes (ACDC reports these)."""
+    and their mean for several classes (ACDC reports these); the reference masks of those volumes go to
+    ``references``."""
     rows: list[dict[str, float | str]] = []
     for vid, vol in sorted(volumes.items()):
         zs = sorted(vol.slices)
@@ -274,6 +307,11 @@ def _volume_metrics(volumes: dict[str, _Volume], scheme: LabelScheme, cfg: EvalC
         spacing = vol.spacing[:3] if vol.spacing and len(vol.spacing) >= 3 else None
         values = case_metrics(None, fused[None], masks[:, None], scheme, cfg, spacing)
         rows.append({"case": vid, "slices": len(zs), **values})
+        valid = None
+        if any(vol.slices[z][2] is not None for z in zs):
+            planes = [vol.slices[z][2] for z in zs]
+            valid = torch.from_numpy(np.stack([np.ones(fused.shape[:2], bool) if v is None else v for v in planes], -1))
+        references.add(vid, masks[:, None], scheme, volume=True, valid=valid)
     return rows
 
 
@@ -360,17 +398,38 @@ def _few(ids, n: int = 3) -> str:
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:
-    """``results.json`` at ``path`` and ``results.csv`` beside it, each written atomically."""
+    """``results.json`` at ``path`` and ``results.csv`` beside it (with a ``group`` column when the cases have
+    groups, and then ``results_groups.csv`` too: ``groups.groups_csv``), each written atomically."""
     write_text_atomic(path, json.dumps(results, indent=1, allow_nan=False) + "\n")
-    columns: dict[str, None] = {}
+    group_of = group_of_cases(results)
+    columns: dict[str, None] = {"case": None, "group": None} if group_of else {}
     for row in results["cases"]:
         columns.update(dict.fromkeys(row))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     for row in results["cases"]:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        cells = {k: ("" if v is None else v) for k, v in row.items()}
+        writer.writerow(cells | ({"group": group_of.get(row["case"], "")} if group_of else {}))
     write_text_atomic(path.with_suffix(".csv"), buf.getvalue())
+    if group_of:
+        write_text_atomic(path.with_name(GROUPS_CSV), groups_csv(results))
+
+
+def _reference_lines(results: dict[str, Any]) -> list[str]:
+    """What the reference masks score on the main overlap metrics, per case and per volume."""
+    lines = []
+    for key, where in (("summary", "per case"), ("volume_summary", "per volume")):
+        for name, label in REFERENCE_LABELS.items():
+            table = results.get("references", {}).get(name, {}).get(key) or {}
+            shown = [
+                f"{m} {table[m]['mean']:.4f}"
+                for m in ("dice", "iou", "ged")
+                if table.get(m, {}).get("mean") is not None
+            ]
+            if shown:
+                lines.append(f"reference, the {label} {where}: {', '.join(shown)}")
+    return ["", *lines] if lines else []
 
 
 def format_summary(results: dict[str, Any], path: Path | None = None) -> str:
@@ -391,9 +450,12 @@ def format_summary(results: dict[str, Any], path: Path | None = None) -> str:
                 lines.append(
                     f"{name:<22}{s['mean']:>9.4f}{s['std']:>9.4f}{s['median']:>9.4f}{s['n']:>7}{s['n_undefined']:>8}"
                 )
+    lines += _reference_lines(results)
     for name, cal in results.get("calibration", {}).items():
         if cal["ece"] is not None:
             lines.append(f"pooled ECE over every case's pixels ({name}): {cal['ece']:.4f}")
+    lines += uncertainty_lines(results.get("uncertainty") or {})
     if path is not None:
-        lines.append(f"\nwrote {path}, {path.with_suffix('.csv')} and {path.parent / SUMMARY_NAME} (nnU-Net's)")
+        also = f", {path.with_name(GROUPS_CSV)}" if results.get("groups") else ""
+        lines.append(f"\nwrote {path}, {path.with_suffix('.csv')}{also} and {path.parent / SUMMARY_NAME} (nnU-Net's)")
     return "\n".join(lines)

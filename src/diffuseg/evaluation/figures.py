@@ -1,7 +1,14 @@
-"""The report's figures (matplotlib, Agg): per-case distributions, calibration, and one figure per chosen case.
+"""The report's figures (matplotlib, Agg): per-case distributions and one figure per chosen case (the
+uncertainty section's are in ``uncertainty_figures``).
+
+NIfTI slices are drawn as a viewer shows them (``viewer_view``): from the affine, the plane's rows run from
+anterior (axial) or superior (coronal, sagittal) down, its columns from the patient's right to left (radiological
+convention; sagittal: anterior to posterior), with the orientation letters at the image's edges. Other formats
+(PNG, HDF5) carry no orientation and are drawn as stored.
 
 Colours: annotators in ``ANNOTATOR_COLOURS``, a binary prediction in ``PRED_COLOUR``; with several classes
-class c in ``CLASS_COLOURS[c]`` (matplotlib's tab10 order without its red, kept for the binary prediction),
+class c in ``CLASS_COLOURS[c]`` (matplotlib's tab10 order without its red, kept for the binary prediction, then
+tab20's light tones without its light red, so that 18 classes have distinct colours),
 in every overlay and in the report's legend and tables.
 """
 
@@ -9,6 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +27,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from diffuseg.data.case import Case
-from diffuseg.evaluation.headline import LABEL_ENTROPY, UNCERTAINTY_KINDS
+from diffuseg.enums import Uncertainty
+from diffuseg.evaluation.headline import UNCERTAINTY_KINDS
 from diffuseg.files import atomic_path
 from diffuseg.inference.outputs import PredictionFiles, read_mask, read_uncertainty
+from diffuseg.inference.uncertainty import disagreement, map_kind
 from diffuseg.labels import LabelScheme
 
 CLASS_COLOURS = (
@@ -33,6 +44,15 @@ CLASS_COLOURS = (
     "#7f7f7f",
     "#bcbd22",
     "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
 )
 ANNOTATOR_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
 PRED_COLOUR = "#d62728"
@@ -57,6 +77,48 @@ DISTRIBUTION_ORDER = (
 
 def class_colour(c: int) -> str:
     return CLASS_COLOURS[c % len(CLASS_COLOURS)]
+
+
+@dataclass(frozen=True)
+class View:
+    """How a stored plane ``(..., rows, cols)`` is drawn: transposed, then rows and/or columns reversed; ``edges``:
+    the orientation letters at the top, bottom, left and right of the drawn plane (None: unknown)."""
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_cols: bool = False
+    edges: tuple[str, str, str, str] | None = None
+
+    def __call__(self, plane: np.ndarray) -> np.ndarray:
+        out = np.swapaxes(plane, -1, -2) if self.transpose else plane
+        if self.flip_rows:
+            out = out[..., ::-1, :]
+        if self.flip_cols:
+            out = out[..., ::-1]
+        return np.ascontiguousarray(out)
+
+
+_POSITIVE, _NEGATIVE = "RAS", "LPI"  # the letter at the positive and the negative end of each RAS world axis
+
+
+def viewer_view(affine) -> View:
+    """The ``View`` of a NIfTI plane cut along voxel axis 2 (``formats.base``: stored ``(X, Y)``, voxel axes 0
+    and 1) with the 4x4 ``affine``, as a viewer draws it (radiological convention): each voxel axis is matched to
+    its closest world axis (nibabel ``io_orientation``); rows follow the in-plane world axis of the larger RAS
+    index (A for an axial plane, S for coronal and sagittal ones) and columns the other (R, or A for a sagittal
+    plane), both running towards the negative end (P or I downwards; L, or P for sagittal, to the right), so the
+    patient's right is on the left of an axial or coronal plane. ``View()`` (as stored) without an affine."""
+    if affine is None:
+        return View()
+    from nibabel.orientations import io_orientation
+
+    ornt = io_orientation(np.asarray(affine, dtype=np.float64))
+    (w0, d0), (w1, d1) = ornt[0], ornt[1]
+    transpose = w1 > w0
+    (wr, dr), (wc, dc) = ((w1, d1), (w0, d0)) if transpose else ((w0, d0), (w1, d1))
+    wr, wc = int(wr), int(wc)
+    edges = (_POSITIVE[wr], _NEGATIVE[wr], _POSITIVE[wc], _NEGATIVE[wc])
+    return View(transpose, bool(dr > 0), bool(dc > 0), edges)
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
@@ -90,29 +152,6 @@ def distribution_figure(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
-def calibration_figure(calibration: dict, path: Path) -> Path | None:
-    """Reliability diagram (mean annotator frequency per bin of sample frequency) and pixels per bin."""
-    curves = {k: np.asarray(v["bins"], dtype=float) for k, v in calibration.items() if v.get("ece") is not None}
-    if not curves:
-        return None
-    fig = Figure(figsize=(9.0, 3.6), dpi=110, layout="constrained")
-    rel, cnt = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    rel.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
-    for (name, sums), colour in zip(curves.items(), ("#4c72b0", PRED_COLOUR)):
-        used = sums[:, 0] > 0
-        mean_p, mean_q = sums[used, 1] / sums[used, 0], sums[used, 2] / sums[used, 0]
-        ece = calibration[name]["ece"]
-        rel.plot(mean_p, mean_q, marker="o", color=colour, label=f"{name} pixels (ECE {ece:.3f})")
-        edges = np.linspace(0, 1, len(sums) + 1)
-        cnt.bar(edges[:-1], sums[:, 0], width=1 / len(sums), align="edge", alpha=0.5, color=colour, label=name)
-    rel.set(xlabel="sample frequency", ylabel="annotator frequency", xlim=(0, 1), ylim=(0, 1))
-    rel.legend(fontsize=8)
-    cnt.set(xlabel="sample frequency", ylabel="pixels", yscale="log")
-    cnt.legend(fontsize=8)
-    save_figure(fig, path)
-    return path
-
-
 def case_figure(
     case: Case,
     files: PredictionFiles,
@@ -135,15 +174,14 @@ def case_figure(
         scheme: the label scheme; binary masks are drawn in the panel's colour, classes each in its colour
             with the legend below.
     """
-    image = case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy()
-    masks = case.masks.numpy()
-    fused = read_mask(files.fused, scheme, slice_index)
-    every_sample = [read_mask(p, scheme, slice_index) for p in files.samples]
-    uncertainty = _uncertainty(files, slice_index, every_sample if scheme.binary else [])
-    if files.uncertainty is None:
-        kind = "variance"  # computed here from the samples
-    elif not scheme.binary:
-        kind = LABEL_ENTROPY  # the written map of a multi-class prediction
+    view = viewer_view(case.geometry.affine)
+    image = view(case.image[0].numpy() if case.image.shape[0] == 1 else case.image.mean(0).numpy())
+    masks = view(case.masks.numpy())
+    fused = view(read_mask(files.fused, scheme, slice_index))
+    every_sample = [view(read_mask(p, scheme, slice_index)) for p in files.samples]
+    uncertainty = _uncertainty(files, slice_index, every_sample, fused, view)
+    # without a written map, the members' disagreement with the fused mask is computed here
+    kind = str(Uncertainty.DISAGREEMENT) if files.uncertainty is None else map_kind(kind, scheme.binary)
     box = _crop_box([m != 0 for m in (*masks, fused, *every_sample)], image.shape)
     image, masks, fused = image[box], masks[(slice(None), *box)], fused[box]
     samples = [m[box] for m in every_sample[:max_samples]]
@@ -170,6 +208,8 @@ def case_figure(
                 for m, c in zip(masks, ANNOTATOR_COLOURS):
                     ax.contour(m.astype(float), levels=[0.5], colors=[c], linewidths=0.8)
         _tidy(ax, title if mask is None or mask.any() else f"{title} (empty)")
+        if mask is None and view.edges is not None:
+            _orientation_letters(ax, view.edges)
     if uncertainty is not None:
         _uncertainty_panel(top.add_subplot(1, cols, len(first) + 1), top, image, uncertainty[box], kind)
     if not scheme.binary:
@@ -184,10 +224,10 @@ def _uncertainty_panel(ax, fig, image: np.ndarray, uncertainty: np.ndarray, kind
     ax.imshow(image, cmap="gray", interpolation="nearest")
     shown = np.ma.masked_where(uncertainty <= 0, uncertainty)
     im = ax.imshow(shown, cmap="inferno", alpha=0.85, vmin=0, vmax=top, interpolation="nearest")
-    _tidy(ax, f"uncertainty (max {float(uncertainty.max()):.2f})")
+    _tidy(ax, f"uncertainty (max {max(0.0, float(uncertainty.max())):.2f})")
     bar = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.07, pad=0.03, ticks=[0, top / 2, top])
-    bar.set_label(label, fontsize=7)
-    bar.ax.tick_params(labelsize=7)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=8)
 
 
 def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 48) -> tuple[slice, slice]:
@@ -209,19 +249,35 @@ def _crop_box(masks: list[np.ndarray], shape: tuple[int, ...], min_size: int = 4
     return slice(starts[0], starts[0] + side), slice(starts[1], starts[1] + side)
 
 
+def _orientation_letters(ax, edges: tuple[str, str, str, str]) -> None:
+    """The orientation letters (top, bottom, left, right) inside the edges of ``ax``."""
+    style = {"color": "#ffd84d", "fontsize": 8, "fontweight": "bold", "transform": ax.transAxes}
+    for letter, (x, y, ha, va) in zip(
+        edges, ((0.5, 0.98, "center", "top"), (0.5, 0.02, "center", "bottom"), (0.02, 0.5, "left", "center"),
+                (0.98, 0.5, "right", "center"))
+    ):  # fmt: skip
+        ax.text(x, y, letter, ha=ha, va=va, **style)
+
+
+TITLE_CHARS = 24
+"""A panel title wraps after this many characters, so a 2-inch panel never cuts it."""
+
+
 def _tidy(ax, title: str) -> None:
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, TITLE_CHARS), fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _uncertainty(files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray]) -> np.ndarray | None:
-    """The saved uncertainty map; else the samples' variance p(1 - p) (binary samples only)."""
+def _uncertainty(
+    files: PredictionFiles, slice_index: int | None, samples: list[np.ndarray], fused: np.ndarray, view: View
+) -> np.ndarray | None:
+    """The saved uncertainty map, drawn by ``view``; else the share of the samples (atom maps, already drawn by
+    ``view``) that differ from the fused mask."""
     if files.uncertainty is not None:
-        return read_uncertainty(files.uncertainty, slice_index)
+        return view(read_uncertainty(files.uncertainty, slice_index))
     if len(samples) > 1:
-        p = np.mean(samples, axis=0)
-        return p * (1 - p)
+        return disagreement(torch.from_numpy(np.stack(samples)), torch.from_numpy(fused)).numpy()
     return None
 
 
@@ -254,4 +310,8 @@ def overlay_atoms(ax, atoms: np.ndarray, scheme: LabelScheme, colour: str) -> No
 def figure_legend(fig, scheme: LabelScheme) -> None:
     """A legend of the class colours below the panels."""
     handles = [Patch(facecolor=class_colour(c), label=n) for c, n in enumerate(scheme.names)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    size = 9  # points
+    entry = (0.6 * size * max(len(n) for n in scheme.names) + 4 * size) / 72  # inches: text, patch and gaps
+    per_row = max(1, int(fig.get_figwidth() / entry))  # so that a row never leaves the figure
+    columns = math.ceil(len(handles) / math.ceil(len(handles) / per_row))
+    fig.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize=size, frameon=False)

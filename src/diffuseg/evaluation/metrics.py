@@ -329,19 +329,13 @@ def ece_from_bins(sums: torch.Tensor) -> float:
     return float((sums[:, 1] - sums[:, 2]).abs().sum() / n)
 
 
-def ece(samples: Array, annotations: Array, bins: int = 10, foreground_only: bool = False) -> float:
+def ece(samples: Array, annotations: Array, bins: int = 10) -> float:
     """Expected calibration error of the per-pixel sample frequency (mean of ``samples`` ``(N, *S)``,
-    binarised) against the annotators' frequency (mean of ``annotations`` ``(M, *S)``).
-
-    ``foreground_only`` keeps the pixels that any sample or annotator marks; with all masks empty that
-    leaves no pixel and the result is NaN. Over all pixels, the all-empty case gives 0.
-    """
+    binarised) against the annotators' frequency (mean of ``annotations`` ``(M, *S)``), over all pixels in
+    ``bins`` equal-width bins (``calibration_bins``); all masks empty gives 0. The equal-mass variant over the
+    pixels some sample marks is ``uncertainty_metrics``' ``ece_marked``."""
     s, y = as_mask(samples), as_mask(annotations)
-    p, q = s.double().mean(0), y.double().mean(0)
-    if foreground_only:
-        keep = s.any(0) | y.any(0)
-        p, q = p[keep], q[keep]
-    return ece_from_bins(calibration_bins(p, q, bins))
+    return ece_from_bins(calibration_bins(s.double().mean(0), y.double().mean(0), bins))
 
 
 def surface(mask: np.ndarray) -> np.ndarray:

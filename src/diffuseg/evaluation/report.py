@@ -1,20 +1,21 @@
 """``diffuseg report``: an HTML page with the summary table, per-case distributions and case figures.
 
-``write_report(source)`` takes a ``results.json`` written by ``evaluate`` (or a folder holding one) and
-writes ``report/index.html`` beside it with PNG figures (``evaluation.figures``) under ``report/figures/``: a
-headline (model, checkpoint and step, sampling settings, the main metrics; ``evaluation.headline``), the
-main and the other metrics' summary tables, the distribution of each metric over the cases, and for a few
-chosen cases (best, quartiles, worst by GED where it is defined, else by Dice) the image, each annotator's
-mask, the fused mask, the uncertainty map with its colour bar, and the samples. With several classes (the
-``classes`` of ``results.json``) it adds a legend of the class colours and per-class tables. The case figures reopen the
-prediction and ground-truth folders named in ``results.json``; when those are gone the page says so and
-keeps the rest.
+``write_report(source)`` takes a ``results.json`` written by ``evaluate`` (or a folder holding one,
+``results_file``) and writes ``report/index.html`` beside it with PNG figures (``evaluation.figures``) under
+``report/figures/``: a headline (model, checkpoint and step, sampling settings, the main metrics at the headline
+level with the reference masks' scores and, with ``baseline``, the paired differences; ``evaluation.headline``,
+``evaluation.compare``), the per-group table when the dataset has groups, the main and the other metrics' summary
+tables, the distribution of each metric over the cases, whether the uncertainty predicts the errors
+(``uncertainty_report``), and for a few chosen cases (best, quartiles, worst by GED where it is defined, else by
+Dice) the image, each annotator's mask, the fused mask, the uncertainty map with its colour bar, and the samples.
+With several classes (the ``classes`` of ``results.json``) it adds a legend of the class colours and per-class
+tables (``evaluation.tables``). The case figures reopen the prediction and ground-truth folders named in
+``results.json``; when those are gone the page says so and keeps the rest.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -25,9 +26,30 @@ import numpy as np
 
 from diffuseg.data.formats import open_dataset
 from diffuseg.errors import UserError
+from diffuseg.evaluation.compare import compare_runs, load_baseline
 from diffuseg.evaluation.evaluate import RESULTS_NAME
-from diffuseg.evaluation.figures import calibration_figure, case_figure, class_colour, distribution_figure
-from diffuseg.evaluation.headline import headline, main_metrics, primary_metric, run_info
+from diffuseg.evaluation.figures import case_figure, distribution_figure
+from diffuseg.evaluation.groups import group_of_cases
+from diffuseg.evaluation.headline import (
+    SUMMARY_KEYS,
+    headline,
+    headline_level,
+    lower_is_better,
+    main_metrics,
+    primary_metric,
+    run_info,
+)
+from diffuseg.evaluation.results_file import find_results, load_results
+from diffuseg.evaluation.tables import (
+    case_table,
+    class_table,
+    comparison_table,
+    fmt,
+    group_table,
+    legend_html,
+    other_class_table,
+)
+from diffuseg.evaluation.uncertainty_report import uncertainty_link, uncertainty_section
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.outputs import find_predictions
 from diffuseg.labels import LabelScheme, label_scheme
@@ -56,7 +78,11 @@ METRIC_HELP: dict[str, str] = {
     "diversity_agreement": "agreement of the spread of samples and annotators",
     "ncc": "NCC of expected cross-entropy maps (PHiSeg)",
     "ece": "calibration error of the sample frequency vs annotator frequency, all pixels; lower is better",
-    "ece_foreground": "the same over pixels any sample or annotator marks; lower is better",
+    "ece_marked": "the same over the pixels some sample marks, equal-mass bins; lower is better",
+    "pixel_auroc": "AUROC of the members' disagreement for the pixels where the fused mask is wrong (0.5 = chance)",
+    "pixel_auprc": "average precision of the same (a random ranking scores pixel_error_rate)",
+    "pixel_error_rate": "share of pixels where the fused mask differs from the annotators' majority",
+    "case_uncertainty": "mean disagreement over the pixels any member or the fused mask marks",
     "slices": "slices in the volume",
 }
 
@@ -74,107 +100,11 @@ def metric_help(name: str) -> str:
     return ""
 
 
-def find_results(source: str | os.PathLike) -> Path:
-    """``source`` itself when a file, else ``source/results.json`` or the one ``source/*/results.json``."""
-    path = Path(source)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise UserError(f"{path}: no such results.json or run folder")
-    if (path / RESULTS_NAME).is_file():
-        return path / RESULTS_NAME
-    found = sorted(path.glob(f"*/{RESULTS_NAME}"))
-    if len(found) == 1:
-        return found[0]
-    if found:
-        listing = ", ".join(str(p) for p in found[:4])
-        raise UserError(f"{path}: several results.json ({listing}); name one")
-    raise UserError(f"{path}: no results.json here; run `diffuseg evaluate PRED GT` first")
-
-
-def load_results(path: Path) -> dict[str, Any]:
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not a readable results.json ({err})") from None
-    if not isinstance(results, dict) or not isinstance(results.get("cases"), list) or "summary" not in results:
-        raise UserError(f"{path}: not a results.json written by `diffuseg evaluate` (no cases/summary)")
-    check_results(results, path)
-    return results
-
-
-def _is_number(value: Any) -> bool:
-    """A JSON number or ``null`` (an undefined metric); ``true``/``false`` are not numbers."""
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-
-
-def check_results(results: dict[str, Any], path: Path) -> None:
-    """``UserError`` naming ``path`` and the first entry of the wrong type (a string where a number belongs, a
-    list where a table belongs, ...), so that an edited or foreign ``results.json`` is one error line."""
-
-    def refuse(where: str, value: Any, expected: str) -> None:
-        raise UserError(
-            f"{path}: {where} is {json.dumps(value)[:60]}, where {expected} belongs; not a results.json as "
-            "`diffuseg evaluate` writes it (rerun evaluate)"
-        )
-
-    for key in ("cases", "volumes"):
-        rows = results.get(key, [])
-        if not isinstance(rows, list):
-            refuse(key, rows, "a list of rows")
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict) or not isinstance(row.get("case"), str):
-                refuse(f"{key}[{i}]", row, 'a row {"case": "<id>", <metric>: <number>, ...}')
-            for name, value in row.items():
-                if name != "case" and not _is_number(value):
-                    refuse(f"{key}[{i}] ({row['case']}) {name}", value, "a number")
-    for key in ("summary", "volume_summary"):
-        table = results.get(key, {})
-        if not isinstance(table, dict):
-            refuse(key, table, "a table {metric: {mean, std, ...}}")
-        for name, stats in table.items():
-            if not isinstance(stats, dict):
-                refuse(f"{key}.{name}", stats, "{mean, std, median, min, max, n, n_undefined}")
-            for stat, value in stats.items():
-                counts = stat in ("n", "n_undefined")
-                if not _is_number(value) or (counts and not isinstance(value, int)):
-                    refuse(f"{key}.{name}.{stat}", value, "a count" if counts else "a number")
-    _check_calibration(results.get("calibration", {}), refuse)
-    missing = results.get("missing", {})
-    if not isinstance(missing, dict) or not all(
-        isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in missing.values()
-    ):
-        refuse("missing", missing, '{"predictions": [<id>, ...], "ground_truth": [...]}')
-    for key in ("pred", "gt", "layout", "spacing_unit"):
-        if key in results and not isinstance(results[key], str):
-            refuse(key, results[key], "a string")
-    for key in ("annotators", "calibration_bins", "hd_percentile"):
-        if key in results and not _is_number(results[key]):
-            refuse(key, results[key], "a number")
-    sizes = results.get("ged_sizes", [])
-    if not isinstance(sizes, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
-        refuse("ged_sizes", sizes, "a list of sample counts")
-
-
-def _check_calibration(calibration: Any, refuse) -> None:
-    """``calibration``: ``{name: {"ece": number, "bins": [[count, sum p, sum q], ...]}}``."""
-    if not isinstance(calibration, dict):
-        refuse("calibration", calibration, '{name: {"ece", "bins"}}')
-    for name, entry in calibration.items():
-        if not isinstance(entry, dict):
-            refuse(f"calibration.{name}", entry, '{"ece": <number>, "bins": [[count, sum p, sum q], ...]}')
-        if not _is_number(entry.get("ece")):
-            refuse(f"calibration.{name}.ece", entry.get("ece"), "a number")
-        bins = entry.get("bins")
-        rows_ok = isinstance(bins, list) and all(isinstance(b, list) and len(b) == 3 for b in bins)
-        if not rows_ok or not all(_is_number(v) and v is not None for b in bins for v in b):
-            refuse(f"calibration.{name}.bins", bins, "rows [count, sum p, sum q] of numbers")
-
-
 def write_report(
     source: str | os.PathLike,
     out: str | os.PathLike | None = None,
     *,
+    baseline: str | os.PathLike | None = None,
     cases: Sequence[str] | None = None,
     max_cases: int = 5,
     max_samples: int = 8,
@@ -184,6 +114,8 @@ def write_report(
     Args:
         source: a ``results.json``, or a folder holding one (``find_results``).
         out: the report folder (default ``report/`` beside results.json) or an ``.html`` path.
+        baseline: another method's ``results.json``, or its prediction or run folder, on the same cases: the
+            paired differences with bootstrap CIs (``compare``); ``UserError`` when the cases differ.
         cases: the cases to draw, by id; by default best, quartiles and worst by the primary metric.
         max_cases: how many cases are chosen by default.
         max_samples: the most samples drawn per case.
@@ -193,6 +125,11 @@ def write_report(
     page = Path(out) if out is not None else results_path.parent / "report"
     if page.suffix.lower() not in (".html", ".htm"):
         page = page / "index.html"
+    comparison, baseline_name = [], None
+    if baseline is not None:
+        other, baseline_path = load_baseline(baseline, results, page.parent)
+        comparison = compare_runs(results, other, str(baseline_path))
+        baseline_name = _baseline_name(other, baseline_path, results.get("gt"))
     figures = page.parent / "figures"
     try:
         figures.mkdir(parents=True, exist_ok=True)
@@ -203,43 +140,58 @@ def write_report(
     primary = primary_metric(summary)
     chosen = list(cases) if cases else choose_cases(results["cases"], primary, max_cases)
     run = run_info(results)
-    main = main_metrics(summary)
+    level = headline_level(results)
     scheme = scheme_of(results)
     names = list(scheme.names)
-    parts = [_title(), headline(results, run)]
+    parts = [_title(), headline(results, run, comparison), uncertainty_link(results)]
+    if baseline_name is not None:
+        parts.append(comparison_table(comparison, baseline_name, level))
+    level_summary = results.get(SUMMARY_KEYS[level]) or {}
+    parts.append(group_table(results, level, main_metrics(level_summary)))
     if not scheme.binary:  # legend and per-class tables; the summary tables without "<m>/<class>"
         note = "<p class='muted'>Dice, IoU, HD95 and the other metrics below are means over the classes; GED, "
         note += "diversity and Hungarian IoU use d = 1 - mean IoU over the classes present in either mask.</p>"
         parts += [legend_html(names, bool(results.get("regions"))), note]
-        parts.append(class_table(results.get("volume_summary") or {}, names, "Per class over volumes (3D)"))
-        parts.append(class_table(summary, names, "Per class over cases"))
-    per_class = {k for k in summary if "/" in k}
-    parts += [
-        _summary_table({k: summary[k] for k in main}, "Main metrics over cases"),
-        _summary_table(
-            {k: v for k, v in summary.items() if k not in main and k not in per_class}, "Other metrics over cases"
-        ),
-        _header(results, results_path),
-    ]
+        refs = results.get("references") or {}
+        for key, title in (("volume_summary", "Per class over volumes (3D)"), ("summary", "Per class over cases")):
+            references = {r: (refs.get(r) or {}).get(key) for r in refs}
+            parts.append(class_table(results.get(key) or {}, names, title, references))
+        parts.append(other_class_table(summary, names, "Other per-class metrics over cases"))
     if results.get("volume_summary"):
         volume = {k: v for k, v in results["volume_summary"].items() if "/" not in k}
         parts.append(_summary_table(volume, "Summary over volumes (3D)"))
+    main = main_metrics(summary)
+    over = "slices" if level == "volume" else "cases"
+    parts += [
+        _summary_table({k: summary[k] for k in main}, f"Main metrics over {over}"),
+        _summary_table(
+            {k: v for k, v in summary.items() if k not in main and "/" not in k}, f"Other metrics over {over}"
+        ),
+        _header(results, results_path),
+    ]
     dist = distribution_figure(results["cases"], figures / "distributions.png")
     if dist is not None:
         parts.append(
             f'<h2>Per-case distributions</h2>\n<img class="wide" src="figures/{dist.name}" alt="distributions">'
         )
-    cal = calibration_figure(results.get("calibration") or {}, figures / "calibration.png")
-    if cal is not None:
-        parts.append(
-            "<h2>Calibration</h2>\n<p class='muted'>Per-pixel sample frequency against the annotators' frequency, "
-            "pooled over every case; the diagonal is perfect calibration.</p>\n"
-            f'<img class="half" src="figures/{cal.name}" alt="calibration">'
-        )
+    parts.append(uncertainty_section(results, chosen, figures, scheme))
     parts.append(_case_section(results, chosen, primary, figures, max_samples, run.uncertainty, scheme))
-    parts.append(_case_table(results["cases"]))
+    parts.append(case_table(results["cases"], names, group_of_cases(results)))
     write_text_atomic(page, _page("\n".join(parts)))
     return page
+
+
+def _baseline_name(other: dict, path: Path, gt: str | None) -> str:
+    """HTML: the baseline's model (from its prediction folder's records, where kept), predictions and results, and
+    its ground truth where it is not ``gt``, this run's (the same case ids read from another folder)."""
+    run = run_info(other)
+    network = run.provenance.get("network") or (run.config.model.name if run.config is not None else None)
+    model = f"<b>{html.escape(str(network))}</b>" if network else "model not recorded"
+    model += f" ({html.escape(str(run.config.method))})" if run.config is not None else ""
+    pred, results = html.escape(str(other.get("pred", "?"))), html.escape(str(path))
+    other_gt = other.get("gt")
+    elsewhere = f", scored against <code>{html.escape(str(other_gt))}</code>" if other_gt and other_gt != gt else ""
+    return f"{model}, predictions <code>{pred}</code>, results <code>{results}</code>{elsewhere}"
 
 
 def choose_cases(rows: list[dict], metric: str, count: int) -> list[str]:
@@ -247,18 +199,9 @@ def choose_cases(rows: list[dict], metric: str, count: int) -> list[str]:
     scored = [r for r in rows if isinstance(r.get(metric), (int, float))]
     if not scored:
         return [r["case"] for r in rows[:count]]
-    lower_better = metric.startswith(("ged", "hd95", "ece"))
-    scored.sort(key=lambda r: r[metric], reverse=not lower_better)
+    scored.sort(key=lambda r: r[metric], reverse=not lower_is_better(metric))
     picks = np.linspace(0, len(scored) - 1, num=min(count, len(scored))).round().astype(int)
     return list(dict.fromkeys(scored[i]["case"] for i in picks))
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
-    return html.escape(str(v))
 
 
 def _title() -> str:
@@ -292,7 +235,7 @@ def _summary_table(summary: dict, title: str) -> str:
     head = "<tr>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
     body = []
     for name, s in summary.items():
-        cells = "".join(f"<td class='num'>{_fmt(s.get(k))}</td>" for k in ("mean", "std", "median", "min", "max", "n"))
+        cells = "".join(f"<td class='num'>{fmt(s.get(k))}</td>" for k in ("mean", "std", "median", "min", "max", "n"))
         undefined = s.get("n_undefined", 0)
         body.append(
             f"<tr><td class='name'>{html.escape(name)}</td>{cells}<td class='num'>{undefined}</td>"
@@ -320,6 +263,7 @@ def _case_section(
         return f"<h2>Cases</h2>\n<p class='muted'>Case figures left out: {html.escape(str(err))}</p>"
     index = {e.case_id: i for i, e in enumerate(reader.entries)}
     rows = {r["case"]: r for r in results["cases"]}
+    groups = group_of_cases(results)
     blocks = [
         f"<h2>Cases</h2>\n<p class='muted'>Chosen by {html.escape(primary)}: best, quartiles, worst. "
         + (
@@ -348,87 +292,19 @@ def _case_section(
             continue
         row = rows.get(case_id, {})
         shown = ("dice", "iou", "hd95", "ged", "ged_biased", "diversity", *(f"dice/{n}" for n in scheme.names))
-        stats = ", ".join(f"{m} {_fmt(row.get(m))}" for m in shown if m in row)
+        stats = ", ".join(f"{m} {fmt(row[m])}" for m in shown if row.get(m) is not None)
+        group = f" <span class='muted'>(group {html.escape(groups[case_id])})</span>" if case_id in groups else ""
         blocks.append(
-            f"<h3>{html.escape(case_id)}</h3>\n<p class='stats'>{html.escape(stats)}</p>\n"
+            f"<h3>{html.escape(case_id)}{group}</h3>\n<p class='stats'>{html.escape(stats)}</p>\n"
             f'<img class="case" src="figures/{path.name}" alt="{html.escape(case_id)}">'
         )
     return "\n".join(blocks)
-
-
-# The per-class metrics the class table shows first, in this order (then any other per-class metric).
-CLASS_METRICS = ("dice", "iou", "hd95", "ged", "ged_biased", "sample_dice", "diversity", "ece_foreground")
-_LOWER_BETTER = ("hd95", "ged", "ece", "diversity")
 
 
 def scheme_of(results: dict[str, Any]) -> LabelScheme:
     """The classes ``results.json`` was scored with (binary: no ``classes`` key)."""
     classes = results.get("classes")
     return label_scheme(classes, where=f"{results.get('pred', RESULTS_NAME)}: classes") if classes else LabelScheme()
-
-
-def legend_html(names: tuple[str, ...] | list[str], regions: bool = False) -> str:
-    """One swatch per class, in its colour (hex code as the title), as the overlays draw it."""
-    items = "".join(
-        f"<span class='class-item'><span class='swatch' style='background:{class_colour(k)}' "
-        f"title='{class_colour(k)}'></span>{html.escape(name)}</span>"
-        for k, name in enumerate(names)
-    )
-    kind = "regions (overlapping; scored on the region masks)" if regions else "classes"
-    return f"<div class='legend'><b>{kind}:</b> {items}</div>"
-
-
-def class_table(summary: dict, names: list[str], title: str) -> str:
-    """Rows: the classes and their mean; columns: the per-class metrics (mean ± std over the cases, n)."""
-    bases = [m for m in CLASS_METRICS if any(f"{m}/{n}" in summary for n in names)]
-    bases += sorted({k.split("/", 1)[0] for k in summary if "/" in k} - set(bases))
-    if not bases:
-        return ""
-    head = "<tr><th>class</th>" + "".join(f"<th>{html.escape(b)}{_arrow(b)}</th>" for b in bases) + "</tr>"
-    rows = []
-    for k, name in enumerate([*names, None]):
-        label = (
-            "<i>mean over classes</i>"
-            if name is None
-            else f"<span class='swatch' style='background:{class_colour(k)}'></span>{html.escape(name)}"
-        )
-        cells = "".join(
-            f"<td class='num'>{_cell(summary.get(b if name is None else f'{b}/{name}'))}</td>" for b in bases
-        )
-        rows.append(f"<tr><td class='name'>{label}</td>{cells}</tr>")
-    return (
-        f"<h2>{html.escape(title)}</h2>\n<div class='scroll'><table class='summary'>{head}\n"
-        + "\n".join(rows)
-        + ("</table></div>")
-    )
-
-
-def _arrow(base: str) -> str:
-    return " &darr;" if base.startswith(_LOWER_BETTER) else ""
-
-
-def _cell(s: dict | None) -> str:
-    if not isinstance(s, dict) or s.get("mean") is None:
-        return "–"
-    return f"{s['mean']:.4f} &plusmn; {s['std']:.4f} <span class='muted'>(n={s['n']})</span>"
-
-
-def _case_table(rows: list[dict], limit: int = 500) -> str:
-    if not rows:
-        return ""
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "\n".join(
-        "<tr>"
-        + "".join(f"<td class='{'name' if c == 'case' else 'num'}'>{_fmt(r.get(c))}</td>" for c in columns)
-        + "</tr>"
-        for r in rows[:limit]
-    )
-    more = f" (first {limit} of {len(rows)}; all in results.csv)" if len(rows) > limit else ""
-    return (
-        f"<details><summary>Every case{more}</summary>\n<div class='scroll'><table class='cases'>"
-        f"<tr>{head}</tr>\n{body}</table></div></details>"
-    )
 
 
 def _page(body: str) -> str:
@@ -440,7 +316,8 @@ body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; m
 h1 {{ font-size: 26px; margin-bottom: 2px; }} h2 {{ font-size: 20px; margin-top: 32px;
      border-bottom: 1px solid #ddd; padding-bottom: 4px; }} h3 {{ font-size: 16px; margin: 20px 0 2px; }}
 table {{ border-collapse: collapse; }} th, td {{ padding: 4px 10px; border-bottom: 1px solid #eee; text-align: left; }}
-table.summary th {{ background: #f3f4f6; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+table.summary th {{ background: #f3f4f6; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }} td small {{ color: #666; }}
 td.name {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-weight: 600; }}
 td.help {{ color: #555; font-size: 13px; }} table.meta th {{ color: #555; font-weight: 600; }}
 .muted {{ color: #666; }}
@@ -451,10 +328,13 @@ code {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; 
 .cards {{ display: flex; flex-wrap: wrap; gap: 12px; margin: 12px 0 4px; }}
 .card {{ border: 1px solid #ddd; border-radius: 8px; padding: 10px 16px; min-width: 170px; background: #fafafa; }}
 .card .label {{ color: #555; font-weight: 600; }} .card .value {{ font-size: 30px; font-weight: 700;
-     font-variant-numeric: tabular-nums; }} .card .sub {{ color: #666; font-size: 12px; }}
-.scroll {{ overflow-x: auto; }} .legend {{ margin: 10px 0; }} .class-item {{ margin-right: 14px; }}
+     font-variant-numeric: tabular-nums; }} .card .sub, .card .ref {{ color: #666; font-size: 12px; }}
+.card .ref {{ margin-top: 3px; }} .card.lead {{ border: 2px solid #2563eb; background: #f5f8ff; }}
+.card .warn {{ color: #b42318; font-size: 12px; font-weight: 600; }}
+p.level {{ margin: 14px 0 0; font-weight: 600; }} .cards.small .value {{ font-size: 20px; }}
+.legend {{ margin: 10px 0; }} .class-item {{ margin-right: 14px; white-space: nowrap; }}
 .swatch {{ display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 5px;
-     vertical-align: -1px; }} table.cases td {{ font-size: 12px; padding: 2px 6px; }}
+     vertical-align: -1px; }} table.cases td, table.cases th {{ font-size: 12px; padding: 2px 6px; }}
 </style></head><body>
 {body}
 </body></html>

@@ -4,8 +4,8 @@ probability and the uncertainty maps.
 One path for one class or several, on the sampling device: relative-area post-processing per class
 (``sample.relative_area``, supplement 7.1 of the ambiguity paper: ``postprocess.relative_area_members``), then
 fusion (``sample.fusion``: ``fusion.fuse``, which takes the binary algorithms for one atom and the label-map
-ones for several), then the uncertainty (``uncertainty.uncertainty_map``: the ``sample.uncertainty`` kind of
-the member frequency for one atom, the normalised label entropy for several, plus one map per class).
+ones for several), then the uncertainty (``uncertainty.uncertainty_map``: the ``sample.uncertainty`` kind, by
+default the share of members that disagree with the fused mask, plus one map per class for several atoms).
 """
 
 from __future__ import annotations
@@ -73,12 +73,13 @@ def finish(members: Members, cfg: SampleConfig, scheme: LabelScheme | None = Non
     fused, probability = fuse(
         cfg.fusion, atoms[None], soft=mean_input(soft, scheme), threshold=cfg.threshold, labels=labels
     )
+    fused_masks = None if labels == 1 else scheme.class_masks(fused.long())[0]  # (C, H, W)
     return EnsembleResult(
         case_id=members.case_id,
         samples=atoms[:, None].float().cpu(),
         soft=soft.cpu(),
         fused=fused.float().cpu(),
         probability=probability.reshape(-1, *atoms.shape[1:]).cpu(),  # (1, H, W) or (L + 1, H, W)
-        uncertainty=uncertainty_map(atoms[:, None], cfg.uncertainty, scheme).cpu(),
-        class_uncertainty=None if labels == 1 else class_uncertainty(masks, cfg.uncertainty).cpu(),
+        uncertainty=uncertainty_map(atoms[:, None], cfg.uncertainty, scheme, fused).cpu(),
+        class_uncertainty=None if labels == 1 else class_uncertainty(masks, cfg.uncertainty, fused=fused_masks).cpu(),
     )

@@ -1,11 +1,12 @@
 """What a prediction folder holds: one manifest per part of a run, so a run can be resumed and never mixed.
 
 ``OUTPUT/manifest.json`` (a run in one part) or ``OUTPUT/manifest.part-I-of-N.json`` (part I of N, see
-``inference.predict``) records the run's key (the SHA-256 of the checkpoint file, the resolved config, whether
-samples are saved, the list of input cases), the part, and per case of the part its source file, whether it
-is done and, once done, the files written for it and its input files' records (``input_record``: size, times
-and SHA-256 of the content that was read). It is written atomically (``files.write_text_atomic``) before
-the first case and rewritten as cases finish (at most every ``SAVE_INTERVAL`` seconds, and at the end).
+``inference.predict``) records the run's key (the SHA-256 of the checkpoint file, for an ensemble every checkpoint's
+in member order joined by ``+``; the resolved config, whether samples are saved, the list of input cases), the
+part, and per case of the part its source file, whether it is done and, once done, the files written for it and
+its input files' records (``input_record``: size, times and SHA-256 of the content that was read). It is written
+atomically (``files.write_text_atomic``) before the first case and rewritten as cases finish (at most every
+``SAVE_INTERVAL`` seconds, and at the end).
 
 A case is done only after all its files are renamed into place; a case written but not yet recorded is
 predicted again on resume, which rewrites the same bytes (members are seeded by case and member). Parts of
@@ -107,9 +108,14 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _short(digests: str) -> str:
+    return " + ".join(f"{d[:12]}..." for d in digests.split("+"))
+
+
 @dataclass(frozen=True)
 class RunKey:
-    """What makes two predictions the same run: equal keys write byte-identical files."""
+    """What makes two predictions the same run: equal keys write byte-identical files. ``checkpoint_sha256``:
+    the checkpoint's SHA-256, or an ensemble's, in member order, joined by ``+``."""
 
     checkpoint_sha256: str
     config: dict
@@ -132,9 +138,8 @@ class RunKey:
         """How ``other`` (the run in the folder) differs from this one, one phrase per difference."""
         out = []
         if self.checkpoint_sha256 != other.checkpoint_sha256:
-            out.append(
-                f"checkpoint (sha256 {other.checkpoint_sha256[:12]}... there, {self.checkpoint_sha256[:12]}... now)"
-            )
+            there, now = _short(other.checkpoint_sha256), _short(self.checkpoint_sha256)
+            out.append(f"checkpoint (sha256 {there} there, {now} now)")
         mine, theirs = _flat(_plain(self.config)), _flat(_plain(other.config))
         for key in sorted(set(mine) | set(theirs)):
             if mine.get(key) != theirs.get(key):

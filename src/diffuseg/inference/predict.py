@@ -22,6 +22,10 @@ deletes the files the old run's manifests record). ``OUTPUT/config.yaml`` (the r
 manifest are written, and each case is marked done once its files are in place. ``OUTPUT/prediction.json``
 names the checkpoint and network (``inference.provenance``).
 
+Several checkpoints (``inference.models``): member k of every case comes from checkpoint ``k mod N``; the run
+key holds every checkpoint's SHA-256 in order, so another list is another run. ``sample.tta``: member k sees its
+image under a flip or turn, mapped back (``inference.tta``).
+
 Sharding (nnU-Net's convention): with ``num_parts`` N, output unit j (a 2D case, or a whole volume whose
 slices are cases) belongs to part ``j % N``; each part has its own manifest and lock, so N processes can write
 into one OUTPUT. Runs on ``device`` (default: the first CUDA device when there is one, else the CPU).
@@ -52,19 +56,12 @@ from diffuseg.data.verify import is_colour
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.files import remove_stale_temps
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
-from diffuseg.inference.manifest import (
-    Manifest,
-    RunKey,
-    file_sha256,
-    input_record,
-    manifest_name,
-    read_manifests,
-    same_input,
-)
+from diffuseg.inference.manifest import Manifest, RunKey, input_record, manifest_name, read_manifests, same_input
+from diffuseg.inference.models import Model, load_models, member_count
 from diffuseg.inference.outputs import CONFIG_NAME, SAMPLES, UNCERTAINTY
 from diffuseg.inference.provenance import write_provenance
 from diffuseg.inference.writers import PredictionWriter, check_output, check_output_names
-from diffuseg.methods import make_draw, steps_per_member
+from diffuseg.methods import check_image_size, make_draw, steps_per_member
 from diffuseg.runlock import folder_lock, holder_of
 from diffuseg.runtime import resolve_sample_precision
 
@@ -76,16 +73,19 @@ def part_lock_name(part_id: int, num_parts: int) -> str:
     return ".diffuseg-predict.lock" if num_parts == 1 else f".diffuseg-predict.part-{part_id}-of-{num_parts}.lock"
 
 
-def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
-    """``config`` with dotted ``sample.*`` overrides applied; ``UserError`` for any other key or a bad value."""
+def apply_overrides(config: Config, overrides: Sequence[str], checkpoints: int = 1) -> Config:
+    """``config`` with dotted ``sample.*`` overrides applied, then the members of ``checkpoints`` checkpoints
+    (``models.member_count``); ``UserError`` for any other key or a bad value."""
     values = parse_overrides(overrides, example="sample.steps=10")
     others = sorted(k for k in values if k != "sample")
     if others:
         raise UserError(f"predict takes only sample.* overrides (got {', '.join(others)})")
     try:
-        return config_from_dict(merge(config_to_dict(config), values))
+        config = config_from_dict(merge(config_to_dict(config), values))
     except UserError as err:
         raise UserError(f"overrides: {err}") from None
+    given = values.get("sample")
+    return member_count(config, checkpoints, set(given) if isinstance(given, dict) else set())
 
 
 def _model_inputs(
@@ -122,15 +122,13 @@ def _as_paths(input: str | os.PathLike | Sequence[str | os.PathLike]) -> list[st
 
 @dataclass
 class Run:
-    """A validated prediction, nothing written yet. ``units``: reader indices per output unit, in order."""
+    """A validated prediction, nothing written yet. ``models``: the checkpoints (one, or an ensemble) with the
+    run's ``config``. ``units``: reader indices per output unit, in order."""
 
-    checkpoint: str
-    step: int  # training steps the checkpoint had made
+    models: list[Model]
     inputs: list[str | os.PathLike]
     out: Path
     config: Config
-    net: torch.nn.Module
-    process: object
     reader: Reader
     device: torch.device
     save_samples: bool
@@ -139,7 +137,7 @@ class Run:
 
 
 def prepare(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike],
     input: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     overrides: Sequence[str] = (),
@@ -152,7 +150,7 @@ def prepare(
     the overrides, the dataset and its output names. ``UserError`` (``DatasetError``) on any problem.
 
     Args:
-        checkpoint: the checkpoint file to predict with.
+        checkpoint: the checkpoint file to predict with (or its run folder), or several: an ensemble.
         input: a dataset folder or image file(s).
         output: the prediction folder.
         overrides: dotted ``sample.*`` overrides, e.g. ``sample.steps=10``.
@@ -161,18 +159,19 @@ def prepare(
         device: where to sample (default: the first CUDA device when there is one, else the CPU).
         cases: only these case ids (``--split``, ``data.splits.split_cases``); ``None``: all.
     """
-    from diffuseg.checkpoint import KEY, read_checkpoint
-    from diffuseg.methods import inference_model
-
     inputs = _as_paths(input)
     out = Path(output)
     check_output(out, inputs)  # before any slow work
     for item in inputs:
-        if not Path(item).exists():
+        if not Path(item).exists() and not Path(item).is_symlink():  # a dangling link: named as one below
             raise UserError(f"{item}: input not found")
-    ckpt = read_checkpoint(checkpoint)  # read (and checked) once: the model and its training step
-    config, net, process = inference_model(ckpt, checkpoint)
-    config = apply_overrides(config, overrides)
+    models = load_models(_as_paths(checkpoint))
+    for model in models:
+        try:
+            check_image_size(model.config)  # a size too small for one image at a time: before any output is written
+        except UserError as err:
+            raise UserError(f"{model.path}: {err}") from None
+    config = apply_overrides(models[0].config, overrides, len(models))
     d = config.data
     reader = select_cases(open_input(inputs, layout, d.foreground, d.classes), cases, str(inputs[0]))
     if reader.problems:
@@ -188,24 +187,12 @@ def prepare(
     ids = [e.case_id for e in reader.entries]
     if len(set(ids)) != len(ids):
         raise UserError(f"{inputs[0]}: the layout reader gave two cases one id ({_repeated(ids)})")
-    key = RunKey(file_sha256(checkpoint), config_to_dict(config), save_samples, tuple(ids))
+    digests = "+".join(m.sha256 for m in models)
+    key = RunKey(digests, config_to_dict(config), save_samples, tuple(ids))
     units: dict[str, list[int]] = {}
     for i, e in enumerate(reader.entries):
         units.setdefault(f"v:{e.volume_id}" if e.volume_id is not None else f"c:{e.case_id}", []).append(i)
-    return Run(
-        str(checkpoint),
-        int(ckpt[KEY].get("global_step", 0)),
-        inputs,
-        out,
-        config,
-        net,
-        process,
-        reader,
-        device,
-        save_samples,
-        key,
-        list(units.values()),
-    )
+    return Run(models, inputs, out, config, reader, device, save_samples, key, list(units.values()))
 
 
 def _check_headers(reader: Reader, where: str) -> None:
@@ -294,7 +281,7 @@ def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: co
             for cid in m.done_ids():
                 done[cid] = m.cases[cid]
         path = run.out / manifest_name(part_id, num_parts)
-        manifest = Manifest(path, run.key, part_id, num_parts, run.checkpoint)
+        manifest = Manifest(path, run.key, part_id, num_parts, " + ".join(m.path for m in run.models))
         entries = run.reader.entries
         changed: list[str] = []
         known: dict[str, dict] = {}  # input records taken now, by path
@@ -319,7 +306,7 @@ def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: co
                 }
         _note_changed(changed)
         save_config(run.config, run.out / CONFIG_NAME)
-        write_provenance(run.out, run.checkpoint, run.step, run.config, run.net)
+        write_provenance(run.out, run.models, run.config)
         manifest.save()
     return manifest
 
@@ -369,8 +356,15 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     config = run.config
     total = len(indices) * config.sample.samples * steps_per_member(config)
     bar = tqdm(total=total, unit="step", desc="predict", dynamic_ncols=True, disable=not show_progress)
-    net = prepare_network(run.net, config.sample, run.device)
-    draw = make_draw(config, net, run.process, progress=bar.update)  # member-steps: moves within a case
+    draws = [  # each checkpoint's own recipe, the run's sample.*; member-steps: the bar moves within a case
+        make_draw(
+            dataclasses.replace(m.config, sample=config.sample),
+            prepare_network(m.net, config.sample, run.device),
+            m.process,
+            progress=bar.update,
+        )
+        for m in run.models
+    ]
     pending: deque[Case] = deque()
     records: dict[str, list[dict]] = {}  # case id -> its input records, taken before it is decoded
     written = items = 0  # output cases (a 2D image, or a volume of slices) and 2D images predicted
@@ -378,7 +372,7 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     try:
         with PredictionWriter(run.out, run.inputs, save_samples=run.save_samples, scheme=scheme) as writer:
             inputs = _model_inputs(run.reader, indices, config, pending, records)
-            results = sample_ensembles(draw, inputs, config.sample, device=run.device, scheme=scheme)
+            results = sample_ensembles(draws, inputs, config.sample, device=run.device, scheme=scheme)
             for result in results:
                 case = pending.popleft()
                 if case.case_id != result.case_id:  # sample_ensembles yields in input order
@@ -400,7 +394,7 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
 
 
 def predict(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike],
     input: str | os.PathLike | Sequence[str | os.PathLike],
     output: str | os.PathLike,
     overrides: Sequence[str] = (),
@@ -423,7 +417,8 @@ def predict(
     folder that holds another run (unless ``overwrite``).
 
     Args:
-        checkpoint: the checkpoint file; it holds the config and the EMA weights.
+        checkpoint: the checkpoint file (or its run folder); it holds the config and the EMA weights. Several:
+            an ensemble, member k from checkpoint ``k mod N`` (``inference.models``).
         input: a dataset folder (any layout ``data.formats`` reads) or image file(s).
         output: the prediction folder; not inside an input folder (input files are never overwritten).
         overrides: dotted ``sample.*`` overrides, e.g. ``sample.steps=10``; any other key is refused.

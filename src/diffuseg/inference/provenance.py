@@ -1,48 +1,51 @@
-"""``OUTPUT/prediction.json``: which checkpoint (path, training step) and network wrote a prediction folder.
+"""``OUTPUT/prediction.json``: which checkpoint (path, digest, training step) and network wrote a prediction folder.
 
 The report's headline reads it beside ``OUTPUT/config.yaml`` (the resolved config, sampler settings
-included). Fields: ``checkpoint`` (absolute path), ``step`` (training steps the checkpoint had made),
-``network`` (registry name), ``parameters`` (count), ``run_folder`` (the run folder, absolute),
-``diffuseg`` (version); with several classes also ``classes`` (``[{name, values[, label]}, ...]``, the label
-values each class is written with in the label maps: ``labels.LabelScheme.to_dict``). No time stamp: a
-rerun writes the same bytes.
+included). Fields: ``checkpoint`` (absolute path), ``sha256`` (of the checkpoint file), ``step`` (training steps
+the checkpoint had made), ``network`` (registry name), ``parameters`` (count), ``run_folder`` (the run folder,
+absolute), ``diffuseg`` (version); with several classes also ``classes`` (``[{name, values[, label]}, ...]``,
+the label values each class is written with in the label maps: ``labels.LabelScheme.to_dict``). An ensemble of
+checkpoints (``inference.models``) records ``checkpoints``, one such record (checkpoint ... run_folder) per
+checkpoint in member order, instead of the one checkpoint's fields. No time stamp: a rerun writes the same bytes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from diffuseg.config import Config
 from diffuseg.files import write_text_atomic
+from diffuseg.inference.models import Model
 
 PROVENANCE_NAME = "prediction.json"
 
 
-def write_provenance(out: Path, checkpoint: str | os.PathLike, step: int, config: Config, net: torch.nn.Module) -> None:
-    """Write ``out/prediction.json`` (atomically) for the prediction of ``net`` from ``checkpoint`` at ``step``.
+def checkpoint_record(model: Model) -> dict[str, Any]:
+    """``{checkpoint, sha256, step, network, parameters, run_folder}`` of one checkpoint."""
+    return {
+        "checkpoint": str(Path(model.path).resolve()),
+        "sha256": model.sha256,
+        "step": int(model.step),
+        "network": model.config.model.name,
+        "parameters": sum(p.numel() for p in model.net.parameters()),
+        "run_folder": _run_folder(Path(model.path), model.config.train.out_dir),
+    }
 
-    Args:
-        out: the prediction folder.
-        checkpoint: the checkpoint predicted with (recorded as an absolute path).
-        step: training steps the checkpoint had made.
-        config: the resolved config (network name, run folder, classes).
-        net: the network (its parameter count).
-    """
+
+def write_provenance(out: Path, models: Sequence[Model], config: Config) -> None:
+    """Write ``out/prediction.json`` (atomically) for a prediction from ``models`` (one checkpoint, or an
+    ensemble) with the resolved ``config`` (its classes)."""
     from diffuseg import __version__
 
-    record = {
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "step": int(step),
-        "network": config.model.name,
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "run_folder": _run_folder(Path(checkpoint), config.train.out_dir),
-        "diffuseg": __version__,
-    }
+    if len(models) == 1:
+        record = checkpoint_record(models[0])
+    else:
+        record = {"checkpoints": [checkpoint_record(m) for m in models]}
+    record["diffuseg"] = __version__
     scheme = config.data.scheme
     if not scheme.binary:
         record["classes"] = scheme.to_dict()["classes"]
@@ -55,6 +58,18 @@ def _run_folder(checkpoint: Path, out_dir: str) -> str:
     if checkpoint.parent.name == "checkpoints":
         return str(checkpoint.parent.parent.absolute())
     return out_dir
+
+
+def recorded_checkpoints(record: dict[str, Any]) -> list[str]:
+    """The checkpoint paths a ``prediction.json`` record names, in member order (one, or an ensemble's)."""
+    if "checkpoint" in record:
+        return [str(record["checkpoint"])]
+    members = record.get("checkpoints")
+    return (
+        [str(m["checkpoint"]) for m in members if isinstance(m, dict) and "checkpoint" in m]
+        if isinstance(members, list)
+        else []
+    )
 
 
 def read_provenance(folder: str | os.PathLike) -> dict[str, Any]:

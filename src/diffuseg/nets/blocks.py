@@ -74,14 +74,20 @@ class PartialPadConv2d(nn.Conv2d):
         self._ratios: dict[tuple, torch.Tensor] = {}
 
     def _ratio(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(1, 1, H', W') taps / valid taps for input ``x``'s size, cached per size, device and dtype."""
+        """(1, 1, H', W') taps / valid taps for input ``x``'s size, cached per size, device and dtype. Made outside
+        inference mode, so that a ratio first needed while sampling serves a later training step (an inference
+        tensor cannot be saved for backward)."""
         key = (*x.shape[-2:], x.device, dtype)
         if key not in self._ratios:
-            ones = torch.ones(1, 1, *x.shape[-2:], device=x.device)
-            kernel = torch.ones(1, 1, *self.kernel_size, device=x.device)
-            valid = F.conv2d(ones, kernel, stride=self.stride, padding=self.padding, dilation=self.dilation)
-            self._ratios[key] = (kernel.numel() / valid).to(dtype)
+            with torch.inference_mode(False), torch.no_grad():
+                self._ratios[key] = self._new_ratio(x, dtype)
         return self._ratios[key]
+
+    def _new_ratio(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        ones = torch.ones(1, 1, *x.shape[-2:], device=x.device)
+        kernel = torch.ones(1, 1, *self.kernel_size, device=x.device)
+        valid = F.conv2d(ones, kernel, stride=self.stride, padding=self.padding, dilation=self.dilation)
+        return (kernel.numel() / valid).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._conv_forward(x, self.weight, None)  # nn.Conv2d's own call: stride, dilation, groups

@@ -22,6 +22,8 @@ The FFT runs in float32 (bf16 FFTs are not available on CPU) and the result is c
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,7 +88,9 @@ class FFParser(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        # meta tensors (shape checks, ``methods.check_image_size``) have no autocast state to switch off
+        off = contextlib.nullcontext() if x.is_meta else torch.autocast(device_type=x.device.type, enabled=False)
+        with off:
             spectrum = torch.fft.rfft2(x.float(), norm="ortho")  # eq. 4
             spectrum = spectrum * self.filter(height, width)  # eq. 5
             out = torch.fft.irfft2(spectrum, s=(height, width), norm="ortho")  # eq. 6

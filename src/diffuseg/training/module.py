@@ -33,6 +33,7 @@ from diffuseg.methods import anchored_denoiser, build_network, build_process
 from diffuseg.nets.unet import segmentation_loss
 from diffuseg.training.anchored_loss import estimate_logits
 from diffuseg.training.latent_loss import latent_loss
+from diffuseg.training.ssn_loss import ssn_loss
 
 
 class NonFiniteLossError(UserError):
@@ -43,6 +44,16 @@ def step_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers, e.g. ``(seed, rank, step)`` (NumPy ``SeedSequence``)."""
     state = np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFF for p in parts]).generate_state(2, np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def schedule_lengths(warmup: int, decay: int, total: int) -> tuple[int, int]:
+    """The warm-up and decay lengths a run of ``total`` steps trains with: as given when they fit in it, else
+    both shortened in proportion to fill the run (a preset's 500 + 15,000 in a 600-step run: 19 + 581), since a
+    decay longer than the run would hold the learning rate near 0 from the first step."""
+    if warmup + decay <= total:
+        return warmup, decay
+    short = round(warmup * total / (warmup + decay))
+    return short, total - short
 
 
 def lr_factor(step: int, warmup: int, decay: int, total: int) -> float:
@@ -145,7 +156,8 @@ class SegmentationModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         t = self.config.train
         opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        total, warmup, decay = t.steps, t.warmup_steps, t.decay_steps
+        total = t.steps
+        warmup, decay = schedule_lengths(t.warmup_steps, t.decay_steps, total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, decay, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
@@ -209,6 +221,18 @@ class PHiSegModule(LatentModule):
     method = Method.PHISEG
 
 
+class SSNModule(SegmentationModule):
+    """``method: ssn``: the Monte Carlo negative log-likelihood of ``training.ssn_loss`` with ``ssn.mc_samples``
+    draws; logs the likelihood of the mean logits alone beside it."""
+
+    method = Method.SSN
+
+    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
+        parts = ssn_loss(self.net, image, target, generator, self.config.ssn.mc_samples, self.scheme.exclusive)
+        self.log("mean_nll", parts["mean_nll"], on_step=True, batch_size=image.shape[0])
+        return parts["loss"]
+
+
 class AnchoredModule(SegmentationModule):
     """``method: anchored``: ``self.net`` is a ``nets.anchored.AnchoredNet``; logs the three terms of the loss."""
 
@@ -242,6 +266,7 @@ MODULES: dict[Method, type[SegmentationModule]] = {
     Method.PROBUNET: ProbUNetModule,
     Method.PHISEG: PHiSegModule,
     Method.ANCHORED: AnchoredModule,
+    Method.SSN: SSNModule,
 }
 
 

@@ -19,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from diffuseg.checkpoint import LAST, checkpoint_config, read_checkpoint
 from diffuseg.config import Config, Role, config_to_dict, role_fields, role_of, save_config
 from diffuseg.errors import UserError
 from diffuseg.files import remove_stale_temps
 from diffuseg.labels import LabelScheme
-from diffuseg.methods import build_network
+from diffuseg.methods import check_image_size
 from diffuseg.runlock import folder_lock
 from diffuseg.training.callbacks import PeriodicCheckpoint, SampledValidation
-from diffuseg.training.module import module_class
+from diffuseg.training.module import module_class, schedule_lengths
 from diffuseg.training.stream import build_datasets, stream_loader
 from diffuseg.training.trainer import fit, resolve_precision
 
@@ -101,19 +100,11 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
 
 
 def check_model(config: Config) -> None:
-    """``UserError`` for a bad model name or option, or a ``data.image_size`` the network's downsampling factor
-    does not divide. The network is built on the meta device: no weights, no random draws."""
+    """``UserError`` for a bad model name or option, or a ``data.image_size`` the network cannot take
+    (``methods.check_image_size``: built on the meta device, no weights, no random draws)."""
     if not config.data.in_channels:  # taken from the data later; any count checks the rest of the model
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, in_channels=1))
-    with torch.device("meta"):
-        net = build_network(config)
-    factor = getattr(net, "downsampling", None)
-    size = config.data.image_size
-    if factor and size % factor:
-        raise UserError(
-            f"data.image_size={size} does not fit model {config.model.name}: it downsamples {factor}x, so the "
-            f"image size must be a multiple of {factor} (e.g. {max(factor, size // factor * factor)})"
-        )
+    check_image_size(config)
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -152,6 +143,13 @@ def _prepare(config: Config, run_dir: Path) -> tuple[Config, L.LightningModule, 
     module = module_class(config.method)(config)
     params = sum(p.numel() for p in module.net.parameters())
     print(f"model {config.model.name}: {params / 1e6:.2f} M parameters")
+    t = config.train
+    fitted = schedule_lengths(t.warmup_steps, t.decay_steps, t.steps)
+    if fitted != (t.warmup_steps, t.decay_steps):
+        print(
+            f"note: train.warmup_steps + train.decay_steps ({t.warmup_steps} + {t.decay_steps}) exceed train.steps="
+            f"{t.steps}: this run warms up over {fitted[0]} and decays over {fitted[1]} steps (set them to choose)"
+        )
     save_config(config, run_dir / "config.yaml")
     return config, module, train_set, val_set, precision
 

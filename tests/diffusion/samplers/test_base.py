@@ -143,3 +143,19 @@ def test_to_mask_decodes_by_the_scheme():
     torch.testing.assert_close(to_mask(regions, 0.5, BRATS), torch.tensor([[[[2.0, 3.0]]]]))  # atoms of 2 and 4
     binary = torch.tensor([0.4, 0.5, 0.6]).view(1, 1, 1, 3)
     assert torch.equal(to_mask(binary, 0.5), torch.tensor([0.0, 0.0, 1.0]).view(1, 1, 1, 3))
+
+
+@pytest.mark.parametrize("kind", list(SamplerKind))
+def test_exclusive_classes_are_decoded_before_the_estimate_is_clipped(kind):
+    """An x-prediction past +1 on two channels (RV 2, Myo 3) clips to a tie at 1; decoded from the clipped
+    estimate the lower label would win. The label is Myo's, and ``soft`` is still clipped to [0, 1]."""
+    process = DiffusionProcess(DiffusionConfig(schedule=ScheduleKind.LINEAR, prediction="x"))
+
+    class Net(torch.nn.Module):
+        def forward(self, z, t, image):
+            return torch.tensor([-1.0, 2.0, 3.0, -1.0]).view(1, 4, 1, 1).expand_as(z).clone()
+
+    gen = torch.Generator().manual_seed(0)
+    out = sample(kind, Net(), torch.zeros(1, 1, 4, 4), process, 3, generator=gen, scheme=ACDC)
+    assert torch.equal(out.mask, torch.full((1, 1, 4, 4), 2.0))  # atom 2 = Myo
+    assert out.soft.max() == 1.0 and out.soft.min() == 0.0

@@ -20,12 +20,12 @@ from pathlib import Path
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.brats import BraTSReader
 from diffuseg.data.formats.classes import ClassFoldersReader
-from diffuseg.data.formats.files import HDF5_SUFFIXES, IMAGE_SUFFIXES, is_image_file, suffix_of
+from diffuseg.data.formats.files import HDF5_SUFFIXES, IMAGE_SUFFIXES, check_regular, is_image_file, suffix_of
 from diffuseg.data.formats.labelmaps import LabelsReader
 from diffuseg.data.formats.lidc import LIDCReader
 from diffuseg.data.formats.multi import MultiAnnotatorReader
 from diffuseg.data.formats.nnunet import NnUNetImagesReader, NnUNetReader, channel_cases
-from diffuseg.data.formats.paired import ImagesReader, PairedReader
+from diffuseg.data.formats.paired import IMAGE_DIRS, MASK_DIRS, ImagesReader, PairedReader, find_dir
 from diffuseg.data.formats.ssl4mis import SSL4MISReader
 from diffuseg.enums import Layout
 from diffuseg.errors import UserError
@@ -55,7 +55,9 @@ def detect_layout(root: Path) -> Layout:
     matches = [name for name in _SPECIFIC if READERS[name].detect(root)]
     if Layout.CLASSES in matches:  # a BUSI class folder's numbered masks are lesions, not multi's raters
         matches = [m for m in matches if m is not Layout.MULTI]
-    elif Layout.MULTI not in matches and PairedReader.detect(root):
+    # a class folder's suffixed masks look paired too: paired counts beside classes only by its own two folders
+    beside = Layout.CLASSES not in matches or (find_dir(root, IMAGE_DIRS) and find_dir(root, MASK_DIRS))
+    if Layout.MULTI not in matches and beside and PairedReader.detect(root):
         matches.append(Layout.PAIRED)
     if len(matches) > 1:
         raise UserError(
@@ -129,8 +131,9 @@ def images_from_files(paths: Sequence[str | os.PathLike]) -> Reader:
     ``CASE_0001``, ...; ``nnunet.channel_cases``) are grouped into cases."""
     files = [Path(p) for p in paths]
     for p in files:
-        if not p.is_file():
+        if not p.exists() and not p.is_symlink():
             raise UserError(f"{p}: input file not found")
+        check_regular(p)
         if not (is_image_file(p) or suffix_of(p) in HDF5_SUFFIXES):
             known = ", ".join(f".{s}" for s in (*IMAGE_SUFFIXES, *HDF5_SUFFIXES))
             raise UserError(f"{p}: not an image file this tool reads (known: {known})")

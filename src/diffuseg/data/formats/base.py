@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from diffuseg.data.case import Case, Geometry
+from diffuseg.data.formats.containment import Containment, drop_unreadable
 from diffuseg.data.formats.files import (
     LOSSY_SUFFIXES,
     FileData,
@@ -137,6 +138,7 @@ class Reader:
     layout = "base"
     patient_rule = "the case name (each case its own patient)"  # how ``scan`` names patients, for ``verify``
     infer_classes = False  # whether undeclared classes are read from the label values (module docstring)
+    contained = True  # images must lie in the dataset folder (not for image files named one by one)
 
     def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()):
         self.root = Path(root)
@@ -147,8 +149,11 @@ class Reader:
         self.problems: list[str] = []
         self.notes: list[str] = []
         self._files = _FileCache()
+        self.containment = Containment(self.root)
         self.scan()
         self.problems += name_clashes(self.entries)
+        self.entries, dropped = drop_unreadable(self.entries, self.containment if self.contained else None)
+        self.problems += dropped
         if self.infer_classes and self.scheme.binary and not self.foreground:
             self.classes_from_values()
 
@@ -158,8 +163,12 @@ class Reader:
         with a note; the scheme stays binary otherwise."""
         from tqdm import tqdm
 
-        files = list(dict.fromkeys(p for e in self.entries if e.labels is None for f in e.masks for p in f))
-        files = [p for p in files if suffix_of(p) not in LOSSY_SUFFIXES]
+        found_in = {p: e.images[0] for e in self.entries if e.labels is None for f in e.masks for p in f}
+        files = [  # a label linked from outside is never read: decoding its entry reports it
+            p
+            for p, image in found_in.items()
+            if suffix_of(p) not in LOSSY_SUFFIXES and not self.containment.outside(p, image)
+        ]
         found: set = set()
         for path in tqdm(files, desc="label values", unit="file", leave=False, disable=len(files) < 100 or None):
             try:
@@ -295,12 +304,9 @@ class Reader:
     def _mask(self, entry: Entry, files: tuple[Path, ...], size: tuple[int, int], first, problems: list[str]):
         out = np.zeros(size, dtype=np.uint8)
         for path in files:
-            outside = self._outside(path, entry.images[0])
+            outside = self.containment.outside_problem(path, entry.images[0], "labels")
             if outside is not None:
-                problems.append(
-                    f"{path}: a link to {outside}, outside the dataset folder {self.root}; labels are never read "
-                    "from outside the dataset (copy the file in, or link the folder of the whole case)"
-                )
+                problems.append(outside)
                 continue
             try:
                 data, _, bad = self._files.get(path, as_mask=True)
@@ -315,8 +321,11 @@ class Reader:
                     f"{path}: label geometry {_describe(data)} differs from image {first[0].name} {_describe(first[1])}"
                 )
                 continue
-            if _lacks_slice(data, entry):
-                problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
+            if entry.slice_index is not None and data.array.shape[:3] != first[1].array.shape[:3]:
+                problems.append(  # one text for every slice: reported once
+                    f"{path}: label shape {_shape(data.array.shape[:3])} differs from the image volume's "
+                    f"{_shape(first[1].array.shape[:3])} ({first[0].name}); a label volume has its image's shape"
+                )
                 continue
             plane = _plane(data, data.array, entry)
             if plane.ndim == 3 and plane.shape[2] == 1:
@@ -337,18 +346,6 @@ class Reader:
             if atoms is not None:  # several files of one annotator (lesions): later files win where they label
                 out = np.where(atoms > 0, atoms, out)
         return out
-
-    def _outside(self, path: Path, image: Path) -> Path | None:
-        """Where the label file ``path`` leads when a link takes it out of the dataset folder, else ``None``. A
-        link that moves a case's image and labels together (a linked patient folder, above both) is followed:
-        the label must then lie in that folder's target."""
-        target = path.resolve()
-        try:
-            shared = Path(os.path.commonpath([path, image])).resolve()
-        except ValueError:  # one relative, one absolute
-            shared = self.root.resolve()
-        inside = [self.root.resolve(), shared]
-        return None if any(target == f or f in target.parents for f in inside) else target
 
     def _atoms(self, path: Path, where: str, plane: np.ndarray, problems: list[str]) -> np.ndarray | None:
         """Atom map (H,W) uint8 of one label map (file ``path``, ``where`` naming the slice) under a multi-class
@@ -412,6 +409,10 @@ def _same_geometry(a: FileData, b: FileData) -> bool:
     if a.affine is None or b.affine is None:
         return True
     return a.array.shape[:3] == b.array.shape[:3] and bool(np.allclose(a.affine, b.affine, atol=1e-3))
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
 
 
 def _describe(data: FileData) -> str:

@@ -66,7 +66,7 @@ class BraTSReader(Reader):
             found: dict[str, Path] = {}
             prefix = d.name
             for p in sorted(d.iterdir()):
-                parsed = _parse(p) if p.is_file() else None
+                parsed = _parse(p)  # a pipe or dangling link so named is kept: ``Reader`` names it
                 if parsed:
                     prefix, mod = parsed
                     if mod in found:

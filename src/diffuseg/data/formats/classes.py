@@ -22,9 +22,9 @@ from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.files import RASTER_SUFFIXES, stem_of, suffix_of
 from diffuseg.data.formats.paired import (
     IMAGE_DIRS,
+    MASK_DIRS,
     MASK_SUFFIXES,
     PATIENT_RULE,
-    find_dir,
     image_files,
     match_masks,
     patient_of,
@@ -65,12 +65,14 @@ class ClassFoldersReader(Reader):
     @staticmethod
     def detect(root: Path) -> bool:
         """A BUSI class folder (by its name) with suffixed masks; or no images at the root itself and a
-        sub-folder with images and suffixed masks beside them."""
+        sub-folder with images and suffixed masks beside them, other than a paired layout's folders (beside
+        ``images/`` + ``masks/`` such class folders make the layout ambiguous: ``detect_layout`` says so)."""
         if root.name.lower() in BUSI_CLASSES and _has_suffixed_masks(root):
             return True
-        if image_files(root) or find_dir(root, IMAGE_DIRS):
+        if image_files(root):
             return False
-        return any(_has_suffixed_masks(d) for d in class_folders(root))
+        paired = (*IMAGE_DIRS, *MASK_DIRS)
+        return any(_has_suffixed_masks(d) for d in class_folders(root) if d.name.lower() not in paired)
 
     def scan(self) -> None:
         entries: list[Entry] = []

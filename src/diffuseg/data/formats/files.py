@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,75 @@ def natural_key(name: str) -> tuple:
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and suffix_of(path) in IMAGE_SUFFIXES
+    """Whether ``path`` is named like an image this tool reads (not hidden, a known suffix), whatever it is on
+    disk: a dangling link, a folder, a pipe or a device so named is kept, so that reading it names the problem
+    (``check_regular``) instead of leaving it out unsaid."""
+    return not path.name.startswith(".") and suffix_of(path) in IMAGE_SUFFIXES
+
+
+_KINDS = {
+    stat.S_IFDIR: "a folder named like an image file",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def check_regular(path: str | os.PathLike) -> None:
+    """``UserError`` naming ``path`` unless it is a regular file or a link to one: a dangling link, a folder named
+    like an image, a named pipe, a device or a socket (reading a pipe or ``/dev/zero`` would block or never
+    end). Only the file's status is read, never its bytes."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise UserError(f"{path}: a link to {os.readlink(path)}, which does not exist (a dangling link)") from None
+        raise UserError(f"{path}: not found") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if stat.S_ISREG(mode):
+        return
+    via = f"a link to {path.resolve()}, " if path.is_symlink() else ""
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a file")
+    raise UserError(f"{path}: {via}{kind}, not a regular file (images and masks are read from regular files only)")
+
+
+# the first bytes of each format, and the ending that names it (NIfTI's magic: ``check_ending``)
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"II*\x00", "tif"),
+    (b"MM\x00*", "tif"),
+    (b"BM", "bmp"),
+    (b"\x93NUMPY", "npy"),
+    (b"\x89HDF\r\n\x1a\n", "h5"),
+    (b"\x1f\x8b", "nii.gz"),
+    (b"NRRD000", "nrrd"),
+    (b"ObjectType = Image", "mha"),  # MetaImage's first header line as SimpleITK writes it
+)
+_SAME = {"jpeg": "jpg", "tiff": "tif", "hdf5": "h5"}  # endings that name one format
+
+
+def check_ending(path: str | os.PathLike) -> None:
+    """``UserError`` naming ``path`` when its first bytes are those of another format than its ending names (PNG
+    bytes named ``.nii.gz``, a JPEG named ``.png``): decoders would fail with a riddle, or, worse, read a lossy
+    JPEG as if it were an exact PNG label map. Bytes of no known format are left to the decoder."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        head = fh.read(352)
+    found = next((ending for magic, ending in _SIGNATURES if head.startswith(magic)), None)
+    if found is None and (head[344:348] == b"n+1\x00" or head[4:8] == b"n+2\x00"):  # NIfTI-1, NIfTI-2
+        found = "nii"
+    suffix = suffix_of(path)
+    if found is not None and found != _SAME.get(suffix, suffix):
+        raise UserError(
+            f"{path}: holds {found.upper()} data but is named .{suffix} (its ending contradicts its content); "
+            f"rename it to .{found}"
+        )
 
 
 @dataclass(frozen=True)
@@ -69,12 +138,16 @@ class FileData:
 
 
 def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
-    """Decode ``path``; raises ``UserError`` naming it when it is missing, unreadable or corrupt."""
+    """Decode ``path``; raises ``UserError`` naming it when it is missing, not a regular file (``check_regular``),
+    of another format than its ending says (``check_ending``), of several frames (``single_frame``), unreadable or
+    corrupt."""
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in (*IMAGE_SUFFIXES, *HDF5_SUFFIXES):
         raise UserError(f"{path}: unsupported file type .{suffix} (known: {', '.join(IMAGE_SUFFIXES)}, h5)")
+    check_regular(path)
     try:
+        check_ending(path)
         if suffix in NIFTI_SUFFIXES:
             data = _read_nifti(path)
         elif suffix in ITK_SUFFIXES:
@@ -87,10 +160,10 @@ def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
             data = FileData(_read_raster(path, as_mask))
     except UserError:
         raise
-    except (OSError, ValueError, EOFError, SyntaxError) as err:  # PIL/nibabel/numpy decode errors
-        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
-    except Exception as err:  # third-party decoders raise many types; report, never crash
-        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
+    except Exception as err:  # decoders raise many types; report, never crash, and say what the header shows
+        if suffix in IMAGE_SUFFIXES:
+            check_header(path)  # a precise reason (truncated, 0 wide, ...) when the header shows one
+        raise UserError(f"{path}: unreadable or corrupt ({_reason(err)})") from None
     check_values(path, data.array.dtype, data.array.shape)
     return data
 
@@ -138,10 +211,14 @@ def check_header(path: str | os.PathLike) -> None:
     parse, no pixels (0 wide), a decompression bomb (Pillow's limit), a file shorter than its header says (a
     PNG's chunks up to IEND with their checksums, a ``.npy`` or ``.nii`` against its data size, a ``.nii.gz``
     against the size gzip records; JPEG and GIF by their end markers), an HDF5 ``image`` that is no dataset of the
-    file. Reads headers and ends, not pixels, except for a file whose ending is in doubt (then it is decoded)."""
+    file, several frames (``single_frame``), no regular file (``check_regular``) or bytes of another format than
+    its ending names (``check_ending``). Reads headers and ends, not pixels, except for a file whose ending is in
+    doubt (then it is decoded)."""
     path = Path(path)
     suffix = suffix_of(path)
+    check_regular(path)
     try:
+        check_ending(path)
         if suffix in RASTER_SUFFIXES:
             _raster_header(path)
         elif suffix == "npy":
@@ -159,7 +236,12 @@ def check_header(path: str | os.PathLike) -> None:
     except UserError:
         raise
     except Exception as err:  # decoders raise many types; report, never crash
-        raise UserError(f"{path}: unreadable or corrupt ({type(err).__name__}: {err})") from None
+        raise UserError(f"{path}: unreadable or corrupt ({_reason(err)})") from None
+
+
+def _reason(err: BaseException) -> str:
+    """A decoder's exception on one line: its type and message, runs of white space (newlines) made one space."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
 _END_MARKERS = {"JPEG": (b"\xff\xd9",), "GIF": (b"\x3b",)}  # the last bytes of a complete file
@@ -171,6 +253,7 @@ def _raster_header(path: Path) -> None:
     with Image.open(path) as im:  # parses the header; Pillow refuses a decompression bomb here
         width, height = im.size
         check_values(path, np.uint8, (height, width))
+        single_frame(path, im)
         if im.format == "PNG":
             im.verify()  # every chunk up to IEND, checksums included, without inflating the pixels
             return
@@ -180,6 +263,18 @@ def _raster_header(path: Path) -> None:
         tail = fh.read().rstrip(b"\x00\r\n ")
     if markers is None or not tail.endswith(markers):
         _read_raster(path, as_mask=False)  # no end marker to trust: decode it
+
+
+def single_frame(path: Path, im) -> None:
+    """``UserError`` naming ``path`` when the open Pillow image ``im`` holds several frames (a multi-page TIFF, an
+    animated GIF or PNG): no layout reads frames as slices, and taking the first one alone would drop the rest
+    unsaid."""
+    frames = int(getattr(im, "n_frames", 1))
+    if frames > 1:
+        raise UserError(
+            f"{path}: holds {frames} frames (a multi-page or animated {im.format}); only single-frame images are "
+            "read: save each frame as its own file, or a volume as NIfTI"
+        )
 
 
 def _nifti_header(path: Path) -> None:
@@ -204,6 +299,7 @@ def _read_raster(path: Path, as_mask: bool) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
+        single_frame(path, im)
         im.load()
         mode = im.mode
         if mode == "P":

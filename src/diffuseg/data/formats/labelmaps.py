@@ -1,7 +1,7 @@
 """A folder of label files alone (the ``labels`` layout): the ground truth ``evaluate`` takes, as nnU-Net's
 ``evaluate_folder`` does: nnU-Net's ``labelsTs``, or any folder of mask PNGs or NIfTI label maps.
 
-Each file is a case named by its stem (a NIfTI volume sliced along its last axis, as everywhere) and is its own
+Each file is a case named by its stem (a volume sliced across its through-plane axis, as everywhere) and is its own
 image as far as geometry goes (size, affine, spacing). Beside nnU-Net's ``dataset.json`` (in the parent folder, as
 for ``labelsTs``) only files of its ``file_ending`` are read, with its ``labels`` and ignore label; elsewhere the
 classes follow the policy of every layout (``base``): ``--classes``, else the label values found in the files.

@@ -3,7 +3,7 @@
 ``dataset.json`` beside ``imagesTr/CASE_XXXX.<ext>`` (one file per channel, ``_0000``, ``_0001``, ...) and
 ``labelsTr/CASE.<ext>``. The channel count comes from ``channel_names`` (v2) or ``modality`` (v1), the file
 ending from ``file_ending`` (default ``.nii.gz``), the allowed labels from ``labels``. 3D volumes are sliced
-along their last axis.
+across their through-plane axis (``orientation.through_plane_axis``).
 
 An images folder alone (``imagesTs/``, what ``nnUNetv2_predict -i`` takes; ``NnUNetImagesReader``) is read the
 same way, unlabelled: its files ``CASE_XXXX.<ext>`` grouped into one case ``CASE`` per name, the channels in
@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, annotator_problems
-from diffuseg.data.formats.files import stem_of
+from diffuseg.data.formats.files import stem_of, suffix_of
 from diffuseg.data.formats.paired import image_files
 from diffuseg.data.formats.ssl4mis import patient_of
 from diffuseg.data.formats.volumes import expand_volumes
@@ -45,6 +45,18 @@ from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
 _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
+_ENDING = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]*")  # ``.nii.gz``, ``.png``: no path, no pattern
+
+
+def _unique_keys(pairs: list[tuple[str, object]], path: Path) -> dict:
+    """A JSON object as a dict; ``UserError`` naming ``path`` for a key given twice (``json`` keeps the last one
+    unsaid: ``{"RV": 1, "RV": 2}`` would lose a label)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise UserError(f"{path}: the key {key!r} appears twice in one object ({out[key]!r} and {value!r})")
+        out[key] = value
+    return out
 
 
 def channel_groups(paths: Sequence[Path]) -> tuple[dict[str, dict[int, Path]], list[Path]]:
@@ -82,7 +94,7 @@ def is_images_folder(root: Path) -> bool:
 def read_meta(path: Path) -> dict:
     """The ``dataset.json`` at ``path`` as a dict; ``UserError`` naming it when it is not a JSON object."""
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(), object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(meta, dict):
@@ -129,7 +141,8 @@ def dataset_ignore(meta: dict, where: str) -> int | None:
 def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
     """The classes ``labels`` of a ``dataset.json`` declares (module docstring), or ``None`` for a binary dataset
     (at most one foreground label) or one without ``labels``; ``UserError`` naming ``where`` for labels that are
-    not label values, or a ``regions_class_order`` that does not give one label per region."""
+    not label values or a ``regions_class_order`` that does not give one label per region. ``ignore`` is no class
+    (``dataset_ignore``)."""
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         return None
@@ -198,9 +211,30 @@ class NnUNetReader(Reader):
             )
         return folder
 
+    def _ending(self, meta: dict) -> str:
+        """``file_ending`` (default ``.nii.gz``); ``UserError`` naming ``dataset.json`` for one that is not a file
+        ending (a path, a pattern: files are looked for only in the dataset's own folders)."""
+        ending = meta.get("file_ending", ".nii.gz")
+        if not isinstance(ending, str) or not _ENDING.fullmatch(ending):
+            raise UserError(
+                f'{self.root / "dataset.json"}: file_ending {ending!r} is not a file ending like ".nii.gz" or ".png"'
+            )
+        return ending
+
+    def _check_ending_matches(self, ending: str) -> None:
+        """A problem naming ``dataset.json`` when no file of ``imagesTr/`` ends in ``ending`` but others are there
+        (a ``file_ending`` that does not say what the files are)."""
+        others = sorted({suffix_of(p) for p in (self.root / "imagesTr").iterdir() if not p.name.startswith(".")})
+        if others:
+            listing = ", ".join(f".{s}" if s else "(no ending)" for s in others)
+            self.problems.append(
+                f"{self.root / 'dataset.json'}: file_ending {ending!r} matches no file in imagesTr/, whose files end "
+                f"in {listing}; set file_ending to the files' ending"
+            )
+
     def scan(self) -> None:
         meta = self._meta()
-        ending = str(meta.get("file_ending", ".nii.gz"))
+        ending = self._ending(meta)
         n_channels = channel_count(meta)
         labels = declared_labels(meta)
         where = str(self.root / "dataset.json")
@@ -212,6 +246,8 @@ class NnUNetReader(Reader):
             self.use_ignore(ignore, where)
         cases, unnamed = channel_groups(sorted((self.root / "imagesTr").glob(f"*{ending}")))
         self.problems += [f"{p}: image name lacks the _XXXX channel suffix" for p in unnamed]
+        if not cases:
+            self._check_ending_matches(ending)
         label_dirs = [d for d in self.label_dirs(meta) if d.is_dir()]
         per_annotator = [{stem_of(p): p for p in sorted(d.glob(f"*{ending}"))} for d in label_dirs]
         names = [d.name for d in label_dirs]
@@ -243,6 +279,7 @@ class NnUNetImagesReader(Reader):
 
     def __init__(self, root, foreground=(), classes=(), files: Sequence[Path] | None = None):
         self._given = files  # explicit image files (``images_from_files``), else the folder is listed
+        self.contained = files is None  # files named one by one may lie anywhere
         super().__init__(root, foreground, classes)
 
     @staticmethod

@@ -42,6 +42,8 @@ def volume_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]
     """(shape, RAS affine) of a NIfTI, MetaImage or NRRD file from its header alone; ``None`` for another format or
     a header that does not parse (decoding reports the file)."""
     suffix = suffix_of(path)
+    if not Path(path).is_file():  # a pipe would block: ``Reader`` names the file
+        return None
     try:
         if suffix in NIFTI_SUFFIXES:
             import nibabel as nib

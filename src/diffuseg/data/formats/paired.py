@@ -131,6 +131,7 @@ class ImagesReader(Reader):
 
     def __init__(self, root, foreground=(), classes=(), files: list[Path] | None = None):
         self._given = files  # explicit image files (``images_from_files``), else the folder is listed
+        self.contained = files is None  # files named one by one may lie anywhere
         super().__init__(root, foreground, classes)
 
     @staticmethod

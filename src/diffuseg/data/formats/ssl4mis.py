@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader
-from diffuseg.data.formats.files import hdf5_dataset, natural_key, stem_of
+from diffuseg.data.formats.files import check_ending, check_regular, hdf5_dataset, natural_key, stem_of
 from diffuseg.errors import UserError
 
 LISTS = ("train.list", "val.list", "test.list")
@@ -50,7 +50,7 @@ def case_of(stem: str) -> str:
 def hdf5_files(root: Path) -> list[Path]:
     """The ``.h5`` files of the layout: ``root/data/``, ``root/data/slices/`` or ``root`` itself."""
     folders = [root / "data", root / "data" / "slices"] if (root / "data").is_dir() else [root]
-    found = [p for f in folders if f.is_dir() for p in f.iterdir() if p.suffix.lower() == ".h5" and p.is_file()]
+    found = [p for f in folders if f.is_dir() for p in f.iterdir() if p.suffix.lower() == ".h5"]
     return sorted(found, key=lambda p: natural_key(p.name))
 
 
@@ -76,6 +76,8 @@ class SSL4MISReader(Reader):
         shapes: dict[Path, tuple[tuple[int, ...], bool]] = {}
         for p in hdf5_files(self.root):
             try:
+                check_regular(p)  # a pipe would block, a dangling link be "corrupt"
+                check_ending(p)
                 with h5py.File(p, "r") as f:
                     image = hdf5_dataset(f, "image", p)
                     shapes[p] = (tuple(int(s) for s in image.shape), f.get("label", getlink=True) is not None)

@@ -13,6 +13,8 @@ def hdf5_shape(path: Path) -> tuple[int, ...] | None:
     """Shape of an HDF5 file's ``image`` dataset, or ``None`` when it cannot be read (decoding reports it)."""
     import h5py
 
+    if not path.is_file():  # a pipe would block: ``Reader`` names the file
+        return None
     try:
         with h5py.File(path, "r") as f:
             image = f.get("image")

@@ -6,7 +6,9 @@ through SimpleITK (spacing, origin, direction, and the input's metadata). Arrays
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,8 @@ def write_itk(
     path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, source: str | None = None, ext: str = ""
 ) -> None:
     """Write ``array`` (X,Y[,Z]) as the MetaImage or NRRD file ``path`` (format by ``ext``, else the ending) with
-    the spacing, origin and direction of ``affine``; with a ``source`` ITK file, its metadata keys too."""
+    the spacing, origin and direction of ``affine``; with a ``source`` ITK file, its metadata keys too. A write
+    that fails with less room left on the disk than the array takes is ``OSError`` ENOSPC (``files.disk_full``)."""
     sitk = sitk_module(path)
     dims = array.ndim
     image = sitk.GetImageFromArray(
@@ -56,4 +59,9 @@ def write_itk(
     writer.SetFileName(str(path))
     writer.SetImageIO("MetaImageIO" if (ext or suffix_of(path)) == "mha" else "NrrdImageIO")
     writer.UseCompressionOn()
-    writer.Execute(image)
+    try:
+        writer.Execute(image)
+    except RuntimeError:  # ITK says only that it could not write: a full disk is told by the room left
+        if shutil.disk_usage(Path(path).parent).free < array.nbytes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+        raise

@@ -75,9 +75,9 @@ def start_noise(image: Tensor, members: int, generator: Generators, channels: in
 
 
 def to_mask(soft: Tensor, threshold: float, scheme: LabelScheme | None = None) -> Tensor:
-    """soft (B * K, C, H, W) in [0, 1] -> label map (B * K, 1, H, W) float32 of atoms: ``scheme.decode`` (argmax
-    over the channels for exclusive classes, ``soft > threshold`` per channel for regions); ``scheme=None``:
-    binary, ``soft > threshold``."""
+    """soft (B * K, C, H, W), in [0, 1] or not yet clipped to it -> label map (B * K, 1, H, W) float32 of atoms:
+    ``scheme.decode`` (argmax over the channels for exclusive classes, ``soft > threshold`` per channel for
+    regions); ``scheme=None``: binary, ``soft > threshold``."""
     if scheme is None:
         return (soft > threshold).float()
     return scheme.decode(soft, threshold).unsqueeze(1).float()
@@ -119,9 +119,11 @@ def walk(
     z = start_noise(image, members, generator, 1 if scheme is None else scheme.channels)
     x0 = None  # the previous estimate, which a self-conditioned network sees
     for step in grid(process, steps, spacing):
-        x0 = process.denoise(net, z, step.t, image, estimate=x0)
-        if step.s == 0.0:
+        last = step.s == 0.0
+        x0 = process.denoise(net, z, step.t, image, clip=not last, estimate=x0)
+        if last:
             break
         z = update(z, x0, step)
-    soft = x0_to_soft(x0.float())
-    return SampleOutput(mask=to_mask(soft, threshold, scheme), soft=soft)
+    # decoded before clipping: channels clipped at +1 would tie, and the argmax would give the lower label
+    mask = to_mask((x0.float() + 1.0) * 0.5, threshold, scheme)
+    return SampleOutput(mask=mask, soft=x0_to_soft(x0.float()))

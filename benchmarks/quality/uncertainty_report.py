@@ -1,0 +1,94 @@
+"""``uncertainty.md`` and its figures from the JSON of ``benchmarks/quality/uncertainty.py``: per dataset a table of
+accuracy, calibration, pixel-level and case-level error detection and cost for every method, and a figure of
+error detection against cost."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
+from common import RESULTS, _pyplot, command, markdown_table, save_figure, write_markdown
+
+PAGE = RESULTS / "uncertainty.md"
+COLUMNS = (  # (header, where, key): where is "summary" (mean over cases) or a path into the "uncertainty" block
+    ("Dice", "summary", "dice"),
+    ("GED@16", "summary", "ged_16"),
+    ("HM-IoU", "summary", "hungarian_iou"),
+    ("ECE (all px)", "summary", "ece"),
+    ("ECE marked (pooled)", "calibration", "ece_marked"),
+    ("pixel AUROC (pooled)", "pixel", "auroc"),
+    ("pixel AUPRC (pooled)", "pixel", "auprc"),
+    ("error rate", "pixel", "error_rate"),
+    ("AURC", "failure", "aurc"),
+    ("E-AURC", "failure", "e_aurc"),
+    ("AURC random", "failure", "aurc_random"),
+    ("Spearman", "failure", "spearman"),
+)
+"""The table's metrics; GED and HM-IoU only where there are several annotators (LIDC)."""
+
+
+def value(arm: dict[str, Any], where: str, key: str) -> Any:
+    """One cell: a mean over cases (``summary``) or a pooled / across-case number of the uncertainty block."""
+    if where == "summary":
+        return arm["summary"].get(key)
+    return (arm.get("uncertainty") or {}).get(where, {}).get(key)
+
+
+def dataset_section(payload: dict[str, Any], figure: Path) -> str:
+    """The markdown of one dataset: budget line, table, figure."""
+    arms = payload["arms"]
+    columns = [c for c in COLUMNS if any(value(a, *c[1:]) is not None for a in arms.values())]
+    headers = ["method", "K", "passes / case", "s / case", *(c[0] for c in columns)]
+    rows = [
+        [label, a["members"], a["passes_per_case"], a["seconds_per_case"], *(value(a, *c[1:]) for c in columns)]
+        for label, a in arms.items()
+    ]
+    b, m = payload["budget"], payload["machine"]
+    head = (
+        f"{len(next(iter(arms.values()))['cases'])} validation cases; every model {b['steps']} optimiser steps at "
+        f"64 px, batch 8; scored on {m.get('cpu', '?')} with one torch thread, fp32 (seconds per case were measured "
+        "while other jobs shared the machine: compare them within this table only).\n\n"
+    )
+    return head + markdown_table(headers, rows) + f"\n![{payload['dataset']}]({figure.name})\n"
+
+
+def cost_figure(payload: dict[str, Any], path: Path) -> Path:
+    """Pixel AUROC and E-AURC (lower is better) against seconds per case, one point per method."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (
+        ("pixel", "auroc", "pixel AUROC of the uncertainty for errors"),
+        ("failure", "e_aurc", "E-AURC (lower: better)"),
+    )
+    for ax, (where, key, label) in zip(axes, panels):
+        for name, arm in payload["arms"].items():
+            y = value(arm, where, key)
+            if y is None:
+                continue
+            ax.scatter(arm["seconds_per_case"], y, s=40)
+            ax.annotate(name, (arm["seconds_per_case"], y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set(xlabel="seconds per case (one CPU thread, fp32)", ylabel=label)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{payload['dataset']}: does the uncertainty find the errors, and at what cost?")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_report(out: Path, info: dict[str, str]) -> Path:
+    """Rebuild ``uncertainty.md`` from every ``<dataset>.json`` in ``out`` (quick runs left out)."""
+    sections = []
+    for path in sorted(p for p in out.glob("*.json") if not p.stem.endswith("-quick")):
+        payload = json.loads(path.read_text())
+        figure = cost_figure(payload, RESULTS / f"uncertainty-{payload['dataset']}.png")
+        sections.append((payload["dataset"].upper(), dataset_section(payload, figure)))
+    intro = (
+        "Command: `" + command() + "`. Definitions: docs/evaluation.md (pixel AUROC/AUPRC of the members' "
+        "disagreement for the error pixels against the annotators' majority; AURC of the case uncertainty against "
+        "1 - Dice; ECE over the pixels some member marks, equal-mass bins)."
+    )
+    return write_markdown(PAGE, "Uncertainty: which method's uncertainty predicts its errors", info,
+                          [("How this was made", intro), *sections])  # fmt: skip
