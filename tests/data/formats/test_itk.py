@@ -92,3 +92,31 @@ def test_without_simpleitk_one_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "SimpleITK", None)  # import fails as when it is not installed
     with pytest.raises(UserError, match=r"x.mha: .mha files are read and written through SimpleITK.*diffuseg\[itk\]"):
         read_file(tmp_path / "x.mha")
+
+
+def test_a_full_disk_while_writing_itk_is_enospc_and_disk_full_through_atomic_path(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from diffuseg.files import atomic_path
+
+    def refuse(self, image):
+        raise RuntimeError("ITK ERROR: Could not write file")
+
+    monkeypatch.setattr(sitk.ImageFileWriter, "Execute", refuse)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100, 100))
+    array = np.zeros((8, 8, 4), np.uint8)  # 256 bytes, more than the 100 left
+    with pytest.raises(OSError) as err:
+        write_itk(tmp_path / "x.mha", array, np.eye(4))
+    assert err.value.errno == errno.ENOSPC
+    with (
+        pytest.raises(UserError, match=r"no space left on device writing .*y\.nrrd"),
+        atomic_path(tmp_path / "y.nrrd") as tmp,
+    ):
+        write_itk(tmp, array, np.eye(4), ext="nrrd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the temporary is gone
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 0, 10**9))
+    with pytest.raises(RuntimeError, match="Could not write"):  # room left: ITK's own error stands
+        write_itk(tmp_path / "x.mha", array, np.eye(4))
