@@ -65,6 +65,33 @@ def _nn_image_outside(root: Path) -> Path:
     return link(path, target)
 
 
+def _itk_case(root: Path, ending: str) -> Path:
+    """An nnU-Net dataset of ``ending`` (``.mha``, ``.nrrd``) with one 16x16x3 case ``v``; returns its image."""
+    import SimpleITK as sitk
+
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "lesion": 1}, "file_ending": ending}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    for folder, name, values in (("imagesTr", "v_0000", grey()), ("labelsTr", "v", disc(3) > 0)):
+        (root / folder).mkdir(exist_ok=True)
+        volume = np.repeat(np.asarray(values, np.uint8)[None], 3, axis=0)  # (Z, Y, X) as SimpleITK holds it
+        sitk.WriteImage(sitk.GetImageFromArray(volume), str(root / folder / f"{name}{ending}"))
+    return root / "imagesTr" / f"v_0000{ending}"
+
+
+def _itk_fifo(root: Path) -> Path:
+    path = _itk_case(root, ".mha")
+    path.unlink()
+    return fifo(path)
+
+
+def _nrrd_named_mha(root: Path) -> Path:
+    path = _itk_case(root, ".mha")
+    nrrd = _itk_case(root / "other", ".nrrd")
+    path.write_bytes(nrrd.read_bytes())
+    return path
+
+
 REGIONS_SMALL_FIRST = {"background": 0, "ET": [3], "TC": [2, 3], "WT": [1, 2, 3]}
 NNUNET: dict[str, tuple[Build, str, tuple[str, ...]]] = {
     "nnunet file_ending lies": (
@@ -74,6 +101,8 @@ NNUNET: dict[str, tuple[Build, str, tuple[str, ...]]] = {
     ),
     "nnunet file_ending a path": (lambda r: nnunet(r, ending="/../../x.png"), "is not a file ending", ALL),
     "nnunet png named .nii.gz": (_png_named_nii, "holds PNG data but is named .nii.gz", ALL),
+    "nnunet mha fifo": (_itk_fifo, "a named pipe (FIFO), not a regular file", ALL),
+    "nnunet nrrd named .mha": (_nrrd_named_mha, "holds NRRD data but is named .mha", ALL),
     "nnunet label named twice": (
         lambda r: _dataset_json(r, '{"labels": {"background": 0, "RV": 1, "RV": 2}}'),
         "the key 'RV' appears twice",
@@ -84,9 +113,14 @@ NNUNET: dict[str, tuple[Build, str, tuple[str, ...]]] = {
         "two names for one class",
         ALL,
     ),
-    "nnunet ignore label": (
-        lambda r: nnunet(r, {"background": 0, "lesion": 1, "ignore": 2}),
-        "nnU-Net's ignore label",
+    "nnunet ignore label not the highest": (  # the ignore label itself is read (tests/training/test_ignore_label.py)
+        lambda r: nnunet(r, {"background": 0, "RV": 1, "ignore": 2, "LV": 3}),
+        "the ignore label must be above every label value (3)",
+        ALL,
+    ),
+    "nnunet ignore label of two values": (
+        lambda r: nnunet(r, {"background": 0, "lesion": 1, "ignore": [2, 3]}),
+        "labels entry 'ignore': [2, 3] is not one label value",
         ALL,
     ),
     "nnunet regions small to large": (

@@ -59,6 +59,7 @@ def test_training_output_without_lightning_noise(synthetic, tmp_path, capfd):
     out, err = capfd.readouterr()
     text = out + err
     assert "litlogger" not in text and "Modules in train mode" not in text and "LeafSpec" not in text
+    assert "TPU available" not in text and "GPU available: False" not in text  # no banner of absent devices
     assert "model diffusion-unet:" in out and "M parameters" in out
 
 
@@ -247,15 +248,18 @@ def test_demo_output_inside_its_dataset(synthetic, capsys):
     assert not (synthetic / "demo-out").exists()
 
 
-def test_preset_layout_that_does_not_match_the_data(tmp_path, capsys):
+def test_a_named_layout_that_does_not_match_the_data(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
+    from diffuseg.presets import load_config
+
+    assert load_config("probunet-aa").data.layout == "auto"  # presets let the data folder decide
     for folder in ("images", "masks"):
         (tmp_path / folder).mkdir()
         Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / folder / "1_a.png")
     args = ["train", "probunet-aa", "--data", str(tmp_path), "--out", str(tmp_path.parent / "run-layout")]
-    assert main(args) == 2
+    assert main([*args, "data.layout=lidc"]) == 2
     err = capsys.readouterr().err
     assert "no cases found in the lidc layout" in err and "data.layout=auto" in err
 

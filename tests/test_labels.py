@@ -175,3 +175,21 @@ def test_bad_classes_name_the_bad_value(classes, message):
 def test_foreground_with_classes_is_an_error():
     with pytest.raises(UserError, match=r"data.foreground .* and data.classes are exclusive"):
         label_scheme(ACDC, foreground=[1])
+
+
+def test_the_ignore_label_is_no_class():
+    classes = [ClassSpec("RV", (1,)), ClassSpec("Myo", (2,)), ClassSpec("LV", (3,))]
+    scheme = label_scheme(classes, ignore=4)
+    atoms = scheme.encode(torch.tensor([[0, 1, 2, 3, 4]]))
+    assert atoms.tolist() == [[0, 1, 2, 3, 4]] and scheme.stored_atoms == 4 and scheme.ignore_atom == 4
+    assert scheme.atoms == 3 and scheme.channels == 4 and scheme.undeclared([4]) == set()
+    assert scheme.one_hot(atoms)[:, 0, 4].tolist() == [1.0, 0.0, 0.0, 0.0]  # read as background
+    assert not scheme.class_masks(atoms)[:, 0, 4].any()
+    assert scheme.valid(atoms).tolist() == [[True, True, True, True, False]]
+    assert scheme.valid(atoms[:, :4]) is None and label_scheme(classes).valid(atoms) is None
+    assert LabelScheme.from_dict(scheme.to_dict()) == scheme
+    binary = label_scheme(ignore=2)
+    assert binary.encode(np.array([0, 1, 2, 5])).tolist() == [0, 1, 2, 1] and binary.stored_atoms == 2
+    assert binary.class_masks(torch.tensor([[0, 1, 2]]))[0, 0].tolist() == [False, True, False]
+    with pytest.raises(UserError, match="must be above every label value"):
+        label_scheme(classes, ignore=3)

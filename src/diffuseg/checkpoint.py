@@ -19,7 +19,7 @@ import pickle
 import random
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,15 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
 def names_checkpoint(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a checkpoint: a ``.ckpt`` file name, or a run folder (``checkpoint_file``)."""
     return Path(path).suffix == SUFFIX or checkpoint_file(path) != Path(path)
+
+
+def leading_checkpoints(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``predict``'s positionals -> (checkpoints, the rest): the first item, and those after it that name a
+    checkpoint (a ``.ckpt`` file or a run folder, ``names_checkpoint``) up to the first that does not."""
+    n = 1
+    while n < len(items) and names_checkpoint(items[n]):
+        n += 1
+    return list(items[:n]), list(items[n:])
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:

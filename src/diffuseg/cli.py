@@ -53,29 +53,22 @@ def _cmd_train(a: argparse.Namespace) -> None:
         print(f"run folder: {run_dir}")
 
 
-def _split_cases(a: argparse.Namespace, checkpoints: Sequence[str] = ()) -> set[str] | None:
-    """The case ids of ``--split`` from the run's split.json (``--run``, or the checkpoint's run folder; several
-    checkpoints: their runs must hold the same split, else ``--run`` chooses one)."""
-    if a.split is None:
-        if a.run:
-            raise UserError("--run is used with --split train|val")
-        return None
+def _split_cases(
+    a: argparse.Namespace, checkpoints: Sequence[str], inputs: list[str], labels: bool = False
+) -> tuple[list[str], set[str] | None]:
+    """The inputs and case ids of ``--split`` or ``--cases FILE`` (``data.choice.choose_cases``)."""
     from diffuseg.checkpoint import checkpoint_file
-    from diffuseg.data.splits import split_cases
+    from diffuseg.data.choice import choose_cases
 
-    files = [checkpoint_file(c) for c in checkpoints] or [None]
-    cases = split_cases(a.split, run=a.run, checkpoint=files[0])
-    for other in files[1:] if not a.run else []:
-        if split_cases(a.split, checkpoint=other) != cases:
-            raise UserError(
-                f"{files[0]}, {other}: the runs hold different {a.split} splits (split.json); --split {a.split} "
-                "would predict cases one of them trained on; give --run RUN to choose the split"
-            )
-    print(f"--split {a.split}: {len(cases)} case(s) of the run's split.json")
-    return cases
+    files = [checkpoint_file(c) for c in checkpoints]
+    inputs, cases, line = choose_cases(a.split, a.run, getattr(a, "cases", None), files, inputs, labels)
+    if line:
+        print(line)
+    return inputs, cases
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
+    from diffuseg.checkpoint import leading_checkpoints
     from diffuseg.inference.predict import predict
     from diffuseg.runtime import use_threads
 
@@ -84,7 +77,8 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     a.input, a.output, overrides = split_predict_positionals(items)
     overrides += [f"{key}={getattr(a, dest)}" for dest, key in PREDICT_OPTIONS.items() if getattr(a, dest) is not None]
     a.checkpoint = checkpoints[0] if len(checkpoints) == 1 else checkpoints
-    args = dict(save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite, cases=_split_cases(a, checkpoints))
+    a.input, cases = _split_cases(a, checkpoints, a.input)
+    args = dict(save_samples=a.save_samples, layout=a.layout, overwrite=a.overwrite, cases=cases)
     from diffuseg.inference.distributed import predict_distributed, rank_env
 
     _check_parts(a.num_parts, a.part_id)
@@ -113,8 +107,11 @@ def _check_parts(num_parts: int | None, part_id: int | None) -> None:
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from diffuseg.evaluation.evaluate import evaluate
+    from diffuseg.inference.provenance import read_provenance, recorded_checkpoints
 
-    evaluate(a.pred, a.gt, out=a.out, layout=a.layout, cases=_split_cases(a), classes=a.classes)
+    checkpoints = recorded_checkpoints(read_provenance(a.pred))  # their runs hold split.json unless --run says
+    (gt,), cases = _split_cases(a, checkpoints, [a.gt], labels=True)
+    evaluate(a.pred, gt, out=a.out, layout=a.layout, cases=cases, classes=a.classes)
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
@@ -153,17 +150,6 @@ def _cmd_presets(a: argparse.Namespace) -> None:
 
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")  # key=value or section.key=value; a path has no leading key=
-
-
-def leading_checkpoints(items: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``predict``'s positionals -> (checkpoints, the rest): the first item, and those after it that name a
-    checkpoint (a ``.ckpt`` file or a run folder, ``checkpoint.names_checkpoint``) up to the first that does not."""
-    from diffuseg.checkpoint import names_checkpoint
-
-    n = 1
-    while n < len(items) and names_checkpoint(items[n]):
-        n += 1
-    return list(items[:n]), list(items[n:])
 
 
 def split_predict_positionals(items: Sequence[str]) -> tuple[list[str], str, list[str]]:
@@ -237,7 +223,7 @@ def _classes(text: str) -> tuple[dict, ...]:
 
 # Dataset layouts, ``diffuseg.data.formats.Layout`` (its readers' registry plus auto); kept here so that
 # ``--help`` does not import torch; tests/test_command_line.py checks that the two agree.
-LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "classes", "ssl4mis", "paired", "nifti", "images")
+LAYOUTS = ("auto", "lidc", "brats", "nnunet", "multi", "classes", "ssl4mis", "paired", "nifti", "images", "labels")
 _LAYOUT_HELP = "one of: " + ", ".join(LAYOUTS) + "; see docs/data.md"
 FOLD_HELP = (
     "validate on fold K (0-based) of the dataset's splits_final.json, else of a k-fold split by patient "
@@ -247,7 +233,7 @@ THREADS_HELP = "CPU threads (default: OMP_NUM_THREADS, else one per idle core; d
 
 
 def _add_split_options(parser: argparse.ArgumentParser, split_help: str) -> None:
-    parser.add_argument("--split", choices=["train", "val"], help=split_help)
+    parser.add_argument("--split", choices=["train", "val", "test"], help=split_help)
     parser.add_argument(
         "--run", metavar="RUN", help="run folder holding split.json (default for predict: the checkpoint's RUN)"
     )
@@ -361,18 +347,28 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--num-nodes", type=_positive_int, default=1, metavar="M", help="nodes (MASTER_ADDR, MASTER_PORT set)"
     )
-    _add_split_options(pr, "predict only the cases of that side of the run's split (RUN/split.json)")
+    _add_split_options(
+        pr,
+        "predict only the cases of that side of the run's split (RUN/split.json); test: the dataset's own test "
+        "cases (its test.list, or nnU-Net's imagesTs/ of INPUT)",
+    )
+    pr.add_argument("--cases", metavar="FILE", help="predict only the cases this file names (one case id a line)")
     pr.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser(
         "evaluate",
         help="score predictions against ground truth",
         description="Score a prediction folder against the ground truth: Dice, IoU, HD95, GED and more per case "
-        "and as a summary; writes results.json and results.csv. Example: diffuseg evaluate preds/ DATASET_FOLDER",
+        "and as a summary; writes results.json, results.csv and nnU-Net's summary.json. "
+        "Example: diffuseg evaluate preds/ DATASET_FOLDER",
     )
     e.add_argument("pred", help="prediction folder written by `diffuseg predict`")
-    e.add_argument("gt", help="ground-truth dataset folder (one or several annotators)")
-    e.add_argument("--out", default=None, help="results.json path (default: PRED/results.json)")
+    e.add_argument(
+        "gt", help="ground-truth dataset folder (one or several annotators), or a folder of label files (labelsTs)"
+    )
+    e.add_argument(
+        "--out", default=None, help="results.json path; results.csv and summary.json beside it (default: PRED/)"
+    )
     e.add_argument(
         "--layout",
         default="auto",
@@ -386,7 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="classes of the label maps, NAME=V[+V...] comma-separated, e.g. RV=1,Myo=2,LV=3 or WT=1+2+4,TC=1+4,ET=4 "
         "(default: data.classes of PRED/config.yaml, else the dataset's own; none: binary)",
     )
-    _add_split_options(e, "score only the cases of that side of the run's split (RUN/split.json; needs --run)")
+    _add_split_options(
+        e,
+        "score only the cases of that side of the run's split (RUN/split.json; RUN: --run, else the run of the "
+        "checkpoint PRED/prediction.json names); test: the dataset's own test cases (its test.list, or nnU-Net's "
+        "labelsTs/ of GT)",
+    )
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser(

@@ -66,10 +66,11 @@ class DataConfig:
     root: str = field(default="", metadata=_RUN)
     layout: str = "auto"
     image_size: int = 256
-    in_channels: int = 1
+    in_channels: int = 1  # 0: the channels of the data's first case (generic presets), recorded by the run
     foreground: tuple[int, ...] = ()  # label values counted as foreground; () = any non-zero
     # Several classes: [{name: RV, values: [1]}, ...] (labels.label_scheme); () = binary as above.
     classes: tuple[ClassSpec, ...] = ()
+    ignore_label: int | None = None  # nnU-Net's "ignore": unannotated pixels, out of losses and metrics; None: none
     annotators: int = 0  # 0 = as many as the dataset has
     train_patients: str = field(default="", metadata=_CASES)  # one patient id per line; empty = split from seed
     val_patients: str = field(default="", metadata=_CASES)
@@ -88,8 +89,8 @@ class DataConfig:
 
     @property
     def scheme(self) -> LabelScheme:
-        """What a mask is: ``classes``, or binary with ``foreground`` when none are declared."""
-        return label_scheme(self.classes, self.foreground)
+        """What a mask is: ``classes``, or binary with ``foreground`` when none are declared; ``ignore_label``."""
+        return label_scheme(self.classes, self.foreground, ignore=self.ignore_label)
 
 
 @dataclass(frozen=True)
@@ -424,7 +425,7 @@ def _validate(c: Config) -> None:
     """Range checks a dataclass cannot express."""
     checks = [
         (c.data.image_size >= 8, "data.image_size must be >= 8"),
-        (c.data.in_channels >= 1, "data.in_channels must be >= 1"),
+        (c.data.in_channels >= 0, "data.in_channels must be >= 1, or 0 for the channels the data's images have"),
         (0.0 <= c.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
         (c.data.fold is None or c.data.fold >= 0, "data.fold must be >= 0 (null: no folds)"),
         (c.data.folds >= 2, "data.folds must be >= 2"),

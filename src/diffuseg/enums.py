@@ -110,6 +110,7 @@ class Layout(StrEnum):
     PAIRED = "paired"
     NIFTI = "nifti"
     IMAGES = "images"
+    LABELS = "labels"
 
 
 class SplitKind(StrEnum):

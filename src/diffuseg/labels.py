@@ -16,10 +16,16 @@ ET {4}). The value written for a class (``painted``) is its ``label`` when given
 its single value; for regions, its values minus those of every later region (nnU-Net's ``regions_class_order``
 painting: WT -> 2, TC -> 1, ET -> 4, painted in declaration order so later regions overwrite earlier ones).
 A class whose painted set is not exactly one value must give ``label``.
+
+The IGNORE label (nnU-Net v2's ``"ignore"`` in ``dataset.json``: not a class, the highest label value; pixels
+with it are not annotated) is the stored atom ``ignore_atom`` = L + 1. It is no channel: ``class_masks`` and
+``one_hot`` read it as background, ``decode`` never yields it, and ``valid`` marks the other pixels, over which
+losses and metrics are taken.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +38,7 @@ from diffuseg.errors import UserError
 
 __all__ = ["ClassSpec", "LabelScheme", "label_scheme"]
 
-MAX_ATOMS = 255  # atoms are stored as uint8
+MAX_ATOMS = 255  # atoms are stored as uint8 (the ignore label's atom included)
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,14 @@ class LabelScheme:
     """The classes of a dataset and the maps label values <-> atoms <-> channels. Build it with ``label_scheme``.
 
     ``classes`` is ``()`` for binary (then ``foreground`` holds the foreground values, ``()`` = any non-zero).
-    ``painted[k]`` is the label value written for class k.
+    ``painted[k]`` is the label value written for class k. ``ignore``: the label value of unannotated pixels
+    (module docstring), or ``None``.
     """
 
     classes: tuple[ClassSpec, ...] = ()
     foreground: tuple[int, ...] = ()
     painted: tuple[int, ...] = ()
+    ignore: int | None = None
 
     # -- what the scheme is -------------------------------------------------------------------------------------
 
@@ -87,6 +95,24 @@ class LabelScheme:
         return len(self.values) if self.classes else 1
 
     @property
+    def stored_atoms(self) -> int:
+        """The largest atom a label map read from disk holds: L, or L + 1 with an ignore label."""
+        return self.atoms + (self.ignore is not None)
+
+    @property
+    def ignore_atom(self) -> int | None:
+        """The atom of the ignore label (L + 1), or ``None``."""
+        return None if self.ignore is None else self.atoms + 1
+
+    def valid(self, atoms: Tensor) -> Tensor | None:
+        """``(..., H, W)`` atom maps -> bool, False where a pixel is ``ignore``; ``None`` when no pixel is (then
+        every pixel counts and callers keep their plain path)."""
+        if self.ignore is None:
+            return None
+        valid = atoms != self.ignore_atom
+        return None if bool(valid.all()) else valid
+
+    @property
     def channels(self) -> int:
         """Network channels: 1 for one class; C + 1 for C >= 2 exclusive classes (channel 0 = background); C for
         regions."""
@@ -94,6 +120,15 @@ class LabelScheme:
         if k == 1:
             return 1
         return k + 1 if self.exclusive else k
+
+    def same_classes(self, other: LabelScheme) -> bool:
+        """Whether ``other`` declares the same classes: the same values (and written labels) in the same order,
+        with names equal up to case (``MYO`` and ``Myo`` are one class); the ignore label is not compared."""
+
+        def key(scheme: LabelScheme) -> tuple:
+            return scheme.foreground, tuple((c.name.casefold(), c.values, c.label) for c in scheme.classes)
+
+        return key(self) == key(other)
 
     # -- label values <-> atoms ---------------------------------------------------------------------------------
 
@@ -103,7 +138,7 @@ class LabelScheme:
         if not self.classes:
             return set()
         found = _distinct(label_values)
-        declared = set(self.values)
+        declared = {*self.values, self.ignore}
         return {v for v in found if v != 0 and v not in declared}
 
     def encode(self, label_values: np.ndarray | Tensor) -> np.ndarray | Tensor:
@@ -120,12 +155,16 @@ class LabelScheme:
             out = np.zeros(a.shape, dtype=np.uint8)
             for atom, value in enumerate(self.values, start=1):
                 out[a == value] = atom
+        if self.ignore is not None:
+            out[a == self.ignore] = self.ignore_atom
         return torch.from_numpy(out) if is_tensor else out
 
     def to_values(self, atoms: np.ndarray | Tensor) -> np.ndarray | Tensor:
         """Atom map -> label values in the dataset's own values (int64, same shape and type). Binary: {0, 1}
         unchanged (writers scale it, e.g. to 255 in PNG)."""
         lut = np.array((0, *self.values), dtype=np.int64) if self.classes else np.array([0, 1], dtype=np.int64)
+        if self.ignore is not None:
+            lut = np.append(lut, self.ignore)
         if isinstance(atoms, Tensor):
             return torch.from_numpy(lut).to(atoms.device)[atoms.long()]
         return lut[np.asarray(atoms).astype(np.int64)]
@@ -133,12 +172,17 @@ class LabelScheme:
     # -- atoms <-> channels -------------------------------------------------------------------------------------
 
     def class_masks(self, atoms: Tensor) -> Tensor:
-        """Atom map (..., H, W) int -> per-class masks (..., C, H, W) bool (regions overlap)."""
-        atoms = atoms.long()
+        """Atom map (..., H, W) int -> per-class masks (..., C, H, W) bool (regions overlap; ignore in none)."""
+        atoms = self._without_ignore(atoms)
         if not self.classes:
             return (atoms == 1).unsqueeze(-3)
         table = self._membership(atoms.device)  # (L + 1, C)
         return table[atoms].movedim(-1, -3)
+
+    def _without_ignore(self, atoms: Tensor) -> Tensor:
+        """``atoms`` as int64 with the ignore atom read as background (0)."""
+        atoms = atoms.long()
+        return atoms if self.ignore is None else atoms.masked_fill(atoms == self.ignore_atom, 0)
 
     def one_hot(self, atoms: Tensor) -> Tensor:
         """Atom map (..., H, W) int -> channels (..., C, H, W) float {0, 1}. One class (binary): the foreground
@@ -147,7 +191,7 @@ class LabelScheme:
         ``mask[:, 0]``."""
         masks = self.class_masks(atoms)
         if self.channels == len(self.names) + 1:
-            masks = torch.cat([(atoms.long() == 0).unsqueeze(-3), masks], dim=-3)
+            masks = torch.cat([(self._without_ignore(atoms) == 0).unsqueeze(-3), masks], dim=-3)
         return masks.float()
 
     def decode(self, soft: Tensor, threshold: float = 0.5) -> Tensor:
@@ -187,11 +231,12 @@ class LabelScheme:
                 for c in self.classes
             ],
             "foreground": list(self.foreground),
+            **({} if self.ignore is None else {"ignore": self.ignore}),
         }
 
     @staticmethod
     def from_dict(values: Mapping[str, Any]) -> LabelScheme:
-        return label_scheme(values.get("classes", ()), values.get("foreground", ()))
+        return label_scheme(values.get("classes", ()), values.get("foreground", ()), ignore=values.get("ignore"))
 
 
 def _distinct(label_values: np.ndarray | Tensor | Iterable) -> set:
@@ -246,9 +291,13 @@ def _label_value(v: Any, where: str) -> int:
 
 
 def label_scheme(
-    classes: Sequence[ClassSpec | Mapping[str, Any]] = (), foreground: Sequence[int] = (), where: str = "data.classes"
+    classes: Sequence[ClassSpec | Mapping[str, Any]] = (),
+    foreground: Sequence[int] = (),
+    where: str = "data.classes",
+    ignore: int | None = None,
 ) -> LabelScheme:
-    """The scheme of ``classes`` (``data.classes``; ``()`` = binary, foreground by ``foreground``).
+    """The scheme of ``classes`` (``data.classes``; ``()`` = binary, foreground by ``foreground``), with the
+    ``ignore`` label value (``data.ignore_label``; ``None``: none), which must be above every declared value.
 
     Raises ``UserError`` naming ``where[i]`` and the bad value: a class without name or values, a value < 1 or
     not an integer, a repeated name, ``label`` outside the class's values, a class whose written value is
@@ -260,6 +309,22 @@ def label_scheme(
     if isinstance(classes, (Mapping, str)):
         raise UserError(f"{where}: expected a list of classes {{name, values[, label]}}, got {classes!r}")
     specs = tuple(_spec(item, f"{where}[{i}]") for i, item in enumerate(classes))
+    scheme = _classes_scheme(specs, foreground, where)
+    if ignore is None:
+        return scheme
+    ignore = _label_value(ignore, "data.ignore_label")
+    highest = max((*scheme.values, *([1] if scheme.binary and not foreground else [])), default=1)
+    if ignore <= highest:
+        raise UserError(
+            f"data.ignore_label={ignore}: the ignore label must be above every label value ({highest}), as in nnU-Net"
+        )
+    if scheme.atoms + 1 > MAX_ATOMS:
+        raise UserError(f"{where}: {scheme.atoms} label values and an ignore label; at most {MAX_ATOMS} in all")
+    return dataclasses.replace(scheme, ignore=ignore)
+
+
+def _classes_scheme(specs: tuple[ClassSpec, ...], foreground: tuple[int, ...], where: str) -> LabelScheme:
+    """``label_scheme`` without the ignore label."""
     if not specs:
         return LabelScheme(foreground=foreground)
     if foreground:

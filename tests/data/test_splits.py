@@ -270,3 +270,41 @@ def test_real_acdc_frames_together_and_test_list_held_out(tmp_path):
     assert set(split.held_out) == {line[:10] for line in (root / "val.list").read_text().split()}
     assert not (train | val) & set(split.held_out) and len(train) == 33 and len(val) == 8
     assert "the 10 patient(s) of" in split.describe()
+
+
+def test_the_test_split_is_the_datasets_own(tmp_path):
+    from diffuseg.data.splits import test_split
+
+    nnunet_cases(tmp_path / "nn", ["a"])
+    (tmp_path / "nn" / "imagesTs").mkdir()
+    assert test_split(tmp_path / "nn") == (
+        tmp_path / "nn" / "imagesTs",
+        None,
+        f"--split test: nnU-Net's {tmp_path}/nn/imagesTs",
+    )
+    with pytest.raises(UserError, match="labelsTs: not found"):
+        test_split(tmp_path / "nn", labels=True)
+    names = frames(3)
+    root = ssl4mis_cases(tmp_path / "ssl", names, {"train.list": names[:4], "test.list": ["# held out", names[5]]})
+    folder, cases, _ = test_split(root)
+    assert folder == root and cases == {names[5]}
+    reader = open_dataset(root)
+    assert [e.case_id for e in select_cases(reader, cases, "x").entries] == [f"{names[5]}_slice_1"]  # by case name
+    with pytest.raises(UserError, match="no test split here"):
+        test_split(tmp_path / "nn" / "imagesTr")
+
+
+def test_a_case_list_file(tmp_path):
+    from diffuseg.data.splits import read_case_list
+
+    path = tmp_path / "cases.txt"
+    path.write_text("a\n\n# comment\nb  # the second\n")
+    assert read_case_list(path) == {"a", "b"}
+    path.write_text("a\n../b\n")
+    with pytest.raises(UserError, match=r"cases.txt line 2: entry '../b' is a path"):
+        read_case_list(path)
+    path.write_text("# nothing\n")
+    with pytest.raises(UserError, match="names no case"):
+        read_case_list(path)
+    with pytest.raises(UserError, match="case list not found"):
+        read_case_list(tmp_path / "missing.txt")

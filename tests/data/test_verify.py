@@ -217,7 +217,9 @@ def test_verify_dataset_json_labels_not_matching_files(tmp_path):
     with pytest.raises(DatasetError) as err:
         verify_dataset(root)
     (problem,) = err.value.problems
-    assert "labelsTr/c1.nii.gz: label value(s) {4, 6} not declared in" in problem and "dataset.json" in problem
+    assert (
+        "labelsTr/c1.nii.gz (slice 1): label value(s) {4, 6} not declared in" in problem and "dataset.json" in problem
+    )
 
 
 def test_verify_summary_lists_classes(tmp_path):

@@ -455,3 +455,23 @@ def test_binary_run_reads_the_ground_truth_with_its_foreground(tmp_path):
     (pred / "config.yaml").write_text("data:\n  foreground: [2]\n")
     res = evaluate(pred, gt, quiet=True)
     assert res["cases"][0]["dice"] == 1.0 and "classes" not in res
+
+
+def test_the_ignore_label_is_out_of_the_scores(tmp_path):
+    """labelsTs beside a dataset.json with nnU-Net's ignore label: a prediction wrong only where the reference is
+    ignore scores as perfect, in results.json and in summary.json."""
+    meta = {"channel_names": {"0": "US"}, "labels": {"background": 0, "lesion": 1, "ignore": 2}, "file_ending": ".png"}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    truth = np.zeros((12, 12), np.uint8)
+    truth[4:8, 4:8] = 1
+    truth[:2] = 2  # two rows nobody annotated
+    (tmp_path / "labelsTs").mkdir()
+    Image.fromarray(truth).save(tmp_path / "labelsTs" / "c1.png")
+    pred = np.where(truth == 1, 255, 0).astype(np.uint8)
+    pred[0, :6] = 255  # foreground where the reference is ignore
+    (tmp_path / "pred").mkdir()
+    Image.fromarray(pred).save(tmp_path / "pred" / "c1.png")
+    results = evaluate(tmp_path / "pred", tmp_path / "labelsTs", quiet=True)
+    assert results["cases"][0]["dice"] == 1.0 and results["cases"][0]["iou"] == 1.0
+    counts = json.loads((tmp_path / "pred" / "summary.json").read_text())["metric_per_case"][0]["metrics"]["1"]
+    assert (counts["TP"], counts["FP"], counts["FN"], counts["TN"]) == (16, 0, 0, 12 * 12 - 24 - 16)

@@ -40,6 +40,18 @@ def test_one_annotator_by_hand():
     assert refs["all_foreground"] == {"dice": 0.0, "iou": 0.0}
 
 
+def test_ignored_pixels_are_left_out_of_the_references():
+    valid = torch.ones(4, 4, dtype=torch.bool)
+    valid[2:] = False  # the bottom half ignored: 8 pixels count, 4 of them foreground
+    refs = reference_metrics(masks(block(2, 2)), LabelScheme(), valid)
+    assert refs["all_foreground"]["dice"] == pytest.approx(2 * 4 / (4 + 8))
+    assert refs["all_foreground"]["iou"] == pytest.approx(4 / 8)
+    assert refs["empty"] == {"dice": 0.0, "iou": 0.0}
+    assert reference_metrics(masks(block(2, 2)), LabelScheme(), torch.ones(4, 4, dtype=torch.bool)) == (
+        reference_metrics(masks(block(2, 2)), LabelScheme())
+    )
+
+
 def test_two_annotators_with_ged_by_hand():
     y1, y2 = block(2, 2), block(2, 4)  # 4 and 8 pixels, y1 inside y2: d(y1, y2) = 1 - 4/8
     refs = reference_metrics(masks(y1, y2), LabelScheme())

@@ -130,7 +130,7 @@ def test_nifti_volume_comes_back_as_a_volume(checkpoint: Path, tmp_path: Path) -
     data = np.random.default_rng(1).normal(size=(12, 10, 3)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, affine), src / "scan.nii.gz")
     out = tmp_path / "pred"
-    assert predict(checkpoint, src, out, ["sample.samples=2"]) == 3  # three slices
+    assert predict(checkpoint, src, out, ["sample.samples=2"]) == 1  # one volume of three slices
     mask = nib.load(out / "scan.nii.gz")
     assert mask.shape == (12, 10, 3)
     np.testing.assert_allclose(mask.affine, affine, atol=1e-5)

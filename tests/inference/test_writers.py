@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from datafixtures import ACDC, disc, grey, h5, label_map, lidc, nifti, paired, png, ssl4mis
 
 from diffuseg.data.formats import images_from_files, open_dataset
+from diffuseg.data.formats.files import read_file
 from diffuseg.data.transforms import resize_pair
 from diffuseg.errors import UserError
 from diffuseg.inference.outputs import (
@@ -220,3 +221,38 @@ def test_binary_scheme_keeps_png_scaling(tmp_path):
     with PredictionWriter(tmp_path / "out", [tmp_path / "in"], scheme=reader.scheme) as w:
         w.write(case, case.masks[0].float())
     assert np.array(Image.open(tmp_path / "out" / "a.png")).tolist() == ((label_map(8) > 0) * 255).tolist()
+
+
+@pytest.mark.parametrize("ext", ["nii.gz", "mha"])
+def test_a_volume_cut_across_its_first_axis_is_reassembled_there(tmp_path, ext):
+    """A thick-slice sagittal volume (spacing 3 x 0.8 x 0.8 mm) is cut across axis 0 (``formats.orientation``),
+    and each slice's prediction goes back to its place on that axis; evaluate slices it the same way."""
+    from diffuseg.data.formats.write import write_itk, write_nifti
+    from diffuseg.evaluation.evaluate import evaluate
+
+    vol = np.random.default_rng(0).random((4, 12, 10)).astype(np.float32)
+    label = np.zeros((4, 12, 10), np.uint8)
+    label[1:3, 3:9, 2:7] = 1
+    label[3, 0, 0] = 1  # one voxel on the last sagittal slice only
+    affine = np.array([[3.0, 0, 0, -5], [0, 0.8, 0, 3], [0, 0, 0.8, 10], [0, 0, 0, 1]])
+    write = write_itk if ext == "mha" else write_nifti
+    if ext == "mha":
+        pytest.importorskip("SimpleITK")
+    for folder in ("images", "labels"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+    write(tmp_path / "in" / "images" / f"v.{ext}", vol, affine)
+    write(tmp_path / "in" / "labels" / f"v.{ext}", label, affine)
+    reader = open_dataset(tmp_path / "in")
+    assert len(reader) == 4 and reader[0].image.shape == (1, 12, 10) and reader[0].geometry.slice_axis == 0
+    assert np.allclose(reader[0].geometry.plane_spacing(), (0.8, 0.8))
+    out = tmp_path / "out"
+    with PredictionWriter(out, [tmp_path / "in"]) as w:
+        for i in range(len(reader)):
+            case = reader[i]
+            w.write(case, case.masks[0].float(), torch.rand(12, 10) * 0.2)
+    written = read_file(out / f"v.{ext}")
+    assert np.allclose(written.affine, affine) and np.array_equal(written.array, label)
+    results = evaluate(out, tmp_path / "in", quiet=True)
+    dice = {c["case"]: c["dice"] for c in results["cases"]}
+    assert len(dice) == 4 and all(dice[f"v_z{z:04d}"] == 1.0 for z in (1, 2, 3))  # slice 0: both empty
+    assert results["spacing_unit"] == "mm" and results["volumes"][0]["dice"] == 1.0

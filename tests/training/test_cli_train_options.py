@@ -25,6 +25,12 @@ def test_predict_and_evaluate_the_held_out_cases_of_a_run(tiny_config, tiny_data
     results = json.loads((pred / "results.json").read_text())
     assert {c["case"] for c in results["cases"]} == val_cases
     assert not results["missing"]["predictions"]  # the training cases are not counted as missing
+    assert main(["evaluate", str(pred), str(tiny_data), "--split", "val"]) == 0  # the run of prediction.json
+    assert {c["case"] for c in json.loads((pred / "results.json").read_text())["cases"]} == val_cases
+    record = json.loads((pred / "prediction.json").read_text())
+    assert record["run_folder"] == str(run.absolute()) and Path(record["run_folder"]).is_absolute()
+    split = json.loads((run / "split.json").read_text())
+    assert Path(split["data_root"]).is_absolute() and Path(run).is_absolute()
 
 
 def test_split_needs_a_run_folder(tiny_data, tmp_path, capsys):

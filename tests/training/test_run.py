@@ -65,3 +65,19 @@ def test_the_module_is_built_once_with_the_classes_the_dataset_brings(tmp_path, 
     overrides = [f"data.root={ssl4mis(tmp_path / 'data')}", f"train.out_dir={tmp_path / 'run'}", "data.image_size=16"]
     train(load_config("unet-acdc", [*overrides, unet, "data.classes=[]", "train.val_every=0", "train.steps=1"]))
     assert built == [4]
+
+
+def test_a_generic_preset_takes_its_data_settings_from_the_folder(tmp_path, capsys):
+    """``unet`` (no dataset suffix) on a BUSI-like folder of class folders with RGB and grey PNGs: the layout is
+    detected and the channels are the first case's (RGB: 3), recorded in the run's config."""
+    from datafixtures import busi
+
+    for name in ("medsegdiff-s", "medsegdiff-b", "medsegdiff-l", "unet", "diffusion-unet", "anchored"):
+        config = load_config(name)
+        assert config.data.layout == "auto" and config.data.in_channels == 0 and not config.data.classes
+        check_model(config)
+    unet = "model.options={channels: [8, 8, 16], num_res_blocks: [1, 1, 1], middle_blocks: 1}"
+    overrides = [f"data.root={busi(tmp_path / 'busi')}", f"train.out_dir={tmp_path / 'run'}", "data.image_size=16"]
+    run = train(load_config("unet", [*overrides, unet, "train.steps=1", "train.val_every=0", "train.batch_size=2"]))
+    assert "image channels from the dataset: 3" in capsys.readouterr().out
+    assert "in_channels: 3" in (Path(run) / "config.yaml").read_text()

@@ -53,7 +53,7 @@ def test_failed_start_removes_the_run_folder_it_created(tiny_config, tmp_path):
     empty = tmp_path / "no-cases"
     empty.mkdir()
     config = tiny_config(f"data.root={empty}", name="nested/run")
-    with pytest.raises(UserError, match="no cases found"):
+    with pytest.raises(UserError, match="no known dataset layout here"):
         train(config)
     assert not (tmp_path / "nested").exists()  # the parents it created go too
 

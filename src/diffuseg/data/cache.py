@@ -46,7 +46,7 @@ class CachedArrays:
     patients: list[str]
     size: int
     folder: Path | None = None  # the cache folder, when the arrays are memory maps of it
-    atoms: int = 1  # L of the label scheme; 1 = binary, bits packed
+    atoms: int = 1  # the scheme's stored atoms (L, or L + 1 with an ignore label); 1 = binary, bits packed
 
     def __getstate__(self) -> dict:
         """Pickle memory maps by their folder (DataLoader workers started by spawn re-open them)."""
@@ -85,7 +85,7 @@ def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int
     """
     h = hashlib.sha256()
     settings = [CACHE_VERSION, reader.layout, list(reader.foreground), size, annotators, in_channels]
-    if not reader.scheme.binary:
+    if not reader.scheme.binary or reader.scheme.ignore is not None:
         settings.append(reader.scheme.to_dict())
     h.update(json.dumps(settings).encode())
     seen: set[str] = set()
@@ -109,7 +109,7 @@ def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators:
 
 def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int):
     n = len(indices)
-    atoms = reader.scheme.atoms
+    atoms = reader.scheme.stored_atoms  # the ignore label stored as atom L + 1
     images = np.zeros((n, in_channels, size, size), dtype=np.float16)
     masks = np.zeros((n, annotators, size, size if atoms >= 2 else (size + 7) // 8), dtype=np.uint8)
     counts = np.zeros(n, dtype=np.int16)
@@ -147,16 +147,26 @@ def decode_all(
         chunk: entries per task of a worker.
         in_channels: the image channels after ``transforms.match_channels``.
     """
+    from tqdm import tqdm
+
     indices = list(indices)
     chunks = [indices[k : k + chunk] for k in range(0, len(indices), chunk)] or [[]]
+    bar = tqdm(total=len(indices), desc="decode and cache", unit="item", leave=False, disable=None)  # a terminal
     if workers > 1 and len(chunks) > 1:
         subsets = [reader.subset(c) for c in chunks]  # each worker gets only its own entries
         local = [list(range(len(c))) for c in chunks]
         with ProcessPoolExecutor(workers) as pool:
             k = len(chunks)
-            parts = list(pool.map(_decode_chunk, subsets, local, [size] * k, [annotators] * k, [in_channels] * k))
+            parts = []
+            for part in pool.map(_decode_chunk, subsets, local, [size] * k, [annotators] * k, [in_channels] * k):
+                parts.append(part)
+                bar.update(len(part[2]))
     else:
-        parts = [_decode_chunk(reader, c, size, annotators, in_channels) for c in chunks]
+        parts = []
+        for c in chunks:
+            parts.append(_decode_chunk(reader, c, size, annotators, in_channels))
+            bar.update(len(c))
+    bar.close()
     problems = list(dict.fromkeys([*reader.problems, *(p for part in parts for p in part[3])]))
     if problems:
         raise DatasetError(str(reader.root), problems)
@@ -188,7 +198,7 @@ def load_cached(
     patients = [reader.entries[i].patient_id for i in indices]
     if cache_dir is None:
         images, masks, counts = decode_all(reader, indices, size, annotators, workers, in_channels=in_channels)
-        return CachedArrays(images, masks, counts, case_ids, patients, size, atoms=reader.scheme.atoms)
+        return CachedArrays(images, masks, counts, case_ids, patients, size, atoms=reader.scheme.stored_atoms)
     folder = Path(cache_dir) / cache_key(reader, indices, size, annotators, in_channels)
     if not (folder / "meta.json").is_file():
         images, masks, counts = decode_all(reader, indices, size, annotators, workers, in_channels=in_channels)
@@ -217,5 +227,5 @@ def load_cached(
         patients,
         size,
         folder,
-        reader.scheme.atoms,
+        reader.scheme.stored_atoms,
     )

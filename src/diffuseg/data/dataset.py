@@ -29,6 +29,7 @@ from diffuseg.data.cache import CachedArrays, load_cached
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.splits import Split, plan_split
 from diffuseg.data.transforms import Augment, random_crop, single_thread
+from diffuseg.data.verify import first_channels
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.labels import LabelScheme, label_scheme
 
@@ -66,6 +67,11 @@ class SegmentationDataset(Dataset):
         self.random_crop = random_crop
         self.seed = seed
         self.epoch = 0
+
+    @property
+    def in_channels(self) -> int:
+        """The image channels of the items (``data.in_channels``, or the data's own when that is 0)."""
+        return int(self.arrays.images.shape[1])
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -117,7 +123,8 @@ def build_datasets(
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
     """Open ``cfg.root``, split by patient (``splits.plan_split``), decode (or read the cache) and return (train, val).
 
-    Only labelled items are used. ``cfg.cache_dir`` wins over ``cache_dir``; with neither, the decoded
+    Only labelled items are used; ``cfg.in_channels`` 0 takes the channels of the first case (the datasets'
+    ``in_channels`` says what was used). ``cfg.cache_dir`` wins over ``cache_dir``; with neither, the decoded
     arrays stay in memory. ``cfg.max_cases`` caps the training items (validation gets its share by
     ``val_fraction``, at least one). Every ``verify`` check runs while decoding: a problem raises
     ``DatasetError`` listing them all. ``seed`` seeds augmentation and annotator draws.
@@ -146,7 +153,8 @@ def build_datasets(
         raise UserError(f"{cfg.root}: no labelled cases for training")
     annotators = cfg.annotators or reader.annotators
     cache = cfg.cache_dir or cache_dir
-    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, cfg.in_channels)
+    in_channels = cfg.in_channels or first_channels(reader)  # 0: as the data's first case has them
+    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, in_channels)
     n = len(train)
     if not any(arrays.masks[i].any() for i in range(n)):  # stops at the first item with foreground
         print(

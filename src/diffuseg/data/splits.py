@@ -313,7 +313,7 @@ def split_record(split: Split, data_root: str, train: Any, val: Any) -> dict[str
 
     source, kind = split.source, split.source.kind
     return {
-        "data_root": str(data_root),
+        "data_root": str(Path(data_root).absolute()),
         "source": kind.value,
         "description": split.describe(),
         "patient_rule": split.patient_rule,
@@ -375,22 +375,65 @@ def split_cases(
 
 
 def select_cases(reader: Any, cases: Collection[str] | None, where: str) -> Any:
-    """``reader`` restricted to entries whose case id is in ``cases`` (all when None); ``UserError`` naming the
-    cases it lacks (a few, then their count) when not every one is in it."""
+    """``reader`` restricted to the entries whose case id, or case name (``case_names``: a volume's id, an SSL4MIS
+    slice file's case), is in ``cases`` (all when None): a split, ``--split test`` or ``--cases``. ``UserError``
+    naming the cases it lacks (a few, then their count) when not every one is in it."""
     if cases is None:
         return reader
-    keep = [i for i, e in enumerate(reader.entries) if e.case_id in cases]
+    names = case_names(reader)
+    keep = [i for i, e in enumerate(reader.entries) if e.case_id in cases or names[i] in cases]
     if not keep:
         example = next(iter(sorted(cases)))
         raise UserError(f"{where}: none of the {len(cases)} case(s) of the split (e.g. {example}) is in it")
-    missing = sorted(set(cases) - {reader.entries[i].case_id for i in keep})
+    found = {reader.entries[i].case_id for i in keep} | {names[i] for i in keep}
+    missing = sorted(set(cases) - found)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise UserError(
             f"{where}: {len(missing)} of the {len(cases)} case(s) of the split are not in it ({shown}); "
-            "give the whole dataset the run trained on"
+            "give the whole dataset that holds them"
         )
     return reader.subset(keep)
+
+
+def read_case_list(path: str | os.PathLike) -> set[str]:
+    """The cases a ``--cases`` file names: one case id or case name (a volume, ``patient038_frame01``) a line, blank
+    lines and ``#`` comments ignored. ``UserError`` naming the file for a missing or empty one, or an entry that
+    leads out of the dataset folder (a path, not a name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: case list not found (--cases)")
+    names = {}
+    for line, text in enumerate(path.read_text().splitlines(), 1):
+        name = text.split("#", 1)[0].strip()
+        if name and _leaves_folder(name):
+            raise UserError(f"{path} line {line}: entry {name!r} is a path; list case names, one a line")
+        if name:
+            names[name] = line
+    if not names:
+        raise UserError(f"{path}: names no case (one case id a line)")
+    return set(names)
+
+
+def test_split(root: str | os.PathLike, labels: bool = False) -> tuple[Path, set[str] | None, str]:
+    """Where the dataset at ``root`` keeps its test cases (``--split test``): nnU-Net's ``imagesTs/`` (its
+    ``labelsTs/`` for ground truth, ``labels``), read whole; else the cases SSL4MIS's ``test.list`` names, in the
+    folder itself. Returns (the folder to read, the case names to keep or ``None`` for all, a line saying which);
+    ``UserError`` when the dataset has neither."""
+    root = Path(root)
+    folder = root / ("labelsTs" if labels else "imagesTs")
+    if (root / "dataset.json").is_file() and (root / "imagesTs").is_dir():
+        if not folder.is_dir():
+            raise UserError(f"{folder}: not found; --split test scores against nnU-Net's labelsTs/")
+        return folder, None, f"--split test: nnU-Net's {folder}"
+    listed = root / TEST_LIST
+    if listed.is_file():
+        names = read_case_list(listed)
+        return root, names, f"--split test: the {len(names)} case(s) of {listed}"
+    raise UserError(
+        f"{root}: no test split here (neither nnU-Net's dataset.json with imagesTs/ nor a {TEST_LIST}); "
+        "give the test images as INPUT, or list their cases with --cases FILE"
+    )
 
 
 def split_by_patient(patients: Sequence[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -176,6 +177,24 @@ def match_channels(image: torch.Tensor, channels: int, where: str, colour: bool 
     raise ValueError(
         f"{where}: images have {c} channels but data.in_channels is {channels}{kind}; "
         f"set data.in_channels={c} (diffuseg verify --in-channels {c})"
+    )
+
+
+def model_channels_problem(sources: Sequence[str], case_id: str, stored: int, in_channels: int) -> str:
+    """The ``predict`` message for a case of ``stored`` channels (read from the files ``sources``) that a model
+    reading ``in_channels`` cannot take: the model is fixed, so it names what the files hold, not a setting."""
+    files = ", ".join(Path(s).name for s in sources[:4]) + (", ..." if len(sources) > 4 else "")
+    where = Path(sources[0]).parent / case_id if sources else case_id
+    grouped = (
+        "; files named CASE_XXXX are the channels of one case (nnU-Net's naming): --layout images reads each as "
+        "an image of its own"
+        if len(sources) > 1
+        else ""
+    )
+    return (
+        f"{where}: the input has {stored} channel(s) ({len(sources)} file(s): {files}) but the model reads "
+        f"{in_channels} (the checkpoint's data.in_channels); predict with a model trained on {stored}-channel "
+        f"images, or give inputs of {in_channels} channel(s){grouped}"
     )
 
 

@@ -87,10 +87,13 @@ def verify_dataset(
         classes: ``data.classes`` (``()``: binary, unless the dataset declares classes).
         fold: ``data.fold`` (``--fold``), the fold whose split is reported (``None``: the split without folds).
     """
+    from tqdm import tqdm
+
     reader = open_dataset(root, layout, foreground, classes)
     channels = first_channels(reader) if in_channels is None else in_channels
     stats = _Stats()
-    problems = collect_problems(reader, in_channels=channels, seen=stats.add)
+    with tqdm(total=len(reader), desc="verify", unit="item", leave=False, disable=None) as bar:  # on a terminal
+        problems = collect_problems(reader, progress=lambda _: bar.update(), in_channels=channels, seen=stats.add)
     if problems:
         raise DatasetError(str(root), problems)
     summary = summarize(reader, channels, stats)

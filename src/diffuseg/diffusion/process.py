@@ -78,12 +78,15 @@ class DiffusionProcess:
         alpha, sigma = self.schedule.alpha_sigma(t)
         return _col(alpha, x0) * x0 + _col(sigma, x0) * noise
 
-    def loss(self, net: Network, masks01: Tensor, image: Tensor, generator: torch.Generator) -> Tensor:
+    def loss(
+        self, net: Network, masks01: Tensor, image: Tensor, generator: torch.Generator, valid: Tensor | None = None
+    ) -> Tensor:
         """E_t[w(lambda_t) ||x0 - x_hat||^2] (eq. 8), computed on the network's own target for stability,
         plus ``aux_weight`` times the auxiliary loss on x_hat when that is on (``recipes``).
 
         masks01: (B, C, H, W) in {0, 1}, ``LabelScheme.one_hot`` of the label maps (C + 1 channels for exclusive
-        classes; 1 for binary); image: (B, in_channels, H, W). Returns a scalar.
+        classes; 1 for binary); image: (B, in_channels, H, W); valid: (B, 1, H, W) {0, 1}, the pixels the loss is
+        taken over (nnU-Net's ignore label out), or ``None`` for all. Returns a scalar.
         """
         x0 = masks_to_x0(masks01)
         t = self.train_times(x0.shape[0], generator)
@@ -96,21 +99,34 @@ class DiffusionProcess:
             z = recipes.recycled_z(self._recycle_estimate(net, x0, image, generator), alpha, sigma, noise)
             noise = recipes.implied_noise(z, x0, alpha, sigma)
         pred = net(self._net_input(net, z, t_in, image, (alpha, sigma), generator), t_in, image)
-        loss = self._main_loss(pred.float(), masks01, x0, noise, lam, alpha, sigma)
+        loss = self._main_loss(pred.float(), masks01, x0, noise, lam, alpha, sigma, valid)
         if self.cfg.aux_weight > 0:
             x_hat = self.to_x0(pred.float(), z, alpha, sigma)
-            loss = loss + self.cfg.aux_weight * recipes.aux_loss(x_hat, x0, torch.sigmoid(lam))
+            loss = loss + self.cfg.aux_weight * recipes.aux_loss(x_hat, x0, torch.sigmoid(lam), valid=valid)
         return loss
 
     def _main_loss(
-        self, pred: Tensor, masks01: Tensor, x0: Tensor, noise: Tensor, lam: Tensor, alpha: Tensor, sigma: Tensor
+        self,
+        pred: Tensor,
+        masks01: Tensor,
+        x0: Tensor,
+        noise: Tensor,
+        lam: Tensor,
+        alpha: Tensor,
+        sigma: Tensor,
+        valid: Tensor | None = None,
     ) -> Tensor:
         """``logits``: the deterministic UNet's Dice + CE on them; otherwise the weighted regression on the
-        prediction type's target, w(lambda) times the data-space factor times the mean squared error per row."""
+        prediction type's target, w(lambda) times the data-space factor times the mean squared error per row
+        (over the ``valid`` pixels of each row when given)."""
         if self.prediction == PredictionType.LOGITS:
-            return segmentation_loss(pred, masks01, self.exclusive)
+            return segmentation_loss(pred, masks01, self.exclusive, valid=valid)
         tgt = param.target(self.prediction, x0, noise, alpha, sigma)
-        mse = (pred - tgt).pow(2).flatten(1).mean(dim=1)
+        if valid is None:
+            mse = (pred - tgt).pow(2).flatten(1).mean(dim=1)
+        else:
+            weight = valid.to(pred).expand_as(pred).flatten(1)
+            mse = ((pred - tgt).pow(2).flatten(1) * weight).sum(1) / weight.sum(1).clamp_min(1.0)
         log_factor = log_weight(self.cfg.weighting, lam, self.cfg.sigmoid_bias) + log_data_space_factor(
             self.prediction, lam
         )

@@ -29,13 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def aux_loss(x_hat: Tensor, x0: Tensor, weight: Tensor, smooth: float = 1.0) -> Tensor:
+def aux_loss(x_hat: Tensor, x0: Tensor, weight: Tensor, smooth: float = 1.0, valid: Tensor | None = None) -> Tensor:
     """Soft Dice + BCE between the soft mask p = (x_hat + 1) / 2 clipped to [0, 1] and the target (x0 + 1) / 2.
 
     x_hat, x0: (B, C, H, W), x0 in {-1, 1}; weight: (B,) per row. Per row, the Dice loss
     1 - (2 |p y| + s) / (|p| + |y| + s) of each channel with s = ``smooth`` (two empty masks: 0), averaged over
     the C channels, plus the mean BCE over the row's pixels; the weighted mean over rows. Exactly 0 for a
-    perfect estimate (p = y in {0, 1}). Returns a scalar.
+    perfect estimate (p = y in {0, 1}). ``valid`` (B, 1, H, W) {0, 1}: only those pixels count (p and y zero
+    elsewhere, the BCE their mean). Returns a scalar.
 
     Computed in float32 with autocast off: CUDA autocast refuses ``binary_cross_entropy`` on probabilities (its
     logits form does not fit here, p is clipped), and a bf16 BCE would lose the small losses near p = y.
@@ -43,9 +44,17 @@ def aux_loss(x_hat: Tensor, x0: Tensor, weight: Tensor, smooth: float = 1.0) -> 
     with torch.autocast(device_type=x_hat.device.type, enabled=False):
         p = ((x_hat.float() + 1.0) * 0.5).clamp(0.0, 1.0)
         y = (x0.float() + 1.0) * 0.5
+        if valid is not None:
+            v = valid.to(p).expand_as(p)
+            p, y = p * v, y * v
         pf, yf = p.flatten(2), y.flatten(2)  # (B, C, H * W)
         dice = ((2.0 * (pf * yf).sum(2) + smooth) / (pf.sum(2) + yf.sum(2) + smooth)).mean(1)
-        bce = F.binary_cross_entropy(pf, yf, reduction="none").mean((1, 2))
+        bce = F.binary_cross_entropy(pf, yf, reduction="none")
+        if valid is None:
+            bce = bce.mean((1, 2))
+        else:
+            vf = v.flatten(2)
+            bce = (bce * vf).sum((1, 2)) / vf.sum((1, 2)).clamp_min(1.0)
         return (weight.to(dice) * (1.0 - dice + bce)).mean()
 
 

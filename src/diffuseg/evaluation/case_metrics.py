@@ -32,6 +32,30 @@ def class_masks(scheme: LabelScheme, atoms: torch.Tensor, dims: int = 2) -> torc
     return flat.reshape(*lead, len(scheme.names), *spatial)
 
 
+def without_ignored(
+    scheme: LabelScheme, annotations: torch.Tensor, *maps: torch.Tensor | None
+) -> tuple[torch.Tensor | None, ...]:
+    """Leave nnU-Net's ignore label out of the scores: the pixels any annotator marks ``ignore``
+    (``scheme.ignore_atom``) set to background in the annotations and in every map, so that overlap metrics (Dice,
+    IoU, GED, HD95's surfaces) do not see them; pixel-pooled ones (ECE over all pixels, NCC) count them as agreed
+    background.
+
+    Args:
+        scheme: the label scheme of the atom maps.
+        annotations: ``(A, *S)`` atom maps of the annotators.
+        maps: atom maps ``(..., *S)`` (the fused mask, the members), or ``None``.
+
+    Returns ``(annotations, *maps, valid)``: ``valid`` ``(*S)`` bool, the pixels that count, or ``None`` when none
+    is ignored (then everything is returned as it came).
+    """
+    valid = scheme.valid(annotations)
+    if valid is None:
+        return (annotations, *maps, None)
+    keep = valid.all(0)
+    out = [annotations.masked_fill(~keep, 0), *(None if m is None else m.masked_fill(~keep, 0) for m in maps)]
+    return (*out, keep)
+
+
 def case_metrics(
     members: torch.Tensor | None,
     fused: torch.Tensor,

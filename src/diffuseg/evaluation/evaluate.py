@@ -2,19 +2,21 @@
 
 PRED is a prediction folder (``inference.outputs``: what ``diffuseg predict`` writes, or the looser layouts
 ``find_predictions`` accepts). A 3D prediction ``<volume>.<ext>`` stands for every 2D slice of that volume in
-GT. GT is any layout ``data.formats.open_dataset`` reads, with one or several annotators. Cases are matched by
-id; those missing on either side are listed and left out. A folder whose prediction manifests
-(``inference.manifest``) say the run is unfinished is refused. Each case is scored by
+GT. GT is any layout ``data.formats.open_dataset`` reads, with one or several annotators, or a folder of label
+files alone (nnU-Net's ``labelsTs``; ``data.formats.open_ground_truth``). Cases are matched by id; those missing
+on either side are listed and left out. A folder whose prediction manifests (``inference.manifest``) say the run
+is unfinished is refused. Each case is scored by
 ``case_metrics.case_metrics``; volumes whose slices were all scored are scored again in 3D.
 
 ``results.json`` (see docs/evaluation.md): ``{"cases": [{"case", "dice", "iou", "hd95", "ged", ...}],
 "summary": {metric: {"mean", "std", "median", "min", "max", "n", "n_undefined"}}, "volumes": [...],
 "volume_summary": {...}, "calibration": {...}, "uncertainty": {...}, "references": {...}, "missing": {...}, "pred",
 "gt", "layout", "spacing_unit", ...}`` (``uncertainty``: ``uncertainty_metrics.uncertainty_results``, pooled over
-the cases), plus ``results.csv`` with one row per case. Both are written atomically. ``references``: what the
-empty and the all-foreground mask score on the same cases and volumes (``evaluation.references``). When the
-dataset has groups (BUSI's class folders), ``groups`` holds per-group summaries and ``results_groups.csv`` their
-rows (``evaluation.groups``).
+the cases), plus ``results.csv`` with one row per case and nnU-Net's ``summary.json`` (``nnunet_summary``: Dice,
+IoU and counts per prediction file and label). All are written atomically, beside each other. ``references``:
+what the empty and the all-foreground mask score on the same cases and volumes (``evaluation.references``). When
+the dataset has groups (BUSI's class folders), ``groups`` holds per-group summaries and ``results_groups.csv``
+their rows (``evaluation.groups``).
 
 The classes (``scheme_classes``): ``--classes``, else ``PRED/config.yaml``'s ``data.classes``, else those the
 dataset declares; none means binary. With declared classes, predictions and ground truth are label maps in
@@ -41,12 +43,19 @@ import numpy as np
 import torch
 
 from diffuseg.config import EvalConfig
-from diffuseg.data.formats import open_dataset
+from diffuseg.data.formats import open_ground_truth
 from diffuseg.data.transforms import single_thread
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation import metrics as M
-from diffuseg.evaluation.case_metrics import add_calibration, calibration_sums, case_metrics, class_masks
+from diffuseg.evaluation.case_metrics import (
+    add_calibration,
+    calibration_sums,
+    case_metrics,
+    class_masks,
+    without_ignored,
+)
 from diffuseg.evaluation.groups import GROUPS_CSV, group_of_cases, group_results, groups_csv
+from diffuseg.evaluation.nnunet_summary import SUMMARY_NAME, SummaryCounts, write_summary
 from diffuseg.evaluation.references import REFERENCE_LABELS, ReferenceAccumulator
 from diffuseg.evaluation.uncertainty_metrics import UncertaintyPool, uncertainty_lines, uncertainty_results
 from diffuseg.files import write_text_atomic
@@ -90,8 +99,9 @@ class _PredVolumes:
 
 @dataclass
 class _Volume:
-    spacing: tuple[float, ...] | None
-    slices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # z -> (fused, annotations)
+    spacing: tuple[float, ...] | None  # in-plane, then through-plane (the slices stacked last)
+    # z -> (fused, annotations, the pixels that count or None: all; ``case_metrics.without_ignored``)
+    slices: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
 
 
 def evaluate(
@@ -105,12 +115,12 @@ def evaluate(
     cases: Collection[str] | None = None,
     classes: Sequence | str | None = None,
 ) -> dict[str, Any]:
-    """Score PRED against GT, write ``results.json`` and ``results.csv`` beside it, print a summary table
-    (unless ``quiet``), and return the results dict.
+    """Score PRED against GT, write ``results.json``, and ``results.csv`` and ``summary.json`` beside it, print a
+    summary table (unless ``quiet``), and return the results dict.
 
     Args:
         pred: the prediction folder.
-        gt: the ground truth, any layout ``data.formats.open_dataset`` reads.
+        gt: the ground truth, any layout ``data.formats.open_dataset`` reads, or a folder of label files.
         out: where ``results.json`` goes (default ``PRED/results.json``); ``results.csv`` beside it.
         layout: the ground truth's layout (``auto``: detected).
         eval_config: GED sample counts, HD percentile, calibration bins (default ``EvalConfig()``).
@@ -125,13 +135,14 @@ def evaluate(
     check_complete(Path(pred))
     predictions = find_predictions(pred)
     declared, foreground = scheme_classes(pred, classes)
-    reader = select_cases(open_dataset(gt, layout, foreground, declared), cases, str(gt))
+    reader = select_cases(open_ground_truth(gt, layout, foreground, declared), cases, str(gt))
     if reader.problems:  # a ground-truth file left out (unreadable, linked from outside, ...) is no silent skip
         raise DatasetError(str(gt), reader.problems)
     scheme: LabelScheme = reader.scheme
     matched, missing_pred, missing_gt = _match(predictions, reader, pred, gt)
 
     acc = M.MetricAccumulator()
+    nnunet = SummaryCounts(scheme)
     references = ReferenceAccumulator()
     case_groups: dict[str, str] = {}  # case id -> its dataset group (BUSI's class folder), when it has one
     volume_groups: dict[str, str] = {}
@@ -154,20 +165,23 @@ def evaluate(
                 continue
             if problems:  # the run fails anyway: only check the remaining files
                 continue
-            spacing = case.geometry.spacing[:2] if case.geometry.spacing else None
+            spacing = case.geometry.plane_spacing()  # the slice's own two axes
             spacing_known |= spacing is not None
             members = None if samples is None else torch.from_numpy(samples)[:, None]  # (K, 1, H, W)
-            values = case_metrics(members, torch.from_numpy(fused)[None], case.masks[:, None], scheme, cfg, spacing)
+            masks, fused_t, members, valid = without_ignored(scheme, case.masks, torch.from_numpy(fused), members)
+            fused = fused_t.numpy()
+            values = case_metrics(members, fused_t[None], masks[:, None], scheme, cfg, spacing)
             if members is not None:
-                add_calibration(calibration, scheme, members[:, 0], case.masks, cfg.calibration_bins)
-                pool.add(*(class_masks(scheme, x) for x in (members[:, 0], torch.from_numpy(fused), case.masks)))
+                add_calibration(calibration, scheme, members[:, 0], masks, cfg.calibration_bins)
+                pool.add(*(class_masks(scheme, x) for x in (members[:, 0], fused_t, masks)))
             acc.add(case.case_id, values)
-            references.add(case.case_id, case.masks[:, None], scheme)
+            references.add(case.case_id, masks[:, None], scheme, valid=valid)
+            _add_counts(nnunet, predictions, case, entry.volume_id, fused, masks[0].numpy(), valid)
             if case.geometry.category:
                 case_groups[case.case_id] = case.geometry.category
             if entry.volume_id is not None and entry.slice_index is not None:
-                vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.spacing))
-                vol.slices[entry.slice_index] = (fused, case.masks.numpy())
+                vol = volumes.setdefault(entry.volume_id, _Volume(case.geometry.volume_spacing()))
+                vol.slices[entry.slice_index] = (fused, masks.numpy(), None if valid is None else valid.numpy())
                 if case.geometry.category:
                     volume_groups[entry.volume_id] = case.geometry.category
         if problems:
@@ -209,6 +223,7 @@ def evaluate(
         results["groups"] = group_results(case_groups, volume_groups, results["cases"], results["volumes"], references)
     target = Path(out) if out is not None else Path(pred) / RESULTS_NAME
     write_results(results, target)
+    write_summary(nnunet, target.parent / SUMMARY_NAME)
     if not quiet:
         print(format_summary(results, target))
     return results
@@ -254,6 +269,17 @@ def _load_prediction(
     return fused, np.stack(samples)
 
 
+def _add_counts(
+    counts: SummaryCounts, predictions: dict[str, PredictionFiles], case, volume_id, fused, truth, valid
+) -> None:
+    """Add a scored 2D item (``fused`` against annotator 0's ``truth``, over ``valid`` pixels or all when None) to
+    nnU-Net's summary counts, under its prediction file's name."""
+    name = case.case_id if case.case_id in predictions else volume_id
+    reference = case.geometry.mask_sources[0][0] if case.geometry.mask_sources else ""
+    keep = np.ones(fused.shape, dtype=bool) if valid is None else valid.numpy()
+    counts.add(name, str(predictions[name].fused), reference, fused, truth, keep)
+
+
 def _check_size(path: Path, shape: tuple[int, ...], case) -> None:
     want = tuple(case.masks.shape[1:])
     if tuple(shape) != want:
@@ -281,7 +307,11 @@ def _volume_metrics(
         spacing = vol.spacing[:3] if vol.spacing and len(vol.spacing) >= 3 else None
         values = case_metrics(None, fused[None], masks[:, None], scheme, cfg, spacing)
         rows.append({"case": vid, "slices": len(zs), **values})
-        references.add(vid, masks[:, None], scheme, volume=True)
+        valid = None
+        if any(vol.slices[z][2] is not None for z in zs):
+            planes = [vol.slices[z][2] for z in zs]
+            valid = torch.from_numpy(np.stack([np.ones(fused.shape[:2], bool) if v is None else v for v in planes], -1))
+        references.add(vid, masks[:, None], scheme, volume=True, valid=valid)
     return rows
 
 
@@ -298,7 +328,7 @@ def scheme_classes(pred: str | os.PathLike, classes: Sequence | str | None) -> t
     given = parse_classes(classes) if isinstance(classes, str) else tuple(classes)
     if own is not None:
         given_scheme, own_scheme = label_scheme(given, (), "--classes"), label_scheme(*own, where=str(path))
-        if given_scheme != own_scheme:
+        if not given_scheme.same_classes(own_scheme):
             raise UserError(
                 f"--classes {_describe_scheme(given_scheme)} contradicts the classes the predictions were made with "
                 f"({path}: {_describe_scheme(own_scheme)}); leave --classes out or make it match"
@@ -426,6 +456,6 @@ def format_summary(results: dict[str, Any], path: Path | None = None) -> str:
             lines.append(f"pooled ECE over every case's pixels ({name}): {cal['ece']:.4f}")
     lines += uncertainty_lines(results.get("uncertainty") or {})
     if path is not None:
-        also = f" and {path.with_name(GROUPS_CSV)}" if results.get("groups") else ""
-        lines.append(f"\nwrote {path}, {path.with_suffix('.csv')}{also}")
+        also = f", {path.with_name(GROUPS_CSV)}" if results.get("groups") else ""
+        lines.append(f"\nwrote {path}, {path.with_suffix('.csv')}{also} and {path.parent / SUMMARY_NAME} (nnU-Net's)")
     return "\n".join(lines)

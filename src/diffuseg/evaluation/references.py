@@ -32,7 +32,9 @@ REFERENCES = ("empty", "all_foreground")
 REFERENCE_LABELS = {"empty": "empty mask", "all_foreground": "all-foreground mask"}
 
 
-def reference_metrics(annotations: torch.Tensor, scheme: LabelScheme) -> dict[str, dict[str, float]]:
+def reference_metrics(
+    annotations: torch.Tensor, scheme: LabelScheme, valid: torch.Tensor | None = None
+) -> dict[str, dict[str, float]]:
     """``{reference: metric row}`` of one case (or volume): ``dice``, ``iou`` (and ``ged`` with A >= 2) of each
     reference mask against the annotators, mean over the annotators; with several classes ``"<metric>/<class>"``
     and their mean, as ``case_metrics.case_metrics`` writes them.
@@ -40,13 +42,15 @@ def reference_metrics(annotations: torch.Tensor, scheme: LabelScheme) -> dict[st
     Args:
         annotations: ``(A, 1, *S)`` atom maps of the A >= 1 annotators.
         scheme: the label scheme of the atoms.
+        valid: ``(*S)`` bool, the pixels that count (nnU-Net's ignore label left out, the annotations background
+            there: ``case_metrics.without_ignored``); the reference masks mark nothing elsewhere. ``None``: all.
     """
     dims = annotations.dim() - 2
     y = class_masks(scheme, torch.as_tensor(annotations)[:, 0], dims)  # (A, C, *S)
     several = y.shape[0] > 1
     out = {}
     for name, fill in zip(REFERENCES, (False, True)):
-        mask = torch.full(y.shape[2:], fill)
+        mask = torch.full(y.shape[2:], fill) if valid is None or not fill else valid.bool().clone()
         per = {c: _scores(mask, y[:, k], dims, several) for k, c in enumerate(scheme.names)}
         row = CM.combine_classes(per)
         if several and len(scheme.names) > 1:
@@ -77,10 +81,18 @@ class ReferenceAccumulator:
         self.cases = {name: M.MetricAccumulator() for name in REFERENCES}
         self.volumes = {name: M.MetricAccumulator() for name in REFERENCES}
 
-    def add(self, case: str, annotations: torch.Tensor, scheme: LabelScheme, volume: bool = False) -> None:
-        """Score the references of one case (``volume``: one volume) with ``annotations`` ``(A, 1, *S)``."""
+    def add(
+        self,
+        case: str,
+        annotations: torch.Tensor,
+        scheme: LabelScheme,
+        volume: bool = False,
+        valid: torch.Tensor | None = None,
+    ) -> None:
+        """Score the references of one case (``volume``: one volume) with ``annotations`` ``(A, 1, *S)`` over the
+        ``valid`` pixels (``reference_metrics``)."""
         target = self.volumes if volume else self.cases
-        for name, row in reference_metrics(annotations, scheme).items():
+        for name, row in reference_metrics(annotations, scheme, valid).items():
             target[name].add(case, row)
 
     def rows(self, name: str, volume: bool = False) -> list[dict]:

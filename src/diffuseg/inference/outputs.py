@@ -13,8 +13,9 @@
   (``inference.provenance``) and ``manifest*.json`` (``inference.manifest``).
 
 ``<name>`` is the case id, or the volume id for the slices of a 3D volume (``output_name``); ``<ext>`` is the
-input's own format for NIfTI, ``.npy`` and HDF5, else ``png`` (``output_format``). A volume is stacked along
-its last axis (NIfTI) or its first (HDF5 (D,H,W)): ``slice_axis``.
+input's own format for NIfTI, MetaImage, NRRD, ``.npy`` and HDF5, else ``png`` (``output_format``). A volume is
+stacked along the axis it was cut along: the through-plane axis of its affine (NIfTI, MetaImage, NRRD: (X,Y,Z);
+``formats.orientation``) or its first (HDF5 (D,H,W)): ``slice_axis``.
 
 ``find_predictions`` indexes such a folder (also the looser layouts other tools write: ``samples/<case>/*``,
 ``samples/<case>_<k>.<ext>``); ``read_mask``, ``read_uncertainty`` and ``plane`` read the files back.
@@ -33,6 +34,7 @@ from diffuseg.data.case import Geometry
 from diffuseg.data.formats.files import (
     HDF5_SUFFIXES,
     LOSSY_SUFFIXES,
+    VOLUME_SUFFIXES,
     is_image_file,
     label_values,
     natural_key,
@@ -40,6 +42,7 @@ from diffuseg.data.formats.files import (
     stem_of,
     suffix_of,
 )
+from diffuseg.data.formats.orientation import volume_axis
 from diffuseg.errors import UserError
 from diffuseg.labels import LabelScheme
 
@@ -53,8 +56,8 @@ _SAMPLE_INDEX = re.compile(r"^(.*?)[_-](?:sample|s)?[_-]?(\d+)$")
 
 
 def output_format(geometry: Geometry) -> str:
-    """File suffix of the written files: ``png``, ``npy``, ``nii``, ``nii.gz`` or ``h5``/``hdf5``."""
-    return geometry.format if geometry.format in ("nii", "nii.gz", "npy", *HDF5_SUFFIXES) else "png"
+    """File suffix of the written files: ``png``, ``npy``, ``nii``, ``nii.gz``, ``mha``, ``nrrd`` or ``h5``/``hdf5``."""
+    return geometry.format if geometry.format in (*VOLUME_SUFFIXES, "npy", *HDF5_SUFFIXES) else "png"
 
 
 def output_name(geometry: Geometry, case_id: str) -> str:
@@ -62,9 +65,18 @@ def output_name(geometry: Geometry, case_id: str) -> str:
     return geometry.volume_id if geometry.volume_id is not None else case_id
 
 
-def slice_axis(suffix: str) -> int:
-    """The volume axis a 2D slice lies across in a file of ``suffix``: 0 for HDF5 (D,H,W), else 2 (NIfTI)."""
-    return 0 if suffix in HDF5_SUFFIXES else 2
+def slice_axis(geometry: Geometry) -> int:
+    """The volume axis a case's 2D slice lies across: its own (``Geometry.slice_axis``), else 0 for HDF5 (D,H,W)
+    and 2 for NIfTI, MetaImage and NRRD."""
+    if geometry.slice_axis is not None:
+        return geometry.slice_axis
+    return 0 if geometry.format in HDF5_SUFFIXES else 2
+
+
+def file_slice_axis(path: Path) -> int:
+    """The axis a predicted volume file is cut along: 0 for HDF5, else the through-plane axis of its header's
+    affine (``formats.orientation.volume_axis``; the writer keeps the input's affine, so the input's axis)."""
+    return 0 if suffix_of(path) in HDF5_SUFFIXES else volume_axis(path)
 
 
 def class_uncertainty_dataset(name: str) -> str:
@@ -134,11 +146,11 @@ def _sample_case(path: Path, samples_dir: Path, known: dict[str, PredictionFiles
 
 
 def plane(array: np.ndarray, path: Path, slice_index: int | None) -> np.ndarray:
-    """Slice ``slice_index`` of a predicted volume read from ``path`` (``slice_axis``); ``array`` itself for
+    """Slice ``slice_index`` of a predicted volume read from ``path`` (``file_slice_axis``); ``array`` itself for
     ``None``. ``UserError`` when the file has no such slice."""
     if slice_index is None:
         return array
-    axis = slice_axis(suffix_of(path))
+    axis = file_slice_axis(path)
     if array.ndim != 3 or slice_index >= array.shape[axis]:
         raise UserError(f"{path}: has no slice {slice_index} (shape {'x'.join(map(str, array.shape))})")
     return np.ascontiguousarray(np.take(array, slice_index, axis=axis))

@@ -13,9 +13,11 @@ reassembled), the uncertainty is the normalised entropy of the members' labels, 
 the manifest (its config) record the classes.
 
 Nothing is written before the run is known to be valid (every input's header included,
-``formats.files.check_header``). Then, under the folder's lock, the run is compared with the one OUTPUT already
-holds (``inference.manifest``): the same run resumes (finished cases are skipped unless their input files changed
-since, ``manifest.same_input``: those are predicted again), another is refused unless ``overwrite`` (which first
+``formats.files.check_header``, and the first case's channels against the model's); a run that fails before any
+case is done leaves nothing new in OUTPUT (the files it made are removed, the folder too when it made it).
+Then, under the folder's lock, the run is compared with the one OUTPUT already holds (``inference.manifest``):
+the same run resumes (finished cases are skipped unless their input files changed since,
+``manifest.same_input``: those are predicted again), another is refused unless ``overwrite`` (which first
 deletes the files the old run's manifests record). ``OUTPUT/config.yaml`` (the resolved config) and the
 manifest are written, and each case is marked done once its files are in place. ``OUTPUT/prediction.json``
 names the checkpoint and network (``inference.provenance``).
@@ -34,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import sys
 from collections import deque
 from collections.abc import Collection, Iterator, Sequence
@@ -48,7 +51,7 @@ from diffuseg.data.case import Case
 from diffuseg.data.formats import Entry, Reader, open_input
 from diffuseg.data.formats.files import check_header, is_image_file, stem_of
 from diffuseg.data.splits import select_cases
-from diffuseg.data.transforms import model_input
+from diffuseg.data.transforms import model_channels_problem, model_input
 from diffuseg.data.verify import is_colour
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.files import remove_stale_temps
@@ -96,13 +99,19 @@ def _model_inputs(
         entry = reader.entries[index]
         inputs[entry.case_id] = [input_record(p, known) for p in entry.images]
         case = reader[index]
-        try:
-            d = config.data
-            image = model_input(case.image, d.image_size, d.in_channels, case.case_id, is_colour(case.geometry))
-        except ValueError as err:
-            raise UserError(f"{case.geometry.sources[0] if case.geometry.sources else case.case_id}: {err}") from None
         pending.append(case)
-        yield case.case_id, image
+        yield case.case_id, _model_image(case, config)
+
+
+def _model_image(case: Case, config: Config) -> torch.Tensor:
+    """``transforms.model_input`` of ``case``; ``UserError`` naming its files when the model cannot read its
+    channels."""
+    d = config.data
+    try:
+        return model_input(case.image, d.image_size, d.in_channels, case.case_id, is_colour(case.geometry))
+    except ValueError:
+        stored = int(case.image.shape[0])
+        raise UserError(model_channels_problem(case.geometry.sources, case.case_id, stored, d.in_channels)) from None
 
 
 def _as_paths(input: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
@@ -170,6 +179,7 @@ def prepare(
     if len(reader) == 0:
         raise UserError(f"{inputs[0]}: no images to predict")
     _check_headers(reader, str(inputs[0]))
+    _model_image(reader[0], config)  # the channels: a model that cannot read them fails here, not after writing
     check_output_names(reader.entries)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = resolve_sample_precision(config.sample.precision, device)  # config.yaml records what ran
@@ -327,7 +337,8 @@ def _note_changed(files: list[str], shown: int = 5) -> None:
 
 
 def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
-    """Predict the cases of ``manifest`` not yet done; returns how many were predicted."""
+    """Predict the cases of ``manifest`` not yet done; returns how many were written (a volume, whose slices are
+    predicted one by one, counts once)."""
     entries = run.reader.entries
     todo_units = [
         u
@@ -356,7 +367,7 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     ]
     pending: deque[Case] = deque()
     records: dict[str, list[dict]] = {}  # case id -> its input records, taken before it is decoded
-    written = 0
+    written = items = 0  # output cases (a 2D image, or a volume of slices) and 2D images predicted
     scheme = config.data.scheme
     try:
         with PredictionWriter(run.out, run.inputs, save_samples=run.save_samples, scheme=scheme) as writer:
@@ -367,13 +378,15 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
                 if case.case_id != result.case_id:  # sample_ensembles yields in input order
                     raise RuntimeError(f"ensemble of {result.case_id} arrived for case {case.case_id}")
                 files = writer.write(case, result.fused, result.uncertainty, result.samples, result.class_uncertainty)
-                written += 1
-                bar.set_postfix_str(f"{written}/{len(indices)} cases", refresh=False)
-                if files:
+                items += 1
+                bar.set_postfix_str(f"{items}/{len(indices)} images", refresh=False)
+                if files:  # a 2D case, or the last slice of a volume: its files are in place
                     manifest.mark_done(unit_of[case.case_id], files, records)
                     manifest.save(force=False)
+                    written += 1
             for volume_id, files in writer.flush_all():  # volumes with slices missing from the input
                 manifest.mark_done(volume_units[volume_id], files, records)
+                written += 1
     finally:
         bar.close()
         manifest.save()
@@ -396,7 +409,8 @@ def predict(
     cases: Collection[str] | None = None,
 ) -> int:
     """Predict every case of ``input`` (of part ``part_id`` of ``num_parts``) into ``output``; returns the
-    number of cases predicted now (those done by an earlier run of the same command are skipped).
+    number of cases written now, a volume counting once (those done by an earlier run of the same command are
+    skipped).
 
     Raises ``UserError`` for a missing, corrupt or foreign checkpoint, bad overrides, unreadable inputs
     (``DatasetError`` lists every structural problem), clashing output names, a bad output folder, or an output
@@ -419,9 +433,30 @@ def predict(
     """
     check_part(part_id, num_parts)
     run = prepare(checkpoint, input, output, overrides, save_samples, layout, device, cases)
-    with contextlib.ExitStack() as stack:
-        manifest = open_part(run, part_id, num_parts, overwrite, stack)
-        return run_part(run, manifest, show_progress)
+    existed = run.out.is_dir()
+    before = set(run.out.iterdir()) if existed else set()
+    manifest = None
+    try:
+        with contextlib.ExitStack() as stack:
+            manifest = open_part(run, part_id, num_parts, overwrite, stack)
+            return run_part(run, manifest, show_progress)
+    except BaseException:
+        if num_parts == 1 and (manifest is None or not manifest.done_ids()):  # parts may be writing beside us
+            _remove_new(run.out, before, existed)
+        raise
+
+
+def _remove_new(out: Path, before: set[Path], existed: bool) -> None:
+    """Remove what a failed run made in ``out``: every entry not in ``before``, and ``out`` itself when it did not
+    exist (and is empty now)."""
+    if not out.is_dir():
+        return
+    for p in out.iterdir():
+        if p not in before:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            out.rmdir()
 
 
 def check_part(part_id: int, num_parts: int) -> None:

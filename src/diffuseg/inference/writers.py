@@ -6,8 +6,9 @@
 - Several classes (``scheme``, a non-binary ``labels.LabelScheme``): ``fused`` and ``samples`` are atom
   maps (h,w) int; they are resized back as the one-hot over the atoms, bilinearly, then the argmax.
 - 2D slices of a 3D volume are collected and written as one volume once all its slices are in (``close``
-  writes unfinished ones, missing slices 0); NIfTI keeps the source's affine, HDF5 holds the mask only (the
-  image is not copied).
+  writes unfinished ones, missing slices 0); NIfTI keeps the source's affine and header (units, qform/sform
+  codes), MetaImage and NRRD its spacing, origin, direction and metadata, HDF5 holds the mask only (the image is
+  not copied).
 Two cases that would write files of one name (``x`` and ``x_uncertainty``; ``A`` and ``a``) are refused
 before anything is written (``check_output_names``).
 Every file is written to a temporary name in its folder and renamed. The writer refuses an OUTPUT inside
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 
 from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats.base import Entry, name_clashes
-from diffuseg.data.formats.files import HDF5_SUFFIXES
+from diffuseg.data.formats.files import HDF5_SUFFIXES, ITK_SUFFIXES, VOLUME_SUFFIXES
+from diffuseg.data.formats.write import write_itk, write_nifti
 from diffuseg.errors import UserError
 from diffuseg.files import atomic_path
 from diffuseg.inference.outputs import (
@@ -175,7 +177,7 @@ class PredictionWriter:
         if g.volume_id is not None and g.slice_index is not None and g.volume_shape is not None:
             vol = self._volumes.setdefault(g.volume_id, _Volume(g, output_name(g, case.case_id)))
             vol.slices[g.slice_index] = (mask, unc, samp, per_class)
-            if len(vol.slices) == g.volume_shape[slice_axis(g.format)]:
+            if len(vol.slices) == g.volume_shape[slice_axis(g)]:
                 return self._flush(g.volume_id)
             return []
         return self._write_all(g, output_name(g, case.case_id), mask, unc, samp, per_class)
@@ -199,7 +201,7 @@ class PredictionWriter:
         samp = np.zeros((n_samples, *shape), dtype) if n_samples else None
         n_classes = max((len(s[3]) for s in vol.slices.values() if s[3] is not None), default=0)
         per_class = np.zeros((n_classes, *shape), np.float32) if n_classes and unc is not None else None
-        axis = slice_axis(vol.geometry.format)
+        axis = slice_axis(vol.geometry)
         for z, (m, u, s, c) in vol.slices.items():
             _put(mask, z, m, axis)
             if unc is not None and u is not None:
@@ -234,7 +236,8 @@ class PredictionWriter:
 
 
 def _put(volume: np.ndarray, z: int, plane: np.ndarray, axis: int) -> None:
-    """Set slice ``z`` of ``volume`` along ``axis`` (0: HDF5 (D,H,W); 2: NIfTI; +1 for a stack of samples)."""
+    """Set slice ``z`` of ``volume`` along ``axis`` (0: HDF5 (D,H,W); NIfTI/ITK: the through-plane axis; +1 for a
+    stack of samples)."""
     index = [slice(None)] * volume.ndim
     index[axis] = z
     volume[tuple(index)] = plane
@@ -258,12 +261,14 @@ def _encode(
             f.create_dataset(key, data=data, compression="gzip")
             for name, values in (extra or {}).items():
                 f.create_dataset(name, data=values.astype(np.float32), compression="gzip")
-    elif ext in ("nii", "nii.gz"):
-        import nibabel as nib
-
+    elif ext in VOLUME_SUFFIXES:  # the input's header and geometry (``formats.write``)
         data = array.astype(_mask_dtype(array)) if kind == "mask" else array.astype(np.float32)
         affine = np.array(g.affine, dtype=np.float64) if g.affine is not None else np.eye(4)
-        nib.save(nib.Nifti1Image(data, affine), str(path))
+        source = g.sources[0] if g.sources else None
+        if ext in ITK_SUFFIXES:
+            write_itk(path, data, affine, source, ext)
+        else:
+            write_nifti(path, data, affine, source)
     elif ext == "npy":
         with open(path, "wb") as fh:
             np.save(fh, array.astype(_mask_dtype(array)) if kind == "mask" else array.astype(np.float32))

@@ -206,7 +206,11 @@ def _soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float) -> 
 
 
 def segmentation_loss(
-    logits: torch.Tensor, target: torch.Tensor, exclusive: bool = True, smooth: float = 1.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    exclusive: bool = True,
+    smooth: float = 1.0,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The deterministic UNet's loss (nnU-Net's Dice + cross-entropy, Isensee et al. 2021), a scalar.
 
@@ -218,10 +222,13 @@ def segmentation_loss(
       foreground channel 1..C (the background left out, as nnU-Net does), averaged over images and classes.
     - overlapping regions (``exclusive=False``): sigmoid BCE (mean over all pixels and channels) plus the soft
       Dice loss per image and region, averaged: ``dice_bce_loss`` channel by channel.
-    ``smooth`` s as in ``dice_bce_loss``: an empty class predicted empty costs no Dice.
+    ``smooth`` s as in ``dice_bce_loss``: an empty class predicted empty costs no Dice. ``valid`` (B, 1, H, W)
+    {0, 1}: only those pixels count (nnU-Net's ignore label; ``masked_segmentation_loss``).
     """
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
+    if valid is not None:
+        return masked_segmentation_loss(logits.float(), target.float(), valid.float(), exclusive, smooth)
     if logits.shape[1] == 1:
         return dice_bce_loss(logits, target, smooth)
     logits = logits.float()
@@ -232,3 +239,26 @@ def segmentation_loss(
         )
     cross_entropy = F.cross_entropy(logits, target.argmax(1))
     return _soft_dice_loss(torch.softmax(logits, 1)[:, 1:], target[:, 1:], smooth) + cross_entropy
+
+
+def masked_segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, exclusive: bool = True, smooth: float = 1.0
+) -> torch.Tensor:
+    """``segmentation_loss`` over the pixels where ``valid`` (B, 1, H, W) is 1 only (nnU-Net's ignore label,
+    Isensee et al. 2021): the cross-entropy (or BCE) is the mean over those pixels, and the soft Dice sees p and y
+    zero elsewhere. With every pixel valid it equals ``segmentation_loss``.
+
+    Args:
+        logits, target: (B, C, H, W), as ``segmentation_loss`` takes them.
+        valid: (B, 1, H, W) {0, 1}.
+        exclusive: softmax over C + 1 channels (True) or a sigmoid per channel.
+        smooth: the Dice smoothing s.
+    """
+    count = valid.sum().clamp_min(1.0)
+    if exclusive and logits.shape[1] > 1:
+        ce = F.cross_entropy(logits, target.argmax(1), reduction="none")
+        prob = torch.softmax(logits, 1)[:, 1:]
+        return _soft_dice_loss(prob * valid, target[:, 1:] * valid, smooth) + (ce * valid[:, 0]).sum() / count
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    dice = _soft_dice_loss(torch.sigmoid(logits) * valid, target * valid, smooth)
+    return dice + (bce * valid).sum() / (count * logits.shape[1])

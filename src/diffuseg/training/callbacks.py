@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from diffuseg.checkpoint import LAST
+from diffuseg.evaluation.case_metrics import without_ignored
 from diffuseg.evaluation.class_metrics import class_dice, class_ged, class_mean
 from diffuseg.evaluation.metrics import ged, pairwise_dice
 from diffuseg.inference.ensemble import draw_members, use_micro_batch
@@ -107,6 +108,7 @@ class SampledValidation(L.Callback):
                 truth = item["masks"]
                 if truth.shape[0] == 0:
                     continue
+                truth, sample, _ = without_ignored(module.scheme, truth, sample)
                 dice, distance = _scores(sample, truth, module.scheme, sample.shape[0])
                 dices.append(dice)
                 if distance is not None:

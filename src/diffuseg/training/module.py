@@ -76,11 +76,17 @@ class SegmentationModule(L.LightningModule):
     """The shared training machinery; subclasses define ``loss``."""
 
     method: ClassVar[Method]
+    ignores: ClassVar[bool] = False  # whether ``loss`` takes ``valid``: can train with an ignore label
 
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
         self.scheme = config.data.scheme
+        if self.scheme.ignore is not None and not self.ignores:
+            raise UserError(
+                f"method {config.method}: data.ignore_label={self.scheme.ignore} (nnU-Net's ignore label) is left "
+                "out of the loss by the diffusion and deterministic methods only; train one of those"
+            )
         self.net = build_network(config)
         self.process = build_process(config)  # DiffusionProcess for diffusion methods, else None
         if config.train.channels_last:
@@ -92,7 +98,8 @@ class SegmentationModule(L.LightningModule):
     # --- what a family defines -------------------------------------------------------------------
     def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
         """Scalar training loss for images ``(B, in_channels, H, W)`` and one annotation per item, its one-hot
-        ``target`` ``(B, C, H, W)`` {0, 1} (binary: the mask ``(B, 1, H, W)``)."""
+        ``target`` ``(B, C, H, W)`` {0, 1} (binary: the mask ``(B, 1, H, W)``). A family that ``ignores`` takes
+        ``valid`` ``(B, 1, H, W)`` {0, 1} too, the pixels that count (when some are ``ignore``)."""
         raise NotImplementedError
 
     # --- training --------------------------------------------------------------------------------
@@ -105,7 +112,10 @@ class SegmentationModule(L.LightningModule):
         image = batch["image"]
         if self.config.train.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        loss = self.loss(image, self.scheme.one_hot(batch["mask"][:, 0]), gen)
+        mask = batch["mask"][:, 0]
+        valid = self.scheme.valid(mask)  # None unless some pixel is nnU-Net's ignore label
+        target = self.scheme.one_hot(mask)
+        loss = self.loss(image, target, gen) if valid is None else self.loss(image, target, gen, valid[:, None].float())
         self._guard(loss)
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=image.shape[0])
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=image.shape[0])
@@ -170,9 +180,10 @@ class DiffusionModule(SegmentationModule):
     """MedSegDiff and the ambiguity paper's diffusion UNet: ``DiffusionProcess.loss`` and a sampler."""
 
     method = Method.DIFFUSION
+    ignores = True
 
-    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
-        return self.process.loss(self.net, target, image, generator)
+    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator, valid: Tensor | None = None) -> Tensor:
+        return self.process.loss(self.net, target, image, generator, valid)
 
 
 class DeterministicModule(SegmentationModule):
@@ -180,9 +191,10 @@ class DeterministicModule(SegmentationModule):
     (binary: Dice + BCE; exclusive classes: softmax cross-entropy + Dice; regions: BCE + Dice per channel)."""
 
     method = Method.DETERMINISTIC
+    ignores = True
 
-    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator) -> Tensor:
-        return segmentation_loss(self.net(image), target, self.scheme.exclusive)
+    def loss(self, image: Tensor, target: Tensor, generator: torch.Generator, valid: Tensor | None = None) -> Tensor:
+        return segmentation_loss(self.net(image), target, self.scheme.exclusive, valid=valid)
 
 
 class LatentModule(SegmentationModule):

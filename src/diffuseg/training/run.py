@@ -59,11 +59,15 @@ def check_resumable(stored: Config, given: Config, path: Path) -> None:
 
 def with_dataset_classes(config: Config, scheme: LabelScheme) -> Config:
     """``config`` with ``data.classes`` set to the classes of ``scheme`` (the reader's) when the config declares
-    none and the dataset does (nnU-Net ``dataset.json``, SSL4MIS label values): the checkpoint's resolved config
-    then rebuilds the network of C channels and predicts without the dataset. Else ``config`` itself."""
-    if config.data.classes or scheme.binary:
-        return config
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, classes=scheme.classes))
+    none and the dataset does (nnU-Net ``dataset.json``, SSL4MIS label values), and ``data.ignore_label`` to its
+    ignore label (nnU-Net's): the checkpoint's resolved config then rebuilds the network of C channels and
+    predicts without the dataset. Else ``config`` itself."""
+    data = config.data
+    if scheme.ignore is not None and data.ignore_label is None:  # nnU-Net's ignore label, from dataset.json
+        data = dataclasses.replace(data, ignore_label=scheme.ignore)
+    if not data.classes and not scheme.binary:
+        data = dataclasses.replace(data, classes=scheme.classes)
+    return config if data == config.data else dataclasses.replace(config, data=data)
 
 
 def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, int, Config]:
@@ -83,6 +87,13 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
     stored = checkpoint_config(ckpt, ckpt_path)
     if not config.data.classes and stored.data.classes:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, classes=stored.data.classes))
+    taken = {}  # what a run took from its dataset (classes handled above): its checkpoint keeps it
+    if config.data.ignore_label is None and stored.data.ignore_label is not None:
+        taken["ignore_label"] = stored.data.ignore_label
+    if not config.data.in_channels:
+        taken["in_channels"] = stored.data.in_channels
+    if taken:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, **taken))
     check_resumable(stored, config, ckpt_path)
     meta = ckpt["diffuseg"]
     return int(meta["global_step"]), int(meta["sampler_position"]), config
@@ -91,6 +102,8 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
 def check_model(config: Config) -> None:
     """``UserError`` for a bad model name or option, or a ``data.image_size`` the network cannot take
     (``methods.check_image_size``: built on the meta device, no weights, no random draws)."""
+    if not config.data.in_channels:  # taken from the data later; any count checks the rest of the model
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, in_channels=1))
     check_image_size(config)
 
 
@@ -108,18 +121,24 @@ def _prepare(config: Config, run_dir: Path) -> tuple[Config, L.LightningModule, 
     """Create the run folder, read the checked, cached data and build the module; write ``config.yaml``.
 
     Returns the run's resolved config (``with_dataset_classes``: the classes the dataset declares when the config
-    declares none), its module, the data and the precision. A bad precision or model fails before the data is
-    read (``check_model``); the module is built once, for the resolved config."""
+    declares none; ``data.in_channels`` 0 replaced by the data's channel count), its module, the data and the
+    precision. A bad precision or model fails before the data is read (``check_model``); the module is built once,
+    for the resolved config."""
     t = config.train
     _make_folder(run_dir)
     precision = resolve_precision(t.precision, t.accelerator)
     check_model(config)
     train_set, val_set = build_datasets(config, run_dir)
+    if not config.data.in_channels:  # a generic preset: the channels the data's images have
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, in_channels=train_set.in_channels))
+        print(f"image channels from the dataset: {train_set.in_channels} (recorded as data.in_channels)")
     resolved = with_dataset_classes(config, train_set.scheme)
-    if resolved is not config:
+    if resolved.data.classes != config.data.classes:
         names = ", ".join(f"{c.name}={'+'.join(map(str, c.values))}" for c in resolved.data.classes)
         print(f"classes from the dataset: {names} (recorded as data.classes in config.yaml and the checkpoints)")
-        config = resolved
+    if resolved.data.ignore_label != config.data.ignore_label:
+        print(f"ignore label from the dataset: {resolved.data.ignore_label} (data.ignore_label; out of the loss)")
+    config = resolved
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = module_class(config.method)(config)
     params = sum(p.numel() for p in module.net.parameters())
@@ -179,13 +198,27 @@ def _remove_temps(run_dir: Path, config: Config) -> None:
         stale.unlink(missing_ok=True)
 
 
+def absolute_paths(config: Config) -> Config:
+    """``config`` with ``train.out_dir`` and ``data.root`` made absolute (from the working folder), so the run's
+    config.yaml, split.json and checkpoints name them wherever they are read from later."""
+    data, t = config.data, config.train
+    root = str(Path(data.root).absolute()) if data.root else ""
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(data, root=root),
+        train=dataclasses.replace(t, out_dir=str(Path(t.out_dir).absolute())),
+    )
+
+
 def train(config: Config, resume: bool = False) -> Path:
     """Train ``config`` (or continue its run with ``resume``); returns the run folder.
 
     Raises ``UserError`` for bad data (every problem listed), a foreign or corrupt checkpoint, a resume
     with another config, and a loss that turns NaN or infinite (the last good checkpoint is kept). A start
-    that fails before training removes the run folder it created (never a folder that existed before).
+    that fails before training removes the run folder it created (never a folder that existed before). The run
+    folder and the data folder are recorded as absolute paths (``absolute_paths``).
     """
+    config = absolute_paths(config)
     t = config.train
     run_dir = Path(t.out_dir)
     ckpt_path = run_dir / "checkpoints" / LAST

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -108,10 +109,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class _DropAdverts(logging.Filter):
-    """Drops Lightning's advertisement for its cloud logger; every other message passes."""
+    """Drops Lightning's advertisement for its cloud logger and its accelerator banner of what is absent
+    ("GPU available: False, used: False", "TPU available: False, ...", HPU, IPU); every other message passes (a
+    GPU that is there and used is still announced)."""
+
+    ABSENT = re.compile(r"^(GPU available: False|[THI]PU available: False)")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return "litlogger" not in message and not self.ABSENT.match(message)
 
 
 def make_trainer(config: Config, run_dir: Path, callbacks: list[L.Callback], precision: str) -> L.Trainer:

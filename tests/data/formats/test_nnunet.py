@@ -10,7 +10,7 @@ import pytest
 import torch
 from datafixtures import label_map, nifti, nnunet
 
-from diffuseg.data.formats import open_dataset
+from diffuseg.data.formats import images_from_files, open_dataset
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
@@ -46,8 +46,10 @@ def test_nnunet_dataset_json_classes(tmp_path):
     assert reader[0].geometry.volume_id == "c1"
     binary = open_dataset(tmp_path, foreground=[3])  # data.foreground keeps it binary
     assert binary.scheme.binary and set(binary[0].masks.unique().tolist()) == {0, 1}
-    with pytest.raises(UserError, match=r"dataset.json: its labels .* do not match data.classes"):
+    with pytest.raises(UserError, match=r"dataset.json: its labels .* do not match data.classes .*'data.classes=\[\]'"):
         open_dataset(tmp_path, classes=(ClassSpec("RV", (1,)), ClassSpec("LV", (3,))))
+    spelled = (ClassSpec("rv", (1,)), ClassSpec("Mlv", (2,)), ClassSpec("LVC", (3,)))  # names up to case: the same
+    assert open_dataset(tmp_path, classes=spelled).scheme.names == ("rv", "Mlv", "LVC")
 
 
 def test_nnunet_msd_v1_labels_and_regions(tmp_path):
@@ -88,3 +90,60 @@ def test_nnunet_annotator_folders_outside_the_dataset_are_refused(tmp_path, entr
 def test_nnunet_annotator_folders_inside_the_dataset_are_read(tmp_path):
     root = _nnunet(tmp_path / "ds", ["labelsTr"])
     assert len(open_dataset(str(root), "nnunet", ()).entries) == 2  # the two slices of one volume
+
+
+def _images_ts(root: Path, cases: dict[str, int]) -> Path:
+    """``root/imagesTs`` with ``CASE_XXXX.nii.gz`` files, ``cases[CASE]`` channels each (6x6x2 volumes)."""
+    rng = np.random.default_rng(0)
+    for case, channels in cases.items():
+        for c in range(channels):
+            nifti(root / "imagesTs" / f"{case}_{c:04d}.nii.gz", rng.random((6, 6, 2)).astype(np.float32))
+    return root / "imagesTs"
+
+
+def test_an_images_ts_folder_groups_channel_files_into_cases(tmp_path, capsys):
+    folder = _images_ts(tmp_path, {"a": 2, "b": 2})
+    reader = open_dataset(folder)
+    assert reader.layout == "nnunet" and reader.annotators == 0
+    assert [e.case_id for e in reader.entries] == ["a_z0000", "a_z0001", "b_z0000", "b_z0001"]
+    assert {e.volume_id for e in reader.entries} == {"a", "b"} and reader[0].image.shape == (2, 6, 6)
+    assert "read as 2 case(s) of 2 channels" in capsys.readouterr().err
+    alone = open_dataset(folder, layout="images")  # each file an image of its own
+    assert {e.volume_id for e in alone.entries} == {"a_0000", "a_0001", "b_0000", "b_0001"}
+    files = images_from_files(sorted(folder.iterdir()))
+    assert files.layout == "nnunet" and {e.volume_id for e in files.entries} == {"a", "b"}
+
+
+def test_an_images_ts_folder_checks_the_channels_of_dataset_json(tmp_path):
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "PET"}, "labels": {}}))
+    folder = _images_ts(tmp_path, {"a": 1})
+    reader = open_dataset(folder)
+    assert reader.layout == "nnunet" and not reader.entries
+    assert reader.problems == [f"{folder}/a: missing channel file(s) _0001 ({tmp_path / 'dataset.json'} declares 2)"]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["a_0000", "a_0002"], ["a_0000", "a_0001", "b_0000"], ["a_0000", "notes"], ["frame_0001"]],
+)
+def test_files_not_named_as_nnunet_channels_stay_images(tmp_path, names):
+    for name in names:
+        nifti(tmp_path / f"{name}.nii.gz", np.zeros((4, 4), np.float32))
+    reader = open_dataset(tmp_path)
+    assert reader.layout == "images" and sorted(e.case_id for e in reader.entries) == sorted(names)
+
+
+def test_nnunet_ignore_label_is_no_class(tmp_path):
+    values = label_map(16)
+    values[:4] = 4  # unannotated rows
+    labels = {"background": 0, "RV": 1, "MLV": 2, "LVC": 3, "ignore": 4}
+    reader = open_dataset(nnunet(tmp_path / "classes", labels, np.stack([values, label_map(16)], -1)))
+    assert reader.scheme.names == ("RV", "MLV", "LVC") and reader.scheme.ignore == 4
+    assert reader[0].masks[0].numpy().tolist() == values.tolist()  # atoms 1..3 as the values, ignore atom 4
+    binary = np.where(values == 4, 2, values > 0).astype(np.uint8)
+    root = nnunet(tmp_path / "binary", {"background": 0, "lesion": 1, "ignore": 2}, np.stack([binary] * 2, -1))
+    reader = open_dataset(root)
+    assert reader.scheme.binary and reader.scheme.ignore == 2
+    assert reader[0].masks[0].numpy().tolist() == binary.tolist()
+    with pytest.raises(UserError, match=r"dataset.json: data.ignore_label=2: the ignore label must be above"):
+        open_dataset(nnunet(tmp_path / "low", {"background": 0, "a": 1, "ignore": 2, "b": 3}, values[..., None]))

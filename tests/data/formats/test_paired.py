@@ -66,8 +66,31 @@ def test_paired_integer_label_images(tmp_path):
     reader = open_dataset(tmp_path, classes=ACDC)
     case = reader[0]
     assert case.masks.dtype == torch.uint8 and case.masks[0].numpy().tolist() == label_map(16).tolist()
-    with pytest.raises(UserError, match="not binary"):  # binary default unchanged: several values are an error
-        open_dataset(tmp_path)[0]
+    inferred = open_dataset(tmp_path)  # no classes declared: the label values found are the classes, with a note
+    assert inferred.scheme.names == ("class_1", "class_2", "class_3") and "--classes" in inferred.notes[0]
+    assert inferred[0].masks[0].numpy().tolist() == label_map(16).tolist()
+    assert open_dataset(tmp_path, foreground=[3]).scheme.binary
+
+
+def test_masks_with_255_and_other_values_are_not_read_as_classes(tmp_path):
+    png(tmp_path / "images" / "a.png", grey(16))
+    png(tmp_path / "masks" / "a.png", label_map(16) * 85)  # 0, 85, 170, 255: anti-aliasing or a void label
+    reader = open_dataset(tmp_path)
+    assert reader.scheme.binary and not reader.notes
+    with pytest.raises(UserError, match=r"not binary \(values \{0, 85, 170, 255\}\); declare its classes"):
+        reader[0]
+
+
+def test_nifti_label_volumes_name_the_slice_and_take_classes_from_values(tmp_path):
+    volume = np.stack([label_map(16, z) for z in range(3)], -1)
+    nifti(tmp_path / "images" / "v.nii.gz", np.random.default_rng(0).random((16, 16, 3)).astype(np.float32))
+    nifti(tmp_path / "labels" / "v.nii.gz", volume)
+    reader = open_dataset(tmp_path)
+    assert reader.scheme.names == ("class_1", "class_2", "class_3")
+    assert all(reader.check(i)[1] == [] for i in range(3))
+    nifti(tmp_path / "labels" / "v.nii.gz", volume * 85)  # 255 among the values: not read as classes
+    problems = open_dataset(tmp_path).check(1)[1]
+    assert len(problems) == 1 and "v.nii.gz (slice 1): mask is not binary" in problems[0]
 
 
 def test_atoms_follow_declaration_order(tmp_path):

@@ -1,11 +1,13 @@
 """Readers, one per on-disk layout, and ``open_dataset`` which detects the layout.
 
 Layouts: ``lidc`` (LIDC-IDRI-slices, 4 annotators), ``brats`` (MedSegDiff's BraTS folders, NIfTI),
-``nnunet`` (nnU-Net raw, several annotators as an extension), ``multi`` (one mask folder or suffix per
+``nnunet`` (nnU-Net raw, several annotators as an extension; also an images folder alone, ``imagesTs``, of
+files ``CASE_XXXX``), ``multi`` (one mask folder or suffix per
 annotator), ``paired`` (images and masks by stem, incl. DDTI and NIfTI volumes; alias ``nifti``) and
 ``classes`` (one folder per class of images with suffixed masks, e.g. BUSI; lesion masks joined), ``ssl4mis``
-(HDF5 files with ``image`` and ``label``, 2D slices and 3D volumes, e.g. ACDC) and ``images`` (unlabelled
-images, for prediction).
+(HDF5 files with ``image`` and ``label``, 2D slices and 3D volumes, e.g. ACDC), ``images`` (unlabelled
+images, for prediction) and ``labels`` (a folder of label files alone, the ground truth ``evaluate`` takes:
+``open_ground_truth``).
 """
 
 from __future__ import annotations
@@ -18,17 +20,18 @@ from pathlib import Path
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.brats import BraTSReader
 from diffuseg.data.formats.classes import ClassFoldersReader
-from diffuseg.data.formats.files import check_regular, is_image_file
+from diffuseg.data.formats.files import HDF5_SUFFIXES, IMAGE_SUFFIXES, check_regular, is_image_file, suffix_of
+from diffuseg.data.formats.labelmaps import LabelsReader
 from diffuseg.data.formats.lidc import LIDCReader
 from diffuseg.data.formats.multi import MultiAnnotatorReader
-from diffuseg.data.formats.nnunet import NnUNetReader
+from diffuseg.data.formats.nnunet import NnUNetImagesReader, NnUNetReader, channel_cases
 from diffuseg.data.formats.paired import IMAGE_DIRS, MASK_DIRS, ImagesReader, PairedReader, find_dir
 from diffuseg.data.formats.ssl4mis import SSL4MISReader
 from diffuseg.enums import Layout
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
-__all__ = ["Entry", "Layout", "Reader", "images_from_files", "open_dataset", "open_input"]
+__all__ = ["Entry", "Layout", "Reader", "images_from_files", "open_dataset", "open_ground_truth", "open_input"]
 
 
 READERS: dict[Layout, type[Reader]] = {
@@ -41,6 +44,7 @@ READERS: dict[Layout, type[Reader]] = {
     Layout.PAIRED: PairedReader,
     Layout.NIFTI: PairedReader,
     Layout.IMAGES: ImagesReader,
+    Layout.LABELS: LabelsReader,
 }
 # ``multi`` is a more specific ``paired`` (several mask folders or numbered suffixes): when both match, multi wins.
 _SPECIFIC = (Layout.NNUNET, Layout.LIDC, Layout.BRATS, Layout.MULTI, Layout.CLASSES, Layout.SSL4MIS)
@@ -62,6 +66,8 @@ def detect_layout(root: Path) -> Layout:
         )
     if matches:
         return matches[0]
+    if NnUNetImagesReader.detect(root):
+        return Layout.NNUNET
     if ImagesReader.detect(root):
         return Layout.IMAGES
     raise UserError(
@@ -93,8 +99,11 @@ def open_dataset(
         raise UserError(f"layout: {err}") from None
     if chosen == Layout.AUTO:
         chosen = detect_layout(path)
+    cls = READERS[chosen]
+    if chosen == Layout.NNUNET and not NnUNetReader.detect(path) and NnUNetImagesReader.detect(path):  # imagesTs
+        cls = NnUNetImagesReader
     try:
-        reader = READERS[chosen](path, foreground=foreground, classes=classes)
+        reader = cls(path, foreground=foreground, classes=classes)
     except OSError as err:
         raise UserError(f"{path}: cannot read the folder ({err})") from None
     reader.layout = str(chosen)
@@ -103,16 +112,34 @@ def open_dataset(
     return reader
 
 
+def open_ground_truth(
+    root: str | os.PathLike, layout: str = "auto", foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()
+) -> Reader:
+    """``open_dataset`` for ``evaluate``'s ground truth: a folder that holds image files alone (which
+    ``open_dataset`` reads as unlabelled images) is read as the ``labels`` layout, each file a label map (nnU-Net's
+    ``labelsTs``, a folder of mask PNGs or NIfTIs)."""
+    path = Path(root)
+    auto = str(layout).lower() == Layout.AUTO and path.is_dir() and not NnUNetReader.detect(path)
+    if auto and detect_layout(path) in (Layout.IMAGES, Layout.NNUNET):  # NNUNET here: an imagesTs-like folder
+        layout = Layout.LABELS.value
+    return open_dataset(root, layout, foreground, classes)
+
+
 def images_from_files(paths: Sequence[str | os.PathLike]) -> Reader:
-    """Unlabelled cases (A = 0) from a list of image files (PNG, JPG, NIfTI, ...), for ``predict``."""
+    """Unlabelled cases (A = 0) from a list of image files (PNG, JPG, NIfTI, SSL4MIS HDF5, ...), for ``predict``
+    (volumes sliced as their layouts slice them); files named as nnU-Net names channels (``CASE_0000``,
+    ``CASE_0001``, ...; ``nnunet.channel_cases``) are grouped into cases."""
     files = [Path(p) for p in paths]
     for p in files:
         if not p.exists() and not p.is_symlink():
             raise UserError(f"{p}: input file not found")
         check_regular(p)
-        if not is_image_file(p):
-            raise UserError(f"{p}: not an image file this tool reads")
+        if not (is_image_file(p) or suffix_of(p) in HDF5_SUFFIXES):
+            known = ", ".join(f".{s}" for s in (*IMAGE_SUFFIXES, *HDF5_SUFFIXES))
+            raise UserError(f"{p}: not an image file this tool reads (known: {known})")
     root = files[0].parent if files else Path(".")
+    if channel_cases(files) is not None:
+        return NnUNetImagesReader(root, files=files)
     return ImagesReader(root, files=files)
 
 

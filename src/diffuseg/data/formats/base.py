@@ -3,11 +3,17 @@
 A reader only *finds* files (``scan``); decoding, slicing of volumes, turning label maps into atom maps
 (``labels``: binary {0,1}, or one atom per declared label value) and every per-file check live
 here, so all layouts report problems the same way.
+
+Classes, one policy for every layout: ``data.classes`` (``--classes RV=1,Myo=2,LV=3``) when given; else those the
+dataset declares (nnU-Net's ``dataset.json``); else, for a layout whose files say nothing of their classes
+(``Reader.infer_classes``: paired and NIfTI folders, multi, SSL4MIS, label folders), the label values found in
+its label files (``classes_from_values``): two to ``MAX_INFERRED`` distinct positive integers (255 not among them:
+the foreground of 0/255 masks, a void label or an anti-aliased edge) become exclusive classes ``class_V``, with a
+note; else the masks are binary (``data.foreground``, default any non-zero value).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 from collections import OrderedDict
@@ -19,10 +25,10 @@ import numpy as np
 import torch
 
 from diffuseg.data.case import Case, Geometry
+from diffuseg.data.formats.containment import Containment, drop_unreadable
 from diffuseg.data.formats.files import (
     LOSSY_SUFFIXES,
     FileData,
-    check_regular,
     label_values,
     normalize_intensity,
     read_file,
@@ -31,6 +37,8 @@ from diffuseg.data.formats.files import (
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
 
+MAX_INFERRED = 64  # at most this many distinct label values are read as classes when none are declared
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -38,8 +46,9 @@ class Entry:
 
     ``images`` holds one file per channel (BraTS: one per modality) or a single file holding all channels;
     ``masks`` one tuple per annotator of the files whose union is that annotator's mask (several lesions
-    of one image). ``slice_index`` selects a slice (last array axis) of a 3D volume. ``labels`` are the
-    label values the layout allows (``None``: a binary mask, any single non-zero value).
+    of one image). ``slice_index`` selects a slice of a 3D volume along ``slice_axis`` (``None``: the format's,
+    the third axis of a NIfTI/ITK volume, the first of an HDF5 one; ``orientation``). ``labels`` are the label
+    values the layout allows (``None``: a binary mask, any single non-zero value).
     """
 
     case_id: str
@@ -51,6 +60,7 @@ class Entry:
     volume_shape: tuple[int, ...] | None = None
     labels: tuple[int, ...] | None = None
     category: str = ""  # class folder (``classes`` layout), kept in ``Geometry.category``
+    slice_axis: int | None = None
 
 
 class _FileCache:
@@ -89,23 +99,29 @@ def _channel_axis(data: FileData) -> int | None:
     return 2 if a.ndim == 3 else None  # rasters (H,W,channels); .npy (H,W,channels) too
 
 
-def _plane(data: FileData, array: np.ndarray, slice_index: int | None) -> np.ndarray:
-    """The 2D plane (H,W) or (H,W,channels) of an entry: slice ``slice_index`` (default 0) of a NIfTI volume (last
-    axis) or an HDF5 volume (first axis)."""
-    z = 0 if slice_index is None else slice_index
+def _axis(data: FileData, entry: Entry) -> int:
+    """The array axis the entry's slice is taken along: its own, else its format's (HDF5 0, NIfTI/ITK 2)."""
+    if entry.slice_axis is not None:
+        return entry.slice_axis
+    return 0 if data.slice_axis == 0 else 2
+
+
+def _plane(data: FileData, array: np.ndarray, entry: Entry) -> np.ndarray:
+    """The 2D plane (H,W) or (H,W,channels) of an entry: slice ``slice_index`` (default 0) along ``_axis`` of a
+    NIfTI/ITK volume (X,Y,Z[,channels]) or an HDF5 volume (D,H,W)."""
+    z = 0 if entry.slice_index is None else entry.slice_index
     if data.slice_axis == 0 and array.ndim == 3:
         return array[z]
     if data.affine is not None and array.ndim >= 3:
-        return array[:, :, z]
+        return np.take(array, z, axis=_axis(data, entry))
     return array
 
 
-def _lacks_slice(data: FileData, slice_index: int | None) -> bool:
+def _lacks_slice(data: FileData, entry: Entry) -> bool:
     """Whether an entry asks for a slice the file does not have."""
-    if slice_index is None:
+    if entry.slice_index is None:
         return False
-    axis = 0 if data.slice_axis == 0 else 2
-    return data.array.ndim < 3 or slice_index >= data.array.shape[axis]
+    return data.array.ndim < 3 or entry.slice_index >= data.array.shape[_axis(data, entry)]
 
 
 class Reader:
@@ -121,6 +137,7 @@ class Reader:
 
     layout = "base"
     patient_rule = "the case name (each case its own patient)"  # how ``scan`` names patients, for ``verify``
+    infer_classes = False  # whether undeclared classes are read from the label values (module docstring)
     contained = True  # images must lie in the dataset folder (not for image files named one by one)
 
     def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()):
@@ -132,60 +149,74 @@ class Reader:
         self.problems: list[str] = []
         self.notes: list[str] = []
         self._files = _FileCache()
-        self._folders: dict[Path, Path] = {}
+        self.containment = Containment(self.root)
         self.scan()
         self.problems += name_clashes(self.entries)
-        self._drop_unreadable()
+        self.entries, dropped = drop_unreadable(self.entries, self.containment if self.contained else None)
+        self.problems += dropped
+        if self.infer_classes and self.scheme.binary and not self.foreground:
+            self.classes_from_values()
 
-    def _drop_unreadable(self) -> None:
-        """Move each entry with a file that is no regular file (``check_regular``: a dangling link, a pipe, a
-        device, a folder named like an image), or an image linked from outside the dataset folder, to ``problems``
-        (each file named once), so that nothing later opens, stats or hashes it."""
-        found: dict[tuple[Path, Path | None, bool], str | None] = {}
-        kept = []
-        for e in self.entries:
-            partner = e.masks[0][0] if e.masks and e.masks[0] else None
-            bad = False
-            for path in (*e.images, *(p for files in e.masks for p in files)):
-                key = (path, partner, path in e.images)
-                if key not in found:
-                    found[key] = self._file_problem(*key)
-                    if found[key] is not None:
-                        self.problems.append(str(found[key]))
-                bad = bad or found[key] is not None
-            if not bad:
-                kept.append(e)
-        self.entries = kept
+    def classes_from_values(self) -> None:
+        """Without declared classes: the distinct label values of the label files (JPEG skipped, entries whose
+        layout fixes their labels skipped) become classes ``class_V`` when they pass the module docstring's rule,
+        with a note; the scheme stays binary otherwise."""
+        from tqdm import tqdm
 
-    def _file_problem(self, path: Path, partner: Path | None, image: bool) -> str | None:
-        """The problem of one file of an entry, or ``None``: not a regular file; for an ``image`` of a
-        ``contained`` dataset (``partner``: its first label file, or ``None``), a link out of the dataset folder
-        (label files are checked so as they are decoded, ``_mask``)."""
-        try:
-            check_regular(path)
-        except UserError as err:
-            return str(err)
-        outside = self._outside(path, partner) if self.contained and image else None
-        if outside is None:
-            return None
-        return (
-            f"{path}: a link to {outside}, outside the dataset folder {self.root}; images are never read from "
-            "outside the dataset (copy the file in, or link the folder of the whole case)"
+        found_in = {p: e.images[0] for e in self.entries if e.labels is None for f in e.masks for p in f}
+        files = [  # a label linked from outside is never read: decoding its entry reports it
+            p
+            for p, image in found_in.items()
+            if suffix_of(p) not in LOSSY_SUFFIXES and not self.containment.outside(p, image)
+        ]
+        found: set = set()
+        for path in tqdm(files, desc="label values", unit="file", leave=False, disable=len(files) < 100 or None):
+            try:
+                found.update(label_values(read_file(path, as_mask=True).array))
+            except UserError:
+                continue  # decoding the entry reports the file
+        values = sorted(v for v in found if v != 0)
+        if (
+            not 2 <= len(values) <= MAX_INFERRED
+            or 255 in values
+            or not all(v > 0 and float(v).is_integer() for v in values)
+        ):
+            return
+        classes = [ClassSpec(f"class_{int(v)}", (int(v),)) for v in values]
+        self.use_dataset_classes(classes, str(self.root))
+        self.classes_source = "the label values found in the files"
+        example = ",".join(f"{c.name}={c.values[0]}" for c in classes[:3]) + (",..." if len(classes) > 3 else "")
+        self.notes.append(
+            f"{self.root}: no classes declared; the label values {', '.join(str(int(v)) for v in values)} of its "
+            f"label files are taken as classes {', '.join(c.name for c in classes)} (name them with --classes "
+            f"{example} or data.classes; --foreground V makes the masks binary)"
         )
 
     def use_dataset_classes(self, classes: Sequence[ClassSpec], where: str) -> None:
         """Take the classes the dataset declares (file ``where``) unless the config declares its own, which must
-        then match them (else ``UserError`` naming ``where``). Binary by ``data.foreground`` wins over them."""
+        then match them, names up to case (``LabelScheme.same_classes``; else ``UserError`` naming ``where`` and
+        the override that fixes it). Binary by ``data.foreground`` wins over them."""
         if self.foreground:
             return
         found = label_scheme(classes, (), where=where)
         if self.scheme.binary:
             self.scheme, self.classes_source = found, where
-        elif self.scheme != found:
+        elif not self.scheme.same_classes(found):
+            listed = ", ".join(f"{{name: {c.name}, values: {list(c.values)}}}" for c in found.classes)
             raise UserError(
                 f"{where}: its labels {_describe_classes(found)} do not match data.classes "
-                f"{_describe_classes(self.scheme)}; remove data.classes or make it match"
+                f"{_describe_classes(self.scheme)} (names are compared without case, values in order); take the "
+                f"dataset's with 'data.classes=[]', or declare them as it does: 'data.classes=[{listed}]'"
             )
+
+    def use_ignore(self, value: int, where: str) -> None:
+        """Take the ignore label the dataset declares (nnU-Net's ``"ignore"`` in the file ``where``): its pixels
+        become the scheme's ignore atom (``labels``); ``UserError`` naming ``where`` unless it is the highest
+        label value."""
+        try:
+            self.scheme = label_scheme(self.scheme.classes, self.scheme.foreground, ignore=value)
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
 
     @staticmethod
     def detect(root: Path) -> bool:
@@ -239,10 +270,10 @@ class Reader:
                 continue
             if bad:
                 problems.append(f"{path}: {bad} NaN or infinite intensity value(s)")
-            if _lacks_slice(data, entry.slice_index):
+            if _lacks_slice(data, entry):
                 problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
                 continue
-            plane = _plane(data, normalised, entry.slice_index)
+            plane = _plane(data, normalised, entry)
             if plane.ndim not in (2, 3) or 0 in plane.shape:
                 problems.append(
                     f"{path}: not a 2D image (array shape {data.array.shape}; expected (H,W) or (H,W,C), "
@@ -273,12 +304,9 @@ class Reader:
     def _mask(self, entry: Entry, files: tuple[Path, ...], size: tuple[int, int], first, problems: list[str]):
         out = np.zeros(size, dtype=np.uint8)
         for path in files:
-            outside = self._outside(path, entry.images[0])
+            outside = self.containment.outside_problem(path, entry.images[0], "labels")
             if outside is not None:
-                problems.append(
-                    f"{path}: a link to {outside}, outside the dataset folder {self.root}; labels are never read "
-                    "from outside the dataset (copy the file in, or link the folder of the whole case)"
-                )
+                problems.append(outside)
                 continue
             try:
                 data, _, bad = self._files.get(path, as_mask=True)
@@ -299,7 +327,7 @@ class Reader:
                     f"{_shape(first[1].array.shape[:3])} ({first[0].name}); a label volume has its image's shape"
                 )
                 continue
-            plane = _plane(data, data.array, entry.slice_index)
+            plane = _plane(data, data.array, entry)
             if plane.ndim == 3 and plane.shape[2] == 1:
                 plane = plane[..., 0]
             if plane.shape != tuple(size):
@@ -308,69 +336,56 @@ class Reader:
                     f"{'x'.join(map(str, size))} ({entry.images[0].name})"
                 )
                 continue
+            where = f"{path}" if entry.slice_index is None else f"{path} (slice {entry.slice_index})"
             if self.scheme.binary:
-                binary = self._binarise(path, plane, entry.labels, problems)
+                binary = self._binarise(path, where, plane, entry.labels, problems)
                 if binary is not None:
-                    out |= binary
+                    np.maximum(out, binary, out=out)  # the union; an ignore atom (2) wins
                 continue
-            atoms = self._atoms(path, plane, problems)
+            atoms = self._atoms(path, where, plane, problems)
             if atoms is not None:  # several files of one annotator (lesions): later files win where they label
                 out = np.where(atoms > 0, atoms, out)
         return out
 
-    def _outside(self, path: Path, partner: Path | None) -> Path | None:
-        """Where the file ``path`` leads when a link takes it out of the dataset folder, else ``None``. A link
-        that moves a case's image and labels together (a linked patient folder, above the folders of both
-        ``path`` and its ``partner``, the case's image or label file) is followed: the file must then lie in
-        that folder's target."""
-        target = path.resolve() if path.is_symlink() else self._resolved(path.parent) / path.name
-        inside = [self._resolved(self.root)]
-        if partner is not None:
-            with contextlib.suppress(ValueError):  # one relative, one absolute
-                inside.append(self._resolved(Path(os.path.commonpath([path.parent, partner.parent]))))
-        return None if any(target == f or f in target.parents for f in inside) else target
-
-    def _resolved(self, folder: Path) -> Path:
-        """``folder.resolve()``, once per folder (a dataset's files share a few folders)."""
-        if folder not in self._folders:
-            self._folders[folder] = folder.resolve()
-        return self._folders[folder]
-
-    def _atoms(self, path: Path, plane: np.ndarray, problems: list[str]) -> np.ndarray | None:
-        """Atom map (H,W) uint8 of one label map under a multi-class ``scheme``; ``None`` with a problem when a
-        value is not declared or the file cannot hold exact label values."""
+    def _atoms(self, path: Path, where: str, plane: np.ndarray, problems: list[str]) -> np.ndarray | None:
+        """Atom map (H,W) uint8 of one label map (file ``path``, ``where`` naming the slice) under a multi-class
+        ``scheme``; ``None`` with a problem when a value is not declared or the file cannot hold exact values."""
         if suffix_of(path) in LOSSY_SUFFIXES:
             problems.append(f"{path}: a JPEG label map cannot hold exact class values; store it as PNG")
             return None
         unknown = self.scheme.undeclared(label_values(plane))
         if unknown:
             problems.append(
-                f"{path}: label value(s) {_values(sorted(unknown))} not declared in {self.classes_source} "
+                f"{where}: label value(s) {_values(sorted(unknown))} not declared in {self.classes_source} "
                 f"{_describe_classes(self.scheme)}"
             )
             return None
         return self.scheme.encode(plane)
 
-    def _binarise(self, path: Path, plane: np.ndarray, labels, problems: list[str]) -> np.ndarray | None:
-        """Foreground of one label map: the chosen ``foreground`` labels, or any non-zero value."""
+    def _binarise(self, path: Path, where: str, plane: np.ndarray, labels, problems: list[str]) -> np.ndarray | None:
+        """Foreground of one label map (file ``path``, ``where`` naming the slice): the chosen ``foreground``
+        labels, or any non-zero value."""
         if suffix_of(path) in LOSSY_SUFFIXES:  # JPEG masks are never exactly binary: threshold at half
             return (plane >= (128 if plane.dtype == np.uint8 else 0.5)).astype(np.uint8)
         values = label_values(plane)
-        nonzero = [v for v in values if v != 0]
+        ignore = self.scheme.ignore
+        nonzero = [v for v in values if v != 0 and v != ignore]
         if labels is not None:
             unknown = sorted(set(nonzero) - set(labels))
             if unknown:
-                problems.append(f"{path}: unknown label value(s) {_values(unknown)} (allowed: {_values(labels)})")
+                problems.append(f"{where}: unknown label value(s) {_values(unknown)} (allowed: {_values(labels)})")
                 return None
         elif not self.foreground and len(nonzero) > 1:
             problems.append(
-                f"{path}: mask is not binary (values {_values(values)}); choose label values with "
-                "data.foreground=[...] (diffuseg verify --foreground 1,2)"
+                f"{where}: mask is not binary (values {_values(values)}); declare its classes with --classes "
+                "NAME=V,... (data.classes, e.g. --classes RV=1,Myo=2,LV=3), or choose the foreground values with "
+                "--foreground V,... (data.foreground)"
             )
             return None
-        if self.foreground:
-            return np.isin(plane, self.foreground).astype(np.uint8)
-        return (plane != 0).astype(np.uint8)
+        binary = (np.isin(plane, self.foreground) if self.foreground else plane != 0).astype(np.uint8)
+        if ignore is not None:
+            binary[plane == ignore] = self.scheme.ignore_atom
+        return binary
 
     def _geometry(self, entry: Entry, data: FileData, size) -> Geometry:
         affine = tuple(tuple(float(v) for v in row) for row in data.affine) if data.affine is not None else None
@@ -384,6 +399,7 @@ class Reader:
             volume_id=entry.volume_id,
             slice_index=entry.slice_index,
             volume_shape=entry.volume_shape,
+            slice_axis=entry.slice_axis,
             layout=self.layout,
             category=entry.category,
         )
@@ -456,41 +472,3 @@ def annotator_problems(
         for stem in sorted(set(found) - set(images)):
             problems.append(f"{found[stem]}: {orphan} ({name})")
     return problems
-
-
-def nifti_slices(path: Path) -> tuple[int, ...] | None:
-    """Shape of a NIfTI file from its header alone, or ``None`` when the header cannot be read."""
-    import nibabel as nib
-
-    if not path.is_file():  # a pipe would block: ``Reader`` names the file
-        return None
-    try:
-        return tuple(int(s) for s in nib.load(str(path)).shape)
-    except Exception:  # a corrupt header: the entry is kept and decoding reports the file
-        return None
-
-
-def expand_volumes(entries: list[Entry]) -> list[Entry]:
-    """Replace each entry whose first image is a 3D NIfTI volume by one entry per slice (last axis)."""
-    out: list[Entry] = []
-    for e in entries:
-        first = e.images[0]
-        shape = nifti_slices(first) if suffix_of(first) in ("nii", "nii.gz") else None
-        if shape is None or len(shape) < 3 or shape[2] <= 1:
-            out.append(e)
-            continue
-        for z in range(shape[2]):
-            out.append(
-                Entry(
-                    case_id=f"{e.case_id}_z{z:04d}",
-                    patient_id=e.patient_id,
-                    images=e.images,
-                    masks=e.masks,
-                    slice_index=z,
-                    volume_id=e.case_id,
-                    volume_shape=shape[:3],
-                    labels=e.labels,
-                    category=e.category,
-                )
-            )
-    return out

@@ -16,8 +16,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from diffuseg.data.formats.base import Entry, Reader, expand_volumes
+from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.files import NIFTI_SUFFIXES, stem_of, suffix_of
+from diffuseg.data.formats.volumes import expand_volumes
 from diffuseg.labels import ClassSpec
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")

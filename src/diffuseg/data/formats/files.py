@@ -1,4 +1,9 @@
-"""Decoding one file: 2D rasters (PNG, JPG, GIF, TIFF, BMP), NumPy arrays, NIfTI images and SSL4MIS HDF5 files.
+"""Decoding one file: 2D rasters (PNG, JPG, GIF, TIFF, BMP), NumPy arrays, NIfTI images, MetaImage (``.mha``) and
+NRRD (``.nrrd``) images through SimpleITK (the optional extra ``diffuseg[itk]``), and SSL4MIS HDF5 files.
+
+Volumes keep one convention whatever their format: the array is indexed (X,Y[,Z][,channels]) and ``affine`` maps
+those indices to RAS millimetres, as nibabel gives NIfTI. SimpleITK's arrays (Z,Y,X) and LPS geometry (spacing,
+origin, direction) are turned into it (``itk_affine``) and back when writing (``itk_geometry``).
 
 Every reader goes through here, so every format error ends as a ``UserError`` naming the file.
 Arrays keep their stored dtype; intensity scaling is ``normalize_intensity``'s job.
@@ -18,7 +23,10 @@ from diffuseg.errors import UserError
 
 RASTER_SUFFIXES = ("png", "jpg", "jpeg", "gif", "tif", "tiff", "bmp")
 NIFTI_SUFFIXES = ("nii", "nii.gz")
-IMAGE_SUFFIXES = (*RASTER_SUFFIXES, "npy", *NIFTI_SUFFIXES)
+ITK_SUFFIXES = ("mha", "nrrd")  # single-file formats SimpleITK reads and writes, geometry included
+VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES)  # formats with an affine, sliced along their third axis
+IMAGE_SUFFIXES = (*RASTER_SUFFIXES, "npy", *VOLUME_SUFFIXES)
+ITK_EXTRA = "diffuseg[itk]"  # the optional dependencies that bring SimpleITK
 LOSSY_SUFFIXES = ("jpg", "jpeg")
 HDF5_SUFFIXES = ("h5", "hdf5")  # SSL4MIS: datasets ``image`` and ``label`` in one file (``formats.ssl4mis``)
 NUMERIC_KINDS = "biuf"  # the dtype kinds an image or a mask may hold: bool, signed and unsigned integers, floats
@@ -93,6 +101,8 @@ _SIGNATURES = (
     (b"\x93NUMPY", "npy"),
     (b"\x89HDF\r\n\x1a\n", "h5"),
     (b"\x1f\x8b", "nii.gz"),
+    (b"NRRD000", "nrrd"),
+    (b"ObjectType = Image", "mha"),  # MetaImage's first header line as SimpleITK writes it
 )
 _SAME = {"jpeg": "jpg", "tiff": "tif", "hdf5": "h5"}  # endings that name one format
 
@@ -121,9 +131,9 @@ class FileData:
     NIfTI."""
 
     array: np.ndarray
-    affine: np.ndarray | None = None  # 4x4, NIfTI only
+    affine: np.ndarray | None = None  # 4x4, indices to RAS mm: NIfTI, MetaImage, NRRD
     spacing: tuple[float, ...] | None = None
-    slice_axis: int | None = None  # the axis 2D items are cut along: 2 for NIfTI, 0 for HDF5 volumes (D,H,W)
+    slice_axis: int | None = None  # the axis 2D items are cut along: 2 for NIfTI/ITK, 0 for HDF5 volumes (D,H,W)
     prescaled: bool = False  # intensities already in [0, 1] (SSL4MIS scales each volume): kept as stored
 
 
@@ -134,12 +144,14 @@ def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in (*IMAGE_SUFFIXES, *HDF5_SUFFIXES):
-        raise UserError(f"{path}: unsupported file type .{suffix} (known: {', '.join(IMAGE_SUFFIXES)})")
+        raise UserError(f"{path}: unsupported file type .{suffix} (known: {', '.join(IMAGE_SUFFIXES)}, h5)")
     check_regular(path)
     try:
         check_ending(path)
         if suffix in NIFTI_SUFFIXES:
             data = _read_nifti(path)
+        elif suffix in ITK_SUFFIXES:
+            data = _read_itk(path)
         elif suffix == "npy":
             data = FileData(np.load(path, allow_pickle=False))
         elif suffix in HDF5_SUFFIXES:
@@ -214,6 +226,8 @@ def check_header(path: str | os.PathLike) -> None:
             check_values(path, array.dtype, array.shape)
         elif suffix in NIFTI_SUFFIXES:
             _nifti_header(path)
+        elif suffix in ITK_SUFFIXES:
+            itk_shape(path)
         elif suffix in HDF5_SUFFIXES:
             import h5py
 
@@ -315,6 +329,69 @@ def _read_nifti(path: Path) -> FileData:
     array = np.asanyarray(img.dataobj)
     zooms = tuple(float(z) for z in img.header.get_zooms()[: min(3, array.ndim)])
     return FileData(array, affine=np.asarray(img.affine, dtype=np.float64), spacing=zooms, slice_axis=2)
+
+
+def sitk_module(path: str | os.PathLike):
+    """SimpleITK, or a ``UserError`` naming ``path`` and the extra that installs it."""
+    try:
+        import SimpleITK
+    except ImportError:
+        raise UserError(
+            f"{path}: .{suffix_of(path)} files are read and written through SimpleITK, which is not installed: "
+            f"pip install '{ITK_EXTRA}'"
+        ) from None
+    return SimpleITK
+
+
+def itk_affine(spacing, origin, direction) -> np.ndarray:
+    """The 4x4 RAS affine of an ITK image's LPS geometry (``direction`` row-major, as SimpleITK gives it), for
+    arrays indexed (X,Y,Z); 2D images get a third axis of spacing 1."""
+    n = len(spacing)
+    d = np.eye(3)
+    d[:n, :n] = np.asarray(direction, dtype=np.float64).reshape(n, n)
+    s = np.ones(3)
+    s[:n] = spacing
+    o = np.zeros(3)
+    o[:n] = origin
+    lps = np.eye(4)
+    lps[:3, :3] = d * s
+    lps[:3, 3] = o
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def itk_geometry(affine: np.ndarray, dims: int) -> tuple[tuple, tuple, tuple]:
+    """(spacing, origin, direction) of ``dims`` axes from a RAS ``affine`` (``itk_affine`` inverted)."""
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
+    columns = lps[:dims, :dims]
+    spacing = np.linalg.norm(columns, axis=0)
+    direction = columns / spacing
+    return tuple(float(v) for v in spacing), tuple(float(v) for v in lps[:dims, 3]), tuple(direction.ravel().tolist())
+
+
+def itk_shape(path: Path) -> tuple[int, ...]:
+    """(X,Y[,Z]) of an ITK image from its header alone (``UserError`` when it does not parse)."""
+    sitk = sitk_module(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = tuple(int(v) for v in reader.GetSize())
+    check_values(path, np.uint8, size)
+    return size
+
+
+def _read_itk(path: Path) -> FileData:
+    """An ``.mha`` / ``.nrrd`` image as (X,Y[,Z][,channels]) with its RAS affine (module docstring); a 2D image
+    with several components becomes (X,Y,1,channels), as a one-slice volume."""
+    sitk = sitk_module(path)
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    dims = image.GetDimension()
+    array = np.moveaxis(array, tuple(range(dims)), tuple(reversed(range(dims))))  # (Z,Y,X,...) -> (X,Y,Z,...)
+    if image.GetNumberOfComponentsPerPixel() > 1 and dims == 2:
+        array = array[:, :, None, :]
+    affine = itk_affine(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    spacing = tuple(float(v) for v in image.GetSpacing())
+    return FileData(array, affine=affine, spacing=spacing, slice_axis=2)
 
 
 def _read_hdf5(path: Path, as_mask: bool) -> FileData:

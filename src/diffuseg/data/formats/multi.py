@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
+from diffuseg.data.formats.base import Entry, Reader, annotator_problems
 from diffuseg.data.formats.files import stem_of
 from diffuseg.data.formats.paired import IMAGE_DIRS, PATIENT_RULE, find_dir, image_files, patient_of
+from diffuseg.data.formats.volumes import expand_volumes
 
 PREFIXES = ("mask", "label", "annotator", "rater", "seg")
 _SUFFIX = re.compile(r"^(.*)_(mask|seg|label|annotator|rater)[_-]?(\d+)$", re.IGNORECASE)
@@ -30,6 +31,7 @@ def annotator_dirs(root: Path) -> list[Path]:
 class MultiAnnotatorReader(Reader):
     layout = "multi"
     patient_rule = PATIENT_RULE
+    infer_classes = True
 
     @staticmethod
     def detect(root: Path) -> bool:

@@ -3,7 +3,14 @@
 ``dataset.json`` beside ``imagesTr/CASE_XXXX.<ext>`` (one file per channel, ``_0000``, ``_0001``, ...) and
 ``labelsTr/CASE.<ext>``. The channel count comes from ``channel_names`` (v2) or ``modality`` (v1), the file
 ending from ``file_ending`` (default ``.nii.gz``), the allowed labels from ``labels``. 3D volumes are sliced
-along their last axis.
+across their through-plane axis (``orientation.through_plane_axis``).
+
+An images folder alone (``imagesTs/``, what ``nnUNetv2_predict -i`` takes; ``NnUNetImagesReader``) is read the
+same way, unlabelled: its files ``CASE_XXXX.<ext>`` grouped into one case ``CASE`` per name, the channels in
+order, so predictions are written as ``CASE.<ext>`` as nnU-Net writes them. A folder is such a folder when every
+image file in it is named ``CASE_XXXX`` and every case has the channels ``_0000`` .. ``_{n-1}``, n the same for
+all (``channel_cases``); the channel count of ``dataset.json`` beside it (in its parent folder) is checked when
+there is one. ``--layout images`` reads each file as its own image instead.
 
 Patients: a case's patient is its name without ACDC's ``_frameNN`` (``patient024_frame01`` -> ``patient024``),
 so two frames of one subject stay on one side of a split; ``data.patient_regex`` sets another rule. The split of
@@ -12,9 +19,10 @@ nnU-Net's ``splits_final.json`` is read by ``data.splits`` (beside ``dataset.jso
 Classes: ``labels`` with two or more foreground labels makes the dataset multi-class (``dataset_classes``):
 v2 ``{"background": 0, "RV": 1, ...}``, v1 / Medical Segmentation Decathlon ``{"0": "background", "1": ...}``,
 and nnU-Net v2 regions ``{"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}`` with
-``regions_class_order`` (the label written for each region, in order). ``data.classes``, when given, must match
-them; ``data.foreground`` keeps the dataset binary (the chosen labels as foreground). One foreground label:
-binary.
+``regions_class_order`` (the label written for each region, in order). v2's ``"ignore"`` (the highest value) is
+no class but the ignore label (``dataset_ignore``, ``labels``): its pixels are left out of losses and metrics.
+``data.classes``, when given, must match them; ``data.foreground`` keeps the dataset binary (the chosen labels as
+foreground). One foreground label: binary.
 
 Several annotators (our extension, ignored by nnU-Net itself): annotator 0 is ``labelsTr/``; annotators 1..
 are sibling folders named ``labelsTr_<anything>`` taken in sorted order (``labelsTr_rater1``, ...), or the
@@ -25,11 +33,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
-from diffuseg.data.formats.base import Entry, Reader, annotator_problems, expand_volumes
+from diffuseg.data.formats.base import Entry, Reader, annotator_problems
 from diffuseg.data.formats.files import stem_of, suffix_of
+from diffuseg.data.formats.paired import image_files
 from diffuseg.data.formats.ssl4mis import patient_of
+from diffuseg.data.formats.volumes import expand_volumes
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec
 
@@ -48,7 +59,56 @@ def _unique_keys(pairs: list[tuple[str, object]], path: Path) -> dict:
     return out
 
 
-def _labels(meta: dict) -> tuple[int, ...] | None:
+def channel_groups(paths: Sequence[Path]) -> tuple[dict[str, dict[int, Path]], list[Path]]:
+    """Files named ``CASE_XXXX.<ext>`` grouped by ``CASE`` (channel number -> file), and the files not so named."""
+    cases: dict[str, dict[int, Path]] = {}
+    others = []
+    for p in paths:
+        m = _CHANNEL.match(stem_of(p))
+        if m:
+            cases.setdefault(m.group(1), {})[int(m.group(2))] = Path(p)
+        else:
+            others.append(Path(p))
+    return cases, others
+
+
+def channel_cases(paths: Sequence[Path]) -> dict[str, tuple[Path, ...]] | None:
+    """The cases of image files named as nnU-Net names them (``CASE_0000``, ``CASE_0001``, ...), each with its
+    channel files in order; ``None`` unless there are files, every one is so named and every case has the channels
+    ``0 .. n-1``, n the same for all."""
+    cases, others = channel_groups(paths)
+    counts = {len(files) for files in cases.values()}
+    if not cases or others or len(counts) != 1:
+        return None
+    n = counts.pop()
+    if any(sorted(files) != list(range(n)) for files in cases.values()):
+        return None
+    return {case: tuple(files[c] for c in range(n)) for case, files in sorted(cases.items())}
+
+
+def is_images_folder(root: Path) -> bool:
+    """Whether ``root`` holds image files named as nnU-Net names them (``channel_cases``), e.g. ``imagesTs``."""
+    return channel_cases(image_files(root)) is not None
+
+
+def read_meta(path: Path) -> dict:
+    """The ``dataset.json`` at ``path`` as a dict; ``UserError`` naming it when it is not a JSON object."""
+    try:
+        meta = json.loads(path.read_text(), object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return meta
+
+
+def channel_count(meta: dict) -> int:
+    """The channels a case has: the entries of ``channel_names`` (v2) or ``modality`` (v1); 1 without either."""
+    channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
+    return len(channels) if isinstance(channels, dict) else 1
+
+
+def declared_labels(meta: dict) -> tuple[int, ...] | None:
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         return None
@@ -62,11 +122,27 @@ def _labels(meta: dict) -> tuple[int, ...] | None:
     return tuple(sorted(v for v in values if v != 0)) or None
 
 
+IGNORE_KEY = "ignore"  # nnU-Net v2's name of the ignore label in ``labels``
+
+
+def dataset_ignore(meta: dict, where: str) -> int | None:
+    """The ignore label of a v2 ``dataset.json`` (``labels["ignore"]``: unannotated pixels, left out of the loss and
+    the metrics; nnU-Net requires it to be the highest label value), or ``None``; ``UserError`` naming ``where``
+    for one that is not a single label value."""
+    labels = meta.get("labels")
+    value = labels.get(IGNORE_KEY) if isinstance(labels, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{where}: labels entry 'ignore': {value!r} is not one label value (an integer >= 1)")
+    return value
+
+
 def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
     """The classes ``labels`` of a ``dataset.json`` declares (module docstring), or ``None`` for a binary dataset
     (at most one foreground label) or one without ``labels``; ``UserError`` naming ``where`` for labels that are
-    not label values, nnU-Net's ``ignore`` label (not supported: it would be trained as a class), or a
-    ``regions_class_order`` that does not give one label per region."""
+    not label values or a ``regions_class_order`` that does not give one label per region. ``ignore`` is no class
+    (``dataset_ignore``)."""
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         return None
@@ -79,13 +155,8 @@ def dataset_classes(meta: dict, where: str) -> list[ClassSpec] | None:
             numbers = [int(v) for v in values]
         except (TypeError, ValueError):
             raise UserError(f"{where}: labels entry {name!r}: {value!r} is not a label value or list of them") from None
-        if numbers == [0] or name.lower() == "background":
+        if numbers == [0] or name.lower() == "background" or name == IGNORE_KEY:
             continue
-        if name.lower() == "ignore":
-            raise UserError(
-                f"{where}: labels entry 'ignore' ({value!r}): nnU-Net's ignore label (pixels not annotated, left out "
-                "of the loss) is not supported; it would be trained as a class. Remove it and relabel those pixels"
-            )
         specs.append((name, numbers))
     if len(specs) < 2:
         return None
@@ -111,14 +182,11 @@ class NnUNetReader(Reader):
     def _meta(self) -> dict:
         path = self.root / "dataset.json"
         if not path.is_file():
-            raise UserError(f"{path}: not found (the nnunet layout needs dataset.json and imagesTr/ in {self.root})")
-        try:
-            meta = json.loads(path.read_text(), object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
-        except (OSError, ValueError) as err:
-            raise UserError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(meta, dict):
-            raise UserError(f"{path}: expected a JSON object")
-        return meta
+            raise UserError(
+                f"{path}: not found (the nnunet layout needs dataset.json and imagesTr/ in {self.root}, or a folder "
+                "of images named CASE_XXXX.<ext> such as imagesTs/)"
+            )
+        return read_meta(path)
 
     def label_dirs(self, meta: dict) -> list[Path]:
         listed = meta.get("annotator_folders")
@@ -167,20 +235,17 @@ class NnUNetReader(Reader):
     def scan(self) -> None:
         meta = self._meta()
         ending = self._ending(meta)
-        channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
-        n_channels = len(channels) if isinstance(channels, dict) else 1
-        labels = _labels(meta)
+        n_channels = channel_count(meta)
+        labels = declared_labels(meta)
         where = str(self.root / "dataset.json")
         classes = dataset_classes(meta, where)
         if classes:
             self.use_dataset_classes(classes, where)
-        cases: dict[str, dict[int, Path]] = {}
-        for p in sorted((self.root / "imagesTr").glob(f"*{ending}")):
-            m = _CHANNEL.match(stem_of(p))
-            if not m:
-                self.problems.append(f"{p}: image name lacks the _XXXX channel suffix")
-                continue
-            cases.setdefault(m.group(1), {})[int(m.group(2))] = p
+        ignore = dataset_ignore(meta, where)
+        if ignore is not None:
+            self.use_ignore(ignore, where)
+        cases, unnamed = channel_groups(sorted((self.root / "imagesTr").glob(f"*{ending}")))
+        self.problems += [f"{p}: image name lacks the _XXXX channel suffix" for p in unnamed]
         if not cases:
             self._check_ending_matches(ending)
         label_dirs = [d for d in self.label_dirs(meta) if d.is_dir()]
@@ -203,3 +268,46 @@ class NnUNetReader(Reader):
             masks = tuple((found[case],) for found in per_annotator)
             entries.append(Entry(case, patient_of(case), images, masks, labels=labels))
         self.entries = expand_volumes(entries)
+
+
+class NnUNetImagesReader(Reader):
+    """An nnU-Net images folder alone (``imagesTs``; module docstring), or such files given one by one: unlabelled
+    cases, one per ``CASE`` of the files ``CASE_XXXX.<ext>``, their channels in order."""
+
+    layout = "nnunet"
+    patient_rule = NnUNetReader.patient_rule
+
+    def __init__(self, root, foreground=(), classes=(), files: Sequence[Path] | None = None):
+        self._given = files  # explicit image files (``images_from_files``), else the folder is listed
+        self.contained = files is None  # files named one by one may lie anywhere
+        super().__init__(root, foreground, classes)
+
+    @staticmethod
+    def detect(root: Path) -> bool:
+        return is_images_folder(root)
+
+    def scan(self) -> None:
+        paths = list(self._given) if self._given is not None else image_files(self.root)
+        cases, unnamed = channel_groups(paths)
+        self.problems += [f"{p}: image name lacks nnU-Net's _XXXX channel suffix" for p in unnamed]
+        meta_path = self.root.parent / "dataset.json"
+        expected = channel_count(read_meta(meta_path)) if self._given is None and meta_path.is_file() else None
+        n = expected if expected is not None else max((len(f) for f in cases.values()), default=0)
+        where = f"{meta_path} declares" if expected is not None else "other cases have"
+        entries = []
+        for case, files in sorted(cases.items()):
+            missing = [f"_{c:04d}" for c in range(n) if c not in files]
+            extra = [f"_{c:04d}" for c in sorted(files) if c >= n]
+            if missing or extra:
+                names = ", ".join(missing or extra)
+                self.problems.append(
+                    f"{self.root}/{case}: {'missing' if missing else 'extra'} channel file(s) {names} ({where} {n})"
+                )
+                continue
+            entries.append(Entry(case, patient_of(case), tuple(files[c] for c in range(n))))
+        self.entries = expand_volumes(entries)
+        if n > 1:
+            self.notes.append(
+                f"{self.root}: {len(paths)} file(s) named CASE_XXXX read as {len(entries)} case(s) of {n} channels "
+                "each (nnU-Net's naming; --layout images reads each file as an image of its own)"
+            )

@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from diffuseg.data.formats.base import Entry, Reader, expand_volumes
+from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.files import is_image_file, stem_of
+from diffuseg.data.formats.volumes import expand_volumes
 
 IMAGE_DIRS = ("images", "image", "imgs", "img", "cropped", "inputs", "input", "data")
 MASK_DIRS = ("masks", "mask", "labels", "label", "gt", "groundtruth", "ground_truth", "segmentations", "annotations")
@@ -84,6 +85,7 @@ def match_masks(
 class PairedReader(Reader):
     layout = "paired"
     patient_rule = PATIENT_RULE
+    infer_classes = True
 
     @staticmethod
     def detect(root: Path) -> bool:

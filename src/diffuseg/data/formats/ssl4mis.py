@@ -16,10 +16,8 @@ is stored both as a volume and as slices, the slices are read for a case of ``tr
 otherwise; ``case_of`` gives the case a slice file belongs to.
 
 Classes: the files say nothing about what the label values mean (ACDC: 1 right ventricle, 2 myocardium,
-3 left ventricle). Declare them in ``data.classes`` (the ACDC presets do). Without declared classes (and
-without ``data.foreground``), a dataset whose label maps hold one non-zero value is binary as any other; one
-with several takes each distinct non-zero value V as an exclusive class named ``class_V``, and says so in
-``reader.notes``.
+3 left ventricle). Declare them in ``data.classes`` (the ACDC presets do); without them the label values found
+are the classes, as for every layout whose files do not declare them (``base.Reader.classes_from_values``).
 """
 
 from __future__ import annotations
@@ -27,12 +25,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from diffuseg.data.formats.base import Entry, Reader
-from diffuseg.data.formats.files import check_ending, check_regular, hdf5_dataset, label_values, natural_key, stem_of
+from diffuseg.data.formats.files import check_ending, check_regular, hdf5_dataset, natural_key, stem_of
 from diffuseg.errors import UserError
-from diffuseg.labels import ClassSpec
 
 LISTS = ("train.list", "val.list", "test.list")
 SLICE_LIST = "train_slices.list"
@@ -68,6 +63,7 @@ def read_list(path: Path) -> list[tuple[int, str]]:
 class SSL4MISReader(Reader):
     layout = "ssl4mis"
     patient_rule = "the file stem without _slice_N and _frameNN (patient003_frame01_slice_1 -> patient003)"
+    infer_classes = True
 
     @staticmethod
     def detect(root: Path) -> bool:
@@ -113,28 +109,3 @@ class SSL4MISReader(Reader):
             for p, (_, labelled) in shapes.items():
                 if not labelled:
                     self.problems.append(f"{p}: no dataset 'label', while the other files of the dataset have one")
-        if self.scheme.binary and not self.foreground:
-            self._classes_from_values()
-
-    def _classes_from_values(self) -> None:
-        """Without declared classes: each distinct non-zero label value of the files becomes a class ``class_V``
-        when there are several (one value: binary, as for every other layout)."""
-        import h5py
-
-        found: set = set()
-        for path in dict.fromkeys(files[0] for e in self.entries for files in e.masks):
-            try:
-                with h5py.File(path, "r") as f:
-                    found.update(label_values(np.asarray(hdf5_dataset(f, "label", path)[()])))
-            except (OSError, UserError):
-                continue  # decoding the entry reports the file
-        values = sorted(v for v in found if v != 0 and float(v).is_integer() and v > 0)
-        if len(values) < 2:
-            return
-        classes = [ClassSpec(f"class_{int(v)}", (int(v),)) for v in values]
-        self.use_dataset_classes(classes, str(self.root))
-        self.classes_source = "the label values found in the files"
-        self.notes.append(
-            f"{self.root}: data.classes not declared; the label values {', '.join(str(int(v)) for v in values)} "
-            f"are taken as classes {', '.join(c.name for c in classes)} (declare data.classes to name them)"
-        )
