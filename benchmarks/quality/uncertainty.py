@@ -34,12 +34,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import quality as Q
-from common import RESULTS, machine, print_machine
+from common import RESULTS, command, machine, print_machine
 
 from diffuseg.config import Config, EvalConfig
 from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.case_metrics import case_metrics, class_masks
+from diffuseg.evaluation.references import REFERENCE_LABELS, reference_metrics
 from diffuseg.evaluation.uncertainty_metrics import UncertaintyPool, uncertainty_results
 from diffuseg.files import write_text_atomic
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
@@ -211,6 +212,22 @@ def score_arm(arm: Arm, ckpts: dict[str, Path], cases: list) -> dict[str, Any]:
     }
 
 
+def reference_rows(cases: list, scheme) -> dict[str, dict[str, Any]]:
+    """The trivial masks on the same cases (``evaluation.references``): what marking nothing or everything scores,
+    the floor every method's Dice and GED are read against."""
+    rows = [reference_metrics((m.bool() if scheme.binary else m.long())[:, None], scheme) for _, _, m in cases]
+    out = {}
+    for key, label in REFERENCE_LABELS.items():
+        values = [row[key] for row in rows]
+        names = sorted({k for v in values for k in v})
+        summary = {k: M.summarize([v.get(k, math.nan) for v in values])["mean"] for k in names}
+        if "ged" in summary:  # every member is the reference mask: its GED does not depend on the member count
+            summary["ged_16"] = summary["ged"]
+        out[f"{label} (reference)"] = {"members": 0, "passes_per_case": 0, "seconds_per_case": None,
+                                       "summary": summary, "uncertainty": {}, "cases": []}  # fmt: skip
+    return out
+
+
 def score_all(dataset: str, quick: bool, only: str = "") -> Path:
     """Train what is missing, score every arm of ``dataset`` on its validation cases and save the JSON (arms
     already in it are kept unless rescored)."""
@@ -221,15 +238,24 @@ def score_all(dataset: str, quick: bool, only: str = "") -> Path:
     first = next(iter(RUNS[dataset](b)))
     cases = Q.val_cases(run_config(dataset, b, first, quick), b.cases)
     scored = saved.get("arms", {})
+    commands = saved.get("commands", [])
+    commands.append(command())
+
+    def save() -> None:
+        OUT.mkdir(parents=True, exist_ok=True)
+        payload = {"dataset": dataset, "machine": machine(), "budget": dataclasses.asdict(b), "commands": commands,
+                   "arms": scored}  # fmt: skip
+        write_text_atomic(out, json.dumps(payload, indent=1, default=_number))
+
+    scored |= reference_rows(cases, run_config(dataset, b, first, quick).data.scheme)
+    save()
     for arm in arms(dataset, b):
         if only not in arm.label:
             continue
         result = score_arm(arm, ckpts, cases)
         scored[arm.label] = result
         print(dataset, arm.label, {k: result["summary"].get(k) for k in ("dice", "pixel_auroc", "ged_16")}, flush=True)
-        OUT.mkdir(parents=True, exist_ok=True)
-        payload = {"dataset": dataset, "machine": machine(), "budget": dataclasses.asdict(b), "arms": scored}
-        write_text_atomic(out, json.dumps(payload, indent=1, default=_number))
+        save()
     return out
 
 

@@ -48,25 +48,34 @@ def dataset_section(payload: dict[str, Any], figure: Path) -> str:
     ]
     b, m = payload["budget"], payload["machine"]
     head = (
-        f"{len(next(iter(arms.values()))['cases'])} validation cases; every model {b['steps']} optimiser steps at "
+        f"{max(len(a['cases']) for a in arms.values())} validation cases; every model {b['steps']} optimiser steps at "
         f"64 px, batch 8; scored on {m.get('cpu', '?')} with one torch thread, fp32 (seconds per case were measured "
         "while other jobs shared the machine: compare them within this table only).\n\n"
     )
+    commands = "".join(f"    {c}\n" for c in payload.get("commands", []))
+    if commands:
+        head += f"Scored by (in this order; each run keeps the methods it did not score):\n\n{commands}\n"
     return head + markdown_table(headers, rows) + f"\n![{payload['dataset']}]({figure.name})\n"
 
 
 def cost_figure(payload: dict[str, Any], path: Path) -> Path:
-    """Pixel AUROC and E-AURC (lower is better) against seconds per case, one point per method."""
+    """Dice (with the empty mask's as a line), pixel AUROC and E-AURC (lower is better) against seconds per case,
+    one point per method: an uncertainty that finds the errors of a poor mask is worth less than it looks."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    empty = payload["arms"].get("empty mask (reference)", {}).get("summary", {}).get("dice")
+    if empty is not None:
+        axes[0].axhline(empty, color="grey", linestyle="--", label="empty mask")
+        axes[0].legend(fontsize=8)
     panels = (
+        ("summary", "dice", "Dice of the fused mask"),
         ("pixel", "auroc", "pixel AUROC of the uncertainty for errors"),
         ("failure", "e_aurc", "E-AURC (lower: better)"),
     )
     for ax, (where, key, label) in zip(axes, panels):
         for name, arm in payload["arms"].items():
             y = value(arm, where, key)
-            if y is None:
+            if y is None or arm["seconds_per_case"] is None:
                 continue
             ax.scatter(arm["seconds_per_case"], y, s=40)
             ax.annotate(name, (arm["seconds_per_case"], y), fontsize=7, xytext=(4, 3), textcoords="offset points")
@@ -86,7 +95,7 @@ def write_report(out: Path, info: dict[str, str]) -> Path:
         figure = cost_figure(payload, RESULTS / f"uncertainty-{payload['dataset']}.png")
         sections.append((payload["dataset"].upper(), dataset_section(payload, figure)))
     intro = (
-        "Command: `" + command() + "`. Definitions: docs/evaluation.md (pixel AUROC/AUPRC of the members' "
+        "Page rebuilt by `" + command() + "`. Definitions: docs/evaluation.md (pixel AUROC/AUPRC of the members' "
         "disagreement for the error pixels against the annotators' majority; AURC of the case uncertainty against "
         "1 - Dice; ECE over the pixels some member marks, equal-mass bins)."
     )
