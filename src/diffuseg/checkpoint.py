@@ -14,9 +14,12 @@ folder and renamed (``os.replace``), so a crash or ``kill -9`` leaves either the
 
 from __future__ import annotations
 
+import hashlib
+import mmap
 import os
 import pickle
 import random
+import struct
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -109,10 +112,11 @@ def metadata(config: Config, global_step: int, sampler_position: int) -> dict[st
     }
 
 
-def _load_any(path: Path, map_location: Any) -> Any:
+def _load_any(path: Path, map_location: Any, sha256: bool = False) -> tuple[Any, str | None]:
     """``torch.load`` with ``weights_only=True``, memory-mapped when the file is in torch.save's zip format (only
     the tensors used are read: prediction needs the EMA weights, a quarter of a training checkpoint; the legacy
-    non-zip format cannot be mapped and is read whole); every failure becomes a ``UserError`` naming the file."""
+    non-zip format cannot be mapped and is read whole), and the hex SHA-256 of the file's bytes when ``sha256``
+    (else None), taken in the same read as the CRC-32 check; every failure becomes a ``UserError`` naming the file."""
     if not path.exists():
         raise UserError(f"{path}: checkpoint not found")
     if not path.is_file():
@@ -121,10 +125,9 @@ def _load_any(path: Path, map_location: Any) -> Any:
         raise UserError(f"{path}: the file is empty (corrupt checkpoint)")
     with path.open("rb") as fh:
         zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's zip format (possibly cut short or damaged)
-    if zipped:
-        check_crcs(path)
+    digest = check_crcs(path, sha256) if zipped else (_sha256(path) if sha256 else None)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=zipped)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=zipped), digest
     except pickle.UnpicklingError as err:
         if zipped and ("weights only" in str(err).lower() or "weights_only" in str(err)):
             raise UserError(
@@ -139,15 +142,22 @@ def _load_any(path: Path, map_location: Any) -> Any:
         raise UserError(f"{path}: not a readable PyTorch checkpoint (corrupt or another file type)") from None
 
 
-def check_crcs(path: Path) -> None:
-    """``UserError`` unless every member of the zip file ``path`` matches the CRC-32 stored when it was written.
+def check_crcs(path: Path, sha256: bool = False) -> str | None:
+    """``UserError`` unless every member of the zip file ``path`` matches the CRC-32 stored when it was written;
+    returns the hex SHA-256 of the file's bytes when ``sha256`` (else None).
 
     torch.save's zip format stores one per tensor, so flipped or overwritten bytes anywhere in the weights
-    are found before the file is used, instead of predicting other masks without an error. Reads the file once
-    (its cost: docs/benchmarks.md)."""
+    are found before the file is used, instead of predicting other masks without an error. Reads the file once,
+    memory-mapped, for both the CRC-32s and the SHA-256 (the check's cost: docs/benchmarks.md)."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
+        with (
+            path.open("rb") as fh,
+            zipfile.ZipFile(fh) as zf,
+            mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm,
+            memoryview(mm) as view,
+        ):
+            bad = next((info.filename for info in zf.infolist() if not _crc_ok(zf, info, view)), None)
+            digest = hashlib.sha256(view).hexdigest() if sha256 else None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as err:
         raise UserError(f"{path}: corrupt or truncated checkpoint ({str(err) or type(err).__name__})") from None
     if bad is not None:
@@ -155,12 +165,53 @@ def check_crcs(path: Path) -> None:
             f"{path}: corrupt checkpoint: {bad} does not match the checksum stored when it was written "
             "(the file was damaged or changed since); use another copy or an earlier checkpoint"
         )
+    return digest
+
+
+def _crc_ok(zf: zipfile.ZipFile, info: zipfile.ZipInfo, view: memoryview) -> bool:
+    """Whether one member's bytes match its stored CRC-32: a stored member (torch.save stores every one) is
+    checked in place in the mapped file; a compressed one through ``zipfile``, which checks it as it inflates."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        try:
+            with zf.open(info) as member:
+                while member.read(1 << 20):
+                    pass
+        except zipfile.BadZipFile:
+            return False
+        return True
+    head = info.header_offset
+    if bytes(view[head : head + 4]) != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"{info.filename}: no local file header")
+    name_len, extra_len = struct.unpack("<HH", view[head + 26 : head + 30])
+    start = head + 30 + name_len + extra_len
+    if start + info.compress_size > len(view):
+        raise EOFError(f"{info.filename}: cut short")
+    return zlib.crc32(view[start : start + info.compress_size]) == info.CRC
+
+
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file that is not a zip file (the legacy torch.save format), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a diffuseg checkpoint dict, or raise ``UserError`` saying what the file is instead."""
-    path = Path(path)
-    ckpt = _load_any(path, map_location)
+    return _read(Path(path), map_location, sha256=False)[0]
+
+
+def read_checkpoint_sha256(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """``read_checkpoint`` onto the CPU, and the hex SHA-256 of the file's bytes from the same read."""
+    ckpt, digest = _read(Path(path), "cpu", sha256=True)
+    assert digest is not None  # sha256=True always yields one
+    return ckpt, digest
+
+
+def _read(path: Path, map_location: Any, sha256: bool) -> tuple[dict[str, Any], str | None]:
+    ckpt, digest = _load_any(path, map_location, sha256)
     if not isinstance(ckpt, Mapping):
         raise UserError(f"{path}: not a diffuseg checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
     meta = ckpt.get(KEY)
@@ -183,7 +234,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         )
     if "state_dict" not in ckpt or "config" not in meta:
         raise UserError(f"{path}: incomplete diffuseg checkpoint (no weights or no config)")
-    return dict(ckpt)
+    return dict(ckpt), digest
 
 
 def check_finite(state_dict: Mapping[str, Any], path: str | os.PathLike, prefix: str = "") -> None:

@@ -194,3 +194,19 @@ def test_torch_checkpoints_keep_crcs_to_check():
     torch.save({"w": torch.ones(3)}, buffer)
     infos = zipfile.ZipFile(buffer).infolist()
     assert infos and all(info.CRC != 0 for info in infos if info.file_size)
+
+
+def test_the_sha256_comes_from_the_read_that_checks_the_crcs(tmp_path):
+    import hashlib
+
+    from diffuseg.checkpoint import read_checkpoint_sha256
+
+    path = _tiny_checkpoint(tmp_path / "last.ckpt")
+    ckpt, digest = read_checkpoint_sha256(path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert ckpt["state_dict"].keys() == read_checkpoint(path)["state_dict"].keys()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"last\.ckpt: corrupt"):
+        read_checkpoint_sha256(path)

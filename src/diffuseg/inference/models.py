@@ -15,12 +15,11 @@ from typing import Any
 
 import torch
 
-from diffuseg.checkpoint import KEY, checkpoint_file, read_checkpoint
+from diffuseg.checkpoint import KEY, checkpoint_file, read_checkpoint_sha256
 from diffuseg.config import Config, config_to_dict
 from diffuseg.enums import Method
 from diffuseg.errors import UserError
 from diffuseg.inference.ensemble import views
-from diffuseg.inference.manifest import file_sha256
 from diffuseg.methods import inference_model
 
 AGREE = ("method", "data.image_size", "data.in_channels", "data.foreground", "data.classes")
@@ -49,10 +48,10 @@ def load_models(checkpoints: Sequence[str | os.PathLike]) -> list[Model]:
     models = []
     for given in checkpoints:
         path = checkpoint_file(given)
-        ckpt = read_checkpoint(path)
+        ckpt, sha256 = read_checkpoint_sha256(path)  # the file read once: CRC-32s and SHA-256 in one pass
         config, net, process = inference_model(ckpt, path)
         step = int(ckpt[KEY].get("global_step", 0))
-        models.append(Model(str(path), file_sha256(path), step, config, net, process))
+        models.append(Model(str(path), sha256, step, config, net, process))
     for i, model in enumerate(models[1:], 1):
         twin = next((m for m in models[:i] if m.sha256 == model.sha256), None)
         if twin is not None:
