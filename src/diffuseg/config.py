@@ -33,6 +33,7 @@ from diffuseg.enums import (
     Method,
     PredictionType,
     RecycleStart,
+    Resize,
     SamplerKind,
     ScheduleKind,
     Spacing,
@@ -81,6 +82,9 @@ class DataConfig:
     splits_file: str = field(default="", metadata=_CASES)  # nnU-Net splits_final.json; "" = ROOT's, when present
     fold: int | None = field(default=None, metadata=_CASES)  # the validation fold (k-fold or splits_file); None: none
     folds: int = field(default=5, metadata=_CASES)  # k of that split (nnU-Net's 5)
+    resize: Resize = Resize.STRETCH  # pad: keep the aspect ratio (docs/data.md "Geometry and intensities")
+    # CT: clip to this HU window and scale it to [0, 1] instead of each file's 0.5/99.5 percentiles; () = off
+    ct_window: tuple[float, ...] = ()
     augment: bool = True
     random_crop: bool = False  # the ambiguity paper's random-crop LIDC variant
     cache_dir: str = field(default="", metadata=_RUN)  # empty = <run>/cache
@@ -429,6 +433,10 @@ def _validate(c: Config) -> None:
         (0.0 <= c.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
         (c.data.fold is None or c.data.fold >= 0, "data.fold must be >= 0 (null: no folds)"),
         (c.data.folds >= 2, "data.folds must be >= 2"),
+        (
+            not c.data.ct_window or (len(c.data.ct_window) == 2 and c.data.ct_window[0] < c.data.ct_window[1]),
+            "data.ct_window must be [low, high] in HU with low < high (or [] for none)",
+        ),
         (_compiles(c.data.patient_regex), f"data.patient_regex {c.data.patient_regex!r}: not a regular expression"),
         (c.diffusion.timesteps >= 2, "diffusion.timesteps must be >= 2"),
         (c.diffusion.input_scale > 0, "diffusion.input_scale must be > 0"),

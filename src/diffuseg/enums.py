@@ -21,6 +21,13 @@ class StrEnum(str, enum.Enum):
             raise ValueError(f"{value!r} is not one of: {allowed}") from None
 
 
+class Resize(StrEnum):
+    """How an image of any shape becomes the model's S x S square (``data.transforms.resize_pair``)."""
+
+    STRETCH = "stretch"  # both sides to S: the aspect ratio is not kept
+    PAD = "pad"  # the longer side to S, the shorter padded symmetrically (image zeros, mask background)
+
+
 class Method(StrEnum):
     DIFFUSION = "diffusion"
     DETERMINISTIC = "deterministic"

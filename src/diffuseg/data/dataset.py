@@ -1,7 +1,8 @@
 """The torch ``Dataset`` for training and validation, and ``build_datasets(config.data)``.
 
 Each item is a dict:
-- ``image`` (in_channels,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``),
+- ``image`` (in_channels,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``;
+  ``data.ct_window``: ``formats.files.window_intensity``), resized as ``data.resize`` says,
 - ``masks`` (A,S,S) float32 atom maps: every annotator's mask (A fixed within a dataset; missing ones are 0);
   binary {0,1}, else 0..L (``labels``: the model turns them into ``scheme.one_hot(mask[:, 0])``),
 - ``mask`` (1,S,S) float32 atoms: the mask of annotator ``annotator``, drawn at random per item and per
@@ -132,6 +133,7 @@ def build_datasets(
     if not cfg.root:
         raise UserError("data.root is empty: give the dataset folder (--data DIR)")
     reader = open_dataset(cfg.root, cfg.layout, cfg.foreground, cfg.classes)
+    reader.set_ct_window(cfg.ct_window)
     if not reader.entries and reader.problems:  # every case left out for a problem: those are the news
         raise DatasetError(str(cfg.root), reader.problems)
     if not reader.entries:
@@ -154,7 +156,7 @@ def build_datasets(
     annotators = cfg.annotators or reader.annotators
     cache = cfg.cache_dir or cache_dir
     in_channels = cfg.in_channels or first_channels(reader)  # 0: as the data's first case has them
-    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, in_channels)
+    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, in_channels, cfg.resize)
     n = len(train)
     if not any(arrays.masks[i].any() for i in range(n)):  # stops at the first item with foreground
         print(

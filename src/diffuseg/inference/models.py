@@ -23,7 +23,15 @@ from diffuseg.inference.ensemble import views
 from diffuseg.inference.manifest import file_sha256
 from diffuseg.methods import inference_model
 
-AGREE = ("method", "data.image_size", "data.in_channels", "data.foreground", "data.classes")
+AGREE = (
+    "method",
+    "data.image_size",
+    "data.in_channels",
+    "data.foreground",
+    "data.classes",
+    "data.resize",
+    "data.ct_window",
+)
 """The config fields the checkpoints of an ensemble must share: the family, the input the networks read and the
 classes their members are label maps of."""
 

@@ -33,6 +33,7 @@ from diffuseg.data.formats.files import (
     normalize_intensity,
     read_file,
     suffix_of,
+    window_intensity,
 )
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
@@ -66,8 +67,9 @@ class Entry:
 class _FileCache:
     """The last few decoded files, so the slices of one volume decode it once."""
 
-    def __init__(self, size: int = 8):
+    def __init__(self, size: int = 8, window: tuple[float, ...] = ()):
         self.size = size
+        self.window = window  # ``data.ct_window``: images clipped to it and scaled (``window_intensity``)
         self.items: OrderedDict[tuple[Path, bool], tuple[FileData, np.ndarray | None, int]] = OrderedDict()
 
     def get(self, path: Path, as_mask: bool) -> tuple[FileData, np.ndarray | None, int]:
@@ -79,7 +81,9 @@ class _FileCache:
         data = read_file(path, as_mask=as_mask)
         bad = int(data.array.size - np.isfinite(data.array).sum()) if data.array.dtype.kind == "f" else 0
         normalised = None
-        if not as_mask and data.prescaled:
+        if not as_mask and self.window:
+            normalised = window_intensity(data.array, (self.window[0], self.window[1]))
+        elif not as_mask and data.prescaled:
             normalised = data.array.astype(np.float32)
         elif not as_mask:
             channel_axis = _channel_axis(data)
@@ -139,6 +143,7 @@ class Reader:
     patient_rule = "the case name (each case its own patient)"  # how ``scan`` names patients, for ``verify``
     infer_classes = False  # whether undeclared classes are read from the label values (module docstring)
     contained = True  # images must lie in the dataset folder (not for image files named one by one)
+    ct_window: tuple[float, ...] = ()  # ``set_ct_window``
 
     def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()):
         self.root = Path(root)
@@ -246,8 +251,14 @@ class Reader:
         """A reader of the same layout over ``indices`` only (scan problems are kept)."""
         out = copy.copy(self)
         out.entries = [self.entries[i] for i in indices]
-        out._files = _FileCache()
+        out._files = _FileCache(window=self.ct_window)
         return out
+
+    def set_ct_window(self, window: Sequence[float]) -> None:
+        """Read images through the fixed intensity window ``window`` (``data.ct_window``: low, high in HU) instead
+        of each file's percentiles (``files.normalize_intensity``); ``()`` restores those."""
+        self.ct_window = tuple(float(v) for v in window)
+        self._files = _FileCache(window=self.ct_window)
 
     def load(self, index: int) -> Case:
         """Decode entry ``index``; raises ``UserError`` listing its problems."""

@@ -435,3 +435,15 @@ def normalize_intensity(array: np.ndarray, channel_axis: int | None) -> np.ndarr
             lo, hi = float(channel.min()), float(channel.max())
         out[c] = (np.clip(channel, lo, hi) - lo) / (hi - lo) if hi > lo else np.zeros_like(channel)
     return np.moveaxis(out, 0, channel_axis) if channel_axis is not None else out[0]
+
+
+def window_intensity(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Clip to a fixed intensity window (low, high), e.g. CT Hounsfield units, and scale it to [0, 1]; float32 of
+    the same shape, every channel alike.
+
+    Unlike ``normalize_intensity`` the scale does not depend on the file, so one HU value maps to one input value
+    in every scan. NaN and inf are set to 0 HU here (``verify`` reports them).
+    """
+    low, high = float(window[0]), float(window[1])
+    data = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return (np.clip(data, low, high) - low) / (high - low)
