@@ -31,6 +31,7 @@ from diffuseg.enums import (
     DDPMVariance,
     Fusion,
     Method,
+    Normalize,
     PredictionType,
     RecycleStart,
     Resize,
@@ -85,11 +86,20 @@ class DataConfig:
     resize: Resize = Resize.STRETCH  # pad: keep the aspect ratio (docs/data.md "Geometry and intensities")
     # CT: clip to this HU window and scale it to [0, 1] instead of each file's 0.5/99.5 percentiles; () = off
     ct_window: tuple[float, ...] = ()
+    normalize: Normalize = Normalize.PER_IMAGE  # ct: nnU-Net's CT normalisation (docs/data.md)
+    # (low, high, mean, std) of the training foreground for normalize=ct; () = computed by training and recorded here
+    ct_stats: tuple[float, ...] = ()
     augment: bool = True
     random_crop: bool = False  # the ambiguity paper's random-crop LIDC variant
     cache_dir: str = field(default="", metadata=_RUN)  # empty = <run>/cache
     num_workers: int = field(default=0, metadata=_RUN)
     max_cases: int = field(default=0, metadata=_CASES)  # 0 = all; a cap for quick runs and demos
+
+    @property
+    def intensity(self) -> tuple[float, ...]:
+        """The intensity mapping every file is read through (``data.formats.files.fixed_intensity``): ``ct_stats``
+        for ``normalize: ct``, else ``ct_window``; ``()`` = each file's own percentiles."""
+        return tuple(self.ct_stats) if self.normalize == Normalize.CT else tuple(self.ct_window)
 
     @property
     def scheme(self) -> LabelScheme:
@@ -436,6 +446,14 @@ def _validate(c: Config) -> None:
         (
             not c.data.ct_window or (len(c.data.ct_window) == 2 and c.data.ct_window[0] < c.data.ct_window[1]),
             "data.ct_window must be [low, high] in HU with low < high (or [] for none)",
+        ),
+        (
+            not (c.data.normalize == Normalize.CT and c.data.ct_window),
+            "data.normalize=ct computes its own clipping range: leave data.ct_window empty",
+        ),
+        (
+            not c.data.ct_stats or (len(c.data.ct_stats) == 4 and c.data.ct_stats[0] <= c.data.ct_stats[1]),
+            "data.ct_stats must be [low, high, mean, std] with low <= high (or [] to compute them)",
         ),
         (_compiles(c.data.patient_regex), f"data.patient_regex {c.data.patient_regex!r}: not a regular expression"),
         (c.diffusion.timesteps >= 2, "diffusion.timesteps must be >= 2"),

@@ -5,7 +5,7 @@
 for binary atom maps, or (N,A,S,S) uint8 atom maps (``labels``) when the reader's scheme has L >= 2 atoms,
 ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient ids). ``key`` hashes the reader's
 layout, foreground labels, size, annotator and channel count (and its label scheme when it is not binary, so a
-binary key does not depend on the scheme's form; ``data.resize`` and ``data.ct_window`` when not the defaults),
+binary key does not depend on the scheme's form; ``data.resize`` and ``Reader.intensity`` when not the defaults),
 and every source file's path, size and modification time, so any change to the data or the settings builds a
 new cache.
 The folder is written under a temporary name and renamed, so a cache is never half-written. Building
@@ -99,8 +99,8 @@ def cache_key(
         settings.append(reader.scheme.to_dict())
     if resize != Resize.STRETCH:  # stretch and no window: the keys caches had before these settings existed
         settings.append(str(resize))
-    if reader.ct_window:
-        settings.append(list(reader.ct_window))
+    if reader.intensity:
+        settings.append(list(reader.intensity))
     h.update(json.dumps(settings).encode())
     seen: set[str] = set()
     for i in indices:

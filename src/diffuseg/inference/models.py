@@ -31,6 +31,8 @@ AGREE = (
     "data.classes",
     "data.resize",
     "data.ct_window",
+    "data.normalize",
+    "data.ct_stats",
 )
 """The config fields the checkpoints of an ensemble must share: the family, the input the networks read and the
 classes their members are label maps of."""

@@ -93,7 +93,7 @@ def _model_inputs(
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Decode the cases ``indices`` one by one, keep them in ``pending`` for the writer, yield (case id,
     model-size image) prepared as in training (``transforms.model_input``: resize or pad as ``data.resize`` says,
-    then match the channels; images read through ``data.ct_window`` when the run set one).
+    then match the channels; images read through ``data.ct_window`` or the run's CT statistics when it set them).
     Each case's input records (``manifest.input_record``) go to ``inputs`` before its files are decoded."""
     known: dict[str, dict] = {}
     for index in indices:
@@ -175,7 +175,7 @@ def prepare(
     config = apply_overrides(models[0].config, overrides, len(models))
     d = config.data
     reader = select_cases(open_input(inputs, layout, d.foreground, d.classes), cases, str(inputs[0]))
-    reader.set_ct_window(d.ct_window)  # the training run's window, recorded in the checkpoint's config
+    reader.set_intensity(d.intensity)  # the training run's window or CT statistics, from the checkpoint's config
     if reader.problems:
         raise DatasetError(str(inputs[0]), reader.problems)
     if len(reader) == 0:
