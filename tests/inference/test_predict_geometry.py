@@ -93,3 +93,32 @@ def test_predict_reads_images_through_the_training_window(tmp_path, monkeypatch)
     predict(checkpoint, tmp_path / "test", tmp_path / "pred")
     expected = window_intensity(test[..., 0], (-1000.0, 400.0))
     assert np.allclose(seen[-1][0].numpy(), expected, atol=1e-6)
+
+
+def test_predict_uses_the_training_ct_statistics_from_the_checkpoint(tmp_path, monkeypatch):
+    from diffuseg.checkpoint import checkpoint_config, read_checkpoint
+    from diffuseg.data.formats.files import ct_intensity
+
+    data = tmp_path / "ct"
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        hu = np.full((16, 16, 2), -1000, np.int16)
+        hu[4:12, 4:12] = rng.integers(20, 80, (8, 8, 2))  # soft tissue, label 1
+        _nifti(data / "images" / f"c{i}.nii.gz", hu)
+        _nifti(data / "masks" / f"c{i}.nii.gz", (hu > -1000).astype(np.uint8))
+    checkpoint = _train(data, tmp_path / "run", "data.normalize=ct")
+    stats = checkpoint_config(read_checkpoint(checkpoint), checkpoint).data.ct_stats
+    assert len(stats) == 4 and 20 <= stats[0] < stats[1] < 80 and 20 < stats[2] < 80  # the foreground's, not air's
+    assert "ct_stats" in (tmp_path / "run" / "config.yaml").read_text()
+    test = rng.integers(-500, 500, (16, 16, 1)).astype(np.int16)  # its own statistics are nothing like those
+    _nifti(tmp_path / "test" / "t.nii.gz", test)
+    seen: list[torch.Tensor] = []
+    real = predict_module.model_input
+
+    def spy(image, *args, **kwargs):
+        seen.append(image.clone())
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "model_input", spy)
+    predict(checkpoint, tmp_path / "test", tmp_path / "pred")
+    assert np.allclose(seen[-1][0].numpy(), ct_intensity(test[..., 0], stats), atol=1e-5)
