@@ -84,11 +84,9 @@ class DataConfig:
     fold: int | None = field(default=None, metadata=_CASES)  # the validation fold (k-fold or splits_file); None: none
     folds: int = field(default=5, metadata=_CASES)  # k of that split (nnU-Net's 5)
     resize: Resize = Resize.STRETCH  # pad: keep the aspect ratio (docs/data.md "Geometry and intensities")
-    # CT: clip to this HU window and scale it to [0, 1] instead of each file's 0.5/99.5 percentiles; () = off
-    ct_window: tuple[float, ...] = ()
+    ct_window: tuple[float, ...] = ()  # [low, high] HU: clipped and scaled to [0, 1], not per-file percentiles
     normalize: Normalize = Normalize.PER_IMAGE  # ct: nnU-Net's CT normalisation (docs/data.md)
-    # (low, high, mean, std) of the training foreground for normalize=ct; () = computed by training and recorded here
-    ct_stats: tuple[float, ...] = ()
+    ct_stats: tuple[float, ...] = ()  # normalize=ct's (low, high, mean, std); () = computed by training, recorded
     augment: bool = True
     random_crop: bool = False  # the ambiguity paper's random-crop LIDC variant
     cache_dir: str = field(default="", metadata=_RUN)  # empty = <run>/cache
