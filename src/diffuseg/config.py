@@ -31,8 +31,10 @@ from diffuseg.enums import (
     DDPMVariance,
     Fusion,
     Method,
+    Normalize,
     PredictionType,
     RecycleStart,
+    Resize,
     SamplerKind,
     ScheduleKind,
     Spacing,
@@ -81,11 +83,21 @@ class DataConfig:
     splits_file: str = field(default="", metadata=_CASES)  # nnU-Net splits_final.json; "" = ROOT's, when present
     fold: int | None = field(default=None, metadata=_CASES)  # the validation fold (k-fold or splits_file); None: none
     folds: int = field(default=5, metadata=_CASES)  # k of that split (nnU-Net's 5)
+    resize: Resize = Resize.STRETCH  # pad: keep the aspect ratio (docs/data.md "Geometry and intensities")
+    ct_window: tuple[float, ...] = ()  # [low, high] HU: clipped and scaled to [0, 1], not per-file percentiles
+    normalize: Normalize = Normalize.PER_IMAGE  # ct: nnU-Net's CT normalisation (docs/data.md)
+    ct_stats: tuple[float, ...] = ()  # normalize=ct's (low, high, mean, std); () = computed by training, recorded
     augment: bool = True
     random_crop: bool = False  # the ambiguity paper's random-crop LIDC variant
     cache_dir: str = field(default="", metadata=_RUN)  # empty = <run>/cache
     num_workers: int = field(default=0, metadata=_RUN)
     max_cases: int = field(default=0, metadata=_CASES)  # 0 = all; a cap for quick runs and demos
+
+    @property
+    def intensity(self) -> tuple[float, ...]:
+        """The intensity mapping every file is read through (``data.formats.files.fixed_intensity``): ``ct_stats``
+        for ``normalize: ct``, else ``ct_window``; ``()`` = each file's own percentiles."""
+        return tuple(self.ct_stats) if self.normalize == Normalize.CT else tuple(self.ct_window)
 
     @property
     def scheme(self) -> LabelScheme:
@@ -429,6 +441,18 @@ def _validate(c: Config) -> None:
         (0.0 <= c.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
         (c.data.fold is None or c.data.fold >= 0, "data.fold must be >= 0 (null: no folds)"),
         (c.data.folds >= 2, "data.folds must be >= 2"),
+        (
+            not c.data.ct_window or (len(c.data.ct_window) == 2 and c.data.ct_window[0] < c.data.ct_window[1]),
+            "data.ct_window must be [low, high] in HU with low < high (or [] for none)",
+        ),
+        (
+            not (c.data.normalize == Normalize.CT and c.data.ct_window),
+            "data.normalize=ct computes its own clipping range: leave data.ct_window empty",
+        ),
+        (
+            not c.data.ct_stats or (len(c.data.ct_stats) == 4 and c.data.ct_stats[0] <= c.data.ct_stats[1]),
+            "data.ct_stats must be [low, high, mean, std] with low <= high (or [] to compute them)",
+        ),
         (_compiles(c.data.patient_regex), f"data.patient_regex {c.data.patient_regex!r}: not a regular expression"),
         (c.diffusion.timesteps >= 2, "diffusion.timesteps must be >= 2"),
         (c.diffusion.input_scale > 0, "diffusion.input_scale must be > 0"),

@@ -21,6 +21,20 @@ class StrEnum(str, enum.Enum):
             raise ValueError(f"{value!r} is not one of: {allowed}") from None
 
 
+class Resize(StrEnum):
+    """How an image of any shape becomes the model's S x S square (``data.transforms.resize_pair``)."""
+
+    STRETCH = "stretch"  # both sides to S: the aspect ratio is not kept
+    PAD = "pad"  # the longer side to S, the shorter padded symmetrically (image zeros, mask background)
+
+
+class Normalize(StrEnum):
+    """How image intensities become the network's input (``data.formats.files``)."""
+
+    PER_IMAGE = "per_image"  # each file's 0.5/99.5 percentiles to [0, 1] (uint8: / 255)
+    CT = "ct"  # nnU-Net's CT normalisation with the training set's foreground statistics
+
+
 class Method(StrEnum):
     DIFFUSION = "diffusion"
     DETERMINISTIC = "deterministic"

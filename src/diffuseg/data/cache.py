@@ -5,8 +5,9 @@
 for binary atom maps, or (N,A,S,S) uint8 atom maps (``labels``) when the reader's scheme has L >= 2 atoms,
 ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient ids). ``key`` hashes the reader's
 layout, foreground labels, size, annotator and channel count (and its label scheme when it is not binary, so a
-binary key does not depend on the scheme's form), and every source file's path, size and modification time, so
-any change to the data or the settings builds a new cache.
+binary key does not depend on the scheme's form; ``data.resize`` and ``Reader.intensity`` when not the defaults),
+and every source file's path, size and modification time, so any change to the data or the settings builds a
+new cache.
 The folder is written under a temporary name and renamed, so a cache is never half-written. Building
 decodes with ``workers`` processes and runs every ``verify`` check: any problem raises ``DatasetError``.
 """
@@ -29,6 +30,7 @@ import torch
 from diffuseg.data.formats import Reader
 from diffuseg.data.transforms import resize_pair, single_thread
 from diffuseg.data.verify import checked_case
+from diffuseg.enums import Resize
 from diffuseg.errors import DatasetError
 from diffuseg.files import disk_full, no_space, readable_mode, temp_prefix
 
@@ -73,7 +75,14 @@ class CachedArrays:
         return image, torch.from_numpy(np.ascontiguousarray(bits))
 
 
-def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int = 1) -> str:
+def cache_key(
+    reader: Reader,
+    indices: Sequence[int],
+    size: int,
+    annotators: int,
+    in_channels: int = 1,
+    resize: Resize = Resize.STRETCH,
+) -> str:
     """Hex digest of the settings and every source file's (path, size, mtime).
 
     Args:
@@ -82,11 +91,16 @@ def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int
         size: S, the model size.
         annotators: A, the masks kept per item.
         in_channels: the image channels after ``transforms.match_channels``.
+        resize: ``data.resize``.
     """
     h = hashlib.sha256()
     settings = [CACHE_VERSION, reader.layout, list(reader.foreground), size, annotators, in_channels]
     if not reader.scheme.binary or reader.scheme.ignore is not None:
         settings.append(reader.scheme.to_dict())
+    if resize != Resize.STRETCH:  # stretch and no window: the keys caches had before these settings existed
+        settings.append(str(resize))
+    if reader.intensity:
+        settings.append(list(reader.intensity))
     h.update(json.dumps(settings).encode())
     seen: set[str] = set()
     for i in indices:
@@ -102,12 +116,12 @@ def cache_key(reader: Reader, indices: Sequence[int], size: int, annotators: int
     return h.hexdigest()[:24]
 
 
-def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int):
+def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int, resize: Resize):
     with single_thread():
-        return _decode(reader, indices, size, annotators, in_channels)
+        return _decode(reader, indices, size, annotators, in_channels, resize)
 
 
-def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int):
+def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int, resize: Resize):
     n = len(indices)
     atoms = reader.scheme.stored_atoms  # the ignore label stored as atom L + 1
     images = np.zeros((n, in_channels, size, size), dtype=np.float16)
@@ -119,7 +133,7 @@ def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, 
         problems.extend(found)
         if case is None:
             continue
-        image, mask = resize_pair(case.image, case.masks[:annotators], size, atoms)
+        image, mask = resize_pair(case.image, case.masks[:annotators], size, atoms, resize)
         images[j] = image.numpy()
         counts[j] = mask.shape[0]
         masks[j, : mask.shape[0]] = mask.numpy() if atoms >= 2 else np.packbits(mask.numpy().astype(bool), axis=-1)
@@ -134,6 +148,7 @@ def decode_all(
     workers: int = 1,
     chunk: int = 256,
     in_channels: int = 1,
+    resize: Resize = Resize.STRETCH,
 ):
     """Decode and resize ``indices``; (images (N,in_channels,S,S), masks, counts (N,)) as ``CachedArrays``
     stores them, or ``DatasetError`` with every problem.
@@ -146,6 +161,7 @@ def decode_all(
         workers: decoding processes (1: this process).
         chunk: entries per task of a worker.
         in_channels: the image channels after ``transforms.match_channels``.
+        resize: ``data.resize`` (``transforms.resize_pair``).
     """
     from tqdm import tqdm
 
@@ -158,13 +174,14 @@ def decode_all(
         with ProcessPoolExecutor(workers) as pool:
             k = len(chunks)
             parts = []
-            for part in pool.map(_decode_chunk, subsets, local, [size] * k, [annotators] * k, [in_channels] * k):
+            same = ([size] * k, [annotators] * k, [in_channels] * k, [resize] * k)
+            for part in pool.map(_decode_chunk, subsets, local, *same):
                 parts.append(part)
                 bar.update(len(part[2]))
     else:
         parts = []
         for c in chunks:
-            parts.append(_decode_chunk(reader, c, size, annotators, in_channels))
+            parts.append(_decode_chunk(reader, c, size, annotators, in_channels, resize))
             bar.update(len(c))
     bar.close()
     problems = list(dict.fromkeys([*reader.problems, *(p for part in parts for p in part[3])]))
@@ -182,6 +199,7 @@ def load_cached(
     cache_dir: str | os.PathLike | None,
     workers: int = 1,
     in_channels: int = 1,
+    resize: Resize = Resize.STRETCH,
 ) -> CachedArrays:
     """The cached arrays for ``indices`` of ``reader`` at ``size`` with ``in_channels`` channels, built on first use.
 
@@ -193,15 +211,17 @@ def load_cached(
         cache_dir: the cache root; ``None`` keeps the arrays in memory only (no files written).
         workers: decoding processes when the cache is built.
         in_channels: the image channels after ``transforms.match_channels``.
+        resize: ``data.resize`` (``transforms.resize_pair``).
     """
     case_ids = [reader.entries[i].case_id for i in indices]
     patients = [reader.entries[i].patient_id for i in indices]
+    decoding = {"in_channels": in_channels, "resize": resize}
     if cache_dir is None:
-        images, masks, counts = decode_all(reader, indices, size, annotators, workers, in_channels=in_channels)
+        images, masks, counts = decode_all(reader, indices, size, annotators, workers, **decoding)
         return CachedArrays(images, masks, counts, case_ids, patients, size, atoms=reader.scheme.stored_atoms)
-    folder = Path(cache_dir) / cache_key(reader, indices, size, annotators, in_channels)
+    folder = Path(cache_dir) / cache_key(reader, indices, size, annotators, in_channels, resize)
     if not (folder / "meta.json").is_file():
-        images, masks, counts = decode_all(reader, indices, size, annotators, workers, in_channels=in_channels)
+        images, masks, counts = decode_all(reader, indices, size, annotators, workers, **decoding)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temp_prefix(folder.name)))
         readable_mode(tmp, folder=True)

@@ -1,7 +1,8 @@
 """The torch ``Dataset`` for training and validation, and ``build_datasets(config.data)``.
 
 Each item is a dict:
-- ``image`` (in_channels,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``),
+- ``image`` (in_channels,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``;
+  ``data.ct_window`` or ``data.normalize: ct``: ``formats.files.fixed_intensity``), resized as ``data.resize`` says,
 - ``masks`` (A,S,S) float32 atom maps: every annotator's mask (A fixed within a dataset; missing ones are 0);
   binary {0,1}, else 0..L (``labels``: the model turns them into ``scheme.one_hot(mask[:, 0])``),
 - ``mask`` (1,S,S) float32 atoms: the mask of annotator ``annotator``, drawn at random per item and per
@@ -27,9 +28,11 @@ from torch.utils.data import Dataset
 from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
 from diffuseg.data.formats import open_dataset
+from diffuseg.data.intensity import ct_statistics
 from diffuseg.data.splits import Split, plan_split
 from diffuseg.data.transforms import Augment, random_crop, single_thread
 from diffuseg.data.verify import first_channels
+from diffuseg.enums import Normalize
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.labels import LabelScheme, label_scheme
 
@@ -56,9 +59,11 @@ class SegmentationDataset(Dataset):
         seed: int = 0,
         scheme: LabelScheme | None = None,
         split: Split | None = None,
+        ct_stats: tuple[float, ...] = (),
     ):
         self.arrays = arrays
         self.split = split  # the split the items come from (``splits.plan_split``), for split.json
+        self.ct_stats = ct_stats  # ``data.normalize: ct``'s (low, high, mean, std), for the run's config
         self.scheme = scheme if scheme is not None else label_scheme()
         self.indices = list(indices)
         self.annotators = annotators
@@ -152,9 +157,13 @@ def build_datasets(
     if not train:
         raise UserError(f"{cfg.root}: no labelled cases for training")
     annotators = cfg.annotators or reader.annotators
+    ct_stats = tuple(cfg.ct_stats)
+    if cfg.normalize == Normalize.CT and not ct_stats:  # from the training cases only, recorded by the run
+        ct_stats = ct_statistics(reader, train)
+    reader.set_intensity(ct_stats if cfg.normalize == Normalize.CT else cfg.ct_window)
     cache = cfg.cache_dir or cache_dir
     in_channels = cfg.in_channels or first_channels(reader)  # 0: as the data's first case has them
-    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, in_channels)
+    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, in_channels, cfg.resize)
     n = len(train)
     if not any(arrays.masks[i].any() for i in range(n)):  # stops at the first item with foreground
         print(
@@ -168,6 +177,7 @@ def build_datasets(
         "seed": seed,
         "scheme": reader.scheme,
         "split": split,
+        "ct_stats": ct_stats,
     }
     train_set = SegmentationDataset(arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common)
     val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)

@@ -16,12 +16,27 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from diffuseg.enums import Resize
+
+
+def pad_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """Where an (H,W) image sits in the S x S square of ``data.resize: pad``: (top, left, h, w).
+
+    The longer side becomes S, the shorter ``round(side * S / longer)`` (at least 1), centred (the odd pixel of
+    padding goes to the bottom or right).
+    """
+    scale = size / max(height, width)
+    h, w = max(1, min(size, round(height * scale))), max(1, min(size, round(width * scale)))
+    return (size - h) // 2, (size - w) // 2, h, w
+
 
 def resize_pair(
-    image: torch.Tensor, masks: torch.Tensor, size: int, atoms: int = 1
+    image: torch.Tensor, masks: torch.Tensor, size: int, atoms: int = 1, mode: Resize = Resize.STRETCH
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resize to ``size`` x ``size`` (aspect ratio not kept; writers resize back to the original size).
+    """Resize to ``size`` x ``size``; writers map predictions back to the original size (``unpad``).
 
+    ``mode`` stretch: both sides to S (aspect ratio not kept). pad: the image is resized to ``pad_box``'s
+    (h, w), keeping its aspect ratio, and padded to S x S with zeros (image) and background 0 (masks).
     image (channels,H,W) float -> (channels,S,S) bilinear with antialiasing; masks (A,H,W) {0,1} -> (A,S,S)
     {0,1}: the same antialiased bilinear map, foreground where it is >= 0.5. Both commute with flips and
     90-degree turns, so image and mask stay aligned and no border is favoured (nearest-neighbour halving keeps
@@ -30,22 +45,43 @@ def resize_pair(
     ``atoms`` = L >= 2 (values 0..L): the same map on the one-hot over the L + 1 atoms, then the argmax (ties
     to the lower atom); L = 1 is exactly the binary rule above.
     """
-    if image.shape[-2:] == (size, size):
+    if mode == Resize.PAD:
+        top, left, h, w = pad_box(*image.shape[-2:], size)
+        img, msk = _resize_to(image, masks, (h, w), atoms)
+        sides = (left, size - w - left, top, size - h - top)
+        return F.pad(img, sides), F.pad(msk, sides)
+    return _resize_to(image, masks, (size, size), atoms)
+
+
+def _resize_to(
+    image: torch.Tensor, masks: torch.Tensor, shape: tuple[int, int], atoms: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``resize_pair``'s maps to (h, w) = ``shape``."""
+    if tuple(image.shape[-2:]) == tuple(shape):
         return image.float(), masks
-    img = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    img = F.interpolate(image[None].float(), size=shape, mode="bilinear", align_corners=False, antialias=True)[0]
     if masks.shape[0] == 0:
-        return img, masks.new_zeros((0, size, size))
+        return img, masks.new_zeros((0, *shape))
     if atoms >= 2:
-        return img, resize_atoms(masks, size, atoms)
-    soft = F.interpolate(masks[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return img, resize_atoms(masks, shape, atoms)
+    soft = F.interpolate(masks[None].float(), size=shape, mode="bilinear", align_corners=False, antialias=True)
     return img, (soft[0] >= 0.5).to(masks.dtype)
 
 
-def resize_atoms(masks: torch.Tensor, size: int, atoms: int) -> torch.Tensor:
-    """Atom maps (A,H,W) with values 0..``atoms`` -> (A,S,S): antialiased bilinear resize of the one-hot over
-    the atoms, then the argmax (ties to the lower atom)."""
+def unpad(array: torch.Tensor, original: tuple[int, int], mode: Resize = Resize.STRETCH) -> torch.Tensor:
+    """A model-size map (..., S, S) -> the part that covers the (H,W) = ``original`` image: (..., h, w) of
+    ``pad_box`` for ``mode`` pad, the whole map for stretch. Writers then resize it to (H,W)."""
+    if mode != Resize.PAD:
+        return array
+    top, left, h, w = pad_box(int(original[0]), int(original[1]), int(array.shape[-1]))
+    return array[..., top : top + h, left : left + w]
+
+
+def resize_atoms(masks: torch.Tensor, shape: tuple[int, int], atoms: int) -> torch.Tensor:
+    """Atom maps (A,H,W) with values 0..``atoms`` -> (A,h,w) = ``shape``: antialiased bilinear resize of the
+    one-hot over the atoms, then the argmax (ties to the lower atom)."""
     one_hot = F.one_hot(masks.long(), atoms + 1).movedim(-1, 1).float()  # (A, L+1, H, W)
-    soft = F.interpolate(one_hot, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    soft = F.interpolate(one_hot, size=shape, mode="bilinear", align_corners=False, antialias=True)
     return soft.argmax(1).to(masks.dtype)
 
 
@@ -199,7 +235,12 @@ def model_channels_problem(sources: Sequence[str], case_id: str, stored: int, in
 
 
 def model_input(
-    image: torch.Tensor, size: int, in_channels: int, where: str = "image", colour: bool = True
+    image: torch.Tensor,
+    size: int,
+    in_channels: int,
+    where: str = "image",
+    colour: bool = True,
+    mode: Resize = Resize.STRETCH,
 ) -> torch.Tensor:
     """A case's image (channels,H,W) as the network sees it at prediction time: (in_channels,S,S) float32.
 
@@ -212,6 +253,8 @@ def model_input(
         in_channels: the channels the network reads (``data.in_channels``).
         where: what the error message names (a file or case id).
         colour: whether the channels are an RGB picture (see ``match_channels``).
+        mode: ``data.resize`` (see ``resize_pair``).
     """
-    resized, _ = resize_pair(image, image.new_zeros((0, *image.shape[-2:]), dtype=torch.uint8), size)
+    empty = image.new_zeros((0, *image.shape[-2:]), dtype=torch.uint8)
+    resized, _ = resize_pair(image, empty, size, mode=mode)
     return match_channels(resized, in_channels, where, colour).float()

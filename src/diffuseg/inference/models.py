@@ -22,7 +22,17 @@ from diffuseg.errors import UserError
 from diffuseg.inference.ensemble import views
 from diffuseg.methods import inference_model
 
-AGREE = ("method", "data.image_size", "data.in_channels", "data.foreground", "data.classes")
+AGREE = (
+    "method",
+    "data.image_size",
+    "data.in_channels",
+    "data.foreground",
+    "data.classes",
+    "data.resize",
+    "data.ct_window",
+    "data.normalize",
+    "data.ct_stats",
+)
 """The config fields the checkpoints of an ensemble must share: the family, the input the networks read and the
 classes their members are label maps of."""
 

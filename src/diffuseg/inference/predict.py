@@ -92,7 +92,8 @@ def _model_inputs(
     reader: Reader, indices: Sequence[int], config: Config, pending: deque[Case], inputs: dict[str, list[dict]]
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Decode the cases ``indices`` one by one, keep them in ``pending`` for the writer, yield (case id,
-    model-size image) prepared as in training (``transforms.model_input``: resize, then match the channels).
+    model-size image) prepared as in training (``transforms.model_input``: resize or pad as ``data.resize`` says,
+    then match the channels; images read through ``data.ct_window`` or the run's CT statistics when it set them).
     Each case's input records (``manifest.input_record``) go to ``inputs`` before its files are decoded."""
     known: dict[str, dict] = {}
     for index in indices:
@@ -108,7 +109,7 @@ def _model_image(case: Case, config: Config) -> torch.Tensor:
     channels."""
     d = config.data
     try:
-        return model_input(case.image, d.image_size, d.in_channels, case.case_id, is_colour(case.geometry))
+        return model_input(case.image, d.image_size, d.in_channels, case.case_id, is_colour(case.geometry), d.resize)
     except ValueError:
         stored = int(case.image.shape[0])
         raise UserError(model_channels_problem(case.geometry.sources, case.case_id, stored, d.in_channels)) from None
@@ -174,6 +175,7 @@ def prepare(
     config = apply_overrides(models[0].config, overrides, len(models))
     d = config.data
     reader = select_cases(open_input(inputs, layout, d.foreground, d.classes), cases, str(inputs[0]))
+    reader.set_intensity(d.intensity)  # the training run's window or CT statistics, from the checkpoint's config
     if reader.problems:
         raise DatasetError(str(inputs[0]), reader.problems)
     if len(reader) == 0:
@@ -370,7 +372,8 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     written = items = 0  # output cases (a 2D image, or a volume of slices) and 2D images predicted
     scheme = config.data.scheme
     try:
-        with PredictionWriter(run.out, run.inputs, save_samples=run.save_samples, scheme=scheme) as writer:
+        writer = PredictionWriter(run.out, run.inputs, run.save_samples, scheme, config.data.resize)
+        with writer:
             inputs = _model_inputs(run.reader, indices, config, pending, records)
             results = sample_ensembles(draws, inputs, config.sample, device=run.device, scheme=scheme)
             for result in results:

@@ -1,6 +1,7 @@
 """Write predictions in the input's own format and geometry, as ``inference.outputs`` lays the folder out.
 
-- Model-size maps are resized back to the original size: the fused mask and samples are resized bilinearly
+- Model-size maps are cropped to the image's part (``data.resize: pad``, ``transforms.unpad``) and resized back
+  to the original size: the fused mask and samples are resized bilinearly
   as soft maps and thresholded at 0.5 (for {0,1} input this is nearest-like, with smoother boundaries);
   the uncertainty bilinearly.
 - Several classes (``scheme``, a non-binary ``labels.LabelScheme``): ``fused`` and ``samples`` are atom
@@ -30,6 +31,8 @@ from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats.base import Entry, name_clashes
 from diffuseg.data.formats.files import HDF5_SUFFIXES, ITK_SUFFIXES, VOLUME_SUFFIXES
 from diffuseg.data.formats.write import write_itk, write_nifti
+from diffuseg.data.transforms import unpad
+from diffuseg.enums import Resize
 from diffuseg.errors import UserError
 from diffuseg.files import atomic_path
 from diffuseg.inference.outputs import (
@@ -122,8 +125,10 @@ class PredictionWriter:
         inputs: Sequence[str | os.PathLike],
         save_samples: bool = False,
         scheme: LabelScheme | None = None,
+        resize: Resize = Resize.STRETCH,
     ):
         self.output = Path(output)
+        self.resize = resize  # ``data.resize``: how the model input was made from the image
         self.scheme = scheme if scheme is not None and not scheme.binary else None
         check_output(self.output, inputs)
         self.save_samples = save_samples
@@ -158,19 +163,20 @@ class PredictionWriter:
         """
         g = case.geometry
         size = (int(g.size[0]), int(g.size[1]))
-        if self.scheme is None:
-            to_mask = _to_mask
-        else:
-            scheme = self.scheme
+        scheme = self.scheme
 
-            def to_mask(a, s):
-                return _to_values(a, s, scheme)
+        def to_mask(a, s):
+            a = unpad(a, s, self.resize)
+            return _to_mask(a, s) if scheme is None else _to_values(a, s, scheme)
+
+        def to_map(a, s):
+            return _resize(unpad(a, s, self.resize), s).clip(0.0, 1.0)
 
         mask = to_mask(fused, size)
-        unc = _resize(uncertainty, size).clip(0.0, 1.0) if uncertainty is not None else None
+        unc = to_map(uncertainty, size) if uncertainty is not None else None
         per_class = None
         if self.scheme is not None and class_uncertainty is not None and output_format(g) in HDF5_SUFFIXES:
-            per_class = np.stack([_resize(m, size).clip(0.0, 1.0) for m in class_uncertainty])
+            per_class = np.stack([to_map(m, size) for m in class_uncertainty])
         samp = None
         if self.save_samples and samples is not None:
             samp = np.stack([to_mask(s, size) for s in samples.reshape(-1, *samples.shape[-2:])])

@@ -92,6 +92,8 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
         taken["ignore_label"] = stored.data.ignore_label
     if not config.data.in_channels:
         taken["in_channels"] = stored.data.in_channels
+    if not config.data.ct_stats:
+        taken["ct_stats"] = stored.data.ct_stats
     if taken:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, **taken))
     check_resumable(stored, config, ckpt_path)
@@ -132,6 +134,13 @@ def _prepare(config: Config, run_dir: Path) -> tuple[Config, L.LightningModule, 
     if not config.data.in_channels:  # a generic preset: the channels the data's images have
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, in_channels=train_set.in_channels))
         print(f"image channels from the dataset: {train_set.in_channels} (recorded as data.in_channels)")
+    if train_set.ct_stats and not config.data.ct_stats:  # data.normalize=ct: the training set's statistics
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, ct_stats=train_set.ct_stats))
+        low, high, mean, std = train_set.ct_stats
+        print(
+            f"CT statistics of the training foreground: clip [{low:g}, {high:g}], mean {mean:g}, std {std:g} "
+            "(recorded as data.ct_stats)"
+        )
     resolved = with_dataset_classes(config, train_set.scheme)
     if resolved.data.classes != config.data.classes:
         names = ", ".join(f"{c.name}={'+'.join(map(str, c.values))}" for c in resolved.data.classes)

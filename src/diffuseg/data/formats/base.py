@@ -29,6 +29,7 @@ from diffuseg.data.formats.containment import Containment, drop_unreadable
 from diffuseg.data.formats.files import (
     LOSSY_SUFFIXES,
     FileData,
+    fixed_intensity,
     label_values,
     normalize_intensity,
     read_file,
@@ -66,8 +67,9 @@ class Entry:
 class _FileCache:
     """The last few decoded files, so the slices of one volume decode it once."""
 
-    def __init__(self, size: int = 8):
+    def __init__(self, size: int = 8, intensity: tuple[float, ...] = ()):
         self.size = size
+        self.intensity = intensity  # ``Reader.set_intensity``: () = each file's percentiles
         self.items: OrderedDict[tuple[Path, bool], tuple[FileData, np.ndarray | None, int]] = OrderedDict()
 
     def get(self, path: Path, as_mask: bool) -> tuple[FileData, np.ndarray | None, int]:
@@ -79,7 +81,9 @@ class _FileCache:
         data = read_file(path, as_mask=as_mask)
         bad = int(data.array.size - np.isfinite(data.array).sum()) if data.array.dtype.kind == "f" else 0
         normalised = None
-        if not as_mask and data.prescaled:
+        if not as_mask and self.intensity:
+            normalised = fixed_intensity(data.array, self.intensity)
+        elif not as_mask and data.prescaled:
             normalised = data.array.astype(np.float32)
         elif not as_mask:
             channel_axis = _channel_axis(data)
@@ -139,6 +143,7 @@ class Reader:
     patient_rule = "the case name (each case its own patient)"  # how ``scan`` names patients, for ``verify``
     infer_classes = False  # whether undeclared classes are read from the label values (module docstring)
     contained = True  # images must lie in the dataset folder (not for image files named one by one)
+    intensity: tuple[float, ...] = ()  # ``set_intensity``
 
     def __init__(self, root: str | os.PathLike, foreground: Sequence[int] = (), classes: Sequence[ClassSpec] = ()):
         self.root = Path(root)
@@ -246,8 +251,15 @@ class Reader:
         """A reader of the same layout over ``indices`` only (scan problems are kept)."""
         out = copy.copy(self)
         out.entries = [self.entries[i] for i in indices]
-        out._files = _FileCache()
+        out._files = _FileCache(intensity=self.intensity)
         return out
+
+    def set_intensity(self, params: Sequence[float]) -> None:
+        """Read images through one intensity mapping for every file (``files.fixed_intensity`` of ``params``,
+        ``DataConfig.intensity``: a CT window or nnU-Net's CT statistics) instead of each file's percentiles
+        (``files.normalize_intensity``); ``()`` restores those."""
+        self.intensity = tuple(float(v) for v in params)
+        self._files = _FileCache(intensity=self.intensity)
 
     def load(self, index: int) -> Case:
         """Decode entry ``index``; raises ``UserError`` listing its problems."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -435,3 +436,33 @@ def normalize_intensity(array: np.ndarray, channel_axis: int | None) -> np.ndarr
             lo, hi = float(channel.min()), float(channel.max())
         out[c] = (np.clip(channel, lo, hi) - lo) / (hi - lo) if hi > lo else np.zeros_like(channel)
     return np.moveaxis(out, 0, channel_axis) if channel_axis is not None else out[0]
+
+
+def window_intensity(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Clip to a fixed intensity window (low, high), e.g. CT Hounsfield units, and scale it to [0, 1]; float32 of
+    the same shape, every channel alike.
+
+    Unlike ``normalize_intensity`` the scale does not depend on the file, so one HU value maps to one input value
+    in every scan. NaN and inf are set to 0 HU here (``verify`` reports them).
+    """
+    low, high = float(window[0]), float(window[1])
+    data = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return (np.clip(data, low, high) - low) / (high - low)
+
+
+def ct_intensity(array: np.ndarray, stats: Sequence[float]) -> np.ndarray:
+    """nnU-Net's CT normalisation (Isensee et al., Nature Methods 2021): clip to (low, high), the 0.5th and
+    99.5th percentiles of the training set's foreground intensities, then subtract their ``mean`` and divide by
+    their ``std``; ``stats`` = (low, high, mean, std) (``data.intensity.ct_statistics``). float32 of the same
+    shape, every channel alike; NaN and inf are set to 0 first (``verify`` reports them)."""
+    low, high, mean, std = (float(v) for v in stats)
+    data = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return (np.clip(data, low, high) - mean) / max(std, 1e-8)
+
+
+def fixed_intensity(array: np.ndarray, params: Sequence[float]) -> np.ndarray:
+    """The intensity mapping that is the same for every file (``DataConfig.intensity``): ``window_intensity`` for
+    two numbers (low, high), ``ct_intensity`` for four (low, high, mean, std)."""
+    if len(params) == 2:
+        return window_intensity(array, (params[0], params[1]))
+    return ct_intensity(array, params)
