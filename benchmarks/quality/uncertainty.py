@@ -198,7 +198,7 @@ def score_arm(arm: Arm, ckpts: dict[str, Path], cases: list) -> dict[str, Any]:
         rows.append({"case": cid, **row})
         pool.add(*(class_masks(scheme, x) for x in (r.samples[:, 0], r.fused[0], truth[:, 0])))
     summary = {key: M.summarize([row.get(key, math.nan) for row in rows])["mean"] for key in rows[0] if key != "case"}
-    passes = cfg.samples * steps_per_member(first)
+    passes = cfg.samples * steps_per_member(dataclasses.replace(first, sample=cfg))
     return {
         "label": arm.label,
         "runs": list(arm.runs),

@@ -63,10 +63,18 @@ def cost_figure(payload: dict[str, Any], path: Path) -> Path:
     one point per method: an uncertainty that finds the errors of a poor mask is worth less than it looks."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    empty = payload["arms"].get("empty mask (reference)", {}).get("summary", {}).get("dice")
-    if empty is not None:
-        axes[0].axhline(empty, color="grey", linestyle="--", label="empty mask")
+    refs = {
+        k.replace(" (reference)", ""): a["summary"].get("dice") for k, a in payload["arms"].items() if not a["members"]
+    }
+    dices = [a["summary"]["dice"] for a in payload["arms"].values() if a["members"]]
+    near = {k: v for k, v in refs.items() if v is not None and min(dices) - 0.05 <= v <= max(dices) + 0.05}
+    for (name, v), style in zip(near.items(), ("--", ":")):
+        axes[0].axhline(v, color="grey", linestyle=style, label=name)
+    far = ", ".join(f"{k} {v:.3f}" for k, v in refs.items() if k not in near and v is not None)
+    if near:
         axes[0].legend(fontsize=8)
+    if far:
+        axes[0].set_title(f"references off the axis: {far}", fontsize=8)
     panels = (
         ("summary", "dice", "Dice of the fused mask"),
         ("pixel", "auroc", "pixel AUROC of the uncertainty for errors"),
