@@ -74,7 +74,7 @@ class Budget:
 BUDGETS = {
     "lidc": Budget(steps=750, cases=64, members=16, channels=(16, 16, 32, 64), probunet_filters=(16, 32, 64, 96)),
     "ddti": Budget(steps=1200, cases=48, members=25, channels=(16, 16, 32, 64), probunet_filters=()),
-    "acdc": Budget(steps=1200, cases=20, members=25, channels=(16, 16, 32, 64), probunet_filters=()),
+    "acdc": Budget(steps=1200, cases=96, members=25, channels=(16, 16, 32, 64), probunet_filters=()),
     "quick": Budget(steps=2, cases=3, members=4, channels=(8, 8, 8, 8), probunet_filters=(8, 8, 8, 8)),
 }
 LR = ("train.lr=0.001", "train.decay_steps=0", "train.warmup_steps=150")  # the learning curves' LIDC schedule
