@@ -49,7 +49,8 @@ def dataset_section(payload: dict[str, Any], figure: Path) -> str:
     b, m = payload["budget"], payload["machine"]
     head = (
         f"{max(len(a['cases']) for a in arms.values())} validation cases; every model {b['steps']} optimiser steps at "
-        f"64 px, batch 8; scored on {m.get('cpu', '?')} with one torch thread, fp32 (seconds per case were measured "
+        f"64 px, batch 8; scored on {m.get('cpu', '?')} with {m.get('torch threads', '?')} torch thread(s), fp32 "
+        "(seconds per case were measured "
         "while other jobs shared the machine: compare them within this table only).\n\n"
     )
     commands = "".join(f"    {c}\n" for c in payload.get("commands", []))
@@ -88,7 +89,8 @@ def cost_figure(payload: dict[str, Any], path: Path) -> Path:
             ax.scatter(arm["seconds_per_case"], y, s=40)
             ax.annotate(name, (arm["seconds_per_case"], y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
-        ax.set(xlabel="seconds per case (one CPU thread, fp32)", ylabel=label)
+        threads = payload["machine"].get("torch threads", "?")
+        ax.set(xlabel=f"seconds per case ({threads} CPU thread(s), fp32)", ylabel=label)
         ax.grid(True, alpha=0.3)
     fig.suptitle(f"{payload['dataset']}: does the uncertainty find the errors, and at what cost?")
     fig.tight_layout()
