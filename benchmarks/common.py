@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from diffuseg.files import atomic_path, write_text_atomic
@@ -97,6 +98,15 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 3, max_s
         if time.perf_counter() - start > max_seconds:
             break
     return {"best": min(times), "median": statistics.median(times), "n": len(times)}
+
+
+# --------------------------------------------------------------------------------------------- statistics
+def paired(a: np.ndarray, b: np.ndarray, draws: int = 10000) -> str:
+    """Mean of a - b in Dice points and its 95 % bootstrap interval over cases."""
+    d = 100 * (a - b)
+    rng = np.random.default_rng(0)
+    means = rng.choice(d, (draws, len(d))).mean(1)
+    return f"{d.mean():+.2f} [{np.percentile(means, 2.5):+.2f}, {np.percentile(means, 97.5):+.2f}]"
 
 
 # --------------------------------------------------------------------------------------------- tables

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import line_plot, markdown_table, write_markdown
-from yardsticks import paired
+from common import line_plot, markdown_table, paired, write_markdown
 
 from diffuseg.config import TrainConfig
 from diffuseg.data.formats.paired import patient_of

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's module
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import learning_curve as LC
 import quality as Q
-from common import RESULTS, machine, markdown_table, print_machine, write_markdown
+from common import RESULTS, machine, markdown_table, paired, print_machine, write_markdown
 
 from diffuseg.checkpoint import LAST, read_checkpoint
 from diffuseg.errors import UserError
@@ -51,14 +51,6 @@ def unet_probabilities(ckpt: Path, cases, tta: bool) -> list[torch.Tensor]:
 def case_dice(masks: list[torch.Tensor], cases) -> np.ndarray:
     """Dice of each case's mask (H, W) against its annotator (DDTI: one)."""
     return np.array([float(dice(m.bool(), gt[0].bool())) for m, (_, _, gt) in zip(masks, cases)])
-
-
-def paired(a: np.ndarray, b: np.ndarray, draws: int = 10000) -> str:
-    """Mean of a - b in Dice points and its 95 % bootstrap interval over cases."""
-    d = 100 * (a - b)
-    rng = np.random.default_rng(0)
-    means = rng.choice(d, (draws, len(d))).mean(1)
-    return f"{d.mean():+.2f} [{np.percentile(means, 2.5):+.2f}, {np.percentile(means, 97.5):+.2f}]"
 
 
 def main(argv: list[str] | None = None) -> None:
