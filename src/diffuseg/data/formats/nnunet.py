@@ -38,7 +38,7 @@ from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader, annotator_problems
 from diffuseg.data.formats.files import stem_of, suffix_of
-from diffuseg.data.formats.paired import image_files
+from diffuseg.data.formats.paired import GivenImagesReader, image_files
 from diffuseg.data.formats.ssl4mis import patient_of
 from diffuseg.data.formats.volumes import expand_volumes
 from diffuseg.errors import UserError
@@ -270,17 +270,12 @@ class NnUNetReader(Reader):
         self.entries = expand_volumes(entries)
 
 
-class NnUNetImagesReader(Reader):
+class NnUNetImagesReader(GivenImagesReader):
     """An nnU-Net images folder alone (``imagesTs``; module docstring), or such files given one by one: unlabelled
     cases, one per ``CASE`` of the files ``CASE_XXXX.<ext>``, their channels in order."""
 
     layout = "nnunet"
     patient_rule = NnUNetReader.patient_rule
-
-    def __init__(self, root, foreground=(), classes=(), files: Sequence[Path] | None = None):
-        self._given = files  # explicit image files (``images_from_files``), else the folder is listed
-        self.contained = files is None  # files named one by one may lie anywhere
-        super().__init__(root, foreground, classes)
 
     @staticmethod
     def detect(root: Path) -> bool:

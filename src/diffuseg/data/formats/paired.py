@@ -16,6 +16,7 @@ Patient ids: the stem's prefix before the first ``_`` when that prefix is a numb
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader
@@ -123,16 +124,21 @@ class PairedReader(Reader):
         self.entries = expand_volumes(entries)
 
 
-class ImagesReader(Reader):
+class GivenImagesReader(Reader):
+    """A reader of unlabelled images from a folder, or from files named one by one (``files``), which may lie
+    anywhere; the subclass's ``scan`` lists ``self._given`` or the folder."""
+
+    def __init__(self, root, foreground=(), classes=(), files: Sequence[Path] | None = None):
+        self._given = files  # explicit image files (``images_from_files``), else the folder is listed
+        self.contained = files is None  # files named one by one may lie anywhere
+        super().__init__(root, foreground, classes)
+
+
+class ImagesReader(GivenImagesReader):
     """Unlabelled images: a folder of image files, or a list of files (A = 0), for ``predict``."""
 
     layout = "images"
     patient_rule = PATIENT_RULE
-
-    def __init__(self, root, foreground=(), classes=(), files: list[Path] | None = None):
-        self._given = files  # explicit image files (``images_from_files``), else the folder is listed
-        self.contained = files is None  # files named one by one may lie anywhere
-        super().__init__(root, foreground, classes)
 
     @staticmethod
     def detect(root: Path) -> bool:
