@@ -5,9 +5,8 @@ A ``Config`` is fully resolved: every field has a value, and ``save_config`` wri
 YAML stored with a run or a checkpoint reproduces it exactly. Unknown keys and bad values raise
 ``UserError`` naming the file (or override) and the key. Named presets are found by ``presets.load_config``.
 
-Each field has a ``Role`` (``role`` in the field's metadata, else its section's, else the recipe): what makes
-two runs the same experiment (``presets.recipe``) and what a resumed run may change (``training.run``) are
-read from it.
+Each field has a ``Role`` (``role`` in the field's metadata, else its section's, else the recipe): what makes two runs
+the same experiment (``presets.recipe``) and what a resumed run may change (``training.run``) are read from it.
 """
 
 from __future__ import annotations
@@ -84,6 +83,7 @@ class DataConfig:
     fold: int | None = field(default=None, metadata=_CASES)  # the validation fold (k-fold or splits_file); None: none
     folds: int = field(default=5, metadata=_CASES)  # k of that split (nnU-Net's 5)
     resize: Resize = Resize.STRETCH  # pad: keep the aspect ratio (docs/data.md "Geometry and intensities")
+    spacing: tuple[float, ...] = ()  # resize=spacing's [row, col] mm per pixel; () = the finest that fits, recorded
     ct_window: tuple[float, ...] = ()  # [low, high] HU: clipped and scaled to [0, 1], not per-file percentiles
     normalize: Normalize = Normalize.PER_IMAGE  # ct: nnU-Net's CT normalisation (docs/data.md)
     ct_stats: tuple[float, ...] = ()  # normalize=ct's (low, high, mean, std); () = computed by training, recorded
@@ -435,6 +435,7 @@ def _compiles(pattern: str) -> bool:
 
 def _validate(c: Config) -> None:
     """Range checks a dataclass cannot express."""
+    spacing_ok = not (s := c.data.spacing) or (c.data.resize == Resize.SPACING and len(s) == 2 and min(s) > 0)
     checks = [
         (c.data.image_size >= 8, "data.image_size must be >= 8"),
         (c.data.in_channels >= 0, "data.in_channels must be >= 1, or 0 for the channels the data's images have"),
@@ -453,6 +454,7 @@ def _validate(c: Config) -> None:
             not c.data.ct_stats or (len(c.data.ct_stats) == 4 and c.data.ct_stats[0] <= c.data.ct_stats[1]),
             "data.ct_stats must be [low, high, mean, std] with low <= high (or [] to compute them)",
         ),
+        (spacing_ok, "data.spacing must be [row_mm, col_mm] > 0, with data.resize=spacing ([]: the finest that fits)"),
         (_compiles(c.data.patient_regex), f"data.patient_regex {c.data.patient_regex!r}: not a regular expression"),
         (c.diffusion.timesteps >= 2, "diffusion.timesteps must be >= 2"),
         (c.diffusion.input_scale > 0, "diffusion.input_scale must be > 0"),

@@ -26,6 +26,7 @@ class Resize(StrEnum):
 
     STRETCH = "stretch"  # both sides to S: the aspect ratio is not kept
     PAD = "pad"  # the longer side to S, the shorter padded symmetrically (image zeros, mask background)
+    SPACING = "spacing"  # resampled to data.spacing (mm per pixel), then padded as pad pads
 
 
 class Normalize(StrEnum):

@@ -14,7 +14,7 @@ from diffuseg.data.dataset import build_datasets
 from diffuseg.data.formats import open_dataset
 from diffuseg.data.formats.files import ct_intensity, window_intensity
 from diffuseg.data.intensity import ct_statistics
-from diffuseg.data.transforms import model_input, pad_box, resize_pair, unpad
+from diffuseg.data.transforms import Fit, model_input, pad_box, resize_pair, unpad
 from diffuseg.enums import Normalize, Resize
 from diffuseg.errors import UserError
 from diffuseg.presets import load_config
@@ -32,7 +32,7 @@ def test_pad_then_unpad_gives_the_original_geometry_and_a_rectangle_keeps_its_sh
     mask = torch.zeros(1, 60, 120, dtype=torch.uint8)
     mask[0, 15:45, 30:90] = 1  # a 30 x 60 rectangle: aspect 1:2, on the 15-pixel grid of the 2/15 scale
     image[mask.bool()] = 1.0
-    img, msk = resize_pair(image, mask, 16, mode=Resize.PAD)
+    img, msk = resize_pair(image, mask, 16, fit=Fit(Resize.PAD))
     assert img.shape == (1, 16, 16) and msk.shape == (1, 16, 16)
     assert img[:, :4].abs().max() == 0 and img[:, 12:].abs().max() == 0  # zero padding above and below
     assert msk[:, :4].max() == 0 and msk[:, 12:].max() == 0  # background padding
@@ -42,25 +42,25 @@ def test_pad_then_unpad_gives_the_original_geometry_and_a_rectangle_keeps_its_sh
     _, stretched = resize_pair(image, mask, 16)
     r, c = stretched[0].nonzero().unbind(1)
     assert (int(r.max() - r.min() + 1), int(c.max() - c.min() + 1)) == (8, 8)
-    inner = unpad(msk.float(), (60, 120), Resize.PAD)
+    inner = unpad(msk.float(), (60, 120), Fit(Resize.PAD))
     assert inner.shape == (1, 8, 16)
     back = torch.nn.functional.interpolate(inner[None], size=(60, 120), mode="bilinear")[0] >= 0.5
     assert back.shape == mask.shape
     r, c = back[0].nonzero().unbind(1)
     box = (int(r.min()), int(r.max()) + 1, int(c.min()), int(c.max()) + 1)
     assert np.allclose(box, (15, 45, 30, 90), atol=1)  # the rectangle comes back in place, to a pixel
-    assert torch.equal(unpad(msk, (60, 120), Resize.STRETCH), msk)
+    assert torch.equal(unpad(msk, (60, 120), Fit(Resize.STRETCH)), msk)
 
 
 def test_pad_keeps_atom_maps_and_the_model_input_matches_training():
     masks = torch.zeros(2, 20, 40, dtype=torch.uint8)
     masks[:, 5:15, 10:20] = 2
     masks[:, 5:15, 20:30] = 1
-    _, out = resize_pair(torch.zeros(1, 20, 40), masks, 16, atoms=2, mode=Resize.PAD)
+    _, out = resize_pair(torch.zeros(1, 20, 40), masks, 16, atoms=2, fit=Fit(Resize.PAD))
     assert set(out.unique().tolist()) == {0, 1, 2} and out[:, :4].max() == 0
     image = torch.rand(3, 20, 40, generator=torch.Generator().manual_seed(0))
-    padded, _ = resize_pair(image, masks, 16, mode=Resize.PAD)
-    assert torch.allclose(model_input(image, 16, 3, mode=Resize.PAD), padded)
+    padded, _ = resize_pair(image, masks, 16, fit=Fit(Resize.PAD))
+    assert torch.allclose(model_input(image, 16, 3, fit=Fit(Resize.PAD)), padded)
 
 
 def test_window_clips_and_scales_hounsfield_units():
@@ -88,7 +88,9 @@ def test_ct_window_replaces_the_per_file_percentiles(tmp_path):
     assert reader.subset([1])[0].image.max() <= 1.0 and reader.subset([1]).intensity == (-1000.0, 400.0)
     reader.set_intensity(())
     assert key != cache_key(reader, range(len(reader)), 16, 1)  # the window builds its own cache
-    assert cache_key(reader, range(len(reader)), 16, 1, Resize.PAD) != cache_key(reader, range(len(reader)), 16, 1)
+    assert cache_key(reader, range(len(reader)), 16, 1, fit=Fit(Resize.PAD)) != cache_key(
+        reader, range(len(reader)), 16, 1
+    )
 
 
 def test_the_defaults_are_todays_behaviour_and_bad_windows_are_refused():

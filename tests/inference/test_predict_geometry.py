@@ -11,6 +11,7 @@ from PIL import Image
 
 from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats.files import window_intensity
+from diffuseg.data.transforms import Fit
 from diffuseg.enums import Resize
 from diffuseg.inference import predict as predict_module
 from diffuseg.inference.predict import predict
@@ -38,7 +39,7 @@ def test_the_writer_crops_the_padding_before_resizing_back(tmp_path):
     fused = torch.ones(16, 16)  # the padding rows (0-3, 12-15) say foreground: they must not reach the output
     fused[4:12] = 0
     fused[6:10, 4:12] = 1  # a 4 x 8 rectangle in the 8 x 16 image part
-    with PredictionWriter(tmp_path / "out", [tmp_path / "in"], resize=Resize.PAD) as writer:
+    with PredictionWriter(tmp_path / "out", [tmp_path / "in"], fit=Fit(Resize.PAD)) as writer:
         (path,) = writer.write(case, fused)
     mask = np.asarray(Image.open(path)) > 0
     assert mask.shape == (60, 120)

@@ -5,7 +5,8 @@
 for binary atom maps, or (N,A,S,S) uint8 atom maps (``labels``) when the reader's scheme has L >= 2 atoms,
 ``counts.npy`` (N,) annotators per item, and ``meta.json`` (case and patient ids). ``key`` hashes the reader's
 layout, foreground labels, size, annotator and channel count (and its label scheme when it is not binary, so a
-binary key does not depend on the scheme's form; ``data.resize`` and ``Reader.intensity`` when not the defaults),
+binary key does not depend on the scheme's form; ``data.resize``, ``data.spacing`` and ``Reader.intensity`` when
+not the defaults),
 and every source file's path, size and modification time, so any change to the data or the settings builds a
 new cache.
 The folder is written under a temporary name and renamed, so a cache is never half-written. Building
@@ -28,10 +29,10 @@ import numpy as np
 import torch
 
 from diffuseg.data.formats import Reader
-from diffuseg.data.transforms import resize_pair, single_thread
+from diffuseg.data.transforms import STRETCH_FIT, Fit, resize_pair, single_thread
 from diffuseg.data.verify import checked_case
 from diffuseg.enums import Resize
-from diffuseg.errors import DatasetError
+from diffuseg.errors import DatasetError, UserError
 from diffuseg.files import disk_full, no_space, readable_mode, temp_prefix
 
 CACHE_VERSION = 2  # the stored arrays' version: masks resized by ``transforms.resize_pair``'s thresholded resize
@@ -81,7 +82,7 @@ def cache_key(
     size: int,
     annotators: int,
     in_channels: int = 1,
-    resize: Resize = Resize.STRETCH,
+    fit: Fit = STRETCH_FIT,
 ) -> str:
     """Hex digest of the settings and every source file's (path, size, mtime).
 
@@ -91,14 +92,16 @@ def cache_key(
         size: S, the model size.
         annotators: A, the masks kept per item.
         in_channels: the image channels after ``transforms.match_channels``.
-        resize: ``data.resize``.
+        fit: ``data.resize`` and ``data.spacing``.
     """
     h = hashlib.sha256()
     settings = [CACHE_VERSION, reader.layout, list(reader.foreground), size, annotators, in_channels]
     if not reader.scheme.binary or reader.scheme.ignore is not None:
         settings.append(reader.scheme.to_dict())
-    if resize != Resize.STRETCH:  # stretch and no window: the keys caches had before these settings existed
-        settings.append(str(resize))
+    if fit.mode != Resize.STRETCH:  # stretch and no window: the keys caches had before these settings existed
+        settings.append(str(fit.mode))
+    if fit.spacing:
+        settings.append(list(fit.spacing))
     if reader.intensity:
         settings.append(list(reader.intensity))
     h.update(json.dumps(settings).encode())
@@ -116,12 +119,12 @@ def cache_key(
     return h.hexdigest()[:24]
 
 
-def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int, resize: Resize):
+def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int, fit: Fit):
     with single_thread():
-        return _decode(reader, indices, size, annotators, in_channels, resize)
+        return _decode(reader, indices, size, annotators, in_channels, fit)
 
 
-def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int, resize: Resize):
+def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int, fit: Fit):
     n = len(indices)
     atoms = reader.scheme.stored_atoms  # the ignore label stored as atom L + 1
     images = np.zeros((n, in_channels, size, size), dtype=np.float16)
@@ -133,7 +136,11 @@ def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, 
         problems.extend(found)
         if case is None:
             continue
-        image, mask = resize_pair(case.image, case.masks[:annotators], size, atoms, resize)
+        try:
+            image, mask = resize_pair(case.image, case.masks[:annotators], size, atoms, fit, case.geometry)
+        except UserError as err:  # data.resize=spacing: no spacing, or too large to fit
+            problems.append(str(err))
+            continue
         images[j] = image.numpy()
         counts[j] = mask.shape[0]
         masks[j, : mask.shape[0]] = mask.numpy() if atoms >= 2 else np.packbits(mask.numpy().astype(bool), axis=-1)
@@ -148,7 +155,7 @@ def decode_all(
     workers: int = 1,
     chunk: int = 256,
     in_channels: int = 1,
-    resize: Resize = Resize.STRETCH,
+    fit: Fit = STRETCH_FIT,
 ):
     """Decode and resize ``indices``; (images (N,in_channels,S,S), masks, counts (N,)) as ``CachedArrays``
     stores them, or ``DatasetError`` with every problem.
@@ -161,7 +168,7 @@ def decode_all(
         workers: decoding processes (1: this process).
         chunk: entries per task of a worker.
         in_channels: the image channels after ``transforms.match_channels``.
-        resize: ``data.resize`` (``transforms.resize_pair``).
+        fit: ``data.resize`` and ``data.spacing`` (``transforms.resize_pair``).
     """
     from tqdm import tqdm
 
@@ -174,14 +181,14 @@ def decode_all(
         with ProcessPoolExecutor(workers) as pool:
             k = len(chunks)
             parts = []
-            same = ([size] * k, [annotators] * k, [in_channels] * k, [resize] * k)
+            same = ([size] * k, [annotators] * k, [in_channels] * k, [fit] * k)
             for part in pool.map(_decode_chunk, subsets, local, *same):
                 parts.append(part)
                 bar.update(len(part[2]))
     else:
         parts = []
         for c in chunks:
-            parts.append(_decode_chunk(reader, c, size, annotators, in_channels, resize))
+            parts.append(_decode_chunk(reader, c, size, annotators, in_channels, fit))
             bar.update(len(c))
     bar.close()
     problems = list(dict.fromkeys([*reader.problems, *(p for part in parts for p in part[3])]))
@@ -199,7 +206,7 @@ def load_cached(
     cache_dir: str | os.PathLike | None,
     workers: int = 1,
     in_channels: int = 1,
-    resize: Resize = Resize.STRETCH,
+    fit: Fit = STRETCH_FIT,
 ) -> CachedArrays:
     """The cached arrays for ``indices`` of ``reader`` at ``size`` with ``in_channels`` channels, built on first use.
 
@@ -211,15 +218,15 @@ def load_cached(
         cache_dir: the cache root; ``None`` keeps the arrays in memory only (no files written).
         workers: decoding processes when the cache is built.
         in_channels: the image channels after ``transforms.match_channels``.
-        resize: ``data.resize`` (``transforms.resize_pair``).
+        fit: ``data.resize`` and ``data.spacing`` (``transforms.resize_pair``).
     """
     case_ids = [reader.entries[i].case_id for i in indices]
     patients = [reader.entries[i].patient_id for i in indices]
-    decoding = {"in_channels": in_channels, "resize": resize}
+    decoding = {"in_channels": in_channels, "fit": fit}
     if cache_dir is None:
         images, masks, counts = decode_all(reader, indices, size, annotators, workers, **decoding)
         return CachedArrays(images, masks, counts, case_ids, patients, size, atoms=reader.scheme.stored_atoms)
-    folder = Path(cache_dir) / cache_key(reader, indices, size, annotators, in_channels, resize)
+    folder = Path(cache_dir) / cache_key(reader, indices, size, annotators, in_channels, fit)
     if not (folder / "meta.json").is_file():
         images, masks, counts = decode_all(reader, indices, size, annotators, workers, **decoding)
         folder.parent.mkdir(parents=True, exist_ok=True)

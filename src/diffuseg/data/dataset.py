@@ -2,7 +2,8 @@
 
 Each item is a dict:
 - ``image`` (in_channels,S,S) float32, intensities in [0, 1] per channel (see ``formats.files.normalize_intensity``;
-  ``data.ct_window`` or ``data.normalize: ct``: ``formats.files.fixed_intensity``), resized as ``data.resize`` says,
+  ``data.ct_window`` or ``data.normalize: ct``: ``formats.files.fixed_intensity``), resized as ``data.resize`` says
+  (``spacing``: to ``data.spacing``, or to the finest spacing that fits every case when that is empty),
 - ``masks`` (A,S,S) float32 atom maps: every annotator's mask (A fixed within a dataset; missing ones are 0);
   binary {0,1}, else 0..L (``labels``: the model turns them into ``scheme.one_hot(mask[:, 0])``),
 - ``mask`` (1,S,S) float32 atoms: the mask of annotator ``annotator``, drawn at random per item and per
@@ -27,12 +28,13 @@ from torch.utils.data import Dataset
 
 from diffuseg.config import DataConfig
 from diffuseg.data.cache import CachedArrays, load_cached
-from diffuseg.data.formats import open_dataset
+from diffuseg.data.formats import Reader, open_dataset
 from diffuseg.data.intensity import ct_statistics
+from diffuseg.data.spacing import check_fits, fitting_spacing
 from diffuseg.data.splits import Split, plan_split
-from diffuseg.data.transforms import Augment, random_crop, single_thread
+from diffuseg.data.transforms import Augment, Fit, random_crop, single_thread
 from diffuseg.data.verify import first_channels
-from diffuseg.enums import Normalize
+from diffuseg.enums import Normalize, Resize
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.labels import LabelScheme, label_scheme
 
@@ -60,10 +62,12 @@ class SegmentationDataset(Dataset):
         scheme: LabelScheme | None = None,
         split: Split | None = None,
         ct_stats: tuple[float, ...] = (),
+        spacing: tuple[float, ...] = (),
     ):
         self.arrays = arrays
         self.split = split  # the split the items come from (``splits.plan_split``), for split.json
         self.ct_stats = ct_stats  # ``data.normalize: ct``'s (low, high, mean, std), for the run's config
+        self.spacing = spacing  # ``data.resize: spacing``'s target (rows, columns) mm, for the run's config
         self.scheme = scheme if scheme is not None else label_scheme()
         self.indices = list(indices)
         self.annotators = annotators
@@ -163,7 +167,8 @@ def build_datasets(
     reader.set_intensity(ct_stats if cfg.normalize == Normalize.CT else cfg.ct_window)
     cache = cfg.cache_dir or cache_dir
     in_channels = cfg.in_channels or first_channels(reader)  # 0: as the data's first case has them
-    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, in_channels, cfg.resize)
+    fit = _fit(cfg, reader, train + val)
+    arrays = load_cached(reader, train + val, cfg.image_size, annotators, cache, workers, in_channels, fit)
     n = len(train)
     if not any(arrays.masks[i].any() for i in range(n)):  # stops at the first item with foreground
         print(
@@ -178,10 +183,22 @@ def build_datasets(
         "scheme": reader.scheme,
         "split": split,
         "ct_stats": ct_stats,
+        "spacing": fit.spacing,
     }
     train_set = SegmentationDataset(arrays, range(n), train=True, augment=Augment() if cfg.augment else None, **common)
     val_set = SegmentationDataset(arrays, range(n, n + len(val)), train=False, **common)
     return train_set, val_set
+
+
+def _fit(cfg: DataConfig, reader: Reader, indices: list[int]) -> Fit:
+    """``data.resize`` with its target spacing: ``data.spacing``, else the finest that fits every case the run reads
+    (``spacing.fitting_spacing``; geometry alone, no label is looked at); ``UserError`` naming a case without a
+    spacing or too large for it, before anything is decoded."""
+    if cfg.resize != Resize.SPACING:
+        return Fit(cfg.resize)
+    target = tuple(cfg.spacing) or fitting_spacing(reader, indices, cfg.image_size)
+    check_fits(reader, indices, cfg.image_size, target)
+    return Fit(cfg.resize, target)
 
 
 def _spread(indices: list[int], n: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""Paired transforms on tensors: resizing to the model size, training augmentation, the random crop.
+"""Paired transforms on tensors: resizing to the model size (``Fit``), training augmentation, the random crop.
 
 Images are (channels,H,W) float, masks (A,H,W) atom maps (``labels``: {0,1} for binary, 0..L for L declared
 label values); every geometric change is applied to both with the same parameters (images bilinear, masks
@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from diffuseg.config import DataConfig
+from diffuseg.data.case import Geometry
+from diffuseg.data.spacing import resampled_shape
 from diffuseg.enums import Resize
 
 
@@ -30,13 +33,49 @@ def pad_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
     return (size - h) // 2, (size - w) // 2, h, w
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How an (H,W) item becomes the S x S model input and back: ``data.resize`` and, for ``spacing``, the target
+    ``data.spacing`` (rows, columns) in mm per pixel (module ``data.spacing``)."""
+
+    mode: Resize = Resize.STRETCH
+    spacing: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, data: DataConfig) -> Fit:
+        """The fit of a run's (or checkpoint's) resolved ``data`` config."""
+        return cls(data.resize, tuple(data.spacing))
+
+    def box(self, height: int, width: int, size: int, geometry: Geometry | None = None) -> tuple[int, int, int, int]:
+        """Where an (H,W) item of ``geometry`` sits in the S x S input: (top, left, h, w). stretch: the whole
+        square; pad: ``pad_box``; spacing: (h, w) = ``spacing.resampled_shape``, centred as pad centres
+        (``UserError`` naming the file when it has no spacing or does not fit)."""
+        if self.mode == Resize.STRETCH:
+            return 0, 0, size, size
+        if self.mode == Resize.PAD:
+            return pad_box(height, width, size)
+        where = geometry.sources[0] if geometry is not None and geometry.sources else "image"
+        pixel = geometry.plane_spacing() if geometry is not None else None
+        h, w = resampled_shape(height, width, pixel, self.spacing, size, where)
+        return (size - h) // 2, (size - w) // 2, h, w
+
+
+STRETCH_FIT = Fit()  # the default: both sides to S
+
+
 def resize_pair(
-    image: torch.Tensor, masks: torch.Tensor, size: int, atoms: int = 1, mode: Resize = Resize.STRETCH
+    image: torch.Tensor,
+    masks: torch.Tensor,
+    size: int,
+    atoms: int = 1,
+    fit: Fit = STRETCH_FIT,
+    geometry: Geometry | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize to ``size`` x ``size``; writers map predictions back to the original size (``unpad``).
 
-    ``mode`` stretch: both sides to S (aspect ratio not kept). pad: the image is resized to ``pad_box``'s
-    (h, w), keeping its aspect ratio, and padded to S x S with zeros (image) and background 0 (masks).
+    ``fit`` stretch: both sides to S (aspect ratio not kept). pad: the image is resized to ``pad_box``'s
+    (h, w), keeping its aspect ratio, and padded to S x S with zeros (image) and background 0 (masks). spacing:
+    resized to ``geometry``'s spacing resampled to ``fit.spacing`` (``Fit.box``), padded as pad pads.
     image (channels,H,W) float -> (channels,S,S) bilinear with antialiasing; masks (A,H,W) {0,1} -> (A,S,S)
     {0,1}: the same antialiased bilinear map, foreground where it is >= 0.5. Both commute with flips and
     90-degree turns, so image and mask stay aligned and no border is favoured (nearest-neighbour halving keeps
@@ -44,13 +83,21 @@ def resize_pair(
     image). Atom maps with
     ``atoms`` = L >= 2 (values 0..L): the same map on the one-hot over the L + 1 atoms, then the argmax (ties
     to the lower atom); L = 1 is exactly the binary rule above.
+
+    Args:
+        image: (channels,H,W).
+        masks: (A,H,W) atom maps.
+        size: S.
+        atoms: L, the atoms of the masks.
+        fit: ``data.resize`` and ``data.spacing``.
+        geometry: the item's (its file and pixel spacing), for ``fit`` spacing.
     """
-    if mode == Resize.PAD:
-        top, left, h, w = pad_box(*image.shape[-2:], size)
-        img, msk = _resize_to(image, masks, (h, w), atoms)
-        sides = (left, size - w - left, top, size - h - top)
-        return F.pad(img, sides), F.pad(msk, sides)
-    return _resize_to(image, masks, (size, size), atoms)
+    top, left, h, w = fit.box(*image.shape[-2:], size, geometry)
+    img, msk = _resize_to(image, masks, (h, w), atoms)
+    if (h, w) == (size, size):
+        return img, msk
+    sides = (left, size - w - left, top, size - h - top)
+    return F.pad(img, sides), F.pad(msk, sides)
 
 
 def _resize_to(
@@ -68,12 +115,12 @@ def _resize_to(
     return img, (soft[0] >= 0.5).to(masks.dtype)
 
 
-def unpad(array: torch.Tensor, original: tuple[int, int], mode: Resize = Resize.STRETCH) -> torch.Tensor:
-    """A model-size map (..., S, S) -> the part that covers the (H,W) = ``original`` image: (..., h, w) of
-    ``pad_box`` for ``mode`` pad, the whole map for stretch. Writers then resize it to (H,W)."""
-    if mode != Resize.PAD:
-        return array
-    top, left, h, w = pad_box(int(original[0]), int(original[1]), int(array.shape[-1]))
+def unpad(
+    array: torch.Tensor, original: tuple[int, int], fit: Fit = STRETCH_FIT, geometry: Geometry | None = None
+) -> torch.Tensor:
+    """A model-size map (..., S, S) -> the part that covers the (H,W) = ``original`` item of ``geometry``: (..., h, w)
+    of ``fit.box`` (the whole map for stretch). Writers then resize it to (H,W)."""
+    top, left, h, w = fit.box(int(original[0]), int(original[1]), int(array.shape[-1]), geometry)
     return array[..., top : top + h, left : left + w]
 
 
@@ -240,7 +287,8 @@ def model_input(
     in_channels: int,
     where: str = "image",
     colour: bool = True,
-    mode: Resize = Resize.STRETCH,
+    fit: Fit = STRETCH_FIT,
+    geometry: Geometry | None = None,
 ) -> torch.Tensor:
     """A case's image (channels,H,W) as the network sees it at prediction time: (in_channels,S,S) float32.
 
@@ -253,8 +301,9 @@ def model_input(
         in_channels: the channels the network reads (``data.in_channels``).
         where: what the error message names (a file or case id).
         colour: whether the channels are an RGB picture (see ``match_channels``).
-        mode: ``data.resize`` (see ``resize_pair``).
+        fit: ``data.resize`` and ``data.spacing`` (see ``resize_pair``).
+        geometry: the case's, for ``fit`` spacing.
     """
     empty = image.new_zeros((0, *image.shape[-2:]), dtype=torch.uint8)
-    resized, _ = resize_pair(image, empty, size, mode=mode)
+    resized, _ = resize_pair(image, empty, size, fit=fit, geometry=geometry)
     return match_channels(resized, in_channels, where, colour).float()

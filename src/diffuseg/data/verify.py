@@ -6,8 +6,9 @@ than their image, masks that are not binary or hold unknown labels (with classes
 dataset, annotator folders of unequal length, NIfTI image/label geometry (shape, affine) that differs, and
 images whose channel count cannot be turned into ``data.in_channels`` (``transforms.match_channels``).
 ``checked_case`` is the one per-case check: training's cache (``data.cache``) decodes through it too, so a
-dataset that verify accepts is one that training accepts. The summary ends with the split training would use
-(``splits.plan_split``): its source, the patient rule, and the patients and cases of each side.
+dataset that verify accepts is one that training accepts. The summary gives the in-plane pixel spacings where the
+files record them (``spacing.spacing_line``) and ends with the split training would use (``splits.plan_split``): its
+source, the patient rule, and the patients and cases of each side.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from diffuseg.config import DataConfig
 from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats import Reader, open_dataset
 from diffuseg.data.formats.files import RASTER_SUFFIXES
+from diffuseg.data.spacing import spacing_line
 from diffuseg.data.splits import Split, case_names, plan_split
 from diffuseg.data.transforms import match_channels
 from diffuseg.errors import DatasetError
@@ -135,6 +137,7 @@ class _Stats:
     empty: int = 0
     labelled: int = 0
     classes: Counter = dataclasses.field(default_factory=Counter)
+    planes: dict = dataclasses.field(default_factory=dict)  # volume or case id -> (in-plane (H,W), spacing mm)
 
     def add(self, case: Case) -> None:
         self.stored[case.extra.get("stored_channels", case.image.shape[0])] += 1
@@ -143,6 +146,9 @@ class _Stats:
             self.empty += int(not bool(case.masks.any()))
         if case.geometry.category:
             self.classes[case.geometry.category] += 1
+        pixel = case.geometry.plane_spacing()
+        if pixel:
+            self.planes.setdefault(case.geometry.volume_id or case.case_id, (case.geometry.size, pixel))
 
 
 def summarize(reader: Reader, in_channels: int = DEFAULT_CHANNELS, stats: _Stats | None = None) -> str:
@@ -174,4 +180,6 @@ def summarize(reader: Reader, in_channels: int = DEFAULT_CHANNELS, stats: _Stats
     )
     if stats is not None and stats.labelled:
         lines.append(f"  cases whose mask is empty: {stats.empty} of {stats.labelled}")
+    if stats is not None and stats.planes:  # what data.resize=spacing works with (docs/data.md)
+        lines.append(spacing_line(list(stats.planes.values())))
     return "\n".join(lines)

@@ -29,6 +29,7 @@ AGREE = (
     "data.foreground",
     "data.classes",
     "data.resize",
+    "data.spacing",
     "data.ct_window",
     "data.normalize",
     "data.ct_stats",

@@ -50,9 +50,11 @@ from diffuseg.config import Config, config_from_dict, config_to_dict, merge, par
 from diffuseg.data.case import Case
 from diffuseg.data.formats import Entry, Reader, open_input
 from diffuseg.data.formats.files import check_header, is_image_file, stem_of
+from diffuseg.data.spacing import check_fits
 from diffuseg.data.splits import select_cases
-from diffuseg.data.transforms import model_channels_problem, model_input
+from diffuseg.data.transforms import Fit, model_channels_problem, model_input
 from diffuseg.data.verify import is_colour
+from diffuseg.enums import Resize
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.files import remove_stale_temps
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
@@ -92,7 +94,7 @@ def _model_inputs(
     reader: Reader, indices: Sequence[int], config: Config, pending: deque[Case], inputs: dict[str, list[dict]]
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Decode the cases ``indices`` one by one, keep them in ``pending`` for the writer, yield (case id,
-    model-size image) prepared as in training (``transforms.model_input``: resize or pad as ``data.resize`` says,
+    model-size image) prepared as in training (``transforms.model_input``: as ``data.resize`` and ``data.spacing`` say,
     then match the channels; images read through ``data.ct_window`` or the run's CT statistics when it set them).
     Each case's input records (``manifest.input_record``) go to ``inputs`` before its files are decoded."""
     known: dict[str, dict] = {}
@@ -109,7 +111,8 @@ def _model_image(case: Case, config: Config) -> torch.Tensor:
     channels."""
     d = config.data
     try:
-        return model_input(case.image, d.image_size, d.in_channels, case.case_id, is_colour(case.geometry), d.resize)
+        colour = is_colour(case.geometry)
+        return model_input(case.image, d.image_size, d.in_channels, case.case_id, colour, Fit.of(d), case.geometry)
     except ValueError:
         stored = int(case.image.shape[0])
         raise UserError(model_channels_problem(case.geometry.sources, case.case_id, stored, d.in_channels)) from None
@@ -181,6 +184,8 @@ def prepare(
     if len(reader) == 0:
         raise UserError(f"{inputs[0]}: no images to predict")
     _check_headers(reader, str(inputs[0]))
+    if d.resize == Resize.SPACING:  # every input's spacing and size, from headers: none is cropped
+        check_fits(reader, range(len(reader)), d.image_size, d.spacing)
     _model_image(reader[0], config)  # the channels: a model that cannot read them fails here, not after writing
     check_output_names(reader.entries)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -372,7 +377,7 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     written = items = 0  # output cases (a 2D image, or a volume of slices) and 2D images predicted
     scheme = config.data.scheme
     try:
-        writer = PredictionWriter(run.out, run.inputs, run.save_samples, scheme, config.data.resize)
+        writer = PredictionWriter(run.out, run.inputs, run.save_samples, scheme, Fit.of(config.data))
         with writer:
             inputs = _model_inputs(run.reader, indices, config, pending, records)
             results = sample_ensembles(draws, inputs, config.sample, device=run.device, scheme=scheme)

@@ -1,7 +1,7 @@
 """Write predictions in the input's own format and geometry, as ``inference.outputs`` lays the folder out.
 
-- Model-size maps are cropped to the image's part (``data.resize: pad``, ``transforms.unpad``) and resized back
-  to the original size: the fused mask and samples are resized bilinearly
+- Model-size maps are cropped to the image's part (``data.resize: pad`` or ``spacing``, ``transforms.unpad``) and
+  resized back to the original size (its own grid): the fused mask and samples are resized bilinearly
   as soft maps and thresholded at 0.5 (for {0,1} input this is nearest-like, with smoother boundaries);
   the uncertainty bilinearly.
 - Several classes (``scheme``, a non-binary ``labels.LabelScheme``): ``fused`` and ``samples`` are atom
@@ -31,8 +31,7 @@ from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats.base import Entry, name_clashes
 from diffuseg.data.formats.files import HDF5_SUFFIXES, ITK_SUFFIXES, VOLUME_SUFFIXES
 from diffuseg.data.formats.write import write_itk, write_nifti
-from diffuseg.data.transforms import unpad
-from diffuseg.enums import Resize
+from diffuseg.data.transforms import STRETCH_FIT, Fit, unpad
 from diffuseg.errors import UserError
 from diffuseg.files import atomic_path
 from diffuseg.inference.outputs import (
@@ -125,10 +124,10 @@ class PredictionWriter:
         inputs: Sequence[str | os.PathLike],
         save_samples: bool = False,
         scheme: LabelScheme | None = None,
-        resize: Resize = Resize.STRETCH,
+        fit: Fit = STRETCH_FIT,
     ):
         self.output = Path(output)
-        self.resize = resize  # ``data.resize``: how the model input was made from the image
+        self.fit = fit  # ``data.resize`` and ``data.spacing``: how the model input was made from the image
         self.scheme = scheme if scheme is not None and not scheme.binary else None
         check_output(self.output, inputs)
         self.save_samples = save_samples
@@ -166,11 +165,11 @@ class PredictionWriter:
         scheme = self.scheme
 
         def to_mask(a, s):
-            a = unpad(a, s, self.resize)
+            a = unpad(a, s, self.fit, g)
             return _to_mask(a, s) if scheme is None else _to_values(a, s, scheme)
 
         def to_map(a, s):
-            return _resize(unpad(a, s, self.resize), s).clip(0.0, 1.0)
+            return _resize(unpad(a, s, self.fit, g), s).clip(0.0, 1.0)
 
         mask = to_mask(fused, size)
         unc = to_map(uncertainty, size) if uncertainty is not None else None

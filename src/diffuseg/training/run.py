@@ -94,6 +94,8 @@ def _resume_state(config: Config, ckpt_path: Path, resume: bool) -> tuple[int, i
         taken["in_channels"] = stored.data.in_channels
     if not config.data.ct_stats:
         taken["ct_stats"] = stored.data.ct_stats
+    if not config.data.spacing:
+        taken["spacing"] = stored.data.spacing
     if taken:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, **taken))
     check_resumable(stored, config, ckpt_path)
@@ -140,6 +142,13 @@ def _prepare(config: Config, run_dir: Path) -> tuple[Config, L.LightningModule, 
         print(
             f"CT statistics of the training foreground: clip [{low:g}, {high:g}], mean {mean:g}, std {std:g} "
             "(recorded as data.ct_stats)"
+        )
+    if train_set.spacing and not config.data.spacing:  # data.resize=spacing: the finest that fits every case
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, spacing=train_set.spacing))
+        rows, cols = train_set.spacing
+        print(
+            f"pixel spacing at which the largest case fits data.image_size: {rows:g} x {cols:g} mm "
+            "(recorded as data.spacing)"
         )
     resolved = with_dataset_classes(config, train_set.scheme)
     if resolved.data.classes != config.data.classes:

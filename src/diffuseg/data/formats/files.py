@@ -328,8 +328,12 @@ def _read_nifti(path: Path) -> FileData:
 
     img = nib.load(str(path))
     array = np.asanyarray(img.dataobj)
-    zooms = tuple(float(z) for z in img.header.get_zooms()[: min(3, array.ndim)])
-    return FileData(array, affine=np.asarray(img.affine, dtype=np.float64), spacing=zooms, slice_axis=2)
+    return FileData(array, affine=np.asarray(img.affine, dtype=np.float64), spacing=nifti_spacing(img), slice_axis=2)
+
+
+def nifti_spacing(image) -> tuple[float, ...]:
+    """The voxel sizes (mm) of a nibabel image's first (up to three) axes: its header's zooms."""
+    return tuple(float(z) for z in image.header.get_zooms()[: min(3, len(image.shape))])
 
 
 def sitk_module(path: str | os.PathLike):
