@@ -120,6 +120,8 @@ def unpad(
 ) -> torch.Tensor:
     """A model-size map (..., S, S) -> the part that covers the (H,W) = ``original`` item of ``geometry``: (..., h, w)
     of ``fit.box`` (the whole map for stretch). Writers then resize it to (H,W)."""
+    if fit.mode == Resize.STRETCH:
+        return array
     top, left, h, w = fit.box(int(original[0]), int(original[1]), int(array.shape[-1]), geometry)
     return array[..., top : top + h, left : left + w]
 
