@@ -108,8 +108,8 @@ def test_an_image_too_large_for_the_network_is_refused_not_cropped(tmp_path):
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'd' / 'images' / 'c0.nii.gz'}: 80 x 32 pixels of 0.5 x 1 mm (40 x 32 mm)")
     assert "its 16 x 16 pixels cover 8 x 8 mm; nothing is cropped" in message
-    assert "([2.5, 2] fits this image)" in message and message.endswith("(and 1 more file(s))")  # c2 (6 x 8 mm) fits
-    check_fits(reader, range(len(reader)), 16, (2.5, 2.0))  # the advice fits
+    assert "([2.5, 2.5] fits this image)" in message and message.endswith("(and 1 more file(s))")  # c2 (6 x 8 mm) fits
+    check_fits(reader, range(len(reader)), 16, (2.5, 2.5))  # the advice fits
 
 
 def test_the_spacing_left_empty_is_the_finest_that_fits_every_case(tmp_path):

@@ -49,7 +49,8 @@ def resampled_shape(
     pixel = known_spacing(pixel, where)
     h, w = (max(1, round(n * p / t)) for n, p, t in zip((height, width), pixel, target))
     if max(h, w) > size:
-        fits = ", ".join(f"{max(t, round_up(n * p / size)):g}" for n, p, t in zip((height, width), pixel, target))
+        need = [max(t, round_up(n * p / size)) for n, p, t in zip((height, width), pixel, target)]
+        fits = ", ".join(f"{v:g}" for v in (need if target[0] != target[1] else [max(need)] * 2))  # square stays square
         raise UserError(
             f"{where}: {height} x {width} pixels of {pixel[0]:g} x {pixel[1]:g} mm ({height * pixel[0]:g} x "
             f"{width * pixel[1]:g} mm) do not fit the network input at data.spacing [{target[0]:g}, {target[1]:g}]: "
