@@ -18,6 +18,7 @@ fewer (measurements: docs/benchmarks.md, "Measurements behind design choices"). 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import time
 import warnings
@@ -100,9 +101,35 @@ def busy_cores(read: Callable[[], str] | None = None, interval: float = 0.1, cor
     return share * (cores or os.cpu_count() or 1)
 
 
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks below it come from the heap and are reused
+TRIM_THRESHOLD = 1 << 30  # free memory at the heap's top kept for the next call instead of returned
+TOP_PAD = 64 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed tensor memory instead of returning it to the OS; True where it applied.
+
+    By default glibc maps blocks above a threshold (128 KiB, raised only to the size of the last such block freed)
+    afresh and trims the heap's free top, so a network call's activations keep landing on new pages that the
+    kernel must zero: a 25-member MedSegDiff-B call at 256 px took 400,000 page faults (docs/benchmarks.md).
+    The same settings as glibc's ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_``,
+    set from inside the process: what PyTorch's CPU performance tuning guide gets by swapping in jemalloc or
+    tcmalloc, which keep freed memory. Elsewhere than glibc (musl, macOS) nothing changes."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD))
+    return all(mallopt(key, value) == 1 for key, value in settings)
+
+
 def use_threads(requested: int | None = None) -> int:
     """Set torch's intra-op threads by ``choose_threads`` for a run on the CPU; returns the count. With a CUDA
-    GPU and no ``requested`` value, torch's own default is left alone (the CPU only feeds the GPU)."""
+    GPU and no ``requested`` value, torch's own default is left alone (the CPU only feeds the GPU). Freed
+    memory is kept for reuse (``keep_freed_memory``) either way."""
+    keep_freed_memory()
     if requested is None and torch.cuda.is_available():
         return torch.get_num_threads()
     needs_load = requested is None and not os.environ.get("OMP_NUM_THREADS", "").strip()
