@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, itk_affine, sitk_module, suffix_of
+from diffuseg.data.formats.dicom import is_series_folder, series_info
+from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
+from diffuseg.data.formats.itk import itk_affine, sitk_module
 
 ANISOTROPY = 1.5  # spacing ratio above which the coarse axis is the through-plane axis
 
@@ -39,12 +41,15 @@ def through_plane_axis(affine: np.ndarray, shape: tuple[int, ...]) -> int:
 
 
 def volume_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray] | None:
-    """(shape, RAS affine) of a NIfTI, MetaImage or NRRD file from its header alone; ``None`` for another format or
-    a header that does not parse (decoding reports the file)."""
+    """(shape, RAS affine) of a NIfTI, MetaImage or NRRD file, or a DICOM series folder, from headers alone;
+    ``None`` for another format or a header that does not parse (decoding reports the file)."""
     suffix = suffix_of(path)
-    if not Path(path).is_file():  # a pipe would block: ``Reader`` names the file
-        return None
     try:
+        if is_series_folder(path):
+            series = series_info(path)
+            return series.shape, series.affine
+        if not Path(path).is_file():  # a pipe would block: ``Reader`` names the file
+            return None
         if suffix in NIFTI_SUFFIXES:
             import nibabel as nib
 
