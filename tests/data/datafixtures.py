@@ -380,11 +380,16 @@ def dicom_series(
     uid: str = "1.2.826.0.1.3680043.8.498.12",
     positions: list[float] | None = None,
     ending: str = "",
+    start: int = 0,
+    shear: float = 0.0,
 ) -> Path:
     """A CT-like DICOM series in ``folder`` written with SimpleITK: one file ``IMnnnn<ending>`` per slice of ``hu``
-    (Z,Y,X) int16 Hounsfield units, stored with RescaleIntercept -1024; slice k at ``origin`` + ``positions[k]``
-    (default k) slice distances along the normal of ``direction`` (default ``oblique()``). Returns ``folder``."""
+    (Z,Y,X) int16 Hounsfield units, stored with RescaleIntercept -1024. Slice k is number n = ``start`` + k, at
+    ``origin`` + ``positions[k]`` (default n) slice distances along the normal of ``direction`` (default
+    ``oblique()``), shifted by n * ``shear`` mm along its rows (a tilted gantry). Returns ``folder``."""
     import SimpleITK as sitk
+
+    from diffuseg.data.formats.dicom import gdcm
 
     d = oblique() if direction is None else np.asarray(direction)
     folder.mkdir(parents=True, exist_ok=True)
@@ -392,14 +397,16 @@ def dicom_series(
     writer.KeepOriginalImageUIDOn()
     writer.SetImageIO("GDCMImageIO")
     for k, plane in enumerate(np.asarray(hu, np.int16)):
+        n = start + k
         image = sitk.GetImageFromArray(plane)
         image.SetSpacing(spacing[:2])
-        at = np.asarray(origin) + (k if positions is None else positions[k]) * spacing[2] * d[:, 2]
+        along = n if positions is None else positions[k]
+        at = np.asarray(origin) + along * spacing[2] * d[:, 2] + n * shear * d[:, 0]
         tags = {
             **CT_TAGS,
             "0020|000e": uid,
-            "0008|0018": f"{uid}.{k + 1}",
-            "0020|0013": str(k + 1),
+            "0008|0018": f"{uid}.{n + 1}",
+            "0020|0013": str(n + 1),
             "0020|0032": "\\".join(f"{v:.10g}" for v in at),
             "0020|0037": "\\".join(f"{v:.10g}" for v in (*d[:, 0], *d[:, 1])),
             "0018|0050": f"{spacing[2]:g}",
@@ -408,6 +415,7 @@ def dicom_series(
         }
         for key, value in tags.items():
             image.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"IM{k:04d}{ending}"))
-        writer.Execute(image)
+        writer.SetFileName(str(folder / f"IM{n:04d}{ending}"))
+        with gdcm(sitk):  # GDCM's writer sets the C locale: put back
+            writer.Execute(image)
     return folder

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import locale
 import os
 import stat
 from collections.abc import Iterator
@@ -118,21 +119,24 @@ def series_info(folder: str | os.PathLike) -> Series:
 
 
 @contextlib.contextmanager
-def quiet(sitk) -> Iterator[None]:
-    """ITK's warnings off for the block (it prints them to the terminal: no series found, uneven slices, ...):
-    every refusal here is a ``UserError`` of its own."""
+def gdcm(sitk) -> Iterator[None]:
+    """Around SimpleITK's GDCM calls: ITK's warnings off (it prints them to the terminal: no series found, uneven
+    slices, ...; every refusal here is a ``UserError`` of its own), and the process's locale kept (GDCM's writer
+    sets the C locale, after which Python would read and write text files as ASCII)."""
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    kept = locale.setlocale(locale.LC_ALL)
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         yield
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+        locale.setlocale(locale.LC_ALL, kept)
 
 
 @functools.lru_cache(maxsize=64)
 def _series_info(folder: str, stamp: tuple) -> Series:
     sitk = sitk_module(folder, WHAT)
-    with quiet(sitk):
+    with gdcm(sitk):
         return _headers_series(sitk, folder, stamp)
 
 
@@ -220,7 +224,7 @@ def read_series(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tupl
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileNames(info.files)
     try:
-        with quiet(sitk):
+        with gdcm(sitk):
             image = reader.Execute()
     except RuntimeError as err:
         raise UserError(f"{folder}: unreadable DICOM series ({_reason(err)})") from None

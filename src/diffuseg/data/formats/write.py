@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuseg.data.formats.dicom import DICOM_FORMAT, WHAT, series_info, series_tags
+from diffuseg.data.formats.dicom import DICOM_FORMAT, WHAT, gdcm, series_info, series_tags
 from diffuseg.data.formats.files import NIFTI_SUFFIXES, suffix_of
 from diffuseg.data.formats.itk import itk_geometry, sitk_module
 
@@ -132,14 +132,23 @@ def write_dicom(folder: str | os.PathLike, array: np.ndarray, affine: np.ndarray
         "0028|0030": f"{_ds(spacing[1])}\\{_ds(spacing[0])}",  # row spacing (along Y), then column spacing (X)
         "0018|0050": thickness,
     }
-    floats = volume.dtype.kind == "f"
-    if floats:  # GDCM scales the floats to the stored 16-bit integers by the slope
+    if volume.dtype.kind == "f":  # GDCM scales the floats to the stored 16-bit integers by the slope
         shared |= {"0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "0"}
         shared |= {"0028|1052": "0", "0028|1053": _ds(UNCERTAINTY_SLOPE)}
+    with gdcm(sitk):
+        _write_slices(sitk, folder, volume, shared, (spacing, origin, columns))
+
+
+def _write_slices(sitk, folder: Path, volume: np.ndarray, shared: dict, geometry: tuple) -> None:
+    """One file per slice of ``volume`` (X,Y,Z) with the tags ``shared`` and its own (``write_dicom``);
+    ``geometry`` is (spacing, origin, direction columns) in LPS."""
+    spacing, origin, columns = geometry
+    floats = volume.dtype.kind == "f"
+    width = max(4, len(str(volume.shape[2] - 1)))
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()  # the UIDs set here, not new random ones
     writer.SetImageIO("GDCMImageIO")
-    width = max(4, len(str(volume.shape[2] - 1)))
+    series_uid = shared["0020|000e"]
     for z in range(volume.shape[2]):
         plane = volume[:, :, z].T  # (Y,X), as SimpleITK holds a 2D image
         image = sitk.GetImageFromArray(np.ascontiguousarray(plane.astype(np.float32) if floats else plane))
