@@ -1,13 +1,13 @@
 """Which array axis a volume is cut along into 2D items: the through-plane axis its affine says.
 
-``through_plane_axis(affine, shape)``: for arrays indexed (X,Y,Z) with a RAS ``affine`` (NIfTI, MetaImage, NRRD;
-``files``), the voxel spacings are the affine's column norms. A volume whose largest spacing is at least
-``ANISOTROPY`` times its smallest is cut across that axis (its slices are the acquired planes: a thick-slice
-sagittal MRI gives sagittal items); an isotropic one across the axis closest to the superior-inferior direction
-(axial items). With every axis of one spacing and none closer to S-I than another (an identity affine), or a
-singleton axis, it is the third axis, as before the affine was read. HDF5 volumes (D,H,W) carry no affine and are
-cut along their first axis (``files``). Predictions are written with their input's affine, so ``volume_axis`` of a
-predicted file finds the same axis.
+``through_plane_axis(affine, shape)``: for arrays indexed (X,Y,Z) with a RAS ``affine`` (NIfTI, MetaImage, NRRD,
+DICOM series; ``files``, ``dicom``), the voxel spacings are the affine's column norms. A volume whose largest
+spacing is at least ``ANISOTROPY`` times its smallest is cut across that axis (its slices are the acquired planes:
+a thick-slice sagittal MRI gives sagittal items); an isotropic one across the axis closest to the superior-inferior
+direction (axial items). With every axis of one spacing and none closer to S-I than another (an identity affine),
+or a singleton axis, it is the third axis, as before the affine was read. HDF5 volumes (D,H,W) carry no affine and
+are cut along their first axis (``files``). Predictions are written with their input's affine, so ``volume_axis``
+of a predicted file finds the same axis.
 """
 
 from __future__ import annotations
