@@ -4,6 +4,7 @@ is predicted again, and a series folder no manifest records is never written ove
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -91,3 +92,24 @@ def test_a_series_folder_no_manifest_records_is_not_written_over(
     err = capsys.readouterr().err
     assert "error:" in err and f"{out / 'ct'}: exists, and no manifest" in err
     assert sorted(p.name for p in out.iterdir()) == ["ct"] and len(list((out / "ct").iterdir())) == 4
+
+
+def test_dicom_predictions_and_their_samples_are_scored_against_label_series(
+    untrained_checkpoint: Path, tmp_path: Path
+) -> None:
+    from diffuseg.data.formats.files import read_file
+    from diffuseg.data.formats.write import write_dicom
+
+    scans = tmp_path / "scans"
+    for name, uid in (("a", "1.2.826.0.1.3680043.8.498.12"), ("b", "1.2.826.0.1.3680043.8.498.13")):
+        source = dicom_series(scans / name, HU, uid=uid)
+        volume = read_file(source)
+        (tmp_path / "labels" / name).mkdir(parents=True)
+        write_dicom(tmp_path / "labels" / name, (volume.array > 0).astype(np.uint8), volume.affine, str(source), "mask")
+    out = tmp_path / "pred"
+    assert main(["predict", str(untrained_checkpoint), str(scans), str(out), "--save-samples"]) == 0
+    sample, tags = _series(out / "samples" / "a_s000")
+    assert sample.GetSize() == (16, 16, 4) and tags.GetMetaData(0, "0008|103e").strip() == "diffuseg sample 0"
+    assert main(["evaluate", str(out), str(tmp_path / "labels")]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["layout"] == "labels" and len(results["cases"]) == 8 and len(results["volumes"]) == 2
