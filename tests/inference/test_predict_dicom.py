@@ -113,3 +113,15 @@ def test_dicom_predictions_and_their_samples_are_scored_against_label_series(
     assert main(["evaluate", str(out), str(tmp_path / "labels")]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["layout"] == "labels" and len(results["cases"]) == 8 and len(results["volumes"]) == 2
+
+
+def test_without_simpleitk_one_error_names_the_extra_and_nothing_is_written(
+    untrained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = dicom_series(tmp_path / "scans" / "ct", HU)
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)  # import fails as when it is not installed
+    assert main(["predict", str(untrained_checkpoint), str(source), str(tmp_path / "pred")]) == 2
+    err = capsys.readouterr().err
+    assert sum(line.startswith("error:") for line in err.splitlines()) == 1 and "Traceback" not in err
+    assert f"{source}: DICOM series are read and written through SimpleITK" in err and "diffuseg[itk]" in err
+    assert not (tmp_path / "pred").exists()

@@ -97,7 +97,6 @@ def series_info(folder: str | os.PathLike) -> Series:
     """The series of ``folder`` from its slices' headers; ``UserError`` naming the folder for every refusal of
     the module docstring. Cached while the folder's files keep their names, sizes and times."""
     folder = Path(folder)
-    names = []
     try:
         entries = sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
     except OSError as err:
@@ -111,9 +110,8 @@ def series_info(folder: str | os.PathLike) -> Series:
         if st is None or not stat.S_ISREG(st.st_mode):
             kind = "a dangling link" if st is None else "not a regular file (a pipe, a device or a socket)"
             raise UserError(f"{folder}: {entry.name} is {kind}; the slices of a DICOM series are regular files")
-        names.append(entry.name)
         stamp.append((entry.name, st.st_size, st.st_mtime_ns))
-    if not names:
+    if not stamp:
         raise UserError(f"{folder}: no DICOM files in this folder")
     return _series_info(str(folder), tuple(stamp))
 
