@@ -1,5 +1,6 @@
-"""The hostile-input corpus of the nnU-Net and SSL4MIS layouts (``hostile`` has the paired one and the helpers):
-name -> ``(build, problem, commands)``, as there."""
+"""The hostile-input corpus of the nnU-Net and SSL4MIS layouts and of DICOM series (``hostile`` has the paired one
+and the helpers): name -> ``(build, problem, commands)``, as there. The DICOM builders write one series into the
+dataset folder itself (a series folder is read as one case); ``datafixtures`` (``tests/data``) writes them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from datafixtures import dicom_series
 
 from hostile import ALL, LABELS, SIZE, Build, disc, elsewhere, encoded, fifo, grey, h5, link, nifti, png, written
 
@@ -233,4 +235,63 @@ SSL4MIS: dict[str, tuple[Build, str, tuple[str, ...]]] = {
     ),
     "ssl4mis list entry without a file": (lambda r: _listed(r, "ghost_frame01"), "ghost_frame01", ("verify", "train")),
     "ssl4mis list entry ..": (lambda r: _listed(r, "../../etc/passwd"), "../../etc/passwd", ("verify", "train")),
+}
+
+
+# ------------------------------------------------------------------------------------------------ DICOM series
+OTHER_SERIES = "1.2.826.0.1.3680043.8.498.99"
+
+
+def _hu(slices: int = 4, size: int = SIZE) -> np.ndarray:
+    return np.random.default_rng(0).integers(-1000, 1000, (slices, size, size)).astype(np.int16)
+
+
+def _series_slice(root: Path, change) -> Path:
+    """A 4-slice series in ``root`` whose third slice file ``change(path)`` spoils; returns ``root``."""
+    change(dicom_series(root, _hu()) / "IM0002")
+    return root
+
+
+def _to_fifo(path: Path) -> None:
+    path.unlink()
+    fifo(path)
+
+
+DICOM: dict[str, tuple[Build, str, tuple[str, ...]]] = {
+    "dicom slice missing": (
+        lambda r: dicom_series(r, _hu(), positions=[0, 1, 3, 4]),
+        "slices unevenly spaced (2.5 to 5 mm apart, 5 mm between IM0001 and IM0002): a slice is missing",
+        ("verify", "predict"),
+    ),
+    "dicom slices of two sizes": (
+        lambda r: dicom_series(dicom_series(r, _hu(3)), _hu(1, 8), start=3),
+        "slices of different sizes (IM0000: 16x16, IM0003: 8x8)",
+        ("verify", "predict"),
+    ),
+    "dicom slice truncated": (
+        lambda r: _series_slice(r, lambda p: written(p, p.read_bytes()[:-300])),
+        "IM0002 is not part of series",
+        ("verify", "predict"),
+    ),
+    "dicom slice not DICOM": (
+        lambda r: _series_slice(r, lambda p: written(p, encoded("PNG"))),
+        "IM0002 is not part of series",
+        ("verify", "predict"),
+    ),
+    "dicom slice a fifo": (lambda r: _series_slice(r, _to_fifo), "IM0002 is not a regular file", ("verify", "predict")),
+    "dicom two series": (
+        lambda r: dicom_series(dicom_series(r, _hu(2)), _hu(2), uid=OTHER_SERIES, start=2),
+        f"holds 2 DICOM series (SeriesInstanceUID 1.2.826.0.1.3680043.8.498.12, {OTHER_SERIES})",
+        ("verify", "predict"),
+    ),
+    "dicom tilted gantry": (
+        lambda r: dicom_series(r, _hu(), shear=1.0),
+        "the slices are not stacked along their normal",
+        ("verify", "predict"),
+    ),
+    "dicom no series": (
+        lambda r: written(r / "a.dcm", b"not DICOM").parent,
+        "no DICOM series here (1 file(s), none a readable DICOM image)",
+        ("verify", "predict"),
+    ),
 }

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffuseg.files import atomic_path, remove_stale_temps, temp_prefix, write_text_atomic
+from diffuseg.files import atomic_folder, atomic_path, remove_output, remove_stale_temps, temp_prefix, write_text_atomic
 from diffuseg.presets import load_config
 
 TINY = [
@@ -112,4 +112,26 @@ def test_atomic_path_still_cleans_up_when_the_block_raises(tmp_path):
     with pytest.raises(RuntimeError), atomic_path(tmp_path / "y.txt") as tmp:
         tmp.write_text("x")
         raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_folder_puts_a_whole_folder_in_place_or_leaves_the_old_one(tmp_path, umask):
+    umask(0o022)
+    with atomic_folder(tmp_path / "series") as tmp:
+        (tmp / "0000.dcm").write_text("new")
+        assert not (tmp_path / "series").exists()  # nothing at the name while it is written
+    assert _mode(tmp_path / "series") == 0o755 and (tmp_path / "series" / "0000.dcm").read_text() == "new"
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "series") as tmp:
+        (tmp / "0000.dcm").write_text("half")
+        raise RuntimeError
+    assert [p.name for p in tmp_path.iterdir()] == ["series"]  # the old folder, untouched; no temporary
+    assert [p.read_text() for p in (tmp_path / "series").iterdir()] == ["new"]
+    with atomic_folder(tmp_path / "series") as tmp:  # a rewrite replaces the old folder whole
+        (tmp / "0001.dcm").write_text("again")
+    assert [p.name for p in tmp_path.iterdir()] == ["series"]
+    assert [p.name for p in (tmp_path / "series").iterdir()] == ["0001.dcm"]
+    remove_output(tmp_path / "series")
+    write_text_atomic(tmp_path / "x.txt", "x")
+    remove_output(tmp_path / "x.txt")
+    remove_output(tmp_path / "gone")
     assert list(tmp_path.iterdir()) == []

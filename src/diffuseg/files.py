@@ -116,6 +116,51 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """``atomic_path`` for a folder (a DICOM series): a temporary folder beside ``path`` to fill, put at ``path``
+    when the block ends and deleted when it raises. A folder already at ``path`` is first renamed aside (to a
+    temporary name) and deleted after, so ``path`` holds the old folder or the new one whole, never a mixture."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path.name)))
+    except OSError as err:
+        raise disk_full(path) if no_space(err) else _cannot_write(path, err) from None
+    try:
+        yield tmp
+        try:
+            readable_mode(tmp, folder=True)
+            old = None
+            if path.is_dir() and not path.is_symlink():
+                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path.name)))
+                os.replace(path, old / path.name)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if old is not None:  # the old folder goes back
+                    os.replace(old / path.name, path)
+                raise
+        except OSError as err:
+            raise disk_full(path) if no_space(err) else _cannot_write(path, err) from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if no_space(err):
+            raise disk_full(path) from None
+        raise
+
+
+def remove_output(path: str | os.PathLike) -> None:
+    """Delete a written file, or a written folder (a DICOM series) with what it holds; nothing when it is gone."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _cannot_write(path: Path, err: OSError) -> UserError:
     return UserError(f"{path}: cannot write here ({err.strerror or err})")
 

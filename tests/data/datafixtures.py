@@ -351,3 +351,71 @@ def busi(root: Path, size: int = 20) -> Path:
     png(root / "normal" / "normal (1).png", colour[::-1].copy())
     png(root / "normal" / "normal (1)_mask.png", np.zeros((size, size), np.uint8))
     return root
+
+
+def oblique(x_degrees: float = 20.0, z_degrees: float = 30.0) -> np.ndarray:
+    """A 3x3 direction (columns: the X, Y, Z axes in LPS): a turn about x, then about z."""
+    a, b = np.radians(x_degrees), np.radians(z_degrees)
+    turn_x = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    turn_z = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    return turn_z @ turn_x
+
+
+CT_TAGS = {  # PatientName, PatientID, StudyInstanceUID, StudyDate, FrameOfReferenceUID, Modality
+    "0010|0010": "Doe^Jane",
+    "0010|0020": "anon-7",
+    "0020|000d": "1.2.826.0.1.3680043.8.498.10",
+    "0008|0020": "20240102",
+    "0020|0052": "1.2.826.0.1.3680043.8.498.11",
+    "0008|0060": "CT",
+}
+
+
+def dicom_series(
+    folder: Path,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float] = (0.7, 0.7, 2.5),
+    origin: tuple[float, float, float] = (10.0, -20.0, 30.0),
+    direction: np.ndarray | None = None,
+    uid: str = "1.2.826.0.1.3680043.8.498.12",
+    positions: list[float] | None = None,
+    ending: str = "",
+    start: int = 0,
+    shear: float = 0.0,
+) -> Path:
+    """A CT-like DICOM series in ``folder`` written with SimpleITK: one file ``IMnnnn<ending>`` per slice of ``hu``
+    (Z,Y,X) int16 Hounsfield units, stored with RescaleIntercept -1024. Slice k is number n = ``start`` + k, at
+    ``origin`` + ``positions[k]`` (default n) slice distances along the normal of ``direction`` (default
+    ``oblique()``), shifted by n * ``shear`` mm along its rows (a tilted gantry). Returns ``folder``."""
+    import SimpleITK as sitk
+
+    from diffuseg.data.formats.dicom import gdcm
+
+    d = oblique() if direction is None else np.asarray(direction)
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")
+    for k, plane in enumerate(np.asarray(hu, np.int16)):
+        n = start + k
+        image = sitk.GetImageFromArray(plane)
+        image.SetSpacing(spacing[:2])
+        along = n if positions is None else positions[k]
+        at = np.asarray(origin) + along * spacing[2] * d[:, 2] + n * shear * d[:, 0]
+        tags = {
+            **CT_TAGS,
+            "0020|000e": uid,
+            "0008|0018": f"{uid}.{n + 1}",
+            "0020|0013": str(n + 1),
+            "0020|0032": "\\".join(f"{v:.10g}" for v in at),
+            "0020|0037": "\\".join(f"{v:.10g}" for v in (*d[:, 0], *d[:, 1])),
+            "0018|0050": f"{spacing[2]:g}",
+            "0028|1052": "-1024",
+            "0028|1053": "1",
+        }
+        for key, value in tags.items():
+            image.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"IM{n:04d}{ending}"))
+        with gdcm(sitk):  # GDCM's writer sets the C locale: put back
+            writer.Execute(image)
+    return folder

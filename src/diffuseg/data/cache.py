@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from diffuseg.data.formats import Reader
+from diffuseg.data.formats.dicom import input_stat
 from diffuseg.data.transforms import STRETCH_FIT, Fit, resize_pair, single_thread
 from diffuseg.data.verify import checked_case
 from diffuseg.enums import Resize
@@ -114,8 +115,8 @@ def cache_key(
             if s in seen:
                 continue
             seen.add(s)
-            st = os.stat(p)
-            h.update(f"{s}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            size, mtime_ns, _ = input_stat(p)  # a DICOM series folder: its files'
+            h.update(f"{s}|{size}|{mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 

@@ -11,14 +11,15 @@ import torch
 class Geometry:
     """Everything a writer needs to put a prediction back where the input came from.
 
-    ``size`` is the original (H, W) of the 2D item. For NIfTI, MetaImage and NRRD inputs ``affine`` is the 4x4
-    RAS matrix of the source file and ``spacing`` its voxel sizes. A 2D slice of a 3D volume has ``volume_id``,
-    ``slice_index`` along ``slice_axis`` (``None``: the format's, the third array axis; the first for HDF5, whose
-    volumes are (D,H,W); ``formats.orientation``) and ``volume_shape``; writers re-assemble those slices.
+    ``size`` is the original (H, W) of the 2D item. For NIfTI, MetaImage, NRRD and DICOM series inputs ``affine``
+    is the 4x4 RAS matrix of the source file (a series: its folder) and ``spacing`` its voxel sizes. A 2D slice of
+    a 3D volume has ``volume_id``, ``slice_index`` along ``slice_axis`` (``None``: the format's, the third array
+    axis; the first for HDF5, whose volumes are (D,H,W); ``formats.orientation``) and ``volume_shape``; writers
+    re-assemble those slices.
     """
 
     size: tuple[int, int]
-    format: str  # file suffix of the image: "png", "gif", "jpg", "tif", "bmp", "npy", "nii", "nii.gz", "h5"
+    format: str  # file suffix of the image: "png", "gif", "jpg", "tif", "bmp", "npy", "nii", "nii.gz", "h5", "dcm"
     sources: tuple[str, ...] = ()  # image file per channel
     mask_sources: tuple[tuple[str, ...], ...] = ()  # per annotator, the files joined into its mask
     affine: tuple[tuple[float, ...], ...] | None = None

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffuseg.data.formats.dicom import input_files, input_stat
 from diffuseg.errors import UserError
 from diffuseg.files import write_text_atomic
 
@@ -49,20 +50,30 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def input_sha256(path: str | os.PathLike) -> str:
+    """``file_sha256`` of an input file; of a folder (a DICOM series), the SHA-256 of its files' names and
+    digests (``formats.dicom.input_files``)."""
+    if not Path(path).is_dir():
+        return file_sha256(path)
+    lines = "".join(f"{p.name}\0{file_sha256(p)}\n" for p in input_files(path))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def input_record(path: str | os.PathLike, known: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """``{"file", "size", "mtime_ns", "ctime_ns", "sha256"}`` of an input file: its stat taken before its bytes
-    are hashed, so a change during or after the hashing shows as a changed input later. ``known``: records
-    already taken in this run, by path (the slices of one volume hash it once)."""
+    """``{"file", "size", "mtime_ns", "ctime_ns", "sha256"}`` of an input file (or series folder,
+    ``formats.dicom.input_stat``): its stat taken before its bytes are hashed, so a change during or after the
+    hashing shows as a changed input later. ``known``: records already taken in this run, by path (the slices of
+    one volume hash it once)."""
     key = os.fspath(path)
     if known is not None and key in known:
         return known[key]
-    st = os.stat(path)
+    size, mtime_ns, ctime_ns = input_stat(path)
     record = {
         "file": key,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "ctime_ns": st.st_ctime_ns,
-        "sha256": file_sha256(path),
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "ctime_ns": ctime_ns,
+        "sha256": input_sha256(path),
     }
     if known is not None:
         known[key] = record
@@ -78,16 +89,12 @@ def same_input(
     rewritten with the same size within the file system's timestamp resolution of being hashed (milliseconds;
     a second on ext3 or HFS+) is taken as unchanged."""
     try:
-        st = os.stat(path)
+        now_stat = input_stat(path)
     except OSError:
         return None
     if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
         return None
-    if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
-        record.get("size"),
-        record.get("mtime_ns"),
-        record.get("ctime_ns"),
-    ):
+    if now_stat == (record.get("size"), record.get("mtime_ns"), record.get("ctime_ns")):
         return {**record, "file": os.fspath(path)}
     now = input_record(path, known)
     return now if now["sha256"] == record["sha256"] else None
@@ -176,9 +183,13 @@ class Manifest:
         return all(c["done"] for c in self.cases.values())
 
     def done_ids(self) -> set[str]:
-        """Cases recorded done whose files are all still there."""
+        """Cases recorded done whose files (or DICOM series folders, put in place whole) are all still there."""
         root = self.path.parent
-        return {cid for cid, c in self.cases.items() if c["done"] and all((root / f).is_file() for f in c["files"])}
+
+        def there(f: str) -> bool:
+            return (root / f).is_file() or (root / f).is_dir()
+
+        return {cid for cid, c in self.cases.items() if c["done"] and all(there(f) for f in c["files"])}
 
     def files(self, case_ids: Iterable[str] | None = None) -> list[Path]:
         """The files recorded for ``case_ids`` (default: every case), only those inside the manifest's folder

@@ -6,14 +6,17 @@
   in the dataset's own values (``labels.LabelScheme.to_values``; no scaling in PNG either), uint8, or uint16
   for values above 255.
 - ``<name>_uncertainty.<ext>`` (``UNCERTAINTY``): the uncertainty map, ``u`` in [0, 1]; 16-bit PNG holds
-  ``round(u * UNCERTAINTY_SCALE)``, the other formats float32. HDF5 keeps it in the dataset ``uncertainty``
-  and, with several classes, one dataset per class (``class_uncertainty_dataset``).
+  ``round(u * UNCERTAINTY_SCALE)``, DICOM ``round(u * 1000)`` with RescaleSlope 0.001 (``formats.write``), the
+  other formats float32. HDF5 keeps it in the dataset ``uncertainty`` and, with several classes, one dataset per
+  class (``class_uncertainty_dataset``).
 - ``samples/<name>_sNNN.<ext>`` (``SAMPLES``, ``prediction_files``): every member, as the fused mask.
 - ``config.yaml`` (``CONFIG_NAME``): the resolved config of the run; ``prediction.json``
   (``inference.provenance``) and ``manifest*.json`` (``inference.manifest``).
 
 ``<name>`` is the case id, or the volume id for the slices of a 3D volume (``output_name``); ``<ext>`` is the
-input's own format for NIfTI, MetaImage, NRRD, ``.npy`` and HDF5, else ``png`` (``output_format``). A volume is
+input's own format for NIfTI, MetaImage, NRRD, ``.npy`` and HDF5, else ``png`` (``output_format``). A DICOM series
+input gives DICOM series: folders ``<name>/``, ``<name>_uncertainty/`` and ``samples/<name>_sNNN/`` without an
+ending, one file per slice (``formats.write.write_dicom``). A volume is
 stacked along the axis it was cut along: the through-plane axis of its affine (NIfTI, MetaImage, NRRD: (X,Y,Z);
 ``formats.orientation``) or its first (HDF5 (D,H,W)): ``slice_axis``.
 
@@ -31,15 +34,16 @@ from pathlib import Path
 import numpy as np
 
 from diffuseg.data.case import Geometry
+from diffuseg.data.formats.dicom import DICOM_FORMAT, is_series_folder
 from diffuseg.data.formats.files import (
     HDF5_SUFFIXES,
     LOSSY_SUFFIXES,
     VOLUME_SUFFIXES,
     is_image_file,
     label_values,
+    name_of,
     natural_key,
     read_file,
-    stem_of,
     suffix_of,
 )
 from diffuseg.data.formats.orientation import volume_axis
@@ -56,8 +60,10 @@ _SAMPLE_INDEX = re.compile(r"^(.*?)[_-](?:sample|s)?[_-]?(\d+)$")
 
 
 def output_format(geometry: Geometry) -> str:
-    """File suffix of the written files: ``png``, ``npy``, ``nii``, ``nii.gz``, ``mha``, ``nrrd`` or ``h5``/``hdf5``."""
-    return geometry.format if geometry.format in (*VOLUME_SUFFIXES, "npy", *HDF5_SUFFIXES) else "png"
+    """Format of the written files: ``png``, ``npy``, ``nii``, ``nii.gz``, ``mha``, ``nrrd``, ``h5``/``hdf5``, or
+    ``dcm`` (DICOM series folders)."""
+    kept = (*VOLUME_SUFFIXES, "npy", *HDF5_SUFFIXES, DICOM_FORMAT)
+    return geometry.format if geometry.format in kept else "png"
 
 
 def output_name(geometry: Geometry, case_id: str) -> str:
@@ -94,18 +100,20 @@ class PredictionFiles:
 
 
 def prediction_files(folder: str | os.PathLike, name: str, ext: str, samples: int = 0) -> PredictionFiles:
-    """Where ``predict`` writes the files of ``name`` in format ``ext``, with ``samples`` members."""
+    """Where ``predict`` writes the files of ``name`` in format ``ext`` (DICOM: folders without an ending), with
+    ``samples`` members."""
     root = Path(folder)
+    ending = "" if ext == DICOM_FORMAT else f".{ext}"
     return PredictionFiles(
-        root / f"{name}.{ext}",
-        root / f"{name}{UNCERTAINTY}.{ext}",
-        [root / SAMPLES / f"{name}_s{k:03d}.{ext}" for k in range(samples)],
+        root / f"{name}{ending}",
+        root / f"{name}{UNCERTAINTY}{ending}",
+        [root / SAMPLES / f"{name}_s{k:03d}{ending}" for k in range(samples)],
     )
 
 
 def _is_prediction_file(path: Path) -> bool:
-    """An image file, or an HDF5 file (``predict`` writes HDF5 for SSL4MIS input)."""
-    return is_image_file(path) or (path.is_file() and suffix_of(path) in HDF5_SUFFIXES)
+    """An image file, an HDF5 file (``predict`` writes HDF5 for SSL4MIS input) or a DICOM series folder."""
+    return is_image_file(path) or (path.is_file() and suffix_of(path) in HDF5_SUFFIXES) or is_series_folder(path)
 
 
 def find_predictions(folder: str | os.PathLike) -> dict[str, PredictionFiles]:
@@ -114,11 +122,11 @@ def find_predictions(folder: str | os.PathLike) -> dict[str, PredictionFiles]:
     if not root.is_dir():
         raise UserError(f"{root}: prediction folder not found")
     top = sorted(p for p in root.iterdir() if _is_prediction_file(p))
-    found = {stem_of(p): PredictionFiles(p) for p in top if not stem_of(p).endswith(UNCERTAINTY)}
+    found = {name_of(p): PredictionFiles(p) for p in top if not name_of(p).endswith(UNCERTAINTY)}
     if not found:
         raise UserError(f"{root}: no predicted masks here (expected <case>.png, <case>.nii.gz, ... as predict writes)")
     for p in top:
-        stem = stem_of(p)
+        stem = name_of(p)
         if stem.endswith(UNCERTAINTY) and stem[: -len(UNCERTAINTY)] in found:
             found[stem[: -len(UNCERTAINTY)]].uncertainty = p
     samples_dir = root / SAMPLES
@@ -137,7 +145,7 @@ def _sample_case(path: Path, samples_dir: Path, known: dict[str, PredictionFiles
     rel = path.relative_to(samples_dir)
     if len(rel.parts) > 1 and rel.parts[0] in known:
         return rel.parts[0]
-    stem = stem_of(path)
+    stem = name_of(path)
     candidates = [c for c in known if stem.startswith(c) and re.fullmatch(r"[_.-].*", stem[len(c) :])]
     if candidates:
         return max(candidates, key=len)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import sys
 from collections import deque
 from collections.abc import Collection, Iterator, Sequence
@@ -49,14 +48,15 @@ from tqdm import tqdm
 from diffuseg.config import Config, config_from_dict, config_to_dict, merge, parse_overrides, save_config
 from diffuseg.data.case import Case
 from diffuseg.data.formats import Entry, Reader, open_input
-from diffuseg.data.formats.files import check_header, is_image_file, stem_of
+from diffuseg.data.formats.dicom import is_series_folder
+from diffuseg.data.formats.files import check_header, is_image_file, name_of
 from diffuseg.data.spacing import check_fits
 from diffuseg.data.splits import select_cases
 from diffuseg.data.transforms import Fit, model_channels_problem, model_input
 from diffuseg.data.verify import is_colour
 from diffuseg.enums import Resize
 from diffuseg.errors import DatasetError, UserError
-from diffuseg.files import remove_stale_temps
+from diffuseg.files import remove_output, remove_stale_temps
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.inference.manifest import Manifest, RunKey, input_record, manifest_name, read_manifests, same_input
 from diffuseg.inference.models import Model, load_models, member_count
@@ -239,7 +239,7 @@ def _refuse_or_remove(run: Run, others: list[Manifest], overwrite: bool) -> None
             )
     for m in others:
         for f in m.files():
-            f.unlink(missing_ok=True)
+            remove_output(f)
         m.path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         (run.out / SAMPLES).rmdir()  # only when empty
@@ -253,7 +253,7 @@ def _refuse_unrecorded(run: Run, overwrite: bool) -> None:
     names = {(e.volume_id or e.case_id).casefold() for e in run.reader.entries}
     names |= {n + UNCERTAINTY for n in names}
     for p in sorted(run.out.iterdir()):
-        if p.is_file() and is_image_file(p) and stem_of(p).casefold() in names:
+        if ((p.is_file() and is_image_file(p)) or is_series_folder(p)) and name_of(p).casefold() in names:
             raise UserError(
                 f"{p}: exists, and no manifest in {run.out} says which run wrote it; remove it, "
                 "choose another folder, or use --overwrite to write over it"
@@ -302,7 +302,7 @@ def open_part(run: Run, part_id: int, num_parts: int, overwrite: bool, stack: co
             if not kept and any(cid in done for cid in inputs):  # its old files are stale: remove them
                 for m in same:
                     for f in m.files(inputs):
-                        f.unlink(missing_ok=True)
+                        remove_output(f)
             for i in unit:
                 cid = entries[i].case_id
                 manifest.cases[cid] = {
@@ -461,7 +461,7 @@ def _remove_new(out: Path, before: set[Path], existed: bool) -> None:
         return
     for p in out.iterdir():
         if p not in before:
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            remove_output(p)
     if not existed:
         with contextlib.suppress(OSError):
             out.rmdir()

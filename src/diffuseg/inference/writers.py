@@ -8,12 +8,13 @@
   maps (h,w) int; they are resized back as the one-hot over the atoms, bilinearly, then the argmax.
 - 2D slices of a 3D volume are collected and written as one volume once all its slices are in (``close``
   writes unfinished ones, missing slices 0); NIfTI keeps the source's affine and header (units, qform/sform
-  codes), MetaImage and NRRD its spacing, origin, direction and metadata, HDF5 holds the mask only (the image is
-  not copied).
+  codes), MetaImage and NRRD its spacing, origin, direction and metadata, a DICOM series is written as a series
+  of the input's geometry and patient and study tags (``formats.write.write_dicom``), HDF5 holds the mask only (the
+  image is not copied).
 Two cases that would write files of one name (``x`` and ``x_uncertainty``; ``A`` and ``a``) are refused
 before anything is written (``check_output_names``).
-Every file is written to a temporary name in its folder and renamed. The writer refuses an OUTPUT inside
-the input folder and never overwrites an input file (``UserError``).
+Every file (and every DICOM series folder) is written to a temporary name in its folder and renamed. The writer
+refuses an OUTPUT inside the input folder and never overwrites an input file (``UserError``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ import torch.nn.functional as F
 
 from diffuseg.data.case import Case, Geometry
 from diffuseg.data.formats.base import Entry, name_clashes
+from diffuseg.data.formats.dicom import DICOM_FORMAT
 from diffuseg.data.formats.files import HDF5_SUFFIXES, ITK_SUFFIXES, VOLUME_SUFFIXES
-from diffuseg.data.formats.write import write_itk, write_nifti
+from diffuseg.data.formats.write import write_dicom, write_itk, write_nifti
 from diffuseg.data.transforms import STRETCH_FIT, Fit, unpad
 from diffuseg.errors import UserError
-from diffuseg.files import atomic_path
+from diffuseg.files import atomic_folder, atomic_path
 from diffuseg.inference.outputs import (
     MASK_DATASET,
     UNCERTAINTY,
@@ -225,16 +227,26 @@ class PredictionWriter:
             if per_class is not None and self.scheme is not None:
                 extra = {class_uncertainty_dataset(n): m for n, m in zip(self.scheme.names, per_class)}
             out.append(self._save(files.uncertainty, unc, g, "uncertainty", extra))
-        for path, s in zip(files.samples, () if samp is None else samp):
-            out.append(self._save(path, s, g, "mask"))
+        for k, (path, s) in enumerate(zip(files.samples, () if samp is None else samp)):
+            out.append(self._save(path, s, g, "mask", role=f"sample {k}"))
         self.written += out
         return out
 
-    def _save(self, path: Path, array: np.ndarray, g: Geometry, kind: str, extra: dict | None = None) -> Path:
+    def _save(
+        self, path: Path, array: np.ndarray, g: Geometry, kind: str, extra: dict | None = None, role: str = ""
+    ) -> Path:
+        """Write one file (``kind`` ``mask`` or ``uncertainty``; ``role``, what a DICOM series describes itself
+        as, defaults to ``kind``) through a temporary."""
         sources = {Path(p).resolve() for p in g.sources} | {Path(p).resolve() for f in g.mask_sources for p in f}
         if path.resolve() in sources:
             raise UserError(f"{path}: refusing to overwrite an input file; choose another output folder")
         ext = output_format(g)
+        if ext == DICOM_FORMAT:
+            affine = np.array(g.affine, dtype=np.float64)
+            data = array.astype(_mask_dtype(array)) if kind == "mask" else array.astype(np.float32)
+            with atomic_folder(path) as tmp:
+                write_dicom(tmp, data, affine, g.sources[0], role or kind)
+            return path
         with atomic_path(path, suffix=f".tmp.{ext}") as tmp:  # the encoders go by the file ending
             _encode(tmp, array, g, kind, ext, labels=self.scheme is not None, extra=extra or {})
         return path

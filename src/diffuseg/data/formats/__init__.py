@@ -6,7 +6,8 @@ files ``CASE_XXXX``), ``multi`` (one mask folder or suffix per
 annotator), ``paired`` (images and masks by stem, incl. DDTI and NIfTI volumes; alias ``nifti``) and
 ``classes`` (one folder per class of images with suffixed masks, e.g. BUSI; lesion masks joined), ``ssl4mis``
 (HDF5 files with ``image`` and ``label``, 2D slices and 3D volumes, e.g. ACDC), ``images`` (unlabelled
-images, for prediction) and ``labels`` (a folder of label files alone, the ground truth ``evaluate`` takes:
+images, for prediction; DICOM series folders among them, ``dicom``; a series folder given alone is one case) and
+``labels`` (a folder of label files alone, the ground truth ``evaluate`` takes:
 ``open_ground_truth``).
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.brats import BraTSReader
 from diffuseg.data.formats.classes import ClassFoldersReader
+from diffuseg.data.formats.dicom import is_series_folder
 from diffuseg.data.formats.files import HDF5_SUFFIXES, IMAGE_SUFFIXES, check_regular, is_image_file, suffix_of
 from diffuseg.data.formats.labelmaps import LabelsReader
 from diffuseg.data.formats.lidc import LIDCReader
@@ -91,7 +93,7 @@ def open_dataset(
     path = Path(root)
     if not path.exists():
         raise UserError(f"{path}: dataset folder not found")
-    if path.is_file():
+    if path.is_file() or is_series_folder(path):  # one image file, or one DICOM series
         return images_from_files([path])
     try:
         chosen = Layout.parse(layout)
@@ -126,17 +128,17 @@ def open_ground_truth(
 
 
 def images_from_files(paths: Sequence[str | os.PathLike]) -> Reader:
-    """Unlabelled cases (A = 0) from a list of image files (PNG, JPG, NIfTI, SSL4MIS HDF5, ...), for ``predict``
-    (volumes sliced as their layouts slice them); files named as nnU-Net names channels (``CASE_0000``,
-    ``CASE_0001``, ...; ``nnunet.channel_cases``) are grouped into cases."""
+    """Unlabelled cases (A = 0) from a list of image files (PNG, JPG, NIfTI, SSL4MIS HDF5, ...) or DICOM series
+    folders, for ``predict`` (volumes sliced as their layouts slice them); files named as nnU-Net names channels
+    (``CASE_0000``, ``CASE_0001``, ...; ``nnunet.channel_cases``) are grouped into cases."""
     files = [Path(p) for p in paths]
     for p in files:
         if not p.exists() and not p.is_symlink():
             raise UserError(f"{p}: input file not found")
         check_regular(p)
-        if not (is_image_file(p) or suffix_of(p) in HDF5_SUFFIXES):
+        if not (is_image_file(p) or suffix_of(p) in HDF5_SUFFIXES or is_series_folder(p)):
             known = ", ".join(f".{s}" for s in (*IMAGE_SUFFIXES, *HDF5_SUFFIXES))
-            raise UserError(f"{p}: not an image file this tool reads (known: {known})")
+            raise UserError(f"{p}: not an image file this tool reads (known: {known}, DICOM series folders)")
     root = files[0].parent if files else Path(".")
     if channel_cases(files) is not None:
         return NnUNetImagesReader(root, files=files)

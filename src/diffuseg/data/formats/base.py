@@ -30,6 +30,7 @@ from diffuseg.data.formats.files import (
     LOSSY_SUFFIXES,
     FileData,
     fixed_intensity,
+    format_of,
     label_values,
     normalize_intensity,
     read_file,
@@ -403,7 +404,7 @@ class Reader:
         affine = tuple(tuple(float(v) for v in row) for row in data.affine) if data.affine is not None else None
         return Geometry(
             size=(int(size[0]), int(size[1])),
-            format=suffix_of(entry.images[0]),
+            format=format_of(entry.images[0]),
             sources=tuple(str(p) for p in entry.images),
             mask_sources=tuple(tuple(str(p) for p in files) for files in entry.masks),
             affine=affine,

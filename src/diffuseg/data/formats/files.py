@@ -1,9 +1,10 @@
 """Decoding one file: 2D rasters (PNG, JPG, GIF, TIFF, BMP), NumPy arrays, NIfTI images, MetaImage (``.mha``) and
-NRRD (``.nrrd``) images through SimpleITK (the optional extra ``diffuseg[itk]``), and SSL4MIS HDF5 files.
+NRRD (``.nrrd``) images through SimpleITK (the optional extra ``diffuseg[itk]``), and SSL4MIS HDF5 files; and one
+folder, a DICOM series (``dicom``), decoded as one volume file is.
 
 Volumes keep one convention whatever their format: the array is indexed (X,Y[,Z][,channels]) and ``affine`` maps
 those indices to RAS millimetres, as nibabel gives NIfTI. SimpleITK's arrays (Z,Y,X) and LPS geometry (spacing,
-origin, direction) are turned into it (``itk_affine``) and back when writing (``itk_geometry``).
+origin, direction) are turned into it (``itk.itk_affine``) and back when writing (``itk.itk_geometry``).
 
 Every reader goes through here, so every format error ends as a ``UserError`` naming the file.
 Arrays keep their stored dtype; intensity scaling is ``normalize_intensity``'s job.
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffuseg.data.formats.dicom import DICOM_FORMAT, is_series_folder, read_series, series_info
+from diffuseg.data.formats.itk import itk_affine, sitk_module
 from diffuseg.errors import UserError
 
 RASTER_SUFFIXES = ("png", "jpg", "jpeg", "gif", "tif", "tiff", "bmp")
@@ -27,7 +30,6 @@ NIFTI_SUFFIXES = ("nii", "nii.gz")
 ITK_SUFFIXES = ("mha", "nrrd")  # single-file formats SimpleITK reads and writes, geometry included
 VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES)  # formats with an affine, sliced along their third axis
 IMAGE_SUFFIXES = (*RASTER_SUFFIXES, "npy", *VOLUME_SUFFIXES)
-ITK_EXTRA = "diffuseg[itk]"  # the optional dependencies that bring SimpleITK
 LOSSY_SUFFIXES = ("jpg", "jpeg")
 HDF5_SUFFIXES = ("h5", "hdf5")  # SSL4MIS: datasets ``image`` and ``label`` in one file (``formats.ssl4mis``)
 NUMERIC_KINDS = "biuf"  # the dtype kinds an image or a mask may hold: bool, signed and unsigned integers, floats
@@ -47,6 +49,16 @@ def stem_of(path: str | os.PathLike) -> str:
     name = os.path.basename(os.fspath(path))
     suffix = suffix_of(name)
     return name[: -len(suffix) - 1] if suffix else name
+
+
+def name_of(path: Path) -> str:
+    """The name of an input: a file's stem (``stem_of``), a DICOM series folder's whole name."""
+    return path.name if path.is_dir() and is_series_folder(path) else stem_of(path)
+
+
+def format_of(path: Path) -> str:
+    """The format of an input: its ending (``suffix_of``), ``dcm`` for a DICOM series folder."""
+    return DICOM_FORMAT if path.is_dir() else suffix_of(path)
 
 
 def natural_key(name: str) -> tuple:
@@ -83,7 +95,7 @@ def check_regular(path: str | os.PathLike) -> None:
         raise UserError(f"{path}: not found") from None
     except OSError as err:
         raise UserError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if stat.S_ISREG(mode):
+    if stat.S_ISREG(mode) or (stat.S_ISDIR(mode) and is_series_folder(path)):
         return
     via = f"a link to {path.resolve()}, " if path.is_symlink() else ""
     kind = _KINDS.get(stat.S_IFMT(mode), "not a file")
@@ -143,6 +155,10 @@ def read_file(path: str | os.PathLike, *, as_mask: bool = False) -> FileData:
     of another format than its ending says (``check_ending``), of several frames (``single_frame``), unreadable or
     corrupt."""
     path = Path(path)
+    if is_series_folder(path):
+        array, affine, spacing = read_series(path)
+        check_values(path, array.dtype, array.shape)
+        return FileData(array, affine=affine, spacing=spacing, slice_axis=2)
     suffix = suffix_of(path)
     if suffix not in (*IMAGE_SUFFIXES, *HDF5_SUFFIXES):
         raise UserError(f"{path}: unsupported file type .{suffix} (known: {', '.join(IMAGE_SUFFIXES)}, h5)")
@@ -213,9 +229,12 @@ def check_header(path: str | os.PathLike) -> None:
     PNG's chunks up to IEND with their checksums, a ``.npy`` or ``.nii`` against its data size, a ``.nii.gz``
     against the size gzip records; JPEG and GIF by their end markers), an HDF5 ``image`` that is no dataset of the
     file, several frames (``single_frame``), no regular file (``check_regular``) or bytes of another format than
-    its ending names (``check_ending``). Reads headers and ends, not pixels, except for a file whose ending is in
-    doubt (then it is decoded)."""
+    its ending names (``check_ending``); for a DICOM series folder, ``dicom.series_info``'s refusals. Reads headers
+    and ends, not pixels, except for a file whose ending is in doubt (then it is decoded)."""
     path = Path(path)
+    if is_series_folder(path):
+        series_info(path)
+        return
     suffix = suffix_of(path)
     check_regular(path)
     try:
@@ -334,43 +353,6 @@ def _read_nifti(path: Path) -> FileData:
 def nifti_spacing(image) -> tuple[float, ...]:
     """The voxel sizes (mm) of a nibabel image's first (up to three) axes: its header's zooms."""
     return tuple(float(z) for z in image.header.get_zooms()[: min(3, len(image.shape))])
-
-
-def sitk_module(path: str | os.PathLike):
-    """SimpleITK, or a ``UserError`` naming ``path`` and the extra that installs it."""
-    try:
-        import SimpleITK
-    except ImportError:
-        raise UserError(
-            f"{path}: .{suffix_of(path)} files are read and written through SimpleITK, which is not installed: "
-            f"pip install '{ITK_EXTRA}'"
-        ) from None
-    return SimpleITK
-
-
-def itk_affine(spacing, origin, direction) -> np.ndarray:
-    """The 4x4 RAS affine of an ITK image's LPS geometry (``direction`` row-major, as SimpleITK gives it), for
-    arrays indexed (X,Y,Z); 2D images get a third axis of spacing 1."""
-    n = len(spacing)
-    d = np.eye(3)
-    d[:n, :n] = np.asarray(direction, dtype=np.float64).reshape(n, n)
-    s = np.ones(3)
-    s[:n] = spacing
-    o = np.zeros(3)
-    o[:n] = origin
-    lps = np.eye(4)
-    lps[:3, :3] = d * s
-    lps[:3, 3] = o
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-
-
-def itk_geometry(affine: np.ndarray, dims: int) -> tuple[tuple, tuple, tuple]:
-    """(spacing, origin, direction) of ``dims`` axes from a RAS ``affine`` (``itk_affine`` inverted)."""
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
-    columns = lps[:dims, :dims]
-    spacing = np.linalg.norm(columns, axis=0)
-    direction = columns / spacing
-    return tuple(float(v) for v in spacing), tuple(float(v) for v in lps[:dims, 3]), tuple(direction.ravel().tolist())
 
 
 def itk_shape(path: Path) -> tuple[int, ...]:

@@ -1,5 +1,6 @@
 """A folder of label files alone (the ``labels`` layout): the ground truth ``evaluate`` takes, as nnU-Net's
-``evaluate_folder`` does: nnU-Net's ``labelsTs``, or any folder of mask PNGs or NIfTI label maps.
+``evaluate_folder`` does: nnU-Net's ``labelsTs``, or any folder of mask PNGs, NIfTI label maps or DICOM series
+folders (``dicom``: the folder's name is the case).
 
 Each file is a case named by its stem (a volume sliced across its through-plane axis, as everywhere) and is its own
 image as far as geometry goes (size, affine, spacing). Beside nnU-Net's ``dataset.json`` (in the parent folder, as
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader
-from diffuseg.data.formats.files import stem_of
+from diffuseg.data.formats.files import name_of
 from diffuseg.data.formats.nnunet import dataset_classes, dataset_ignore, declared_labels, read_meta
 from diffuseg.data.formats.paired import PATIENT_RULE, image_files, patient_of
 from diffuseg.data.formats.volumes import expand_volumes
@@ -44,9 +45,9 @@ class LabelsReader(Reader):
             labels = declared_labels(meta)
         entries, stems = [], {}
         for p in files:
-            other = stems.setdefault(stem_of(p), p)
+            other = stems.setdefault(name_of(p), p)
             if other != p:
-                self.problems.append(f"{other} and {p}: two label files with the stem {stem_of(p)}; remove one")
+                self.problems.append(f"{other} and {p}: two label files with the stem {name_of(p)}; remove one")
                 continue
-            entries.append(Entry(stem_of(p), patient_of(stem_of(p)), (p,), ((p,),), labels=labels))
+            entries.append(Entry(name_of(p), patient_of(name_of(p)), (p,), ((p,),), labels=labels))
         self.entries = expand_volumes(entries)

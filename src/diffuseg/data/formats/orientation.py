@@ -1,13 +1,13 @@
 """Which array axis a volume is cut along into 2D items: the through-plane axis its affine says.
 
-``through_plane_axis(affine, shape)``: for arrays indexed (X,Y,Z) with a RAS ``affine`` (NIfTI, MetaImage, NRRD;
-``files``), the voxel spacings are the affine's column norms. A volume whose largest spacing is at least
-``ANISOTROPY`` times its smallest is cut across that axis (its slices are the acquired planes: a thick-slice
-sagittal MRI gives sagittal items); an isotropic one across the axis closest to the superior-inferior direction
-(axial items). With every axis of one spacing and none closer to S-I than another (an identity affine), or a
-singleton axis, it is the third axis, as before the affine was read. HDF5 volumes (D,H,W) carry no affine and are
-cut along their first axis (``files``). Predictions are written with their input's affine, so ``volume_axis`` of a
-predicted file finds the same axis.
+``through_plane_axis(affine, shape)``: for arrays indexed (X,Y,Z) with a RAS ``affine`` (NIfTI, MetaImage, NRRD,
+DICOM series; ``files``, ``dicom``), the voxel spacings are the affine's column norms. A volume whose largest
+spacing is at least ``ANISOTROPY`` times its smallest is cut across that axis (its slices are the acquired planes:
+a thick-slice sagittal MRI gives sagittal items); an isotropic one across the axis closest to the superior-inferior
+direction (axial items). With every axis of one spacing and none closer to S-I than another (an identity affine),
+or a singleton axis, it is the third axis, as before the affine was read. HDF5 volumes (D,H,W) carry no affine and
+are cut along their first axis (``files``). Predictions are written with their input's affine, so ``volume_axis``
+of a predicted file finds the same axis.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, itk_affine, sitk_module, suffix_of
+from diffuseg.data.formats.dicom import is_series_folder, series_info
+from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
+from diffuseg.data.formats.itk import itk_affine, sitk_module
 
 ANISOTROPY = 1.5  # spacing ratio above which the coarse axis is the through-plane axis
 
@@ -39,12 +41,15 @@ def through_plane_axis(affine: np.ndarray, shape: tuple[int, ...]) -> int:
 
 
 def volume_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray] | None:
-    """(shape, RAS affine) of a NIfTI, MetaImage or NRRD file from its header alone; ``None`` for another format or
-    a header that does not parse (decoding reports the file)."""
+    """(shape, RAS affine) of a NIfTI, MetaImage or NRRD file, or a DICOM series folder, from headers alone;
+    ``None`` for another format or a header that does not parse (decoding reports the file)."""
     suffix = suffix_of(path)
-    if not Path(path).is_file():  # a pipe would block: ``Reader`` names the file
-        return None
     try:
+        if is_series_folder(path):
+            series = series_info(path)
+            return series.shape, series.affine
+        if not Path(path).is_file():  # a pipe would block: ``Reader`` names the file
+            return None
         if suffix in NIFTI_SUFFIXES:
             import nibabel as nib
 

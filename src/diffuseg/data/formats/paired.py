@@ -2,7 +2,8 @@
 
 Either two folders (``images/`` + ``masks/``, or DDTI's ``cropped/`` + ``mask/``; names below), or one folder
 whose mask files carry a suffix (``case1.png`` + ``case1_mask.png``; suffixes below). Any image format of
-``files.IMAGE_SUFFIXES``; NIfTI volumes are sliced along their last axis. In the two-folder form, several
+``files.IMAGE_SUFFIXES``, and DICOM series folders (``dicom``; a folder's stem is its whole name); volumes are
+sliced across their through-plane axis (``orientation``). In the two-folder form, several
 masks of one image (one per lesion: ``masks/case1_1.png``, ``masks/case1_2.png``) are joined into one. (In
 the one-folder form numbered suffixes, ``case1_mask_1.png``, mean annotators: the ``multi`` layout.)
 A folder of images without masks is the ``images`` layout (unlabelled, for ``predict``; a repeated stem gets
@@ -20,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader
-from diffuseg.data.formats.files import is_image_file, stem_of
+from diffuseg.data.formats.dicom import is_series_folder
+from diffuseg.data.formats.files import is_image_file, name_of
 from diffuseg.data.formats.volumes import expand_volumes
 
 IMAGE_DIRS = ("images", "image", "imgs", "img", "cropped", "inputs", "input", "data")
@@ -30,7 +32,10 @@ _PART = re.compile(r"^(.*?)[_-](\d+)$")
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+    """The image files of ``folder`` and its DICOM series folders (``dicom.is_series_folder``), by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if is_image_file(p) or is_series_folder(p))
 
 
 def find_dir(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -65,7 +70,7 @@ def match_masks(
     groups: dict[str, list[Path]] = {}
     orphans: list[Path] = []
     for m in mask_files:
-        stem = stem_of(m)
+        stem = name_of(m)
         base = stem
         if suffix:
             parts = split_suffix(stem, MASK_SUFFIXES)
@@ -93,7 +98,7 @@ class PairedReader(Reader):
         if find_dir(root, IMAGE_DIRS) and find_dir(root, MASK_DIRS):
             return True
         files = image_files(find_dir(root, IMAGE_DIRS) or root)
-        return any(split_suffix(stem_of(p), MASK_SUFFIXES) for p in files)
+        return any(split_suffix(name_of(p), MASK_SUFFIXES) for p in files)
 
     def scan(self) -> None:
         img_dir = find_dir(self.root, IMAGE_DIRS)
@@ -103,17 +108,17 @@ class PairedReader(Reader):
         else:
             folder = img_dir or self.root
             files = image_files(folder)
-            masks = [p for p in files if split_suffix(stem_of(p), MASK_SUFFIXES)]
+            masks = [p for p in files if split_suffix(name_of(p), MASK_SUFFIXES)]
             images = [p for p in files if p not in set(masks)]
             suffix = True
         stems: dict[str, Path] = {}
         for p in images:
-            other = stems.setdefault(stem_of(p), p)
+            other = stems.setdefault(name_of(p), p)
             if other != p:
-                self.problems.append(f"{other} and {p}: two images with the stem {stem_of(p)}; rename or remove one")
+                self.problems.append(f"{other} and {p}: two images with the stem {name_of(p)}; rename or remove one")
         groups, orphans = match_masks(set(stems), masks, suffix)
         for m in orphans:
-            self.problems.append(f"{m}: mask without an image (no image named {stem_of(m)}.* beside it)")
+            self.problems.append(f"{m}: mask without an image (no image named {name_of(m)}.* beside it)")
         entries = []
         for stem, path in stems.items():
             files = groups.get(stem)
@@ -147,8 +152,8 @@ class ImagesReader(GivenImagesReader):
     def scan(self) -> None:
         paths = self._given if self._given is not None else image_files(find_dir(self.root, IMAGE_DIRS) or self.root)
         entries = []
-        for p, case_id in zip(paths, unique_ids([stem_of(p) for p in paths]), strict=True):
-            entries.append(Entry(case_id, patient_of(stem_of(p)), (Path(p),)))
+        for p, case_id in zip(paths, unique_ids([name_of(Path(p)) for p in paths]), strict=True):
+            entries.append(Entry(case_id, patient_of(name_of(Path(p))), (Path(p),)))
         self.entries = expand_volumes(entries)
 
 
