@@ -180,8 +180,15 @@ def resolve_sample_precision(precision: str, device: torch.device | str) -> str:
     return precision
 
 
+def samples_in_bf16(device: torch.device, precision: str) -> bool:
+    """Whether sampling on ``device`` computes in bf16: ``sample.precision`` ``bf16``, or ``auto`` where
+    ``native_bf16``."""
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
 def sampling_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``bf16`` (and ``auto`` where ``native_bf16``), else nothing (fp32)."""
-    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+    """bf16 autocast on ``device`` where ``samples_in_bf16``, else nothing (fp32). Networks sampled in bf16 end
+    to end (``nets.bf16``) switch it off inside."""
+    if samples_in_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

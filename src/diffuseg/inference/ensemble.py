@@ -32,7 +32,8 @@ from diffuseg.inference.seeds import member_generators
 from diffuseg.inference.tta import TRANSFORMS, dihedral, undo
 from diffuseg.labels import LabelScheme
 from diffuseg.methods import Draw
-from diffuseg.runtime import sampling_precision
+from diffuseg.nets.bf16 import WHOLE_BF16, Bf16Network
+from diffuseg.runtime import samples_in_bf16, sampling_precision
 
 
 @dataclass
@@ -243,7 +244,12 @@ def use_micro_batch(net: torch.nn.Module, rows: int) -> None:
 
 def prepare_network(net: torch.nn.Module, cfg: SampleConfig, device: torch.device | str) -> torch.nn.Module:
     """Move ``net`` to ``device`` in eval mode, in ``channels_last`` when ``cfg.channels_last``, with
-    ``cfg.micro_batch`` (``use_micro_batch``)."""
+    ``cfg.micro_batch`` (``use_micro_batch``). Sampled in bf16 on a CPU (``runtime.samples_in_bf16``), a network
+    of ``nets.bf16.WHOLE_BF16`` is returned as a ``Bf16Network`` copy (weights cast once, no autocast)."""
+    device = torch.device(device)
     net = net.to(device).eval()
     use_micro_batch(net, cfg.micro_batch)
-    return net.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    net = net.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    if device.type == "cpu" and isinstance(net, WHOLE_BF16) and samples_in_bf16(device, cfg.precision):
+        return Bf16Network(net)
+    return net
