@@ -13,11 +13,11 @@ from diffuseg.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hostile import PAIRED, TINY_UNET, Unblocker, refused
-from hostile_layouts import NNUNET, SSL4MIS
+from hostile_layouts import NNUNET, SHAPES, SSL4MIS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DATASETS = {**PAIRED, **NNUNET, **SSL4MIS}
+DATASETS = {**PAIRED, **NNUNET, **SSL4MIS, **SHAPES}
 
 
 def command(name: str, root: Path, out: Path, checkpoint: Path) -> list[str]:

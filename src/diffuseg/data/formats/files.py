@@ -346,14 +346,15 @@ def sitk_module(path: str | os.PathLike):
 
 def itk_affine(spacing, origin, direction) -> np.ndarray:
     """The 4x4 RAS affine of an ITK image's LPS geometry (``direction`` row-major, as SimpleITK gives it), for
-    arrays indexed (X,Y,Z); 2D images get a third axis of spacing 1."""
-    n = len(spacing)
+    arrays indexed (X,Y,Z); 2D images get a third axis of spacing 1, and a 4D image (3D + time) the affine of its
+    first three axes, as nibabel gives a 4D NIfTI."""
+    n = min(len(spacing), 3)
     d = np.eye(3)
-    d[:n, :n] = np.asarray(direction, dtype=np.float64).reshape(n, n)
+    d[:n, :n] = np.asarray(direction, dtype=np.float64).reshape(len(spacing), len(spacing))[:n, :n]
     s = np.ones(3)
-    s[:n] = spacing
+    s[:n] = spacing[:n]
     o = np.zeros(3)
-    o[:n] = origin
+    o[:n] = origin[:n]
     lps = np.eye(4)
     lps[:3, :3] = d * s
     lps[:3, 3] = o
@@ -382,7 +383,8 @@ def itk_shape(path: Path) -> tuple[int, ...]:
 
 def _read_itk(path: Path) -> FileData:
     """An ``.mha`` / ``.nrrd`` image as (X,Y[,Z][,channels]) with its RAS affine (module docstring); a 2D image
-    with several components becomes (X,Y,1,channels), as a one-slice volume."""
+    with several components becomes (X,Y,1,channels), as a one-slice volume, and a 4D image (X,Y,Z,T) keeps its
+    fourth axis as channels, as a 4D NIfTI and nnU-Net's SimpleITK reader do."""
     sitk = sitk_module(path)
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image)
@@ -391,7 +393,7 @@ def _read_itk(path: Path) -> FileData:
     if image.GetNumberOfComponentsPerPixel() > 1 and dims == 2:
         array = array[:, :, None, :]
     affine = itk_affine(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
-    spacing = tuple(float(v) for v in image.GetSpacing())
+    spacing = tuple(float(v) for v in image.GetSpacing()[:3])
     return FileData(array, affine=affine, spacing=spacing, slice_axis=2)
 
 
