@@ -77,6 +77,14 @@ def test_seed_when_no_lists(tmp_path):
     assert source.kind is SplitKind.SEED and "data.split_seed=4" in source.describe()
 
 
+@pytest.mark.parametrize("name", ["train_patients.txt", "val_patients.txt"])
+def test_one_root_list_alone_is_refused_never_ignored(tmp_path, name):
+    root = lidc(tmp_path / "plain", patients=3)
+    (root / name).write_text("LIDC-IDRI-0000\n")
+    with pytest.raises(UserError, match=f"{name}: patient lists come in pairs"):
+        split_source(DataConfig(root=str(root)))
+
+
 def test_one_config_list_alone_is_refused(nested):
     with pytest.raises(UserError, match="given together"):
         split_source(DataConfig(root=str(nested), val_patients=str(nested / "val_patients.txt")))
