@@ -201,7 +201,8 @@ def _check_headers(reader: Reader, where: str) -> None:
     """``DatasetError`` listing every input image whose header shows it cannot be decoded (``check_header``: 0
     wide, truncated, a decompression bomb, ...), so that a bad file stops the run before anything is written."""
     problems = []
-    for path in dict.fromkeys(p for e in reader.entries for p in e.images):
+    paths = list(dict.fromkeys(p for e in reader.entries for p in e.images))
+    for path in tqdm(paths, desc="check headers", unit="file", leave=False, disable=len(paths) < 100 or None):
         try:
             check_header(path)
         except UserError as err:
