@@ -1,10 +1,12 @@
-"""The hostile-input corpus of the nnU-Net and SSL4MIS layouts and of DICOM series (``hostile`` has the paired one
-and the helpers): name -> ``(build, problem, commands)``, as there. The DICOM builders write one series into the
-dataset folder itself (a series folder is read as one case); ``datafixtures`` (``tests/data``) writes them."""
+"""The hostile-input corpus of the nnU-Net and SSL4MIS layouts, of DICOM series, and of MetaImage / NRRD files
+whose content is not the 2D image a layout expects there (``hostile`` has the paired one and the helpers):
+name -> ``(build, problem, commands)``, as there. The DICOM builders write one series into the dataset folder
+itself (a series folder is read as one case); ``datafixtures`` (``tests/data``) writes them."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -294,4 +296,84 @@ DICOM: dict[str, tuple[Build, str, tuple[str, ...]]] = {
         "no DICOM series here (1 file(s), none a readable DICOM image)",
         ("verify", "predict"),
     ),
+}
+
+
+# ------------------------------------------------------------------------ MetaImage / NRRD where 2D is expected
+def itk(path: Path, array: np.ndarray, vector: bool = False) -> Path:
+    """``array`` (SimpleITK's order: (Z,Y,X), (Y,X,components) with ``vector``) written as ``path``."""
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.asarray(array), isVector=vector), str(path))
+    return path
+
+
+def _slices(k: int = 3) -> np.ndarray:
+    return np.stack([grey(z) for z in range(k)])  # (Z,Y,X)
+
+
+def _discs(k: int = 3) -> np.ndarray:
+    return np.repeat((disc(3) > 0).astype(np.uint8)[None], k, axis=0)
+
+
+def _paired_with(root: Path) -> Path:
+    """A paired dataset of two good PNG cases and the PNG image of case ``z``; returns where its mask goes."""
+    for i, stem in enumerate(("0_a", "1_a", "z")):
+        png(root / "images" / f"{stem}.png", grey(i))
+        if stem != "z":
+            png(root / "masks" / f"{stem}.png", disc(3 + i))
+    return root / "masks"
+
+
+def _time_points(root: Path) -> Path:
+    """Case ``z`` of a paired dataset: a 3D NRRD of 2 time points (read as 2 channels, as a 4D NIfTI) with a good
+    3D label; returns the image (``predict`` refuses it as any input of another channel count than the model's,
+    naming the item and the file's name)."""
+    import SimpleITK as sitk
+
+    _paired_with(root)
+    (root / "images" / "z.png").unlink()
+    itk(root / "masks" / "z.nrrd", _discs())
+    path = root / "images" / "z.nrrd"
+    sitk.WriteImage(sitk.JoinSeries([sitk.GetImageFromArray(_slices()) for _ in range(2)]), str(path))
+    return path
+
+
+def lidc(root: Path, image: Callable[[Path], Path] | None = None, mask: Callable[[Path], Path] | None = None) -> Path:
+    """``LIDC-IDRI-slices/`` with two good patients and a third whose slice image / 4 masks ``image(folder)`` /
+    ``mask(folder)`` write (PNG when not given); returns the file of the third patient the refusal must name."""
+    for p in range(3):
+        nodule = root / "LIDC-IDRI-slices" / f"LIDC-IDRI-000{p}" / "nodule-0"
+        third = p == 2
+        named = image(nodule / "images") if third and image else png(nodule / "images" / "slice-0.png", grey(p))
+        for k in range(4):
+            folder = nodule / f"mask-{k}"
+            written_mask = mask(folder) if third and mask else png(folder / "slice-0.png", disc(3))
+            named = written_mask if third and mask and k == 0 else named
+    return named
+
+
+SHAPES: dict[str, tuple[Build, str, tuple[str, ...]]] = {
+    "lidc image mha volume": (
+        lambda r: lidc(r, image=lambda f: itk(f / "slice-0.mha", _slices())),
+        "a volume of 3 slices (16x16x3) where the lidc layout reads one 2D image a file",
+        ALL,
+    ),
+    "lidc mask nrrd volume": (
+        lambda r: lidc(r, mask=lambda f: itk(f / "slice-0.nrrd", _discs())),
+        "a volume of 3 slices (16x16x3) as the label of the 2D image slice-0.png",
+        LABELS,
+    ),
+    "mha volume as the mask of a 2D image": (
+        lambda r: itk(_paired_with(r) / "z.mha", _discs()),
+        "a volume of 3 slices (16x16x3) as the label of the 2D image z.png",
+        LABELS,
+    ),
+    "nrrd mask of 3 components": (
+        lambda r: itk(_paired_with(r) / "z.nrrd", np.stack([disc(3)] * 3, axis=-1), vector=True),
+        "3 values a pixel (16x16x1x3), not one label value",
+        LABELS,
+    ),
+    "nrrd of 2 time points": (_time_points, "images have 2 channels but data.in_channels is 1", LABELS),
 }

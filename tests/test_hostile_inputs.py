@@ -14,11 +14,11 @@ from diffuseg.cli import main
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))  # datafixtures, which writes DICOM series
 from hostile import PAIRED, TINY_UNET, Unblocker, refused
-from hostile_layouts import DICOM, NNUNET, SSL4MIS
+from hostile_layouts import DICOM, NNUNET, SHAPES, SSL4MIS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DATASETS = {**PAIRED, **NNUNET, **SSL4MIS, **DICOM}
+DATASETS = {**PAIRED, **NNUNET, **SSL4MIS, **DICOM, **SHAPES}
 
 
 def command(name: str, root: Path, out: Path, checkpoint: Path) -> list[str]:

@@ -10,6 +10,8 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
+from tqdm import tqdm  # LOADING: a status line on a terminal (as the progress bars) while seconds of imports run
+
 from diffuseg.errors import UserError
 from diffuseg.files import disk_full, no_space
 
@@ -42,9 +44,10 @@ def _cmd_train(a: argparse.Namespace) -> None:
     options += [f"{key}={getattr(a, dest)}" for dest, key in CASE_OPTIONS.items() if getattr(a, dest) is not None]
     overrides = [*a.overrides, *options]
     configs = seed_configs(a.config, overrides, a.seeds) if a.seeds else [load_config(a.config, overrides)]
+    with tqdm(desc="loading PyTorch Lightning", bar_format="{desc} ...", leave=False, disable=None):  # as LOADING
+        from diffuseg.training.run import train  # heavy import after the configs are known to be good
     from diffuseg.checkpoint import checkpoint_file
     from diffuseg.runtime import use_threads
-    from diffuseg.training.run import train  # heavy import after the configs are known to be good
 
     use_threads(a.threads)
     for config in configs:  # --seeds --resume: a seed whose run has no checkpoint yet starts
@@ -467,13 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # dotted overrides may follow options (`train demo --data D train.steps=2`): argparse stops the
-    # positional list at the first option, so the rest arrive here
+    # dotted overrides may follow options (`train demo --data D train.steps=2`): argparse leaves them in extra
     if extra and hasattr(args, "overrides") and all(_OVERRIDE.match(x) for x in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        with tqdm(desc="loading PyTorch", bar_format="{desc} ...", leave=False, disable=None):  # LOADING
+            import torch  # noqa: F401  every subcommand needs it; its seconds of import would print nothing
         args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

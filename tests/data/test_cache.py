@@ -54,6 +54,27 @@ def test_parallel_decode_matches_serial(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(one, two))
 
 
+def test_the_cache_bar_moves_with_every_item_in_process(tmp_path, monkeypatch):
+    """One process: the bar advances per item (a chunk of slow items would be seconds of silence); workers: per
+    chunk of at most 32 items."""
+    import tqdm
+
+    steps: list[int] = []
+
+    class Bar(tqdm.tqdm):
+        def update(self, n=1):
+            steps.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    reader = open_dataset(write_synthetic(tmp_path / "s", 70))
+    decode_all(reader, range(70), 16, 4, workers=1)
+    assert steps == [1] * 70
+    steps.clear()
+    decode_all(reader, range(70), 16, 4, workers=2)
+    assert sorted(steps) == [6, 32, 32]
+
+
 def test_binary_cache_is_bit_packed(tmp_path):
     png(tmp_path / "d" / "images" / "a.png", grey(16))
     png(tmp_path / "d" / "masks" / "a.png", (label_map(16) > 0).astype(np.uint8) * 255)

@@ -77,6 +77,14 @@ def test_seed_when_no_lists(tmp_path):
     assert source.kind is SplitKind.SEED and "data.split_seed=4" in source.describe()
 
 
+@pytest.mark.parametrize("name", ["train_patients.txt", "val_patients.txt"])
+def test_one_root_list_alone_is_refused_never_ignored(tmp_path, name):
+    root = lidc(tmp_path / "plain", patients=3)
+    (root / name).write_text("LIDC-IDRI-0000\n")
+    with pytest.raises(UserError, match=f"{name}: patient lists come in pairs"):
+        split_source(DataConfig(root=str(root)))
+
+
 def test_one_config_list_alone_is_refused(nested):
     with pytest.raises(UserError, match="given together"):
         split_source(DataConfig(root=str(nested), val_patients=str(nested / "val_patients.txt")))
@@ -171,6 +179,55 @@ def test_test_list_is_never_trained_on(tmp_path):
     reader = open_dataset(only_test)
     split = plan_split(reader, DataConfig(root=str(only_test)))
     assert not set().union(*_side_patients(reader, split)) & test and set(split.held_out) == test
+
+
+# docs/data.md "Only some lists": which lists are present -> (train side, validation side, held out, left out),
+# over patients A (train.list), B (val.list), C (test.list); "A~" is a seeded split of A (validation from A).
+SOME_LISTS = {
+    ("train.list", "val.list", "test.list"): ("A", "B", "C", ""),
+    ("train.list", "val.list"): ("A", "B", "", "C"),
+    ("val.list", "test.list"): ("A", "B", "C", ""),
+    ("val.list",): ("AC", "B", "", ""),
+    ("train.list", "test.list"): ("A~", "A~", "C", "B"),
+    ("train.list",): ("A~", "A~", "", "BC"),
+    ("test.list",): ("AB~", "AB~", "C", ""),
+    (): ("ABC~", "ABC~", "", ""),
+}
+
+
+@pytest.mark.parametrize("present", list(SOME_LISTS), ids=lambda p: "+".join(p) or "none")
+def test_only_some_lists_split_as_the_docs_table_says(tmp_path, present):
+    groups = {"A": range(1, 7), "B": range(7, 9), "C": range(9, 11)}
+    patients = {g: {f"patient{p:03d}" for p in r} for g, r in groups.items()}
+    lists = {"train.list": "A", "val.list": "B", "test.list": "C"}
+    cases = frames(10)
+    chosen = {name: [c for c in cases if c[:10] in patients[lists[name]]] for name in present}
+    root = ssl4mis_cases(tmp_path, cases, chosen)
+    reader = open_dataset(root)
+    split = plan_split(reader, DataConfig(root=str(root), val_fraction=0.3))
+    train, val = _side_patients(reader, split)
+    want = [set().union(*(patients[g] for g in text.rstrip("~"))) for text in SOME_LISTS[present]]
+    if SOME_LISTS[present][0].endswith("~"):  # seeded over that pool: both sides from it, neither empty
+        assert train | val == want[0] and train and val and not train & val
+    else:
+        assert (train, val) == (want[0], want[1])
+    assert (set(split.held_out), set(split.left_out)) == (want[2], want[3])
+
+
+def test_a_fold_is_a_k_fold_over_every_patient_not_in_test_list(tmp_path):
+    cases = frames(10)
+    lists = {"train.list": cases[:12], "val.list": cases[12:16], "test.list": cases[16:]}  # 6, 2 and 2 patients
+    root = ssl4mis_cases(tmp_path, cases, lists)
+    reader = open_dataset(root)
+    test = {"patient009", "patient010"}
+    vals = []
+    for k in range(5):
+        split = plan_split(reader, DataConfig(root=str(root), fold=k))
+        train, val = _side_patients(reader, split)
+        assert train | val == {f"patient{p:03d}" for p in range(1, 9)} and not train & val
+        assert set(split.held_out) == test and len(split.folds) == 5
+        vals.append(val)
+    assert set().union(*vals) == {f"patient{p:03d}" for p in range(1, 9)} and sum(map(len, vals)) == 8
 
 
 def test_a_test_list_patient_on_a_side_is_refused(tmp_path):

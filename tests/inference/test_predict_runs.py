@@ -112,6 +112,39 @@ def test_interrupted_run_is_incomplete_then_resumes_identically(
     assert predict(checkpoint, images, out, save_samples=True) == 0
 
 
+def test_resume_and_wrote_count_volumes_not_slices(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nibabel as nib
+
+    from diffuseg.cli import main
+
+    volumes, out = tmp_path / "volumes", tmp_path / "pred"
+    volumes.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("v1", "v2"):  # two volumes of 3 slices each: 6 items, 2 cases
+        nib.save(nib.Nifti1Image(rng.random((18, 20, 3)).astype(np.float32), np.eye(4)), volumes / f"{name}.nii.gz")
+    original = PredictionWriter.write
+    calls = []
+
+    def dying(self, case, *args):
+        if len(calls) == 4:  # v1's 3 slices written (v1 done), then 1 slice of v2
+            raise KeyboardInterrupt
+        calls.append(case.case_id)
+        return original(self, case, *args)
+
+    with monkeypatch.context() as m:
+        m.setattr(PredictionWriter, "write", dying)
+        assert main(["predict", str(checkpoint), str(volumes), str(out)]) == 130  # interrupted
+    capsys.readouterr()
+    assert main(["predict", str(checkpoint), str(volumes), str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "resuming: 1 of 2 case(s) already done" in captured.err
+    assert f"wrote 1 case(s) to {out}" in captured.out
+    names = ["v1.nii.gz", "v1_uncertainty.nii.gz", "v2.nii.gz", "v2_uncertainty.nii.gz"]
+    assert sorted(p.name for p in out.glob("v*.nii.gz")) == names
+
+
 def test_another_run_is_refused_naming_the_differences_unless_overwrite(
     checkpoint: Path, images: Path, tmp_path: Path
 ) -> None:

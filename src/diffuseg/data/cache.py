@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +125,16 @@ def _decode_chunk(reader: Reader, indices: Sequence[int], size: int, annotators:
         return _decode(reader, indices, size, annotators, in_channels, fit)
 
 
-def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, in_channels: int, fit: Fit):
+def _decode(
+    reader: Reader,
+    indices: Sequence[int],
+    size: int,
+    annotators: int,
+    in_channels: int,
+    fit: Fit,
+    progress: Callable[[int], object] | None = None,
+):
+    """Decode and resize ``indices`` (``decode_all``); ``progress(1)`` after each entry."""
     n = len(indices)
     atoms = reader.scheme.stored_atoms  # the ignore label stored as atom L + 1
     images = np.zeros((n, in_channels, size, size), dtype=np.float16)
@@ -135,6 +144,8 @@ def _decode(reader: Reader, indices: Sequence[int], size: int, annotators: int, 
     for j, i in enumerate(indices):
         case, found = checked_case(reader, i, in_channels)  # verify's checks, channels made in_channels
         problems.extend(found)
+        if progress is not None:
+            progress(1)
         if case is None:
             continue
         try:
@@ -154,7 +165,7 @@ def decode_all(
     size: int,
     annotators: int,
     workers: int = 1,
-    chunk: int = 256,
+    chunk: int = 32,
     in_channels: int = 1,
     fit: Fit = STRETCH_FIT,
 ):
@@ -187,10 +198,8 @@ def decode_all(
                 parts.append(part)
                 bar.update(len(part[2]))
     else:
-        parts = []
-        for c in chunks:
-            parts.append(_decode_chunk(reader, c, size, annotators, in_channels, fit))
-            bar.update(len(c))
+        with single_thread():
+            parts = [_decode(reader, indices, size, annotators, in_channels, fit, bar.update)]
     bar.close()
     problems = list(dict.fromkeys([*reader.problems, *(p for part in parts for p in part[3])]))
     if problems:

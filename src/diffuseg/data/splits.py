@@ -121,12 +121,15 @@ class Split:
 
 
 def find_patient_lists(root: str | os.PathLike) -> tuple[SplitKind, Path, Path] | None:
-    """``train_patients.txt`` and ``val_patients.txt`` in ``root``, else in its parent; None when neither has both."""
+    """``train_patients.txt`` and ``val_patients.txt`` in ``root``, else in its parent; None when neither has both.
+    ``UserError`` for one alone in ``root`` (the dataset's own list; one alone in the parent is no pair, not read)."""
     root = Path(root).resolve()
     for kind, folder in ((SplitKind.ROOT_LISTS, root), (SplitKind.PARENT_LISTS, root.parent)):
         found = [folder / name for name in LIST_NAMES]
         if all(p.is_file() for p in found):
             return kind, found[0], found[1]
+        if kind is SplitKind.ROOT_LISTS and (alone := [p for p in found if p.is_file()]):  # used or refused
+            raise UserError(f"{alone[0]}: patient lists come in pairs ({' and '.join(LIST_NAMES)}); add the other one")
     return None
 
 

@@ -206,7 +206,8 @@ def _check_headers(reader: Reader, where: str) -> None:
     """``DatasetError`` listing every input image whose header shows it cannot be decoded (``check_header``: 0
     wide, truncated, a decompression bomb, ...), so that a bad file stops the run before anything is written."""
     problems = []
-    for path in dict.fromkeys(p for e in reader.entries for p in e.images):
+    paths = list(dict.fromkeys(p for e in reader.entries for p in e.images))
+    for path in tqdm(paths, desc="check headers", unit="file", leave=False, disable=len(paths) < 100 or None):
         try:
             check_header(path)
         except UserError as err:
@@ -347,15 +348,12 @@ def run_part(run: Run, manifest: Manifest, show_progress: bool = True) -> int:
     """Predict the cases of ``manifest`` not yet done; returns how many were written (a volume, whose slices are
     predicted one by one, counts once)."""
     entries = run.reader.entries
-    todo_units = [
-        u
-        for u in run.units
-        if entries[u[0]].case_id in manifest.cases and not all(manifest.cases[entries[i].case_id]["done"] for i in u)
-    ]
+    part_units = [u for u in run.units if entries[u[0]].case_id in manifest.cases]  # a volume is one case
+    todo_units = [u for u in part_units if not all(manifest.cases[entries[i].case_id]["done"] for i in u)]
     indices = [i for u in todo_units for i in u]
-    if len(indices) < len(manifest.cases):
+    if len(todo_units) < len(part_units):
         print(
-            f"resuming: {len(manifest.cases) - len(indices)} of {len(manifest.cases)} case(s) already done",
+            f"resuming: {len(part_units) - len(todo_units)} of {len(part_units)} case(s) already done",
             file=sys.stderr,
         )
     unit_of = {entries[i].case_id: tuple(entries[k].case_id for k in u) for u in todo_units for i in u}

@@ -9,9 +9,10 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from datafixtures import label_map
 
-from diffuseg.data.formats import open_dataset
+from diffuseg.data.formats import open_dataset, open_input
 from diffuseg.data.formats.files import read_file
 from diffuseg.data.formats.write import write_itk, write_nifti
 from diffuseg.errors import UserError
@@ -45,6 +46,23 @@ def test_geometry_is_that_nibabel_reads_from_the_same_image(tmp_path, ext):
     np.testing.assert_allclose(ours.affine, reference.affine, atol=1e-5)
     np.testing.assert_array_equal(ours.array, np.asarray(reference.dataobj))
     assert np.allclose(ours.spacing, SPACING)
+
+
+@pytest.mark.parametrize("ext", ["mha", "nrrd"])
+def test_a_4d_image_reads_as_a_4d_nifti_its_fourth_axis_channels(tmp_path, ext):
+    rng = np.random.default_rng(1)
+    frames = [_itk(tmp_path / f"t{k}.{ext}", rng.random((3, 12, 10)).astype(np.float32)) for k in range(2)]
+    image = sitk.JoinSeries(frames)  # (T, Z, Y, X): 3D + 2 time points, with each frame's geometry
+    sitk.WriteImage(image, str(tmp_path / f"x.{ext}"))
+    sitk.WriteImage(image, str(tmp_path / "x.nii.gz"))
+    ours, reference = read_file(tmp_path / f"x.{ext}"), nib.load(tmp_path / "x.nii.gz")
+    assert ours.array.shape == reference.shape == (10, 12, 3, 2)
+    np.testing.assert_allclose(ours.affine, reference.affine, atol=1e-5)
+    np.testing.assert_array_equal(ours.array, np.asarray(reference.dataobj))
+    assert np.allclose(ours.spacing, SPACING)
+    reader = open_input([tmp_path / f"x.{ext}"])  # predict's single file: a volume of 3 items of 2 channels
+    assert len(reader) == 3 and reader[1].image.shape == (2, 10, 12)
+    assert not torch.equal(reader[1].image[0], reader[1].image[1])
 
 
 @pytest.mark.parametrize("ext", ["mha", "nrrd"])

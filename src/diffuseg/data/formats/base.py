@@ -122,11 +122,17 @@ def _plane(data: FileData, array: np.ndarray, entry: Entry) -> np.ndarray:
     return array
 
 
-def _lacks_slice(data: FileData, entry: Entry) -> bool:
-    """Whether an entry asks for a slice the file does not have."""
+def _slice_problem(path: Path, data: FileData, entry: Entry, expected: str) -> str | None:
+    """Why the entry's plane cannot be taken from file ``path``: it asks for a slice the file lacks, or it is a 2D
+    entry (no ``slice_index``: a layout that does not cut files, LIDC's, or the label of a 2D image) and the file a
+    volume of several slices, whose first slice alone would drop the rest unsaid (``expected`` says what was)."""
+    a = data.array
     if entry.slice_index is None:
-        return False
-    return data.array.ndim < 3 or entry.slice_index >= data.array.shape[_axis(data, entry)]
+        several = data.affine is not None and a.ndim >= 3 and a.shape[2] > 1
+        return f"{path}: a volume of {a.shape[2]} slices ({_shape(a.shape)}) {expected}" if several else None
+    if a.ndim < 3 or entry.slice_index >= a.shape[_axis(data, entry)]:
+        return f"{path}: has no slice {entry.slice_index} (shape {a.shape})"
+    return None
 
 
 class Reader:
@@ -283,8 +289,10 @@ class Reader:
                 continue
             if bad:
                 problems.append(f"{path}: {bad} NaN or infinite intensity value(s)")
-            if _lacks_slice(data, entry):
-                problems.append(f"{path}: has no slice {entry.slice_index} (shape {data.array.shape})")
+            unsliced = f"where the {self.layout} layout reads one 2D image a file; save each slice as its own file"
+            problem = _slice_problem(path, data, entry, unsliced)
+            if problem:
+                problems.append(problem)
                 continue
             plane = _plane(data, normalised, entry)
             if plane.ndim not in (2, 3) or 0 in plane.shape:
@@ -340,9 +348,14 @@ class Reader:
                     f"{_shape(first[1].array.shape[:3])} ({first[0].name}); a label volume has its image's shape"
                 )
                 continue
-            plane = _plane(data, data.array, entry)
-            if plane.ndim == 3 and plane.shape[2] == 1:
-                plane = plane[..., 0]
+            problem = _slice_problem(path, data, entry, f"as the label of the 2D image {entry.images[0].name}")
+            plane = None if problem else _plane(data, data.array, entry)
+            plane = plane[..., 0] if plane is not None and plane.ndim == 3 and plane.shape[2] == 1 else plane
+            if plane is not None and plane.ndim != 2:  # several components or time points
+                problem = f"{path}: {plane.shape[-1]} values a pixel ({_shape(data.array.shape)}), not one label value"
+            if problem:
+                problems.append(problem)
+                continue
             if plane.shape != tuple(size):
                 problems.append(
                     f"{path}: mask size {'x'.join(map(str, plane.shape))} differs from image size "

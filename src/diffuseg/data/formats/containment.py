@@ -53,9 +53,11 @@ def drop_unreadable(entries: Sequence[Any], where: Containment | None) -> tuple[
     (``check_regular``: a dangling link, a pipe, a device, a folder named like an image), or, with ``where`` (a
     contained dataset), an image linked from outside the dataset folder, left out (each file named once), so that
     nothing later opens, stats or hashes it. Label files are checked so as they are decoded."""
+    from tqdm import tqdm
+
     found: dict[tuple[Path, Path | None, bool], str | None] = {}
     kept, problems = [], []
-    for e in entries:
+    for e in tqdm(entries, desc="check files", unit="item", leave=False, disable=len(entries) < 100 or None):
         partner = e.masks[0][0] if e.masks and e.masks[0] else None
         bad = False
         for path in (*e.images, *(p for files in e.masks for p in files)):

@@ -368,7 +368,8 @@ def itk_shape(path: Path) -> tuple[int, ...]:
 
 def _read_itk(path: Path) -> FileData:
     """An ``.mha`` / ``.nrrd`` image as (X,Y[,Z][,channels]) with its RAS affine (module docstring); a 2D image
-    with several components becomes (X,Y,1,channels), as a one-slice volume."""
+    with several components becomes (X,Y,1,channels), as a one-slice volume, and a 4D image (X,Y,Z,T) keeps its
+    fourth axis as channels, as a 4D NIfTI and nnU-Net's SimpleITK reader do."""
     sitk = sitk_module(path)
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image)
@@ -377,7 +378,7 @@ def _read_itk(path: Path) -> FileData:
     if image.GetNumberOfComponentsPerPixel() > 1 and dims == 2:
         array = array[:, :, None, :]
     affine = itk_affine(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
-    spacing = tuple(float(v) for v in image.GetSpacing())
+    spacing = tuple(float(v) for v in image.GetSpacing()[:3])
     return FileData(array, affine=affine, spacing=spacing, slice_axis=2)
 
 

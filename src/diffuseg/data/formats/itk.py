@@ -32,14 +32,15 @@ def sitk_module(path: str | os.PathLike, what: str = ""):
 
 def itk_affine(spacing, origin, direction) -> np.ndarray:
     """The 4x4 RAS affine of an ITK image's LPS geometry (``direction`` row-major, as SimpleITK gives it), for
-    arrays indexed (X,Y,Z); 2D images get a third axis of spacing 1."""
-    n = len(spacing)
+    arrays indexed (X,Y,Z); 2D images get a third axis of spacing 1, and a 4D image (3D + time) the affine of its
+    first three axes, as nibabel gives a 4D NIfTI."""
+    n = min(len(spacing), 3)
     d = np.eye(3)
-    d[:n, :n] = np.asarray(direction, dtype=np.float64).reshape(n, n)
+    d[:n, :n] = np.asarray(direction, dtype=np.float64).reshape(len(spacing), len(spacing))[:n, :n]
     s = np.ones(3)
-    s[:n] = spacing
+    s[:n] = spacing[:n]
     o = np.zeros(3)
-    o[:n] = origin
+    o[:n] = origin[:n]
     lps = np.eye(4)
     lps[:3, :3] = d * s
     lps[:3, 3] = o

@@ -40,8 +40,11 @@ class LIDCReader(Reader):
         return False
 
     def scan(self) -> None:
+        from tqdm import tqdm
+
         base = slices_root(self.root)
-        for patient in sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+        patients = sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name))
+        for patient in tqdm(patients, desc="scan", unit="patient", leave=False, disable=len(patients) < 100 or None):
             for nodule in _nodules(patient):
                 self._scan_nodule(patient.name, nodule)
 

@@ -71,10 +71,12 @@ class SSL4MISReader(Reader):
 
     def scan(self) -> None:
         import h5py
+        from tqdm import tqdm
 
         train = {name for _, name in read_list(self.root / "train.list")}
         shapes: dict[Path, tuple[tuple[int, ...], bool]] = {}
-        for p in hdf5_files(self.root):
+        files = hdf5_files(self.root)
+        for p in tqdm(files, desc="scan", unit="file", leave=False, disable=len(files) < 100 or None):
             try:
                 check_regular(p)  # a pipe would block, a dangling link be "corrupt"
                 check_ending(p)
