@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from diffuseg.cli import main
+from diffuseg.errors import UserError
+from diffuseg.inference.predict import predict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from datafixtures import dicom_series
@@ -73,7 +75,7 @@ def test_a_folder_of_series_gives_one_case_each_and_resumes(
     first = {p.name: (p / "0000.dcm").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
     capsys.readouterr()
     assert main(argv) == 0
-    assert "resuming: 7 of 7 case(s) already done" in capsys.readouterr().err
+    assert "resuming: 2 of 2 case(s) already done" in capsys.readouterr().err
     shutil.rmtree(scans / "b")
     dicom_series(scans / "b", HU[:3] + 1, uid="1.2.826.0.1.3680043.8.498.13")  # new content, the same names
     assert main(argv) == 0
@@ -125,3 +127,41 @@ def test_without_simpleitk_one_error_names_the_extra_and_nothing_is_written(
     assert sum(line.startswith("error:") for line in err.splitlines()) == 1 and "Traceback" not in err
     assert f"{source}: DICOM series are read and written through SimpleITK" in err and "diffuseg[itk]" in err
     assert not (tmp_path / "pred").exists()
+
+
+def _spacing_checkpoint(path: Path) -> Path:
+    """An untrained binary checkpoint that reads its items at 1 x 1 mm per pixel into 16 x 16 px
+    (``data.resize=spacing``)."""
+    import torch
+
+    from diffuseg.checkpoint import metadata, save_atomic
+    from diffuseg.presets import load_config
+    from diffuseg.training.module import DiffusionModule
+
+    unet = "model.options={channels: [8, 8, 16], num_res_blocks: [1, 1, 1], middle_blocks: 1, time_dim: 16}"
+    overrides = ["data.image_size=16", unet, "sample.steps=1", "sample.samples=1", "data.resize=spacing"]
+    config = load_config("lidc-central", [*overrides, "data.spacing=[1, 1]"])
+    torch.manual_seed(0)
+    save_atomic({"state_dict": DiffusionModule(config).state_dict(), "diffuseg": metadata(config, 0, 0)}, path)
+    return path
+
+
+def test_a_series_of_anisotropic_pixels_predicts_at_its_own_spacing(tmp_path: Path) -> None:
+    from diffuseg.data.formats import open_dataset
+    from diffuseg.data.spacing import plane_headers
+
+    checkpoint = _spacing_checkpoint(tmp_path / "last.ckpt")
+    hu = np.random.default_rng(1).integers(-1000, 1000, (2, 16, 24)).astype(np.int16)  # (Z,Y,X): items 24 x 16
+    source = dicom_series(tmp_path / "scans" / "ct", hu, spacing=(0.5, 1.0, 3.0))  # 0.5 mm rows, 1 mm columns
+    reader = open_dataset(source)
+    assert plane_headers(reader, range(len(reader))) == [(str(source), (24, 16), (0.5, 1.0))]  # 12 x 16 mm
+    assert reader[0].geometry.plane_spacing() == (0.5, 1.0)  # the headers agree with the decoded series
+    out = tmp_path / "pred"
+    assert main(["predict", str(checkpoint), str(source), str(out)]) == 0
+    mask, _ = _series(out / "ct")
+    assert mask.GetSize() == (24, 16, 2)
+    np.testing.assert_allclose(mask.GetSpacing(), (0.5, 1.0, 3.0), atol=1e-6)
+    wide = dicom_series(tmp_path / "wide" / "ct", np.zeros((2, 16, 40), np.int16), spacing=(0.5, 1.0, 3.0))
+    with pytest.raises(UserError, match=r"ct: 40 x 16 pixels of 0\.5 x 1 mm \(20 x 16 mm\) do not fit"):
+        predict(checkpoint, wide, tmp_path / "pred-wide")  # 20 mm of rows at 1 mm: more than 16 px
+    assert not (tmp_path / "pred-wide").exists()

@@ -2,11 +2,12 @@
 physical aspect, then padded to the S x S input as ``pad`` pads (``transforms.Fit``).
 
 An item's pixel spacing is its file's (``case.Geometry.plane_spacing``: NIfTI's zooms, MetaImage's and NRRD's
-spacing); PNG, JPEG, TIFF, ``.npy`` and HDF5 files record none and are refused. Resampled, an (H,W) item is
-``round(H * row / target_row) x round(W * col / target_col)`` pixels (``resampled_shape``); one larger than S x S is
-refused, never cropped. ``data.spacing: []`` is computed from the run's cases (``fitting_spacing``): the finest
-isotropic spacing at which the largest of them fits. The checks read headers alone (``plane_headers``), so they run
-before anything is decoded.
+spacing, a DICOM series' as SimpleITK reads its headers, ``formats.dicom``), along the two axes its volume is not
+cut across (``formats.orientation``); PNG, JPEG, TIFF, ``.npy`` and HDF5 files record none and are refused.
+Resampled, an (H,W) item is ``round(H * row / target_row) x round(W * col / target_col)`` pixels
+(``resampled_shape``); one larger than S x S is refused, never cropped. ``data.spacing: []`` is computed from the
+run's cases (``fitting_spacing``): the finest isotropic spacing at which the largest of them fits. The checks read
+headers alone (``plane_headers``), so they run before anything is decoded.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from diffuseg.data.case import Geometry
 from diffuseg.data.formats import Reader
+from diffuseg.data.formats.dicom import is_series_folder, series_info
 from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, nifti_spacing, sitk_module, suffix_of
 from diffuseg.errors import UserError
 
@@ -67,7 +69,8 @@ def known_spacing(pixel: Sequence[float] | None, where: str) -> tuple[float, flo
     why = f"its header gives {pixel[0]:g} x {pixel[1]:g} mm" if pixel and len(pixel) >= 2 else "it records none"
     raise UserError(
         f"{where}: data.resize=spacing needs each image's pixel spacing in mm, and {why}; use data.resize=pad (the "
-        "aspect ratio of the pixel grid), or give the images as NIfTI, MetaImage or NRRD with their spacing"
+        "aspect ratio of the pixel grid), or give the images as NIfTI, MetaImage, NRRD or DICOM series with their "
+        "spacing"
     )
 
 
@@ -81,7 +84,7 @@ def plane_headers(reader: Reader, indices: Iterable[int]) -> list[Plane]:
         key = (path, entry.slice_axis)
         if key in planes:
             continue
-        if suffix_of(path) not in (*NIFTI_SUFFIXES, *ITK_SUFFIXES):
+        if suffix_of(path) not in (*NIFTI_SUFFIXES, *ITK_SUFFIXES) and not is_series_folder(path):
             planes[key] = (path, (0, 0), None)
             continue
         header = _header(path)
@@ -96,11 +99,15 @@ def plane_headers(reader: Reader, indices: Iterable[int]) -> list[Plane]:
 
 
 def _header(path: str | os.PathLike) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
-    """(shape, spacing) of a NIfTI, MetaImage or NRRD file as its reader gives them (``formats.files``: arrays
-    indexed (X,Y[,Z])), or ``None`` when the header does not parse or the path is no regular file."""
-    if not Path(path).is_file():
-        return None
+    """(shape, spacing) of a NIfTI, MetaImage or NRRD file, or a DICOM series folder, as its reader gives them
+    (``formats.files``: arrays indexed (X,Y[,Z])), or ``None`` when the header does not parse or the path is no
+    regular file or series folder."""
     try:
+        if is_series_folder(path):
+            series = series_info(path)
+            return series.shape, series.spacing
+        if not Path(path).is_file():
+            return None
         if suffix_of(path) in NIFTI_SUFFIXES:
             import nibabel as nib
 
