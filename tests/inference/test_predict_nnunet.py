@@ -108,8 +108,17 @@ def test_a_model_of_other_channels_is_refused_before_anything_is_written(
     one_channel: Path, dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "pred"
-    with pytest.raises(UserError, match=r"has 2 channel\(s\) \(2 file\(s\): heart_001_0000.nii.gz, heart_001_0001"):
+    with pytest.raises(
+        UserError, match=r"has 2 channel\(s\) \(2 file\(s\): heart_001_0000.nii.gz, heart_001_0001"
+    ) as err:
         predict(one_channel, dataset / "imagesTs", out)
+    assert str(err.value).startswith(f"{dataset / 'imagesTs' / 'heart_001'}: the input has")  # the case, no slice
+    assert not out.exists()
+    four_d = dataset / "4d" / "z.nii.gz"  # one file of two channels (X,Y,Z,channels)
+    _save(four_d, np.random.default_rng(1).random((12, 10, 2, 2)).astype(np.float32))
+    with pytest.raises(UserError) as err:
+        predict(one_channel, four_d.parent, out)
+    assert str(err.value).startswith(f"{four_d}: the input has 2 channel(s) but the model reads 1 ")
     assert not out.exists()
 
 

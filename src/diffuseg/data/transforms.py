@@ -265,19 +265,22 @@ def match_channels(image: torch.Tensor, channels: int, where: str, colour: bool 
     )
 
 
-def model_channels_problem(sources: Sequence[str], case_id: str, stored: int, in_channels: int) -> str:
+def model_channels_problem(sources: Sequence[str], case: str, stored: int, in_channels: int) -> str:
     """The ``predict`` message for a case of ``stored`` channels (read from the files ``sources``) that a model
-    reading ``in_channels`` cannot take: the model is fixed, so it names what the files hold, not a setting."""
-    files = ", ".join(Path(s).name for s in sources[:4]) + (", ..." if len(sources) > 4 else "")
-    where = Path(sources[0]).parent / case_id if sources else case_id
-    grouped = (
-        "; files named CASE_XXXX are the channels of one case (nnU-Net's naming): --layout images reads each as "
-        "an image of its own"
-        if len(sources) > 1
-        else ""
-    )
+    reading ``in_channels`` cannot take: the model is fixed, so it names what the files hold, not a setting. It
+    names the file by its path, or, for channels in several files, the case (``case``: a volume's name, not its
+    slice's) in their folder."""
+    where, held, grouped = (sources[0] if sources else case), "", ""
+    if len(sources) > 1:
+        where = Path(sources[0]).parent / case
+        files = ", ".join(Path(s).name for s in sources[:4]) + (", ..." if len(sources) > 4 else "")
+        held = f" ({len(sources)} file(s): {files})"
+        grouped = (
+            "; files named CASE_XXXX are the channels of one case (nnU-Net's naming): --layout images reads each "
+            "as an image of its own"
+        )
     return (
-        f"{where}: the input has {stored} channel(s) ({len(sources)} file(s): {files}) but the model reads "
+        f"{where}: the input has {stored} channel(s){held} but the model reads "
         f"{in_channels} (the checkpoint's data.in_channels); predict with a model trained on {stored}-channel "
         f"images, or give inputs of {in_channels} channel(s){grouped}"
     )

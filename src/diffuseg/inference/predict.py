@@ -115,7 +115,8 @@ def _model_image(case: Case, config: Config) -> torch.Tensor:
         return model_input(case.image, d.image_size, d.in_channels, case.case_id, colour, Fit.of(d), case.geometry)
     except ValueError:
         stored = int(case.image.shape[0])
-        raise UserError(model_channels_problem(case.geometry.sources, case.case_id, stored, d.in_channels)) from None
+        name = case.geometry.volume_id or case.case_id
+        raise UserError(model_channels_problem(case.geometry.sources, name, stored, d.in_channels)) from None
 
 
 def _as_paths(input: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
