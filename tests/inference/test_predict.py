@@ -111,6 +111,24 @@ def test_refusals(checkpoint: Path, images: Path, tmp_path: Path) -> None:
         predict(checkpoint, tmp_path / "nothing", tmp_path / "z")
 
 
+def test_labels_of_a_labelled_input_are_never_read(tmp_path: Path) -> None:
+    from diffuseg.checkpoint import metadata, save_atomic
+    from diffuseg.training.module import DiffusionModule
+
+    classes = "data.classes=[{name: RV, values: [1]}, {name: Myo, values: [2]}, {name: LV, values: [3]}]"
+    config = load_config("lidc-central", [*TINY, classes])
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "classes.ckpt"
+    save_atomic({"state_dict": DiffusionModule(config).state_dict(), "diffuseg": metadata(config, 0, 0)}, checkpoint)
+    rng = np.random.default_rng(2)
+    for name in ("a", "b"):  # a paired folder whose masks hold 255, a value none of the checkpoint's classes has
+        for folder, array in (("images", rng.integers(0, 255, (12, 14))), ("masks", np.full((12, 14), 255))):
+            (tmp_path / "data" / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array.astype(np.uint8)).save(tmp_path / "data" / folder / f"{name}.png")
+    assert predict(checkpoint, tmp_path / "data", tmp_path / "pred") == 2
+    assert set(np.unique(_read(tmp_path / "pred" / "a.png"))) <= {0, 1, 2, 3}  # the checkpoint's label values
+
+
 def test_cli(checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
     args = ["predict", str(checkpoint), str(images), str(out), "--samples", "2", "--fusion", "mean"]

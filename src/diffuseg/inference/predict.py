@@ -7,14 +7,17 @@ draw ``sample.samples`` members ``sample.batch_size`` at a time with per-member 
 post-processing, fuse (``staple`` | ``mean`` | ``vote``) and compute the uncertainty map
 (``inference.ensemble``); write the fused mask, the uncertainty and, with ``save_samples``, every member in
 the input's own format and geometry (``inference.writers``). With several classes (the checkpoint's
-``data.classes``) the input is read with those classes, the fused mask and samples are label maps written in
+``data.classes``) the input is opened with those classes, the fused mask and samples are label maps written in
 the dataset's own label values (ACDC 0/1/2/3, BraTS 0/1/2/4; HDF5 in, HDF5 ``label`` out; slices of a volume
 reassembled), the uncertainty is the normalised entropy of the members' labels, and ``prediction.json`` and
 the manifest (its config) record the classes.
 
-Nothing is written before the run is known to be valid (every input's header included,
-``formats.files.check_header``, and the first case's channels against the model's); a run that fails before any
-case is done leaves nothing new in OUTPUT (the files it made are removed, the folder too when it made it).
+A labelled input is read for its images alone: no case's label files are decoded, so label values the
+checkpoint's classes do not know are no obstacle (a dataset that declares its classes, nnU-Net's
+``dataset.json``, must still declare the checkpoint's when it is opened). Nothing is written before the run is
+known to be valid (every input's header included, ``formats.files.check_header``, and the first case's channels
+against the model's); a run that fails before any case is done leaves nothing new in OUTPUT (the files it made
+are removed, the folder too when it made it).
 Then, under the folder's lock, the run is compared with the one OUTPUT already holds (``inference.manifest``):
 the same run resumes (finished cases are skipped unless their input files changed since,
 ``manifest.same_input``: those are predicted again), another is refused unless ``overwrite`` (which first
@@ -179,6 +182,7 @@ def prepare(
     config = apply_overrides(models[0].config, overrides, len(models))
     d = config.data
     reader = select_cases(open_input(inputs, layout, d.foreground, d.classes), cases, str(inputs[0]))
+    reader.entries = [dataclasses.replace(e, masks=()) for e in reader.entries]  # images alone: no label decoded
     reader.set_intensity(d.intensity)  # the training run's window or CT statistics, from the checkpoint's config
     if reader.problems:
         raise DatasetError(str(inputs[0]), reader.problems)
