@@ -112,7 +112,7 @@ def test_interrupted_run_is_incomplete_then_resumes_identically(
     assert predict(checkpoint, images, out, save_samples=True) == 0
 
 
-def test_resume_and_wrote_count_volumes_not_slices(
+def test_resume_wrote_and_evaluate_count_volumes_not_slices(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import nibabel as nib
@@ -136,6 +136,8 @@ def test_resume_and_wrote_count_volumes_not_slices(
     with monkeypatch.context() as m:
         m.setattr(PredictionWriter, "write", dying)
         assert main(["predict", str(checkpoint), str(volumes), str(out)]) == 130  # interrupted
+    with pytest.raises(UserError, match=r"incomplete \(1 of 2 cases done"):  # volumes, not their 6 slices
+        evaluate(out, volumes)
     capsys.readouterr()
     assert main(["predict", str(checkpoint), str(volumes), str(out)]) == 0
     captured = capsys.readouterr()

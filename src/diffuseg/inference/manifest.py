@@ -2,11 +2,11 @@
 
 ``OUTPUT/manifest.json`` (a run in one part) or ``OUTPUT/manifest.part-I-of-N.json`` (part I of N, see
 ``inference.predict``) records the run's key (the SHA-256 of the checkpoint file, for an ensemble every checkpoint's
-in member order joined by ``+``; the resolved config, whether samples are saved, the list of input cases), the
-part, and per case of the part its source file, whether it is done and, once done, the files written for it and
-its input files' records (``input_record``: size, times and SHA-256 of the content that was read). It is written
-atomically (``files.write_text_atomic``) before the first case and rewritten as cases finish (at most every
-``SAVE_INTERVAL`` seconds, and at the end).
+in member order joined by ``+``; the resolved config, whether samples are saved, the list of input cases and
+the volume of each case that is a slice of one), the part, and per case of the part its source file, whether it
+is done and, once done, the files written for it and its input files' records (``input_record``: size, times and
+SHA-256 of the content that was read). It is written atomically (``files.write_text_atomic``) before the first
+case and rewritten as cases finish (at most every ``SAVE_INTERVAL`` seconds, and at the end).
 
 A case is done only after all its files are renamed into place; a case written but not yet recorded is
 predicted again on resume, which rewrites the same bytes (members are seeded by case and member). Parts of
@@ -30,7 +30,7 @@ from diffuseg.data.formats.dicom import input_files, input_stat
 from diffuseg.errors import UserError
 from diffuseg.files import write_text_atomic
 
-FORMAT = 1
+FORMAT = 2  # 2: the key records the volume of each slice (``RunKey.volumes``)
 MANIFEST = "manifest.json"
 _PART_FILE = re.compile(r"^manifest(?:\.part-(\d+)-of-(\d+))?\.json$")
 SAVE_INTERVAL = 1.0  # seconds between two rewrites of a manifest while cases finish
@@ -122,12 +122,22 @@ def _short(digests: str) -> str:
 @dataclass(frozen=True)
 class RunKey:
     """What makes two predictions the same run: equal keys write byte-identical files. ``checkpoint_sha256``:
-    the checkpoint's SHA-256, or an ensemble's, in member order, joined by ``+``."""
+    the checkpoint's SHA-256, or an ensemble's, in member order, joined by ``+``; ``cases`` the input's 2D items,
+    ``volumes`` the volume id of each item that is a slice of one (a 2D case has none)."""
 
     checkpoint_sha256: str
     config: dict
     save_samples: bool
     cases: tuple[str, ...]
+    volumes: Mapping[str, str] = field(default_factory=dict)
+
+    def units(self) -> list[list[str]]:
+        """The run's cases as predict writes and counts them, in order: a 2D case alone, a volume's slices
+        together."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for c in self.cases:
+            groups.setdefault(("volume", self.volumes[c]) if c in self.volumes else ("case", c), []).append(c)
+        return list(groups.values())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,11 +145,13 @@ class RunKey:
             "config": _plain(self.config),
             "save_samples": self.save_samples,
             "cases": list(self.cases),
+            "volumes": dict(self.volumes),
         }
 
     @classmethod
     def from_json(cls, d: dict) -> RunKey:
-        return cls(str(d["checkpoint_sha256"]), d["config"], bool(d["save_samples"]), tuple(d["cases"]))
+        cases, volumes = tuple(d["cases"]), {str(k): str(v) for k, v in d["volumes"].items()}
+        return cls(str(d["checkpoint_sha256"]), d["config"], bool(d["save_samples"]), cases, volumes)
 
     def differences(self, other: RunKey) -> list[str]:
         """How ``other`` (the run in the folder) differs from this one, one phrase per difference."""
@@ -251,8 +263,9 @@ def read_manifests(folder: Path) -> list[Manifest]:
 
 
 def completeness(folder: Path) -> tuple[int, int] | None:
-    """(cases done, cases of the run) over the manifests in ``folder``; ``None`` when it has none.
-    ``UserError`` when the manifests belong to different runs."""
+    """(cases done, cases of the run) over the manifests in ``folder``, a volume one case as predict counts it
+    (``RunKey.units``: done when all its slices are); ``None`` when it has none. ``UserError`` when the manifests
+    belong to different runs."""
     manifests = read_manifests(folder)
     if not manifests:
         return None
@@ -261,4 +274,5 @@ def completeness(folder: Path) -> tuple[int, int] | None:
         if m.key != key:
             raise UserError(f"{folder}: holds two different prediction runs ({m.path.name}, {manifests[0].path.name})")
     done = set().union(*(m.done_ids() for m in manifests))
-    return len(done & set(key.cases)), len(key.cases)
+    units = key.units()
+    return sum(all(c in done for c in unit) for unit in units), len(units)

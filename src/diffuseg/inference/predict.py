@@ -200,11 +200,11 @@ def prepare(
     if len(set(ids)) != len(ids):
         raise UserError(f"{inputs[0]}: the layout reader gave two cases one id ({_repeated(ids)})")
     digests = "+".join(m.sha256 for m in models)
-    key = RunKey(digests, config_to_dict(config), save_samples, tuple(ids))
-    units: dict[str, list[int]] = {}
-    for i, e in enumerate(reader.entries):
-        units.setdefault(f"v:{e.volume_id}" if e.volume_id is not None else f"c:{e.case_id}", []).append(i)
-    return Run(models, inputs, out, config, reader, device, save_samples, key, list(units.values()))
+    volumes = {e.case_id: e.volume_id for e in reader.entries if e.volume_id is not None}
+    key = RunKey(digests, config_to_dict(config), save_samples, tuple(ids), volumes)
+    index = {cid: i for i, cid in enumerate(ids)}
+    units = [[index[cid] for cid in unit] for unit in key.units()]
+    return Run(models, inputs, out, config, reader, device, save_samples, key, units)
 
 
 def _check_headers(reader: Reader, where: str) -> None:
