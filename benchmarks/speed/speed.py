@@ -543,6 +543,12 @@ def main(argv: list[str] | None = None) -> None:
         default="peak,calls,ensemble,chunks,train,profile,compile,train-precision,threads,goal",
         help="comma-separated parts to run (peak is always measured)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="goal: the src folder of another checkout (e.g. `git worktree add /tmp/base HEAD~3`), whose "
+        "`diffuseg predict` is timed in turn with this one",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = QUICK if args.quick else FULL
@@ -659,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
             + ".\n"
         )
         sections.append((f"Goal: one fused {s.members}-member {name} ensemble at {size} px, end to end", table))
-        cli = speed_cpu.predict_cli(s.cli_size, s.members, s.goal_steps, s.cli_options, args.threads)
+        cli = speed_cpu.predict_cli(s.cli_size, s.members, s.goal_steps[:2], s.cli_options, args.baseline)
         sections.append(("Goal: `diffuseg predict` of one DDTI image, a new process each", cli))
 
     again = measure_peak(s.peak_sizes)  # a second look: a busy neighbour at the start must not lower the peak

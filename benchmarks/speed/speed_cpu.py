@@ -28,7 +28,7 @@ from diffuseg.enums import SamplerKind
 from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.methods import diffusion_draw
 from diffuseg.nets.registry import build_network
-from diffuseg.runtime import native_bf16
+from diffuseg.runtime import keep_freed_memory, native_bf16
 
 REPO = Path(__file__).resolve().parents[2]
 DDTI_IMAGE = REPO / ".." / "shared" / "data" / "ddti" / "cropped" / "100_1(1).png"
@@ -146,38 +146,53 @@ def threads(spec: tuple[str, int, dict], calls: int, rounds: int = 2) -> str:
 
 
 # --------------------------------------------------------------------------------------------- goal
-def _ensemble_seconds(net, process, cfg: SampleConfig, size: int, threads: int) -> float:
+FAST_MICRO = 5  # rows of the per-member part at once in a bf16 network (3-5 measured best on an AMX Xeon)
+
+
+def _ensemble_seconds(net, process, cfg: SampleConfig, size: int, threads: int, autocast: bool = False) -> float:
+    """Best of two fused ensembles of one image (one when it takes over 40 s). ``autocast``: the network is
+    prepared in fp32 and sampled under bf16 autocast, as before ``nets.bf16`` (``cfg.precision`` must be bf16)."""
     torch.set_num_threads(threads)
-    draw = diffusion_draw(prepare_network(net, cfg, "cpu"), process, cfg)
+    prepared = prepare_network(net, SampleConfig(**{**cfg.__dict__, "precision": "32"}) if autocast else cfg, "cpu")
+    draw = diffusion_draw(prepared, process, cfg)
     image = torch.randn(1, size, size, generator=torch.Generator().manual_seed(1))
 
     def run() -> None:
         results = list(sample_ensembles(draw, [("case", image)], cfg))
         assert results[0].fused.shape[-1] == size
 
-    return time_call(run, warmup=0, repeats=2, max_seconds=40)["best"]  # a second run when the first was short
+    return time_call(run, warmup=0, repeats=2, max_seconds=40)["best"]
 
 
 def goal_ladder(spec: tuple[str, int, dict], members: int, steps: tuple[tuple[int, str], ...], threads: int) -> str:
     """Whole fused ensembles, measured end to end (best of two where one takes under 40 s); each rung adds one
-    change to the one before. The rungs with one worker use ``threads`` torch threads; two workers use one each."""
+    change to the one before. The first three rungs are the path before ``runtime.keep_freed_memory`` and
+    ``nets.bf16`` (they include the FF-Parser's contiguous planes). The rungs with one worker use ``threads``
+    torch threads; two workers use one each."""
     name, size, options = spec
     net = _net(name, options).eval()
     process = DiffusionProcess(DiffusionConfig())
     first_steps, first_grid = steps[0]
     base = dict(sampler=SamplerKind.DDPM, steps=first_steps, spacing=first_grid, samples=members, batch_size=members)
+    bf16 = "bf16" if NATIVE else "32"
+    two = dict(channels_last=True, micro_batch=1, workers=2, precision=bf16)
     rungs = [
         (f"fp32, channels_last, micro_batch=1, {threads} torch thread(s)",
-         dict(channels_last=True, micro_batch=1, workers=1), threads),
+         dict(channels_last=True, micro_batch=1, workers=1), threads, True, False),
         ("+ bf16 autocast" if NATIVE else "(bf16 not native: skipped)",
-         dict(channels_last=True, micro_batch=1, workers=1, precision="bf16" if NATIVE else "32"), threads),
-        ("+ 2 workers of 1 torch thread (sample.workers=2)",
-         dict(channels_last=True, micro_batch=1, workers=2, precision="bf16" if NATIVE else "32"), 2),
+         dict(channels_last=True, micro_batch=1, workers=1, precision=bf16), threads, True, False),
+        ("+ 2 workers of 1 torch thread (sample.workers=2): the path before", two, 2, True, False),
+        ("+ freed memory kept for reuse (runtime.keep_freed_memory)", two, 2, True, True),
+        ("+ the network in bf16 end to end (nets.bf16), no autocast" if NATIVE else "(bf16 not native: skipped)",
+         two, 2, False, True),
+        (f"+ sample.micro_batch={FAST_MICRO}", {**two, "micro_batch": FAST_MICRO}, 2, False, True),
     ]  # fmt: skip
     rows, best_cfg = [], None
-    for label, fields, n_threads in rungs:
+    for label, fields, n_threads, autocast, keep in rungs:
+        if keep:
+            keep_freed_memory()  # for the rest of this process: it cannot be undone
         cfg = SampleConfig(**base, **fields)
-        sec = _ensemble_seconds(net, process, cfg, size, n_threads)
+        sec = _ensemble_seconds(net, process, cfg, size, n_threads, autocast and cfg.precision == "bf16")
         rows.append([label, f"ddpm {first_steps} {first_grid}", sec, load_average()])
         print(f"goal: {label}: {sec:.1f} s", flush=True)
         best_cfg = (fields, n_threads)
@@ -191,34 +206,62 @@ def goal_ladder(spec: tuple[str, int, dict], members: int, steps: tuple[tuple[in
 
 
 def predict_cli(
-    size: int, members: int, steps: tuple[tuple[int, str], ...], options: tuple[str, ...], threads: int
+    size: int,
+    members: int,
+    steps: tuple[tuple[int, str], ...],
+    options: tuple[str, ...],
+    baseline: Path | None = None,
+    repeats: int = 3,
 ) -> str:
     """``diffuseg predict`` of one DDTI image as a fused ensemble, timed as a new process (start, checkpoint
-    load, sampling, STAPLE, writing), from a 1-step MedSegDiff-B checkpoint (speed does not depend on weights)."""
+    load, sampling, STAPLE, writing; median of ``repeats``), from a 1-step MedSegDiff-B checkpoint (speed does not
+    depend on weights). With ``baseline`` (the ``src`` folder of another checkout, e.g. the commit before a
+    change), each command also runs with that code, from its own checkpoint, in turn with this one.
+
+    Args:
+        size: the checkpoint's image size.
+        members: ensemble members.
+        steps: (steps, spacing) of each timed command, 5-step quadratic first.
+        options: extra overrides of the checkpoint's training run.
+        baseline: another checkout's ``src`` to time beside this one, or None.
+        repeats: runs of each command.
+    """
     if not DDTI_IMAGE.exists():
         return f"skipped: {DDTI_IMAGE} not found\n"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    env.pop("OMP_NUM_THREADS", None)  # the CLI chooses its threads (diffuseg.runtime) or takes --threads
+    codes = {"this": REPO / "src", **({"baseline": baseline} if baseline else {})}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp)
         cli = [sys.executable, "-m", "diffuseg.cli"]
-        subprocess.run([*cli, "train", "medsegdiff-b-ddti", "--data", str(DDTI_IMAGE.parents[1]), "--out",
-                        str(run / "ckpt"), "train.steps=1", "train.batch_size=2", "train.val_every=0",
-                        "train.accelerator=cpu", "train.devices=1", f"data.image_size={size}", *options],
-                       check=True, env=env, capture_output=True)  # fmt: skip
-        ckpt = run / "ckpt" / "checkpoints" / "last.ckpt"
-        fast = ["sample.precision=auto", "sample.channels_last=true", "sample.micro_batch=1"]
-        settings = [(n, grid, "--threads 2", [*fast, "sample.workers=2"]) for n, grid in steps]
-        settings.append((steps[0][0], steps[0][1], f"--threads {threads}", [*fast, "sample.workers=1"]))
-        for i, (n, grid, threads_arg, extra) in enumerate(settings):
-            command = [*cli, "predict", str(ckpt), str(DDTI_IMAGE), str(run / f"pred{i}"), "--samples", str(members),
-                       "--sampler", "ddpm", "--steps", str(n), "--fusion", "staple", *threads_arg.split(),
-                       f"sample.spacing={grid}", *extra]  # fmt: skip
-            start = time.perf_counter()
-            subprocess.run(command, check=True, env=env, capture_output=True)
-            sec = time.perf_counter() - start
-            shown = " ".join(["diffuseg predict CKPT IMAGE OUT", *command[command.index("--samples") :]])
-            rows.append([f"`{shown}`", sec, load_average()])
-            print(f"cli: {shown}: {sec:.1f} s", flush=True)
-    return markdown_table(["command", "s wall (new process, end to end)", "load (1/5/15 min)"], rows)
+        for code, src in codes.items():
+            subprocess.run([*cli, "train", "medsegdiff-b-ddti", "--data", str(DDTI_IMAGE.parents[1]), "--out",
+                            str(run / code), "train.steps=1", "train.batch_size=2", "train.val_every=0",
+                            "train.accelerator=cpu", "train.devices=1", f"data.image_size={size}", *options],
+                           check=True, env=_env(src), capture_output=True)  # fmt: skip
+        fast = ["sample.precision=auto", "sample.channels_last=true", "--threads", "2", "sample.workers=2"]
+        micro = {"this": f"sample.micro_batch={FAST_MICRO}", "baseline": "sample.micro_batch=1"}
+        times: dict[tuple, list[float]] = {}
+        for r in range(repeats):
+            for n, grid in steps:
+                for code, src in codes.items():
+                    command = [*cli, "predict", str(run / code / "checkpoints" / "last.ckpt"), str(DDTI_IMAGE),
+                               str(run / f"pred-{code}-{n}-{r}"), "--samples", str(members), "--sampler", "ddpm",
+                               "--steps", str(n), "--fusion", "staple", f"sample.spacing={grid}", *fast,
+                               micro[code]]  # fmt: skip
+                    start = time.perf_counter()
+                    subprocess.run(command, check=True, env=_env(src), capture_output=True)
+                    sec = time.perf_counter() - start
+                    shown = " ".join(["diffuseg predict CKPT IMAGE OUT", *command[command.index("--samples") :]])
+                    times.setdefault((code, shown), []).append(sec)
+                    print(f"cli ({code}): {shown}: {sec:.1f} s", flush=True)
+    for (code, shown), secs in times.items():
+        rows.append([code, f"`{shown}`", sorted(secs)[len(secs) // 2], " ".join(f"{v:.1f}" for v in secs)])
+    rows.append(["", "load at the end (1/5/15 min)", load_average(), ""])
+    return markdown_table(["code", "command", "s wall, median (new process, end to end)", "each run"], rows)
+
+
+def _env(src: Path) -> dict[str, str]:
+    """The environment of a CLI run from ``src``: the CLI chooses its threads from ``--threads``."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    env.pop("OMP_NUM_THREADS", None)
+    return env

@@ -13,6 +13,7 @@ from PIL import Image
 from diffuseg.errors import DatasetError, UserError
 from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.inference import predict as predict_module
+from diffuseg.inference.manifest import completeness
 from diffuseg.inference.predict import predict
 from diffuseg.inference.writers import PredictionWriter
 from diffuseg.presets import load_config
@@ -145,6 +146,29 @@ def test_resume_wrote_and_evaluate_count_volumes_not_slices(
     assert f"wrote 1 case(s) to {out}" in captured.out
     names = ["v1.nii.gz", "v1_uncertainty.nii.gz", "v2.nii.gz", "v2_uncertainty.nii.gz"]
     assert sorted(p.name for p in out.glob("v*.nii.gz")) == names
+
+
+def test_a_manifest_without_volumes_is_read_and_resumed(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Manifests written before the run key recorded volumes: evaluate's check reads them, predict resumes them."""
+    import nibabel as nib
+
+    from diffuseg.cli import main
+
+    volumes, out = tmp_path / "volumes", tmp_path / "pred"
+    volumes.mkdir()
+    nib.save(nib.Nifti1Image(np.random.default_rng(2).random((18, 20, 2)).astype(np.float32), np.eye(4)),
+             volumes / "v1.nii.gz")  # fmt: skip
+    assert main(["predict", str(checkpoint), str(volumes), str(out)]) == 0
+    (manifest,) = out.glob("manifest*.json")
+    record = json.loads(manifest.read_text())
+    del record["volumes"]
+    manifest.write_text(json.dumps(record))
+    assert completeness(out) == (2, 2)  # such a manifest counts the slices, not the volume
+    capsys.readouterr()
+    assert main(["predict", str(checkpoint), str(volumes), str(out)]) == 0
+    assert "already done" in capsys.readouterr().err
 
 
 def test_another_run_is_refused_naming_the_differences_unless_overwrite(

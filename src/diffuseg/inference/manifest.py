@@ -30,7 +30,7 @@ from diffuseg.data.formats.dicom import input_files, input_stat
 from diffuseg.errors import UserError
 from diffuseg.files import write_text_atomic
 
-FORMAT = 2  # 2: the key records the volume of each slice (``RunKey.volumes``)
+FORMAT = 1  # ``RunKey.volumes`` is optional: a manifest without it counts each slice as a case
 MANIFEST = "manifest.json"
 _PART_FILE = re.compile(r"^manifest(?:\.part-(\d+)-of-(\d+))?\.json$")
 SAVE_INTERVAL = 1.0  # seconds between two rewrites of a manifest while cases finish
@@ -150,7 +150,7 @@ class RunKey:
 
     @classmethod
     def from_json(cls, d: dict) -> RunKey:
-        cases, volumes = tuple(d["cases"]), {str(k): str(v) for k, v in d["volumes"].items()}
+        cases, volumes = tuple(d["cases"]), {str(k): str(v) for k, v in d.get("volumes", {}).items()}
         return cls(str(d["checkpoint_sha256"]), d["config"], bool(d["save_samples"]), cases, volumes)
 
     def differences(self, other: RunKey) -> list[str]:
