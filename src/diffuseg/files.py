@@ -153,10 +153,12 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def remove_output(path: str | os.PathLike) -> None:
-    """Delete a written file, or a written folder (a DICOM series) with what it holds; nothing when it is gone."""
+    """Delete a written file, or a written folder of files only (a DICOM series) with what it holds; nothing when
+    it is gone or is a folder holding folders (never a written one)."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        if all(p.is_file() and not p.is_symlink() for p in path.iterdir()):
+            shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
 

@@ -113,7 +113,7 @@ def keep_freed_memory() -> bool:
 
     By default glibc maps blocks above a threshold (128 KiB, raised only to the size of the last such block freed)
     afresh and trims the heap's free top, so a network call's activations keep landing on new pages that the
-    kernel must zero: a 25-member MedSegDiff-B call at 256 px took 400,000 page faults (docs/benchmarks.md).
+    kernel must zero (the measurements: docs/benchmarks.md).
     The same settings as glibc's ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_``,
     set from inside the process: what PyTorch's CPU performance tuning guide gets by swapping in jemalloc or
     tcmalloc, which keep freed memory. Elsewhere than glibc (musl, macOS) nothing changes."""
@@ -122,7 +122,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD))
-    return all(mallopt(key, value) == 1 for key, value in settings)
+    return all([mallopt(key, value) == 1 for key, value in settings])  # each applied, even after one fails
 
 
 def use_threads(requested: int | None = None) -> int:

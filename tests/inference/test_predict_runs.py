@@ -171,6 +171,28 @@ def test_a_manifest_without_volumes_is_read_and_resumed(
     assert "already done" in capsys.readouterr().err
 
 
+def test_parts_with_and_without_volumes_count_volumes(checkpoint: Path, tmp_path: Path) -> None:
+    """A part resumed by this version records volumes, another written before does not: one run, counted by
+    volume."""
+    import nibabel as nib
+
+    from diffuseg.cli import main
+
+    volumes, out = tmp_path / "volumes", tmp_path / "pred"
+    volumes.mkdir()
+    for name in ("v1", "v2"):
+        image = np.random.default_rng(3).random((18, 20, 2)).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), volumes / f"{name}.nii.gz")
+    for part in ("0", "1"):
+        args = ["predict", str(checkpoint), str(volumes), str(out), "--num-parts", "2", "--part-id", part]
+        assert main(args) == 0
+    first = sorted(out.glob("manifest*.json"))[0]
+    record = json.loads(first.read_text())
+    del record["volumes"]
+    first.write_text(json.dumps(record))
+    assert completeness(out) == (2, 2)
+
+
 def test_another_run_is_refused_naming_the_differences_unless_overwrite(
     checkpoint: Path, images: Path, tmp_path: Path
 ) -> None:

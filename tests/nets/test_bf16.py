@@ -83,6 +83,13 @@ def test_bf16_network_casts_only_its_inputs_output_and_fft(name: str) -> None:
     assert autocast.count > 3 * bf16.count
 
 
+def test_ff_parser_filters_keep_their_float32_weights() -> None:
+    net = network("medsegdiff-b")
+    pairs = list(zip(Bf16Network(net).net.skip_filters, net.skip_filters))
+    assert pairs and all(torch.equal(a.weight_real, b.weight_real) for a, b in pairs)
+    assert all(a.weight_imag.dtype == torch.float32 for a, _ in pairs)
+
+
 def test_in_place_silus_leave_the_shared_time_embedding_alone() -> None:
     net, args = network("medsegdiff-b"), inputs("medsegdiff-b")
     wrapped = Bf16Network(net)

@@ -115,8 +115,8 @@ def cache_key(
             if s in seen:
                 continue
             seen.add(s)
-            size, mtime_ns, _ = input_stat(p)  # a DICOM series folder: its files'
-            h.update(f"{s}|{size}|{mtime_ns}\n".encode())
+            nbytes, mtime_ns, _ = input_stat(p)  # a DICOM series folder: its files'
+            h.update(f"{s}|{nbytes}|{mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 

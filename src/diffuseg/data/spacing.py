@@ -22,7 +22,8 @@ import numpy as np
 from diffuseg.data.case import Geometry
 from diffuseg.data.formats import Reader
 from diffuseg.data.formats.dicom import is_series_folder, series_info
-from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, nifti_spacing, sitk_module, suffix_of
+from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, nifti_spacing, suffix_of
+from diffuseg.data.formats.itk import sitk_module
 from diffuseg.errors import UserError
 
 Plane = tuple[str, tuple[int, int], tuple[float, ...] | None]  # (file, in-plane (H,W), in-plane spacing in mm)

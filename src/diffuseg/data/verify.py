@@ -6,9 +6,10 @@ than their image, masks that are not binary or hold unknown labels (with classes
 dataset, annotator folders of unequal length, NIfTI image/label geometry (shape, affine) that differs, and
 images whose channel count cannot be turned into ``data.in_channels`` (``transforms.match_channels``).
 ``checked_case`` is the one per-case check: training's cache (``data.cache``) decodes through it too, so a
-dataset that verify accepts is one that training accepts. The summary gives the in-plane pixel spacings where the
-files record them (``spacing.spacing_line``) and ends with the split training would use (``splits.plan_split``): its
-source, the patient rule, and the patients and cases of each side.
+dataset that verify accepts is one that training accepts, but for ``data.resize=spacing``, whose refusals (no
+spacing, too large for the network) come from the run's settings at training. The summary gives the in-plane
+pixel spacings where the files record them (``spacing.spacing_line``) and ends with the split training would use
+(``splits.plan_split``): its source, the patient rule, and the patients and cases of each side.
 """
 
 from __future__ import annotations

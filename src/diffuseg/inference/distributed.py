@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from diffuseg.errors import UserError
 from diffuseg.inference.predict import open_part, prepare, run_part
+from diffuseg.runtime import keep_freed_memory
 
 
 def rank_env() -> tuple[int, int, int] | None:
@@ -86,6 +87,7 @@ def _outcome(results: dict[int, dict[str, Any]]) -> int:
 def rank_main(predict_args: dict[str, Any]) -> dict[str, Any]:
     """One rank: join the process group, predict part RANK of WORLD_SIZE; ``{"written", "error"}``."""
     rank, world, local = rank_env() or (0, 1, 0)
+    keep_freed_memory()  # a spawned process: the parent's allocator settings do not carry over
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:

@@ -29,6 +29,7 @@ from typing import Any
 from diffuseg.data.formats.dicom import input_files, input_stat
 from diffuseg.errors import UserError
 from diffuseg.files import write_text_atomic
+from diffuseg.inference.outputs import SAMPLES
 
 FORMAT = 1  # ``RunKey.volumes`` is optional: a manifest without it counts each slice as a case
 MANIFEST = "manifest.json"
@@ -205,11 +206,13 @@ class Manifest:
 
     def files(self, case_ids: Iterable[str] | None = None) -> list[Path]:
         """The files recorded for ``case_ids`` (default: every case), only those inside the manifest's folder
-        (what ``--overwrite`` and a changed input may delete)."""
+        and never the folder itself or its ``samples`` folder (what ``--overwrite`` and a changed input may
+        delete)."""
         root = self.path.parent
         ids = self.cases if case_ids is None else [c for c in case_ids if c in self.cases]
         rel = [Path(f) for c in ids for f in self.cases[c].get("files", [])]
-        return [root / f for f in rel if not f.is_absolute() and ".." not in f.parts]
+        inside = [f for f in rel if f.parts and not f.is_absolute() and ".." not in f.parts]
+        return [root / f for f in inside if f != Path(SAMPLES)]
 
     def mark_done(self, case_ids: Iterable[str], files: Sequence[Path], inputs: Mapping[str, list[dict]]) -> None:
         """Record ``case_ids`` done with ``files`` written for them from the inputs ``inputs[case id]``."""
@@ -269,10 +272,10 @@ def completeness(folder: Path) -> tuple[int, int] | None:
     manifests = read_manifests(folder)
     if not manifests:
         return None
-    key = manifests[0].key
+    first = manifests[0]
     for m in manifests[1:]:
-        if m.key != key:
-            raise UserError(f"{folder}: holds two different prediction runs ({m.path.name}, {manifests[0].path.name})")
+        if first.key.differences(m.key):
+            raise UserError(f"{folder}: holds two different prediction runs ({m.path.name}, {first.path.name})")
     done = set().union(*(m.done_ids() for m in manifests))
-    units = key.units()
+    units = max((m.key for m in manifests), key=lambda k: len(k.volumes)).units()  # parts written before volumes
     return sum(all(c in done for c in unit) for unit in units), len(units)

@@ -35,11 +35,12 @@ class Bf16Network(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         with torch.inference_mode(False):  # parameters that track versions (``FFParser.filter``'s cache)
-            self.net = copy.deepcopy(net).to(torch.bfloat16)
+            self.net = copy.deepcopy(net)
+            kept = {id(p) for m in self.net.modules() if isinstance(m, FFParser) for p in m.parameters()}
+            for tensor in [*self.net.parameters(), *self.net.buffers()]:
+                if id(tensor) not in kept and tensor.is_floating_point():
+                    tensor.data = tensor.data.to(torch.bfloat16)
         for module in self.net.modules():
-            if isinstance(module, FFParser):
-                with torch.inference_mode(False):
-                    module.float()
             if isinstance(module, nn.Sequential):
                 for before, layer in zip(module, list(module)[1:]):
                     if isinstance(before, nn.GroupNorm) and isinstance(layer, nn.SiLU):

@@ -92,10 +92,12 @@ class FFParser(nn.Module):
         # meta tensors (shape checks, ``methods.check_image_size``) have no autocast state to switch off
         off = contextlib.nullcontext() if x.is_meta else torch.autocast(device_type=x.device.type, enabled=False)
         with off:
-            # the FFT runs along contiguous rows: a channels_last feature is converted in one pass (an FFT over its
-            # strided planes, or a dtype cast then a layout copy, each cost twice as much at 256 px)
+            # the FFT runs along contiguous rows: a channels_last feature is converted in one pass, cheaper than
+            # an FFT over its strided planes or a dtype cast followed by a layout copy (docs/benchmarks.md)
             planes = x.to(torch.float32, memory_format=torch.contiguous_format)
             spectrum = torch.fft.rfft2(planes, norm="ortho")  # eq. 4
             spectrum = spectrum * self.filter(height, width)  # eq. 5
             out = torch.fft.irfft2(spectrum, s=(height, width), norm="ortho")  # eq. 6
+        if out.dtype == x.dtype and x.is_contiguous():
+            return out
         return torch.empty_like(x).copy_(out)  # x's dtype and memory format
