@@ -7,23 +7,22 @@ cut across (``formats.orientation``); PNG, JPEG, TIFF, ``.npy`` and HDF5 files r
 Resampled, an (H,W) item is ``round(H * row / target_row) x round(W * col / target_col)`` pixels
 (``resampled_shape``); one larger than S x S is refused, never cropped. ``data.spacing: []`` is computed from the
 run's cases (``fitting_spacing``): the finest isotropic spacing at which the largest of them fits. The checks read
-headers alone (``plane_headers``), so they run before anything is decoded.
+headers alone (``plane_headers``, through ``formats.orientation.volume_header``), so they run before anything is
+decoded.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from diffuseg.data.case import Geometry
 from diffuseg.data.formats import Reader
-from diffuseg.data.formats.dicom import is_series_folder, series_info
-from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, nifti_spacing, suffix_of
-from diffuseg.data.formats.itk import sitk_module
+from diffuseg.data.formats.dicom import is_series_folder
+from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
+from diffuseg.data.formats.orientation import volume_header
 from diffuseg.errors import UserError
 
 Plane = tuple[str, tuple[int, int], tuple[float, ...] | None]  # (file, in-plane (H,W), in-plane spacing in mm)
@@ -88,38 +87,16 @@ def plane_headers(reader: Reader, indices: Iterable[int]) -> list[Plane]:
         if suffix_of(path) not in (*NIFTI_SUFFIXES, *ITK_SUFFIXES) and not is_series_folder(path):
             planes[key] = (path, (0, 0), None)
             continue
-        header = _header(path)
+        header = volume_header(path)
         if header is None:
             continue
-        shape, spacing = header
         axis = 2 if entry.slice_axis is None else entry.slice_axis
-        height, width = [n for k, n in enumerate(shape[:3]) if k != axis][:2]
-        geometry = Geometry(size=(height, width), format=suffix_of(path), spacing=spacing, slice_axis=entry.slice_axis)
+        height, width = [n for k, n in enumerate(header.shape[:3]) if k != axis][:2]
+        geometry = Geometry(
+            size=(height, width), format=suffix_of(path), spacing=header.spacing, slice_axis=entry.slice_axis
+        )
         planes[key] = (path, (height, width), geometry.plane_spacing())
     return list(planes.values())
-
-
-def _header(path: str | os.PathLike) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
-    """(shape, spacing) of a NIfTI, MetaImage or NRRD file, or a DICOM series folder, as its reader gives them
-    (``formats.files``: arrays indexed (X,Y[,Z])), or ``None`` when the header does not parse or the path is no
-    regular file or series folder."""
-    try:
-        if is_series_folder(path):
-            series = series_info(path)
-            return series.shape, series.spacing
-        if not Path(path).is_file():
-            return None
-        if suffix_of(path) in NIFTI_SUFFIXES:
-            import nibabel as nib
-
-            image = nib.load(str(path))
-            return tuple(int(s) for s in image.shape), nifti_spacing(image)
-        reader = sitk_module(path).ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        return tuple(int(s) for s in reader.GetSize()), tuple(float(s) for s in reader.GetSpacing())
-    except Exception:  # corrupt, or SimpleITK missing: decoding reports the file
-        return None
 
 
 def check_fits(reader: Reader, indices: Iterable[int], size: int, target: Sequence[float]) -> None:

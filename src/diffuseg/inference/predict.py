@@ -53,6 +53,7 @@ from diffuseg.data.case import Case
 from diffuseg.data.formats import Entry, Reader, open_input
 from diffuseg.data.formats.dicom import is_series_folder
 from diffuseg.data.formats.files import check_header, is_image_file, name_of
+from diffuseg.data.progress import progress
 from diffuseg.data.spacing import check_fits
 from diffuseg.data.splits import select_cases
 from diffuseg.data.transforms import Fit, model_channels_problem, model_input
@@ -212,7 +213,7 @@ def _check_headers(reader: Reader, where: str) -> None:
     wide, truncated, a decompression bomb, ...), so that a bad file stops the run before anything is written."""
     problems = []
     paths = list(dict.fromkeys(p for e in reader.entries for p in e.images))
-    for path in tqdm(paths, desc="check headers", unit="file", leave=False, disable=len(paths) < 100 or None):
+    for path in progress(paths, "check headers", "file"):
         try:
             check_header(path)
         except UserError as err:

@@ -6,6 +6,7 @@ command line). Without SimpleITK: one error naming the extra."""
 from __future__ import annotations
 
 import locale
+import os
 import re
 import sys
 
@@ -15,7 +16,7 @@ import pytest
 from datafixtures import CT_TAGS, dicom_series, oblique, png
 
 from diffuseg.data.formats import open_dataset
-from diffuseg.data.formats.dicom import is_series_folder, series_info
+from diffuseg.data.formats.dicom import input_files, is_series_folder, series_info
 from diffuseg.data.formats.files import read_file
 from diffuseg.data.formats.itk import itk_affine, itk_geometry
 from diffuseg.data.formats.write import COPIED_TAGS, UNCERTAINTY_SLOPE, write_dicom
@@ -94,6 +95,21 @@ def test_what_is_a_series_folder(tmp_path):
     (tmp_path / "named" / "x.dcm").write_bytes(b"not DICOM")  # named so: read, and refused as no series
     assert not is_series_folder(tmp_path / "pngs") and is_series_folder(tmp_path / "named")
     assert not is_series_folder(tmp_path / "pngs" / "a.png") and not is_series_folder(tmp_path)
+
+
+def test_a_subfolder_is_never_a_slice_and_the_files_hashed_are_the_files_read(tmp_path):
+    (tmp_path / "only" / "x.dcm").mkdir(parents=True)  # a folder named like a slice
+    assert not is_series_folder(tmp_path / "only")
+    folder = dicom_series(tmp_path / "ct", HU)
+    (folder / "y.dcm").mkdir()
+    (folder / ".hidden").write_bytes(b"not DICOM")
+    read = sorted(os.path.basename(f) for f in series_info(folder).files)
+    assert [p.name for p in input_files(folder)] == read == [f"IM{z:04d}" for z in range(4)]
+    if hasattr(os, "mkfifo"):  # a pipe among the slices: refused, and never hashed (it would block)
+        os.mkfifo(folder / "IM0004")
+        with pytest.raises(UserError, match=r"ct: IM0004 is not a regular file"):
+            series_info(folder)
+        assert [p.name for p in input_files(folder)] == read
 
 
 def _written(tmp_path, array, role, spacing=(0.7, 0.8, 2.5)):

@@ -36,6 +36,7 @@ from diffuseg.data.formats.files import (
     read_file,
     suffix_of,
 )
+from diffuseg.data.progress import progress
 from diffuseg.errors import UserError
 from diffuseg.labels import ClassSpec, LabelScheme, label_scheme
 
@@ -173,8 +174,6 @@ class Reader:
         """Without declared classes: the distinct label values of the label files (JPEG skipped, entries whose
         layout fixes their labels skipped) become classes ``class_V`` when they pass the module docstring's rule,
         with a note; the scheme stays binary otherwise."""
-        from tqdm import tqdm
-
         found_in = {p: e.images[0] for e in self.entries if e.labels is None for f in e.masks for p in f}
         files = [  # a label linked from outside is never read: decoding its entry reports it
             p
@@ -182,7 +181,7 @@ class Reader:
             if suffix_of(p) not in LOSSY_SUFFIXES and not self.containment.outside(p, image)
         ]
         found: set = set()
-        for path in tqdm(files, desc="label values", unit="file", leave=False, disable=len(files) < 100 or None):
+        for path in progress(files, "label values", "file"):
             try:
                 found.update(label_values(read_file(path, as_mask=True).array))
             except UserError:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from diffuseg.data.formats.files import check_regular
+from diffuseg.data.progress import progress
 from diffuseg.errors import UserError
 
 
@@ -53,11 +54,9 @@ def drop_unreadable(entries: Sequence[Any], where: Containment | None) -> tuple[
     (``check_regular``: a dangling link, a pipe, a device, a folder named like an image), or, with ``where`` (a
     contained dataset), an image linked from outside the dataset folder, left out (each file named once), so that
     nothing later opens, stats or hashes it. Label files are checked so as they are decoded."""
-    from tqdm import tqdm
-
     found: dict[tuple[Path, Path | None, bool], str | None] = {}
     kept, problems = [], []
-    for e in tqdm(entries, desc="check files", unit="item", leave=False, disable=len(entries) < 100 or None):
+    for e in progress(entries, "check files", "item"):
         partner = e.masks[0][0] if e.masks and e.masks[0] else None
         bad = False
         for path in (*e.images, *(p for files in e.masks for p in files)):

@@ -1,15 +1,17 @@
 """DICOM series: a folder holding the slice files of one series (named ``*.dcm`` or with no ending at all) is one
 volume, read through SimpleITK's GDCM (``itk``); ``write.write_dicom`` writes predictions back as such a folder.
 
-A folder is a series folder (``is_series_folder``) when one of its files is named ``.dcm``, or its first file (name
-order, hidden files skipped) begins as DICOM files do (``DICM`` at byte 128). ``series_info`` reads the headers
-of its slices and refuses, with one ``UserError`` naming the folder: no DICOM series in it; several (their
-SeriesInstanceUIDs listed: one series per folder is read); a file that is no slice of the series (not DICOM,
-unreadable, truncated, or not a regular file); slices of different sizes; slices not evenly spaced along their
-normal (a slice missing, two at one position, a tilted gantry); several multi-frame files. GDCM sorts the slices
-along their normal; ``read_series`` reads the pixels with SimpleITK's geometry (spacing, origin, direction), the
-arrays indexed (X,Y,Z) with a RAS affine as every volume here (``itk.itk_affine``), and the rescale slope and
-intercept applied (CT in Hounsfield units).
+The slices of a series folder are its entries other than hidden ones and folders, in name order
+(``_slice_entries``): regular files are slices; a pipe, a device, a socket or a dangling link among them is refused
+by ``series_info`` and left out of ``input_files``; a subfolder is never a slice, whatever its name. A folder is a
+series folder (``is_series_folder``) when one of its slices is named ``.dcm``, or its first regular file begins as
+DICOM files do (``DICM`` at byte 128). ``series_info`` reads the headers of its slices and refuses, with one
+``UserError`` naming the folder: no DICOM series in it; several (their SeriesInstanceUIDs listed: one series per
+folder is read); a file that is no slice of the series (not DICOM, unreadable, truncated, or not a regular file);
+slices of different sizes; slices not evenly spaced along their normal (a slice missing, two at one position, a
+tilted gantry); several multi-frame files. GDCM sorts the slices along their normal; ``read_series`` reads the
+pixels with SimpleITK's geometry (spacing, origin, direction), the arrays indexed (X,Y,Z) with a RAS affine as every
+volume here (``itk.itk_affine``), and the rescale slope and intercept applied (CT in Hounsfield units).
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ def is_series_folder(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder read as one DICOM series (module docstring); reads at most 132 bytes of one
     file."""
     try:
-        entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")), key=lambda e: e.name)
+        entries = _slice_entries(path)
     except OSError:  # not a folder, or not readable
         return False
     if any(e.name.lower().endswith(f".{DICOM_FORMAT}") for e in entries):
         return True
-    first = next((e for e in entries if e.is_file()), None)  # follows links; a pipe or a device is no file
+    first = next((e for e in entries if e.is_file()), None)  # follows links; a pipe would block
     if first is None:
         return False
     try:
@@ -53,13 +55,20 @@ def is_series_folder(path: str | os.PathLike) -> bool:
         return False
 
 
+def _slice_entries(folder: str | os.PathLike) -> list[os.DirEntry]:
+    """The entries of ``folder`` that stand for its slices (module docstring): all but hidden ones and folders
+    (a link is followed), in name order; ``OSError`` when the folder cannot be read."""
+    entries = (e for e in os.scandir(folder) if not e.name.startswith(".") and not e.is_dir())
+    return sorted(entries, key=lambda e: e.name)
+
+
 def input_files(path: str | os.PathLike) -> list[Path]:
-    """The files an input stands for: a file itself, a folder (a series) its regular files (hidden ones skipped),
-    in name order."""
+    """The files an input stands for: a file itself; a folder (a series) the regular files of its slices
+    (``_slice_entries``: what ``series_info`` reads, when it reads the folder at all)."""
     path = Path(path)
     if not path.is_dir():
         return [path]
-    return sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
+    return [Path(e.path) for e in _slice_entries(path) if e.is_file()]
 
 
 def input_stat(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -98,11 +107,11 @@ def series_info(folder: str | os.PathLike) -> Series:
     the module docstring. Cached while the folder's files keep their names, sizes and times."""
     folder = Path(folder)
     try:
-        entries = sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
+        entries = _slice_entries(folder)
     except OSError as err:
         raise UserError(f"{folder}: cannot read the folder ({err.strerror or err})") from None
     stamp = []
-    for entry in (e for e in entries if not e.is_dir()):
+    for entry in entries:
         try:
             st = os.stat(entry.path)
         except OSError:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.files import is_image_file, natural_key, stem_of
+from diffuseg.data.progress import progress
 
 SLICES_DIR = "LIDC-IDRI-slices"
 
@@ -40,11 +41,9 @@ class LIDCReader(Reader):
         return False
 
     def scan(self) -> None:
-        from tqdm import tqdm
-
         base = slices_root(self.root)
         patients = sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name))
-        for patient in tqdm(patients, desc="scan", unit="patient", leave=False, disable=len(patients) < 100 or None):
+        for patient in progress(patients, "scan", "patient"):
             for nodule in _nodules(patient):
                 self._scan_nodule(patient.name, nodule)
 

@@ -7,7 +7,8 @@ a thick-slice sagittal MRI gives sagittal items); an isotropic one across the ax
 direction (axial items). With every axis of one spacing and none closer to S-I than another (an identity affine),
 or a singleton axis, it is the third axis, as before the affine was read. HDF5 volumes (D,H,W) carry no affine and
 are cut along their first axis (``files``). Predictions are written with their input's affine, so ``volume_axis``
-of a predicted file finds the same axis.
+of a predicted file finds the same axis. ``volume_header`` reads a volume's shape, affine and spacing from its
+header alone, for the axis here and for ``data.spacing``'s checks.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from diffuseg.data.formats.dicom import is_series_folder, series_info
-from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, suffix_of
+from diffuseg.data.formats.files import ITK_SUFFIXES, NIFTI_SUFFIXES, nifti_spacing, suffix_of
 from diffuseg.data.formats.itk import itk_affine, sitk_module
 
 ANISOTROPY = 1.5  # spacing ratio above which the coarse axis is the through-plane axis
@@ -40,27 +42,40 @@ def through_plane_axis(affine: np.ndarray, shape: tuple[int, ...]) -> int:
     return 2 if 2 in best else int(best[-1])
 
 
-def volume_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray] | None:
-    """(shape, RAS affine) of a NIfTI, MetaImage or NRRD file, or a DICOM series folder, from headers alone;
-    ``None`` for another format or a header that does not parse (decoding reports the file)."""
+class VolumeHeader(NamedTuple):
+    """A volume as its header gives it: ``shape`` (X,Y[,Z,...]), its RAS ``affine`` (4x4) and ``spacing`` (mm per
+    voxel along the first up to three axes, as its reader gives it: ``files.nifti_spacing``, SimpleITK's,
+    ``dicom.series_info``'s)."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+
+
+def volume_header(path: str | os.PathLike) -> VolumeHeader | None:
+    """The header of a NIfTI, MetaImage or NRRD file, or a DICOM series folder, read alone; ``None`` for another
+    format, a path that is no regular file or series folder, or a header that does not parse (decoding reports
+    the file)."""
     suffix = suffix_of(path)
     try:
         if is_series_folder(path):
             series = series_info(path)
-            return series.shape, series.affine
+            return VolumeHeader(series.shape, series.affine, series.spacing)
         if not Path(path).is_file():  # a pipe would block: ``Reader`` names the file
             return None
         if suffix in NIFTI_SUFFIXES:
             import nibabel as nib
 
             image = nib.load(str(path))
-            return tuple(int(s) for s in image.shape), np.asarray(image.affine, dtype=np.float64)
+            shape = tuple(int(s) for s in image.shape)
+            return VolumeHeader(shape, np.asarray(image.affine, dtype=np.float64), nifti_spacing(image))
         if suffix in ITK_SUFFIXES:
             reader = sitk_module(path).ImageFileReader()
             reader.SetFileName(str(path))
             reader.ReadImageInformation()
-            size = tuple(int(s) for s in reader.GetSize())
-            return size, itk_affine(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+            shape = tuple(int(s) for s in reader.GetSize())
+            affine = itk_affine(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+            return VolumeHeader(shape, affine, tuple(float(s) for s in reader.GetSpacing()))
     except Exception:  # corrupt, or SimpleITK missing: the entry is kept and decoding reports the file
         return None
     return None
@@ -79,4 +94,4 @@ def volume_axis(path: str | os.PathLike) -> int:
 @functools.lru_cache(maxsize=256)
 def _cached_axis(path: str, stamp: int) -> int:
     header = volume_header(path)
-    return 2 if header is None else through_plane_axis(header[1], header[0])
+    return 2 if header is None else through_plane_axis(header.affine, header.shape)

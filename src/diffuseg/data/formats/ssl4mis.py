@@ -27,6 +27,7 @@ from pathlib import Path
 
 from diffuseg.data.formats.base import Entry, Reader
 from diffuseg.data.formats.files import check_ending, check_regular, hdf5_dataset, natural_key, stem_of
+from diffuseg.data.progress import progress
 from diffuseg.errors import UserError
 
 LISTS = ("train.list", "val.list", "test.list")
@@ -71,12 +72,11 @@ class SSL4MISReader(Reader):
 
     def scan(self) -> None:
         import h5py
-        from tqdm import tqdm
 
         train = {name for _, name in read_list(self.root / "train.list")}
         shapes: dict[Path, tuple[tuple[int, ...], bool]] = {}
         files = hdf5_files(self.root)
-        for p in tqdm(files, desc="scan", unit="file", leave=False, disable=len(files) < 100 or None):
+        for p in progress(files, "scan", "file"):
             try:
                 check_regular(p)  # a pipe would block, a dangling link be "corrupt"
                 check_ending(p)

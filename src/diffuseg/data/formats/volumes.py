@@ -59,4 +59,4 @@ def _volume(path: Path) -> tuple[tuple[int, ...] | None, int]:
     header = volume_header(path)
     if header is None:
         return None, 2
-    return header[0], through_plane_axis(header[1], header[0])
+    return header.shape, through_plane_axis(header.affine, header.shape)
