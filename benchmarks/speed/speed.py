@@ -654,7 +654,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if "goal" in parts:
         name, size, options = s.ens_net
-        table = speed_cpu.goal_ladder(s.ens_net, s.members, s.goal_steps, args.threads)
+        table, bars = speed_cpu.goal_ladder(s.ens_net, s.members, s.goal_steps, args.threads)
+        bar_plot(
+            RESULTS / f"speed{suffix}.png",
+            [b[0] for b in bars],
+            [b[1] for b in bars],
+            ylabel="s per fused ensemble",
+            title=f"{s.members}-member {name} ensemble at {size} px, each change added ({info['cpu']})",
+            hline=(4, "goal 4 s"),
+        )
         member_flops = count_flops(make_net(name, options), *call_inputs(size, 1, 1, False))
         floor = {n: member_flops * s.members * n / peak["bf16" if NATIVE_BF16 else "fp32"] for n, _ in s.goal_steps}
         table += (

@@ -164,11 +164,13 @@ def _ensemble_seconds(net, process, cfg: SampleConfig, size: int, threads: int, 
     return time_call(run, warmup=0, repeats=2, max_seconds=40)["best"]
 
 
-def goal_ladder(spec: tuple[str, int, dict], members: int, steps: tuple[tuple[int, str], ...], threads: int) -> str:
+def goal_ladder(
+    spec: tuple[str, int, dict], members: int, steps: tuple[tuple[int, str], ...], threads: int
+) -> tuple[str, list[tuple[str, float]]]:
     """Whole fused ensembles, measured end to end (best of two where one takes under 40 s); each rung adds one
     change to the one before. The first three rungs are the path before ``runtime.keep_freed_memory`` and
     ``nets.bf16`` (they include the FF-Parser's contiguous planes). The rungs with one worker use ``threads``
-    torch threads; two workers use one each."""
+    torch threads; two workers use one each. Returns the table and (short label, seconds) per rung."""
     name, size, options = spec
     net = _net(name, options).eval()
     process = DiffusionProcess(DiffusionConfig())
@@ -177,32 +179,36 @@ def goal_ladder(spec: tuple[str, int, dict], members: int, steps: tuple[tuple[in
     bf16 = "bf16" if NATIVE else "32"
     two = dict(channels_last=True, micro_batch=1, workers=2, precision=bf16)
     rungs = [
-        (f"fp32, channels_last, micro_batch=1, {threads} torch thread(s)",
+        (f"fp32, channels_last, micro_batch=1, {threads} torch thread(s)", "fp32",
          dict(channels_last=True, micro_batch=1, workers=1), threads, True, False),
-        ("+ bf16 autocast" if NATIVE else "(bf16 not native: skipped)",
+        ("+ bf16 autocast" if NATIVE else "(bf16 not native: skipped)", "bf16 autocast",
          dict(channels_last=True, micro_batch=1, workers=1, precision=bf16), threads, True, False),
-        ("+ 2 workers of 1 torch thread (sample.workers=2): the path before", two, 2, True, False),
-        ("+ freed memory kept for reuse (runtime.keep_freed_memory)", two, 2, True, True),
+        ("+ 2 workers of 1 torch thread (sample.workers=2): the path before", "2 workers (before)", two, 2, True,
+         False),
+        ("+ freed memory kept for reuse (runtime.keep_freed_memory)", "freed memory kept", two, 2, True, True),
         ("+ the network in bf16 end to end (nets.bf16), no autocast" if NATIVE else "(bf16 not native: skipped)",
-         two, 2, False, True),
-        (f"+ sample.micro_batch={FAST_MICRO}", {**two, "micro_batch": FAST_MICRO}, 2, False, True),
+         "bf16 network", two, 2, False, True),
+        (f"+ sample.micro_batch={FAST_MICRO}", f"micro_batch={FAST_MICRO} (now)", {**two, "micro_batch": FAST_MICRO},
+         2, False, True),
     ]  # fmt: skip
-    rows, best_cfg = [], None
-    for label, fields, n_threads, autocast, keep in rungs:
+    rows, bars, best_cfg = [], [], None
+    for label, short, fields, n_threads, autocast, keep in rungs:
         if keep:
             keep_freed_memory()  # for the rest of this process: it cannot be undone
         cfg = SampleConfig(**base, **fields)
         sec = _ensemble_seconds(net, process, cfg, size, n_threads, autocast and cfg.precision == "bf16")
         rows.append([label, f"ddpm {first_steps} {first_grid}", sec, load_average()])
+        bars.append((short, sec))
         print(f"goal: {label}: {sec:.1f} s", flush=True)
         best_cfg = (fields, n_threads)
     for n, grid in steps[1:]:
         cfg = SampleConfig(**{**base, "steps": n, "spacing": grid}, **best_cfg[0])
         sec = _ensemble_seconds(net, process, cfg, size, best_cfg[1])
         rows.append([f"+ {n} steps", f"ddpm {n} {grid}", sec, load_average()])
+        bars.append((f"{n} steps", sec))
         print(f"goal: {n} steps: {sec:.1f} s", flush=True)
     table = markdown_table(["configuration", "sampler", "s per fused ensemble (measured)", "load (1/5/15 min)"], rows)
-    return table
+    return table, bars
 
 
 def predict_cli(
