@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning.pytorch  # noqa: F401  (its log handler binds the stderr of import: the session's, not a test's)
 import pytest
 import torch
 
