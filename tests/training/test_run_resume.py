@@ -70,6 +70,17 @@ def test_resume_after_crash_equals_uninterrupted_run(tiny_config, monkeypatch, e
     )
 
 
+def test_a_crashed_run_closes_its_progress_bar(tiny_config, monkeypatch):
+    """An open bar would be drawn once more when the process exits, after everything else it printed."""
+    from tqdm import tqdm
+
+    with monkeypatch.context() as m:
+        _crash_after(3, m)
+        with pytest.raises(Crash):
+            train(tiny_config(name="crashed"))
+    assert not [bar for bar in list(tqdm._instances) if bar.desc == "train"]
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch):
     original = DiffusionModule.loss
 

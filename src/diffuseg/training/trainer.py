@@ -64,6 +64,12 @@ class StepProgressBar(TQDMProgressBar):
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()
 
+    def on_exception(self, *_: Any) -> None:
+        """A run stopped by an error or an interrupt closes its bar, which tqdm would otherwise draw once more
+        when the process exits."""
+        if self._train_progress_bar is not None:
+            self._train_progress_bar.close()
+
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
