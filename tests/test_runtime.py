@@ -124,7 +124,7 @@ from diffuseg.runtime import keep_freed_memory
 torch.set_num_threads(1)
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 net = build_network("medsegdiff-b", 1, base_channels=8).eval()
-x, t, image = torch.randn(2, 1, 128, 128), torch.full((2,), 0.5), torch.randn(1, 1, 128, 128)
+x, t, image = torch.randn(2, 1, 256, 256), torch.full((2,), 0.5), torch.randn(1, 1, 256, 256)
 with torch.inference_mode():
     net(x, t, image)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -135,8 +135,9 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
 def test_freed_memory_is_reused_without_page_faults() -> None:
-    """The second call of a small MedSegDiff-B (two members at 128 px): by default its activations land on
-    fresh pages (about 7,000 page faults); after ``keep_freed_memory`` the first call's memory is reused."""
+    """The second call of a small MedSegDiff-B (two members at 256 px): by default its activations land on
+    fresh pages (14,000-33,000 page faults in four runs); after ``keep_freed_memory`` the first call's memory is
+    reused (1,000-2,000)."""
 
     def run(mode: str) -> tuple[str, int]:
         out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
@@ -146,5 +147,5 @@ def test_freed_memory_is_reused_without_page_faults() -> None:
     default, kept = run("default"), run("keep")
     if kept[0] != "True":
         pytest.skip("not glibc's malloc")
-    assert default[1] > 3000
+    assert default[1] > 5000
     assert kept[1] < default[1] / 4
