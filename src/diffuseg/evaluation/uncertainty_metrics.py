@@ -64,6 +64,13 @@ SCORE, RISK = "case_uncertainty", "dice"
 """Failure detection ranks cases by ``SCORE`` against the risk ``1 - RISK``."""
 
 
+def _tally(values: np.ndarray, *weights: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct ``values`` ``(G,)`` ascending and, for each ``weights`` array (as long as ``values``), its
+    sums over the entries of each distinct value ``(G,)`` float64: how the tables below are made and merged."""
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, [np.bincount(inverse, weights=w, minlength=len(distinct)) for w in weights]
+
+
 @dataclass(frozen=True)
 class ScoreCounts:
     """Pixels per distinct score: ``values`` ``(G,)`` ascending, ``positives`` and ``negatives`` ``(G,)`` int64 (error
@@ -76,23 +83,18 @@ class ScoreCounts:
     @classmethod
     def of(cls, scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> ScoreCounts:
         """From per-pixel ``scores`` and bool ``labels`` (True: error) of any one shape."""
-        s = np.asarray(scores, dtype=np.float64).ravel()
         lab = np.asarray(labels, dtype=bool).ravel()
-        values, inverse = np.unique(s, return_inverse=True)
-        total = np.bincount(inverse, minlength=len(values))
-        pos = np.bincount(inverse[lab], minlength=len(values))
-        return cls(values, pos.astype(np.int64), (total - pos).astype(np.int64))
+        values, (pos, neg) = _tally(np.asarray(scores, dtype=np.float64).ravel(), lab, ~lab)
+        return cls(values, pos.astype(np.int64), neg.astype(np.int64))
 
     @classmethod
     def empty(cls) -> ScoreCounts:
         return cls(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     def __add__(self, other: ScoreCounts) -> ScoreCounts:
-        values, inverse = np.unique(np.concatenate([self.values, other.values]), return_inverse=True)
-        pos, neg = np.zeros(len(values), np.int64), np.zeros(len(values), np.int64)
-        np.add.at(pos, inverse, np.concatenate([self.positives, other.positives]))
-        np.add.at(neg, inverse, np.concatenate([self.negatives, other.negatives]))
-        return ScoreCounts(values, pos, neg)
+        pairs = ((self.values, other.values), (self.positives, other.positives), (self.negatives, other.negatives))
+        values, (pos, neg) = _tally(*map(np.concatenate, pairs))
+        return ScoreCounts(values, pos.astype(np.int64), neg.astype(np.int64))
 
     def auroc(self) -> float:
         """``P(u_error > u_correct) + P(u_error = u_correct) / 2``; NaN without errors or without correct pixels."""
@@ -128,21 +130,17 @@ class FrequencyTable:
     @classmethod
     def of(cls, prob: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> FrequencyTable:
         p = np.asarray(prob, dtype=np.float64).ravel()
-        q = np.asarray(target, dtype=np.float64).ravel()
-        values, inverse = np.unique(p, return_inverse=True)
-        counts = np.bincount(inverse, minlength=len(values))
-        return cls(values, counts.astype(np.int64), np.bincount(inverse, weights=q, minlength=len(values)))
+        values, (counts, targets) = _tally(p, np.ones_like(p), np.asarray(target, dtype=np.float64).ravel())
+        return cls(values, counts.astype(np.int64), targets)
 
     @classmethod
     def empty(cls) -> FrequencyTable:
         return cls(np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
 
     def __add__(self, other: FrequencyTable) -> FrequencyTable:
-        values, inverse = np.unique(np.concatenate([self.values, other.values]), return_inverse=True)
-        counts, targets = np.zeros(len(values), np.int64), np.zeros(len(values))
-        np.add.at(counts, inverse, np.concatenate([self.counts, other.counts]))
-        np.add.at(targets, inverse, np.concatenate([self.targets, other.targets]))
-        return FrequencyTable(values, counts, targets)
+        pairs = ((self.values, other.values), (self.counts, other.counts), (self.targets, other.targets))
+        values, (counts, targets) = _tally(*map(np.concatenate, pairs))
+        return FrequencyTable(values, counts.astype(np.int64), targets)
 
     def marked(self) -> FrequencyTable:
         """The pixels with a frequency above 0 (some member marks them)."""
