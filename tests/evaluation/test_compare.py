@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from pngs import png
 
 from diffuseg.cli import main
 from diffuseg.errors import UserError
@@ -43,11 +43,6 @@ def test_paired_difference_counts_and_direction():
     assert (row["better"], row["worse"], row["tied"]) == (1, 1, 1)
     hd = paired_difference({"a": 2.0, "b": 5.0}, {"a": 4.0, "b": 5.0}, "hd95")
     assert (hd["better"], hd["worse"], hd["difference"]) == (1, 0, -1.0)  # lower is better
-
-
-def png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
 
 
 def disk(r: float, size: int = 24) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pngs import png
 
 from diffuseg.cli import main
 from diffuseg.errors import UserError
@@ -28,11 +29,6 @@ DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 ACDC_YAML = (
     "data:\n  classes:\n    - {name: RV, values: [1]}\n    - {name: Myo, values: [2]}\n    - {name: LV, values: [3]}\n"
 )
-
-
-def png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
 
 
 def square(size: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:

@@ -10,15 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from pngs import png
 
 from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.evaluation.report import write_report
-
-
-def png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
 
 
 def square(side: int, size: int = 16) -> np.ndarray:

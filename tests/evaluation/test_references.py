@@ -4,13 +4,12 @@ writes of them to ``results.json`` (per case, per volume, per class)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from pngs import png
 
 from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.evaluation.references import REFERENCES, reference_metrics
@@ -80,11 +79,6 @@ def test_three_classes_two_annotators_ged_over_classes():
     refs = reference_metrics(masks(a, a), THREE)
     assert refs["empty"]["ged"] == pytest.approx(2.0)  # d(0, Y) = 1, d(Y, Y') = 0
     assert "ged" not in refs["all_foreground"] and "ged/RV" in refs["all_foreground"]
-
-
-def png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
 
 
 def test_evaluate_writes_the_references(tmp_path, capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pngs import disk, png
 
 from diffuseg.cli import main
 from diffuseg.errors import UserError
@@ -17,16 +18,6 @@ from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.evaluation.figures import CLASS_COLOURS
 from diffuseg.evaluation.report import choose_cases, metric_help, write_report
 from diffuseg.evaluation.results_file import find_results
-
-
-def png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
-
-
-def disk(size: int, cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size]
-    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")

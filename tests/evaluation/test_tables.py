@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from pngs import png
 
 from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.evaluation.report import write_report
@@ -25,11 +25,6 @@ ORGANS = ("spleen", "right_kidney", "left_kidney", "gallbladder", "esophagus", "
 CONTENT = PAGE_WIDTH - 2 * 24  # the body's padding
 CHAR_PX = 8.5  # a generous average glyph width at 15 px
 CELL_PAD = 20
-
-
-def png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
 
 
 def stripes(classes: int, shift: int, size: int = 32) -> np.ndarray:

@@ -8,22 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from pngs import disk, png
 
 from diffuseg.errors import UserError
 from diffuseg.evaluation.evaluate import evaluate
 from diffuseg.evaluation.report import write_report
 from diffuseg.evaluation.uncertainty_report import _case_reading
-
-
-def png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
-
-
-def disk(size: int, cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size]
-    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
 
 
 def lidc_like(root: Path, samples: int) -> Path:

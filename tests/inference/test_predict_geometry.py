@@ -73,6 +73,19 @@ def _nifti(path: Path, array: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(array, np.eye(4)), path)
 
 
+def _model_inputs(monkeypatch) -> list[torch.Tensor]:
+    """The images predict gives ``model_input``, recorded as it runs."""
+    seen: list[torch.Tensor] = []
+    real = predict_module.model_input
+
+    def spy(image, *args, **kwargs):
+        seen.append(image.clone())
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "model_input", spy)
+    return seen
+
+
 def test_predict_reads_images_through_the_training_window(tmp_path, monkeypatch):
     data = tmp_path / "ct"
     rng = np.random.default_rng(0)
@@ -83,14 +96,7 @@ def test_predict_reads_images_through_the_training_window(tmp_path, monkeypatch)
     checkpoint = _train(data, tmp_path / "run", "data.ct_window=[-1000, 400]")
     test = (rng.uniform(-200, 200, (16, 16, 1)) * 3).astype(np.int16)  # percentiles would stretch it to [0, 1]
     _nifti(tmp_path / "test" / "t.nii.gz", test)
-    seen: list[torch.Tensor] = []
-    real = predict_module.model_input
-
-    def spy(image, *args, **kwargs):
-        seen.append(image.clone())
-        return real(image, *args, **kwargs)
-
-    monkeypatch.setattr(predict_module, "model_input", spy)
+    seen = _model_inputs(monkeypatch)
     predict(checkpoint, tmp_path / "test", tmp_path / "pred")
     expected = window_intensity(test[..., 0], (-1000.0, 400.0))
     assert np.allclose(seen[-1][0].numpy(), expected, atol=1e-6)
@@ -113,13 +119,6 @@ def test_predict_uses_the_training_ct_statistics_from_the_checkpoint(tmp_path, m
     assert "ct_stats" in (tmp_path / "run" / "config.yaml").read_text()
     test = rng.integers(-500, 500, (16, 16, 1)).astype(np.int16)  # its own statistics are nothing like those
     _nifti(tmp_path / "test" / "t.nii.gz", test)
-    seen: list[torch.Tensor] = []
-    real = predict_module.model_input
-
-    def spy(image, *args, **kwargs):
-        seen.append(image.clone())
-        return real(image, *args, **kwargs)
-
-    monkeypatch.setattr(predict_module, "model_input", spy)
+    seen = _model_inputs(monkeypatch)
     predict(checkpoint, tmp_path / "test", tmp_path / "pred")
     assert np.allclose(seen[-1][0].numpy(), ct_intensity(test[..., 0], stats), atol=1e-5)
