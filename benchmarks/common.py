@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffuseg.errors import UserError
 from diffuseg.files import atomic_path, write_text_atomic
 from diffuseg.runtime import cpu_flags, load_averages
 
@@ -81,6 +82,16 @@ def print_machine(info: Mapping[str, str]) -> None:
 
 
 # --------------------------------------------------------------------------------------------- timing
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``: a ``UserError`` (missing data, a bad config value) is one ``error:`` line and
+    exit status 2, no traceback."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def time_call(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 3, max_seconds: float = 60.0) -> dict:
     """Run ``fn`` ``warmup`` times untimed, then up to ``repeats`` timed (fewer when ``max_seconds`` runs out).
 

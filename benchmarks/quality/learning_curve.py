@@ -44,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import quality as Q
-from common import RESULTS, machine, print_machine
+from common import RESULTS, machine, print_machine, run_main
 
 from diffuseg.checkpoint import LAST, read_checkpoint
 from diffuseg.config import Config, TrainConfig
@@ -483,8 +483,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:  # missing data, a bad config value: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

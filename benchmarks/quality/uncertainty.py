@@ -34,10 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's modules
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import quality as Q
-from common import RESULTS, command, machine, print_machine
+from common import RESULTS, command, machine, print_machine, run_main
 
 from diffuseg.config import Config, EvalConfig
-from diffuseg.errors import UserError
 from diffuseg.evaluation import metrics as M
 from diffuseg.evaluation.case_metrics import case_metrics, class_masks
 from diffuseg.evaluation.references import REFERENCE_LABELS, reference_metrics
@@ -290,8 +289,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:  # missing data, a bad config value: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's module
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import learning_curve as LC
 import quality as Q
-from common import RESULTS, machine, markdown_table, paired, print_machine, write_markdown
+from common import RESULTS, machine, markdown_table, paired, print_machine, run_main, write_markdown
 
 from diffuseg.checkpoint import LAST, read_checkpoint
 from diffuseg.errors import UserError
@@ -100,8 +100,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)
