@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -153,7 +154,7 @@ def _ensemble_seconds(net, process, cfg: SampleConfig, size: int, threads: int, 
     """Best of two fused ensembles of one image (one when it takes over 40 s). ``autocast``: the network is
     prepared in fp32 and sampled under bf16 autocast, as before ``nets.bf16`` (``cfg.precision`` must be bf16)."""
     torch.set_num_threads(threads)
-    prepared = prepare_network(net, SampleConfig(**{**cfg.__dict__, "precision": "32"}) if autocast else cfg, "cpu")
+    prepared = prepare_network(net, dataclasses.replace(cfg, precision="32") if autocast else cfg, "cpu")
     draw = diffusion_draw(prepared, process, cfg)
     image = torch.randn(1, size, size, generator=torch.Generator().manual_seed(1))
 
