@@ -70,6 +70,7 @@ from diffuseg.inference.fusion import fuse
 from diffuseg.methods import diffusion_draw
 from diffuseg.nets.registry import build_network
 from diffuseg.runtime import native_bf16
+from diffuseg.training.module import make_optimizer
 
 # official MedSegDiff-B, one fp32 call at 256 px, batch 1, one thread: measured by benchmarks/speed/official.py
 # (benchmarks/results/official.md, Zen 4); rerun that script on your machine for a same-machine figure
@@ -451,34 +452,46 @@ def chunked(s: Settings, net, process, size: int, setup: Setup) -> str:
 
 
 # --------------------------------------------------------------------------------------------- 4. training
+TRAIN_TITLE = "Training throughput (one AdamW step on DiffusionProcess.loss, per-parameter against fused)"
+
+
 def training(s: Settings) -> tuple[str, list]:
+    """Seconds per AdamW step on ``DiffusionProcess.loss`` in fp32 (and bf16 autocast where native), with torch's
+    per-parameter AdamW loop (its CPU default, diffuseg's optimiser before) and the fused one training uses now
+    (``training.module.make_optimizer``). The variants of a network step in turn, ``s.repeats`` rounds, best of each."""
     process = DiffusionProcess(DiffusionConfig())
     rows = []
     for name, size, batch, options in s.train:
-        for cl, bf16 in ((False, False), (True, NATIVE_BF16)):
-            net = make_net(name, options, cl).train()
-            opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-            gen = torch.Generator().manual_seed(0)
-            masks = (torch.rand(batch, 1, size, size, generator=gen) > 0.5).float()
-            image = torch.randn(batch, 1, size, size, generator=gen).contiguous(memory_format=memory(cl))
+        gen = torch.Generator().manual_seed(0)
+        masks = (torch.rand(batch, 1, size, size, generator=gen) > 0.5).float()
+        image = torch.randn(batch, 1, size, size, generator=gen)
+        steps = {}
+        for bf16 in (False, True) if NATIVE_BF16 else (False,):
+            for fused in (False, True):
+                net = make_net(name, options).train()
+                opt = make_optimizer(net.parameters(), 1e-4, 0.01, "cpu", fused=fused)
 
-            def step(net=net, opt=opt, masks=masks, image=image, gen=gen, bf16=bf16):
-                with precision(bf16):
-                    loss = process.loss(net, masks, image, gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                def step(net=net, opt=opt, bf16=bf16, masks=masks, image=image, gen=gen):
+                    with precision(bf16):
+                        loss = process.loss(net, masks, image, gen)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
 
-            sec = time_call(step, warmup=1, repeats=s.repeats, max_seconds=60)["best"]
-            rows.append([name, size, batch, cl, bf16, sec, batch / sec])
-            print(
-                f"train {name} {size}px batch {batch} cl={cl} bf16={bf16}: {sec:.2f} s/step, "
-                f"{batch / sec:.2f} images/s",
-                flush=True,
-            )
-            del net, opt
-    table = markdown_table(["network", "px", "batch", "channels_last", "bf16", "s/step", "images/s"], rows)
-    return table, rows
+                step()  # warm-up
+                steps[bf16, fused] = step
+        times: dict[tuple[bool, bool], list[float]] = {key: [] for key in steps}
+        for _ in range(s.repeats):
+            for key, step in steps.items():
+                times[key].append(time_call(step, warmup=0, repeats=1)["best"])
+        for (bf16, fused), sec in ((key, min(t)) for key, t in times.items()):
+            before = min(times[bf16, False])
+            rows.append([name, size, batch, "bf16" if bf16 else "fp32", "fused" if fused else "per-parameter",
+                         sec, batch / sec, before / sec])  # fmt: skip
+            print(f"train {name} {size}px batch {batch} bf16={bf16} fused={fused}: {sec:.3f} s/step", flush=True)
+        del steps
+    header = ["network", "px", "batch", "precision", "AdamW", "s/step", "images/s", "speed-up over per-parameter"]
+    return markdown_table(header, rows), rows
 
 
 # --------------------------------------------------------------------------------------------- 5. profile
@@ -630,7 +643,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if "train" in parts:
         table, _ = training(s)
-        sections.append(("Training throughput (one AdamW step on DiffusionProcess.loss)", table))
+        sections.append((TRAIN_TITLE, table))
 
     if "profile" in parts:
         name, size, options = s.ens_net

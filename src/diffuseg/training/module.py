@@ -72,6 +72,19 @@ def lr_factor(step: int, warmup: int, decay: int, total: int) -> float:
     return factor
 
 
+FUSED_ADAMW = ("cpu", "cuda")  # devices where torch's AdamW has a fused kernel
+
+
+def make_optimizer(
+    params, lr: float, weight_decay: float, device: torch.device | str, fused: bool = True
+) -> torch.optim.AdamW:
+    """AdamW, with ``fused`` one kernel per step on the devices in ``FUSED_ADAMW``. Unfused, torch updates a CPU's
+    parameters one at a time (its ``foreach`` path is for GPUs only), a sizeable share of a step on a CPU
+    (docs/benchmarks.md, "Training throughput: the fused optimiser")."""
+    fused = fused and torch.device(device).type in FUSED_ADAMW
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 class SegmentationModule(L.LightningModule):
     """The shared training machinery; subclasses define ``loss``."""
 
@@ -155,11 +168,26 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         t = self.config.train
-        opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        scaled = self.trainer.precision == "16-mixed"  # its GradScaler unscales before clipping only if unfused
+        opt = make_optimizer(self.net.parameters(), t.lr, t.weight_decay, self.device, fused=not scaled)
         total = t.steps
         warmup, decay = schedule_lengths(t.warmup_steps, t.decay_steps, total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, decay, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def clip_parts(self) -> tuple[nn.Module, ...]:
+        """The modules whose gradients are clipped, each to norm ``train.grad_clip`` on its own."""
+        return (self.net,)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip each of ``clip_parts`` to norm ``gradient_clip_val`` (``train.grad_clip``), here rather than in
+        Lightning's precision plugin, which refuses to clip for a fused optimiser even where no scaler is in use."""
+        if not gradient_clip_val:
+            return
+        for part in self.clip_parts():
+            nn.utils.clip_grad_norm_([p for p in part.parameters() if p.grad is not None], gradient_clip_val)
 
     # --- checkpoints -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -250,14 +278,9 @@ class AnchoredModule(SegmentationModule):
             self.log(name, value.detach(), on_step=True, batch_size=size)
         return trunk + diffusion + self.config.anchored.seg_weight * segmentation
 
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
-    ) -> None:
-        """Clip the trunk's and the head's gradients each to norm ``gradient_clip_val`` (``train.grad_clip``)."""
-        if not gradient_clip_val:
-            return
-        for part in (self.net.trunk, self.net.head):
-            nn.utils.clip_grad_norm_([p for p in part.parameters() if p.grad is not None], gradient_clip_val)
+    def clip_parts(self) -> tuple[nn.Module, ...]:
+        """The trunk and the head, each clipped on its own, so the trunk trains as the UNet alone."""
+        return self.net.trunk, self.net.head
 
 
 MODULES: dict[Method, type[SegmentationModule]] = {
