@@ -248,11 +248,38 @@ def acdc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     return [unet, light[0], light[2]]
 
 
+SEG_WEIGHTS = (("0", "no seg. loss"), ("0.1", "seg. loss weight 0.1"))
+
+
 def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     """LIDC: the UNet of the lidc task against anchored diffusion with that UNet as its trunk (light head)."""
     unet = dataclasses.replace(lidc_models(b, quick)[0], run="lc-lidc-anchored-unet")
     unet = dataclasses.replace(unet, points=(2, 4) if quick else (750, 1500))
-    return [unet, anchored_models(unet, "anchored-lidc", "lc-lidc-anchored")[2]]
+    residual, mean_shift, light = anchored_models(unet, "anchored-lidc", "lc-lidc-anchored")
+
+    def seg_weighted(model: Model, head: str, weight: str, label: str) -> Model:
+        return dataclasses.replace(
+            model,
+            label=f"anchored diffusion (residual, {head}{label})",
+            run=f"{model.run}-seg-weight{weight}",
+            extra=(*model.extra, f"anchored.seg_weight={weight}"),
+        )
+
+    light_label, preset_label = "head 8-16-32-32, ", "head 16-32-64-64, "
+    no_seg, low_seg = (seg_weighted(light, light_label, w, label) for w, label in SEG_WEIGHTS)
+    preset_no_seg, preset_low_seg = (seg_weighted(residual, preset_label, w, label) for w, label in SEG_WEIGHTS)
+    preset_signal = dataclasses.replace(
+        residual,
+        label=f"anchored diffusion (residual, {preset_label}seg. loss weighted by alpha_t^2)",
+        run=f"{residual.run}-seg-signal",
+        extra=(*residual.extra, "anchored.seg_weighting=signal"),
+    )
+    light_mean_shift = dataclasses.replace(
+        light, label="anchored diffusion (mean_shift, head 8-16-32-32)", run="lc-lidc-anchored-mean_shift-light",
+        extra=(*mean_shift.extra, LIGHT_HEAD),
+    )  # fmt: skip
+    # the variants: what keeps the samples from spreading (the head's segmentation loss, its width, the form)?
+    return [unet, light, no_seg, light_mean_shift, residual, low_seg, preset_no_seg, preset_low_seg, preset_signal]
 
 
 # The seed study of a task: the labels of its models trained with several seeds (--seed).
@@ -400,7 +427,12 @@ def result_file(task: str, quick: bool, seed: int = DEFAULT_SEED) -> Path:
 
 
 def run_task(
-    task: str, quick: bool, remeasure: bool = False, seed: int | None = None, max_steps: int | None = None
+    task: str,
+    quick: bool,
+    remeasure: bool = False,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    only: str | None = None,
 ) -> None:
     """Train and score every model of ``task`` at each of its budgets (finished points are kept); the task's JSON
     records the machine it ran on, since step costs and minutes are only comparable on one machine.
@@ -412,6 +444,8 @@ def run_task(
         seed: None: every model with the presets' seed; N: the task's seed study (``seeded_models``) with
             training seed N, every point with per-case scores.
         max_steps: leave out the points beyond this many steps (None: every point).
+        only: run only the models whose label contains this text; the JSON is then re-read before each save and
+            only those curves replaced, so jobs running other models of the task in parallel keep theirs.
     """
     b = QUICK if quick else BUDGET
     out = result_file(task, quick, DEFAULT_SEED if seed is None else seed)
@@ -421,6 +455,9 @@ def run_task(
 
     def save() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
+        if only is not None and out.exists():  # another job may have saved its models since
+            ours = {m.label for m in models}
+            curves.update({k: v for k, v in json.loads(out.read_text())["curves"].items() if k not in ours})
         payload = {"task": task, "machine": saved.get("machine") or cpu_line(), "budget": dataclasses.asdict(b),
                    "sampling": DDTI_SAMPLING, "seed": DEFAULT_SEED if seed is None else seed,
                    "curves": curves}  # fmt: skip
@@ -432,6 +469,10 @@ def run_task(
         reference = (seeded_models(task, [reference], seed) or [reference])[0]
     if max_steps is not None:
         models = [dataclasses.replace(m, points=tuple(p for p in m.points if p <= max_steps)) for m in models]
+    if only is not None:
+        models = [m for m in models if only in m.label]
+        if not models:
+            raise UserError(f"--only {only!r}: no model of task {task} has that in its label")
 
     def todo(model: Model, steps: int) -> bool:
         point = curves[model.label]["points"].get(str(steps))
@@ -470,13 +511,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Q.DATA, help="folder holding lidc/ and ddti/ (../shared/data)")
     parser.add_argument("--seed", type=int, help=f"training seed of the task's seed study (presets: {DEFAULT_SEED})")
     parser.add_argument("--max-steps", type=int, help="leave out the points beyond this many training steps")
+    parser.add_argument("--only", help="train only the models whose label contains this text (parallel jobs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     Q.DATA = args.data
     info = machine()
     print_machine(info)
     for task in args.task:
-        run_task(task, args.quick, args.remeasure_costs, args.seed, args.max_steps)
+        run_task(task, args.quick, args.remeasure_costs, args.seed, args.max_steps, args.only)
     from learning_curve_report import write_report
 
     write_report(OUT, info, args.quick)

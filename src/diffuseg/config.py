@@ -36,6 +36,7 @@ from diffuseg.enums import (
     Resize,
     SamplerKind,
     ScheduleKind,
+    SegWeighting,
     Spacing,
     StrEnum,
     TimeSampler,
@@ -137,12 +138,12 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class AnchoredConfig:
-    """``method: anchored`` (``training.module.AnchoredModule``): the trunk is ``model``, trained with the UNet's loss;
-    a light diffusion head (a ``diffusion-unet`` with the trunk's ``downsample`` and ``padding``) models the
-    residual of its prior with the ``diffusion`` process."""
+    """``method: anchored`` (``training.module.AnchoredModule``): the trunk ``model`` trains with the UNet's loss; a
+    light head (a ``diffusion-unet``, the trunk's ``downsample``, ``padding``) models its residual by ``diffusion``."""
 
     form: AnchorForm = AnchorForm.RESIDUAL
     seg_weight: float = 1.0  # weight of the head's Dice + cross-entropy on mu + r_hat
+    seg_weighting: SegWeighting = SegWeighting.UNIFORM  # over the drawn times; signal: alpha_t^2 per row
     head_channels: tuple[int, ...] = (16, 32, 64, 64)  # widths per level of the head
     head_blocks: int = 1  # residual blocks per level (and in the middle) of the head
     head_time_dim: int = 64
@@ -436,16 +437,14 @@ def _compiles(pattern: str) -> bool:
 def _validate(c: Config) -> None:
     """Range checks a dataclass cannot express."""
     spacing_ok = not (s := c.data.spacing) or (c.data.resize == Resize.SPACING and len(s) == 2 and min(s) > 0)
+    window_ok = not (w := c.data.ct_window) or (len(w) == 2 and w[0] < w[1])
     checks = [
         (c.data.image_size >= 8, "data.image_size must be >= 8"),
         (c.data.in_channels >= 0, "data.in_channels must be >= 1, or 0 for the channels the data's images have"),
         (0.0 <= c.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
         (c.data.fold is None or c.data.fold >= 0, "data.fold must be >= 0 (null: no folds)"),
         (c.data.folds >= 2, "data.folds must be >= 2"),
-        (
-            not c.data.ct_window or (len(c.data.ct_window) == 2 and c.data.ct_window[0] < c.data.ct_window[1]),
-            "data.ct_window must be [low, high] in HU with low < high (or [] for none)",
-        ),
+        (window_ok, "data.ct_window must be [low, high] in HU with low < high (or [] for none)"),
         (
             not (c.data.normalize == Normalize.CT and c.data.ct_window),
             "data.normalize=ct computes its own clipping range: leave data.ct_window empty",

@@ -52,6 +52,13 @@ class AnchorForm(StrEnum):
     MEAN_SHIFT = "mean_shift"  # the head sees y_t = that + mu, ending at N(mu, I), predicts y_0's (CARD; HiDiff)
 
 
+class SegWeighting(StrEnum):
+    """How anchored diffusion weights the head's segmentation loss over the drawn times."""
+
+    UNIFORM = "uniform"  # every time alike
+    SIGNAL = "signal"  # alpha_t^2, the signal's share of x_t's variance (as recipes.aux_loss weights x_hat)
+
+
 class ScheduleKind(StrEnum):
     LINEAR = "linear"  # discrete DDPM betas (Ho et al. 2020)
     COSINE = "cosine"  # discrete cosine betas (Nichol & Dhariwal 2021)

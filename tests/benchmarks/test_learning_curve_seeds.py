@@ -95,3 +95,22 @@ def test_report_keeps_the_task_table_and_adds_the_seed_study(tmp_path):
     assert "Steps scored by seed: 0: 600; 2: 600; 3: 600 (" in seeds
     assert "| 0: 80.0, 2: 82.0, 3: 84.0 | 82 | 2 |" in seeds and "+3.17 [+1.67, +4.67]" in seeds
     assert (tmp_path / "learning-curve-ddti-anchored-seeds-dice.png").stat().st_size > 0
+
+
+def test_only_runs_the_named_models_and_keeps_what_parallel_jobs_saved(tmp_path, monkeypatch):
+    """--only: a job trains the models it names and, saving, keeps the curves another job wrote meanwhile."""
+    monkeypatch.setattr(LC, "OUT", tmp_path)
+    monkeypatch.setattr(LC, "step_cost", lambda b, model, reference: 1.5)
+    monkeypatch.setattr(LC, "train_to", lambda config: 0.1)
+    monkeypatch.setattr(LC, "evaluate_point", lambda task, b, model, config: {"dice": 0.5})
+    out = LC.result_file("lidc-anchored", True)
+    other = {"points": {"4": {"dice": 0.9}}, "train_min": 1.0}
+    out.write_text(json.dumps({"task": "lidc-anchored", "curves": {"another job's model": other}}))
+    LC.run_task("lidc-anchored", True, only="no seg. loss")
+    curves = json.loads(out.read_text())["curves"]
+    assert curves["another job's model"] == other
+    mine = [label for label in curves if "no seg. loss" in label]
+    assert len(mine) == 2 and all(set(curves[label]["points"]) == {"2", "4"} for label in mine)
+    assert "deterministic UNet" not in curves
+    with pytest.raises(UserError, match="--only 'nothing like this'"):
+        LC.run_task("lidc-anchored", True, only="nothing like this")

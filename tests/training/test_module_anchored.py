@@ -19,9 +19,10 @@ from tinydata import tiny_overrides
 from diffuseg.checkpoint import read_checkpoint
 from diffuseg.cli import main
 from diffuseg.data.formats import open_dataset
+from diffuseg.diffusion.anchored import AnchoredDenoiser
 from diffuseg.nets.unet import segmentation_loss
 from diffuseg.presets import load_config
-from diffuseg.training.anchored_loss import PROBABILITY_FLOOR, estimate_logits
+from diffuseg.training.anchored_loss import PROBABILITY_FLOOR, estimate_logits, weighted_segmentation_loss
 from diffuseg.training.module import AnchoredModule, module_class
 from diffuseg.training.run import train
 
@@ -97,6 +98,46 @@ def test_the_loss_is_the_trunks_plus_the_heads_and_the_heads_never_reaches_the_t
     module.zero_grad()
     segmentation_loss(module.net.trunk(image), target, True).backward()
     assert all(torch.equal(trunk_grads[n], p.grad) for n, p in module.net.trunk.named_parameters())
+
+
+@pytest.mark.parametrize("kind", ["binary", "exclusive", "regions"])
+def test_the_weighted_segmentation_loss_with_unit_weights_is_the_batch_loss(kind):
+    torch.manual_seed(1)
+    channels, exclusive = {"binary": (1, True), "exclusive": (4, True), "regions": (3, False)}[kind]
+    logits = torch.randn(3, channels, 8, 8)
+    target = (torch.rand(3, channels, 8, 8) > 0.5).float()
+    if kind == "exclusive":
+        target = torch.nn.functional.one_hot(torch.randint(0, 4, (3, 8, 8)), 4).permute(0, 3, 1, 2).float()
+    batch = segmentation_loss(logits, target, exclusive)
+    torch.testing.assert_close(weighted_segmentation_loss(logits, target, exclusive, torch.ones(3)), batch)
+    first = segmentation_loss(logits[:1], target[:1], exclusive)
+    torch.testing.assert_close(weighted_segmentation_loss(logits, target, exclusive, torch.tensor([3.0, 0, 0])), first)
+
+
+def test_signal_weighting_weights_each_rows_head_loss_by_alpha_squared(monkeypatch):
+    """seg_weighting=signal: the head's segmentation term is the rows' losses times alpha_t^2 of their drawn t."""
+    config = load_config("anchored-lidc", ["data.image_size=16", UNET, *HEAD, "anchored.seg_weighting=signal"])
+    torch.manual_seed(0)
+    module = module_class(config.method)(config)
+    image, target = torch.randn(4, 1, 16, 16), (torch.rand(4, 1, 16, 16) > 0.5).float()
+    seen = {}
+    real = AnchoredDenoiser.__call__
+
+    def spy(self, w, t, image):
+        seen["t"] = t.clone()
+        out = real(self, w, t, image)
+        seen["estimate"] = self.estimate
+        return out
+
+    monkeypatch.setattr(AnchoredDenoiser, "__call__", spy)
+    logged = {}
+    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
+    module.loss(image, target, torch.Generator().manual_seed(0))
+    alpha, _ = module.process.schedule.alpha_sigma(seen["t"].double())
+    rows = [segmentation_loss(estimate_logits(e[None], True), y[None], True) for e, y in zip(seen["estimate"], target)]
+    want = float((alpha.float() ** 2 * torch.stack(rows)).mean())
+    assert logged["head_segmentation"] == pytest.approx(want, rel=1e-5)
+    assert want < float(torch.stack(rows).mean())  # alpha_t^2 < 1: weighted, not the plain loss
 
 
 def test_resume_after_crash_equals_uninterrupted_run(tiny_data, tmp_path, monkeypatch):

@@ -76,7 +76,8 @@ class AnchoredDenoiser:
     second C channels the earlier estimate of y_0, passed to the head as they are. t: (B * K,) float in [0, 1].
     ``image`` is unused: the head has the image's conditioning bound (computed once per image batch).
     ``mu``: (B, C, H, W) in [-1, 1]. With ``keep_estimate`` the last call's y_0 estimate mu + r_hat (unclipped,
-    float32, (B * K, C, H, W)) is kept in ``estimate``, for a loss on it.
+    float32, (B * K, C, H, W)) is kept in ``estimate``, for a loss on it, and each row's alpha_t^2 (float32,
+    (B * K,)) in ``signal``.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class AnchoredDenoiser:
         self.head, self.mu, self.process, self.form = head, mu, process, AnchorForm.parse(form)
         self.keep_estimate = keep_estimate
         self.estimate: Tensor | None = None
+        self.signal: Tensor | None = None
 
     def __call__(self, w: Tensor, t: Tensor, image: Tensor) -> Tensor:
         channels = self.mu.shape[1]
@@ -97,4 +99,5 @@ class AnchoredDenoiser:
         pred = pred.float() + prediction_shift(self.form, self.process.prediction, mu, alpha, sigma).float()
         if self.keep_estimate:
             self.estimate = self.process.to_x0(pred, state.float(), alpha.float(), sigma.float())
+            self.signal = alpha.float().view(-1) ** 2
         return pred

@@ -9,7 +9,10 @@ One step, for images (B, in_channels, H, W) and the one-hot target (B, C, H, W) 
   recipe), plus ``anchored.seg_weight`` times the same segmentation loss on the logits of the head's estimate
   mu + r_hat at the drawn time: p = (mu + r_hat + 1) / 2 clipped to [``PROBABILITY_FLOOR``, 1 - floor], logits
   log p for exclusive classes (softmax gives p / sum p), log(p / (1 - p)) otherwise. With eps-prediction the
-  estimate near t = 1 divides by a small alpha and is mostly clipped (no gradient there).
+  estimate near t = 1 divides by a small alpha and is mostly clipped (no gradient there). ``anchored.seg_weighting
+  = signal`` weights each row's segmentation loss by alpha_t^2 (``weighted_segmentation_loss``), as
+  ``diffusion.recipes.aux_loss`` weights its loss on x_hat: near t = 1 the estimate is then left to be the mean of
+  the masks the noise could still become, rather than pulled towards one annotation.
 
 Both are trained jointly from step 0 by one optimiser (AdamW over trunk and head, as every family), and one EMA
 covers both. The head sees the trunk's features and mu detached (stop-gradient), and gradients are clipped to
@@ -25,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from diffuseg.nets.unet import segmentation_loss
+
 PROBABILITY_FLOOR = 1e-4
 """The head's probabilities are clipped to [floor, 1 - floor] before its segmentation loss takes their logits."""
 
@@ -34,3 +39,11 @@ def estimate_logits(estimate: Tensor, exclusive: bool) -> Tensor:
     of p = (estimate + 1) / 2 clipped to [``PROBABILITY_FLOOR``, 1 - ``PROBABILITY_FLOOR``]."""
     p = ((estimate.float() + 1.0) * 0.5).clamp(PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
     return torch.log(p) if exclusive and p.shape[1] > 1 else torch.logit(p)
+
+
+def weighted_segmentation_loss(logits: Tensor, target: Tensor, exclusive: bool, weight: Tensor) -> Tensor:
+    """``nets.unet.segmentation_loss`` of each row, times ``weight`` (N,), averaged over the N rows; with every
+    weight 1 it is the batch's loss (Dice per image, cross-entropy averaged over equal-sized images).
+    logits, target: (N, C, H, W)."""
+    rows = [segmentation_loss(x[None], y[None], exclusive) for x, y in zip(logits, target, strict=True)]
+    return (weight.to(rows[0]) * torch.stack(rows)).mean()

@@ -27,11 +27,11 @@ from torch import Tensor, nn
 
 from diffuseg import checkpoint as ckpt_io
 from diffuseg.config import Config
-from diffuseg.enums import Method
+from diffuseg.enums import Method, SegWeighting
 from diffuseg.errors import UserError
 from diffuseg.methods import anchored_denoiser, build_network, build_process
 from diffuseg.nets.unet import segmentation_loss
-from diffuseg.training.anchored_loss import estimate_logits
+from diffuseg.training.anchored_loss import estimate_logits, weighted_segmentation_loss
 from diffuseg.training.latent_loss import latent_loss
 from diffuseg.training.ssn_loss import ssn_loss
 
@@ -272,7 +272,11 @@ class AnchoredModule(SegmentationModule):
         denoiser, logits = anchored_denoiser(self.net, image, self.process, form, self.scheme, keep_estimate=True)
         trunk = segmentation_loss(logits, target, exclusive)
         diffusion = self.process.loss(denoiser, target, image, generator)
-        segmentation = segmentation_loss(estimate_logits(denoiser.estimate, exclusive), target, exclusive)
+        estimate = estimate_logits(denoiser.estimate, exclusive)
+        if self.config.anchored.seg_weighting == SegWeighting.SIGNAL:
+            segmentation = weighted_segmentation_loss(estimate, target, exclusive, denoiser.signal)
+        else:
+            segmentation = segmentation_loss(estimate, target, exclusive)
         size = image.shape[0]
         for name, value in (("trunk", trunk), ("diffusion", diffusion), ("head_segmentation", segmentation)):
             self.log(name, value.detach(), on_step=True, batch_size=size)
