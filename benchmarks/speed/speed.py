@@ -157,6 +157,8 @@ FULL = Settings(
         ("medsegdiff-b", 256, 2, {}),
         ("medsegdiff-l", 256, 2, {}),
         ("diffusion-unet", 128, 8, {}),
+        ("medsegdiff-b", 64, 8, {}),  # the learning curves' size and batch
+        ("diffusion-unet", 64, 8, {"channels": (16, 16, 32, 64)}),
     ),
     compile_calls=(("medsegdiff-b", 256, 1, {}), ("diffusion-unet", 128, 16, {})),
     repeats=5,
