@@ -173,6 +173,9 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
+LEGEND_INSIDE = 5  # a line plot with more series draws its legend below the axes
+
+
 def line_plot(
     path: Path,
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
@@ -214,7 +217,10 @@ def line_plot(
     if logy:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if len(series) > LEGEND_INSIDE:  # below the axes, where it hides no curve
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    else:
+        ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 

@@ -252,9 +252,13 @@ SEG_WEIGHTS = (("0", "no seg. loss"), ("0.1", "seg. loss weight 0.1"))
 
 
 def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
-    """LIDC: the UNet of the lidc task against anchored diffusion with that UNet as its trunk (light head)."""
+    """LIDC: the UNet of the lidc task against anchored diffusion with that UNet as its trunk, in variants, and the
+    ambiguity paper's diffusion UNet on the same machine; the UNet, that diffusion UNet and the best variant go on
+    to 3,000 steps, past equal compute."""
     unet = dataclasses.replace(lidc_models(b, quick)[0], run="lc-lidc-anchored-unet")
     unet = dataclasses.replace(unet, points=(2, 4) if quick else (750, 1500))
+    longer = {"points": (2, 4, 8) if quick else (750, 1500, 3000)}
+    diffusion = dataclasses.replace(lidc_models(b, quick)[2], run="lc-lidc-anchored-diffusion", **longer)
     residual, mean_shift, light = anchored_models(unet, "anchored-lidc", "lc-lidc-anchored")
 
     def seg_weighted(model: Model, head: str, weight: str, label: str) -> Model:
@@ -273,13 +277,15 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
         label=f"anchored diffusion (residual, {preset_label}seg. loss weighted by alpha_t^2)",
         run=f"{residual.run}-seg-signal",
         extra=(*residual.extra, "anchored.seg_weighting=signal"),
+        **longer,
     )
     light_mean_shift = dataclasses.replace(
         light, label="anchored diffusion (mean_shift, head 8-16-32-32)", run="lc-lidc-anchored-mean_shift-light",
         extra=(*mean_shift.extra, LIGHT_HEAD),
     )  # fmt: skip
     # the variants: what keeps the samples from spreading (the head's segmentation loss, its width, the form)?
-    return [unet, light, no_seg, light_mean_shift, residual, low_seg, preset_no_seg, preset_low_seg, preset_signal]
+    variants = [light, no_seg, light_mean_shift, residual, low_seg, preset_no_seg, preset_low_seg, preset_signal]
+    return [dataclasses.replace(unet, **longer), *variants, diffusion]
 
 
 # The seed study of a task: the labels of its models trained with several seeds (--seed).
