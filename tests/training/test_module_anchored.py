@@ -126,7 +126,7 @@ def test_signal_weighting_weights_each_rows_head_loss_by_alpha_squared(monkeypat
     def spy(self, w, t, image):
         seen["t"] = t.clone()
         out = real(self, w, t, image)
-        seen["estimate"] = self.estimate
+        seen["estimate"] = self.estimate.detach()
         return out
 
     monkeypatch.setattr(AnchoredDenoiser, "__call__", spy)
