@@ -279,12 +279,19 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
         extra=(*residual.extra, "anchored.seg_weighting=signal"),
         **longer,
     )
+    no_features = dataclasses.replace(  # is the collapse a shortcut through the trunk's features?
+        preset_signal,
+        label=f"anchored diffusion (residual, {preset_label}seg. loss weighted by alpha_t^2, no trunk features)",
+        run=f"{preset_signal.run}-no-features",
+        extra=(*preset_signal.extra, "anchored.trunk_features=false"),
+    )
     light_mean_shift = dataclasses.replace(
         light, label="anchored diffusion (mean_shift, head 8-16-32-32)", run="lc-lidc-anchored-mean_shift-light",
         extra=(*mean_shift.extra, LIGHT_HEAD),
     )  # fmt: skip
     # the variants: what keeps the samples from spreading (the head's segmentation loss, its width, the form)?
-    variants = [light, no_seg, light_mean_shift, residual, low_seg, preset_no_seg, preset_low_seg, preset_signal]
+    variants = [light, no_seg, light_mean_shift, residual, low_seg, preset_no_seg, preset_low_seg, preset_signal,
+                no_features]  # fmt: skip
     return [dataclasses.replace(unet, **longer), *variants, diffusion]
 
 

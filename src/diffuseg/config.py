@@ -147,6 +147,7 @@ class AnchoredConfig:
     head_channels: tuple[int, ...] = (16, 32, 64, 64)  # widths per level of the head
     head_blocks: int = 1  # residual blocks per level (and in the middle) of the head
     head_time_dim: int = 64
+    trunk_features: bool = True  # the head sees the trunk's last decoder features (false: the image and mu only)
 
 
 @dataclass(frozen=True)

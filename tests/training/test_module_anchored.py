@@ -20,6 +20,7 @@ from diffuseg.checkpoint import read_checkpoint
 from diffuseg.cli import main
 from diffuseg.data.formats import open_dataset
 from diffuseg.diffusion.anchored import AnchoredDenoiser
+from diffuseg.methods import load_for_inference
 from diffuseg.nets.unet import segmentation_loss
 from diffuseg.presets import load_config
 from diffuseg.training.anchored_loss import PROBABILITY_FLOOR, estimate_logits, weighted_segmentation_loss
@@ -138,6 +139,15 @@ def test_signal_weighting_weights_each_rows_head_loss_by_alpha_squared(monkeypat
     want = float((alpha.float() ** 2 * torch.stack(rows)).mean())
     assert logged["head_segmentation"] == pytest.approx(want, rel=1e-5)
     assert want < float(torch.stack(rows).mean())  # alpha_t^2 < 1: weighted, not the plain loss
+
+
+def test_a_head_without_trunk_features_trains_and_loads_for_prediction(tiny_data, tmp_path):
+    run = train(anchored(tiny_data, tmp_path / "run", "anchored.trunk_features=false", steps=2))
+    config, net, _ = load_for_inference(run / "checkpoints" / "last.ckpt")
+    assert config.anchored.trunk_features is False and net.trunk_features is False
+    image = torch.randn(1, 1, 16, 16)
+    features, logits = net.prior(image)
+    assert net.condition(image, features, torch.tanh(logits)).shape[1] == 1 + 1  # the image and mu
 
 
 def test_resume_after_crash_equals_uninterrupted_run(tiny_data, tmp_path, monkeypatch):

@@ -24,12 +24,14 @@ class AnchoredNet(nn.Module):
     """``trunk`` and ``head`` in one module (one state dict, one EMA copy, one checkpoint).
 
     ``forward(image) -> logits``: the trunk alone. ``prior(image) -> (features, logits)``: one trunk pass.
-    ``condition(image, features, mu) -> (B, in_channels + F + C, H, W)``: the head's per-image input, detached.
+    ``condition(image, features, mu) -> (B, in_channels + F + C, H, W)``: the head's per-image input, detached
+    (with ``trunk_features`` false (B, in_channels + C, H, W): the image and mu only).
     ``head(x_t, t, condition) -> (B * K, C, H, W)``: one head pass (``DiffusionUNet.forward``).
     """
 
-    def __init__(self, trunk: nn.Module, head: DiffusionUNet):
+    def __init__(self, trunk: nn.Module, head: DiffusionUNet, trunk_features: bool = True):
         super().__init__()
+        self.trunk_features = trunk_features
         for name in ("features", "logits"):
             if not callable(getattr(trunk, name, None)):
                 raise TypeError(f"{type(trunk).__name__} has no {name}(): it cannot be an anchored trunk")
@@ -41,10 +43,10 @@ class AnchoredNet(nn.Module):
         features = self.trunk.features(image)
         return features, self.trunk.logits(features)
 
-    @staticmethod
-    def condition(image: torch.Tensor, features: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    def condition(self, image: torch.Tensor, features: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         dtype = features.dtype
-        return torch.cat([image.to(dtype), features.detach(), mu.detach().to(dtype)], dim=1)
+        seen = [features.detach()] if self.trunk_features else []
+        return torch.cat([image.to(dtype), *seen, mu.detach().to(dtype)], dim=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.prior(image)[1]
@@ -58,6 +60,7 @@ def anchored_net(
     channels: Sequence[int],
     blocks: int,
     time_dim: int,
+    trunk_features: bool = True,
     downsample: str = "conv",
     padding: str = "zeros",
 ) -> AnchoredNet:
@@ -71,11 +74,13 @@ def anchored_net(
         channels: the head's width per level; ``blocks`` residual blocks per level and in the middle.
         blocks: see ``channels``.
         time_dim: the head's time-embedding width.
+        trunk_features: whether the head is conditioned on the trunk's last decoder features (else the image and
+            mu only).
         downsample: the head's ``DownsampleKind``.
         padding: the head's ``Padding``.
     """
     head = DiffusionUNet(
-        in_channels + trunk.feature_channels + classes,
+        in_channels + (trunk.feature_channels if trunk_features else 0) + classes,
         mask_channels=mask_channels,
         out_channels=classes,
         channels=tuple(channels),
@@ -85,4 +90,4 @@ def anchored_net(
         downsample=downsample,
         padding=padding,
     )
-    return AnchoredNet(trunk, head)
+    return AnchoredNet(trunk, head, trunk_features)
