@@ -3,6 +3,8 @@ that works with either (Lightning's precision plugin refuses to clip for a fused
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from tinydata import TINY_NET
@@ -41,7 +43,15 @@ def test_fused_and_per_parameter_steps_agree():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_every_family_clips_its_network_to_the_norm():
+@pytest.mark.parametrize("scaler", [None, object()])
+def test_unfused_only_under_a_gradient_scaler(scaler):
+    """A scaler (16-mixed) unscales the gradients before they are clipped only for an unfused optimiser."""
+    module = module_class("diffusion")(load_config("lidc-central", ["data.image_size=16", TINY_NET]))
+    module.trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler))
+    assert module.configure_optimizers()["optimizer"].defaults["fused"] is (True if scaler is None else None)
+
+
+def test_a_family_clips_its_whole_network_to_the_norm():
     config = load_config("lidc-central", ["data.image_size=16", TINY_NET])
     module = module_class(config.method)(config)
     for p in module.net.parameters():

@@ -168,8 +168,8 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         t = self.config.train
-        scaled = self.trainer.precision == "16-mixed"  # its GradScaler unscales before clipping only if unfused
-        opt = make_optimizer(self.net.parameters(), t.lr, t.weight_decay, self.device, fused=not scaled)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # 16-mixed's; it unscales before clipping
+        opt = make_optimizer(self.net.parameters(), t.lr, t.weight_decay, self.device, fused=scaler is None)
         total = t.steps
         warmup, decay = schedule_lengths(t.warmup_steps, t.decay_steps, total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, decay, total))
