@@ -253,8 +253,8 @@ SEG_WEIGHTS = (("0", "no seg. loss"), ("0.1", "seg. loss weight 0.1"))
 
 def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     """LIDC: the UNet of the lidc task against anchored diffusion with that UNet as its trunk, in variants, and the
-    ambiguity paper's diffusion UNet on the same machine; the UNet, that diffusion UNet and the best variant go on
-    to 3,000 steps, past equal compute."""
+    ambiguity paper's diffusion UNet on the same machine; the UNet, that diffusion UNet and the two signal-weighted
+    variants go on to 3,000 steps, past equal compute, the other variants stop at 1,500."""
     unet = dataclasses.replace(lidc_models(b, quick)[0], run="lc-lidc-anchored-unet")
     unet = dataclasses.replace(unet, points=(2, 4) if quick else (750, 1500))
     longer = {"points": (2, 4, 8) if quick else (750, 1500, 3000)}
