@@ -253,8 +253,8 @@ SEG_WEIGHTS = (("0", "no seg. loss"), ("0.1", "seg. loss weight 0.1"))
 
 def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     """LIDC: the UNet of the lidc task against anchored diffusion with that UNet as its trunk, in variants, and the
-    ambiguity paper's diffusion UNet on the same machine; the UNet, that diffusion UNet and the two signal-weighted
-    variants go on to 3,000 steps, past equal compute, the other variants stop at 1,500."""
+    ambiguity paper's diffusion UNet on the same machine; the UNet, that diffusion UNet, the signal-weighted
+    variants and the image-only heads go on to 3,000 steps, past equal compute, the other variants stop at 1,500."""
     unet = dataclasses.replace(lidc_models(b, quick)[0], run="lc-lidc-anchored-unet")
     unet = dataclasses.replace(unet, points=(2, 4) if quick else (750, 1500))
     longer = {"points": (2, 4, 8) if quick else (750, 1500, 3000)}
@@ -283,7 +283,20 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
         preset_signal,
         label=f"anchored diffusion (residual, {preset_label}seg. loss weighted by alpha_t^2, no trunk features)",
         run=f"{preset_signal.run}-no-features",
-        extra=(*preset_signal.extra, "anchored.trunk_features=false"),
+        extra=(*preset_signal.extra, "anchored.head_condition=image_mu"),
+    )
+    # mu as the head's input or as the residual's origin? the head sees the image alone, as the diffusion UNet does
+    image_only = dataclasses.replace(
+        no_features,
+        label=f"anchored diffusion (residual, {preset_label}seg. loss weighted by alpha_t^2, image only)",
+        run=f"{preset_signal.run}-image-only",
+        extra=(*preset_signal.extra, "anchored.head_condition=image"),
+    )
+    image_only_no_seg = dataclasses.replace(
+        image_only,
+        label=f"anchored diffusion (residual, {preset_label}no seg. loss, image only)",
+        run=f"{residual.run}-seg-weight0-image-only",
+        extra=(*residual.extra, "anchored.seg_weight=0", "anchored.head_condition=image"),
     )
     light_mean_shift = dataclasses.replace(
         light, label="anchored diffusion (mean_shift, head 8-16-32-32)", run="lc-lidc-anchored-mean_shift-light",
@@ -291,7 +304,7 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     )  # fmt: skip
     # the variants: what keeps the samples from spreading (the head's segmentation loss, its width, the form)?
     variants = [light, no_seg, light_mean_shift, residual, low_seg, preset_no_seg, preset_low_seg, preset_signal,
-                no_features]  # fmt: skip
+                no_features, image_only, image_only_no_seg]  # fmt: skip
     return [dataclasses.replace(unet, **longer), *variants, diffusion]
 
 

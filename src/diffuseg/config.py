@@ -29,6 +29,7 @@ from diffuseg.enums import (
     AnchorForm,
     DDPMVariance,
     Fusion,
+    HeadCondition,
     Method,
     Normalize,
     PredictionType,
@@ -147,13 +148,12 @@ class AnchoredConfig:
     head_channels: tuple[int, ...] = (16, 32, 64, 64)  # widths per level of the head
     head_blocks: int = 1  # residual blocks per level (and in the middle) of the head
     head_time_dim: int = 64
-    trunk_features: bool = True  # the head sees the trunk's last decoder features (false: the image and mu only)
+    head_condition: HeadCondition = HeadCondition.FEATURES  # besides x_t, t: features | image_mu | image
 
 
 @dataclass(frozen=True)
 class SSNConfig:
-    """``method: ssn`` (Stochastic Segmentation Networks, Monteiro et al. 2020, arXiv:2006.06015): ``model`` is the
-    backbone (a segmenter: ``unet``); its logits get a Gaussian with covariance P P^T + D (``nets.ssn``)."""
+    """``method: ssn`` (Monteiro et al. 2020, arXiv:2006.06015): ``model`` is the backbone, ``nets.ssn`` the head."""
 
     rank: int = 10  # R, the rank of P (the paper's 10)
     mc_samples: int = 20  # M, the loss's Monte Carlo draws per image, in antithetic pairs (the paper's 20)

@@ -43,16 +43,16 @@ def test_the_net_is_the_trunk_and_a_head_over_its_condition():
     assert net.downsampling == 4  # the trunk's (3 levels) over the head's 2 (2 levels)
 
 
-def test_without_trunk_features_the_head_sees_the_image_and_mu_only():
+@pytest.mark.parametrize("seen", ["image_mu", "image"])
+def test_the_head_may_see_the_image_and_mu_or_the_image_alone(seen):
     torch.manual_seed(0)
     trunk = build_network("unet", 1, 4, **UNET)
-    net = anchored_net(trunk, 1, 4, 4, (8, 16), 1, 16, trunk_features=False).eval()
+    net = anchored_net(trunk, 1, 4, 4, (8, 16), 1, 16, condition=seen).eval()
     image = torch.randn(2, 1, SIZE, SIZE)
     features, logits = net.prior(image)
     mu = torch.tanh(logits)
     condition = net.condition(image, features, mu)
-    assert condition.shape == (2, 1 + 4, SIZE, SIZE)
-    assert torch.equal(condition, torch.cat([image, mu], 1))
+    assert torch.equal(condition, torch.cat([image, mu], 1) if seen == "image_mu" else image)
     assert net.head(torch.randn(2, 4, SIZE, SIZE), torch.full((2,), 0.5), condition).shape == (2, 4, SIZE, SIZE)
 
 

@@ -141,13 +141,14 @@ def test_signal_weighting_weights_each_rows_head_loss_by_alpha_squared(monkeypat
     assert want < float(torch.stack(rows).mean())  # alpha_t^2 < 1: weighted, not the plain loss
 
 
-def test_a_head_without_trunk_features_trains_and_loads_for_prediction(tiny_data, tmp_path):
-    run = train(anchored(tiny_data, tmp_path / "run", "anchored.trunk_features=false", steps=2))
+@pytest.mark.parametrize(("seen", "channels"), [("image_mu", 1 + 1), ("image", 1)])
+def test_a_head_that_sees_less_trains_and_loads_for_prediction(tiny_data, tmp_path, seen, channels):
+    run = train(anchored(tiny_data, tmp_path / "run", f"anchored.head_condition={seen}", steps=2))
     config, net, _ = load_for_inference(run / "checkpoints" / "last.ckpt")
-    assert config.anchored.trunk_features is False and net.trunk_features is False
+    assert config.anchored.head_condition == seen and net.seen == seen
     image = torch.randn(1, 1, 16, 16)
     features, logits = net.prior(image)
-    assert net.condition(image, features, torch.tanh(logits)).shape[1] == 1 + 1  # the image and mu
+    assert net.condition(image, features, torch.tanh(logits)).shape[1] == channels  # the image (and mu)
 
 
 def test_resume_after_crash_equals_uninterrupted_run(tiny_data, tmp_path, monkeypatch):

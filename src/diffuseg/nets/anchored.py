@@ -2,7 +2,8 @@
 
 The trunk is a segmenter with ``features(image)`` (its last decoder features) and ``logits(features)``
 (``unet``, ``medsegdiff-*-segmenter``); it gives the prior. The head is a small ``unet.DiffusionUNet`` whose
-conditioning input is the image, the trunk's features and the prior mu (in [-1, 1]), concatenated on channels,
+conditioning input is the image, the trunk's features and the prior mu (in [-1, 1]) (or a part of them,
+``enums.HeadCondition``), concatenated on channels,
 and whose x_t input is the head's view of the residual process (``diffusion.anchored``). What the features and
 mu are is the caller's: the head sees them detached, so no gradient of the head reaches the trunk.
 
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from diffuseg.enums import HeadCondition
 from diffuseg.nets.unet import DiffusionUNet
 
 
@@ -24,14 +26,15 @@ class AnchoredNet(nn.Module):
     """``trunk`` and ``head`` in one module (one state dict, one EMA copy, one checkpoint).
 
     ``forward(image) -> logits``: the trunk alone. ``prior(image) -> (features, logits)``: one trunk pass.
-    ``condition(image, features, mu) -> (B, in_channels + F + C, H, W)``: the head's per-image input, detached
-    (with ``trunk_features`` false (B, in_channels + C, H, W): the image and mu only).
+    ``condition(image, features, mu)``: the head's per-image input, detached: (B, in_channels + F + C, H, W) the
+    image, features and mu (``HeadCondition.FEATURES``), (B, in_channels + C, H, W) the image and mu
+    (``IMAGE_MU``), (B, in_channels, H, W) the image alone (``IMAGE``).
     ``head(x_t, t, condition) -> (B * K, C, H, W)``: one head pass (``DiffusionUNet.forward``).
     """
 
-    def __init__(self, trunk: nn.Module, head: DiffusionUNet, trunk_features: bool = True):
+    def __init__(self, trunk: nn.Module, head: DiffusionUNet, condition: HeadCondition = HeadCondition.FEATURES):
         super().__init__()
-        self.trunk_features = trunk_features
+        self.seen = HeadCondition.parse(condition)
         for name in ("features", "logits"):
             if not callable(getattr(trunk, name, None)):
                 raise TypeError(f"{type(trunk).__name__} has no {name}(): it cannot be an anchored trunk")
@@ -45,8 +48,12 @@ class AnchoredNet(nn.Module):
 
     def condition(self, image: torch.Tensor, features: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         dtype = features.dtype
-        seen = [features.detach()] if self.trunk_features else []
-        return torch.cat([image.to(dtype), *seen, mu.detach().to(dtype)], dim=1)
+        parts = [image.to(dtype)]
+        if self.seen is HeadCondition.FEATURES:
+            parts.append(features.detach())
+        if self.seen is not HeadCondition.IMAGE:
+            parts.append(mu.detach().to(dtype))
+        return torch.cat(parts, dim=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.prior(image)[1]
@@ -60,7 +67,7 @@ def anchored_net(
     channels: Sequence[int],
     blocks: int,
     time_dim: int,
-    trunk_features: bool = True,
+    condition: HeadCondition = HeadCondition.FEATURES,
     downsample: str = "conv",
     padding: str = "zeros",
 ) -> AnchoredNet:
@@ -74,13 +81,14 @@ def anchored_net(
         channels: the head's width per level; ``blocks`` residual blocks per level and in the middle.
         blocks: see ``channels``.
         time_dim: the head's time-embedding width.
-        trunk_features: whether the head is conditioned on the trunk's last decoder features (else the image and
-            mu only).
+        condition: what the head is conditioned on (``HeadCondition``).
         downsample: the head's ``DownsampleKind``.
         padding: the head's ``Padding``.
     """
+    condition = HeadCondition.parse(condition)
+    seen = {HeadCondition.FEATURES: trunk.feature_channels + classes, HeadCondition.IMAGE_MU: classes}
     head = DiffusionUNet(
-        in_channels + (trunk.feature_channels if trunk_features else 0) + classes,
+        in_channels + seen.get(condition, 0),
         mask_channels=mask_channels,
         out_channels=classes,
         channels=tuple(channels),
@@ -90,4 +98,4 @@ def anchored_net(
         downsample=downsample,
         padding=padding,
     )
-    return AnchoredNet(trunk, head, trunk_features)
+    return AnchoredNet(trunk, head, condition)
