@@ -283,20 +283,20 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
         preset_signal,
         label=f"anchored diffusion (residual, {preset_label}seg. loss weighted by alpha_t^2, no trunk features)",
         run=f"{preset_signal.run}-no-features",
-        extra=(*preset_signal.extra, "anchored.head_condition=image_mu"),
+        extra=(*preset_signal.extra, "anchored.trunk_features=false"),
     )
     # mu as the head's input or as the residual's origin? the head sees the image alone, as the diffusion UNet does
     image_only = dataclasses.replace(
         no_features,
         label=f"anchored diffusion (residual, {preset_label}seg. loss weighted by alpha_t^2, image only)",
         run=f"{preset_signal.run}-image-only",
-        extra=(*preset_signal.extra, "anchored.head_condition=image"),
+        extra=(*no_features.extra, "anchored.mu_input=false"),
     )
     image_only_no_seg = dataclasses.replace(
         image_only,
         label=f"anchored diffusion (residual, {preset_label}no seg. loss, image only)",
         run=f"{residual.run}-seg-weight0-image-only",
-        extra=(*residual.extra, "anchored.seg_weight=0", "anchored.head_condition=image"),
+        extra=(*residual.extra, "anchored.seg_weight=0", "anchored.trunk_features=false", "anchored.mu_input=false"),
     )
     light_mean_shift = dataclasses.replace(
         light, label="anchored diffusion (mean_shift, head 8-16-32-32)", run="lc-lidc-anchored-mean_shift-light",

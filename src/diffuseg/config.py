@@ -29,7 +29,6 @@ from diffuseg.enums import (
     AnchorForm,
     DDPMVariance,
     Fusion,
-    HeadCondition,
     Method,
     Normalize,
     PredictionType,
@@ -148,7 +147,8 @@ class AnchoredConfig:
     head_channels: tuple[int, ...] = (16, 32, 64, 64)  # widths per level of the head
     head_blocks: int = 1  # residual blocks per level (and in the middle) of the head
     head_time_dim: int = 64
-    head_condition: HeadCondition = HeadCondition.FEATURES  # besides x_t, t: features | image_mu | image
+    trunk_features: bool = True  # the head sees the trunk's last decoder features
+    mu_input: bool = True  # the head sees mu (false: mu is only the residual's origin, the head sees the image)
 
 
 @dataclass(frozen=True)

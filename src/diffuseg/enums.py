@@ -59,14 +59,6 @@ class SegWeighting(StrEnum):
     SIGNAL = "signal"  # alpha_t^2, the signal's share of x_t's variance (as recipes.aux_loss weights x_hat)
 
 
-class HeadCondition(StrEnum):
-    """What anchored diffusion's head is conditioned on, besides x_t and t."""
-
-    FEATURES = "features"  # the image, the trunk's last decoder features and mu
-    IMAGE_MU = "image_mu"  # the image and mu
-    IMAGE = "image"  # the image alone: the residual's origin mu stays, the head does not see it
-
-
 class ScheduleKind(StrEnum):
     LINEAR = "linear"  # discrete DDPM betas (Ho et al. 2020)
     COSINE = "cosine"  # discrete cosine betas (Nichol & Dhariwal 2021)

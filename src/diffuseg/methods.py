@@ -57,8 +57,8 @@ def build_network(config: Config) -> torch.nn.Module:
             )
         a, shape = config.anchored, {k: options[k] for k in ("downsample", "padding") if k in options}
         mask = mask_channels or channels
-        head = (a.head_channels, a.head_blocks, a.head_time_dim)
-        return anchored_net(trunk, config.data.in_channels, channels, mask, *head, a.head_condition, **shape)
+        head = (a.head_channels, a.head_blocks, a.head_time_dim, a.trunk_features, a.mu_input)
+        return anchored_net(trunk, config.data.in_channels, channels, mask, *head, **shape)
     if config.method is Method.SSN:  # model is the backbone; the SSN head predicts the covariance of its logits
         backbone = from_registry(config.model.name, config.data.in_channels, channels, **options)
         if not hasattr(backbone, "feature_channels"):

@@ -43,16 +43,17 @@ def test_the_net_is_the_trunk_and_a_head_over_its_condition():
     assert net.downsampling == 4  # the trunk's (3 levels) over the head's 2 (2 levels)
 
 
-@pytest.mark.parametrize("seen", ["image_mu", "image"])
-def test_the_head_may_see_the_image_and_mu_or_the_image_alone(seen):
+@pytest.mark.parametrize(("trunk_features", "mu_input"), [(False, True), (True, False), (False, False)])
+def test_the_head_may_see_less_than_the_image_features_and_mu(trunk_features, mu_input):
     torch.manual_seed(0)
     trunk = build_network("unet", 1, 4, **UNET)
-    net = anchored_net(trunk, 1, 4, 4, (8, 16), 1, 16, condition=seen).eval()
+    net = anchored_net(trunk, 1, 4, 4, (8, 16), 1, 16, trunk_features=trunk_features, mu_input=mu_input).eval()
     image = torch.randn(2, 1, SIZE, SIZE)
     features, logits = net.prior(image)
     mu = torch.tanh(logits)
     condition = net.condition(image, features, mu)
-    assert torch.equal(condition, torch.cat([image, mu], 1) if seen == "image_mu" else image)
+    seen = [image, *([features] if trunk_features else []), *([mu] if mu_input else [])]
+    assert torch.equal(condition, torch.cat(seen, 1))
     assert net.head(torch.randn(2, 4, SIZE, SIZE), torch.full((2,), 0.5), condition).shape == (2, 4, SIZE, SIZE)
 
 

@@ -141,11 +141,13 @@ def test_signal_weighting_weights_each_rows_head_loss_by_alpha_squared(monkeypat
     assert want < float(torch.stack(rows).mean())  # alpha_t^2 < 1: weighted, not the plain loss
 
 
-@pytest.mark.parametrize(("seen", "channels"), [("image_mu", 1 + 1), ("image", 1)])
-def test_a_head_that_sees_less_trains_and_loads_for_prediction(tiny_data, tmp_path, seen, channels):
-    run = train(anchored(tiny_data, tmp_path / "run", f"anchored.head_condition={seen}", steps=2))
+@pytest.mark.parametrize(("mu_input", "channels"), [(True, 1 + 1), (False, 1)])
+def test_a_head_that_sees_less_trains_and_loads_for_prediction(tiny_data, tmp_path, mu_input, channels):
+    extra = ("anchored.trunk_features=false", f"anchored.mu_input={str(mu_input).lower()}")
+    run = train(anchored(tiny_data, tmp_path / "run", *extra, steps=2))
     config, net, _ = load_for_inference(run / "checkpoints" / "last.ckpt")
-    assert config.anchored.head_condition == seen and net.seen == seen
+    assert not config.anchored.trunk_features and not net.trunk_features
+    assert config.anchored.mu_input is mu_input and net.mu_input is mu_input
     image = torch.randn(1, 1, 16, 16)
     features, logits = net.prior(image)
     assert net.condition(image, features, torch.tanh(logits)).shape[1] == channels  # the image (and mu)

@@ -2,10 +2,10 @@
 
 The trunk is a segmenter with ``features(image)`` (its last decoder features) and ``logits(features)``
 (``unet``, ``medsegdiff-*-segmenter``); it gives the prior. The head is a small ``unet.DiffusionUNet`` whose
-conditioning input is the image, the trunk's features and the prior mu (in [-1, 1]) (or a part of them,
-``enums.HeadCondition``), concatenated on channels,
-and whose x_t input is the head's view of the residual process (``diffusion.anchored``). What the features and
-mu are is the caller's: the head sees them detached, so no gradient of the head reaches the trunk.
+conditioning input is the image with the trunk's features and the prior mu (in [-1, 1]), either or both,
+concatenated on channels, and whose x_t input is the head's view of the residual process (``diffusion.anchored``).
+What the features and mu are is the caller's: the head sees them detached, so no gradient of the head reaches the
+trunk.
 
 Shapes: image (B, in_channels, H, W); features (B, F, H, W); logits and mu (B, C, H, W); x_t (B * K,
 mask_channels, H, W) for K members per image, rows image-major.
@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from diffuseg.enums import HeadCondition
 from diffuseg.nets.unet import DiffusionUNet
 
 
@@ -26,15 +25,14 @@ class AnchoredNet(nn.Module):
     """``trunk`` and ``head`` in one module (one state dict, one EMA copy, one checkpoint).
 
     ``forward(image) -> logits``: the trunk alone. ``prior(image) -> (features, logits)``: one trunk pass.
-    ``condition(image, features, mu)``: the head's per-image input, detached: (B, in_channels + F + C, H, W) the
-    image, features and mu (``HeadCondition.FEATURES``), (B, in_channels + C, H, W) the image and mu
-    (``IMAGE_MU``), (B, in_channels, H, W) the image alone (``IMAGE``).
+    ``condition(image, features, mu) -> (B, in_channels [+ F] [+ C], H, W)``: the head's per-image input, detached:
+    the image, the features (with ``trunk_features``) and mu (with ``mu_input``), concatenated in that order.
     ``head(x_t, t, condition) -> (B * K, C, H, W)``: one head pass (``DiffusionUNet.forward``).
     """
 
-    def __init__(self, trunk: nn.Module, head: DiffusionUNet, condition: HeadCondition = HeadCondition.FEATURES):
+    def __init__(self, trunk: nn.Module, head: DiffusionUNet, trunk_features: bool = True, mu_input: bool = True):
         super().__init__()
-        self.seen = HeadCondition.parse(condition)
+        self.trunk_features, self.mu_input = trunk_features, mu_input
         for name in ("features", "logits"):
             if not callable(getattr(trunk, name, None)):
                 raise TypeError(f"{type(trunk).__name__} has no {name}(): it cannot be an anchored trunk")
@@ -48,12 +46,8 @@ class AnchoredNet(nn.Module):
 
     def condition(self, image: torch.Tensor, features: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         dtype = features.dtype
-        parts = [image.to(dtype)]
-        if self.seen is HeadCondition.FEATURES:
-            parts.append(features.detach())
-        if self.seen is not HeadCondition.IMAGE:
-            parts.append(mu.detach().to(dtype))
-        return torch.cat(parts, dim=1)
+        parts = [image.to(dtype), features.detach()] if self.trunk_features else [image.to(dtype)]
+        return torch.cat([*parts, mu.detach().to(dtype)] if self.mu_input else parts, dim=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.prior(image)[1]
@@ -67,7 +61,8 @@ def anchored_net(
     channels: Sequence[int],
     blocks: int,
     time_dim: int,
-    condition: HeadCondition = HeadCondition.FEATURES,
+    trunk_features: bool = True,
+    mu_input: bool = True,
     downsample: str = "conv",
     padding: str = "zeros",
 ) -> AnchoredNet:
@@ -81,14 +76,13 @@ def anchored_net(
         channels: the head's width per level; ``blocks`` residual blocks per level and in the middle.
         blocks: see ``channels``.
         time_dim: the head's time-embedding width.
-        condition: what the head is conditioned on (``HeadCondition``).
+        trunk_features: whether the head is conditioned on the trunk's last decoder features.
+        mu_input: whether the head is conditioned on mu (else mu is only the residual's origin).
         downsample: the head's ``DownsampleKind``.
         padding: the head's ``Padding``.
     """
-    condition = HeadCondition.parse(condition)
-    seen = {HeadCondition.FEATURES: trunk.feature_channels + classes, HeadCondition.IMAGE_MU: classes}
     head = DiffusionUNet(
-        in_channels + seen.get(condition, 0),
+        in_channels + (trunk.feature_channels if trunk_features else 0) + (classes if mu_input else 0),
         mask_channels=mask_channels,
         out_channels=classes,
         channels=tuple(channels),
@@ -98,4 +92,4 @@ def anchored_net(
         downsample=downsample,
         padding=padding,
     )
-    return AnchoredNet(trunk, head, condition)
+    return AnchoredNet(trunk, head, trunk_features, mu_input)
