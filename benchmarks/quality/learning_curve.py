@@ -254,7 +254,8 @@ SEG_WEIGHTS = (("0", "no seg. loss"), ("0.1", "seg. loss weight 0.1"))
 def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     """LIDC: the UNet of the lidc task against anchored diffusion with that UNet as its trunk, in variants, and the
     ambiguity paper's diffusion UNet on the same machine; the UNet, that diffusion UNet, the signal-weighted
-    variants and the image-only heads go on to 3,000 steps, past equal compute, the other variants stop at 1,500."""
+    variants, the image-only heads and the preset-width mean-shifted heads go on to 3,000 steps, past equal compute,
+    the other variants stop at 1,500."""
     unet = dataclasses.replace(lidc_models(b, quick)[0], run="lc-lidc-anchored-unet")
     unet = dataclasses.replace(unet, points=(2, 4) if quick else (750, 1500))
     longer = {"points": (2, 4, 8) if quick else (750, 1500, 3000)}
@@ -298,13 +299,27 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
         run=f"{residual.run}-seg-weight0-image-only",
         extra=(*residual.extra, "anchored.seg_weight=0", "anchored.trunk_features=false", "anchored.mu_input=false"),
     )
+    # the mean-shifted head predicts y_0 itself: its untrained output is the uncertain 0, not the confident mu
+    mean_shift_signal, mean_shift_no_seg = (
+        dataclasses.replace(
+            mean_shift,
+            label=f"anchored diffusion (mean_shift, {preset_label}{label})",
+            run=f"{mean_shift.run}-{run}",
+            extra=(*mean_shift.extra, option),
+            **longer,
+        )
+        for label, run, option in (
+            ("seg. loss weighted by alpha_t^2", "seg-signal", "anchored.seg_weighting=signal"),
+            ("no seg. loss", "seg-weight0", "anchored.seg_weight=0"),
+        )
+    )
     light_mean_shift = dataclasses.replace(
         light, label="anchored diffusion (mean_shift, head 8-16-32-32)", run="lc-lidc-anchored-mean_shift-light",
         extra=(*mean_shift.extra, LIGHT_HEAD),
     )  # fmt: skip
     # the variants: what keeps the samples from spreading (the head's segmentation loss, its width, the form)?
     variants = [light, no_seg, light_mean_shift, residual, low_seg, preset_no_seg, preset_low_seg, preset_signal,
-                no_features, image_only, image_only_no_seg]  # fmt: skip
+                no_features, image_only, image_only_no_seg, mean_shift_signal, mean_shift_no_seg]  # fmt: skip
     return [dataclasses.replace(unet, **longer), *variants, diffusion]
 
 
