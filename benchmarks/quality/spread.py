@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         spread = found["spread"]
         rows.append([model.label, steps, found["prior"] if found["prior"] is not None else "—", found["start"],
                      *spread])  # fmt: skip
-        series[f"{model.label} ({steps})"] = (list(range(1, len(spread) + 1)), list(spread))
+        short = model.label.replace("anchored diffusion (", "anchored (").replace("head 16-32-64-64, ", "")
+        series[f"{short}, {steps} steps"] = (list(range(1, len(spread) + 1)), list(spread))
         print(rows[-1], flush=True)
     calls = len(rows[0]) - 4 if rows else 0
     headers = ["model", "training steps", "|mu| (trunk)", "|x_hat_0| at t = 1",

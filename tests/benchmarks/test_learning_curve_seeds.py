@@ -106,10 +106,10 @@ def test_only_runs_the_named_models_and_keeps_what_parallel_jobs_saved(tmp_path,
     out = LC.result_file("lidc-anchored", True)
     other = {"points": {"4": {"dice": 0.9}}, "train_min": 1.0}
     out.write_text(json.dumps({"task": "lidc-anchored", "curves": {"another job's model": other}}))
-    LC.run_task("lidc-anchored", True, only="no seg. loss")
+    LC.run_task("lidc-anchored", True, only="seg. loss weight 0.1")
     curves = json.loads(out.read_text())["curves"]
     assert curves["another job's model"] == other
-    mine = [label for label in curves if "no seg. loss" in label]
+    mine = [label for label in curves if "seg. loss weight 0.1" in label]
     assert len(mine) == 2 and all(set(curves[label]["points"]) == {"2", "4"} for label in mine)
     assert "deterministic UNet" not in curves
     with pytest.raises(UserError, match="--only 'nothing like this'"):
