@@ -324,7 +324,13 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
 
 
 # The seed study of a task: the labels of its models trained with several seeds (--seed).
-SEEDED = {"ddti-anchored": ("deterministic UNet", "anchored diffusion (residual, head 8-16-32-32)")}
+SEEDED = {
+    "ddti-anchored": ("deterministic UNet", "anchored diffusion (residual, head 8-16-32-32)"),
+    "lidc-anchored": (
+        "diffusion (ambiguity paper)",
+        "anchored diffusion (mean_shift, head 16-32-64-64, seg. loss weighted by alpha_t^2)",
+    ),
+}
 DEFAULT_SEED = TrainConfig.seed  # the presets' training seed: its runs and results carry no suffix
 
 
@@ -389,6 +395,17 @@ def train_to(config: Config) -> float:
     return (time.perf_counter() - start) / 60
 
 
+LIDC_PER_CASE = ("ged_biased_16", "dice", "hungarian_iou")  # each validation slice's, for the seed study
+
+
+def case_patients(config: Config) -> dict[str, str]:
+    """Each validation case's patient as the reader names it (LIDC: ``LIDC-IDRI-0002``), for per-patient pairing."""
+    from diffuseg.training.stream import build_datasets
+
+    _, val = build_datasets(config, Path(config.train.out_dir))
+    return dict(zip(val.case_ids, val.patients))
+
+
 def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict[str, Any]:
     """Scores of the checkpoint at ``config.train.steps`` on the task's validation cases."""
     ckpt = Path(config.train.out_dir) / "checkpoints" / LAST
@@ -408,7 +425,12 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
         scores["per_case"] = per_case
     else:
         cases = Q.val_cases(config, b.lidc_cases)
-        scores = Q.score(Q.ensembles(ckpt, cases, samples=b.samples), cases)
+        rows = Q.case_scores(Q.ensembles(ckpt, cases, samples=b.samples), cases)
+        scores = Q.mean_scores(rows)
+        ids = [cid for cid, _, _ in cases]
+        patient = case_patients(config)
+        patients = [patient[cid] for cid in ids]
+        scores["per_case"] = {"case": ids, "patient": patients} | {k: [r[k] for r in rows] for k in LIDC_PER_CASE}
     return scores | {"eval_min": (time.perf_counter() - start) / 60}
 
 
