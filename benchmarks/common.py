@@ -112,12 +112,13 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 3, max_s
 
 
 # --------------------------------------------------------------------------------------------- statistics
-def paired(a: np.ndarray, b: np.ndarray, draws: int = 10000) -> str:
-    """Mean of a - b in Dice points and its 95 % bootstrap interval over cases."""
-    d = 100 * (a - b)
+def paired(a: np.ndarray, b: np.ndarray, draws: int = 10000, scale: float = 100.0, digits: int = 2) -> str:
+    """Mean of ``scale`` x (a - b) (Dice points at 100) and its 95 % bootstrap interval over cases."""
+    d = scale * (a - b)
     rng = np.random.default_rng(0)
     means = rng.choice(d, (draws, len(d))).mean(1)
-    return f"{d.mean():+.2f} [{np.percentile(means, 2.5):+.2f}, {np.percentile(means, 97.5):+.2f}]"
+    lo, hi = np.percentile(means, 2.5), np.percentile(means, 97.5)
+    return f"{d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
 # --------------------------------------------------------------------------------------------- tables

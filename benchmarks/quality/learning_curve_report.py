@@ -5,9 +5,10 @@ table of every point and plots of the validation scores against training compute
 of the task's reference model (steps x ``relative_step_cost``), so that curves at equal x had equal compute.
 
 A task with runs of several training seeds (``<task>-seed<N>.json`` beside ``<task>.json``, the presets' seed) gets
-a section of its own: each point's Dice as mean +- sd over the seeds, and the paired per-patient difference of each
-model against the deterministic UNet (the mean of a patient's images, then the mean over patients) with its 95 %
-bootstrap interval over patients, per seed and for the patients' means over the seeds.
+a section of its own: each point's score (``STUDIES``: DDTI Dice, LIDC GED@16) as mean +- sd over the seeds, and the
+paired per-patient difference of each model against the study's baseline (the mean of a patient's images, then the
+mean over patients) with its 95 % bootstrap interval over patients, per seed and for the patients' means over the
+seeds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from common import line_plot, markdown_table, paired, write_markdown
@@ -57,7 +58,19 @@ REFERENCE = {
 
 
 SEED_FILE = re.compile(r"(?P<task>.+)-seed(?P<seed>\d+)")
-BASELINE = "deterministic UNet"  # the model every other model of a seed study is paired with
+
+
+class Study(NamedTuple):
+    """What a seed study compares: a point's ``key`` (shown in percent?) and the model the others are paired with."""
+
+    key: str
+    name: str
+    percent: bool
+    baseline: str
+
+
+DICE_STUDY = Study("dice", "Dice", True, "deterministic UNet")
+STUDIES = {"lidc-anchored": Study("ged_biased_16", "GED@16", False, "diffusion (ambiguity paper)")}  # else Dice
 
 
 def _value(point: Mapping[str, Any], key: str, percent: bool) -> float:
@@ -110,13 +123,13 @@ def task_and_seed(stem: str) -> tuple[str, int | None]:
     return (m["task"], int(m["seed"])) if m else (stem, None)
 
 
-def seed_table(by_seed: Mapping[int, Mapping[str, Any]], key: str = "dice") -> list[list[Any]]:
+def seed_table(by_seed: Mapping[int, Mapping[str, Any]], study: Study = DICE_STUDY) -> list[list[Any]]:
     """One row per (model, steps) scored with two seeds or more: the model, its step cost (mean over the seeds),
-    the steps, each seed's ``key`` in percent, their mean and sample sd over the seeds.
+    the steps, each seed's score, their mean and sample sd over the seeds.
 
     Args:
         by_seed: training seed -> the curves of that seed (``label -> {"points": {steps: point}, ...}``).
-        key: the point's metric (a fraction, shown in percent).
+        study: the point's metric (``study.key``, in percent when ``study.percent``) and the baseline, listed first.
     """
     values: dict[tuple[str, int], dict[int, float]] = defaultdict(dict)
     costs: dict[str, list[float]] = defaultdict(list)
@@ -124,36 +137,39 @@ def seed_table(by_seed: Mapping[int, Mapping[str, Any]], key: str = "dice") -> l
         for label, curve in curves.items():
             costs[label].append(curve.get("relative_step_cost") or 1.0)
             for p in curve["points"].values():
-                values[label, p["steps"]][seed] = _value(p, key, True)
+                values[label, p["steps"]][seed] = _value(p, study.key, study.percent)
     rows = []
     for (label, steps), vals in values.items():
         if len(vals) > 1:
             stats = summarize(list(vals.values()))
-            by = ", ".join(f"{s}: {v:.1f}" for s, v in sorted(vals.items()))
+            by = ", ".join(f"{s}: {v:.{1 if study.percent else 3}f}" for s, v in sorted(vals.items()))
             rows.append([label, float(np.mean(costs[label])), steps, by, stats["mean"], stats["std"]])
-    return sorted(rows, key=lambda r: (r[0] != BASELINE, r[0], r[2]))
+    return sorted(rows, key=lambda r: (r[0] != study.baseline, r[0], r[2]))
 
 
 def patient_means(per_case: Mapping[str, list], key: str = "dice") -> dict[str, float]:
-    """The mean ``key`` of each patient's images (``per_case``: the point's case ids and their scores)."""
+    """The mean ``key`` of each patient's images (``per_case``: the point's case ids, their patients where the
+    reader named them, else ``patient_of`` the case id, and their scores)."""
     by_patient: dict[str, list[float]] = defaultdict(list)
-    for case, v in zip(per_case["case"], per_case[key]):
-        by_patient[patient_of(case)].append(v)
+    patients = per_case.get("patient") or [patient_of(case) for case in per_case["case"]]
+    for patient, v in zip(patients, per_case[key]):
+        by_patient[patient].append(v)
     return {p: float(np.nanmean(vs)) for p, vs in by_patient.items()}
 
 
-def paired_table(by_seed: Mapping[int, Mapping[str, Any]], key: str = "dice") -> list[list[Any]]:
-    """Each model against ``BASELINE`` at each steps both were scored with per-case scores: per seed, and (with
-    two seeds or more) for each patient's mean over the seeds; rows: model, steps, seeds, patients, the mean
-    per-patient difference in points [95 % bootstrap CI over patients] and, for the seeds' row, the sd of the
-    per-seed differences."""
+def paired_table(by_seed: Mapping[int, Mapping[str, Any]], study: Study = DICE_STUDY) -> list[list[Any]]:
+    """Each model against ``study.baseline`` at each steps both were scored with per-case scores: per seed, and
+    (with two seeds or more) for each patient's mean over the seeds; rows: model, steps, seeds, patients, the mean
+    per-patient difference (in points when ``study.percent``) [95 % bootstrap CI over patients] and, for the
+    seeds' row, the sd of the per-seed differences."""
     diffs: dict[tuple[str, int], dict[int, tuple[dict, dict]]] = defaultdict(dict)
+    key, scale, digits = study.key, 100.0 if study.percent else 1.0, 2 if study.percent else 3
     for seed, curves in sorted(by_seed.items()):
-        base = curves.get(BASELINE, {"points": {}})["points"]
+        base = curves.get(study.baseline, {"points": {}})["points"]
         for label, curve in curves.items():
             for steps, p in curve["points"].items():
                 b = base.get(steps)
-                if label != BASELINE and b and "per_case" in p and "per_case" in b:
+                if label != study.baseline and b and "per_case" in p and "per_case" in b:
                     diffs[label, p["steps"]][seed] = (
                         patient_means(p["per_case"], key),
                         patient_means(b["per_case"], key),
@@ -163,32 +179,34 @@ def paired_table(by_seed: Mapping[int, Mapping[str, Any]], key: str = "dice") ->
         for seed, (model, base) in seeds.items():
             pats = sorted(model.keys() & base.keys())
             a, b = np.array([model[q] for q in pats]), np.array([base[q] for q in pats])
-            rows.append([label, steps, str(seed), len(pats), paired(a, b), None])
+            rows.append([label, steps, str(seed), len(pats), paired(a, b, scale=scale, digits=digits), None])
         if len(seeds) > 1:
             pats = sorted(set.intersection(*(set(m) & set(b) for m, b in seeds.values())))
             a = np.array([[m[q] for q in pats] for m, _ in seeds.values()]).mean(0)
             b = np.array([[bb[q] for q in pats] for _, bb in seeds.values()]).mean(0)
-            per_seed = [100 * np.mean([m[q] - bb[q] for q in pats]) for m, bb in seeds.values()]
-            rows.append([label, steps, "mean of " + ", ".join(map(str, seeds)), len(pats), paired(a, b),
-                         summarize(per_seed)["std"]])  # fmt: skip
+            per_seed = [scale * np.mean([m[q] - bb[q] for q in pats]) for m, bb in seeds.values()]
+            rows.append([label, steps, "mean of " + ", ".join(map(str, seeds)), len(pats),
+                         paired(a, b, scale=scale, digits=digits), summarize(per_seed)["std"]])  # fmt: skip
     return rows
 
 
 def seed_section(task: str, by_seed: Mapping[int, Mapping[str, Any]], out: Path, suffix: str = "") -> str:
-    """The seed study of ``task``: mean +- sd over seeds, the paired per-patient differences, a plot."""
-    rows = seed_table(by_seed)
-    body = markdown_table(["model", "step cost", "steps", "Dice % by seed", "mean Dice %", "sd (over seeds)"], rows)
+    """The seed study of ``task`` (``STUDIES``): mean +- sd over seeds, the paired per-patient differences, a plot."""
+    study = STUDIES.get(task, DICE_STUDY)
+    name, base = (f"{study.name} %", "points") if study.percent else (study.name, "difference")
+    rows = seed_table(by_seed, study)
+    body = markdown_table(["model", "step cost", "steps", f"{name} by seed", f"mean {name}", "sd (over seeds)"], rows)
     body += "\n" + markdown_table(["model", "steps", "seed", "patients",
-                                   f"Dice minus the {BASELINE}'s, points [95 % CI]", "sd over seeds"],
-                                  paired_table(by_seed))  # fmt: skip
+                                   f"{study.name} minus the {study.baseline}'s, {base} [95 % CI]", "sd over seeds"],
+                                  paired_table(by_seed, study))  # fmt: skip
     body += (
         f"\nTraining seeds {', '.join(map(str, sorted(by_seed)))} (`train.seed`; the validation patients are the "
-        "same). sd: the sample standard deviation over seeds. Paired difference: each validation patient's mean Dice "
-        f"over its images, the model's minus the {BASELINE}'s, averaged over patients; 95 % percentile bootstrap "
-        "over patients (10,000 draws). The row 'mean of ...' pairs each patient's Dice averaged over the seeds: its "
-        "interval covers the sampling of patients, not of seeds (their spread is the last column); patients with "
-        "several images weigh as much as the others, so it differs slightly from the difference of the image means "
-        "above.\n"
+        f"same). sd: the sample standard deviation over seeds. Paired difference: each validation patient's mean "
+        f"{study.name} over its images, the model's minus the {study.baseline}'s, averaged over patients; 95 % "
+        f"percentile bootstrap over patients (10,000 draws). The row 'mean of ...' pairs each patient's {study.name} "
+        "averaged over the seeds: its interval covers the sampling of patients, not of seeds (their spread is the last "
+        "column); patients with several images weigh as much as the others, so it differs slightly from the "
+        "difference of the image means above.\n"
     )
     scored = {seed: sorted({p["steps"] for c in curves.values() for p in c["points"].values()})
               for seed, curves in sorted(by_seed.items())}  # fmt: skip
@@ -203,9 +221,10 @@ def seed_section(task: str, by_seed: Mapping[int, Mapping[str, Any]], out: Path,
         xs, ys = series.setdefault(label, ([], []))
         xs.append(steps * cost), ys.append(mean)
         errors.setdefault(label, []).append(sd)
-    figure = line_plot(out.parent / f"{out.name}-{task}-seeds-dice{suffix}.png", series, errors=errors,
-                       ylabel="Dice % (mean +- sd over seeds)", xlabel=f"training compute (steps of {REFERENCE[task]})",
-                       title=f"{task}: validation Dice over training seeds")  # fmt: skip
+    figure = line_plot(out.parent / f"{out.name}-{task}-seeds-{study.key}{suffix}.png", series, errors=errors,
+                       ylabel=f"{name} (mean +- sd over seeds)",
+                       xlabel=f"training compute (steps of {REFERENCE[task]})",
+                       title=f"{task}: validation {study.name} over training seeds")  # fmt: skip
     return body + f"\n![{task} seeds]({figure.name})\n"
 
 

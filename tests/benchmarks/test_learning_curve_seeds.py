@@ -114,3 +114,26 @@ def test_only_runs_the_named_models_and_keeps_what_parallel_jobs_saved(tmp_path,
     assert "deterministic UNet" not in curves
     with pytest.raises(UserError, match="--only 'nothing like this'"):
         LC.run_task("lidc-anchored", True, only="nothing like this")
+
+
+def test_the_lidc_study_pairs_ged_with_the_diffusion_unet_by_the_readers_patients():
+    study = R.STUDIES["lidc-anchored"]
+    base, model = LC.SEEDED["lidc-anchored"]
+    assert study.baseline == base and not study.percent
+
+    def point(ged: list[float]) -> dict:  # three slices of two patients, named by the reader
+        per_case = {"case": ["P-1_n0", "P-1_n1", "P-2_n0"], "patient": ["P-1", "P-1", "P-2"], "ged_biased_16": ged}
+        return {"steps": 1500, "ged_biased_16": sum(ged) / 3, "per_case": per_case}
+
+    def curves(b: list[float], m: list[float]) -> dict:
+        return {label: {"relative_step_cost": cost, "points": {"1500": point(g)}}
+                for label, cost, g in ((base, 1.07, b), (model, 1.88, m))}  # fmt: skip
+
+    seeds = {0: curves([0.4, 0.4, 0.4], [0.3, 0.5, 0.2]), 2: curves([0.4, 0.4, 0.4], [0.4, 0.4, 0.3])}
+    rows = {r[0]: r for r in R.seed_table(seeds, study)}
+    assert rows[base][3] == "0: 0.400, 2: 0.400" and rows[model][4] == pytest.approx((1.0 / 3 + 1.1 / 3) / 2)
+    paired = R.paired_table(seeds, study)
+    # seed 0: patient P-1 0.4 - 0.4 = 0, P-2 0.2 - 0.4 = -0.2; mean -0.1, interval the two patients' range
+    assert paired[0][:4] == [model, 1500, "0", 2] and paired[0][4] == "-0.100 [-0.200, +0.000]"
+    assert paired[1][4] == "-0.050 [-0.100, +0.000]"  # seed 2: P-1 0, P-2 -0.1
+    assert paired[2][2:5] == ["mean of 0, 2", 2, "-0.075 [-0.150, +0.000]"]  # P-1 0, P-2 -0.15 over the seeds
