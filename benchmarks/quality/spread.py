@@ -8,7 +8,8 @@ slices with the checkpoint's sampler (10-step DDIM), recording the network's est
 (anchored diffusion: mu + r_hat). Per call it reports the members' spread, the mean distance 1 - IoU between two
 members' x_hat_0 > 0 (``evaluation.metrics.diversity``, the curves' diversity of the final masks), and at the first
 call (t = 1, pure noise) the estimate's confidence |x_hat_0| on the pixels where the annotators disagree (some but not
-all mark them): 0 is a coin toss, 1 a certain mask. The anchored trunk's |mu| on those pixels is given beside it.
+all mark them): 0 is a coin toss, 1 a certain mask. The anchored trunk's |mu| on those pixels is given beside it,
+and the annotators' own spread on the same slices.
 A member can only leave the others if the estimates it starts from are uncertain where the annotators are.
 """
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder's module
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # common.py
 import learning_curve as LC
 import quality as Q
-from common import RESULTS, line_plot, machine, markdown_table, print_machine, run_main, write_markdown
+from common import RESULTS, fmt, line_plot, machine, markdown_table, print_machine, run_main, write_markdown
 
 from diffuseg.checkpoint import LAST, read_checkpoint
 from diffuseg.diffusion.process import masks_to_x0
@@ -117,13 +118,15 @@ def main(argv: list[str] | None = None) -> None:
         series[f"{short}, {steps} steps"] = (list(range(1, len(spread) + 1)), list(spread))
         print(rows[-1], flush=True)
     calls = len(rows[0]) - 4 if rows else 0
+    annotators = float(np.nanmean([diversity(masks.bool().numpy()) for _, _, masks in cases])) if cases else None
     headers = ["model", "training steps", "|mu| (trunk)", "|x_hat_0| at t = 1",
                *(f"spread, call {i + 1}" for i in range(calls))]  # fmt: skip
     note = (
         f"\n{CASES} LIDC validation slices (evenly spaced over the validation patients, as the curves take them), "
         f"{MEMBERS} members each, the checkpoint's sampler; each run at the last budget it finished. |mu| and "
         "|x_hat_0| are means over the pixels where the annotators disagree (0: a coin toss, 1: certain); the spread "
-        "is the mean 1 - IoU between two members' x_hat_0 > 0 at each network call, the last call giving the masks.\n"
+        "is the mean 1 - IoU between two members' x_hat_0 > 0 at each network call, the last call giving the masks. "
+        f"The annotators' own spread on these slices (mean 1 - IoU between two of them): {fmt(annotators, 2)}.\n"
     )
     figure = line_plot(
         RESULTS / "spread-lidc.png",
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         xlabel="network call of the sampler (1: pure noise)",
         ylabel="members' spread (mean 1 - IoU of x_hat_0 > 0)",
         title="Where the members part (LIDC validation)",
+        hline=(annotators, "the annotators' spread") if annotators is not None else None,
     )
     write_markdown(
         RESULTS / "spread-lidc.md",
