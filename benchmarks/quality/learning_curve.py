@@ -260,7 +260,9 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     unet = dataclasses.replace(unet, points=(2, 4) if quick else (750, 1500))
     longer = {"points": (2, 4, 8) if quick else (750, 1500, 3000)}
     diffusion = dataclasses.replace(lidc_models(b, quick)[2], run="lc-lidc-anchored-diffusion", **longer)
-    residual, mean_shift, light = anchored_models(unet, "anchored-lidc", "lc-lidc-anchored")
+    pinned = "anchored.seg_weighting=uniform"  # as the arms first ran, whatever the preset's weighting
+    arms = anchored_models(unet, "anchored-lidc", "lc-lidc-anchored")
+    residual, mean_shift, light = (dataclasses.replace(m, extra=(*m.extra, pinned)) for m in arms)
 
     def seg_weighted(model: Model, head: str, weight: str, label: str) -> Model:
         return dataclasses.replace(

@@ -77,6 +77,7 @@ BUDGETS = {
     "quick": Budget(steps=2, cases=3, members=4, channels=(8, 8, 8, 8), probunet_filters=(8, 8, 8, 8)),
 }
 LR = ("train.lr=0.001", "train.decay_steps=0", "train.warmup_steps=150")  # the learning curves' LIDC schedule
+RESIDUAL = ("anchored.form=residual", "anchored.seg_weighting=uniform")  # the anchored run as it was measured
 
 
 def lidc_runs(b: Budget) -> list[Run]:
@@ -90,7 +91,7 @@ def lidc_runs(b: Budget) -> list[Run]:
         Run("unc-lidc-probunet", "lidc-central", (*probunet, *LR)),
         Run("unc-lidc-phiseg", "phiseg", (*phiseg, "data.augment=false", *LR)),
         Run("unc-lidc-diffusion", "lidc-central", (ch, *LR)),
-        Run("unc-lidc-anchored", "anchored-lidc", (*unet, "anchored.head_channels=[8,16,32,32]")),
+        Run("unc-lidc-anchored", "anchored-lidc", (*unet, "anchored.head_channels=[8,16,32,32]", *RESIDUAL)),
         Run("unc-lidc-ssn", "ssn-lidc", unet),
     ]
 
