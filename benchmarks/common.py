@@ -175,6 +175,7 @@ def save_figure(fig, path: Path) -> Path:
 
 
 LEGEND_INSIDE = 5  # a line plot with more series draws its legend below the axes
+COLOURS = 10  # matplotlib's default colour cycle
 
 
 def line_plot(
@@ -202,11 +203,13 @@ def line_plot(
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, (xs, ys) in series.items():
+    for i, (label, (xs, ys)) in enumerate(series.items()):
+        cycle = i // COLOURS % 3  # past the colour cycle's ten, dashed with squares, then dotted with triangles
+        style = {"marker": "os^"[cycle], "linestyle": ("-", "--", ":")[cycle], "label": label}
         if errors and label in errors:
-            ax.errorbar(xs, ys, yerr=errors[label], marker="o", capsize=3, label=label)
+            ax.errorbar(xs, ys, yerr=errors[label], capsize=3, **style)
         else:
-            ax.plot(xs, ys, marker="o", label=label)
+            ax.plot(xs, ys, **style)
     if hline is not None:
         ax.axhline(hline[0], color="grey", linestyle="--", label=hline[1])
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
