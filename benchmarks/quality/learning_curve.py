@@ -400,14 +400,6 @@ def train_to(config: Config) -> float:
 LIDC_PER_CASE = ("ged_biased_16", "dice", "hungarian_iou")  # each validation slice's, for the seed study
 
 
-def case_patients(config: Config) -> dict[str, str]:
-    """Each validation case's patient as the reader names it (LIDC: ``LIDC-IDRI-0002``), for per-patient pairing."""
-    from diffuseg.training.stream import build_datasets
-
-    _, val = build_datasets(config, Path(config.train.out_dir))
-    return dict(zip(val.case_ids, val.patients))
-
-
 def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict[str, Any]:
     """Scores of the checkpoint at ``config.train.steps`` on the task's validation cases."""
     ckpt = Path(config.train.out_dir) / "checkpoints" / LAST
@@ -426,13 +418,12 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
             per_case["dice_one_step"] = [r["dice"] for r in one]
         scores["per_case"] = per_case
     else:
-        cases = Q.val_cases(config, b.lidc_cases)
+        items = Q.val_items(config, b.lidc_cases)
+        cases = [Q.as_case(it) for it in items]
         rows = Q.case_scores(Q.ensembles(ckpt, cases, samples=b.samples), cases)
         scores = Q.mean_scores(rows)
-        ids = [cid for cid, _, _ in cases]
-        patient = case_patients(config)
-        patients = [patient[cid] for cid in ids]
-        scores["per_case"] = {"case": ids, "patient": patients} | {k: [r[k] for r in rows] for k in LIDC_PER_CASE}
+        named = {"case": [it["case_id"] for it in items], "patient": [it["patient_id"] for it in items]}  # reader's
+        scores["per_case"] = named | {k: [r[k] for r in rows] for k in LIDC_PER_CASE}
     return scores | {"eval_min": (time.perf_counter() - start) / 60}
 
 

@@ -196,12 +196,22 @@ def ensure_trained(config: Config) -> tuple[Path, float]:
     return ckpt, (time.perf_counter() - start) / 60
 
 
-def val_cases(config: Config, n: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``n`` validation items evenly spaced over the validation split: (case id, image, masks (K, S, S))."""
+def val_items(config: Config, n: int) -> list[dict]:
+    """``n`` validation items evenly spaced over the validation split (``data.dataset`` items, with their
+    ``case_id`` and ``patient_id``)."""
     _, val = build_datasets(config, Path(config.train.out_dir))
     idx = np.unique(np.linspace(0, len(val) - 1, min(n, len(val))).round().astype(int))
-    items = [val[int(i)] for i in idx]
-    return [(it["case_id"], it["image"], it["masks"]) for it in items]
+    return [val[int(i)] for i in idx]
+
+
+def as_case(item: dict) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """A validation item as a case: (case id, image, masks (K, S, S))."""
+    return item["case_id"], item["image"], item["masks"]
+
+
+def val_cases(config: Config, n: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``n`` validation items evenly spaced over the validation split, as cases (``as_case``)."""
+    return [as_case(it) for it in val_items(config, n)]
 
 
 def load_draw(ckpt: Path, **sample: Any) -> tuple[Config, Draw]:

@@ -58,9 +58,9 @@ def traced_draw(ckpt: Path):
         else:
 
             def traced(z: torch.Tensor, t: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
-                pred = net(z, t, im)
-                alpha, sigma = (v.float().view(-1, 1, 1, 1) for v in process.schedule.alpha_sigma(t.double()))
-                estimates.append(process.to_x0(pred.float(), z[:, :channels].float(), alpha, sigma)[:, 0])
+                pred = net(z, t, im)  # one time per call, shared by the rows
+                x_hat = process.predict_x0(pred.float(), z[:, :channels].float(), float(t[0]), clip=False)
+                estimates.append(x_hat[:, 0])
                 return pred
 
         generators = [torch.Generator().manual_seed(k) for k in range(MEMBERS)]
