@@ -61,6 +61,8 @@ def test_dotted_overrides_are_typed(tmp_path):
         ({"ssn": {"mc_samples": 0}}, "ssn.mc_samples must be even and >= 2"),
         ({"ssn": {"epsilon": 0}}, "ssn.epsilon must be > 0"),
         ({"ssn": {"rank": "ten"}}, "ssn.rank: expected an integer"),
+        ({"anchored": {"head_patch": 0}}, "anchored.head_{blocks,time_dim,patch} must be >= 1"),
+        ({"anchored": {"head_channels": [8]}}, "anchored.head_channels: >= 2 levels, each >= 1"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, values, needle):

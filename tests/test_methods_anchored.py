@@ -39,9 +39,9 @@ def counted(net: AnchoredNet) -> dict[str, list[int]]:
     return calls
 
 
-@pytest.mark.parametrize("classes", [(), ACDC], ids=["binary", "3-classes"])
-def test_one_trunk_pass_per_image_batch_then_members_x_steps_head_passes(classes):
-    c = config(classes)
+@pytest.mark.parametrize(("classes", "patch"), [((), 1), (ACDC, 1), ((), 2)], ids=["binary", "3-classes", "patch-2"])
+def test_one_trunk_pass_per_image_batch_then_members_x_steps_head_passes(classes, patch):
+    c = config(classes, anchored={"head_patch": patch})
     torch.manual_seed(0)
     net = methods.build_network(c).eval()
     calls = counted(net)

@@ -211,6 +211,17 @@ def acdc_models(b: Q.Budget, quick: bool) -> list[Model]:
 
 
 LIGHT_HEAD = "anchored.head_channels=[8,16,32,32]"  # steps 1.45x the UNet at 64 px (preset head: 1.9x)
+PATCHED = "head 8-16-32-32 on 2 x 2 patches"  # that head at half the resolution (anchored.head_patch=2): 1.24x
+
+
+def patched(light: Model) -> Model:
+    """``light`` (the residual form with ``LIGHT_HEAD``) with its head on 2 x 2 patches."""
+    return dataclasses.replace(
+        light,
+        label=f"anchored diffusion (residual, {PATCHED})",
+        run=f"{light.run}-patch2",
+        extra=(*light.extra, "anchored.head_patch=2"),
+    )
 
 
 def anchored_models(unet: Model, preset: str, run: str) -> list[Model]:
@@ -235,7 +246,8 @@ def ddti_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     points = (2, 4) if quick else (600, 1200, 2400)
     ch = Q.list_option("model.options.channels", b.lidc_channels)
     unet = Model("deterministic UNet", "lc-ddti-anchored-unet", "unet-ddti", (ch, *_constant_lr(60)), points, "unet")
-    return [unet, *anchored_models(unet, "anchored-ddti", "lc-ddti-anchored")]
+    arms = anchored_models(unet, "anchored-ddti", "lc-ddti-anchored")
+    return [unet, *arms, patched(arms[2])]
 
 
 def acdc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
@@ -244,8 +256,8 @@ def acdc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     ch = Q.list_option("model.options.channels", b.lidc_channels)
     extra = (ch, *_constant_lr(60), "sample.precision=32")
     unet = Model("deterministic UNet", "lc-acdc-anchored-unet", "unet-acdc", extra, points, "unet")
-    light = anchored_models(unet, "anchored-acdc", "lc-acdc-anchored")
-    return [unet, light[0], light[2]]
+    arms = anchored_models(unet, "anchored-acdc", "lc-acdc-anchored")
+    return [unet, arms[0], arms[2], patched(arms[2])]
 
 
 SEG_WEIGHTS = (("0", "no seg. loss"), ("0.1", "seg. loss weight 0.1"))
@@ -327,7 +339,11 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
 
 # The seed study of a task: the labels of its models trained with several seeds (--seed).
 SEEDED = {
-    "ddti-anchored": ("deterministic UNet", "anchored diffusion (residual, head 8-16-32-32)"),
+    "ddti-anchored": (
+        "deterministic UNet",
+        "anchored diffusion (residual, head 8-16-32-32)",
+        f"anchored diffusion (residual, {PATCHED})",
+    ),
     "lidc-anchored": (
         "diffusion (ambiguity paper)",
         "anchored diffusion (mean_shift, head 16-32-64-64, seg. loss weighted by alpha_t^2)",

@@ -70,8 +70,7 @@ class DataConfig:
     image_size: int = 256
     in_channels: int = 1  # 0: the channels of the data's first case (generic presets), recorded by the run
     foreground: tuple[int, ...] = ()  # label values counted as foreground; () = any non-zero
-    # Several classes: [{name: RV, values: [1]}, ...] (labels.label_scheme); () = binary as above.
-    classes: tuple[ClassSpec, ...] = ()
+    classes: tuple[ClassSpec, ...] = ()  # [{name: RV, values: [1]}, ...] (labels.label_scheme); () = binary as above
     ignore_label: int | None = None  # nnU-Net's "ignore": unannotated pixels, out of losses and metrics; None: none
     annotators: int = 0  # 0 = as many as the dataset has
     train_patients: str = field(default="", metadata=_CASES)  # one patient id per line; empty = split from seed
@@ -147,6 +146,7 @@ class AnchoredConfig:
     head_channels: tuple[int, ...] = (16, 32, 64, 64)  # widths per level of the head
     head_blocks: int = 1  # residual blocks per level (and in the middle) of the head
     head_time_dim: int = 64
+    head_patch: int = 1  # p > 1: the head works on p x p patches, at 1/p of the resolution (nets.anchored)
     trunk_features: bool = True  # the head sees the trunk's last decoder features
     mu_input: bool = True  # the head sees mu (false: mu is only the residual's origin, the head sees the image)
 
@@ -439,6 +439,7 @@ def _validate(c: Config) -> None:
     """Range checks a dataclass cannot express."""
     spacing_ok = not (s := c.data.spacing) or (c.data.resize == Resize.SPACING and len(s) == 2 and min(s) > 0)
     window_ok = not (w := c.data.ct_window) or (len(w) == 2 and w[0] < w[1])
+    a = c.anchored
     checks = [
         (c.data.image_size >= 8, "data.image_size must be >= 8"),
         (c.data.in_channels >= 0, "data.in_channels must be >= 1, or 0 for the channels the data's images have"),
@@ -473,9 +474,8 @@ def _validate(c: Config) -> None:
             "or anchored.form=mean_shift",
         ),
         (c.anchored.seg_weight >= 0, "anchored.seg_weight must be >= 0 (0: no segmentation loss on the head)"),
-        (len(c.anchored.head_channels) >= 2, "anchored.head_channels needs at least 2 levels"),
-        (min(c.anchored.head_channels, default=0) >= 1, "anchored.head_channels must be >= 1"),
-        (c.anchored.head_blocks >= 1 and c.anchored.head_time_dim >= 1, "anchored.head_blocks, head_time_dim >= 1"),
+        (len(h := a.head_channels) >= 2 and min(h) >= 1, "anchored.head_channels: >= 2 levels, each >= 1"),
+        (min(a.head_blocks, a.head_time_dim, a.head_patch) > 0, "anchored.head_{blocks,time_dim,patch} must be >= 1"),
         (c.ssn.rank >= 1, "ssn.rank must be >= 1"),
         (c.ssn.mc_samples >= 2 and not c.ssn.mc_samples % 2, "ssn.mc_samples must be even and >= 2 (antithetic pairs)"),
         (c.ssn.epsilon > 0, "ssn.epsilon must be > 0 (it keeps the covariance positive definite)"),

@@ -57,7 +57,7 @@ def build_network(config: Config) -> torch.nn.Module:
             )
         a, shape = config.anchored, {k: options[k] for k in ("downsample", "padding") if k in options}
         mask = mask_channels or channels
-        head = (a.head_channels, a.head_blocks, a.head_time_dim, a.trunk_features, a.mu_input)
+        head = (a.head_channels, a.head_blocks, a.head_time_dim, a.trunk_features, a.mu_input, a.head_patch)
         return anchored_net(trunk, config.data.in_channels, channels, mask, *head, **shape)
     if config.method is Method.SSN:  # model is the backbone; the SSN head predicts the covariance of its logits
         backbone = from_registry(config.model.name, config.data.in_channels, channels, **options)
@@ -226,7 +226,7 @@ def anchored_denoiser(
     condition = net.condition(images, features, mu)
 
     def head(view: Tensor, t: Tensor) -> Tensor:
-        out = net.head(view, t, condition)
+        out = net.denoise(view, t, condition)
         if progress is not None:
             progress(view.shape[0])
         return out

@@ -15,7 +15,7 @@ import learning_curve_report as R
 
 from diffuseg.errors import UserError
 
-UNET, ANCHORED = LC.SEEDED["ddti-anchored"]
+UNET, ANCHORED, PATCHED = LC.SEEDED["ddti-anchored"]
 CASES = ["1_1", "1_2", "2_1"]  # patient 1 has two images, patient 2 one
 
 
@@ -32,8 +32,8 @@ def test_seed_names_runs_and_files():
     every = LC.ddti_anchored_models(LC.QUICK, True)
     own = LC.seeded_models("ddti-anchored", every, LC.DEFAULT_SEED)
     two = LC.seeded_models("ddti-anchored", every, 2)
-    assert [m.label for m in two] == [UNET, ANCHORED]  # the study's arms only
-    assert [m.run for m in own] == [m.run for m in every if m.label in (UNET, ANCHORED)]  # the task's own runs
+    assert [m.label for m in two] == [UNET, ANCHORED, PATCHED]  # the study's arms only
+    assert [m.run for m in own] == [m.run for m in every if m.label in (UNET, ANCHORED, PATCHED)]  # the task's own
     assert [m.run for m in two] == [m.run + "-seed2" for m in own]
     config = LC.model_config(LC.QUICK, two[1], 4)
     assert config.train.seed == 2 and Path(config.train.out_dir).name == own[1].run + "-seed2"

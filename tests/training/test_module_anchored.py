@@ -153,6 +153,17 @@ def test_a_head_that_sees_less_trains_and_loads_for_prediction(tiny_data, tmp_pa
     assert net.condition(image, features, torch.tanh(logits)).shape[1] == channels  # the image (and mu)
 
 
+def test_a_patched_head_trains_and_loads_for_prediction(tiny_data, tmp_path):
+    run = train(anchored(tiny_data, tmp_path / "run", "anchored.head_patch=2", steps=2))
+    config, net, _ = load_for_inference(run / "checkpoints" / "last.ckpt")
+    assert config.anchored.head_patch == 2 and net.patch == 2
+    assert net.downsampling == max(net.trunk.downsampling, 2 * net.head.downsampling)
+    image = torch.randn(1, 1, 16, 16)
+    features, logits = net.prior(image)
+    condition = net.condition(image, features, torch.tanh(logits))
+    assert net.denoise(torch.randn(3, 1, 16, 16), torch.full((3,), 0.5), condition).shape == (3, 1, 16, 16)
+
+
 def test_resume_after_crash_equals_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
     extra = ("anchored.form=mean_shift", "diffusion.self_condition=true", "diffusion.recycle=true")
     full = train(anchored(tiny_data, tmp_path / "full", *extra))
