@@ -327,13 +327,20 @@ def lidc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
             ("no seg. loss", "seg-weight0", "anchored.seg_weight=0"),
         )
     )
+    patched_mean_shift = dataclasses.replace(  # the preset's head at half the resolution: 1.9x -> about 1.3x a step
+        mean_shift_signal,
+        label="anchored diffusion (mean_shift, head 16-32-64-64 on 2 x 2 patches, seg. loss weighted by alpha_t^2)",
+        run=f"{mean_shift_signal.run}-patch2",
+        extra=(*mean_shift_signal.extra, "anchored.head_patch=2"),
+    )
     light_mean_shift = dataclasses.replace(
         light, label="anchored diffusion (mean_shift, head 8-16-32-32)", run="lc-lidc-anchored-mean_shift-light",
         extra=(*mean_shift.extra, LIGHT_HEAD),
     )  # fmt: skip
     # the variants: what keeps the samples from spreading (the head's segmentation loss, its width, the form)?
     variants = [light, no_seg, light_mean_shift, residual, low_seg, preset_no_seg, preset_low_seg, preset_signal,
-                no_features, image_only, image_only_no_seg, mean_shift_signal, mean_shift_no_seg]  # fmt: skip
+                no_features, image_only, image_only_no_seg, mean_shift_signal, mean_shift_no_seg,
+                patched_mean_shift]  # fmt: skip
     return [dataclasses.replace(unet, **longer), *variants, diffusion]
 
 
