@@ -33,6 +33,10 @@ MODELS = {  # name: (preset, overrides)
     "MedSegDiff-B": ("medsegdiff-b-ddti", []),
     "anchored diffusion (UNet trunk)": ("anchored-ddti", []),
     "anchored diffusion (UNet trunk, head 8-16-32-32)": ("anchored-ddti", ["anchored.head_channels=[8,16,32,32]"]),
+    "anchored diffusion (UNet trunk, head 8-16-32-32 on 2 x 2 patches)": (
+        "anchored-ddti",
+        ["anchored.head_channels=[8,16,32,32]", "anchored.head_patch=2"],
+    ),
 }
 SAMPLERS = {"DDPM, 5 steps, quadratic grid": ["sample.sampler=ddpm", "sample.steps=5", "sample.spacing=quadratic"]}
 

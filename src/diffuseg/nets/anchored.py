@@ -8,8 +8,9 @@ What the features and mu are is the caller's: the head sees them detached, so no
 trunk. With ``patch`` p > 1 the head works on p x p patches: its inputs are space-to-depth rearranged
 (``pixel_unshuffle``, p^2 times the channels at 1/p of the resolution) and its output back (``pixel_shuffle``), so
 its convolutions cost about 1/p^2 of the full-resolution head's for the same widths; nothing is lost in the
-rearrangement (the patch embedding of DiT, Peebles & Xie, ICCV 2023, without the projection; simple diffusion,
-Hoogeboom et al., ICML 2023, likewise leaves the highest resolutions out of the network).
+rearrangement. Simple diffusion (Hoogeboom et al., ICML 2023) likewise downsamples with an invertible transform (a
+wavelet) as the network's first step and upsamples as its last; DiT's patch embedding (Peebles & Xie, ICCV 2023)
+is this rearrangement with a projection.
 
 Shapes: image (B, in_channels, H, W); features (B, F, H, W); logits and mu (B, C, H, W); x_t (B * K,
 mask_channels, H, W) for K members per image, rows image-major.
