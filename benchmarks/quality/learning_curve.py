@@ -71,6 +71,7 @@ class Model:
     extra: tuple[str, ...]
     points: tuple[int, ...]
     family: str  # "unet" (one deterministic mask), "diffusion", "latent"
+    fusion: str = DDTI_SAMPLING["fusion"]  # how the members are fused when scored (``inference.fusion``)
 
 
 def _constant_lr(warmup: int) -> list[str]:
@@ -257,7 +258,14 @@ def acdc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     extra = (ch, *_constant_lr(60), "sample.precision=32")
     unet = Model("deterministic UNet", "lc-acdc-anchored-unet", "unet-acdc", extra, points, "unet")
     arms = anchored_models(unet, "anchored-acdc", "lc-acdc-anchored")
-    return [unet, arms[0], arms[2], patched(arms[2])]
+    mean_fused = dataclasses.replace(  # multi-label STAPLE loses a point on ACDC where the mean of the members does not
+        patched(arms[2]),
+        label=f"anchored diffusion (residual, {PATCHED}, mean fusion)",
+        run=f"{patched(arms[2]).run}-mean",  # its own run: a run keeps only its last checkpoint
+        extra=(*patched(arms[2]).extra, "sample.fusion=mean"),
+        fusion="mean",
+    )
+    return [unet, arms[0], arms[2], patched(arms[2]), mean_fused]
 
 
 SEG_WEIGHTS = (("0", "no seg. loss"), ("0.1", "seg. loss weight 0.1"))
@@ -351,6 +359,7 @@ SEEDED = {
         "anchored diffusion (residual, head 8-16-32-32)",
         f"anchored diffusion (residual, {PATCHED})",
     ),
+    "acdc-anchored": ("deterministic UNet", f"anchored diffusion (residual, {PATCHED}, mean fusion)"),
     "lidc-anchored": (
         "diffusion (ambiguity paper)",
         "anchored diffusion (mean_shift, head 16-32-64-64, seg. loss weighted by alpha_t^2)",
@@ -433,6 +442,7 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
     elif task.startswith("ddti"):
         cases = Q.val_cases(config, b.ddti_cases)
         sampling = {"samples": 1} if model.family == "unet" else {"samples": b.members, **DDTI_SAMPLING}
+        sampling |= {"fusion": model.fusion}
         rows = Q.case_scores(Q.ensembles(ckpt, cases, **sampling), cases, ged_sizes=())
         scores = Q.mean_scores(rows)
         per_case = {"case": [cid for cid, _, _ in cases], "dice": [r["dice"] for r in rows]}
@@ -451,20 +461,27 @@ def evaluate_point(task: str, b: Q.Budget, model: Model, config: Config) -> dict
     return scores | {"eval_min": (time.perf_counter() - start) / 60}
 
 
-def acdc_scores(b: Q.Budget, model: Model, config: Config, ckpt: Path) -> dict[str, float]:
+def acdc_scores(b: Q.Budget, model: Model, config: Config, ckpt: Path) -> dict[str, Any]:
     """Mean over ``b.acdc_volumes`` validation volumes of the per-volume 3D Dice (and IoU, HD95) of each class
-    and their mean; a diffusion model's label maps fused from ``b.members`` members by multi-label STAPLE."""
+    and their mean, and each volume's mean Dice with its patient (``per_case``); a diffusion model's label maps
+    fused from ``b.members`` members by ``model.fusion`` (multi-label STAPLE unless the model says otherwise)."""
+    from diffuseg.data.formats.ssl4mis import patient_of
     from diffuseg.evaluation.case_metrics import case_metrics
 
     scheme = config.data.scheme
     members = 1 if model.family == "unet" else b.members
     sampling = {k: v for k, v in DDTI_SAMPLING.items() if k != "fusion"}
-    per_volume = []
-    for cases in Q.acdc_volumes(config, b.acdc_volumes).values():
-        fused = Q.draw_label_maps(ckpt, cases, members, DDTI_SAMPLING["fusion"], **sampling)
+    per_volume = {}
+    for volume, cases in Q.acdc_volumes(config, b.acdc_volumes).items():
+        fused = Q.draw_label_maps(ckpt, cases, members, model.fusion, **sampling)
         truth = torch.stack([masks[:1].long() for _, _, masks in cases], dim=1)  # (1, slices, S, S)
-        per_volume.append(case_metrics(None, torch.stack(fused)[None], truth[:, None], scheme))
-    return {k: float(np.nanmean([v[k] for v in per_volume])) for k in per_volume[0]}
+        per_volume[volume] = case_metrics(None, torch.stack(fused)[None], truth[:, None], scheme)
+    keys = next(iter(per_volume.values()))
+    scores: dict[str, Any] = {k: float(np.nanmean([v[k] for v in per_volume.values()])) for k in keys}
+    volumes = list(per_volume)
+    scores["per_case"] = {"case": volumes, "patient": [patient_of(v) for v in volumes],
+                          "dice": [float(per_volume[v]["dice"]) for v in volumes]}  # fmt: skip
+    return scores
 
 
 def cpu_line() -> str:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "quality"))
 import learning_curve as LC
@@ -137,3 +138,27 @@ def test_the_lidc_study_pairs_ged_with_the_diffusion_unet_by_the_readers_patient
     assert paired[0][:4] == [model, 1500, "0", 2] and paired[0][4] == "-0.100 [-0.200, +0.000]"
     assert paired[1][4] == "-0.050 [-0.100, +0.000]"  # seed 2: P-1 0, P-2 -0.1
     assert paired[2][2:5] == ["mean of 0, 2", 2, "-0.075 [-0.150, +0.000]"]  # P-1 0, P-2 -0.15 over the seeds
+
+
+def test_acdc_points_fuse_as_the_model_says_and_keep_each_volumes_dice_with_its_patient(monkeypatch):
+    truth = torch.zeros(8, 8, dtype=torch.long)
+    truth[2:6, 2:6] = 1  # RV only
+    volumes = {v: [(f"{v}_z0000", None, truth[None])] for v in ("patient028_frame01", "patient085_frame02")}
+    monkeypatch.setattr(LC.Q, "acdc_volumes", lambda config, n: volumes)
+    fusions = []
+
+    def draw(ckpt, cases, members, fusion, **sampling):  # volume 028 right, 085 empty
+        fusions.append((members, fusion))
+        return [truth if "028" in cases[0][0] else torch.zeros_like(truth)]
+
+    monkeypatch.setattr(LC.Q, "draw_label_maps", draw)
+    unet, *_, mean_fused = LC.acdc_anchored_models(LC.QUICK, True)
+    assert mean_fused.label == LC.SEEDED["acdc-anchored"][1] and "sample.fusion=mean" in mean_fused.extra
+    for model, want in ((mean_fused, (LC.QUICK.members, "mean")), (unet, (1, "staple"))):
+        fusions.clear()
+        scores = LC.acdc_scores(LC.QUICK, model, LC.model_config(LC.QUICK, model, 4), Path("unused.ckpt"))
+        assert fusions == [want, want]
+        per_case = scores["per_case"]
+        assert per_case["case"] == list(volumes) and per_case["patient"] == ["patient028", "patient085"]
+        # a class absent from both the truth and the prediction scores 1: volume 085 has (0 + 1 + 1) / 3
+        assert per_case["dice"] == pytest.approx([1.0, 2 / 3]) and scores["dice/RV"] == 0.5
