@@ -215,6 +215,11 @@ LIGHT_HEAD = "anchored.head_channels=[8,16,32,32]"  # steps 1.45x the UNet at 64
 PATCHED = "head 8-16-32-32 on 2 x 2 patches"  # that head at half the resolution (anchored.head_patch=2): 1.24x
 
 
+def fused_by(model: Model, fusion: str) -> Model:
+    """``model`` scored with its members fused by ``fusion``, which its config records too."""
+    return dataclasses.replace(model, extra=(*model.extra, f"sample.fusion={fusion}"), fusion=fusion)
+
+
 def patched(light: Model) -> Model:
     """``light`` (the residual form with ``LIGHT_HEAD``) with its head on 2 x 2 patches."""
     return dataclasses.replace(
@@ -225,14 +230,18 @@ def patched(light: Model) -> Model:
     )
 
 
+# The head the arms below first ran with, pinned so that a change of a preset's head leaves their results valid.
+WIDE_HEAD = ("anchored.head_channels=[16,32,64,64]", "anchored.head_patch=1")
+
+
 def anchored_models(unet: Model, preset: str, run: str) -> list[Model]:
-    """Anchored diffusion with ``unet`` as its trunk (same options and schedule): both forms with the preset's head,
-    and the residual form with a lighter head."""
-    arms = [("residual", ()), ("mean_shift", ()), ("residual", (LIGHT_HEAD,))]
+    """Anchored diffusion with ``unet`` as its trunk (same options and schedule): both forms with the 16-32-64-64
+    head at full resolution, and the residual form with a lighter head."""
+    arms = [("residual", WIDE_HEAD), ("mean_shift", WIDE_HEAD), ("residual", (LIGHT_HEAD, "anchored.head_patch=1"))]
     return [
         Model(
-            f"anchored diffusion ({form}{', head 8-16-32-32' if extra else ''})",
-            f"{run}-{form}{'-light' if extra else ''}",
+            f"anchored diffusion ({form}{', head 8-16-32-32' if LIGHT_HEAD in extra else ''})",
+            f"{run}-{form}{'-light' if LIGHT_HEAD in extra else ''}",
             preset,
             (*unet.extra, f"anchored.form={form}", *extra),
             unet.points,
@@ -257,15 +266,14 @@ def acdc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     ch = Q.list_option("model.options.channels", b.lidc_channels)
     extra = (ch, *_constant_lr(60), "sample.precision=32")
     unet = Model("deterministic UNet", "lc-acdc-anchored-unet", "unet-acdc", extra, points, "unet")
-    arms = anchored_models(unet, "anchored-acdc", "lc-acdc-anchored")
+    arms = [fused_by(m, "staple") for m in anchored_models(unet, "anchored-acdc", "lc-acdc-anchored")]
+    light = patched(arms[2])
     mean_fused = dataclasses.replace(  # multi-label STAPLE loses a point on ACDC where the mean of the members does not
-        patched(arms[2]),
+        fused_by(light, "mean"),
         label=f"anchored diffusion (residual, {PATCHED}, mean fusion)",
-        run=f"{patched(arms[2]).run}-mean",  # its own run: a run keeps only its last checkpoint
-        extra=(*patched(arms[2]).extra, "sample.fusion=mean"),
-        fusion="mean",
+        run=f"{light.run}-mean",  # its own run: a run keeps only its last checkpoint
     )
-    return [unet, arms[0], arms[2], patched(arms[2]), mean_fused]
+    return [unet, arms[0], arms[2], light, mean_fused]
 
 
 SEG_WEIGHTS = (("0", "no seg. loss"), ("0.1", "seg. loss weight 0.1"))

@@ -78,6 +78,8 @@ BUDGETS = {
 }
 LR = ("train.lr=0.001", "train.decay_steps=0", "train.warmup_steps=150")  # the learning curves' LIDC schedule
 RESIDUAL = ("anchored.form=residual", "anchored.seg_weighting=uniform")  # the anchored run as it was measured
+LIGHT_HEAD = ("anchored.head_channels=[8,16,32,32]", "anchored.head_patch=1")  # the anchored runs' head
+STAPLE = ("sample.fusion=staple",)  # the single-rater anchored runs' fusion, whatever their preset's
 
 
 def lidc_runs(b: Budget) -> list[Run]:
@@ -91,7 +93,7 @@ def lidc_runs(b: Budget) -> list[Run]:
         Run("unc-lidc-probunet", "lidc-central", (*probunet, *LR)),
         Run("unc-lidc-phiseg", "phiseg", (*phiseg, "data.augment=false", *LR)),
         Run("unc-lidc-diffusion", "lidc-central", (ch, *LR)),
-        Run("unc-lidc-anchored", "anchored-lidc", (*unet, "anchored.head_channels=[8,16,32,32]", *RESIDUAL)),
+        Run("unc-lidc-anchored", "anchored-lidc", (*unet, *LIGHT_HEAD, *RESIDUAL)),
         Run("unc-lidc-ssn", "ssn-lidc", unet),
     ]
 
@@ -107,7 +109,7 @@ def single_rater_runs(dataset: str, b: Budget) -> list[Run]:
     return [
         *(Run(f"unc-{dataset}-unet-s{s}", f"unet-{dataset}", (*unet, f"train.seed={s}")) for s in SEEDS),
         Run(f"unc-{dataset}-medsegdiff", f"medsegdiff-b-{dataset}", (base, *unet[1:])),
-        Run(f"unc-{dataset}-anchored", f"anchored-{dataset}", (*unet, "anchored.head_channels=[8,16,32,32]", *fp32)),
+        Run(f"unc-{dataset}-anchored", f"anchored-{dataset}", (*unet, *LIGHT_HEAD, *STAPLE, *fp32)),
         Run(f"unc-{dataset}-ssn", f"ssn-{dataset}", unet),
     ]
 

@@ -29,13 +29,14 @@ from diffuseg.inference.ensemble import prepare_network, sample_ensembles
 from diffuseg.methods import build_network, build_process, make_draw
 from diffuseg.presets import load_config
 
+HEAD, PATCH = "anchored.head_channels=", "anchored.head_patch="
 MODELS = {  # name: (preset, overrides)
     "MedSegDiff-B": ("medsegdiff-b-ddti", []),
-    "anchored diffusion (UNet trunk)": ("anchored-ddti", []),
-    "anchored diffusion (UNet trunk, head 8-16-32-32)": ("anchored-ddti", ["anchored.head_channels=[8,16,32,32]"]),
+    "anchored diffusion (UNet trunk, head 16-32-64-64)": ("anchored-ddti", [f"{HEAD}[16,32,64,64]", f"{PATCH}1"]),
+    "anchored diffusion (UNet trunk, head 8-16-32-32)": ("anchored-ddti", [f"{HEAD}[8,16,32,32]", f"{PATCH}1"]),
     "anchored diffusion (UNet trunk, head 8-16-32-32 on 2 x 2 patches)": (
         "anchored-ddti",
-        ["anchored.head_channels=[8,16,32,32]", "anchored.head_patch=2"],
+        [f"{HEAD}[8,16,32,32]", f"{PATCH}2"],
     ),
 }
 SAMPLERS = {"DDPM, 5 steps, quadratic grid": ["sample.sampler=ddpm", "sample.steps=5", "sample.spacing=quadratic"]}
