@@ -16,7 +16,7 @@ import learning_curve_report as R
 
 from diffuseg.errors import UserError
 
-UNET, ANCHORED, PATCHED = LC.SEEDED["ddti-anchored"]
+UNET, ANCHORED, PATCHED, LONGER = LC.SEEDED["ddti-anchored"]
 CASES = ["1_1", "1_2", "2_1"]  # patient 1 has two images, patient 2 one
 
 
@@ -33,8 +33,9 @@ def test_seed_names_runs_and_files():
     every = LC.ddti_anchored_models(LC.QUICK, True)
     own = LC.seeded_models("ddti-anchored", every, LC.DEFAULT_SEED)
     two = LC.seeded_models("ddti-anchored", every, 2)
-    assert [m.label for m in two] == [UNET, ANCHORED, PATCHED]  # the study's arms only
-    assert [m.run for m in own] == [m.run for m in every if m.label in (UNET, ANCHORED, PATCHED)]  # the task's own
+    assert [m.label for m in two] == [UNET, ANCHORED, PATCHED, LONGER]  # the study's arms only
+    assert [m.run for m in own] == [m.run for m in every if m.label in LC.SEEDED["ddti-anchored"]]  # the task's own
+    assert two[-1].points == (3, 5) and two[-1].run.endswith("-1.3x-seed2")  # the UNet at 1.3x its compute
     assert [m.run for m in two] == [m.run + "-seed2" for m in own]
     config = LC.model_config(LC.QUICK, two[1], 4)
     assert config.train.seed == 2 and Path(config.train.out_dir).name == own[1].run + "-seed2"
@@ -152,7 +153,7 @@ def test_acdc_points_fuse_as_the_model_says_and_keep_each_volumes_dice_with_its_
         return [truth if "028" in cases[0][0] else torch.zeros_like(truth)]
 
     monkeypatch.setattr(LC.Q, "draw_label_maps", draw)
-    unet, *_, mean_fused = LC.acdc_anchored_models(LC.QUICK, True)
+    unet, *_, mean_fused, _ = LC.acdc_anchored_models(LC.QUICK, True)
     assert mean_fused.label == LC.SEEDED["acdc-anchored"][1] and "sample.fusion=mean" in mean_fused.extra
     for model, want in ((mean_fused, (LC.QUICK.members, "mean")), (unet, (1, "staple"))):
         fusions.clear()
