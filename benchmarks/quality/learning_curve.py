@@ -383,7 +383,6 @@ SEEDED = {
     "lidc-anchored": (
         "diffusion (ambiguity paper)",
         "anchored diffusion (mean_shift, head 16-32-64-64, seg. loss weighted by alpha_t^2)",
-        "anchored diffusion (mean_shift, head 16-32-64-64 on 2 x 2 patches, seg. loss weighted by alpha_t^2)",
     ),
 }
 DEFAULT_SEED = TrainConfig.seed  # the presets' training seed: its runs and results carry no suffix

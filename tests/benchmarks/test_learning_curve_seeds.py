@@ -120,7 +120,7 @@ def test_only_runs_the_named_models_and_keeps_what_parallel_jobs_saved(tmp_path,
 
 def test_the_lidc_study_pairs_ged_with_the_diffusion_unet_by_the_readers_patients():
     study = R.STUDIES["lidc-anchored"]
-    base, model, _ = LC.SEEDED["lidc-anchored"]
+    base, model = LC.SEEDED["lidc-anchored"]
     assert study.baseline == base and not study.percent
 
     def point(ged: list[float]) -> dict:  # three slices of two patients, named by the reader
