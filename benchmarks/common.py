@@ -221,7 +221,7 @@ def line_plot(
     if logy:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    if len(series) > LEGEND_INSIDE:  # below the axes, where it hides no curve
+    if len(series) > LEGEND_INSIDE or max(map(len, series)) > 40:  # below the axes, where it hides no curve
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     else:
         ax.legend(fontsize=8)
