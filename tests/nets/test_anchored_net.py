@@ -76,6 +76,11 @@ def test_a_patched_head_sees_the_full_resolution_inputs_rearranged_and_answers_a
     assert torch.equal(out[:, 1, 7, 10], inner[:, 4 * 1 + 2 * 1 + 0, 3, 5])  # channel 4c + 2a + b back in place
 
 
+def test_the_image_size_must_divide_by_the_trunks_and_the_patched_heads_downsampling():
+    trunk = build_network("unet", 1, 1, **UNET)  # downsamples 4x
+    assert anchored_net(trunk, 1, 1, 1, (8, 16), 1, 16, patch=3).downsampling == 12  # the head's 2 x 3, and 4
+
+
 def test_no_gradient_of_the_head_reaches_the_trunk():
     net = tiny()
     image = torch.randn(2, 1, SIZE, SIZE)

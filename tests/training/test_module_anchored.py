@@ -157,7 +157,7 @@ def test_a_patched_head_trains_and_loads_for_prediction(tiny_data, tmp_path):
     run = train(anchored(tiny_data, tmp_path / "run", "anchored.head_patch=2", steps=2))
     config, net, _ = load_for_inference(run / "checkpoints" / "last.ckpt")
     assert config.anchored.head_patch == 2 and net.patch == 2
-    assert net.downsampling == max(net.trunk.downsampling, 2 * net.head.downsampling)
+    assert net.downsampling == max(net.trunk.downsampling, 2 * net.head.downsampling)  # powers of 2: their lcm
     image = torch.randn(1, 1, 16, 16)
     features, logits = net.prior(image)
     condition = net.condition(image, features, torch.tanh(logits))

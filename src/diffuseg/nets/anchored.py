@@ -18,6 +18,7 @@ mask_channels, H, W) for K members per image, rows image-major.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -47,7 +48,7 @@ class AnchoredNet(nn.Module):
                 raise TypeError(f"{type(trunk).__name__} has no {name}(): it cannot be an anchored trunk")
         self.trunk = trunk
         self.head = head
-        self.downsampling = max(getattr(trunk, "downsampling", 1), head.downsampling * patch)
+        self.downsampling = math.lcm(getattr(trunk, "downsampling", 1), head.downsampling * patch)  # a multiple of both
 
     def prior(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk.features(image)
