@@ -18,8 +18,8 @@ recipe, timed back to back in this process (``step_cost``), so that "equal compu
 
 Results land in ``benchmarks/results/learning-curve/<task>.json`` after every point (a rerun skips finished
 points and resumes unfinished training) and ``learning-curve.md`` plus ``learning-curve-<task>.png`` are
-rebuilt from every finished task. DDTI points keep each validation image's scores (``per_case``), so that two
-models can be compared patient by patient.
+rebuilt from every finished task. DDTI, LIDC and ACDC points keep each validation image's (ACDC: volume's) scores
+with its patient (``per_case``), so that two models can be compared patient by patient.
 
 Training seeds: ``--seed N`` trains the arms of the task's seed study (``SEEDED``: the models that decide) with
 ``train.seed=N``, in run folders and a result file suffixed ``-seedN`` (none for the presets' seed,
