@@ -174,7 +174,8 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-LEGEND_INSIDE = 5  # a line plot with more series draws its legend below the axes
+LEGEND_INSIDE = 5  # a line plot with more series, or a label longer than LEGEND_LABEL, draws its legend below the axes
+LEGEND_LABEL = 40
 COLOURS = 10  # matplotlib's default colour cycle
 
 
@@ -221,7 +222,7 @@ def line_plot(
     if logy:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    if len(series) > LEGEND_INSIDE or max(map(len, series)) > 40:  # below the axes, where it hides no curve
+    if len(series) > LEGEND_INSIDE or max(map(len, series), default=0) > LEGEND_LABEL:  # there it hides no curve
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     else:
         ax.legend(fontsize=8)

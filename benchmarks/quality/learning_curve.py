@@ -278,13 +278,13 @@ def acdc_anchored_models(b: Q.Budget, quick: bool) -> list[Model]:
     extra = (ch, *_constant_lr(60), "sample.precision=32")
     unet = Model("deterministic UNet", "lc-acdc-anchored-unet", "unet-acdc", extra, points, "unet")
     arms = [fused_by(m, "staple") for m in anchored_models(unet, "anchored-acdc", "lc-acdc-anchored")]
-    light = patched(arms[2])
+    patched_light = patched(arms[2])
     mean_fused = dataclasses.replace(  # multi-label STAPLE loses a point on ACDC where the mean of the members does not
-        fused_by(light, "mean"),
+        fused_by(patched_light, "mean"),
         label=f"anchored diffusion (residual, {PATCHED}, mean fusion)",
-        run=f"{light.run}-mean",  # its own run: a run keeps only its last checkpoint
+        run=f"{patched_light.run}-mean",  # its own run: a run keeps only its last checkpoint
     )
-    return [unet, arms[0], arms[2], light, mean_fused, longer(unet)]
+    return [unet, arms[0], arms[2], patched_light, mean_fused, longer(unet)]
 
 
 SEG_WEIGHTS = (("0", "no seg. loss"), ("0.1", "seg. loss weight 0.1"))

@@ -468,12 +468,12 @@ def _validate(c: Config) -> None:
         ),
         (
             c.method != Method.ANCHORED
-            or c.anchored.form != AnchorForm.RESIDUAL
+            or a.form != AnchorForm.RESIDUAL
             or c.diffusion.prediction != PredictionType.LOGITS,
             "anchored.form=residual predicts the residual, which has no logits: use diffusion.prediction eps, x or v, "
             "or anchored.form=mean_shift",
         ),
-        (c.anchored.seg_weight >= 0, "anchored.seg_weight must be >= 0 (0: no segmentation loss on the head)"),
+        (a.seg_weight >= 0, "anchored.seg_weight must be >= 0 (0: no segmentation loss on the head)"),
         (len(h := a.head_channels) >= 2 and min(h) >= 1, "anchored.head_channels: >= 2 levels, each >= 1"),
         (min(a.head_blocks, a.head_time_dim, a.head_patch) > 0, "anchored.head_{blocks,time_dim,patch} must be >= 1"),
         (c.ssn.rank >= 1, "ssn.rank must be >= 1"),
